@@ -1,0 +1,58 @@
+"""The ``traza`` command. Each verb group lives in its own module with ``register(subparsers)``.
+
+Exit status: 0 success, 1 a failed check, 2 bad usage (SPEC §10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules under gateway.cli that each add one verb (group) to the parser.
+VERB_MODULES: tuple[str, ...] = (
+    "pki",
+    "manifest",
+    "schema",
+)
+
+
+class CheckFailed(Exception):
+    """Raised by a verb when a check fails: printed on stderr, exit status 1."""
+
+
+class UsageError(Exception):
+    """Raised by a verb for bad usage found after parsing: exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="traza",
+        description="Traza: a gateway for trusted firearms-trace, lost/stolen, ballistic and licence messages.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for name in VERB_MODULES:
+        mod = importlib.import_module(f"gateway.cli.{name}")
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except CheckFailed as exc:
+        print(f"traza: {exc}", file=sys.stderr)
+        return 1
+    except UsageError as exc:
+        print(f"traza: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

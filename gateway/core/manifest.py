@@ -1,0 +1,250 @@
+"""Federation manifest model (SPEC §2) and the pure queries on it: nodes, keys, revocation, routes.
+
+Loading from disk, threshold verification and rollback protection live in ``gateway.trust``; this module
+only describes the document and answers questions about it, so routing and envelope verification can use
+it without I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import msgspec
+
+from gateway.core.timeutil import parse_rfc3339
+
+NodeKind = Literal["national", "hub", "service"]
+KeyUse = Literal["sig", "enc", "audit", "tls"]
+Classification = Literal["UNCLASSIFIED", "BASIC_PROTECTION_LEVEL", "RESTREINT_UE", "CONFIDENTIEL_UE"]
+CLASSIFICATION_ORDER: dict[str, int] = {
+    "UNCLASSIFIED": 0,
+    "BASIC_PROTECTION_LEVEL": 1,
+    "RESTREINT_UE": 2,
+    "CONFIDENTIEL_UE": 3,
+}
+SigAlg = Literal["EdDSA", "ES256"]
+Kem = Literal["MLKEM768_X25519", "X25519"]
+
+NODE_ID = re.compile(r"^[a-z][a-z0-9-]{1,31}$")
+KID = re.compile(r"^(?:[a-z][a-z0-9-]{1,31}/(?:sig|enc|audit|tls)|auth/[a-z][a-z0-9-]{0,31})/[1-9][0-9]*$")
+
+
+class _S(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class AuthorityKey(_S, frozen=True):
+    kid: str
+    alg: Literal["Ed25519"]
+    public_key: str
+
+
+class Authorities(_S, frozen=True):
+    threshold: int
+    keys: list[AuthorityKey]
+
+
+class Revoked(_S, frozen=True):
+    cert_serials: list[str] = []
+    kids: list[str] = []
+
+
+class NodeKey(_S, frozen=True, omit_defaults=True):
+    kid: str
+    use: KeyUse
+    alg: str | None = None
+    jwk: dict[str, Any] | None = None
+    kem: Kem | None = None
+    public_key: str | None = None
+    not_before: str | None = None
+    not_after: str | None = None
+
+
+class Node(_S, frozen=True, omit_defaults=True):
+    id: str
+    kind: NodeKind
+    country: str
+    name: str
+    endpoint: str
+    max_classification: Classification
+    keys: list[NodeKey]
+    hub: str | None = None
+    peers: list[str] = []
+
+
+class PolicyRule(_S, frozen=True, omit_defaults=True):
+    senders: list[NodeKind]
+    recipients: list[NodeKind]
+    encrypt_through_hubs: bool = False
+
+
+class Manifest(_S, frozen=True):
+    federation: str
+    version: int
+    issued_at: str
+    expires_at: str
+    authorities: Authorities
+    tls_ca: list[str]
+    revoked: Revoked
+    nodes: list[Node]
+    policy: dict[str, PolicyRule]
+
+
+class ManifestError(ValueError):
+    """The manifest document itself is inconsistent (names the field at fault)."""
+
+
+_decoder = msgspec.json.Decoder(Manifest)
+
+
+def decode_manifest(raw: bytes) -> Manifest:
+    """Decode and check a manifest's internal consistency. Raises ``ManifestError`` naming the field."""
+    try:
+        m = _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise ManifestError(f"manifest: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ManifestError(f"manifest: not JSON ({exc})") from None
+    check_manifest(m)
+    return m
+
+
+def check_manifest(m: Manifest) -> None:
+    try:
+        parse_rfc3339(m.issued_at)
+        parse_rfc3339(m.expires_at)
+    except ValueError as exc:
+        raise ManifestError(f"manifest: issued_at/expires_at: {exc}") from None
+    if m.version < 1:
+        raise ManifestError("manifest: version must be a positive integer")
+    a = m.authorities
+    kids = [k.kid for k in a.keys]
+    if len(set(kids)) != len(kids):
+        raise ManifestError("manifest: authorities.keys: duplicate kid")
+    if not 1 <= a.threshold <= len(kids):
+        raise ManifestError(f"manifest: authorities.threshold {a.threshold} is not within 1..{len(kids)}")
+    seen: set[str] = set()
+    all_kids: set[str] = set(kids)
+    ids = {n.id for n in m.nodes}
+    for i, n in enumerate(m.nodes):
+        where = f"manifest: nodes[{i}] ({n.id})"
+        if not NODE_ID.match(n.id):
+            raise ManifestError(f"{where}: id does not match {NODE_ID.pattern}")
+        if n.id in seen:
+            raise ManifestError(f"{where}: duplicate node id")
+        seen.add(n.id)
+        if not re.match(r"^[A-Z]{2}$", n.country):
+            raise ManifestError(f"{where}: country must be ISO 3166-1 alpha-2 upper case")
+        if n.kind == "hub":
+            if n.hub is not None:
+                raise ManifestError(f"{where}: a hub has no hub")
+        elif n.hub is None or n.hub not in ids:
+            raise ManifestError(f"{where}: hub {n.hub!r} is not a node of the manifest")
+        for p in n.peers:
+            if p not in ids:
+                raise ManifestError(f"{where}: peer {p!r} is not a node of the manifest")
+        for k in n.keys:
+            if not k.kid.startswith(f"{n.id}/{k.use}/") or not KID.match(k.kid):
+                raise ManifestError(f"{where}: key {k.kid!r} must be named {n.id}/{k.use}/<n>")
+            if k.kid in all_kids:
+                raise ManifestError(f"{where}: duplicate key id {k.kid!r}")
+            all_kids.add(k.kid)
+            if k.use == "sig" and (k.alg not in ("EdDSA", "ES256") or k.jwk is None):
+                raise ManifestError(f"{where}: signing key {k.kid} needs alg EdDSA|ES256 and a jwk")
+            if k.use == "enc" and (k.kem is None or k.public_key is None):
+                raise ManifestError(f"{where}: encryption key {k.kid} needs kem and public_key")
+            if k.use == "audit" and (k.alg != "Ed25519" or k.public_key is None):
+                raise ManifestError(f"{where}: audit key {k.kid} needs alg Ed25519 and public_key")
+    for mt, rule in m.policy.items():
+        if not rule.senders or not rule.recipients:
+            raise ManifestError(f"manifest: policy.{mt}: senders and recipients must not be empty")
+
+
+class KeyRef(msgspec.Struct, frozen=True):
+    """A manifest key with its owner and validity window as epoch seconds."""
+
+    node: str
+    key: NodeKey
+    not_before: float | None
+    not_after: float | None
+
+
+class Federation:
+    """Indexed, read-only view of one manifest: the questions routing and verification ask."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.nodes: dict[str, Node] = {n.id: n for n in manifest.nodes}
+        self.keys: dict[str, KeyRef] = {}
+        for n in manifest.nodes:
+            for k in n.keys:
+                nb = parse_rfc3339(k.not_before) if k.not_before else None
+                na = parse_rfc3339(k.not_after) if k.not_after else None
+                self.keys[k.kid] = KeyRef(node=n.id, key=k, not_before=nb, not_after=na)
+        self.revoked_kids = frozenset(manifest.revoked.kids)
+        self.revoked_serials = frozenset(s.lower().lstrip("0") for s in manifest.revoked.cert_serials)
+        self.expires_at = parse_rfc3339(manifest.expires_at)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.federation
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    def node(self, node_id: str) -> Node | None:
+        return self.nodes.get(node_id)
+
+    def current_key(self, node_id: str, use: KeyUse, now: float) -> NodeKey | None:
+        """The newest valid, unrevoked key of ``use`` for ``node_id`` at ``now``."""
+        best: tuple[int, NodeKey] | None = None
+        for ref in self.keys.values():
+            k = ref.key
+            if ref.node != node_id or k.use != use or k.kid in self.revoked_kids:
+                continue
+            if (ref.not_before is not None and now < ref.not_before) or (
+                ref.not_after is not None and now > ref.not_after
+            ):
+                continue
+            n = int(k.kid.rsplit("/", 1)[1])
+            if best is None or n > best[0]:
+                best = (n, k)
+        return best[1] if best else None
+
+    def is_serial_revoked(self, serial: int) -> bool:
+        return format(serial, "x") in self.revoked_serials
+
+    def linked(self, a: str, b: str) -> bool:
+        """A and B talk directly: either lists the other in ``peers``, one is the other's hub, or both are hubs."""
+        na, nb = self.nodes.get(a), self.nodes.get(b)
+        if na is None or nb is None or a == b:
+            return False
+        if b in na.peers or a in nb.peers or na.hub == b or nb.hub == a:
+            return True
+        return na.kind == "hub" and nb.kind == "hub"
+
+    def route(self, src: str, dst: str) -> list[str]:
+        """Derived route from ``src`` to ``dst`` inclusive (SPEC §2): direct if linked, else
+        src → hub(src) → hub(dst) → dst with repeats skipped. Raises KeyError for unknown nodes."""
+        a, b = self.nodes[src], self.nodes[dst]
+        if src == dst:
+            return [src]
+        if self.linked(src, dst):
+            return [src, dst]
+        path = [src, a.hub or src, b.hub or dst, dst]
+        out: list[str] = []
+        for p in path:
+            if not out or out[-1] != p:
+                out.append(p)
+        return out
+
+    def next_hop(self, here: str, src: str, dst: str) -> str | None:
+        """The node after ``here`` on the route from ``src`` to ``dst`` (None if ``here`` is the end or
+        not on the route)."""
+        r = self.route(src, dst)
+        if here not in r:
+            return None
+        i = r.index(here)
+        return r[i + 1] if i + 1 < len(r) else None
