@@ -1,0 +1,144 @@
+"""Node configuration: TOML → frozen msgspec Structs with defaults and limits.
+
+Every error names the file, the key and the reason, e.g.
+``config/mx.toml: limits.max_batch: expected an int >= 1 and <= 256, got 0``.
+Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from gateway.core.manifest import NODE_ID
+
+
+class ConfigError(ValueError):
+    pass
+
+
+_Addr = Annotated[str, msgspec.Meta(pattern=r"^(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):[0-9]{1,5}$")]
+
+
+class _C(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class NodeSection(_C, frozen=True):
+    id: str
+    data_dir: str
+
+
+class TrustSection(_C, frozen=True):
+    anchor: str
+    manifest: str
+    manifest_poll_seconds: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 30.0
+
+
+class KeysSection(_C, frozen=True):
+    sig: str
+    enc: str
+    audit: str
+    tls_cert: str
+    tls_key: str
+    local_ca: str
+
+
+class ListenSection(_C, frozen=True):
+    peer: _Addr
+    local: _Addr
+    ops: _Addr
+
+
+class DeliverySection(_C, frozen=True):
+    mode: Literal["inbox", "webhook", "drop"] = "inbox"
+    webhook_url: str | None = None
+    drop_dir: str | None = None
+
+
+class AdapterSection(_C, frozen=True):
+    name: str = "standard"
+
+
+class LimitsSection(_C, frozen=True):
+    max_batch: Annotated[int, msgspec.Meta(ge=1, le=256)] = 256
+    max_request: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 16 * 1024 * 1024
+    max_envelope: Annotated[int, msgspec.Meta(ge=1024, le=1024 * 1024)] = 1024 * 1024
+    max_blob: Annotated[int, msgspec.Meta(ge=1, le=4 * 1024**3)] = 4 * 1024**3
+    max_queue: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    min_free_disk: Annotated[int, msgspec.Meta(ge=0)] = 64 * 1024 * 1024
+    clock_skew: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 120
+    default_ttl: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 7 * 86400
+    max_ttl: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 30 * 86400
+    checkpoint_interval: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    retry_min: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0
+    retry_max: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 300.0
+
+
+class LogSection(_C, frozen=True):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_C, frozen=True):
+    node: NodeSection
+    trust: TrustSection
+    keys: KeysSection
+    listen: ListenSection
+    delivery: DeliverySection = DeliverySection()
+    adapter: AdapterSection = AdapterSection()
+    limits: LimitsSection = LimitsSection()
+    log: LogSection = LogSection()
+    path: str = ""  # the file it was read from (set by load_config)
+
+    def resolve(self, p: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else Path(self.path).parent / q
+
+
+_PATH_RE = re.compile(r"at `\$\.?(.*)`")
+
+
+def load_config(path: Path | str) -> Config:
+    path = Path(path)
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if "path" in data:
+        raise ConfigError(f"{path}: path: unknown key")
+    try:
+        cfg = msgspec.convert({**data, "path": str(path)}, Config, strict=True)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        m = _PATH_RE.search(msg)
+        key = m.group(1) if m else "(top level)"
+        reason = _PATH_RE.sub("", msg).strip().rstrip("-").strip()
+        raise ConfigError(f"{path}: {key or '(top level)'}: {reason}") from None
+    if not NODE_ID.match(cfg.node.id):
+        raise ConfigError(f"{path}: node.id: {cfg.node.id!r} does not match {NODE_ID.pattern}")
+    d = cfg.delivery
+    if d.mode == "webhook" and not d.webhook_url:
+        raise ConfigError(f"{path}: delivery.webhook_url: required when delivery.mode is 'webhook'")
+    if d.mode == "drop" and not d.drop_dir:
+        raise ConfigError(f"{path}: delivery.drop_dir: required when delivery.mode is 'drop'")
+    if cfg.limits.default_ttl > cfg.limits.max_ttl:
+        raise ConfigError(f"{path}: limits.default_ttl: {cfg.limits.default_ttl} exceeds limits.max_ttl")
+    if cfg.limits.retry_min > cfg.limits.retry_max:
+        raise ConfigError(f"{path}: limits.retry_min: exceeds limits.retry_max")
+    for key in ("anchor", "manifest"):
+        f = cfg.resolve(getattr(cfg.trust, key))
+        if not f.is_file():
+            raise ConfigError(f"{path}: trust.{key}: file {f} does not exist")
+    for key in KeysSection.__struct_fields__:
+        f = cfg.resolve(getattr(cfg.keys, key))
+        if not f.is_file():
+            raise ConfigError(f"{path}: keys.{key}: file {f} does not exist")
+    return cfg

@@ -1,0 +1,37 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.core.retry import CircuitBreaker, backoff, next_attempt_at
+
+
+@given(attempt=st.integers(1, 100), rand=st.floats(0, 0.999999))
+def test_backoff_within_bounds(attempt, rand):
+    d = backoff(attempt, rand=rand, base=1.0, cap=300.0)
+    nominal = min(300.0, 2.0 ** (attempt - 1))
+    assert nominal / 2 <= d <= nominal
+    assert 0.5 <= d <= 300.0
+
+
+def test_backoff_grows_then_caps():
+    assert [backoff(a, rand=0.0) for a in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert backoff(30, rand=0.999) < 300.0
+
+
+def test_no_retry_after_expiry():
+    assert next_attempt_at(100.0, 1, 200.0, rand=0.0) == 100.5
+    assert next_attempt_at(100.0, 10, 200.0, rand=0.0) is None
+
+
+def test_circuit_breaker_opens_probes_and_closes():
+    cb = CircuitBreaker(threshold=3, cooldown=10)
+    for t in range(3):
+        assert cb.allow(t)
+        cb.failure(t)
+    assert cb.state(3) == "open" and not cb.allow(5)
+    assert cb.state(12.5) == "half_open"
+    assert cb.allow(12.5) and not cb.allow(12.6)  # one probe at a time
+    cb.failure(13)
+    assert cb.state(14) == "open"
+    assert cb.allow(23.5)
+    cb.success()
+    assert cb.state(24) == "closed" and cb.allow(24)
