@@ -56,7 +56,12 @@ def test_round_trip(key: EncKey, plaintext: bytes) -> None:
 def test_public_key_sizes(key: EncKey) -> None:
     raw = base64.b64decode(key.public_b64(), validate=True)
     assert len(raw) == PUBLIC_KEY_SIZE[key.kem]
-    assert key.manifest_entry() == {"kid": "es/enc/1", "use": "enc", "kem": key.kem, "public_key": key.public_b64()}
+    assert key.manifest_entry() == {
+        "kid": "es/enc/1",
+        "use": "enc",
+        "kem": key.kem,
+        "public_key": key.public_b64(),
+    }
 
 
 def test_sealing_is_randomised(key: EncKey) -> None:
