@@ -1,0 +1,1 @@
+"""Shared test helpers (importable as ``kit`` thanks to pytest's pythonpath)."""
