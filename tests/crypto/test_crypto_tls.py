@@ -1,0 +1,328 @@
+"""mTLS contexts and certificate identity (SPEC §4): extractors on real certificates, real handshakes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gateway.crypto.tls import (
+    cert_not_after,
+    cert_serial,
+    cert_serial_hex,
+    client_context,
+    is_ecdsa_p256,
+    peer_cert_der,
+    peer_local_identity,
+    peer_node_id,
+    server_context,
+)
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+NOT_AFTER = NOW + dt.timedelta(days=30)
+
+Key = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+@dataclass
+class CA:
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @property
+    def pem(self) -> str:
+        return self.cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def make_ca(name: str) -> CA:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(minutes=5))
+        .not_valid_after(NOT_AFTER + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return CA(key, cert)
+
+
+def make_leaf(
+    ca: CA, uris: list[str], *, key: Key | None = None, serial: int | None = None
+) -> tuple[x509.Certificate, Key]:
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, uris[0] if uris else "none")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(serial or x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(minutes=5))
+        .not_valid_after(NOT_AFTER)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
+    )
+    if uris:
+        b = b.add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in uris]), critical=False
+        )
+    return b.sign(ca.key, hashes.SHA256()), key
+
+
+def der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def write_pair(tmp: Path, name: str, cert: x509.Certificate, key: Key) -> tuple[Path, Path]:
+    c, k = tmp / f"{name}.crt", tmp / f"{name}.key"
+    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return c, k
+
+
+@pytest.fixture(scope="module")
+def ca() -> CA:
+    return make_ca("traza-demo federation TLS CA")
+
+
+# --- extractors -------------------------------------------------------------------------------------
+
+
+def test_node_identity(ca: CA) -> None:
+    cert, _ = make_leaf(ca, ["urn:traza:node:latam-hub"], serial=0x00ABCDEF01)
+    d = der(cert)
+    assert peer_node_id(d) == "latam-hub"
+    assert peer_local_identity(d) is None
+    assert cert_serial(d) == 0xABCDEF01
+    assert cert_serial_hex(d) == "abcdef01"
+    assert is_ecdsa_p256(d)
+    assert cert_not_after(d) == NOT_AFTER.timestamp()
+
+
+def test_local_identity(ca: CA) -> None:
+    for role in ("system", "operator", "auditor"):
+        cert, _ = make_leaf(ca, [f"urn:traza:local:{role}:sinarm-01"])
+        assert peer_local_identity(der(cert)) == (role, "sinarm-01")
+        assert peer_node_id(der(cert)) is None
+
+
+@pytest.mark.parametrize(
+    "uris",
+    [
+        [],
+        ["https://mx.example/"],
+        ["urn:traza:node:mx", "urn:traza:node:es"],  # two identities: ambiguous
+        ["urn:traza:node:MX"],  # not a node id
+        ["urn:traza:node:m"],  # too short
+        ["urn:traza:node:mx", "urn:traza:local:operator:ana"],  # a node and a local client at once
+        ["urn:traza:node:"],
+    ],
+)
+def test_no_node_identity(ca: CA, uris: list[str]) -> None:
+    cert, _ = make_leaf(ca, uris)
+    assert peer_node_id(der(cert)) is None
+
+
+@pytest.mark.parametrize(
+    "uris",
+    [
+        [],
+        ["urn:traza:local:admin:ana"],  # unknown role
+        ["urn:traza:local:operator"],  # no name
+        ["urn:traza:local:operator:"],
+        ["urn:traza:local:operator:ana:extra"],
+        ["urn:traza:local:operator:ana", "urn:traza:local:auditor:ana"],
+        ["urn:traza:local:operator:ana", "urn:traza:node:mx"],
+    ],
+)
+def test_no_local_identity(ca: CA, uris: list[str]) -> None:
+    cert, _ = make_leaf(ca, uris)
+    assert peer_local_identity(der(cert)) is None
+
+
+def test_key_type_check(ca: CA) -> None:
+    p384, _ = make_leaf(ca, ["urn:traza:node:mx"], key=ec.generate_private_key(ec.SECP384R1()))
+    ed, _ = make_leaf(ca, ["urn:traza:node:mx"], key=ed25519.Ed25519PrivateKey.generate())
+    assert not is_ecdsa_p256(der(p384))
+    assert not is_ecdsa_p256(der(ed))
+
+
+def test_not_der_is_named() -> None:
+    with pytest.raises(ValueError, match=r"not valid DER X\.509"):
+        peer_node_id(b"\x30\x03\x02\x01\x00")
+
+
+def test_context_errors_name_the_file(ca: CA, tmp_path: Path) -> None:
+    cert, key = make_leaf(ca, ["urn:traza:node:mx"])
+    c, k = write_pair(tmp_path, "mx", cert, key)
+    with pytest.raises(ValueError, match="at least one CA"):
+        server_context(c, k, [])
+    with pytest.raises(ValueError, match=r"cannot load TLS certificate .*missing\.crt"):
+        client_context(tmp_path / "missing.crt", k, [ca.pem])
+    with pytest.raises(ValueError, match="tls_ca"):
+        server_context(c, k, ["-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"])
+
+
+def test_context_settings(ca: CA, tmp_path: Path) -> None:
+    cert, key = make_leaf(ca, ["urn:traza:node:mx"])
+    c, k = write_pair(tmp_path, "mx", cert, key)
+    for ctx in (server_context(c, k, [ca.pem]), client_context(c, k, [ca.pem])):
+        assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3
+        assert ctx.verify_mode == ssl.CERT_REQUIRED
+        assert ctx.check_hostname is False
+    assert server_context(c, k, [ca.pem]).num_tickets == 0
+
+
+# --- real handshakes on 127.0.0.1 ---------------------------------------------------------------------
+
+
+@dataclass
+class ServerResult:
+    version: str | None = None
+    peer: str | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def serve_once(ctx: ssl.SSLContext) -> tuple[int, ServerResult]:
+    lsock = socket.create_server(("127.0.0.1", 0))
+    lsock.settimeout(5)
+    port = lsock.getsockname()[1]
+    result = ServerResult()
+
+    def run() -> None:
+        try:
+            conn, _ = lsock.accept()
+            conn.settimeout(5)
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                result.version = tls.version()
+                d = peer_cert_der(tls)
+                result.peer = peer_node_id(d) if d else None
+                tls.recv(1)
+                tls.sendall(f"hello {result.peer}".encode())
+        except BaseException as exc:
+            result.error = exc
+        finally:
+            lsock.close()
+            result.done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return port, result
+
+
+def talk(ctx: ssl.SSLContext, port: int) -> tuple[str | None, str | None, bytes]:
+    """Handshake, send one byte, read the answer: (version, server node id, answer)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+        version = tls.version()
+        d = peer_cert_der(tls)
+        server = peer_node_id(d) if d else None
+        tls.sendall(b"x")
+        return version, server, tls.recv(100)
+
+
+@pytest.fixture(scope="module")
+def pki(ca: CA, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    tmp = tmp_path_factory.mktemp("pki")
+    foreign = make_ca("some other CA")
+    out = {}
+    for name, issuer, uri in (
+        ("mx", ca, "urn:traza:node:mx"),
+        ("es", ca, "urn:traza:node:es"),
+        ("rogue", foreign, "urn:traza:node:es"),
+        ("rogue-server", foreign, "urn:traza:node:mx"),
+    ):
+        cert, key = make_leaf(issuer, [uri])
+        out[name] = write_pair(tmp, name, cert, key)
+    return out
+
+
+def test_mutual_tls13_handshake(ca: CA, pki: dict[str, tuple[Path, Path]]) -> None:
+    port, res = serve_once(server_context(*pki["mx"], [ca.pem]))
+    version, server, answer = talk(client_context(*pki["es"], [ca.pem]), port)
+    assert res.done.wait(5)
+    assert res.error is None, res.error
+    assert version == "TLSv1.3" and res.version == "TLSv1.3"
+    assert server == "mx" and res.peer == "es"
+    assert answer == b"hello es"
+
+
+def _refused(res: ServerResult, client_exc: BaseException | None, answer: bytes | None) -> None:
+    assert res.done.wait(5)
+    assert isinstance(res.error, ssl.SSLError), f"server accepted: {res.error!r}"
+    # TLS 1.3: the client may finish its handshake before the server refuses; it must never get data.
+    assert client_exc is not None or not answer
+
+
+def test_client_without_certificate_is_refused(ca: CA, pki: dict[str, tuple[Path, Path]]) -> None:
+    port, res = serve_once(server_context(*pki["mx"], [ca.pem]))
+    anon = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    anon.minimum_version = ssl.TLSVersion.TLSv1_3
+    anon.check_hostname = False
+    anon.load_verify_locations(cadata=ca.pem)
+    exc: BaseException | None = None
+    answer = None
+    try:
+        _, _, answer = talk(anon, port)
+    except (ssl.SSLError, OSError) as e:
+        exc = e
+    _refused(res, exc, answer)
+    assert "certificate" in str(res.error).lower()
+
+
+def test_client_certificate_from_foreign_ca_is_refused(ca: CA, pki: dict[str, tuple[Path, Path]]) -> None:
+    port, res = serve_once(server_context(*pki["mx"], [ca.pem]))
+    exc: BaseException | None = None
+    answer = None
+    try:
+        # The rogue client trusts our CA (so it accepts the server) but its own cert is foreign.
+        _, _, answer = talk(client_context(*pki["rogue"], [ca.pem]), port)
+    except (ssl.SSLError, OSError) as e:
+        exc = e
+    _refused(res, exc, answer)
+    assert "certificate verify failed" in str(res.error)
+
+
+def test_server_certificate_from_foreign_ca_is_refused(ca: CA, pki: dict[str, tuple[Path, Path]]) -> None:
+    port, res = serve_once(server_context(*pki["rogue-server"], [ca.pem]))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        talk(client_context(*pki["es"], [ca.pem]), port)
+    assert res.done.wait(5)
+    assert res.error is not None
+
+
+def test_tls12_client_is_refused(ca: CA, pki: dict[str, tuple[Path, Path]]) -> None:
+    port, res = serve_once(server_context(*pki["mx"], [ca.pem]))
+    old = client_context(*pki["es"], [ca.pem])
+    old.minimum_version = ssl.TLSVersion.TLSv1_2
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises(ssl.SSLError):
+        talk(old, port)
+    assert res.done.wait(5)
+    assert isinstance(res.error, ssl.SSLError)
