@@ -51,24 +51,31 @@ def parse_compact(token: str, *, typ: str) -> Compact:
     parts = token.split(".")
     if len(parts) != 3:
         raise TrazaError(Code.MALFORMED, f"{typ}: compact JWS needs 3 parts, got {len(parts)}")
+    # The header is judged before anything else is decoded: the algorithm allow-list first, so a token
+    # of a foreign algorithm is refused as such whatever it carries.
     try:
         header = msgspec.json.decode(b64url_decode(parts[0]))
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise TrazaError(Code.MALFORMED, f"{typ}: undecodable JWS header ({exc})") from None
+    if not isinstance(header, dict):
+        raise TrazaError(Code.MALFORMED, f"{typ}: JWS header must be a JSON object")
+    alg = header.get("alg")
+    if alg not in ALLOWED_ALGS:
+        raise TrazaError(Code.BAD_SIGNATURE, f"{typ}: algorithm {alg!r} is not allowed in this federation")
+    for bad in ("crit", "b64", "jwk", "jku", "x5u", "x5c"):
+        if bad in header:
+            raise TrazaError(Code.BAD_SIGNATURE, f"{typ}: header member {bad!r} is not allowed")
+    if header.get("typ") != typ:
+        raise TrazaError(Code.MALFORMED, f"header typ is {header.get('typ')!r}, expected {typ!r}")
+    if not isinstance(header.get("kid"), str):
+        raise TrazaError(Code.BAD_SIGNATURE, f"{typ}: header has no kid")
+    try:
         claims = msgspec.json.decode(b64url_decode(parts[1]))
         signature = b64url_decode(parts[2])
     except (ValueError, msgspec.DecodeError) as exc:
         raise TrazaError(Code.MALFORMED, f"{typ}: undecodable JWS part ({exc})") from None
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise TrazaError(Code.MALFORMED, f"{typ}: header and claims must be JSON objects")
-    if header.get("typ") != typ:
-        raise TrazaError(Code.MALFORMED, f"header typ is {header.get('typ')!r}, expected {typ!r}")
-    for bad in ("crit", "b64", "jwk", "jku", "x5u", "x5c"):
-        if bad in header:
-            raise TrazaError(Code.BAD_SIGNATURE, f"{typ}: header member {bad!r} is not allowed")
-    alg = header.get("alg")
-    if alg not in ALLOWED_ALGS:
-        raise TrazaError(Code.BAD_SIGNATURE, f"{typ}: algorithm {alg!r} is not allowed in this federation")
-    if not isinstance(header.get("kid"), str):
-        raise TrazaError(Code.BAD_SIGNATURE, f"{typ}: header has no kid")
+    if not isinstance(claims, dict):
+        raise TrazaError(Code.MALFORMED, f"{typ}: claims must be a JSON object")
     return Compact(
         token=token,
         header=header,
