@@ -34,15 +34,14 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
 from gateway.core.b64 import b64_decode, b64_encode
+from gateway.core.envelope import SUITES as ENVELOPE_SUITES
+from gateway.core.envelope import payload_info
 
 Kem = Literal["MLKEM768_X25519", "X25519"]
 KEMS: tuple[str, ...] = get_args(Kem)
 DEFAULT_KEM: Kem = "MLKEM768_X25519"
 
-SUITES: dict[str, str] = {
-    "MLKEM768_X25519": "MLKEM768_X25519/HKDF_SHA256/AES_256_GCM",
-    "X25519": "X25519/HKDF_SHA256/AES_256_GCM",
-}
+SUITES: dict[str, str] = ENVELOPE_SUITES  # one table: the suite names of SPEC §3.2 live in the core
 
 PRIVATE_FORMAT = "traza-hpke-private-key/v1"
 
@@ -84,9 +83,7 @@ def kem_for_suite(suite: str) -> Kem:
     raise ValueError(f"unknown HPKE suite {suite!r}: expected one of {', '.join(SUITES.values())}")
 
 
-def envelope_info(jti: str, iss: str, aud: str) -> bytes:
-    """HPKE ``info`` of an envelope payload (SPEC §3.2): ``traza/v1|<jti>|<iss>|<aud>``."""
-    return f"traza/v1|{jti}|{iss}|{aud}".encode()
+envelope_info = payload_info  # HPKE ``info`` of an envelope payload (SPEC §3.2)
 
 
 def _xwing_expand(seed: bytes) -> tuple[mlkem.MLKEM768PrivateKey, x25519.X25519PrivateKey]:
