@@ -1,0 +1,144 @@
+"""Code lists and value formats of the v1 message bodies (SPEC §5).
+
+Every closed list is a ``Literal`` so that msgspec rejects a value outside it while decoding and the
+exported JSON Schema carries it as an ``enum``. Lists the SPEC spells out are copied exactly; where the
+SPEC names a field without its list (or ends a list with "..."), the list is the one of the standard
+cited in ``docs/messages.md`` (NCIC, OpenFMC, IBIN, Interpol iARMS).
+
+``error.code`` uses :class:`gateway.core.errors.Code` (SPEC §9) directly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# --- value formats (regular expressions; msgspec applies them with ``re.search``, hence the anchors) ---
+
+# ISO 3166-1 alpha-2, upper case (SPEC §1).
+COUNTRY_PATTERN = r"^[A-Z]{2}$"
+# Node id (SPEC §1).
+NODE_ID_PATTERN = r"^[a-z][a-z0-9-]{1,31}$"
+# Message id: a lower-case UUIDv7 string (SPEC §1, RFC 9562).
+MESSAGE_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+# Unpadded base64url of a 32-byte SHA-256 digest: 43 characters, the last one carrying 2 zero bits
+# (so that exactly one text encodes each digest).
+SHA256_B64URL_PATTERN = r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"
+# EU firearms directive (EU) 2021/555 Annex I category: A, B or C with an optional sub-point (``A6``).
+EU_CATEGORY_PATTERN = r"^[ABC](?:[1-9][0-9]?)?$"
+# A deliberately loose e-mail shape: something@something, no whitespace.
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
+
+# --- shared Firearm object ---
+
+# NCIC gun type, first character (NCIC GTYP / NIEM ncic:GTYPCodeType): A cannon, B submachine gun or
+# machine pistol, C rifle-shotgun combination, D disguised gun, E electric shock gun, F ammunition,
+# G grenade, H bomb, I mine, J missile, K rocket, M machine gun, O mortar, P pistol, Q shotgun pistol,
+# R rifle, S shotgun, V silencer, Z all others (describe in ``free_text``).
+NcicGunType = Literal[
+    "A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "M", "O", "P", "Q", "R", "S", "V", "Z"
+]
+# NCIC gun type, second character (NCIC GTYP2): A automatic, B bolt action, C carbine, D derringer,
+# E double barrel side by side, F flare, G gas or air, H flintlock, I semi-automatic, J jet-propelled,
+# K blank, L lever action, N launcher, O over and under, P pump action, R revolver, S single shot,
+# T recoilless, U percussion, V tear gas, W three barrels, X four or more barrels.
+# fmt: off
+NcicGunTypeDetail = Literal[
+    "A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "L", "N", "O", "P", "R", "S", "T", "U", "V", "W", "X"
+]
+# fmt: on
+# Code systems for ``make_codes[].system``.
+MakeCodeSystem = Literal["NCIC_MAK", "IFRT", "NATIONAL"]
+
+# --- trace.request / trace.response ---
+
+RequestKind = Literal["TRACE", "OBLITERATED_SERIAL_REFERRAL"]
+# Interpol's five criteria for "illicit" (iARMS).
+IllicitBasis = Literal[
+    "ILLICIT_UNDER_NATIONAL_LAW",
+    "UN_EMBARGO_VIOLATION",
+    "NOT_MARKED_PER_ITI",
+    "UNLICENSED_MANUFACTURE",
+    "UNLICENSED_TRANSFER",
+]
+RequestedInfo = Literal[
+    "MANUFACTURE_RECORD",
+    "EXPORT_RECORD",
+    "IMPORT_RECORD",
+    "DISTRIBUTION_CHAIN",
+    "FIRST_RETAIL_PURCHASER",
+    "LOSS_OR_THEFT_REPORT",
+]
+TraceStatus = Literal["COMPLETED", "PARTIAL", "NOT_TRACEABLE", "DELAYED", "RESTRICTED", "REFUSED"]
+CustodyEventKind = Literal[
+    "MANUFACTURED",
+    "EXPORTED",
+    "IMPORTED",
+    "TRANSFERRED_TO_DEALER",
+    "RETAIL_SALE",
+    "REPORTED_LOST",
+    "REPORTED_STOLEN",
+    "DEACTIVATED",
+    "DESTROYED",
+]
+
+# --- firearm.status.query / firearm.status.answer ---
+
+StatusContext = Literal["RECOVERY", "BORDER_OR_CUSTOMS_CHECK", "REGISTRATION", "TRACE_PRECHECK"]
+StatusResult = Literal["NO_HIT", "HIT", "MULTIPLE_HITS"]
+RecordStatus = Literal["LOST", "STOLEN", "TRAFFICKED", "SMUGGLED", "SEIZED_FOR_TRACE", "RECOVERED"]
+MatchQuality = Literal["EXACT", "SERIAL_ONLY", "PARTIAL"]
+
+# --- ballistic.submission / ballistic.hit ---
+
+ExhibitKind = Literal["CARTRIDGE_CASE", "BULLET"]
+ExhibitOrigin = Literal["CRIME_SCENE_EVIDENCE", "TEST_FIRE"]
+# OpenFMC regions of interest, verbatim: cartridge-case ROIs, then bullet ROIs (``Other`` fits both).
+CARTRIDGE_CASE_REGIONS: tuple[str, ...] = (
+    "ApertureShear",
+    "BreechFace",
+    "CaseBodyMark",
+    "EjectorMark",
+    "ExtractorMark",
+    "FiringPinDrag",
+    "FiringPinImpression",
+)
+BULLET_REGIONS: tuple[str, ...] = ("GEA", "LEA", "PartialStrip", "Strip")
+TopographyRegion = Literal[
+    "ApertureShear",
+    "BreechFace",
+    "CaseBodyMark",
+    "EjectorMark",
+    "ExtractorMark",
+    "FiringPinDrag",
+    "FiringPinImpression",
+    "GEA",
+    "LEA",
+    "PartialStrip",
+    "Strip",
+    "Other",
+]
+# OpenFMC cartridge-case and bullet class characteristics, verbatim.
+FiringPinType = Literal["Centerfire", "Rimfire"]
+FiringPinClass = Literal["Circular", "Elliptical", "Hemispherical", "Rectangular", "Other"]
+FiringPinAperture = Literal["Circular", "Rectangular/Square", "Teardrop", "Other"]
+BreechFaceClass = Literal["Arched", "Circular", "Crosshatch", "Granular", "Parallel", "Smooth", "Other"]
+PrimerMaterial = Literal["Brass", "Copper", "Nickel", "Steel", "Other"]
+CaseMaterial = Literal["Aluminum", "Brass", "Nickel", "Steel", "Other"]
+RiflingType = Literal["Conventional", "Polygonal", "Unrifled"]
+Twist = Literal["Left", "Right"]
+BulletSurfaceMaterial = Literal["Aluminum", "Brass", "Copper", "Lead", "Nickel", "Polymer", "Steel", "Other"]
+
+HitStatus = Literal["CANDIDATE", "LEAD", "CONFIRMED_HIT", "EXCLUDED", "INCONCLUSIVE"]
+ConfirmationMethod = Literal["COMPARISON_MICROSCOPE", "VIRTUAL_3D", "OTHER"]
+NextStep = Literal["REQUEST_CASTS", "REQUEST_PHYSICAL_EVIDENCE", "INITIATE_TRACE", "INFO_ONLY"]
+
+# --- licence.verify.query / licence.verify.answer ---
+
+LicenceContext = Literal["CUSTOMS_CHECK", "TRACE_FOLLOW_UP", "EUC_VERIFICATION", "DELIVERY_VERIFICATION"]
+LicenceStatus = Literal["VALID", "EXPIRED", "REVOKED", "SUSPENDED", "NOT_FOUND", "NOT_DISCLOSABLE"]
+# Answers that must not carry licence details.
+LICENCE_UNDISCLOSED: frozenset[str] = frozenset({"NOT_FOUND", "NOT_DISCLOSABLE"})
+
+# --- receipt ---
+
+ReceiptStatus = Literal["DELIVERED", "REFUSED_BY_SYSTEM"]
