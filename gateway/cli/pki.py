@@ -1,16 +1,166 @@
-"""`traza pki` verbs."""
+"""`traza pki` verbs: create a federation folder, add nodes, issue local certificates, revoke, rotate
+authorities. Thin: the work is in ``gateway.trust.pki``. Private keys are written 0600 and never printed."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+from gateway.cli.main import CheckFailed, UsageError
+from gateway.crypto.pki import PkiError
+from gateway.trust.pki import (
+    DEFAULT_POLICY,
+    KINDS,
+    LOCAL_ROLES,
+    SIG_ALGS,
+    FederationDir,
+    FederationDirError,
+    FederationUsageError,
+)
+from gateway.trust.trusted import ManifestRejected
+
+CLASSIFICATIONS = ("UNCLASSIFIED", "BASIC_PROTECTION_LEVEL", "RESTREINT_UE", "CONFIDENTIEL_UE")
+KEM_CHOICES = ("MLKEM768_X25519", "X25519")
+
+
+@contextmanager
+def failures() -> Iterator[None]:
+    """Turn trust-layer errors into the CLI's exit statuses (2 usage, 1 failed check)."""
+    try:
+        yield
+    except FederationUsageError as exc:
+        raise UsageError(str(exc)) from None
+    except FederationDirError as exc:
+        raise CheckFailed(str(exc)) from None
+    except ManifestRejected as exc:
+        raise CheckFailed(exc.reason) from None
+    except PkiError as exc:
+        raise CheckFailed(str(exc)) from None
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _version_note(version: int, started: bool) -> str:
+    if started:
+        return f"the draft was signed: started version {version} (signatures cleared, sign it again)"
+    return f"draft version {version} (unsigned)"
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    with failures():
+        fd = FederationDir.init(
+            args.dir, federation=args.federation, authorities=_names(args.authorities), threshold=args.threshold,
+            now=time.time(), sig_alg=args.sig_alg, kem=args.kem, days=args.days,
+        )
+    print(f"federation {args.federation} created in {fd.root}")
+    print(f"  authorities: {', '.join(f'auth/{n}/1' for n in _names(args.authorities))} (threshold {args.threshold})")
+    print(f"  trust anchor: {fd.anchor_path}  (install it with every node)")
+    print(f"  TLS CA: {fd.ca_cert_path}")
+    print(f"  draft manifest: {fd.manifest_path} (version 1, {len(DEFAULT_POLICY)} message types in the default policy)")
+    print("next: traza pki add-node DIR NODE ...; then traza manifest sign DIR --authority NAME")
+    return 0
+
+
+def cmd_add_node(args: argparse.Namespace) -> int:
+    with failures():
+        fd = FederationDir(args.dir)
+        files, version, started = fd.add_node(
+            args.node, kind=args.kind, country=args.country, endpoint=args.endpoint, now=time.time(),
+            hub=args.hub, peers=_names(args.peers or ""), max_classification=args.max_classification,
+            sig_alg=args.sig_alg, kem=args.kem, name=args.name,
+        )
+    print(f"node {args.node} ({args.kind}, {args.country.upper()}) added: {_version_note(version, started)}")
+    print(f"  keys: {files.sig_kid} ({files.sig_alg}), {files.enc_kid} ({files.kem}), {files.audit_kid}")
+    print(f"  TLS certificate: {files.tls_cert}")
+    print(f"  local CA: {files.local_ca}; client certificates: {', '.join(sorted(files.clients))}")
+    return 0
+
+
+def cmd_issue_local(args: argparse.Namespace) -> int:
+    with failures():
+        cert, _key, serial = FederationDir(args.dir).issue_local(args.node, args.role, args.name, now=time.time())
+    print(f"local {args.role} certificate for {args.name!r} on {args.node}: {cert} (serial {serial})")
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    with failures():
+        res = FederationDir(args.dir).revoke(now=time.time(), kid=args.kid, cert_serial=args.cert_serial)
+    what = f"key id {args.kid}" if args.kid else f"certificate serial {args.cert_serial}"
+    if res is None:
+        print(f"{what} is already revoked in the draft; nothing changed")
+    else:
+        print(f"{what} revoked: {_version_note(*res)}")
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    with failures():
+        version, started, kids = FederationDir(args.dir).rotate_authorities(
+            _names(args.authorities), args.threshold, now=time.time(), rekey=_names(args.rekey or "")
+        )
+    print(f"authorities of version {version}: {', '.join(kids)} (threshold {args.threshold})")
+    if started:
+        print("  the draft was signed: signatures cleared")
+    print("  sign it with the current authorities' threshold AND the new authorities' threshold")
+    return 0
+
+
+def _add(sub: Any, name: str, help_: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+    p.set_defaults(func=func)
+    return p
 
 
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("pki", help="pki verbs (being built)")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "pki", help="federation keys and certificates", description="Create and manage a federation folder."
+    )
+    verbs = p.add_subparsers(dest="pki_verb", metavar="VERB", required=True)
 
-    def run(args: argparse.Namespace) -> int:
-        p.print_help()
-        return 2
+    q = _add(verbs, "init-federation", "authority keys, TLS CA, trust anchor and a draft manifest", cmd_init)
+    q.add_argument("dir", type=Path, metavar="DIR")
+    q.add_argument("--authorities", required=True, help="comma-separated authority names, e.g. eu,mx,ameripol")
+    q.add_argument("--threshold", type=int, required=True, help="signatures needed on a manifest")
+    q.add_argument("--federation", default="traza-demo", help="federation name (default traza-demo)")
+    q.add_argument("--sig-alg", choices=SIG_ALGS, default="EdDSA", help="default node signing algorithm")
+    q.add_argument("--kem", choices=KEM_CHOICES, default="MLKEM768_X25519", help="default node encryption KEM")
+    q.add_argument("--days", type=int, default=90, help="manifest validity in days (default 90)")
 
-    p.set_defaults(func=run)
+    q = _add(verbs, "add-node", "node keys, TLS certificate and local CA; adds the node to the draft", cmd_add_node)
+    q.add_argument("dir", type=Path, metavar="DIR")
+    q.add_argument("node", metavar="NODE")
+    q.add_argument("--kind", choices=KINDS, required=True)
+    q.add_argument("--country", required=True, help="ISO 3166-1 alpha-2, e.g. MX")
+    q.add_argument("--endpoint", required=True, help="https://host:port of the peer API")
+    q.add_argument("--hub", help="the node's hub (national and service nodes)")
+    q.add_argument("--peers", help="comma-separated nodes linked directly")
+    q.add_argument("--max-classification", choices=CLASSIFICATIONS, default="BASIC_PROTECTION_LEVEL")
+    q.add_argument("--sig-alg", choices=SIG_ALGS, help="default: the federation's")
+    q.add_argument("--kem", choices=KEM_CHOICES, help="default: the federation's")
+    q.add_argument("--name", help="display name")
+
+    q = _add(verbs, "issue-local", "another local API client certificate from a node's local CA", cmd_issue_local)
+    q.add_argument("dir", type=Path, metavar="DIR")
+    q.add_argument("node", metavar="NODE")
+    q.add_argument("--role", choices=LOCAL_ROLES, required=True)
+    q.add_argument("--name", required=True, help="who (letters, digits, . _ -)")
+
+    q = _add(verbs, "revoke", "add a key id or certificate serial to the draft's revoked set", cmd_revoke)
+    q.add_argument("dir", type=Path, metavar="DIR")
+    g = q.add_mutually_exclusive_group(required=True)
+    g.add_argument("--kid", help="key id, e.g. es/sig/1")
+    g.add_argument("--cert-serial", help="certificate serial number in hex")
+
+    q = _add(verbs, "rotate-authorities", "replace the authorities in the draft (old and new sets must sign)",
+             cmd_rotate)
+    q.add_argument("dir", type=Path, metavar="DIR")
+    q.add_argument("--authorities", required=True, help="comma-separated names of the new set")
+    q.add_argument("--threshold", type=int, required=True)
+    q.add_argument("--rekey", help="comma-separated names that get a new key (n+1)")

@@ -1,0 +1,277 @@
+"""X.509 for the federation (SPEC §4, §6): the federation TLS CA, node TLS certificates, per-node local
+CAs and local client certificates. Every key is ECDSA P-256; every function takes ``now``.
+
+- Federation CA: ``CA:true, pathlen:0``, keyCertSign+cRLSign, default validity 5 years.
+- Leaf validity counts from ``now - 5 min`` (clock tolerance), so not_after - not_before <= 90 days.
+- Node certificate: SAN ``URI:urn:traza:node:<id>`` (+ ``DNS:localhost``, ``IP:127.0.0.1`` and any extra
+  DNS/IP names asked for), EKU serverAuth+clientAuth, digitalSignature, at most 90 days.
+- Local CA (one per node): like the federation CA, it signs only that node's local client certificates.
+- Local client certificate: SAN ``URI:urn:traza:local:<role>:<name>``, role system|operator|auditor,
+  EKU clientAuth, at most 90 days.
+
+Certificates and keys are handed out as PEM bytes so callers (``gateway.trust``) need not import
+``cryptography``. Private keys are PKCS#8 PEM: write them with ``gateway.crypto.keys.write_private``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+
+from gateway.core.manifest import NODE_ID
+from gateway.crypto.tls import LOCAL_NAME, LOCAL_ROLES, LOCAL_URI_PREFIX, NODE_URI_PREFIX
+
+MAX_LEAF_DAYS = 90
+CA_DAYS = 5 * 365
+BACKDATE = dt.timedelta(minutes=5)  # tolerate small clock differences between machines
+
+
+class PkiError(ValueError):
+    """A certificate could not be made or read (names the certificate and the reason)."""
+
+
+@dataclass(frozen=True, repr=False)
+class Issued:
+    """A certificate with its private key (both PEM)."""
+
+    cert_pem: bytes
+    key_pem: bytes  # secret
+
+    def __repr__(self) -> str:  # never show key material
+        info = cert_info(self.cert_pem)
+        return f"Issued(subject={info.subject!r}, serial={info.serial_hex})"
+
+    @property
+    def serial_hex(self) -> str:
+        return cert_info(self.cert_pem).serial_hex
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    subject: str
+    issuer: str
+    serial: int
+    serial_hex: str  # lower-case hex, no leading zeros (the manifest revocation list form)
+    not_before: dt.datetime
+    not_after: dt.datetime
+    is_ca: bool
+    p256: bool
+    san_uris: tuple[str, ...]
+    san_dns: tuple[str, ...]
+    san_ips: tuple[str, ...]
+    eku: tuple[str, ...]  # "serverAuth", "clientAuth"
+
+
+def _utc(now: dt.datetime) -> dt.datetime:
+    if now.tzinfo is None:
+        raise PkiError("now must be timezone-aware (UTC)")
+    return now.astimezone(dt.UTC).replace(microsecond=0)
+
+
+def _name(cn: str, org: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+        x509.NameAttribute(NameOID.COMMON_NAME, cn),
+    ])
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _load_ca(ca: Issued) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"CA {cert.subject.rfc4514_string()}: key is not an EC key")
+    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        raise PkiError(f"CA {cert.subject.rfc4514_string()}: key does not match the certificate")
+    bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    if not bc.ca:
+        raise PkiError(f"{cert.subject.rfc4514_string()} is not a CA certificate")
+    return cert, key
+
+
+def _make_ca(cn: str, org: str, now: dt.datetime, days: int) -> Issued:
+    now = _utc(now)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(cn, org)
+    pub = key.public_key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(pub)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def _issue_leaf(
+    ca: Issued,
+    cn: str,
+    sans: list[x509.GeneralName],
+    ekus: list[x509.ObjectIdentifier],
+    now: dt.datetime,
+    days: int,
+) -> Issued:
+    if not 1 <= days <= MAX_LEAF_DAYS:
+        raise PkiError(f"certificate for {cn}: validity {days} days is not within 1..{MAX_LEAF_DAYS}")
+    now = _utc(now)
+    ca_cert, ca_key = _load_ca(ca)
+    not_after = min(now - BACKDATE + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pub = key.public_key()
+    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    org = ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn, str(org[0].value) if org else "traza"))
+        .issuer_name(ca_cert.subject)
+        .public_key(pub)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def make_federation_ca(federation: str, *, now: dt.datetime, days: int = CA_DAYS) -> Issued:
+    """The federation TLS CA (its certificate goes into the manifest ``tls_ca``)."""
+    return _make_ca(f"{federation} federation TLS CA", federation, now, days)
+
+
+def issue_node_cert(
+    ca: Issued,
+    node_id: str,
+    *,
+    now: dt.datetime,
+    days: int = MAX_LEAF_DAYS,
+    dns_names: tuple[str, ...] = (),
+    ip_addresses: tuple[str, ...] = (),
+) -> Issued:
+    """A node TLS certificate: SAN ``urn:traza:node:<id>``, localhost, 127.0.0.1 and any extra names."""
+    if not NODE_ID.match(node_id):
+        raise PkiError(f"node id {node_id!r} does not match {NODE_ID.pattern}")
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(f"{NODE_URI_PREFIX}{node_id}")]
+    for d in ("localhost", *dns_names):
+        if x509.DNSName(d) not in sans:
+            sans.append(x509.DNSName(d))
+    for ip in ("127.0.0.1", *ip_addresses):
+        try:
+            gn = x509.IPAddress(ipaddress.ip_address(ip))
+        except ValueError:
+            raise PkiError(f"node {node_id}: {ip!r} is not an IP address") from None
+        if gn not in sans:
+            sans.append(gn)
+    ekus = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    return _issue_leaf(ca, f"{node_id}", sans, ekus, now, days)
+
+
+def make_local_ca(federation: str, node_id: str, *, now: dt.datetime, days: int = CA_DAYS) -> Issued:
+    """A node's local CA: it signs the certificates national systems, operators and auditors log in with."""
+    if not NODE_ID.match(node_id):
+        raise PkiError(f"node id {node_id!r} does not match {NODE_ID.pattern}")
+    return _make_ca(f"{node_id} local CA", federation, now, days)
+
+
+def issue_local_cert(ca: Issued, role: str, name: str, *, now: dt.datetime, days: int = MAX_LEAF_DAYS) -> Issued:
+    """A local API client certificate: SAN ``urn:traza:local:<role>:<name>``, EKU clientAuth."""
+    if role not in LOCAL_ROLES:
+        raise PkiError(f"local role {role!r} is not one of {', '.join(LOCAL_ROLES)}")
+    if not LOCAL_NAME.fullmatch(name):
+        raise PkiError(f"local name {name!r} does not match {LOCAL_NAME.pattern}")
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(f"{LOCAL_URI_PREFIX}{role}:{name}")]
+    return _issue_leaf(ca, f"{role}:{name}", sans, [ExtendedKeyUsageOID.CLIENT_AUTH], now, days)
+
+
+def cert_info(cert_pem: bytes) -> CertInfo:
+    """What a certificate says, for summaries and tests."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise PkiError(f"not a PEM X.509 certificate: {exc}") from None
+
+    def ext(oid: x509.ObjectIdentifier) -> x509.ExtensionType | None:
+        try:
+            return cert.extensions.get_extension_for_oid(oid).value
+        except x509.ExtensionNotFound:
+            return None
+
+    san = ext(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    bc = ext(ExtensionOID.BASIC_CONSTRAINTS)
+    eku = ext(ExtensionOID.EXTENDED_KEY_USAGE)
+    pub = cert.public_key()
+    names = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth", ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
+    return CertInfo(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial=cert.serial_number,
+        serial_hex=format(cert.serial_number, "x"),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        is_ca=bool(isinstance(bc, x509.BasicConstraints) and bc.ca),
+        p256=isinstance(pub, ec.EllipticCurvePublicKey) and isinstance(pub.curve, ec.SECP256R1),
+        san_uris=tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
+        if isinstance(san, x509.SubjectAlternativeName) else (),
+        san_dns=tuple(san.get_values_for_type(x509.DNSName)) if isinstance(san, x509.SubjectAlternativeName) else (),
+        san_ips=tuple(str(i) for i in san.get_values_for_type(x509.IPAddress))
+        if isinstance(san, x509.SubjectAlternativeName) else (),
+        eku=tuple(names.get(o, o.dotted_string) for o in eku) if isinstance(eku, x509.ExtendedKeyUsage) else (),
+    )
+
+
+def verify_issued_by(cert_pem: bytes, ca_cert_pem: bytes) -> bool:
+    """True if ``cert_pem`` is signed by ``ca_cert_pem`` (signature and issuer name; no time check)."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    ca = x509.load_pem_x509_certificate(ca_cert_pem)
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def load_issued(cert_pem: bytes, key_pem: bytes) -> Issued:
+    """Rebuild an :class:`Issued` from files, checking that the key belongs to the certificate."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{cert.subject.rfc4514_string()}: key is not an EC key")
+    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        raise PkiError(f"{cert.subject.rfc4514_string()}: key does not match the certificate")
+    return Issued(cert_pem, key_pem)

@@ -1,0 +1,797 @@
+"""A federation folder: authority keys, the TLS CA, node keys and certificates, and the draft manifest.
+
+This is what ``traza pki ...`` and ``traza manifest ...`` operate on (layout in ``docs/trust.md``)::
+
+    DIR/federation.json            public settings: name, default algorithms, validity
+    DIR/trust-anchor.json          the anchor to install with a NEW node (authorities of the last published
+                                   manifest, or the initial set)
+    DIR/manifest.json              the draft (canonical JSON, exactly the bytes authorities sign)
+    DIR/manifest.sig               {"signatures": [{"kid", "sig"}]}
+    DIR/published/manifest.{json,sig}   the last manifest that met every rule (written by `manifest sign`)
+    DIR/history/                   every published version and every anchor it replaced
+    DIR/authorities/<name>/<n>.key Ed25519 private key of auth/<name>/<n>            (0600)
+    DIR/ca/ca.pem, ca/ca.key       federation TLS CA                                   (key 0600)
+    DIR/nodes/<id>/node.json       public index of the node's keys and files
+    DIR/nodes/<id>/tls/{cert.pem,cert.key,ca.pem}                                      (key 0600)
+    DIR/nodes/<id>/keys/{sig-<n>.key,enc-<n>.key,audit-<n>.key}                        (0600)
+    DIR/nodes/<id>/local/{ca.pem,ca.key}                                               (key 0600)
+    DIR/nodes/<id>/local/clients/<role>-<name>.{pem,key}                               (key 0600)
+
+Every private key file, and only those, ends in ``.key``; it is written with ``write_private`` (mode
+0600, in 0700 folders) and never printed. Every function takes
+``now`` (epoch seconds); nothing here reads the clock.
+
+Draft editing rule: an edit (add-node, revoke, rotate-authorities) of a draft that carries any signature
+starts a new version (version + 1, issued_at = now, expires_at = now + validity) and clears
+``manifest.sig``; an unsigned draft is already the next version and is edited in place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gateway.core.canonical import canonical_bytes
+from gateway.core.manifest import (
+    CLASSIFICATION_ORDER,
+    KID,
+    NODE_ID,
+    Federation,
+    Manifest,
+    ManifestError,
+    decode_manifest,
+)
+from gateway.core.timeutil import parse_rfc3339, rfc3339_seconds
+from gateway.crypto import pki as x509pki
+from gateway.crypto.hpke import KEMS, EncKey
+from gateway.crypto.keys import Ed25519Key, SigningKey, write_private
+from gateway.trust.trusted import (
+    AuthorityKeyInfo,
+    ManifestRejected,
+    SignatureReport,
+    TrustAnchor,
+    TrustedManifest,
+    check_canonical,
+    encode_signatures,
+    parse_signatures,
+    sign_manifest,
+)
+
+FORMAT = "traza-federation-dir/v1"
+MANIFEST_DAYS = 90
+SIG_KEY_DAYS = 365
+AUTHORITY_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+KINDS = ("national", "hub", "service")
+SIG_ALGS = ("EdDSA", "ES256")
+LOCAL_ROLES = ("system", "operator", "auditor")
+INITIAL_CLIENT = "default"  # name of the local client certificate add-node issues for each role
+
+_ANY = ["national", "hub", "service"]
+
+# SPEC §5 "sent by → to", as the default policy of a new federation. "→ requester/asker/submitter/origin"
+# rows (answers, receipts, errors, notices) are allowed from any kind to any kind: the conversation, not
+# the kind, decides who answers. Every type carrying case content is encrypted through hubs; receipt and
+# error carry only ids, codes and times, so they are not.
+DEFAULT_POLICY: dict[str, dict[str, Any]] = {
+    "trace.request": {"senders": ["national"], "recipients": ["national", "service"], "encrypt_through_hubs": True},
+    "trace.acknowledgement": {"senders": _ANY, "recipients": _ANY, "encrypt_through_hubs": True},
+    "trace.response": {"senders": _ANY, "recipients": _ANY, "encrypt_through_hubs": True},
+    "firearm.status.query": {"senders": ["national"], "recipients": ["national", "service"], "encrypt_through_hubs": True},
+    "firearm.status.answer": {"senders": _ANY, "recipients": _ANY, "encrypt_through_hubs": True},
+    "ballistic.submission": {"senders": ["national"], "recipients": ["national", "hub"], "encrypt_through_hubs": True},
+    "ballistic.hit": {"senders": _ANY, "recipients": _ANY, "encrypt_through_hubs": True},
+    "licence.verify.query": {"senders": ["national"], "recipients": ["national"], "encrypt_through_hubs": True},
+    "licence.verify.answer": {"senders": _ANY, "recipients": _ANY, "encrypt_through_hubs": True},
+    "notice": {"senders": _ANY, "recipients": _ANY, "encrypt_through_hubs": True},
+    "receipt": {"senders": _ANY, "recipients": _ANY, "encrypt_through_hubs": False},
+    "error": {"senders": _ANY, "recipients": _ANY, "encrypt_through_hubs": False},
+}
+
+
+class FederationDirError(Exception):
+    """A failed check on a federation folder (exit status 1). The message names file and reason."""
+
+
+class FederationUsageError(FederationDirError):
+    """Bad arguments found after parsing (exit status 2)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# small file helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def write_public(path: Path, data: bytes) -> None:
+    """Atomic write of a public file (mode 0644)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_file(data: Any) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def _secret_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _dt(now: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(int(now), dt.UTC)
+
+
+# --------------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeFiles:
+    """Where one node's files are (what a node config points at). Paths are absolute."""
+
+    node: str
+    dir: Path
+    sig_key: Path
+    sig_kid: str
+    sig_alg: str
+    enc_key: Path
+    enc_kid: str
+    kem: str
+    audit_key: Path
+    audit_kid: str
+    tls_cert: Path
+    tls_key: Path
+    tls_ca: Path
+    local_ca: Path
+    local_ca_key: Path
+    clients: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # "<role>:<name>" -> (cert, key)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    federation: Federation
+    raw: bytes
+    trusted: SignatureReport
+    new: SignatureReport | None  # the new authorities' count when the manifest rotates them
+    anchor: Path
+    signatures: int  # entries in manifest.sig
+
+
+@dataclass(frozen=True)
+class SignResult:
+    signed: list[str]  # kids that added a signature
+    already: list[str]  # kids whose valid signature was already there
+    version: int
+    published: bool
+    status: str  # why it is or is not published yet
+
+
+# --------------------------------------------------------------------------------------------------
+# the folder
+# --------------------------------------------------------------------------------------------------
+
+
+class FederationDir:
+    """One federation folder. Methods check first and write last; errors raise FederationDirError."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).absolute()
+
+    # ---- paths ----
+    @property
+    def settings_path(self) -> Path:
+        return self.root / "federation.json"
+
+    @property
+    def anchor_path(self) -> Path:
+        return self.root / "trust-anchor.json"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def sig_path(self) -> Path:
+        return self.root / "manifest.sig"
+
+    @property
+    def published_dir(self) -> Path:
+        return self.root / "published"
+
+    @property
+    def ca_cert_path(self) -> Path:
+        return self.root / "ca" / "ca.pem"
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.root / "ca" / "ca.key"
+
+    def node_dir(self, node_id: str) -> Path:
+        return self.root / "nodes" / node_id
+
+    def authority_dir(self, name: str) -> Path:
+        return self.root / "authorities" / name
+
+    # ---- reading ----
+    def _require(self) -> dict[str, Any]:
+        if not self.settings_path.is_file():
+            raise FederationDirError(
+                f"{self.root}: not a federation folder ({self.settings_path.name} is missing; "
+                "run `traza pki init-federation` first)"
+            )
+        try:
+            settings: dict[str, Any] = json.loads(self.settings_path.read_bytes())
+        except ValueError as exc:
+            raise FederationDirError(f"{self.settings_path}: not JSON ({exc})") from None
+        if settings.get("format") != FORMAT:
+            raise FederationDirError(f"{self.settings_path}: format is {settings.get('format')!r}, expected {FORMAT!r}")
+        return settings
+
+    def read_draft(self) -> tuple[bytes, dict[str, Any]]:
+        """The draft's exact bytes and parsed object (checked canonical and well-formed)."""
+        self._require()
+        try:
+            raw = self.manifest_path.read_bytes()
+        except FileNotFoundError:
+            raise FederationDirError(f"{self.manifest_path}: missing") from None
+        try:
+            check_canonical(raw)
+            decode_manifest(raw)
+        except ManifestRejected as exc:
+            raise FederationDirError(f"{self.manifest_path}: {exc.reason.removeprefix('manifest.json: ')}") from None
+        except ManifestError as exc:
+            raise FederationDirError(f"{self.manifest_path}: {exc}") from None
+        obj: dict[str, Any] = msgspec.json.decode(raw)
+        return raw, obj
+
+    def read_signatures(self) -> list[dict[str, str]]:
+        if not self.sig_path.exists():
+            return []
+        try:
+            return [{"kid": s.kid, "sig": s.sig} for s in parse_signatures(self.sig_path.read_bytes())]
+        except ManifestRejected as exc:
+            raise FederationDirError(f"{self.sig_path}: {exc.reason.removeprefix('manifest.sig: ')}") from None
+
+    def read_anchor(self, path: Path | None = None) -> TrustAnchor:
+        p = path or self.anchor_path
+        try:
+            return TrustAnchor.from_json(p.read_bytes())
+        except FileNotFoundError:
+            raise FederationDirError(f"{p}: trust anchor file not found") from None
+        except ManifestRejected as exc:
+            raise FederationDirError(f"{p}: {exc.reason}") from None
+
+    def _published(self) -> tuple[bytes, bytes] | None:
+        m, s = self.published_dir / "manifest.json", self.published_dir / "manifest.sig"
+        if m.is_file() and s.is_file():
+            return m.read_bytes(), s.read_bytes()
+        return None
+
+    def node_files(self, node_id: str) -> NodeFiles:
+        """The files of a node made by :meth:`add_node` (from its ``node.json``)."""
+        d = self.node_dir(node_id)
+        try:
+            info = json.loads((d / "node.json").read_bytes())
+        except FileNotFoundError:
+            raise FederationDirError(f"{d / 'node.json'}: node {node_id!r} has no files here") from None
+        clients = {f"{c['role']}:{c['name']}": (d / c["cert"], d / c["key"]) for c in info["local_clients"]}
+        return NodeFiles(
+            node=node_id, dir=d,
+            sig_key=d / info["sig"]["file"], sig_kid=info["sig"]["kid"], sig_alg=info["sig"]["alg"],
+            enc_key=d / info["enc"]["file"], enc_kid=info["enc"]["kid"], kem=info["enc"]["kem"],
+            audit_key=d / info["audit"]["file"], audit_kid=info["audit"]["kid"],
+            tls_cert=d / info["tls"]["cert"], tls_key=d / info["tls"]["key"], tls_ca=d / info["tls"]["ca"],
+            local_ca=d / info["local_ca"]["cert"], local_ca_key=d / info["local_ca"]["key"],
+            clients=clients,
+        )
+
+    # ---- init ----
+    @classmethod
+    def init(
+        cls,
+        root: Path | str,
+        *,
+        federation: str,
+        authorities: list[str],
+        threshold: int,
+        now: float,
+        sig_alg: str = "EdDSA",
+        kem: str = "MLKEM768_X25519",
+        days: int = MANIFEST_DAYS,
+    ) -> FederationDir:
+        """Authority keys, the TLS CA, the trust anchor and a draft manifest (version 1, no nodes)."""
+        self = cls(root)
+        if not re.match(r"^[a-z][a-z0-9-]{0,62}$", federation):
+            raise FederationUsageError(f"--federation {federation!r}: use lower-case letters, digits and '-'")
+        if not authorities:
+            raise FederationUsageError("--authorities: at least one authority name is needed")
+        for name in authorities:
+            if not AUTHORITY_NAME.match(name):
+                raise FederationUsageError(f"--authorities: {name!r} does not match {AUTHORITY_NAME.pattern}")
+        if len(set(authorities)) != len(authorities):
+            raise FederationUsageError("--authorities: a name is repeated")
+        if not 1 <= threshold <= len(authorities):
+            raise FederationUsageError(f"--threshold {threshold} is not within 1..{len(authorities)}")
+        if sig_alg not in SIG_ALGS:
+            raise FederationUsageError(f"--sig-alg {sig_alg!r} is not one of {', '.join(SIG_ALGS)}")
+        if kem not in KEMS:
+            raise FederationUsageError(f"--kem {kem!r} is not one of {', '.join(KEMS)}")
+        if not 1 <= days <= 366:
+            raise FederationUsageError(f"--days {days} is not within 1..366")
+        for p in (self.settings_path, self.manifest_path, self.anchor_path, self.root / "authorities", self.root / "ca"):
+            if p.exists():
+                raise FederationDirError(
+                    f"{self.root}: already holds a federation ({p.name} exists); refusing to overwrite it"
+                )
+        if self.root.exists() and not self.root.is_dir():
+            raise FederationDirError(f"{self.root}: exists and is not a folder")
+
+        keys = {name: Ed25519Key.generate() for name in authorities}
+        ca = x509pki.make_federation_ca(federation, now=_dt(now))
+        anchor = TrustAnchor(
+            federation, threshold,
+[AuthorityKeyInfo(f"auth/{n}/1", k.public_b64) for n, k in keys.items()]
+        )
+        manifest = {
+            "federation": federation,
+            "version": 1,
+            "issued_at": rfc3339_seconds(now),
+            "expires_at": rfc3339_seconds(now + days * 86400),
+            "authorities": {
+                "threshold": threshold,
+                "keys": [{"kid": f"auth/{n}/1", "alg": "Ed25519", "public_key": k.public_b64} for n, k in keys.items()],
+            },
+            "tls_ca": [ca.cert_pem.decode("ascii")],
+            "revoked": {"cert_serials": [], "kids": []},
+            "nodes": [],
+            "policy": DEFAULT_POLICY,
+        }
+        raw = canonical_bytes(manifest)
+        decode_manifest(raw)  # our own output must be a valid manifest
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        for n, k in keys.items():
+            write_private(_secret_dir(self.authority_dir(n)) / "1.key", k.private_pem())
+        _secret_dir(self.ca_key_path.parent)
+        write_private(self.ca_key_path, ca.key_pem)
+        write_public(self.ca_cert_path, ca.cert_pem)
+        write_public(self.anchor_path, anchor.to_json())
+        write_public(self.manifest_path, raw)
+        write_public(self.sig_path, encode_signatures([]))
+        settings = {
+            "format": FORMAT, "federation": federation, "created_at": rfc3339_seconds(now),
+            "sig_alg": sig_alg, "kem": kem, "manifest_days": days,
+        }
+        write_public(self.settings_path, _json_file(settings))  # last: marks the folder complete
+        return self
+
+    # ---- draft editing ----
+    def _edit(self, mutate: Callable[[dict[str, Any]], None], now: float) -> tuple[int, bool]:
+        """Apply ``mutate`` to the draft under the editing rule; return (version, new_version_started)."""
+        settings = self._require()
+        _, obj = self.read_draft()
+        sigs = self.read_signatures()
+        pub = self._published()
+        pub_version = 0
+        if pub is not None:
+            try:
+                pub_version = int(msgspec.json.decode(pub[0])["version"])
+            except (ValueError, KeyError, TypeError, msgspec.DecodeError):
+                pub_version = 0
+        new_version = bool(sigs) or obj["version"] <= pub_version
+        if new_version:
+            obj["version"] = max(obj["version"], pub_version) + 1
+            obj["issued_at"] = rfc3339_seconds(now)
+            obj["expires_at"] = rfc3339_seconds(now + int(settings.get("manifest_days", MANIFEST_DAYS)) * 86400)
+        mutate(obj)
+        raw = canonical_bytes(obj)
+        try:
+            decode_manifest(raw)
+        except ManifestError as exc:
+            raise FederationDirError(f"{self.manifest_path}: the change would make an invalid manifest: {exc}") from None
+        write_public(self.manifest_path, raw)
+        if new_version or sigs:
+            write_public(self.sig_path, encode_signatures([]))
+        return obj["version"], new_version
+
+    def bump(self, *, now: float, days: int | None = None) -> int:
+        """Start a new version: version + 1, issued_at = now, expires_at = now + days, no signatures."""
+        settings = self._require()
+        _, obj = self.read_draft()
+        pub = self._published()
+        pub_version = int(msgspec.json.decode(pub[0])["version"]) if pub else 0
+        d = int(days if days is not None else settings.get("manifest_days", MANIFEST_DAYS))
+        if not 1 <= d <= 366:
+            raise FederationUsageError(f"--days {d} is not within 1..366")
+        obj["version"] = max(obj["version"], pub_version) + 1
+        obj["issued_at"] = rfc3339_seconds(now)
+        obj["expires_at"] = rfc3339_seconds(now + d * 86400)
+        write_public(self.manifest_path, canonical_bytes(obj))
+        write_public(self.sig_path, encode_signatures([]))
+        return int(obj["version"])
+
+    # ---- nodes ----
+    def add_node(
+        self,
+        node_id: str,
+        *,
+        kind: str,
+        country: str,
+        endpoint: str,
+        now: float,
+        hub: str | None = None,
+        peers: Iterable[str] = (),
+        max_classification: str = "BASIC_PROTECTION_LEVEL",
+        sig_alg: str | None = None,
+        kem: str | None = None,
+        name: str | None = None,
+    ) -> tuple[NodeFiles, int, bool]:
+        """Keys, certificates and local CA of a new node, and its entry in the draft manifest."""
+        settings = self._require()
+        _, draft = self.read_draft()
+        sig_alg = sig_alg or settings.get("sig_alg", "EdDSA")
+        kem = kem or settings.get("kem", "MLKEM768_X25519")
+        peers = list(peers)
+        country = country.upper()
+        # checks first, nothing written yet
+        if not NODE_ID.match(node_id):
+            raise FederationUsageError(f"node id {node_id!r} does not match {NODE_ID.pattern}")
+        if kind not in KINDS:
+            raise FederationUsageError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
+        if not re.match(r"^[A-Z]{2}$", country):
+            raise FederationUsageError(f"--country {country!r} is not an ISO 3166-1 alpha-2 code")
+        if not re.match(r"^https://[^\s/?#]+(:[0-9]{1,5})?/?$", endpoint):
+            raise FederationUsageError(f"--endpoint {endpoint!r} must be https://host[:port]")
+        if max_classification not in CLASSIFICATION_ORDER:
+            raise FederationUsageError(
+                f"--max-classification {max_classification!r} is not one of {', '.join(CLASSIFICATION_ORDER)}"
+            )
+        if sig_alg not in SIG_ALGS:
+            raise FederationUsageError(f"--sig-alg {sig_alg!r} is not one of {', '.join(SIG_ALGS)}")
+        if kem not in KEMS:
+            raise FederationUsageError(f"--kem {kem!r} is not one of {', '.join(KEMS)}")
+        nodes = {n["id"]: n for n in draft["nodes"]}
+        if node_id in nodes:
+            raise FederationDirError(f"{self.manifest_path}: node {node_id!r} is already in the manifest")
+        if self.node_dir(node_id).exists():
+            raise FederationDirError(
+                f"{self.node_dir(node_id)}: already exists but {node_id!r} is not in the manifest; "
+                "remove the folder first"
+            )
+        if kind == "hub":
+            if hub:
+                raise FederationUsageError(f"--hub: a hub ({node_id}) has no hub")
+        else:
+            if not hub:
+                raise FederationUsageError(f"--hub: a {kind} node needs its hub")
+            if hub not in nodes:
+                raise FederationDirError(f"--hub {hub!r}: no such node in the manifest (add the hub first)")
+            if nodes[hub]["kind"] != "hub":
+                raise FederationDirError(f"--hub {hub!r}: is a {nodes[hub]['kind']} node, not a hub")
+        for p in peers:
+            if p not in nodes:
+                raise FederationDirError(f"--peers: {p!r} is not a node of the manifest (add it first)")
+            if p == node_id:
+                raise FederationUsageError("--peers: a node cannot list itself")
+        if len(set(peers)) != len(peers):
+            raise FederationUsageError("--peers: a node is repeated")
+
+        when = _dt(now)
+        ca = x509pki.load_issued(self.ca_cert_path.read_bytes(), self.ca_key_path.read_bytes())
+        tls = x509pki.issue_node_cert(ca, node_id, now=when)
+        sig = SigningKey.generate(f"{node_id}/sig/1", sig_alg)  # type: ignore[arg-type]
+        enc = EncKey.generate(f"{node_id}/enc/1", kem)
+        audit = Ed25519Key.generate()
+        local_ca = x509pki.make_local_ca(settings["federation"], node_id, now=when)
+        clients = {role: x509pki.issue_local_cert(local_ca, role, INITIAL_CLIENT, now=when) for role in LOCAL_ROLES}
+
+        entry: dict[str, Any] = {
+            "id": node_id, "kind": kind, "country": country,
+            "name": name or f"{node_id} ({kind}, {country})",
+            "endpoint": endpoint.rstrip("/"), "max_classification": max_classification,
+            "keys": [
+                {"kid": sig.kid, "use": "sig", "alg": sig_alg, "jwk": sig.public_jwk(),
+                 "not_before": rfc3339_seconds(now - 300), "not_after": rfc3339_seconds(now + SIG_KEY_DAYS * 86400)},
+                enc.manifest_entry(),
+                {"kid": f"{node_id}/audit/1", "use": "audit", "alg": "Ed25519", "public_key": audit.public_b64},
+            ],
+        }
+        if hub:
+            entry["hub"] = hub
+        if peers:
+            entry["peers"] = peers
+        # validate the resulting manifest before writing any file
+        try:
+            decode_manifest(canonical_bytes({**draft, "nodes": [*draft["nodes"], entry]}))
+        except ManifestError as exc:
+            raise FederationDirError(f"node {node_id}: {exc}") from None
+
+        d = self.node_dir(node_id)
+        _secret_dir(d)
+        _secret_dir(d / "keys")
+        write_private(d / "keys" / "sig-1.key", sig.private_pem())
+        write_private(d / "keys" / "enc-1.key", enc.private_bytes())
+        write_private(d / "keys" / "audit-1.key", audit.private_pem())
+        _secret_dir(d / "tls")
+        write_private(d / "tls" / "cert.key", tls.key_pem)
+        write_public(d / "tls" / "cert.pem", tls.cert_pem)
+        write_public(d / "tls" / "ca.pem", ca.cert_pem)
+        _secret_dir(d / "local")
+        write_private(d / "local" / "ca.key", local_ca.key_pem)
+        write_public(d / "local" / "ca.pem", local_ca.cert_pem)
+        client_rows = []
+        for role, issued in clients.items():
+            row = self._write_client(node_id, role, INITIAL_CLIENT, issued)
+            client_rows.append(row)
+        info = {
+            "node": node_id, "federation": settings["federation"], "kind": kind,
+            "sig": {"kid": sig.kid, "alg": sig_alg, "file": "keys/sig-1.key"},
+            "enc": {"kid": enc.kid, "kem": kem, "file": "keys/enc-1.key"},
+            "audit": {"kid": f"{node_id}/audit/1", "alg": "Ed25519", "file": "keys/audit-1.key"},
+            "tls": {"cert": "tls/cert.pem", "key": "tls/cert.key", "ca": "tls/ca.pem", "serial": tls.serial_hex},
+            "local_ca": {"cert": "local/ca.pem", "key": "local/ca.key"},
+            "local_clients": client_rows,
+        }
+        write_public(d / "node.json", _json_file(info))
+
+        def mutate(obj: dict[str, Any]) -> None:
+            obj["nodes"].append(entry)
+
+        try:
+            version, started = self._edit(mutate, now)
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)  # no half-added node
+            raise
+        return self.node_files(node_id), version, started
+
+    def _write_client(self, node_id: str, role: str, name: str, issued: x509pki.Issued) -> dict[str, str]:
+        d = _secret_dir(self.node_dir(node_id) / "local" / "clients")
+        base = f"{role}-{name}"
+        write_private(d / f"{base}.key", issued.key_pem)
+        write_public(d / f"{base}.pem", issued.cert_pem)
+        return {"role": role, "name": name, "cert": f"local/clients/{base}.pem", "key": f"local/clients/{base}.key",
+                "serial": issued.serial_hex}
+
+    def issue_local(self, node_id: str, role: str, name: str, *, now: float) -> tuple[Path, Path, str]:
+        """Another local client certificate from the node's local CA; returns (cert, key, serial hex)."""
+        self._require()
+        if role not in LOCAL_ROLES:
+            raise FederationUsageError(f"--role {role!r} is not one of {', '.join(LOCAL_ROLES)}")
+        files = self.node_files(node_id)
+        key = f"{role}:{name}"
+        if key in files.clients:
+            raise FederationDirError(f"{files.clients[key][0]}: a {role} certificate named {name!r} already exists")
+        ca = x509pki.load_issued(files.local_ca.read_bytes(), files.local_ca_key.read_bytes())
+        try:
+            issued = x509pki.issue_local_cert(ca, role, name, now=_dt(now))
+        except x509pki.PkiError as exc:
+            raise FederationUsageError(str(exc)) from None
+        row = self._write_client(node_id, role, name, issued)
+        info_path = files.dir / "node.json"
+        info = json.loads(info_path.read_bytes())
+        info["local_clients"].append(row)
+        write_public(info_path, _json_file(info))
+        return files.dir / row["cert"], files.dir / row["key"], row["serial"]
+
+    # ---- revocation ----
+    def revoke(self, *, now: float, kid: str | None = None, cert_serial: str | None = None) -> tuple[int, bool] | None:
+        """Add a kid or a certificate serial to the draft's revoked set. None if it already was."""
+        self._require()
+        if (kid is None) == (cert_serial is None):
+            raise FederationUsageError("give exactly one of --kid and --cert-serial")
+        _, draft = self.read_draft()
+        if kid is not None:
+            if kid.startswith("auth/"):
+                raise FederationUsageError(
+                    f"--kid {kid}: authority keys are removed with `traza pki rotate-authorities`, not revoked"
+                )
+            if not KID.match(kid):
+                raise FederationUsageError(f"--kid {kid!r} is not a key id (<node>/<use>/<n>)")
+            if kid in draft["revoked"]["kids"]:
+                return None
+            value, member = kid, "kids"
+        else:
+            assert cert_serial is not None
+            s = cert_serial.lower().removeprefix("0x").replace(":", "")
+            if not re.match(r"^[0-9a-f]{1,40}$", s):
+                raise FederationUsageError(f"--cert-serial {cert_serial!r} is not a hexadecimal serial number")
+            s = s.lstrip("0") or "0"
+            if s in draft["revoked"]["cert_serials"]:
+                return None
+            value, member = s, "cert_serials"
+
+        def mutate(obj: dict[str, Any]) -> None:
+            obj["revoked"][member] = sorted({*obj["revoked"][member], value})
+
+        return self._edit(mutate, now)
+
+    # ---- authority rotation ----
+    def rotate_authorities(
+        self, names: list[str], threshold: int, *, now: float, rekey: Iterable[str] = ()
+    ) -> tuple[int, bool, list[str]]:
+        """Replace the draft's authorities with ``names`` (new names get a key; names in ``rekey`` get key
+        n+1). The result must be signed by the old set's and the new set's thresholds."""
+        self._require()
+        rekey = list(rekey)
+        for n in [*names, *rekey]:
+            if not AUTHORITY_NAME.match(n):
+                raise FederationUsageError(f"authority name {n!r} does not match {AUTHORITY_NAME.pattern}")
+        if len(set(names)) != len(names) or not names:
+            raise FederationUsageError("--authorities: give distinct names")
+        for n in rekey:
+            if n not in names:
+                raise FederationUsageError(f"--rekey {n}: not in --authorities")
+        if not 1 <= threshold <= len(names):
+            raise FederationUsageError(f"--threshold {threshold} is not within 1..{len(names)}")
+        self.read_draft()
+        new_keys: list[tuple[str, int, Ed25519Key]] = []
+        entries = []
+        for n in names:
+            have = self._authority_keys(n)
+            if not have or n in rekey:
+                k_n = max(have, default=0) + 1
+                key = Ed25519Key.generate()
+                new_keys.append((n, k_n, key))
+                entries.append({"kid": f"auth/{n}/{k_n}", "alg": "Ed25519", "public_key": key.public_b64})
+            else:
+                k_n = max(have)
+                entries.append({"kid": f"auth/{n}/{k_n}", "alg": "Ed25519", "public_key": have[k_n].public_b64})
+        for n, k_n, key in new_keys:
+            write_private(_secret_dir(self.authority_dir(n)) / f"{k_n}.key", key.private_pem())
+
+        def mutate(obj: dict[str, Any]) -> None:
+            obj["authorities"] = {"threshold": threshold, "keys": entries}
+
+        version, started = self._edit(mutate, now)
+        return version, started, [e["kid"] for e in entries]
+
+    def _authority_keys(self, name: str) -> dict[int, Ed25519Key]:
+        d = self.authority_dir(name)
+        out: dict[int, Ed25519Key] = {}
+        if not d.is_dir():
+            return out
+        for p in d.glob("*.key"):
+            if re.fullmatch(r"[1-9][0-9]*", p.stem):
+                try:
+                    out[int(p.stem)] = Ed25519Key.from_pem(p.read_bytes())
+                except ValueError as exc:
+                    raise FederationDirError(f"{p}: not an Ed25519 private key ({exc})") from None
+        return out
+
+    # ---- signing ----
+    def sign(self, authority: str, *, now: float) -> SignResult:
+        """Add ``authority``'s signature(s) to ``manifest.sig``: with each of its keys that is in the draft's
+        authorities or in the trust anchor (both matter during a rotation). Idempotent."""
+        self._require()
+        if not AUTHORITY_NAME.match(authority):
+            raise FederationUsageError(f"--authority {authority!r} does not match {AUTHORITY_NAME.pattern}")
+        raw, draft = self.read_draft()
+        if parse_rfc3339(draft["expires_at"]) <= now:
+            raise FederationDirError(
+                f"{self.manifest_path}: version {draft['version']} expired at {draft['expires_at']}; "
+                "run `traza manifest bump` before signing"
+            )
+        have = self._authority_keys(authority)
+        if not have:
+            raise FederationDirError(f"{self.authority_dir(authority)}: no private key of authority {authority!r} here")
+        anchor = self.read_anchor()
+        wanted = {k["kid"]: k["public_key"] for k in draft["authorities"]["keys"]}
+        wanted.update({k.kid: k.public_key for k in anchor.keys})
+        sigs = self.read_signatures()
+        signed, already = [], []
+        for n, key in sorted(have.items()):
+            kid = f"auth/{authority}/{n}"
+            if kid not in wanted:
+                continue
+            if wanted[kid] != key.public_b64:
+                raise FederationDirError(
+                    f"{self.authority_dir(authority) / f'{n}.key'}: does not match {kid} in the manifest/anchor"
+                )
+            new = sign_manifest(raw, kid, key)
+            existing = [s for s in sigs if s["kid"] == kid]
+            if existing and any(s["sig"] == new["sig"] for s in existing):
+                already.append(kid)  # Ed25519 is deterministic: same bytes, same signature
+                continue
+            sigs = [s for s in sigs if s["kid"] != kid] + [new]
+            signed.append(kid)
+        if not signed and not already:
+            raise FederationDirError(
+                f"authority {authority!r}: none of its keys ({', '.join(f'auth/{authority}/{n}' for n in sorted(have))}) "
+                "is in the draft's authorities or the trust anchor"
+            )
+        if signed:
+            write_public(self.sig_path, encode_signatures(sigs))
+        try:
+            res = self.verify(now=now)
+        except (ManifestRejected, FederationDirError) as exc:
+            reason = exc.reason if isinstance(exc, ManifestRejected) else str(exc)
+            return SignResult(signed, already, draft["version"], False, f"not yet valid: {reason}")
+        self._publish(res)
+        return SignResult(signed, already, draft["version"], True, "meets every rule; published")
+
+    def _publish(self, res: VerifyResult) -> None:
+        sig_raw = self.sig_path.read_bytes()
+        v = res.federation.version
+        hist = self.root / "history"
+        write_public(hist / f"manifest-v{v}.json", res.raw)
+        write_public(hist / f"manifest-v{v}.sig", sig_raw)
+        write_public(self.published_dir / "manifest.json", res.raw)
+        write_public(self.published_dir / "manifest.sig", sig_raw)
+        new_anchor = TrustAnchor.from_authorities(res.federation.name, res.federation.manifest.authorities)
+        old = self.read_anchor()
+        if new_anchor != old:
+            write_public(hist / f"trust-anchor-before-v{v}.json", old.to_json())
+            write_public(self.anchor_path, new_anchor.to_json())
+
+    # ---- verification ----
+    def verify(self, *, now: float, anchor: Path | None = None, skew: float = 120.0) -> VerifyResult:
+        """Check ``manifest.json``/``manifest.sig`` with :class:`TrustedManifest` against the trust anchor
+        (default ``DIR/trust-anchor.json``), after the last published manifest when there is one (so a
+        rollback below it is refused). Raises ManifestRejected naming what failed."""
+        self._require()
+        anchor_path = (anchor or self.anchor_path).absolute()
+        ta = self.read_anchor(anchor_path)
+        try:
+            raw = self.manifest_path.read_bytes()
+        except FileNotFoundError:
+            raise FederationDirError(f"{self.manifest_path}: missing") from None
+        try:
+            sig_raw = self.sig_path.read_bytes()
+        except FileNotFoundError:
+            raise FederationDirError(f"{self.sig_path}: missing (no authority has signed)") from None
+        tm = TrustedManifest(ta, skew=skew)
+        pub = self._published()
+        if pub is not None and pub[0] != raw:
+            try:
+                tm.update(pub[0], pub[1], now, skew=skew)
+            except ManifestRejected:
+                tm = TrustedManifest(ta, skew=skew)  # e.g. expired: compare version numbers below
+                try:
+                    pub_version = int(msgspec.json.decode(pub[0])["version"])
+                    new_version = msgspec.json.decode(raw).get("version")
+                except (ValueError, KeyError, TypeError, AttributeError, msgspec.DecodeError):
+                    pub_version, new_version = 0, None
+                if isinstance(new_version, int) and new_version <= pub_version:
+                    raise ManifestRejected(
+                        f"version {new_version} is not greater than published version {pub_version} (rollback)"
+                    ) from None
+        fed = tm.update(raw, sig_raw, now, skew=skew)
+        rep = tm.last_report
+        return VerifyResult(
+            federation=fed, raw=raw, trusted=rep["trusted"], new=rep.get("new"), anchor=anchor_path,
+            signatures=len(parse_signatures(sig_raw)),
+        )
+
+
+def federation_summary(fed: Federation) -> list[str]:
+    """Short human lines about a manifest (no secrets)."""
+    m: Manifest = fed.manifest
+    nodes = ", ".join(f"{n.id} ({n.kind} {n.country}{', hub ' + n.hub if n.hub else ''})" for n in m.nodes) or "none"
+    return [
+        f"federation {m.federation}, version {m.version}",
+        f"nodes: {len(m.nodes)}: {nodes}",
+        f"issued {m.issued_at}, expires {m.expires_at}",
+        f"revoked: {len(m.revoked.kids)} key id(s), {len(m.revoked.cert_serials)} certificate serial(s)",
+        f"authorities: {', '.join(k.kid for k in m.authorities.keys)} (threshold {m.authorities.threshold})",
+    ]
