@@ -15,6 +15,7 @@ VERB_MODULES: tuple[str, ...] = (
     "pki",
     "manifest",
     "schema",
+    "audit",
 )
 
 

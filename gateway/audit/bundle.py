@@ -1,0 +1,421 @@
+"""Evidence bundles (SPEC §7.4): build one from a node's log, verify one offline from the file alone.
+
+Offline verification, in order (each step names what failed):
+ 1. the JSON is exactly the ``traza-evidence/v1`` shape (unknown or missing members are refused);
+ 2. the checkpoint is signed by ``keys.log`` (name = origin line = ``traza/<federation>/<node>`` of
+    ``node``);
+ 3. every key in ``keys.witnesses`` has a valid tlog-cosignature v1 on that checkpoint;
+ 4. every entry is in the tree of the checkpoint (RFC 9162 inclusion proof), is canonical JSON, says
+    its own index, this node and this ``jti``;
+ 5. the envelope token verifies with its ``keys.signing`` key (algorithm from the key entry; a header
+    naming another algorithm is refused), is for ``jti``, and the kid belongs to its ``iss``;
+ 6. each hop verifies and chains (``prev``, ``from``/``to``), each ack verifies and acknowledges this
+    token (``dig`` = b64url SHA-256 of the token string); an ack given by this node names an included
+    entry (``idx``);
+ 7. the receipt, if any, verifies, is a ``receipt`` for this message and its payload matches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from gateway.audit.checkpoints import cosignature_verifier, ed25519_note_verifier
+from gateway.audit.db import AuditError
+from gateway.audit.reader import AuditReader
+from gateway.core.b64 import b64_decode, b64_encode, b64url_decode
+from gateway.core.canonical import CanonicalError, canonical_bytes
+from gateway.core.envelope import TYP_ACK, TYP_ENVELOPE, TYP_HOP, sha256_b64url, token_digest
+from gateway.core.errors import TrazaError
+from gateway.core.jws import Compact, parse_compact
+from gateway.core.merkle import ProofError, leaf_hash, verify_inclusion
+from gateway.core.note import NoteError, node_of_origin, open_checkpoint, parse_checkpoint_text, parse_note
+from gateway.core.timeutil import rfc3339_seconds
+from gateway.crypto.keys import verifier_for
+
+FORMAT = "traza-evidence/v1"
+
+
+class BundleError(Exception):
+    """The evidence bundle does not prove what it claims; the message names the part at fault."""
+
+
+# -- the file format -------------------------------------------------------------------------------
+
+
+class _S(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class BEnvelope(_S, frozen=True):
+    token: str
+    hops: list[str]
+
+
+class BReceipt(_S, frozen=True):
+    token: str
+    payload: str
+
+
+class BEntry(_S, frozen=True):
+    index: int
+    entry: str
+    proof: list[str]
+
+
+class BLogKey(_S, frozen=True):
+    name: str
+    public_key: str
+
+
+class BSigningKey(_S, frozen=True):
+    kid: str
+    alg: str
+    jwk: dict[str, Any]
+
+
+class BKeys(_S, frozen=True):
+    log: BLogKey
+    witnesses: list[BLogKey]
+    signing: list[BSigningKey]
+
+
+class Bundle(_S, frozen=True):
+    format: str
+    jti: str
+    node: str
+    envelope: BEnvelope
+    acks: list[str]
+    receipt: BReceipt | None
+    checkpoint: str
+    entries: list[BEntry]
+    keys: BKeys
+
+
+_decoder = msgspec.json.Decoder(Bundle)
+_json = msgspec.json.Decoder()
+
+
+def encode_bundle(bundle: Bundle) -> bytes:
+    """Pretty JSON for the file (the content, not the whitespace, is what verification checks)."""
+    return msgspec.json.format(msgspec.json.encode(bundle), indent=2) + b"\n"
+
+
+# -- building ----------------------------------------------------------------------------------------
+
+
+def build_bundle(reader: AuditReader, jti: str, *, size: int | None = None) -> Bundle:
+    """The evidence bundle of message ``jti`` from this node's log, against the latest checkpoint (or
+    the checkpoint of ``size``). The envelope, acks, receipt and signing keys come from what the relay
+    recorded with :func:`gateway.audit.log.stage_evidence`."""
+    node = reader.node
+    if node is None:
+        raise AuditError("the audit database does not record its node id")
+    indices = reader.jti_indices(jti)
+    if not indices:
+        raise AuditError(f"no audit entry is about message {jti}")
+    cp = reader.checkpoint(size)
+    if cp is None:
+        raise AuditError("no signed checkpoint yet: wait for the next checkpoint")
+    if indices[-1] >= cp.size:
+        raise AuditError(
+            f"entry {indices[-1]} about {jti} is not covered by the checkpoint of size {cp.size} yet; "
+            "export again after the next checkpoint"
+        )
+    log_name = parse_checkpoint_text(parse_note(cp.note).text).origin
+    envelopes: list[BEnvelope] = []
+    acks: list[str] = []
+    receipt: BReceipt | None = None
+    for kind, value in reader.evidence(jti):
+        if kind == "envelope":
+            envelopes.append(msgspec.json.decode(value, type=BEnvelope))
+        elif kind == "ack":
+            acks.append(value)
+        else:
+            receipt = msgspec.json.decode(value, type=BReceipt)
+    if not envelopes:
+        raise AuditError(f"no envelope of message {jti} was recorded on this node")
+    envelope = max(envelopes, key=lambda e: len(e.hops))  # as this node last held it
+    kids: list[str] = []
+    tokens = (
+        [(envelope.token, TYP_ENVELOPE)]
+        + [(h, TYP_HOP) for h in envelope.hops]
+        + [(a, TYP_ACK) for a in acks]
+    )
+    if receipt is not None:
+        tokens.append((receipt.token, TYP_ENVELOPE))
+    for tok, typ in tokens:
+        kid = parse_compact(tok, typ=typ).header["kid"]
+        if kid not in kids:
+            kids.append(kid)
+    signing: list[BSigningKey] = []
+    for kid in kids:
+        key = reader.signing_key(kid)
+        if key is None:
+            raise AuditError(f"signing key {kid} used in the evidence of {jti} was not recorded")
+        signing.append(BSigningKey(kid=kid, alg=key[0], jwk=_json.decode(key[1])))
+    entries = [
+        BEntry(
+            index=i,
+            entry=b64_encode(reader.entry(i)),
+            proof=[b64_encode(h) for h in reader.inclusion_proof(i, cp.size)],
+        )
+        for i in indices
+    ]
+    return Bundle(
+        format=FORMAT,
+        jti=jti,
+        node=node,
+        envelope=envelope,
+        acks=acks,
+        receipt=receipt,
+        checkpoint=cp.served(),
+        entries=entries,
+        keys=BKeys(
+            log=BLogKey(name=log_name, public_key=cp.public_key),
+            witnesses=[BLogKey(name=n, public_key=k) for n, k, _ in cp.cosignatures],
+            signing=signing,
+        ),
+    )
+
+
+# -- offline verification ------------------------------------------------------------------------------
+
+
+@dataclass
+class BundleReport:
+    jti: str
+    node: str
+    size: int
+    root: str
+    proven: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _b64(text: str, what: str) -> bytes:
+    try:
+        return b64_decode(text)
+    except ValueError as exc:
+        raise BundleError(f"{what}: {exc}") from None
+
+
+_JWK_MEMBERS = {
+    "EdDSA": ({"kty": "OKP", "crv": "Ed25519"}, ("x",)),
+    "ES256": ({"kty": "EC", "crv": "P-256"}, ("x", "y")),
+}
+
+
+def _check_jwk(key: BSigningKey) -> None:
+    """Exactly the public members of the algorithm's key, each coordinate canonical base64url of 32
+    bytes (a lenient decoder would accept flipped padding bits as the same key)."""
+    where = f"keys.signing {key.kid}"
+    if key.alg not in _JWK_MEMBERS:
+        raise BundleError(f"{where}: algorithm {key.alg!r} is not allowed in this federation")
+    fixed, coords = _JWK_MEMBERS[key.alg]
+    if set(key.jwk) != set(fixed) | set(coords):
+        raise BundleError(f"{where}: JWK members {sorted(key.jwk)} are not those of an {key.alg} public key")
+    for name, value in fixed.items():
+        if key.jwk[name] != value:
+            raise BundleError(f"{where}: JWK {name} is {key.jwk[name]!r}, expected {value!r}")
+    for name in coords:
+        try:
+            ok = isinstance(key.jwk[name], str) and len(b64url_decode(key.jwk[name])) == 32
+        except ValueError:
+            ok = False
+        if not ok:
+            raise BundleError(f"{where}: JWK {name} is not canonical base64url of 32 bytes")
+
+
+class _Signers:
+    def __init__(self, keys: list[BSigningKey]) -> None:
+        self.keys: dict[str, BSigningKey] = {}
+        for k in keys:
+            if k.kid in self.keys:
+                raise BundleError(f"keys.signing: kid {k.kid} appears twice")
+            _check_jwk(k)
+            self.keys[k.kid] = k
+        self.used: set[str] = set()
+
+    def verify(self, token: str, typ: str, what: str) -> tuple[Compact, dict[str, Any]]:
+        try:
+            c = parse_compact(token, typ=typ)
+        except TrazaError as exc:
+            raise BundleError(f"{what}: {exc.detail}") from None
+        kid = c.header["kid"]
+        key = self.keys.get(kid)
+        if key is None:
+            raise BundleError(f"{what}: signed by {kid}, which is not in keys.signing")
+        if c.header["alg"] != key.alg:
+            raise BundleError(f"{what}: header alg {c.header['alg']!r} is not {key.alg!r}, the alg of {kid}")
+        try:
+            verify = verifier_for(key.alg, key.jwk)
+        except ValueError as exc:
+            raise BundleError(f"keys.signing {kid}: {exc}") from None
+        if not verify(c.signing_input, c.signature):
+            raise BundleError(f"{what}: signature by {kid} does not verify")
+        iss = c.claims.get("iss")
+        if not isinstance(iss, str) or kid.split("/")[0] != iss:
+            raise BundleError(f"{what}: key {kid} does not belong to its issuer {iss!r}")
+        self.used.add(kid)
+        return c, c.claims
+
+
+def verify_bundle(raw: bytes) -> BundleReport:
+    """Verify an evidence bundle offline. Returns what it proves; raises :class:`BundleError`."""
+    # 1. shape
+    try:
+        b = _decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise BundleError(f"not a {FORMAT} bundle: {exc}") from None
+    if b.format != FORMAT:
+        raise BundleError(f"format is {b.format!r}, expected {FORMAT!r}")
+    # 2. checkpoint signed by the node's log key
+    try:
+        if node_of_origin(b.keys.log.name) != b.node:
+            raise BundleError(f"keys.log name {b.keys.log.name!r} is not the log of node {b.node!r}")
+    except NoteError as exc:
+        raise BundleError(f"keys.log: {exc}") from None
+    log_pub = _b64(b.keys.log.public_key, "keys.log.public_key")
+    if len(log_pub) != 32:
+        raise BundleError("keys.log.public_key is not a 32-byte Ed25519 key")
+    try:
+        cp, note = open_checkpoint(b.checkpoint, ed25519_note_verifier(b.keys.log.name, log_pub))
+    except NoteError as exc:
+        raise BundleError(f"checkpoint: {exc}") from None
+    if cp.extensions:
+        raise BundleError("checkpoint: Traza checkpoints carry no extension lines")
+    report = BundleReport(jti=b.jti, node=b.node, size=cp.size, root=b64_encode(cp.root))
+    report.proven.append(
+        f"checkpoint {cp.origin} size {cp.size} root {b64_encode(cp.root)} is signed by the log key of {b.node}"
+    )
+    # 3. witness cosignatures
+    names = [w.name for w in b.keys.witnesses]
+    if len(set(names)) != len(names):
+        raise BundleError("keys.witnesses: a witness appears twice")
+    for w in b.keys.witnesses:
+        wpub = _b64(w.public_key, f"keys.witnesses {w.name}")
+        if len(wpub) != 32:
+            raise BundleError(f"keys.witnesses {w.name}: not a 32-byte Ed25519 key")
+        try:
+            wv = cosignature_verifier(w.name, wpub)
+        except NoteError as exc:
+            raise BundleError(f"keys.witnesses: {exc}") from None
+        sigs = [s for s in note.signatures if wv.matches(s)]
+        if not sigs:
+            raise BundleError(f"checkpoint has no cosignature by witness {w.name}")
+        for s in sigs:
+            if not wv.check(note.text, s):
+                raise BundleError(f"cosignature by witness {w.name} does not verify")
+            ts = int.from_bytes(s.signature[:8], "big")
+            report.proven.append(f"witness {w.name} cosigned this checkpoint at {rfc3339_seconds(ts)}")
+    if not b.keys.witnesses:
+        report.notes.append("no witness cosignature: the checkpoint is only as good as the node's own word")
+    # 4. entries in the tree
+    if not b.entries:
+        raise BundleError("entries: none")
+    seen: set[int] = set()
+    entries: dict[int, dict[str, Any]] = {}
+    for n, e in enumerate(b.entries):
+        what = f"entries[{n}] (index {e.index})"
+        if e.index in seen:
+            raise BundleError(f"{what}: index appears twice")
+        seen.add(e.index)
+        data = _b64(e.entry, f"{what}.entry")
+        proof = [_b64(h, f"{what}.proof") for h in e.proof]
+        try:
+            verify_inclusion(e.index, cp.size, leaf_hash(data), proof, cp.root)
+        except ProofError as exc:
+            raise BundleError(f"{what}: {exc}") from None
+        try:
+            value = _json.decode(data)
+            canonical = isinstance(value, dict) and canonical_bytes(value) == data
+        except (msgspec.DecodeError, CanonicalError):
+            canonical = False
+        if not canonical:
+            raise BundleError(f"{what}: entry is not a canonical JSON object")
+        for key, want in (("idx", e.index), ("node", b.node), ("jti", b.jti)):
+            if value.get(key) != want:
+                raise BundleError(f"{what}: entry {key} is {value.get(key)!r}, expected {want!r}")
+        entries[e.index] = value
+    # 5. the envelope token
+    signers = _Signers(b.keys.signing)
+    _, claims = signers.verify(b.envelope.token, TYP_ENVELOPE, "envelope token")
+    if claims.get("jti") != b.jti:
+        raise BundleError(f"envelope token is for message {claims.get('jti')!r}, not {b.jti!r}")
+    dig = token_digest(b.envelope.token)
+    report.proven.append(
+        f"message {b.jti} ({claims.get('mt')}) was signed by {claims.get('iss')} for {claims.get('aud')} "
+        f"at {rfc3339_seconds(int(claims.get('iat', 0)))}; token digest {dig}"
+    )
+    for idx in sorted(entries):
+        v = entries[idx]
+        detail = ", ".join(f"{k} {v[k]}" for k in ("from", "to", "code") if k in v)
+        line = f"log entry {idx}: {v.get('event')} at {v.get('ts')}" + (f" ({detail})" if detail else "")
+        if "dig" in v and v["dig"] != dig:
+            line += f" — records another token digest {v['dig']}"
+        report.proven.append(line + f", included in the checkpoint of size {cp.size}")
+    # 6. hops and acks
+    prev, sender = b.envelope.token, claims.get("iss")
+    for n, hop in enumerate(b.envelope.hops):
+        _, h = signers.verify(hop, TYP_HOP, f"hop {n + 1}")
+        if h.get("jti") != b.jti:
+            raise BundleError(f"hop {n + 1} is for message {h.get('jti')!r}")
+        if h.get("prev") != token_digest(prev):
+            raise BundleError(f"hop {n + 1}: prev does not chain to the previous element")
+        if h.get("from") != sender:
+            raise BundleError(f"hop {n + 1}: from {h.get('from')!r}, expected {sender!r}")
+        report.proven.append(
+            f"hop {n + 1}: {h.get('iss')} received it from {h.get('from')} and sent it to {h.get('to')}"
+        )
+        prev, sender = hop, h.get("iss")
+    for n in range(len(b.envelope.hops) - 1):
+        this_to = msgspec.json.decode(b64url_decode(b.envelope.hops[n].split(".")[1])).get("to")
+        next_iss = msgspec.json.decode(b64url_decode(b.envelope.hops[n + 1].split(".")[1])).get("iss")
+        if this_to != next_iss:
+            raise BundleError(f"hop {n + 1}: sent to {this_to!r} but hop {n + 2} is by {next_iss!r}")
+    for n, ack in enumerate(b.acks):
+        _, a = signers.verify(ack, TYP_ACK, f"ack {n + 1}")
+        if a.get("jti") != b.jti or a.get("dig") != dig:
+            raise BundleError(f"ack {n + 1} does not acknowledge this token of message {b.jti}")
+        line = f"ack {n + 1}: {a.get('iss')} acknowledged this token to {a.get('aud')}"
+        if a.get("iss") == b.node:
+            if a.get("idx") not in entries:
+                raise BundleError(
+                    f"ack {n + 1} by {b.node} names audit entry {a.get('idx')!r}, not in the bundle"
+                )
+            line += f", recorded as log entry {a['idx']} ({entries[a['idx']].get('event')})"
+        else:
+            line += f" (its own log entry {a.get('idx')})"
+        report.proven.append(line)
+    # 7. the receipt
+    if b.receipt is not None:
+        _, r = signers.verify(b.receipt.token, TYP_ENVELOPE, "receipt token")
+        if r.get("mt") != "receipt" or r.get("irt") != b.jti:
+            raise BundleError(
+                f"receipt token is a {r.get('mt')!r} replying to {r.get('irt')!r}, not a receipt for {b.jti}"
+            )
+        try:
+            payload = b64url_decode(b.receipt.payload)
+        except ValueError as exc:
+            raise BundleError(f"receipt payload: {exc}") from None
+        pld = r.get("pld") or {}
+        if pld.get("sha256") != sha256_b64url(payload) or pld.get("len") != len(payload):
+            raise BundleError("receipt payload does not match the digest and length its token signs")
+        line = f"receipt from {r.get('iss')} to {r.get('aud')}"
+        if pld.get("enc") is None:
+            try:
+                body = _json.decode(payload)
+            except msgspec.DecodeError as exc:
+                raise BundleError(f"receipt body is not JSON: {exc}") from None
+            if not isinstance(body, dict) or body.get("for") != b.jti or body.get("dig") != dig:
+                raise BundleError("receipt body is not for this message and token")
+            line += f": {body.get('status')} at {body.get('at')}"
+        else:
+            line += " (encrypted body: its signed digest is checked, its content is not readable offline)"
+        report.proven.append(line)
+    unused = set(signers.keys) - signers.used
+    if unused:
+        raise BundleError(f"keys.signing lists keys no token uses: {', '.join(sorted(unused))}")
+    return report

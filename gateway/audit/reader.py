@@ -1,0 +1,211 @@
+"""The read side of the audit log: entries, roots, proofs, checkpoints as served, JSON views.
+
+``AuditReader`` opens the database read-only (from the file alone, for ``traza audit verify --db``) or
+shares a connection. The JSON views are what the node serves on the auditor API (SPEC §6):
+
+- ``GET /audit/v1/entries`` → :meth:`AuditReader.entries_json`:
+  ``{"entries": [{"index": i, "entry": "<base64 of the exact entry bytes>"}], "next": <int> | null}``
+- ``GET /audit/v1/proof/inclusion?index=&size=`` → :meth:`AuditReader.inclusion_json`:
+  ``{"index", "size", "hashes": ["<base64>", ...]}``
+- ``GET /v1/audit/checkpoint`` → :meth:`AuditReader.served_checkpoint` (``text/plain``)
+- ``GET /v1/audit/proof/consistency?old=&new=`` → :meth:`AuditReader.consistency_json`
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.audit import tree
+from gateway.audit.db import AuditError, connect_readonly, get_meta
+from gateway.core.b64 import b64_encode
+
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str  # the log-signed note as signed
+    public_key: str  # base64 Ed25519 key that signed it
+    signed_at: float
+    cosignatures: tuple[tuple[str, str, str], ...]  # (witness name, witness public key b64, line)
+
+    def served(self) -> str:
+        """The note with the collected cosignatures appended as extra signature lines."""
+        return self.note + "".join(line for _, _, line in self.cosignatures)
+
+
+class AuditReader:
+    def __init__(self, source: str | Path | sqlite3.Connection) -> None:
+        if isinstance(source, sqlite3.Connection):
+            self.conn = source
+            self._owned = False
+        else:
+            self.conn = connect_readonly(source)
+            self._owned = True
+
+    def close(self) -> None:
+        if self._owned:
+            self.conn.close()
+
+    def __enter__(self) -> AuditReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- metadata -----------------------------------------------------------------------------------
+
+    @property
+    def node(self) -> str | None:
+        return get_meta(self.conn, "node")
+
+    @property
+    def origin(self) -> str | None:
+        return get_meta(self.conn, "origin")
+
+    # -- entries -------------------------------------------------------------------------------------
+
+    def size(self) -> int:
+        return tree.log_size(self.conn)
+
+    def entry(self, index: int) -> bytes:
+        row = self.conn.execute("SELECT entry FROM audit_entries WHERE idx=?", (index,)).fetchone()
+        if row is None:
+            raise AuditError(f"audit entry {index} does not exist (log size {self.size()})")
+        return bytes(row[0])
+
+    def iter_entries(self, start: int = 0, chunk: int = 20000) -> Iterator[tuple[int, bytes, bytes]]:
+        """All stored rows ``(idx, entry, stored leaf hash)`` in index order, as stored (gaps included)."""
+        pos = start
+        while True:
+            rows = self.conn.execute(
+                "SELECT idx, entry, leaf_hash FROM audit_entries WHERE idx >= ? ORDER BY idx LIMIT ?",
+                (pos, chunk),
+            ).fetchall()
+            if not rows:
+                return
+            for idx, entry, leaf in rows:
+                yield int(idx), bytes(entry), bytes(leaf)
+            pos = int(rows[-1][0]) + 1
+
+    def entries(
+        self,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        jti: str | None = None,
+        event: str | None = None,
+        limit: int = MAX_PAGE,
+    ) -> list[tuple[int, bytes]]:
+        """Entries with ``start <= idx < end`` (and the given jti/event), oldest first."""
+        sql = "SELECT idx, entry FROM audit_entries WHERE idx >= ?"
+        args: list[Any] = [start]
+        if end is not None:
+            sql += " AND idx < ?"
+            args.append(end)
+        if jti is not None:
+            sql += " AND jti = ?"
+            args.append(jti)
+        if event is not None:
+            sql += " AND event = ?"
+            args.append(event)
+        sql += " ORDER BY idx LIMIT ?"
+        args.append(max(0, min(limit, MAX_PAGE)))
+        return [(int(i), bytes(e)) for i, e in self.conn.execute(sql, args)]
+
+    def entries_json(
+        self,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        jti: str | None = None,
+        event: str | None = None,
+        limit: int = MAX_PAGE,
+    ) -> dict[str, Any]:
+        """The ``GET /audit/v1/entries`` response; ``next`` is the ``from`` of the next page or null."""
+        limit = max(1, min(limit, MAX_PAGE))
+        rows = self.entries(start=start, end=end, jti=jti, event=event, limit=limit)
+        nxt = rows[-1][0] + 1 if len(rows) == limit else None
+        return {"entries": [{"index": i, "entry": b64_encode(e)} for i, e in rows], "next": nxt}
+
+    def jti_indices(self, jti: str) -> list[int]:
+        return [
+            int(r[0])
+            for r in self.conn.execute("SELECT idx FROM audit_entries WHERE jti=? ORDER BY idx", (jti,))
+        ]
+
+    # -- tree ----------------------------------------------------------------------------------------
+
+    def root(self, size: int | None = None) -> bytes:
+        n = self.size() if size is None else size
+        if n > self.size():
+            raise AuditError(f"tree size {n} is beyond the log size {self.size()}")
+        return tree.root_at(self.conn, n)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        return tree.inclusion_proof(self.conn, index, self.size() if size is None else size)
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        return tree.consistency_proof(self.conn, old, new)
+
+    def inclusion_json(self, index: int, size: int | None = None) -> dict[str, Any]:
+        n = self.size() if size is None else size
+        return {"index": index, "size": n, "hashes": [b64_encode(h) for h in self.inclusion_proof(index, n)]}
+
+    def consistency_json(self, old: int, new: int) -> dict[str, Any]:
+        return {"hashes": [b64_encode(h) for h in self.consistency_proof(old, new)]}
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+
+    def _cosigs(self, size: int) -> tuple[tuple[str, str, str], ...]:
+        rows = self.conn.execute(
+            "SELECT name, public_key, line FROM audit_cosignatures WHERE size=? ORDER BY name", (size,)
+        ).fetchall()
+        return tuple((str(n), str(k), str(line)) for n, k, line in rows)
+
+    def _stored(self, row: tuple[Any, ...]) -> StoredCheckpoint:
+        size, root, note, key, at = row
+        return StoredCheckpoint(
+            int(size), bytes(root), str(note), str(key), float(at), self._cosigs(int(size))
+        )
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        rows = self.conn.execute(
+            "SELECT size, root, note, public_key, signed_at FROM audit_checkpoints ORDER BY size"
+        ).fetchall()
+        return [self._stored(r) for r in rows]
+
+    def checkpoint(self, size: int | None = None) -> StoredCheckpoint | None:
+        """The checkpoint of ``size`` (default: the latest signed), or None."""
+        if size is None:
+            row = self.conn.execute(
+                "SELECT size, root, note, public_key, signed_at FROM audit_checkpoints ORDER BY size DESC LIMIT 1"
+            ).fetchone()
+        else:
+            row = self.conn.execute(
+                "SELECT size, root, note, public_key, signed_at FROM audit_checkpoints WHERE size=?", (size,)
+            ).fetchone()
+        return None if row is None else self._stored(row)
+
+    def served_checkpoint(self) -> str:
+        """``GET /v1/audit/checkpoint``: the latest checkpoint with its cosignatures."""
+        cp = self.checkpoint()
+        if cp is None:
+            raise AuditError("no checkpoint has been signed yet")
+        return cp.served()
+
+    # -- evidence ------------------------------------------------------------------------------------
+
+    def evidence(self, jti: str) -> list[tuple[str, str]]:
+        rows = self.conn.execute("SELECT kind, value FROM audit_evidence WHERE jti=? ORDER BY id", (jti,))
+        return [(str(k), str(v)) for k, v in rows]
+
+    def signing_key(self, kid: str) -> tuple[str, str] | None:
+        row = self.conn.execute("SELECT alg, jwk FROM audit_keys WHERE kid=?", (kid,)).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))

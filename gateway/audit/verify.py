@@ -1,0 +1,280 @@
+"""Verifying a whole audit log (``traza audit verify``): recompute the tree from the entries, check every
+checkpoint's log signature, its cosignatures, its root, and consistency between successive checkpoints.
+
+The first problem in log order stops verification with :class:`VerifyFailed`, whose message names the
+index or the checkpoint at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from gateway.audit.checkpoints import cosignature_verifier, ed25519_note_verifier
+from gateway.audit.db import AuditError
+from gateway.core.b64 import b64_decode, b64_encode
+from gateway.core.canonical import CanonicalError, canonical_bytes
+from gateway.core.merkle import CompactRange, ProofError, leaf_hash, verify_consistency
+from gateway.core.note import (
+    SIG_COSIGNATURE_V1,
+    NoteError,
+    key_id,
+    node_of_origin,
+    parse_checkpoint_text,
+    parse_note,
+    verify_note,
+)
+
+_decoder = msgspec.json.Decoder()
+
+
+class VerifyFailed(Exception):
+    """Verification failed at ``where`` (``index 17`` or ``checkpoint size 40``)."""
+
+    def __init__(self, where: str, detail: str, *, index: int | None = None, size: int | None = None) -> None:
+        super().__init__(f"{where}: {detail}")
+        self.where = where
+        self.detail = detail
+        self.index = index
+        self.checkpoint_size = size
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A checkpoint to check: its note as served (log signature + cosignature lines), the log key it was
+    recorded with (base64, may be None) and the witness keys recorded for its cosignatures."""
+
+    served: str
+    log_key: str | None = None
+    witness_keys: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class VerifyReport:
+    size: int = 0
+    node: str | None = None
+    origin: str | None = None
+    checkpoints: int = 0
+    cosignatures: int = 0
+    latest_size: int = 0
+    latest_root: bytes = b""
+    witnesses: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _entry_check(index: int, raw: bytes, node: str | None) -> str | None:
+    """Return the problem with an entry's content, or None."""
+    try:
+        value = _decoder.decode(raw)
+    except msgspec.DecodeError:
+        return "entry is not JSON"
+    if not isinstance(value, dict):
+        return "entry is not a JSON object"
+    try:
+        if canonical_bytes(value) != raw:
+            return "entry is not canonical JSON (keys sorted, no whitespace)"
+    except CanonicalError as exc:
+        return f"entry is not canonical JSON ({exc})"
+    if value.get("idx") != index:
+        return f"entry records idx {value.get('idx')!r} at position {index} (entries reordered or moved)"
+    if node is not None and value.get("node") != node:
+        return f"entry records node {value.get('node')!r}, the log belongs to {node!r}"
+    if not isinstance(value.get("event"), str) or not isinstance(value.get("ts"), str):
+        return "entry has no event or ts"
+    return None
+
+
+class _CheckpointChecker:
+    def __init__(
+        self,
+        *,
+        origin: str | None,
+        node: str | None,
+        log_keys: Sequence[bytes] | None,
+        witness_keys: Mapping[str, bytes] | None,
+        min_cosignatures: int,
+        consistency: Callable[[int, int], list[bytes]] | None,
+        report: VerifyReport,
+    ) -> None:
+        self.origin = origin
+        self.node = node
+        self.log_keys = log_keys
+        self.witness_keys = witness_keys
+        self.min_cosignatures = min_cosignatures
+        self.consistency = consistency
+        self.report = report
+        self.prev: tuple[int, bytes] | None = None
+
+    def check(self, rec: CheckpointRecord, ordinal: int, size_hint: int | None, root: bytes | None) -> None:
+        where = (
+            f"checkpoint #{ordinal} (size {size_hint})" if size_hint is not None else f"checkpoint #{ordinal}"
+        )
+
+        def fail(detail: str) -> VerifyFailed:
+            return VerifyFailed(where, detail, size=size_hint)
+
+        try:
+            note = parse_note(rec.served)
+            cp = parse_checkpoint_text(note.text)
+        except NoteError as exc:
+            raise fail(f"malformed signed note: {exc}") from None
+        if self.origin is None:
+            self.origin = cp.origin
+        if cp.origin != self.origin:
+            raise fail(f"origin {cp.origin!r} is not the log's origin {self.origin!r}")
+        try:
+            origin_node = node_of_origin(cp.origin)
+        except NoteError as exc:
+            raise fail(str(exc)) from None
+        if self.node is not None and origin_node != self.node:
+            raise fail(f"origin {cp.origin!r} names node {origin_node!r}, the log belongs to {self.node!r}")
+        if cp.extensions:
+            raise fail("Traza checkpoints carry no extension lines")
+        # log signature: pinned keys if given, else the key recorded with the checkpoint
+        if self.log_keys is not None:
+            keys = list(self.log_keys)
+        elif rec.log_key is not None:
+            keys = [b64_decode(rec.log_key)]
+        else:
+            raise fail("no log key to verify it with (give --log-key)")
+        try:
+            verify_note(note, [ed25519_note_verifier(cp.origin, k) for k in keys])
+        except NoteError as exc:
+            raise fail(f"log signature: {exc}") from None
+        # cosignatures
+        if self.witness_keys is not None:
+            wkeys = dict(self.witness_keys)
+        else:
+            wkeys = {n: b64_decode(k) for n, k in rec.witness_keys.items()}
+        verifiers = [cosignature_verifier(n, k) for n, k in wkeys.items()]
+        good = 0
+        for sig in note.signatures:
+            if sig.name == cp.origin and len(sig.signature) == 64:
+                continue  # the log's own signature line
+            matching = [v for v in verifiers if v.matches(sig)]
+            if not matching:
+                self.report.warnings.append(f"{where}: signature line of unknown key {sig.name!r} ignored")
+                continue
+            for v in matching:
+                if not v.check(note.text, sig):
+                    raise fail(f"cosignature of witness {sig.name!r} does not verify")
+            good += 1
+            self.report.witnesses.add(sig.name)
+        for name in rec.witness_keys:
+            expect = key_id(name, SIG_COSIGNATURE_V1, wkeys[name]) if name in wkeys else None
+            if expect is not None and not any(s.name == name and s.key_id == expect for s in note.signatures):
+                raise fail(f"the cosignature of witness {name!r} recorded for it is missing from the note")
+        if good < self.min_cosignatures:
+            raise fail(f"{good} valid cosignatures, at least {self.min_cosignatures} required")
+        self.report.cosignatures += good
+        # root against the recomputed tree
+        if size_hint is not None and cp.size != size_hint:
+            raise fail(f"note says size {cp.size}, recorded as size {size_hint}")
+        if root is not None and cp.root != root:
+            raise fail(
+                f"root {b64_encode(cp.root)} does not match the root recomputed from entries 0..{cp.size - 1} "
+                f"({b64_encode(root)}): an entry below index {cp.size} was changed"
+            )
+        # consistency with the previous checkpoint
+        if self.prev is not None:
+            psize, proot = self.prev
+            if cp.size == psize:
+                if cp.root != proot:
+                    raise fail(f"fork: two checkpoints of size {cp.size} with different roots")
+            elif cp.size < psize:
+                raise fail(f"size {cp.size} is smaller than the previous checkpoint's {psize}")
+            elif self.consistency is not None:
+                try:
+                    verify_consistency(psize, cp.size, self.consistency(psize, cp.size), proot, cp.root)
+                except (ProofError, AuditError) as exc:
+                    raise fail(
+                        f"not provably consistent with the checkpoint of size {psize}: {exc}"
+                    ) from None
+        self.prev = (cp.size, cp.root)
+        self.report.checkpoints += 1
+        self.report.latest_size, self.report.latest_root = cp.size, cp.root
+
+
+def checkpoint_size(rec: CheckpointRecord) -> int:
+    try:
+        return parse_checkpoint_text(parse_note(rec.served).text).size
+    except NoteError as exc:
+        raise VerifyFailed("checkpoint", f"malformed signed note: {exc}") from None
+
+
+def verify_log(
+    entries: Iterable[tuple[int, bytes, bytes | None]],
+    checkpoints: Sequence[CheckpointRecord],
+    *,
+    node: str | None = None,
+    origin: str | None = None,
+    log_keys: Sequence[bytes] | None = None,
+    witness_keys: Mapping[str, bytes] | None = None,
+    min_cosignatures: int = 0,
+    consistency: Callable[[int, int], list[bytes]] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VerifyReport:
+    """Verify a log from its entries ``(index, entry bytes, stored leaf hash or None)`` in index order
+    and its checkpoints. ``log_keys``/``witness_keys`` pin trusted keys (else the keys recorded with
+    each checkpoint are used); ``consistency(old, new)`` returns a stored consistency proof."""
+    report = VerifyReport(node=node, origin=origin)
+    sized = sorted(
+        ((checkpoint_size(rec), i, rec) for i, rec in enumerate(checkpoints)), key=lambda t: (t[0], t[1])
+    )
+    checker = _CheckpointChecker(
+        origin=origin,
+        node=node,
+        log_keys=log_keys,
+        witness_keys=witness_keys,
+        min_cosignatures=min_cosignatures,
+        consistency=consistency,
+        report=report,
+    )
+    pos = 0  # next checkpoint to check
+    ordinal = 0
+    if sized and sized[0][0] == 0:
+        raise VerifyFailed("checkpoint #1 (size 0)", "a checkpoint of the empty log is never signed", size=0)
+    cr = CompactRange()
+    expected = 0
+    for idx, raw, stored in entries:
+        if idx != expected:
+            raise VerifyFailed(
+                f"index {expected}", f"entry is missing (the next stored index is {idx})", index=expected
+            )
+        h = leaf_hash(raw)
+        if stored is not None and stored != h:
+            raise VerifyFailed(
+                f"index {idx}", "entry bytes do not match the stored leaf hash (entry edited)", index=idx
+            )
+        problem = _entry_check(idx, raw, node)
+        if problem is not None:
+            raise VerifyFailed(f"index {idx}", problem, index=idx)
+        cr.append(h)
+        expected += 1
+        if progress is not None and expected % 10000 == 0:
+            progress(expected)
+        while pos < len(sized) and sized[pos][0] == expected:
+            ordinal += 1
+            checker.check(sized[pos][2], ordinal, expected, cr.root())
+            pos += 1
+    if progress is not None:
+        progress(expected)
+    report.size = expected
+    if pos < len(sized):
+        size, _, _ = sized[pos]
+        raise VerifyFailed(
+            f"checkpoint #{ordinal + 1} (size {size})",
+            f"the log holds only {expected} entries: truncated, the first missing index is {expected}",
+            index=expected,
+            size=size,
+        )
+    report.origin = checker.origin
+    if not checkpoints:
+        report.warnings.append("no checkpoint: nothing signed anchors this log")
+    elif report.latest_size < report.size:
+        report.warnings.append(
+            f"entries {report.latest_size}..{report.size - 1} are not covered by a checkpoint yet"
+        )
+    return report

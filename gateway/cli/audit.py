@@ -1,0 +1,384 @@
+"""`traza audit` verbs (SPEC §10): verify a log, show entries, prove inclusion, export and verify
+evidence bundles. A log is read from its database file (``--db``) or from a running node's auditor API
+(``--url`` with an auditor client certificate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gateway.audit.bundle import BundleError, build_bundle, encode_bundle, verify_bundle
+from gateway.audit.checkpoints import ed25519_note_verifier
+from gateway.audit.db import AuditError
+from gateway.audit.reader import AuditReader
+from gateway.audit.verify import CheckpointRecord, VerifyFailed, VerifyReport, verify_log
+from gateway.cli.main import CheckFailed, UsageError
+from gateway.core.b64 import b64_decode, b64_encode
+from gateway.core.merkle import ProofError, leaf_hash, verify_inclusion
+from gateway.core.note import NoteError, open_checkpoint, parse_checkpoint_text, parse_note
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "audit", help="verify a node's tamper-evident audit log and evidence bundles"
+    )
+    verbs = p.add_subparsers(dest="audit_verb", metavar="VERB", required=True)
+
+    def source(q: argparse.ArgumentParser) -> None:
+        g = q.add_mutually_exclusive_group(required=True)
+        g.add_argument("--db", type=Path, metavar="FILE", help="the node's database file (read-only)")
+        g.add_argument("--url", metavar="URL", help="a running node's local API, e.g. https://127.0.0.1:7201")
+        q.add_argument("--cert", type=Path, help="auditor client certificate (PEM) for --url")
+        q.add_argument("--key", type=Path, help="auditor client key (PEM) for --url")
+        q.add_argument("--ca", type=Path, help="CA certificate(s) (PEM) that sign the node's certificate")
+
+    v = verbs.add_parser(
+        "verify",
+        help="recompute the tree from every entry; check every checkpoint, cosignature and consistency",
+        description="Exit 0 if the whole log verifies; exit 1 naming the first bad index or checkpoint.",
+    )
+    source(v)
+    v.add_argument(
+        "--log-key",
+        action="append",
+        metavar="B64",
+        help="trusted Ed25519 audit key of the node (base64, from the manifest); repeatable. "
+        "Default with --db: the key recorded with each checkpoint",
+    )
+    v.add_argument(
+        "--witness",
+        action="append",
+        metavar="NAME=B64",
+        help="trusted witness key (cosignature key name = base64 Ed25519 key); repeatable. "
+        "Default with --db: the keys recorded with each cosignature",
+    )
+    v.add_argument("--min-cosignatures", type=int, default=0, metavar="N", help="require N per checkpoint")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.set_defaults(func=_verify)
+
+    s = verbs.add_parser("show", help="print the audit entries about one message (JSON lines)")
+    source(s)
+    s.add_argument("--jti", required=True, metavar="ID", help="message id")
+    s.set_defaults(func=_show)
+
+    pr = verbs.add_parser("prove", help="print and check the inclusion proof of one entry")
+    source(pr)
+    pr.add_argument("--index", type=int, required=True, metavar="I", help="entry index")
+    pr.add_argument(
+        "--size", type=int, metavar="N", help="tree size (default: the latest checkpoint covering I)"
+    )
+    pr.set_defaults(func=_prove)
+
+    e = verbs.add_parser("export", help="write the evidence bundle (SPEC §7.4) of one message")
+    source(e)
+    e.add_argument("--jti", required=True, metavar="ID", help="message id")
+    e.add_argument("-o", "--output", required=True, type=Path, metavar="FILE", help="bundle file to write")
+    e.set_defaults(func=_export)
+
+    b = verbs.add_parser("verify-bundle", help="verify an evidence bundle offline and print what it proves")
+    b.add_argument("file", type=Path, metavar="FILE")
+    b.set_defaults(func=_verify_bundle)
+
+    def run(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 2
+
+    p.set_defaults(func=run)
+
+
+# -- sources -----------------------------------------------------------------------------------------
+
+
+def _open_db(path: Path) -> AuditReader:
+    if not path.is_file():
+        raise UsageError(f"{path}: no such database file")
+    try:
+        return AuditReader(path)
+    except AuditError as exc:
+        raise CheckFailed(str(exc)) from None
+
+
+class _Http:
+    """A small client of the node's auditor API (SPEC §6) and checkpoint endpoint (SPEC §4.4)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.base = args.url.rstrip("/")
+        self.context = None
+        if self.base.startswith("https://"):
+            if not (args.cert and args.key and args.ca):
+                raise UsageError(
+                    "--url https://... needs --cert, --key and --ca (an auditor client certificate)"
+                )
+            from gateway.crypto.tls import client_context
+
+            try:
+                self.context = client_context(args.cert, args.key, [args.ca.read_text()])
+            except (ValueError, OSError) as exc:
+                raise UsageError(str(exc)) from None
+        elif not self.base.startswith("http://"):
+            raise UsageError(f"--url {args.url!r} is not an http(s) URL")
+
+    def get(self, path: str, **params: Any) -> bytes:
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        url = f"{self.base}{path}" + (f"?{query}" if query else "")
+        try:
+            with urllib.request.urlopen(url, context=self.context, timeout=60) as resp:  # noqa: S310
+                data: bytes = resp.read()
+                return data
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300].decode("utf-8", "replace")
+            raise CheckFailed(f"GET {url}: HTTP {exc.code} {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise CheckFailed(f"GET {url}: {exc}") from None
+
+    def json(self, path: str, **params: Any) -> Any:
+        try:
+            return json.loads(self.get(path, **params))
+        except json.JSONDecodeError as exc:
+            raise CheckFailed(f"GET {path}: not JSON ({exc})") from None
+
+    def entries(self, **filters: Any) -> Iterator[tuple[int, bytes]]:
+        start: int | None = 0
+        while start is not None:
+            page = self.json("/audit/v1/entries", **{"from": start, **filters})
+            try:
+                for item in page["entries"]:
+                    yield int(item["index"]), b64_decode(item["entry"])
+                start = page.get("next")
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CheckFailed(f"/audit/v1/entries: unexpected response ({exc})") from None
+
+
+# -- verify ------------------------------------------------------------------------------------------
+
+
+def _keys(args: argparse.Namespace) -> tuple[list[bytes] | None, dict[str, bytes] | None]:
+    try:
+        log_keys = [b64_decode(k) for k in args.log_key] if args.log_key else None
+        witnesses: dict[str, bytes] | None = None
+        if args.witness:
+            witnesses = {}
+            for item in args.witness:
+                name, sep, key = item.partition("=")
+                if not sep or not name:
+                    raise UsageError(f"--witness {item!r} is not NAME=BASE64KEY")
+                witnesses[name] = b64_decode(key)
+    except ValueError as exc:
+        raise UsageError(f"key is not standard base64: {exc}") from None
+    for k in [*(log_keys or []), *(witnesses or {}).values()]:
+        if len(k) != 32:
+            raise UsageError("an Ed25519 public key is 32 bytes")
+    return log_keys, witnesses
+
+
+def _progress(total: int, enabled: bool) -> tuple[Any, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("verifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not (enabled and console.is_terminal and total >= 50_000),
+    )
+    task = bar.add_task("entries", total=total)
+    return bar, lambda n: bar.update(task, completed=n)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    log_keys, witnesses = _keys(args)
+    if args.db is not None:
+        with _open_db(args.db) as reader:
+            records = [
+                CheckpointRecord(cp.served(), cp.public_key, {n: k for n, k, _ in cp.cosignatures})
+                for cp in reader.checkpoints()
+            ]
+            bar, progress = _progress(reader.size(), not args.no_progress)
+            try:
+                with bar:
+                    report = verify_log(
+                        reader.iter_entries(),
+                        records,
+                        node=reader.node,
+                        origin=reader.origin,
+                        log_keys=log_keys,
+                        witness_keys=witnesses,
+                        min_cosignatures=args.min_cosignatures,
+                        consistency=reader.consistency_proof,
+                        progress=progress,
+                    )
+            except VerifyFailed as exc:
+                raise CheckFailed(f"audit log {args.db} does not verify: {exc}") from None
+        source = str(args.db)
+    else:
+        if log_keys is None:
+            raise UsageError("--url needs --log-key (the node's audit key from the manifest)")
+        http = _Http(args)
+        served = http.get("/v1/audit/checkpoint").decode("utf-8", "replace")
+        try:
+            report = verify_log(
+                ((i, e, None) for i, e in http.entries()),
+                [CheckpointRecord(served)],
+                log_keys=log_keys,
+                witness_keys=witnesses,
+                min_cosignatures=args.min_cosignatures,
+            )
+        except VerifyFailed as exc:
+            raise CheckFailed(f"audit log at {args.url} does not verify: {exc}") from None
+        source = args.url
+    _print_report(source, report, pinned=log_keys is not None)
+    return 0
+
+
+def _print_report(source: str, r: VerifyReport, *, pinned: bool) -> None:
+    print(f"OK {r.origin or source}: {r.size} entries recomputed from {source}")
+    if r.checkpoints:
+        print(
+            f"   {r.checkpoints} checkpoints signed and consistent; latest size {r.latest_size} "
+            f"root {b64_encode(r.latest_root)}"
+        )
+        who = ", ".join(sorted(r.witnesses)) or "none"
+        print(f"   {r.cosignatures} witness cosignatures verified (witnesses: {who})")
+    if not pinned:
+        print(
+            "   note: log key taken from the database itself; pin it with --log-key to check it against the manifest"
+        )
+    for w in r.warnings:
+        print(f"   warning: {w}")
+
+
+# -- show / prove ------------------------------------------------------------------------------------
+
+
+def _show(args: argparse.Namespace) -> int:
+    if args.db is not None:
+        with _open_db(args.db) as reader:
+            rows = [(i, reader.entry(i)) for i in reader.jti_indices(args.jti)]
+    else:
+        rows = list(_Http(args).entries(jti=args.jti))
+    if not rows:
+        raise CheckFailed(f"no audit entry is about message {args.jti}")
+    for _, raw in rows:
+        sys.stdout.write(raw.decode("utf-8") + "\n")
+    return 0
+
+
+def _prove_db(args: argparse.Namespace) -> tuple[bytes, list[bytes], int, bytes, str]:
+    with _open_db(args.db) as reader:
+        latest = reader.checkpoint()
+        if args.size is not None:
+            size = args.size
+        elif latest is not None and latest.size > args.index:
+            size = latest.size
+        else:
+            size = reader.size()
+        checkpoint = reader.checkpoint(size)
+        try:
+            entry = reader.entry(args.index)
+            proof = reader.inclusion_proof(args.index, size)
+            root = reader.root(size)
+        except (AuditError, ProofError) as exc:
+            raise CheckFailed(str(exc)) from None
+        if checkpoint is None:
+            return entry, proof, size, root, "root of the stored tree (no checkpoint of this size)"
+        origin = parse_checkpoint_text(parse_note(checkpoint.note).text).origin
+        try:
+            cp, _ = open_checkpoint(
+                checkpoint.note, ed25519_note_verifier(origin, b64_decode(checkpoint.public_key))
+            )
+        except NoteError as exc:
+            raise CheckFailed(f"checkpoint of size {size}: {exc}") from None
+        return entry, proof, size, cp.root, "signed checkpoint"
+
+
+def _prove_url(args: argparse.Namespace) -> tuple[bytes, list[bytes], int, bytes, str]:
+    http = _Http(args)
+    served = http.get("/v1/audit/checkpoint").decode("utf-8", "replace")
+    try:
+        cp = parse_checkpoint_text(parse_note(served).text)
+    except NoteError as exc:
+        raise CheckFailed(f"/v1/audit/checkpoint: {exc}") from None
+    size = cp.size if args.size is None else args.size
+    if size != cp.size:
+        raise UsageError(
+            f"over --url only the latest checkpoint (size {cp.size}) has a root to prove against"
+        )
+    page = http.json("/audit/v1/entries", **{"from": args.index, "to": args.index + 1, "limit": 1})
+    resp = http.json("/audit/v1/proof/inclusion", index=args.index, size=size)
+    try:
+        entry = b64_decode(page["entries"][0]["entry"])
+        proof = [b64_decode(h) for h in resp["hashes"]]
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise CheckFailed(f"entry {args.index}: unexpected auditor API response ({exc})") from None
+    return entry, proof, size, cp.root, "latest checkpoint served by the node (signature not checked)"
+
+
+def _prove(args: argparse.Namespace) -> int:
+    entry, proof, size, root, against = _prove_db(args) if args.db is not None else _prove_url(args)
+    try:
+        verify_inclusion(args.index, size, leaf_hash(entry), proof, root)
+    except ProofError as exc:
+        raise CheckFailed(f"entry {args.index} in the tree of size {size}: {exc}") from None
+    out = {
+        "index": args.index,
+        "size": size,
+        "leaf_hash": b64_encode(leaf_hash(entry)),
+        "hashes": [b64_encode(h) for h in proof],
+        "root": b64_encode(root),
+        "against": against,
+        "entry": json.loads(entry),
+    }
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
+
+
+# -- bundles -----------------------------------------------------------------------------------------
+
+
+def _export(args: argparse.Namespace) -> int:
+    if args.db is not None:
+        with _open_db(args.db) as reader:
+            try:
+                data = encode_bundle(build_bundle(reader, args.jti))
+            except AuditError as exc:
+                raise CheckFailed(f"cannot export {args.jti}: {exc}") from None
+    else:
+        data = _Http(args).get("/audit/v1/bundle", jti=args.jti)
+    try:
+        report = verify_bundle(data)
+    except BundleError as exc:
+        raise CheckFailed(f"the bundle of {args.jti} does not verify: {exc}") from None
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_bytes(data)
+    print(
+        f"wrote {args.output}: {len(report.proven)} facts proven (check with: traza audit verify-bundle {args.output})"
+    )
+    return 0
+
+
+def _verify_bundle(args: argparse.Namespace) -> int:
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{args.file}: {exc.strerror}") from None
+    try:
+        report = verify_bundle(data)
+    except BundleError as exc:
+        raise CheckFailed(f"{args.file} does not verify: {exc}") from None
+    print(f"OK {args.file}: evidence about message {report.jti} on node {report.node}")
+    for line in report.proven:
+        print(f" - {line}")
+    for line in report.notes:
+        print(f"   note: {line}")
+    return 0
