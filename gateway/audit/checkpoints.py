@@ -1,12 +1,15 @@
 """Checkpoint publishing (SPEC §7.2) and the log's side of witnessing (collecting cosignatures).
 
-The :class:`Publisher` signs a C2SP tlog-checkpoint with the node's Ed25519 audit key at most every
-``interval`` seconds while the log has grown. Every signed checkpoint is kept in ``audit_checkpoints``
-(size is the primary key). Before signing it refuses, with :class:`ForkRefused`:
+A checkpoint is a C2SP tlog-checkpoint signed with the node's Ed25519 audit key. Every signed
+checkpoint is kept in ``audit_checkpoints`` (size is the primary key). :func:`sign_checkpoint` refuses,
+with :class:`ForkRefused`:
 
 - a size that already has a signed checkpoint with a different root,
 - a size below the latest signed checkpoint (a truncated or restored log),
 - a root the stored tree cannot prove consistent with the latest signed checkpoint.
+
+The functions here run inside a transaction the caller owns (``BEGIN IMMEDIATE``); :class:`Publisher`
+wraps them with its own connection and transactions, and signs at most every ``interval`` seconds.
 """
 
 from __future__ import annotations
@@ -52,7 +55,120 @@ def cosignature_verifier(name: str, public_key: bytes) -> NoteVerifier:
     return NoteVerifier.cosignature(name, public_key, functools.partial(ed25519_verify, public_key))
 
 
+# -- inside the caller's transaction -------------------------------------------------------------------
+
+
+def sign_checkpoint(conn: sqlite3.Connection, *, origin: str, key: Ed25519Key, size: int, now: float) -> int:
+    """Sign and store the checkpoint of ``size`` (or keep the existing identical one); return ``size``.
+    Raises :class:`ForkRefused` for the refusals of the module docstring."""
+    if size < 1:
+        raise AuditError("refusing to sign a checkpoint of the empty log")
+    have = log_size(conn)
+    if size > have:
+        raise ForkRefused(f"refusing to sign size {size}: the log holds only {have} entries")
+    root = root_at(conn, size)
+    row = conn.execute("SELECT root FROM audit_checkpoints WHERE size=?", (size,)).fetchone()
+    if row is not None:
+        signed = bytes(row[0])
+        if signed != root:
+            log.error("audit.fork_refused", size=size, signed_root=b64_encode(signed), root=b64_encode(root))
+            raise ForkRefused(
+                f"refusing to sign size {size} with root {b64_encode(root)}: a checkpoint of that size "
+                f"was signed with root {b64_encode(signed)}"
+            )
+        return size
+    prev = conn.execute("SELECT size, root FROM audit_checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+    if prev is not None:
+        psize, proot = int(prev[0]), bytes(prev[1])
+        if psize > size:
+            raise ForkRefused(
+                f"refusing to sign size {size}: a checkpoint of size {psize} was already signed"
+            )
+        try:
+            verify_consistency(psize, size, consistency_proof(conn, psize, size), proot, root)
+        except (ProofError, AuditError) as exc:
+            log.error("audit.fork_refused", size=size, previous_size=psize, reason=str(exc))
+            raise ForkRefused(
+                f"refusing to sign size {size}: the stored tree is not consistent with the signed "
+                f"checkpoint of size {psize} ({exc})"
+            ) from None
+    text = checkpoint_text(origin, size, root)
+    note = Note(text, (sign_ed25519(text, origin, key.public_raw, key.sign),)).encode()
+    conn.execute(
+        "INSERT INTO audit_checkpoints (size, root, note, public_key, signed_at) VALUES (?, ?, ?, ?, ?)",
+        (size, root, note, key.public_b64, now),
+    )
+    log.info("audit.checkpoint_signed", origin=origin, size=size, root=b64_encode(root))
+    return size
+
+
+def publish_checkpoint(conn: sqlite3.Connection, *, origin: str, key: Ed25519Key, now: float) -> int | None:
+    """Sign a checkpoint of the current log size if the log grew since the latest one; its size or None."""
+    size = log_size(conn)
+    row = conn.execute("SELECT max(size) FROM audit_checkpoints").fetchone()
+    latest = 0 if row[0] is None else int(row[0])
+    return sign_checkpoint(conn, origin=origin, key=key, size=size, now=now) if size > latest else None
+
+
+def last_cosigned_size(conn: sqlite3.Connection, witness: str) -> int:
+    row = conn.execute("SELECT max(size) FROM audit_cosignatures WHERE name=?", (witness,)).fetchone()
+    return 0 if row[0] is None else int(row[0])
+
+
+def witness_request(
+    conn: sqlite3.Connection, witness: str, *, old_size: int | None = None, size: int | None = None
+) -> bytes:
+    """The tlog-witness add-checkpoint body for ``witness``: from ``old_size`` (default: the last size
+    that witness cosigned, or 0) to the checkpoint of ``size`` (default: the latest). On a 409 answer,
+    ask again with the size in its body."""
+    cp = AuditReader(conn).checkpoint(size)
+    if cp is None:
+        raise AuditError(f"no signed checkpoint of size {size if size is not None else '(latest)'}")
+    old = last_cosigned_size(conn, witness) if old_size is None else old_size
+    if old > cp.size:
+        raise AuditError(f"witness {witness} cosigned size {old}, beyond checkpoint size {cp.size}")
+    proof = [] if old in (0, cp.size) else consistency_proof(conn, old, cp.size)
+    return encode_add_checkpoint(old, proof, cp.note)
+
+
+def store_cosignatures(
+    conn: sqlite3.Connection, size: int, body: str | bytes, witnesses: Mapping[str, bytes], now: float
+) -> list[str]:
+    """Verify and keep the cosignature lines a witness returned for the checkpoint of ``size``.
+
+    ``witnesses`` maps witness key names to raw Ed25519 keys. Lines from unknown keys are ignored; a
+    known key's bad cosignature raises AuditError. Returns the names stored."""
+    cp = AuditReader(conn).checkpoint(size)
+    if cp is None:
+        raise AuditError(f"no signed checkpoint of size {size} to attach cosignatures to")
+    try:
+        sigs = parse_signature_lines(body)
+    except NoteError as exc:
+        raise AuditError(f"cosignatures for size {size}: {exc}") from None
+    text = cp.note[: cp.note.rindex("\n\n") + 1]
+    verifiers = [cosignature_verifier(n, k) for n, k in witnesses.items()]
+    stored: list[str] = []
+    for sig in sigs:
+        for v in verifiers:
+            if not v.matches(sig):
+                continue
+            if not v.check(text, sig):
+                raise AuditError(f"cosignature of {sig.name} on checkpoint size {size} does not verify")
+            conn.execute(
+                "INSERT OR REPLACE INTO audit_cosignatures (size, name, public_key, line, received_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (size, sig.name, b64_encode(witnesses[sig.name]), sig.line(), now),
+            )
+            stored.append(sig.name)
+    return stored
+
+
+# -- with its own connection -----------------------------------------------------------------------------
+
+
 class Publisher:
+    """Signs checkpoints of the log in ``path`` with its own connection (see the module functions)."""
+
     def __init__(
         self,
         path: str | Path,
@@ -75,73 +191,23 @@ class Publisher:
         with self._lock:
             self._conn.close()
 
-    # -- signing -------------------------------------------------------------------------------------
-
     def publish(self, now: float | None = None) -> StoredCheckpoint | None:
         """Sign a checkpoint of the current log size if the log grew since the latest one."""
+        at = self._clock() if now is None else now
         with self._lock:
             with transaction(self._conn) as conn:
-                size = log_size(conn)
-                row = conn.execute("SELECT max(size) FROM audit_checkpoints").fetchone()
-                latest = 0 if row[0] is None else int(row[0])
-                signed = self._sign_locked(conn, size, now) if size > latest else None
-            return self.reader.checkpoint(signed) if signed is not None else None
+                size = publish_checkpoint(conn, origin=self.origin, key=self._key, now=at)
+            return None if size is None else self.reader.checkpoint(size)
 
     def sign(self, size: int, now: float | None = None) -> StoredCheckpoint:
         """Sign (or return the existing) checkpoint of ``size``, under the same refusals as publish."""
+        at = self._clock() if now is None else now
         with self._lock:
             with transaction(self._conn) as conn:
-                self._sign_locked(conn, size, now)
+                sign_checkpoint(conn, origin=self.origin, key=self._key, size=size, now=at)
             cp = self.reader.checkpoint(size)
         assert cp is not None
         return cp
-
-    def _sign_locked(self, conn: sqlite3.Connection, size: int, now: float | None) -> int:
-        if size < 1:
-            raise AuditError("refusing to sign a checkpoint of the empty log")
-        have = log_size(conn)
-        if size > have:
-            raise ForkRefused(f"refusing to sign size {size}: the log holds only {have} entries")
-        root = root_at(conn, size)
-        row = conn.execute("SELECT root FROM audit_checkpoints WHERE size=?", (size,)).fetchone()
-        if row is not None:
-            if bytes(row[0]) != root:
-                log.error(
-                    "audit.fork_refused",
-                    size=size,
-                    signed_root=b64_encode(bytes(row[0])),
-                    root=b64_encode(root),
-                )
-                raise ForkRefused(
-                    f"refusing to sign size {size} with root {b64_encode(root)}: a checkpoint of that size "
-                    f"was signed with root {b64_encode(bytes(row[0]))}"
-                )
-            return size
-        prev = conn.execute("SELECT size, root FROM audit_checkpoints ORDER BY size DESC LIMIT 1").fetchone()
-        if prev is not None:
-            psize, proot = int(prev[0]), bytes(prev[1])
-            if psize > size:
-                raise ForkRefused(
-                    f"refusing to sign size {size}: a checkpoint of size {psize} was already signed"
-                )
-            try:
-                verify_consistency(psize, size, consistency_proof(conn, psize, size), proot, root)
-            except (ProofError, AuditError) as exc:
-                log.error("audit.fork_refused", size=size, previous_size=psize, reason=str(exc))
-                raise ForkRefused(
-                    f"refusing to sign size {size}: the stored tree is not consistent with the signed "
-                    f"checkpoint of size {psize} ({exc})"
-                ) from None
-        text = checkpoint_text(self.origin, size, root)
-        sig = sign_ed25519(text, self.origin, self._key.public_raw, self._key.sign)
-        note = Note(text, (sig,)).encode()
-        at = self._clock() if now is None else now
-        conn.execute(
-            "INSERT INTO audit_checkpoints (size, root, note, public_key, signed_at) VALUES (?, ?, ?, ?, ?)",
-            (size, root, note, self._key.public_b64, at),
-        )
-        log.info("audit.checkpoint_signed", origin=self.origin, size=size, root=b64_encode(root))
-        return size
 
     async def run(
         self,
@@ -162,65 +228,18 @@ class Publisher:
             except TimeoutError:
                 pass
 
-    # -- cosignatures --------------------------------------------------------------------------------
-
     def witness_request(self, witness: str, *, old_size: int | None = None, size: int | None = None) -> bytes:
-        """The tlog-witness add-checkpoint body for ``witness``: from ``old_size`` (default: the last
-        size that witness cosigned, or 0) to the checkpoint of ``size`` (default: the latest)."""
         with self._lock:
-            cp = self.reader.checkpoint(size)
-            if cp is None:
-                raise AuditError(f"no signed checkpoint of size {size if size is not None else '(latest)'}")
-            old = self.last_cosigned_size(witness) if old_size is None else old_size
-            if old > cp.size:
-                raise AuditError(f"witness {witness} cosigned size {old}, beyond checkpoint size {cp.size}")
-            proof = [] if old in (0, cp.size) else consistency_proof(self._conn, old, cp.size)
-            return encode_add_checkpoint(old, proof, cp.note)
+            return witness_request(self._conn, witness, old_size=old_size, size=size)
 
     def last_cosigned_size(self, witness: str) -> int:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT max(size) FROM audit_cosignatures WHERE name=?", (witness,)
-            ).fetchone()
-        return 0 if row[0] is None else int(row[0])
+            return last_cosigned_size(self._conn, witness)
 
     def add_cosignatures(
         self, size: int, body: str | bytes, witnesses: Mapping[str, bytes], now: float | None = None
     ) -> list[str]:
-        """Verify and keep the cosignature lines a witness returned for the checkpoint of ``size``.
-
-        ``witnesses`` maps witness key names to their raw Ed25519 keys. Lines from unknown keys are
-        ignored; a known key's bad cosignature raises. Returns the names stored."""
-        with self._lock:
-            return self._add_cosignatures(size, body, witnesses, now)
-
-    def _add_cosignatures(
-        self, size: int, body: str | bytes, witnesses: Mapping[str, bytes], now: float | None
-    ) -> list[str]:
-        cp = self.reader.checkpoint(size)
-        if cp is None:
-            raise AuditError(f"no signed checkpoint of size {size} to attach cosignatures to")
-        verifiers = [cosignature_verifier(n, k) for n, k in witnesses.items()]
-        text = cp.note[: cp.note.rindex("\n\n") + 1]
-        stored: list[str] = []
+        """:func:`store_cosignatures` in its own transaction."""
         at = self._clock() if now is None else now
-        try:
-            sigs = parse_signature_lines(body)
-        except NoteError as exc:
-            raise AuditError(f"cosignatures for size {size}: {exc}") from None
-        with transaction(self._conn):
-            for sig in sigs:
-                for v in verifiers:
-                    if not v.matches(sig):
-                        continue
-                    if not v.check(text, sig):
-                        raise AuditError(
-                            f"cosignature of {sig.name} on checkpoint size {size} does not verify"
-                        )
-                    self._conn.execute(
-                        "INSERT OR REPLACE INTO audit_cosignatures (size, name, public_key, line, received_at) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (size, sig.name, b64_encode(witnesses[sig.name]), sig.line(), at),
-                    )
-                    stored.append(sig.name)
-        return stored
+        with self._lock, transaction(self._conn) as conn:
+            return store_cosignatures(conn, size, body, witnesses, at)

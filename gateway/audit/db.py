@@ -108,26 +108,29 @@ def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Conn
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the audit tables in ``conn``'s database if they are missing (idempotent)."""
-    have = (
-        conn.execute("SELECT value FROM audit_meta WHERE key='schema'").fetchone()
-        if _has_meta(conn)
-        else None
-    )
-    if have is not None:
-        if have[0] != SCHEMA_VERSION:
-            raise AuditError(f"audit schema version {have[0]!r} is not supported (expected {SCHEMA_VERSION})")
+    """Create the audit tables in ``conn``'s database if they are missing (idempotent, own transaction)."""
+    if _has_meta(conn):
+        check_schema_version(conn)
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for stmt in SCHEMA.split(";"):
-            if stmt.strip():
-                conn.execute(stmt)
-        conn.execute("INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    with transaction(conn):
+        create_schema(conn)
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the audit tables inside the caller's transaction (idempotent)."""
+    for stmt in SCHEMA.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+    conn.execute("INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+    check_schema_version(conn)
+
+
+def check_schema_version(conn: sqlite3.Connection) -> None:
+    row = conn.execute("SELECT value FROM audit_meta WHERE key='schema'").fetchone()
+    if row is None or row[0] != SCHEMA_VERSION:
+        raise AuditError(
+            f"audit schema version {row[0] if row else None!r} is not supported (expected {SCHEMA_VERSION})"
+        )
 
 
 def _has_meta(conn: sqlite3.Connection) -> bool:

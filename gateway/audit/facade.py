@@ -1,0 +1,197 @@
+"""The audit log of a running node, over the node's shared group-commit database.
+
+:class:`NodeAudit` is what ``gateway.node`` holds. The node's database object (``gateway.store.db.Database``
+or anything with the same four methods, see :class:`SharedDatabase`) runs every write in its writer
+thread inside one ``BEGIN IMMEDIATE`` transaction per group, so an envelope and its audit entry are
+durable together (SPEC §4.1). All functions here only issue statements inside that transaction.
+
+Keys and names come from the manifest: a node's log origin and its witness (cosigner) name are both
+``traza/<federation>/<node>``, and both are signed with the node's ``audit`` Ed25519 key (checkpoint
+signatures have key id type 0x01, cosignatures 0x04, so the two never collide).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from gateway.audit import log as audit_log
+from gateway.audit.bundle import build_bundle, encode_bundle
+from gateway.audit.checkpoints import publish_checkpoint, store_cosignatures, witness_request
+from gateway.audit.db import AuditError, create_schema, set_meta
+from gateway.audit.reader import MAX_PAGE, AuditReader, StoredCheckpoint
+from gateway.audit.witness import WitnessCore, WitnessError, alert_count
+from gateway.core.b64 import b64_decode, b64_encode
+from gateway.core.manifest import Federation
+from gateway.core.note import origin_for
+from gateway.crypto.keys import Ed25519Key
+
+T = TypeVar("T")
+
+
+class SharedDatabase(Protocol):
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+
+def audit_keys(fed: Federation, node: str) -> list[bytes]:
+    """The unrevoked Ed25519 audit keys of ``node`` in the manifest."""
+    n = fed.node(node)
+    if n is None:
+        return []
+    return [
+        b64_decode(k.public_key)
+        for k in n.keys
+        if k.use == "audit" and k.public_key and k.kid not in fed.revoked_kids
+    ]
+
+
+class NodeAudit:
+    def __init__(self, db: SharedDatabase, *, node: str, federation: str, key: Ed25519Key) -> None:
+        self.db = db
+        self.node = node
+        self.origin = origin_for(federation, node)
+        self.federation = federation
+        self.key = key
+        self.witness = WitnessCore(name=self.origin, key=key, node=node, logs={})
+        self._fed_version: int | None = None
+
+        def init(conn: sqlite3.Connection) -> int:
+            create_schema(conn)
+            set_meta(conn, "node", node)
+            set_meta(conn, "origin", self.origin)
+            return alert_count(conn)
+
+        self.forks_detected = db.write_sync(init)
+
+    # -- appending (inside the caller's write) ----------------------------------------------------
+
+    def stage(self, conn: sqlite3.Connection, events: Iterable[Mapping[str, Any]], now: float) -> list[int]:
+        """Append entries in the current transaction; their indices (see ``gateway.audit.log.stage``)."""
+        return audit_log.stage(conn, events, node=self.node, now=now)
+
+    def stage_evidence(self, conn: sqlite3.Connection, jti: str, **kw: Any) -> None:
+        """Record tokens, hops, acks, receipt and keys for evidence bundles (``log.stage_evidence``)."""
+        audit_log.stage_evidence(conn, jti, **kw)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    async def publish(self, now: float) -> StoredCheckpoint | None:
+        """Sign a checkpoint if the log grew (call every ``checkpoint_interval``)."""
+
+        def fn(conn: sqlite3.Connection) -> StoredCheckpoint | None:
+            size = publish_checkpoint(conn, origin=self.origin, key=self.key, now=now)
+            return None if size is None else AuditReader(conn).checkpoint(size)
+
+        return await self.db.write(fn)
+
+    def served_checkpoint(self) -> str:
+        """``GET /v1/audit/checkpoint`` body; raises AuditError before the first checkpoint."""
+        return self.db.read_sync(lambda c: AuditReader(c).served_checkpoint())
+
+    def consistency(self, conn: sqlite3.Connection, old: int, new: int) -> list[str]:
+        """``GET /v1/audit/proof/consistency`` hashes (base64)."""
+        return [b64_encode(h) for h in AuditReader(conn).consistency_proof(old, new)]
+
+    # -- this node's log, witnessed by peers --------------------------------------------------------
+
+    async def witness_request(self, witness: str, old_size: int | None = None) -> tuple[int, bytes]:
+        """``(checkpoint size, body)`` to ``POST /v1/witness/add-checkpoint`` on peer ``witness``.
+        Without ``old_size``, the last size that peer cosigned; after a 409, pass the size it returned."""
+
+        def fn(conn: sqlite3.Connection) -> tuple[int, bytes]:
+            cp = AuditReader(conn).checkpoint()
+            if cp is None:
+                raise AuditError("no checkpoint to have witnessed yet")
+            return cp.size, witness_request(conn, origin_for(self.federation, witness), old_size=old_size)
+
+        return await self.db.read(fn)
+
+    async def add_cosignatures(
+        self, witness: str, size: int, body: bytes, fed: Federation, now: float
+    ) -> list[str]:
+        """Keep the cosignature lines peer ``witness`` returned for the checkpoint of ``size``."""
+        name = origin_for(fed.name, witness)
+        keys = audit_keys(fed, witness)
+        stored: set[str] = set()
+        for k in keys:  # usually one; several during an audit key rotation
+            witnesses = {name: k}
+
+            def fn(conn: sqlite3.Connection, witnesses: dict[str, bytes] = witnesses) -> list[str]:
+                return store_cosignatures(conn, size, body, witnesses, now)
+
+            stored.update(await self.db.write(fn))
+        return sorted(stored)
+
+    # -- this node as a witness of its peers ------------------------------------------------------------
+
+    def _sync_logs(self, fed: Federation) -> None:
+        if self._fed_version != fed.version:
+            self.witness.set_logs(
+                {origin_for(fed.name, n): audit_keys(fed, n) for n in fed.nodes if n != self.node}
+            )
+            self._fed_version = fed.version
+
+    async def witness_add(
+        self, peer: str, body: bytes, fed: Federation, now: float
+    ) -> tuple[int, str, bytes]:
+        """``POST /v1/witness/add-checkpoint`` from ``peer``: ``(status, content type, body)``."""
+        self._sync_logs(fed)
+        try:
+            req = self.witness.parse(body)
+            checked = self.witness.check(None, req.old_size, req.proof, req.checkpoint)
+        except WitnessError as exc:
+            return exc.response()
+        error = await self.db.write(lambda c: self.witness.apply(c, checked, now))
+        if error is not None:
+            if error.fork:
+                self.forks_detected += 1
+            return error.response()
+        return 200, "text/plain; charset=utf-8", self.witness.cosign(checked, now).encode()
+
+    # -- auditor API (SPEC §6) ----------------------------------------------------------------------
+
+    async def entries(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /audit/v1/entries?from=&to=&jti=&event=&limit=`` (ValueError names a bad parameter)."""
+        try:
+            start = int(query.get("from", "0"))
+            end = int(query["to"]) if query.get("to") else None
+            limit = int(query.get("limit", str(MAX_PAGE)))
+        except ValueError:
+            raise ValueError("from, to and limit must be integers") from None
+        if start < 0 or limit < 1:
+            raise ValueError("from must be >= 0 and limit >= 1")
+        jti, event = query.get("jti") or None, query.get("event") or None
+        return await self.db.read(
+            lambda c: AuditReader(c).entries_json(start=start, end=end, jti=jti, event=event, limit=limit)
+        )
+
+    async def inclusion(self, index: int, size: int | None) -> dict[str, Any]:
+        """``GET /audit/v1/proof/inclusion?index=&size=`` (size defaults to the latest checkpoint's)."""
+
+        def fn(conn: sqlite3.Connection) -> dict[str, Any]:
+            r = AuditReader(conn)
+            n = size
+            if n is None:
+                cp = r.checkpoint()
+                n = cp.size if cp is not None and cp.size > index else r.size()
+            return r.inclusion_json(index, n)
+
+        return await self.db.read(fn)
+
+    async def bundle(self, jti: str) -> bytes | None:
+        """``GET /audit/v1/bundle?jti=``: the evidence bundle, or None if nothing is about ``jti``."""
+
+        def fn(conn: sqlite3.Connection) -> bytes | None:
+            r = AuditReader(conn)
+            if not r.jti_indices(jti):
+                return None
+            return encode_bundle(build_bundle(r, jti))
+
+        return await self.db.read(fn)

@@ -1,0 +1,105 @@
+"""NodeAudit over the node's shared group-commit Database: entries staged in the relay's own writes,
+checkpoints, the auditor API views, witnessing between two nodes, and a bundle served and verified."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from kit.federation import NOW, make_federation
+
+from gateway.audit.bundle import verify_bundle
+from gateway.audit.facade import NodeAudit
+from gateway.audit.log import decode_entry
+from gateway.cli.main import main
+from gateway.core.b64 import b64_decode
+from gateway.core.envelope import make_ack, token_digest
+from gateway.core.jws import parse_compact
+from gateway.core.merkle import leaf_hash, verify_inclusion
+from gateway.store.db import Database
+
+
+def _msg(v_jti: str, token: str) -> dict:
+    return {"jti": v_jti, "mt": "notice", "iss": "mx", "aud": "es", "dig": token_digest(token)}
+
+
+async def test_node_audit_end_to_end(tmp_path):
+    tf = make_federation()
+    fed = tf.fed
+    dbs = {n: Database(tmp_path / n / "node.db") for n in ("es", "mx")}
+    audits = {n: NodeAudit(dbs[n], node=n, federation=fed.name, key=tf.audit[n]) for n in dbs}
+    es, mx = audits["es"], audits["mx"]
+    env = tf.relay(tf.send("mx", "es"), ["mx", "eu-hub", "es"])
+    jti = parse_compact(env.token, typ="traza-envelope+jwt").claims["jti"]
+
+    # the relay: store + audit entry + evidence in one write (one transaction, one fsync)
+    def accept(conn):
+        (idx,) = es.stage(
+            conn, [{"event": "envelope.accepted", **_msg(jti, env.token), "from": "eu-hub", "to": "es"}], NOW
+        )
+        ack = make_ack(tf.signers["es"], here="es", peer="eu-hub", jti=jti, token=env.token, idx=idx, now=NOW)
+        es.stage_evidence(
+            conn,
+            jti,
+            envelope={"token": env.token, "hops": env.hops},
+            ack=ack,
+            keys=[
+                {"kid": k.kid, "alg": k.alg, "jwk": k.public_jwk()}
+                for k in (tf.signers["mx"], tf.signers["eu-hub"], tf.signers["es"])
+            ],
+        )
+        return idx
+
+    idxs = await asyncio.gather(*(dbs["es"].write(accept) for _ in range(1)))
+    await asyncio.gather(
+        *(dbs["es"].write(lambda c: es.stage(c, [{"event": "node.started"}], NOW)) for _ in range(20))
+    )
+    assert idxs == [0]
+    cp = await es.publish(NOW + 5)
+    assert cp is not None and cp.size == 21
+    assert await es.publish(NOW + 10) is None
+
+    # es asks mx to witness it; mx answers through its own NodeAudit
+    size, body = await es.witness_request("mx")
+    status, ctype, resp = await mx.witness_add("es", body, fed, NOW + 11)
+    assert status == 200 and ctype.startswith("text/plain"), resp
+    assert await es.add_cosignatures("mx", size, resp, fed, NOW + 12) == ["traza/traza-test/mx"]
+    served = es.served_checkpoint()
+    assert served.count("\u2014 ") == 2
+
+    # auditor views
+    page = await es.entries({"from": "0", "limit": "5"})
+    assert [e["index"] for e in page["entries"]] == [0, 1, 2, 3, 4] and page["next"] == 5
+    assert [e["index"] for e in (await es.entries({"jti": jti}))["entries"]] == [0]
+    proof = await es.inclusion(0, None)
+    raw = b64_decode(page["entries"][0]["entry"])
+    assert decode_entry(raw)["jti"] == jti
+    verify_inclusion(0, proof["size"], leaf_hash(raw), [b64_decode(h) for h in proof["hashes"]], cp.root)
+    hashes = await dbs["es"].read(lambda c: es.consistency(c, 3, 21))
+    assert len(hashes) > 0
+
+    # the bundle, as served, verifies offline
+    data = await es.bundle(jti)
+    report = verify_bundle(data)
+    assert any("witness traza/traza-test/mx cosigned" in line for line in report.proven)
+    assert any(line.startswith("hop 1: eu-hub received it from mx") for line in report.proven)
+    assert await es.bundle("unknown") is None
+
+    # a fork presented to mx is refused, alerted and audited in mx's own log
+    fork_db = Database(tmp_path / "fork" / "node.db")
+    fork = NodeAudit(fork_db, node="es", federation=fed.name, key=tf.audit["es"])
+    await asyncio.gather(
+        *(fork_db.write(lambda c: fork.stage(c, [{"event": "node.stopped"}], NOW)) for _ in range(30))
+    )
+    await fork.publish(NOW)
+    _, fbody = await fork.witness_request("mx", old_size=21)
+    status, _, _ = await mx.witness_add("es", fbody, fed, NOW + 20)
+    assert status == 422 and mx.forks_detected == 1
+    events = await mx.entries({"event": "witness.fork_detected"})
+    assert len(events["entries"]) == 1
+    for db in (*dbs.values(), fork_db):
+        db.close()
+    # the node database verifies with the CLI
+    assert main(["audit", "verify", "--db", str(tmp_path / "es" / "node.db"), "--no-progress"]) == 0
+    assert main(["audit", "verify", "--db", str(tmp_path / "mx" / "node.db"), "--no-progress"]) == 0
+    assert json.loads(data)["node"] == "es"
