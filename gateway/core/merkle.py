@@ -114,11 +114,6 @@ def _range_nodes(lo: int, hi: int) -> list[NodeId]:
     return out
 
 
-def root_plan(size: int) -> PlanItem:
-    """Nodes whose fold is the root of the tree of ``size`` leaves (empty for the empty tree)."""
-    return tuple(frontier_nodes(size))
-
-
 def inclusion_plan(index: int, size: int) -> list[PlanItem]:
     """RFC 9162 §2.1.3.1 PATH(index, D[0:size]) as a plan, lowest level first."""
     if not 0 <= index < size:
