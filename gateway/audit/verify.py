@@ -47,6 +47,7 @@ class CheckpointRecord:
     served: str
     log_key: str | None = None
     witness_keys: Mapping[str, str] = field(default_factory=dict)
+    recorded: tuple[int, bytes] | None = None  # (size, root) as the database's columns record them
 
 
 @dataclass
@@ -105,13 +106,12 @@ class _CheckpointChecker:
         self.report = report
         self.prev: tuple[int, bytes] | None = None
 
-    def check(self, rec: CheckpointRecord, ordinal: int, size_hint: int | None, root: bytes | None) -> None:
-        where = (
-            f"checkpoint #{ordinal} (size {size_hint})" if size_hint is not None else f"checkpoint #{ordinal}"
-        )
+    def check(self, rec: CheckpointRecord, ordinal: int, size: int, root: bytes) -> None:
+        """Check one checkpoint, reached when the recomputed tree has ``size`` leaves and ``root``."""
+        where = f"checkpoint #{ordinal} (size {size})"
 
         def fail(detail: str) -> VerifyFailed:
-            return VerifyFailed(where, detail, size=size_hint)
+            return VerifyFailed(where, detail, size=size)
 
         try:
             note = parse_note(rec.served)
@@ -164,9 +164,9 @@ class _CheckpointChecker:
             raise fail(f"{good} valid cosignatures, at least {self.min_cosignatures} required")
         self.report.cosignatures += good
         # root against the recomputed tree
-        if size_hint is not None and cp.size != size_hint:
-            raise fail(f"note says size {cp.size}, recorded as size {size_hint}")
-        if root is not None and cp.root != root:
+        if rec.recorded is not None and rec.recorded != (cp.size, cp.root):
+            raise fail(f"the database records size {rec.recorded[0]} and another root than its signed note")
+        if cp.root != root:
             raise fail(
                 f"root {b64_encode(cp.root)} does not match the root recomputed from entries 0..{cp.size - 1} "
                 f"({b64_encode(root)}): an entry below index {cp.size} was changed"

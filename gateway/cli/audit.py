@@ -201,7 +201,9 @@ def _verify(args: argparse.Namespace) -> int:
     if args.db is not None:
         with _open_db(args.db) as reader:
             records = [
-                CheckpointRecord(cp.served(), cp.public_key, {n: k for n, k, _ in cp.cosignatures})
+                CheckpointRecord(
+                    cp.served(), cp.public_key, {n: k for n, k, _ in cp.cosignatures}, (cp.size, cp.root)
+                )
                 for cp in reader.checkpoints()
             ]
             bar, progress = _progress(reader.size(), not args.no_progress)

@@ -219,3 +219,10 @@ def test_show_and_prove(logged, capsys):
     )
     assert main(["audit", "prove", "--db", str(a.db), "--index", "30"]) == 1
     capsys.readouterr()
+
+
+def test_checkpoint_columns_disagreeing_with_the_signed_note(logged, capsys, tmp_path):
+    db = _copy(logged[0].db, tmp_path / "t.db")
+    _sql(db, ("UPDATE audit_checkpoints SET root=? WHERE size=17", (leaf_hash(b"x"),)))
+    rc, _, err = _verify(db, capsys)
+    assert rc == 1 and "checkpoint #2 (size 17): the database records size 17 and another root" in err
