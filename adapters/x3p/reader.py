@@ -500,6 +500,10 @@ def _read(archive: _Archive) -> X3pInfo:
                 warnings.append(f"{where}/Increment is missing for an incremental axis")
             elif increment is not None and increment <= 0:
                 warnings.append(f"{where}/Increment {increment!r} is not positive")
+            elif increment is not None and increment > 1 and name != "CZ":
+                warnings.append(
+                    f"{where}/Increment {increment!r} m is over 1 m: left out of the topography summary"
+                )
         offset = _float(x.text(ac.get("Offset")), f"{where}/Offset", warnings)
         axes[name] = Axis(name, atype, dtype, increment, offset)
     if "Rotation" in axc:

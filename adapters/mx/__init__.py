@@ -1,0 +1,200 @@
+"""`mx`: the Mexican registry's JSON (Spanish field names, dates DD/MM/YYYY), format version 1.
+
+One JSON object per message. ``tipo_mensaje`` names the type; envelope fields sit beside the body
+fields at the top level; the firearm is the object ``arma``. See docs/adapters.md for every field.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from adapters._engine import Row, Syntax
+from adapters._national import JsonAdapter
+from adapters._rows import CODES, KINDS, build, header
+
+MT_WORDS = {
+    "trace.request": "solicitud_rastreo",
+    "trace.acknowledgement": "acuse_solicitud_rastreo",
+    "trace.response": "respuesta_rastreo",
+    "firearm.status.query": "consulta_estatus_arma",
+    "firearm.status.answer": "respuesta_estatus_arma",
+    "licence.verify.query": "consulta_licencia",
+    "licence.verify.answer": "respuesta_licencia",
+    "notice": "aviso",
+    "receipt": "acuse_recibo",
+    "error": "error_entrega",
+}
+
+GUN_TYPES = {
+    "P": "pistola",
+    "R": "rifle",
+    "S": "escopeta",
+    "M": "ametralladora",
+    "B": "subametralladora",
+    "C": "combinada",
+    "Z": "otra",
+}
+GUN_DETAILS = {
+    "I": "semiautomatica",
+    "A": "automatica",
+    "R": "revolver",
+    "B": "cerrojo",
+    "L": "palanca",
+    "P": "corredera",
+    "S": "tiro_unico",
+    "E": "dos_canones_yuxtapuestos",
+    "O": "dos_canones_superpuestos",
+    "C": "carabina",
+}
+
+SYNTAX = Syntax(
+    typed=True,
+    date="dmy/",
+    enums={"gun_type": GUN_TYPES, "gun_detail": GUN_DETAILS},
+    codes=CODES,
+)
+
+HEADER = {
+    "#version": "version_formato",
+    "#type": "tipo_mensaje",
+    "@to": "destino",
+    "@handling": "codigo_manejo",
+    "@classification": "clasificacion",
+    "@purpose": "finalidad",
+    "@reply_to": "en_respuesta_a",
+    "@ttl_seconds": "vigencia_segundos",
+    "@id": "folio",
+    "@from": "origen",
+    "@conversation": "conversacion",
+    "@delivered_at": "fecha_entrega",
+}
+
+ARMA = {
+    "serial_number": "numero_serie",
+    "serial_obliterated": "serie_borrada",
+    "make_name": "marca",
+    "make_codes[].system": "claves_marca[].sistema",
+    "make_codes[].code": "claves_marca[].clave",
+    "model": "modelo",
+    "type": "tipo",
+    "type_detail": "mecanismo",
+    "calibre": "calibre",
+    "country_of_manufacture": "pais_fabricacion",
+    "place_of_manufacture": "lugar_fabricacion",
+    "year_of_manufacture": "anio_fabricacion",
+    "import_marking.country_of_import": "marcaje_importacion.pais_importacion",
+    "import_marking.year_of_import": "marcaje_importacion.anio_importacion",
+    "importer.name": "importador.nombre",
+    "importer.country": "importador.pais",
+    "additional_markings[]": "otras_marcas[]",
+    "barrel_length_mm": "longitud_canon_mm",
+    "eu_category": "categoria_ue",
+    "free_text": "observaciones",
+}
+
+NAMES: dict[str, dict[str, str | tuple[str, dict[str, str]]]] = {
+    "trace.request": {
+        "request_kind": "tipo_solicitud",
+        "firearm": "arma",
+        "illicit_basis[]": "bases_ilicitud[]",
+        "legal_basis": "fundamento_legal",
+        "intended_use": "uso_previsto",
+        "recovery.date": "fecha_aseguramiento",
+        "recovery.location.city": "lugar_aseguramiento.municipio",
+        "recovery.location.admin_area": "lugar_aseguramiento.entidad_federativa",
+        "recovery.location.country": "lugar_aseguramiento.pais",
+        "recovery.circumstances": "circunstancias_aseguramiento",
+        "case_refs[].issuer": "carpetas_investigacion[].autoridad",
+        "case_refs[].number": "carpetas_investigacion[].numero",
+        "requested_info[]": "informacion_solicitada[]",
+        "respond_by": "responder_antes_de",
+        "requester.agency": "solicitante.dependencia",
+        "requester.unit": "solicitante.unidad",
+        "requester.officer": "solicitante.servidor_publico",
+        "requester.email": "solicitante.correo",
+    },
+    "trace.acknowledgement": {
+        "received_at": "fecha_recepcion",
+        "tracking_ref": "folio_seguimiento",
+        "expected_response_by": "respuesta_estimada_para",
+        "missing_information[]": "informacion_faltante[]",
+    },
+    "trace.response": {
+        "status": "estatus",
+        "status_reason.code": "motivo.clave",
+        "status_reason.text": "motivo.descripcion",
+        "firearm_as_recorded": "arma_registrada",
+        "custody_chain[].event": "cadena_custodia[].evento",
+        "custody_chain[].date": "cadena_custodia[].fecha",
+        "custody_chain[].from_party": "cadena_custodia[].entrega",
+        "custody_chain[].to_party": "cadena_custodia[].recibe",
+        "custody_chain[].country": "cadena_custodia[].pais",
+        "custody_chain[].document_ref": "cadena_custodia[].documento",
+        "confidentiality_conditions": "condiciones_confidencialidad",
+    },
+    "firearm.status.query": {
+        "serial_number": "numero_serie",
+        "make_name": "marca",
+        "model": "modelo",
+        "calibre": "calibre",
+        "type": "tipo",
+        "context": "contexto",
+    },
+    "firearm.status.answer": {
+        "result": "resultado",
+        "hits[].record_ref": "coincidencias[].referencia_registro",
+        "hits[].record_status": "coincidencias[].situacion",
+        "hits[].owner.country": "coincidencias[].titular.pais",
+        "hits[].owner.agency": "coincidencias[].titular.dependencia",
+        "hits[].owner.case_no": "coincidencias[].titular.numero_caso",
+        "hits[].date_of_theft_or_loss": "coincidencias[].fecha_robo_extravio",
+        "hits[].firearm": "coincidencias[].arma",
+        "hits[].match_quality": "coincidencias[].calidad_coincidencia",
+        "hit_confirmation_required": "requiere_confirmacion",
+    },
+    "licence.verify.query": {
+        "licence_number": "numero_licencia",
+        "issuing_state": "estado_emisor",
+        "context": "contexto",
+        "firearm_markings[]": "armas[]",
+    },
+    "licence.verify.answer": {
+        "status": "estatus",
+        "licence.place_of_issue": "licencia.lugar_expedicion",
+        "licence.date_of_issue": "licencia.fecha_expedicion",
+        "licence.date_of_expiry": "licencia.fecha_vencimiento",
+        "licence.country_of_export": "licencia.pais_exportacion",
+        "licence.country_of_import": "licencia.pais_importacion",
+        "licence.transit_countries[]": "licencia.paises_transito[]",
+        "licence.consignee": "licencia.consignatario",
+        "licence.final_recipient": "licencia.destinatario_final",
+        "licence.goods[].description": "licencia.mercancias[].descripcion",
+        "licence.goods[].quantity": "licencia.mercancias[].cantidad",
+        "licence.goods[].markings[]": "licencia.mercancias[].marcas[]",
+        "licence.end_use": "licencia.uso_final",
+        "covers_firearm": "ampara_arma",
+    },
+    "notice": {"title": "titulo", "text": "texto", "links[]": "mensajes_relacionados[]"},
+    "receipt": {
+        "for": "mensaje",
+        "dig": "huella_digital",
+        "status": "estatus",
+        "at": "fecha",
+        "detail": "detalle",
+    },
+    "error": {"for": "mensaje", "code": "clave_error", "at": "fecha", "by": "nodo", "detail": "detalle"},
+}
+
+
+class MxAdapter(JsonAdapter):
+    name = "mx"
+    content_types = ("application/vnd.traza.mx+json", "application/json")
+    output_content_type = "application/vnd.traza.mx+json"
+    syntax = SYNTAX
+    mt_words = MT_WORDS
+    header_rows = header(HEADER)
+    body_row = Row("#body", "contenido", "json")
+    firearm_names = ARMA
+    body_rows: ClassVar[dict[str, list[Row]]] = {
+        mt: build(KINDS[mt], NAMES[mt], ARMA, ".") for mt in MT_WORDS
+    }
