@@ -6,6 +6,9 @@ protocol and data types are in :mod:`adapters.base`; docs/adapters.md documents 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from adapters.base import Adapter, AdapterError, Attachment, Translation, UnknownAdapter
 from adapters.de import DeAdapter
 from adapters.es import EsAdapter
@@ -27,6 +30,23 @@ def get_adapter(name: str) -> Adapter:
         raise UnknownAdapter(name, sorted(ADAPTERS)) from None
 
 
+def make_adapter(name: str, options: Mapping[str, Any] | None = None) -> Adapter:
+    """A new adapter ``name`` configured from the node config. Only ``x3p`` takes options:
+    ``{"defaults": {...}}``, the sidecar members every file of the lab shares (see docs/adapters.md)."""
+    get_adapter(name)  # UnknownAdapter for an unknown name
+    opts = dict(options or {})
+    if name == "x3p":
+        defaults = opts.pop("defaults", None)
+        if opts:
+            raise AdapterError(
+                "options", f"unknown option(s) for adapter x3p: {', '.join(sorted(opts))} (known: defaults)"
+            )
+        return X3pAdapter(defaults=defaults)
+    if opts:
+        raise AdapterError("options", f"adapter {name} takes no options ({', '.join(sorted(opts))} given)")
+    return type(ADAPTERS[name])()
+
+
 __all__ = [
     "ADAPTERS",
     "Adapter",
@@ -35,4 +55,5 @@ __all__ = [
     "Translation",
     "UnknownAdapter",
     "get_adapter",
+    "make_adapter",
 ]

@@ -48,6 +48,8 @@ from adapters.base import (
     schema_error_reason,
     validated_body,
 )
+from adapters.standard import MEDIA_TYPE as STANDARD_MEDIA_TYPE
+from adapters.standard import from_form, load_json_object
 from gateway.core.errors import TrazaError
 from gateway.core.messages import MESSAGE_TYPES
 
@@ -128,7 +130,8 @@ class NationalAdapter:
     # -- national -> standard --
 
     def to_standard(self, data: bytes, content_type: str) -> Translation:
-        check_content_type(self, content_type)
+        if check_content_type(self, content_type) == STANDARD_MEDIA_TYPE:
+            return from_form(load_json_object(data))
         doc = self.parse(data)
         version = self.version_of(doc)
         if version is not None and version[0] is not None and version[0] != str(FORMAT_VERSION):

@@ -13,6 +13,7 @@ from typing import ClassVar
 from adapters._engine import Row, Syntax
 from adapters._national import XmlAdapter
 from adapters._rows import CODES, KINDS, build, header
+from adapters.standard import MEDIA_TYPE as STANDARD_MEDIA_TYPE
 
 MT_WORDS = {
     "trace.request": "SolicitudRastreo",
@@ -193,7 +194,7 @@ NAMES: dict[str, dict[str, str | tuple[str, dict[str, str]]]] = {
 
 class EsAdapter(XmlAdapter):
     name = "es"
-    content_types = ("application/vnd.traza.es+xml", "application/xml", "text/xml")
+    content_types = ("application/vnd.traza.es+xml", "application/xml", "text/xml", STANDARD_MEDIA_TYPE)
     output_content_type = "application/vnd.traza.es+xml"
     syntax = SYNTAX
     root_tag = "MensajeTraza"

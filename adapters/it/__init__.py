@@ -14,6 +14,7 @@ from typing import ClassVar
 from adapters._engine import Row, Syntax
 from adapters._national import CsvAdapter
 from adapters._rows import CODES, KINDS, build, header
+from adapters.standard import MEDIA_TYPE as STANDARD_MEDIA_TYPE
 
 MT_WORDS = {
     "trace.request": "richiesta_rintracciamento",
@@ -199,7 +200,7 @@ NAMES: dict[str, dict[str, str | tuple[str, dict[str, str]]]] = {
 
 class ItAdapter(CsvAdapter):
     name = "it"
-    content_types = ("application/vnd.traza.it+csv", "text/csv")
+    content_types = ("application/vnd.traza.it+csv", "text/csv", STANDARD_MEDIA_TYPE)
     output_content_type = "application/vnd.traza.it+csv"
     syntax = SYNTAX
     delimiter = ","

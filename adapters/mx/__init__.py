@@ -11,6 +11,7 @@ from typing import ClassVar
 from adapters._engine import Row, Syntax
 from adapters._national import JsonAdapter
 from adapters._rows import CODES, KINDS, build, header
+from adapters.standard import MEDIA_TYPE as STANDARD_MEDIA_TYPE
 
 MT_WORDS = {
     "trace.request": "solicitud_rastreo",
@@ -188,7 +189,7 @@ NAMES: dict[str, dict[str, str | tuple[str, dict[str, str]]]] = {
 
 class MxAdapter(JsonAdapter):
     name = "mx"
-    content_types = ("application/vnd.traza.mx+json", "application/json")
+    content_types = ("application/vnd.traza.mx+json", "application/json", STANDARD_MEDIA_TYPE)
     output_content_type = "application/vnd.traza.mx+json"
     syntax = SYNTAX
     mt_words = MT_WORDS

@@ -387,3 +387,34 @@ def test_x3p_errors_name_the_sidecar_or_file_part():
         a.translate(x3p, {**sidecar, "type": "notice"})  # type: ignore[attr-defined]
     with pytest.raises(AdapterError, match=r"^\(archive\): not a zip archive"):
         a.translate(b"not a zip", sidecar)  # type: ignore[attr-defined]
+
+
+# --- configuration and the standard form through any adapter -----------------------------------------
+
+
+def test_every_adapter_also_reads_the_standard_form():
+    data = sample("standard", "trace.request.fn.json")
+    expected = get_adapter("standard").to_standard(data, "application/vnd.traza.message+json")
+    for name in ("mx", "es", "de", "it", "x3p"):
+        a = get_adapter(name)
+        assert "application/vnd.traza.message+json" in a.content_types
+        t = a.to_standard(data, "application/vnd.traza.message+json; charset=utf-8")
+        assert t.standard_form() == expected.standard_form()
+
+
+def test_make_adapter_configures_x3p_only():
+    from adapters import UnknownAdapter, make_adapter
+    from adapters.x3p import X3pAdapter
+
+    sidecar = json.loads(sample("x3p", "mx-fgr-2026-1180-c3-breechface.json"))
+    a = make_adapter("x3p", {"defaults": sidecar})
+    assert isinstance(a, X3pAdapter) and a is not get_adapter("x3p")
+    t = a.to_standard(sample("x3p", "mx-fgr-2026-1180-c3-breechface.x3p"), "application/x-x3p")
+    assert t.body["exhibit_id"] == "MX-FGR-2026-1180-C3"
+    assert make_adapter("mx").name == "mx"
+    with pytest.raises(AdapterError, match="adapter mx takes no options"):
+        make_adapter("mx", {"defaults": {}})
+    with pytest.raises(AdapterError, match=r"unknown option\(s\) for adapter x3p: sidecar"):
+        make_adapter("x3p", {"sidecar": {}})
+    with pytest.raises(UnknownAdapter, match="known: de, es, it, mx, standard, x3p"):
+        make_adapter("fr")

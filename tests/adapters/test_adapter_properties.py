@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from adapters import get_adapter
 from adapters._engine import prune
 from adapters.base import CLASSIFICATIONS, HANDLING_CODES, PURPOSES, validated_body
-from gateway.core.codes import MESSAGE_ID_PATTERN, NODE_ID_PATTERN
+from gateway.core.codes import BULLET_REGIONS, CARTRIDGE_CASE_REGIONS, MESSAGE_ID_PATTERN, NODE_ID_PATTERN
 from gateway.core.errors import TrazaError
 from gateway.core.messages import MESSAGE_TYPES
 
@@ -109,7 +109,29 @@ def _key(v: Any) -> Any:
     return msgspec.json.encode(v)
 
 
-BODIES = {mt: strategy(mi.type_info(cls)) for mt, cls in MESSAGE_TYPES.items()}
+def _fix(mt: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Bend generated bodies towards the conditional rules of SPEC §5, so fewer examples are rejected."""
+    b = dict(body)
+    if mt == "ballistic.submission":
+        cartridge = b["exhibit_kind"] == "CARTRIDGE_CASE"
+        b.pop("bullet" if cartridge else "cartridge_case", None)
+        allowed = CARTRIDGE_CASE_REGIONS if cartridge else BULLET_REGIONS
+        b["topography"] = [
+            t if t["region"] in (*allowed, "Other") else {**t, "region": allowed[0]} for t in b["topography"]
+        ]
+        if b["origin"] == "TEST_FIRE" and "firearm" not in b:
+            b["origin"] = "CRIME_SCENE_EVIDENCE"
+    elif mt == "firearm.status.answer":
+        n = len(b.get("hits", []))
+        b["result"] = "NO_HIT" if n == 0 else "HIT" if n == 1 else "MULTIPLE_HITS"
+    elif mt == "trace.response" and "status_reason" not in b:
+        b["status"] = "COMPLETED"
+    return b
+
+
+BODIES = {
+    mt: strategy(mi.type_info(cls)).map(lambda b, mt=mt: _fix(mt, b)) for mt, cls in MESSAGE_TYPES.items()
+}
 META = st.fixed_dictionaries(
     {},
     optional={
