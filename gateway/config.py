@@ -79,6 +79,17 @@ class LimitsSection(_C, frozen=True):
     retry_max: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 300.0
 
 
+class ClientSection(_C, frozen=True):
+    """Local-API client certificates used by `traza send/status/peers/queue` on the node's host."""
+
+    system_cert: str | None = None
+    system_key: str | None = None
+    operator_cert: str | None = None
+    operator_key: str | None = None
+    auditor_cert: str | None = None
+    auditor_key: str | None = None
+
+
 class LogSection(_C, frozen=True):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -93,6 +104,7 @@ class Config(_C, frozen=True):
     adapter: AdapterSection = AdapterSection()
     limits: LimitsSection = LimitsSection()
     log: LogSection = LogSection()
+    client: ClientSection = ClientSection()
     path: str = ""  # the file it was read from (set by load_config)
 
     def resolve(self, p: str) -> Path:

@@ -1,1 +1,865 @@
-"""Wires one node together from its config; owns startup and shutdown (built with the relay)."""
+"""One node: wires config, trust, keys, store, audit and transport together; owns startup and shutdown.
+
+The relay pipeline (SPEC §4.2) runs here: the pure checks of ``gateway.core.envelope`` (steps 1–9),
+then the replay check, the durable store with its audit entry and the ack (steps 10–12), all inside one
+group-committed transaction of ``gateway.store.db.Database``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from adapters import get_adapter
+from adapters.base import AdapterError
+from gateway import logging as tlog
+from gateway.audit import facade as audit_facade
+from gateway.audit.db import AuditError
+from gateway.config import Config
+from gateway.core.b64 import b64url_decode
+from gateway.core.envelope import (
+    NO_REPLY_TYPES,
+    Envelope,
+    Limits,
+    Verified,
+    append_hop,
+    build_envelope,
+    decode_envelope,
+    encode_envelope,
+    make_ack,
+    token_digest,
+    verify_ack,
+    verify_envelope,
+)
+from gateway.core.errors import Code, TrazaError
+from gateway.core.ids import uuid7
+from gateway.core.manifest import Federation
+from gateway.core.messages import MESSAGE_TYPES, decode_body
+from gateway.core.retry import CircuitBreaker, next_attempt_at
+from gateway.crypto.hpke import EncKey, seal
+from gateway.crypto.keys import Ed25519Key, SigningKey, verifier_for
+from gateway.crypto.tls import cert_serial, client_context, peer_node_id, server_context
+from gateway.metrics import Metrics
+from gateway.store import relay as st
+from gateway.store.db import Database
+from gateway.transport.local import local_app, ops_app
+from gateway.transport.peer import ErrorBody as EB
+from gateway.transport.peer import PeerClient, PeerUnavailable, Result, peer_app
+from gateway.trust.trusted import ManifestRejected, TrustAnchor, TrustedManifest, split_served
+
+
+class NodeError(Exception):
+    """Startup failure with a message naming the file and reason."""
+
+
+def _load_signing_key(path: Path, fed: Federation, node_id: str) -> SigningKey:
+    pem = path.read_bytes()
+    for ref in fed.keys.values():
+        k = ref.key
+        if ref.node == node_id and k.use == "sig" and k.alg in ("EdDSA", "ES256") and k.jwk is not None:
+            try:
+                key = SigningKey.from_pem(k.kid, k.alg, pem)  # type: ignore[arg-type]
+            except ValueError:
+                continue
+            if key.public_jwk() == {f: v for f, v in k.jwk.items() if f in ("kty", "crv", "x", "y")}:
+                return key
+    raise NodeError(f"{path}: this signing key is not a sig key of {node_id!r} in the manifest")
+
+
+def _load_enc_key(path: Path, fed: Federation, node_id: str) -> dict[str, EncKey]:
+    data = path.read_bytes()
+    out: dict[str, EncKey] = {}
+    for ref in fed.keys.values():
+        k = ref.key
+        if ref.node == node_id and k.use == "enc" and k.kem:
+            try:
+                key = EncKey.from_private_bytes(k.kid, k.kem, data)
+            except ValueError:
+                continue
+            if key.public_b64() == k.public_key:
+                out[k.kid] = key
+    if not out:
+        raise NodeError(f"{path}: this encryption key is not an enc key of {node_id!r} in the manifest")
+    return out
+
+
+class Node:
+    """A running Traza node."""
+
+    def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.id = cfg.node.id
+        self.clock = clock
+        self.log = tlog.get_logger(node=self.id)
+        self.data_dir = cfg.resolve(cfg.node.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        lim = cfg.limits
+        self.limits = Limits(max_envelope=lim.max_envelope, clock_skew=lim.clock_skew, max_ttl=lim.max_ttl)
+        self.max_request = lim.max_request
+        # trust: the anchor (or the authority set saved after a rotation), the newest manifest saved by
+        # this node, then the configured one if it is newer
+        anchor_path = self.data_dir / "trust-anchor.json"
+        if not anchor_path.exists():
+            anchor_path = cfg.resolve(cfg.trust.anchor)
+        try:
+            anchor = TrustAnchor.from_json(anchor_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise NodeError(f"{anchor_path}: {exc}") from None
+        self.trust = TrustedManifest(anchor)
+        self.manifest_path = cfg.resolve(cfg.trust.manifest)
+        self._manifest_mtime = 0.0
+        problems = []
+        for mpath in (self.data_dir / "manifest.json", self.manifest_path):
+            try:
+                self._apply_manifest_files(mpath, mpath.with_name("manifest.sig"), initial=True)
+            except (ManifestRejected, OSError) as exc:
+                problems.append(f"{mpath}: {exc}")
+        if not self.trust.has_manifest:
+            raise NodeError("no trusted manifest: " + "; ".join(problems))
+        self._save_trust()
+        fed = self.fed
+        if fed.node(self.id) is None:
+            raise NodeError(f"{cfg.path}: node.id: {self.id!r} is not a node of the manifest")
+        self.signer = _load_signing_key(cfg.resolve(cfg.keys.sig), fed, self.id)
+        self.enc_keys = _load_enc_key(cfg.resolve(cfg.keys.enc), fed, self.id)
+        self.audit_key = Ed25519Key.from_pem(cfg.resolve(cfg.keys.audit).read_bytes())
+        self.tls_cert = cfg.resolve(cfg.keys.tls_cert)
+        self.tls_key = cfg.resolve(cfg.keys.tls_key)
+        # store and audit share one database
+        self.db = Database(self.data_dir / "node.db")
+        self.db.migrate(st.SCHEMA)
+        self.audit = audit_facade.NodeAudit(self.db, node=self.id, federation=fed.name, key=self.audit_key)
+        self.adapter = get_adapter(cfg.adapter.name)
+        self.metrics = Metrics()
+        self.clients: dict[str, PeerClient] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.wake: dict[str, asyncio.Event] = {}
+        self.forwarders: dict[str, asyncio.Task[None]] = {}
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.runners: list[web.AppRunner] = []
+        self.inbox_event = asyncio.Event()
+        self.queue_depth = 0
+        self._disk_checked = 0.0
+        self._disk_ok = True
+        self.stopping = asyncio.Event()
+        self.ready = False
+        self.counters: dict[str, int] = {}
+        self.latency_samples: list[float] = []
+
+    # --- trust ---------------------------------------------------------------------------------------
+
+    @property
+    def fed(self) -> Federation:
+        return self.trust.federation
+
+    def _apply_manifest_files(self, mpath: Path, spath: Path, *, initial: bool = False) -> bool:
+        return self.apply_manifest(mpath.read_bytes(), spath.read_bytes(), source=str(mpath), initial=initial)
+
+    def apply_manifest(self, mbytes: bytes, sbytes: bytes, *, source: str, initial: bool = False) -> bool:
+        """Verify and apply a manifest (SPEC §2); False if it is the one in force. Raises ManifestRejected."""
+        before = self.trust.version if self.trust.has_manifest else 0
+        self.trust.update(mbytes, sbytes, self.clock())
+        if self.trust.version == before:
+            return False
+        if not initial:
+            self._save_trust()
+            self.audit_event_bg({"event": "manifest.applied", "version": self.trust.version, "source": source})
+            self.log.info("manifest.applied", version=self.trust.version, source=source)
+        return True
+
+    def _save_trust(self) -> None:
+        """Keep the manifest in force and the authority set it trusts, for restarts."""
+        for name, data in (("manifest.json", self.trust.raw), ("manifest.sig", self.trust.sig_raw),
+                           ("trust-anchor.json", self.trust.anchor.to_json())):
+            tmp = self.data_dir / f".{name}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, self.data_dir / name)
+
+    def manifest_document(self) -> bytes:
+        return self.trust.served()
+
+    # --- peer identity and load shedding -------------------------------------------------------------
+
+    def identify_peer(self, cert_der: bytes | None) -> str:
+        if cert_der is None:
+            raise TrazaError(Code.PEER_MISMATCH, "no client certificate")
+        node = peer_node_id(cert_der)
+        fed = self.fed
+        if node is None or fed.node(node) is None:
+            raise TrazaError(Code.UNKNOWN_NODE, "client certificate names no node of the manifest")
+        if fed.is_serial_revoked(cert_serial(cert_der)):
+            raise TrazaError(Code.PEER_MISMATCH, f"certificate of {node} is revoked")
+        return node
+
+    def shed_load(self) -> float | None:
+        if self.queue_depth >= self.cfg.limits.max_queue:
+            return 5.0
+        now = self.clock()
+        if now - self._disk_checked > 1.0:
+            self._disk_checked = now
+            self._disk_ok = shutil.disk_usage(self.data_dir).free >= self.cfg.limits.min_free_disk
+        return None if self._disk_ok else 30.0
+
+    # --- audit helpers -------------------------------------------------------------------------------
+
+    def _msg_fields(self, v: Verified | None, env_token: str | None = None) -> dict[str, Any]:
+        if v is None:
+            return {}
+        c = v.claims
+        return {"jti": c.jti, "mt": c.mt, "iss": c.iss, "aud": c.aud, "dig": v.dig}
+
+    def _signing_keys(self, *nodes: str) -> list[dict[str, Any]]:
+        """Manifest ``sig`` keys of ``nodes`` (for evidence bundles)."""
+        out = []
+        for ref in self.fed.keys.values():
+            if ref.node in nodes and ref.key.use == "sig" and ref.key.jwk is not None:
+                out.append({"kid": ref.key.kid, "alg": ref.key.alg, "jwk": ref.key.jwk})
+        return out
+
+    def audit_event_bg(self, event: dict[str, Any]) -> None:
+        """Append an audit entry from outside a write (fire and forget, still group-committed)."""
+        self.db.submit(lambda conn: self.audit.stage(conn, [event], self.clock()))
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    # --- receiving (SPEC §4.1, §4.2) -----------------------------------------------------------------
+
+    def _open_payload(self, ct: bytes, info: bytes, kid: str) -> bytes:
+        key = self.enc_keys.get(kid)
+        if key is None:
+            raise TrazaError(Code.DECRYPT_FAILED, f"no private key for {kid}")
+        return key.open(ct, info)
+
+    def _verify(self, raw: bytes, peer: str | None, now: float) -> Verified:
+        return verify_envelope(
+            raw,
+            here=self.id,
+            peer=peer,
+            fed=self.fed,
+            now=now,
+            key_verifier=verifier_for,
+            known_types=MESSAGE_TYPES,
+            limits=self.limits,
+            open_payload=self._open_payload,
+            decode_body=decode_body,
+        )
+
+    async def receive_batch(self, peer: str, raws: list[msgspec.Raw]) -> list[Result]:
+        now = self.clock()
+        checked: list[Verified | tuple[TrazaError, str | None]] = []
+        for raw in raws:
+            try:
+                checked.append(self._verify(bytes(raw), peer, now))
+            except TrazaError as err:
+                checked.append((err, _best_effort_jti(bytes(raw))))
+        results = await self.db.write(lambda conn: self._commit_received(conn, peer, checked, now))
+        for v in checked:
+            if isinstance(v, Verified):
+                if v.next_hop:
+                    self._wake(v.next_hop)
+                else:
+                    self.inbox_event.set()
+        for r in results:
+            self.count(f"envelopes_{r.status}")
+            self.log.info("envelope", jti=r.jti, peer=peer, status=r.status,
+                          code=r.error.code if r.error else None)
+        return results
+
+    def _commit_received(self, conn: sqlite3.Connection, peer: str,
+                         checked: list[Verified | tuple[TrazaError, str | None]], now: float) -> list[Result]:
+        out: list[Result] = []
+        seen: dict[str, Result] = {}
+        for item in checked:
+            if not isinstance(item, Verified):
+                err, jti = item
+                self.audit.stage(conn, [{"event": "envelope.rejected", "jti": jti, "from": peer, "to": self.id,
+                                         "code": err.code.value, "detail": err.detail}], now)
+                out.append(Result(jti=jti, status="rejected", error=EB(code=err.code.value, detail=err.public_detail)))
+                continue
+            v = item
+            c = v.claims
+            if c.jti in seen:
+                out.append(seen[c.jti])
+                continue
+            existing = st.get_message(conn, c.jti)
+            if existing is not None:
+                if existing.dig == v.dig and existing.ack is not None:
+                    self.audit.stage(conn, [{"event": "envelope.duplicate", **self._msg_fields(v), "from": peer,
+                                             "to": self.id}], now)
+                    out.append(Result(jti=c.jti, status="duplicate", ack=existing.ack))
+                else:
+                    detail = "message id already used by a different envelope"
+                    self.audit.stage(conn, [{"event": "envelope.rejected", **self._msg_fields(v), "from": peer,
+                                             "to": self.id, "code": Code.MALFORMED.value, "detail": detail}], now)
+                    out.append(Result(jti=c.jti, status="rejected", error=EB(code="malformed", detail=detail)))
+                continue
+            res = self._store_accepted(conn, v, peer, now)
+            seen[c.jti] = res
+            out.append(res)
+        return out
+
+    def _store_accepted(self, conn: sqlite3.Connection, v: Verified, peer: str, now: float) -> Result:
+        c = v.claims
+        env = v.envelope
+        if v.next_hop is not None:
+            env = append_hop(env, signer=self.signer, here=self.id, jti=c.jti, came_from=peer, to=v.next_hop,
+                             received_at=now)
+        (idx,) = self.audit.stage(conn, [{"event": "envelope.accepted", **self._msg_fields(v), "from": peer,
+                                         "to": v.next_hop or self.id}], now)
+        ack = make_ack(self.signer, here=self.id, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now)
+        self.audit.stage_evidence(conn, c.jti, envelope={"token": env.token, "hops": list(env.hops)}, ack=ack,
+                                  keys=self._signing_keys(c.iss, *(h.iss for h in v.hops), self.id))
+        local = v.next_hop is None
+        state = "received" if local else "queued"
+        data = encode_envelope(env)
+        st.insert_message(conn, st.StoredMessage(
+            jti=c.jti, dig=v.dig, mt=c.mt, iss=c.iss, aud=c.aud, cid=c.cid, irt=c.irt, cls=c.cls, exp=c.exp,
+            envelope=data, size=len(data), received_from=peer, received_at=now, ack=ack, ack_idx=idx,
+            state=state, next_hop=v.next_hop, updated_at=now))
+        st.add_timeline(conn, c.jti, "accepted", now, node=self.id, detail=f"from {peer}")
+        if local:
+            self._deliver_locally(conn, v, now)
+        else:
+            assert v.next_hop is not None
+            st.enqueue(conn, c.jti, v.next_hop, now)
+            self.queue_depth += 1
+        return Result(jti=c.jti, status="accepted", ack=ack)
+
+    def _deliver_locally(self, conn: sqlite3.Connection, v: Verified, now: float) -> None:
+        """Recipient side: receipts and errors update our own messages; the rest goes to the inbox."""
+        c = v.claims
+        body = v.body
+        if c.mt == "receipt":
+            target = body.for_
+            # recorded under the message the receipt is for, so that message's evidence includes it
+            self.audit.stage(conn, [{"event": "receipt.received", "jti": target, "mt": c.mt, "iss": c.iss,
+                                     "aud": c.aud, "dig": v.dig, "receipt": c.jti, "status": body.status}], now)
+            if st.get_message(conn, target) is not None:
+                self.audit.stage_evidence(conn, target, receipt={"token": v.envelope.token,
+                                                                 "payload": v.envelope.payload})
+            if st.get_message(conn, target) is not None:
+                st.set_state(conn, target, "delivered", now, node=c.iss, detail=f"receipt {body.status}")
+            st.set_state(conn, c.jti, "consumed", now, node=self.id)
+            return
+        if c.mt == "error":
+            target = body.for_
+            if st.get_message(conn, target) is not None:
+                st.set_state(conn, target, "failed", now, node=body.by, detail=f"{body.code}: {body.detail or ''}")
+            st.set_state(conn, c.jti, "consumed", now, node=self.id)
+            return
+        assert v.plaintext is not None
+        st.to_inbox(conn, c.jti, v.plaintext, now)
+
+    # --- originating (local API) ---------------------------------------------------------------------
+
+    async def submit(self, *, mt: str, to: str, body: bytes, system: str, hc: str = "H0",
+                     cls: str = "BASIC_PROTECTION_LEVEL", pur: str = "INVESTIGATION", irt: str | None = None,
+                     ttl: int | None = None, cid: str | None = None) -> str:
+        """Build, sign (and encrypt when the route crosses a hub) a message from this node. Raises
+        TrazaError (schema_invalid, unknown_node, policy_denied, ...) for what cannot be sent."""
+        now = self.clock()
+        decode_body(mt, body)
+        fed = self.fed
+        if fed.node(to) is None:
+            raise TrazaError(Code.UNKNOWN_NODE, f"recipient {to!r} is not a node of the manifest")
+        if irt and cid is None:
+            orig = await self.db.read(lambda c: st.get_message(c, irt))
+            cid = orig.cid if orig else irt
+        env = self._build(mt=mt, to=to, body=body, now=now, hc=hc, cls=cls, pur=pur, irt=irt, cid=cid,
+                          ttl=ttl or self.cfg.limits.default_ttl)
+        v = verify_envelope(encode_envelope(env), here=self.id, peer=None, fed=fed, now=now,
+                            key_verifier=verifier_for, known_types=MESSAGE_TYPES, limits=self.limits)
+        await self.db.write(lambda conn: self._store_origin(conn, v, now, f"local:system:{system}"))
+        assert v.next_hop is not None
+        self._wake(v.next_hop)
+        self.count("messages_submitted")
+        self.log.info("envelope", jti=v.claims.jti, peer=v.next_hop, status="submitted", mt=mt)
+        return v.claims.jti
+
+    def _build(self, *, mt: str, to: str, body: bytes, now: float, ttl: int, hc: str = "H0",
+               cls: str = "BASIC_PROTECTION_LEVEL", pur: str = "INVESTIGATION", irt: str | None = None,
+               cid: str | None = None) -> Envelope:
+        fed = self.fed
+        route = fed.route(self.id, to)
+        jti = uuid7(now, os.urandom(10))
+        through_hub = any(fed.nodes[n].kind == "hub" for n in route[1:-1])
+        rule = fed.manifest.policy.get(mt)
+        encrypt = through_hub or bool(rule and rule.encrypt_through_hubs and len(route) > 2)
+        kw: dict[str, Any] = {}
+        if encrypt:
+            ek = fed.current_key(to, "enc", now)
+            if ek is None or ek.kem is None or ek.public_key is None:
+                raise TrazaError(Code.ENCRYPTION_REQUIRED, f"{to!r} has no valid encryption key")
+            kem, pub = ek.kem, ek.public_key
+            kw = {"seal": lambda pt, info: seal(kem, pub, pt, info), "enc_kem": kem, "enc_kid": ek.kid}
+        return build_envelope(signer=self.signer, iss=self.id, aud=to, jti=jti, mt=mt, body=body, now=now,
+                              ttl=ttl, hc=hc, cls=cls, pur=pur, cid=cid, irt=irt, **kw)  # type: ignore[arg-type]
+
+    def _store_origin(self, conn: sqlite3.Connection, v: Verified, now: float, source: str) -> int:
+        c = v.claims
+        data = encode_envelope(v.envelope)
+        (idx,) = self.audit.stage(conn, [{"event": "envelope.accepted", **self._msg_fields(v), "from": source,
+                                         "to": v.next_hop}], now)
+        self.audit.stage_evidence(conn, c.jti, envelope={"token": v.envelope.token, "hops": []},
+                                  keys=self._signing_keys(self.id))
+        st.insert_message(conn, st.StoredMessage(
+            jti=c.jti, dig=v.dig, mt=c.mt, iss=c.iss, aud=c.aud, cid=c.cid, irt=c.irt, cls=c.cls, exp=c.exp,
+            envelope=data, size=len(data), received_from=None, received_at=now, ack=None, ack_idx=idx,
+            state="queued", next_hop=v.next_hop, updated_at=now))
+        st.add_timeline(conn, c.jti, "queued", now, node=self.id, detail=source)
+        assert v.next_hop is not None
+        st.enqueue(conn, c.jti, v.next_hop, now)
+        self.queue_depth += 1
+        return idx
+
+    def _reply_in_txn(self, conn: sqlite3.Connection, *, mt: str, to: str, body: dict[str, Any], irt: str,
+                      cid: str, now: float, source: str) -> str | None:
+        """Create a receipt or error message to ``to`` inside the caller's transaction."""
+        if to == self.id:
+            return None
+        raw = msgspec.json.encode(body)
+        env = self._build(mt=mt, to=to, body=raw, now=now, ttl=self.cfg.limits.default_ttl, irt=irt, cid=cid,
+                          cls="UNCLASSIFIED")
+        v = verify_envelope(encode_envelope(env), here=self.id, peer=None, fed=self.fed, now=now,
+                            key_verifier=verifier_for, known_types=MESSAGE_TYPES, limits=self.limits)
+        self._store_origin(conn, v, now, source)
+        return v.claims.jti
+
+    # --- forwarding ----------------------------------------------------------------------------------
+
+    def _wake(self, peer: str) -> None:
+        ev = self.wake.get(peer)
+        if ev is None:
+            ev = self.wake[peer] = asyncio.Event()
+        ev.set()
+        if peer not in self.forwarders and not self.stopping.is_set():
+            self.forwarders[peer] = asyncio.create_task(self._forward_loop(peer), name=f"forward:{peer}")
+
+    def _client(self, peer: str) -> PeerClient:
+        cl = self.clients.get(peer)
+        node = self.fed.node(peer)
+        if node is None:
+            raise PeerUnavailable(f"{peer} is no longer in the manifest")
+        if cl is None or cl.endpoint != node.endpoint.rstrip("/"):
+            ctx = client_context(self.tls_cert, self.tls_key, self.fed.manifest.tls_ca)
+            cl = self.clients[peer] = PeerClient(peer, node.endpoint, ctx)
+        return cl
+
+    async def _forward_loop(self, peer: str) -> None:
+        ev = self.wake[peer]
+        breaker = self.breakers.setdefault(peer, CircuitBreaker(threshold=3, cooldown=self.cfg.limits.retry_min * 4))
+        while not self.stopping.is_set():
+            now = self.clock()
+            rows = await self.db.read(partial(st.due, peer=peer, now=now, limit=self.cfg.limits.max_batch))
+            if not rows:
+                nxt = await self.db.read(partial(st.next_due_at, peer=peer))
+                ev.clear()
+                timeout = None if nxt is None else max(0.01, nxt - self.clock())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ev.wait(), timeout=min(timeout, 5.0) if timeout else 5.0)
+                continue
+            if not breaker.allow(now):
+                await asyncio.sleep(0.2)
+                continue
+            expired = [r for r in rows if r[4] <= now]
+            live = [r for r in rows if r[4] > now]
+            if expired:
+                await self.db.write(partial(self._expire, rows=expired, peer=peer, now=now))
+            if not live:
+                continue
+            t0 = time.monotonic()
+            try:
+                results = await self._client(peer).send_batch([bytes(r[3]) for r in live])
+            except PeerUnavailable as exc:
+                breaker.failure(self.clock())
+                self.count("forward_failures")
+                self.log.warning("peer.unavailable", peer=peer, detail=str(exc)[:200], queued=len(live))
+                await self.db.write(partial(self._retry_later, rows=live, peer=peer, error=str(exc), now=self.clock(),
+                                            retry_after=exc.retry_after))
+                continue
+            breaker.success()
+            self.latency_samples.append(time.monotonic() - t0)
+            if len(self.latency_samples) > 1000:
+                del self.latency_samples[:500]
+            await self.db.write(partial(self._settle, rows=live, results=results, peer=peer, now=self.clock()))
+
+    def _retry_later(self, conn: sqlite3.Connection, rows: list[Any], peer: str, error: str, now: float,
+                     retry_after: float | None) -> None:
+        lim = self.cfg.limits
+        for _seq, jti, attempts, _env, exp in rows:
+            at = next_attempt_at(now, attempts + 1, exp, rand=random.random(), base=lim.retry_min, cap=lim.retry_max)
+            if at is not None and retry_after:
+                at = max(at, now + retry_after)
+            if at is None or at >= exp:
+                at = float(exp)  # one last look at expiry time, then it expires
+            st.reschedule(conn, jti, at, error[:500])
+
+    def _expire(self, conn: sqlite3.Connection, rows: list[Any], peer: str, now: float) -> None:
+        for _seq, jti, _attempts, _env_bytes, _exp in rows:
+            m = st.get_message(conn, jti)
+            if m is None:
+                continue
+            fields = {"jti": jti, "mt": m.mt, "iss": m.iss, "aud": m.aud, "dig": m.dig, "from": self.id, "to": peer}
+            self.audit.stage(conn, [{"event": "envelope.expired", **fields}], now)
+            self._give_up(conn, m, peer, Code.EXPIRED, f"expired in the queue for {peer}", now)
+
+    def _give_up(self, conn: sqlite3.Connection, m: st.StoredMessage, peer: str | None, code: Code, detail: str,
+                 now: float) -> None:
+        st.dead_letter(conn, m.jti, peer, code.value, detail, now)
+        self.queue_depth = max(0, self.queue_depth - 1)
+        self.audit.stage(conn, [{"event": "envelope.dead_lettered", "jti": m.jti, "mt": m.mt, "iss": m.iss,
+                                 "aud": m.aud, "dig": m.dig, "code": code.value, "to": peer}], now)
+        st.set_state(conn, m.jti, "failed" if m.iss == self.id else "dead", now, node=self.id, detail=f"{code.value}: {detail}")
+        if m.mt not in NO_REPLY_TYPES and m.iss != self.id:
+            self._reply_in_txn(conn, mt="error", to=m.iss, irt=m.jti, cid=m.cid, now=now, source="node",
+                               body={"for": m.jti, "code": code.value, "at": _rfc3339(now), "by": self.id,
+                                     "detail": detail})
+
+    def _settle(self, conn: sqlite3.Connection, rows: list[Any], results: list[Result], peer: str, now: float) -> None:
+        by_jti = {r.jti: r for r in results}
+        for _seq, jti, _attempts, env_bytes, _exp in rows:
+            m = st.get_message(conn, jti)
+            if m is None:
+                continue
+            res = by_jti.get(jti)
+            token = decode_envelope(bytes(env_bytes)).token
+            if res is None:
+                st.reschedule(conn, jti, now + self.cfg.limits.retry_min, "no result for this envelope")
+                continue
+            if res.status in ("accepted", "duplicate") and res.ack:
+                try:
+                    ack = verify_ack(res.ack, fed=self.fed, expected_iss=peer, expected_aud=self.id, jti=jti,
+                                     token=token, now=now, key_verifier=verifier_for)
+                except TrazaError as err:
+                    st.reschedule(conn, jti, now + self.cfg.limits.retry_min, f"invalid ack: {err.detail}")
+                    continue
+                st.dequeue(conn, jti)
+                self.audit.stage_evidence(conn, jti, ack=res.ack, keys=self._signing_keys(peer))
+                self.queue_depth = max(0, self.queue_depth - 1)
+                self.audit.stage(conn, [{"event": "envelope.forwarded", "jti": jti, "mt": m.mt, "iss": m.iss,
+                                         "aud": m.aud, "dig": m.dig, "from": self.id, "to": peer,
+                                         "ack_idx": ack.idx}], now)
+                conn.execute("UPDATE messages SET state='forwarded', updated_at=? WHERE jti=? AND state='queued'",
+                             (now, jti))
+                st.add_timeline(conn, jti, "forwarded", now, node=peer, detail=res.ack)
+            elif res.status == "rejected":
+                rej = res.error
+                code = Code(rej.code) if rej and rej.code in Code._value2member_map_ else Code.INTERNAL
+                self._give_up(conn, m, peer, code, f"rejected by {peer}: {rej.detail if rej else ''}", now)
+            else:
+                st.reschedule(conn, jti, now + self.cfg.limits.retry_min, f"unexpected result {res.status}")
+
+    # --- local delivery ------------------------------------------------------------------------------
+
+    async def inbox_page(self, after: int, limit: int) -> list[tuple[int, str, bytes, float, str, str, str]]:
+        return await self.db.read(lambda c: st.inbox_page(c, after, limit))
+
+    async def inbox_ack(self, jti: str, who: str, status: str = "DELIVERED", detail: str | None = None) -> bool:
+        """The national system has taken ``jti``: audit the delivery and send the receipt (once)."""
+        now = self.clock()
+
+        def fn(conn: sqlite3.Connection) -> bool:
+            if not st.inbox_take(conn, jti, now):
+                return False
+            m = st.get_message(conn, jti)
+            assert m is not None
+            self.audit.stage(conn, [{"event": "envelope.delivered", "jti": jti, "mt": m.mt, "iss": m.iss,
+                                     "aud": m.aud, "dig": m.dig, "from": self.id, "to": who}], now)
+            st.set_state(conn, jti, "delivered", now, node=self.id, detail=who)
+            if m.mt not in NO_REPLY_TYPES:
+                token = decode_envelope(m.envelope).token
+                body = {"for": jti, "dig": token_digest(token), "status": status, "at": _rfc3339(now)}
+                if detail:
+                    body["detail"] = detail
+                self._reply_in_txn(conn, mt="receipt", to=m.iss, irt=jti, cid=m.cid, now=now, source="node", body=body)
+            return True
+
+        done = await self.db.write(fn)
+        if done:
+            await self._wake_all_outbox()
+        return done
+
+    async def _wake_all_outbox(self) -> None:
+        for p in await self.db.read(st.outbox_peers):
+            self._wake(p)
+
+    async def message_status(self, jti: str) -> dict[str, Any] | None:
+        def fn(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            m = st.get_message(conn, jti)
+            if m is None:
+                return None
+            return {"id": jti, "type": m.mt, "from": m.iss, "to": m.aud, "conversation": m.cid, "state": m.state,
+                    "reply_to": m.irt, "timeline": st.timeline(conn, jti)}
+
+        return await self.db.read(fn)
+
+    # --- local API backend (SPEC §6) ----------------------------------------------------------------
+
+    async def local_submit(self, content_type: str, data: bytes, system: str) -> str:
+        try:
+            tr = self.adapter.to_standard(data, content_type)
+        except AdapterError as exc:
+            raise TrazaError(Code.SCHEMA_INVALID, str(exc)) from None
+        env = tr.envelope()
+        to = env.get("to")
+        if not to:
+            raise TrazaError(Code.SCHEMA_INVALID, "no recipient - at `$.to`")
+        body = msgspec.json.encode(tr.body)
+        return await self.submit(
+            mt=tr.mt, to=to, body=body, system=system, hc=env.get("handling") or "H0",
+            cls=env.get("classification") or "BASIC_PROTECTION_LEVEL", pur=env.get("purpose") or "INVESTIGATION",
+            irt=env.get("reply_to"), ttl=env.get("ttl_seconds"))
+
+    async def local_inbox(self, after: int, limit: int) -> dict[str, Any]:
+        rows = await self.inbox_page(after, limit)
+        out = []
+        for seq, jti, body, delivered_at, mt, iss, cid in rows:
+            meta = {"id": jti, "from": iss, "conversation": cid, "delivered_at": _rfc3339(delivered_at)}
+            content = self.adapter.from_standard(mt, msgspec.json.decode(body), meta)
+            out.append({"id": jti, "type": mt, "from": iss, "conversation": cid,
+                        "delivered_at": _rfc3339(delivered_at), "content_type": self.adapter.output_content_type,
+                        "content": content.decode("utf-8"), "cursor": seq})
+        nxt = out[-1]["cursor"] if out else after
+        return {"messages": out, "next": str(nxt)}
+
+    async def ops_view(self, what: str) -> Any:
+        now = self.clock()
+        if what == "queues":
+            return {"queues": await self.db.read(partial(st.queue_depths, now=now))}
+        if what == "dead-letters":
+            return {"dead_letters": await self.db.read(st.dead_letters)}
+        if what == "peers":
+            peers = []
+            for nid, node in sorted(self.fed.nodes.items()):
+                if nid == self.id or not self.fed.linked(self.id, nid):
+                    continue
+                br = self.breakers.get(nid)
+                peers.append({"id": nid, "kind": node.kind, "endpoint": node.endpoint,
+                              "state": br.state(now) if br else "idle",
+                              "failures": br.failures if br else 0})
+            return {"peers": peers}
+        counts = await self.db.read(st.counts_by_state)
+        return {"node": self.id, "federation": self.fed.name, "manifest_version": self.fed.version,
+                "manifest_expires_at": self.fed.manifest.expires_at, "queue_depth": self.queue_depth,
+                "messages": counts, "counters": dict(self.counters)}
+
+    async def ops_dead_letter(self, dl_id: int, action: str, operator: str) -> dict[str, Any]:
+        now = self.clock()
+
+        def fn(conn: sqlite3.Connection) -> dict[str, Any]:
+            taken = st.take_dead_letter(conn, dl_id)
+            if taken is None:
+                raise KeyError(dl_id)
+            jti, peer = taken
+            m = st.get_message(conn, jti)
+            assert m is not None
+            self.audit.stage(conn, [{"event": "operator.action", "action": f"dead_letter.{action}", "jti": jti,
+                                     "operator": operator}], now)
+            if action == "retry" and peer:
+                st.enqueue(conn, jti, peer, now)
+                st.set_state(conn, jti, "queued", now, node=self.id, detail=f"retried by {operator}")
+            else:
+                st.set_state(conn, jti, "discarded", now, node=self.id, detail=f"discarded by {operator}")
+            return {"id": dl_id, "jti": jti, "action": action, "peer": peer}
+
+        res = await self.db.write(fn)
+        if action == "retry" and res["peer"]:
+            self.queue_depth += 1
+            self._wake(res["peer"])
+        return res
+
+    async def audit_entries(self, query: dict[str, str]) -> dict[str, Any]:
+        try:
+            return await self.audit.entries(query)
+        except ValueError as exc:
+            raise TrazaError(Code.MALFORMED, str(exc)) from None
+
+    async def audit_inclusion(self, index: int, size: int | None) -> dict[str, Any]:
+        return await self.audit.inclusion(index, size)
+
+    async def audit_bundle(self, jti: str) -> bytes | None:
+        return await self.audit.bundle(jti)
+
+    def local_denied(self, path: str, remote: str, reason: str) -> None:
+        self.audit_event_bg({"event": "auth.denied", "listener": "local", "path": path, "remote": remote,
+                             "detail": reason})
+        self.log.warning("auth.denied", listener="local", path=path, detail=reason)
+
+    # --- operations listener ---------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        return not self.stopping.is_set()
+
+    def is_ready(self) -> tuple[bool, str]:
+        if not self.ready:
+            return False, "starting"
+        if self.trust.is_expired(self.clock()):
+            return False, f"manifest version {self.fed.version} has expired"
+        return True, "ok"
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        m = self.metrics
+        now = self.clock()
+        for q in self.db.read_sync(partial(st.queue_depths, now=now)):
+            m.queue_depth.labels(q["peer"]).set(q["depth"])
+            m.queue_oldest.labels(q["peer"]).set(q["oldest_age_s"])
+        m.dead_letters.set(len(self.db.read_sync(st.dead_letters)))
+        m.manifest_version.set(self.fed.version)
+        m.audit_entries.set(self.db.read_sync(lambda c: c.execute("SELECT count(*) FROM audit_entries").fetchone()[0]))
+        return m.render()
+
+    # --- checkpoints and witnessing --------------------------------------------------------------------
+
+    def checkpoint_text(self) -> str:
+        try:
+            return self.audit.served_checkpoint()
+        except AuditError:
+            raise TrazaError(Code.OVERLOADED, "no checkpoint signed yet; retry later") from None
+
+    async def consistency_proof(self, old: int, new: int) -> list[str]:
+        return await self.db.read(lambda c: self.audit.consistency(c, old, new))
+
+    async def witness_add_checkpoint(self, peer: str, body: bytes) -> tuple[int, str, bytes]:
+        return await self.audit.witness_add(peer, body, self.fed, self.clock())
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        fed = self.fed
+        me = fed.nodes[self.id]
+        peer_ctx = server_context(self.tls_cert, self.tls_key, fed.manifest.tls_ca)
+        app = peer_app(self, on_denied=self._denied)
+        await self._serve(app, self.cfg.listen.peer, peer_ctx)
+        local_ctx = server_context(self.tls_cert, self.tls_key, [self.cfg.resolve(self.cfg.keys.local_ca).read_text()])
+        await self._serve(local_app(self, max_request=self.max_request), self.cfg.listen.local, local_ctx)
+        await self._serve(ops_app(self), self.cfg.listen.ops, None)
+        self.queue_depth = await self.db.read(st.queue_total)
+        self.audit_event_bg({"event": "node.started", "manifest_version": fed.version, "endpoint": me.endpoint})
+        for p in await self.db.read(st.outbox_peers):
+            self._wake(p)
+        self.tasks.append(asyncio.create_task(self._checkpoint_loop(), name="checkpoints"))
+        self.tasks.append(asyncio.create_task(self._manifest_loop(), name="manifest"))
+        self.ready = True
+        self.log.info("node.started", peer=self.cfg.listen.peer, manifest_version=fed.version)
+
+    def _denied(self, request: web.Request, err: TrazaError) -> None:
+        self.audit_event_bg({"event": "auth.denied", "listener": "peer", "code": err.code.value,
+                             "detail": err.detail, "remote": request.remote or ""})
+        self.log.warning("auth.denied", listener="peer", code=err.code.value, detail=err.detail)
+
+    async def _serve(self, app: web.Application, addr: str, ctx: Any) -> None:
+        host, port = addr.rsplit(":", 1)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=ctx, reuse_address=True)
+        await site.start()
+        self.runners.append(runner)
+
+    async def _checkpoint_loop(self) -> None:
+        interval = self.cfg.limits.checkpoint_interval
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+            try:
+                await self.audit.publish(self.clock())
+            except Exception as exc:  # keep publishing on the next interval
+                self.log.error("checkpoint.failed", detail=str(exc))
+
+    async def _manifest_loop(self) -> None:
+        interval = self.cfg.trust.manifest_poll_seconds
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+            if self.stopping.is_set():
+                break
+            await self.poll_manifest()
+
+    async def poll_manifest(self) -> None:
+        # a newer manifest dropped into the configured file by an operator
+        with contextlib.suppress(OSError):
+            mtime = self.manifest_path.stat().st_mtime
+            if mtime != self._manifest_mtime:
+                self._manifest_mtime = mtime
+                try:
+                    self._apply_manifest_files(self.manifest_path, self.manifest_path.with_name("manifest.sig"))
+                except ManifestRejected as exc:
+                    self.log.warning("manifest.rejected", source=str(self.manifest_path), reason=str(exc))
+        me = self.fed.nodes[self.id]
+        sources = [me.hub] if me.hub else [n.id for n in self.fed.manifest.nodes if n.kind == "hub" and n.id != self.id]
+        for src in sources:
+            if src is None:
+                continue
+            try:
+                status, data, _ = await self._client(src).request("GET", "/v1/manifest")
+                if status != 200:
+                    continue
+                mbytes, sbytes = split_served(data)
+                self.apply_manifest(mbytes, sbytes, source=f"peer:{src}")
+            except (PeerUnavailable, ValueError) as exc:
+                self.log.debug("manifest.poll_failed", peer=src, detail=str(exc)[:200])
+            except ManifestRejected as exc:
+                self.log.warning("manifest.rejected", source=f"peer:{src}", reason=str(exc))
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for ev in self.wake.values():
+            ev.set()
+        for t in [*self.forwarders.values(), *self.tasks]:
+            t.cancel()
+        for t in [*self.forwarders.values(), *self.tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for r in self.runners:
+            await r.cleanup()
+        for cl in self.clients.values():
+            await cl.close()
+        with contextlib.suppress(Exception):
+            await self.db.write(lambda c: self.audit.stage(c, [{"event": "node.stopped"}], self.clock()))
+        self.db.close()
+
+
+def _rfc3339(ts: float) -> str:
+    from gateway.core.timeutil import rfc3339
+
+    return rfc3339(ts)
+
+
+def _best_effort_jti(raw: bytes) -> str | None:
+    """The message id of an envelope we reject, if it can be read at all (for the result and the audit)."""
+    try:
+        doc = msgspec.json.decode(raw)
+        token = doc.get("token") if isinstance(doc, dict) else None
+        if not isinstance(token, str):
+            return None
+        claims = msgspec.json.decode(b64url_decode(token.split(".")[1]))
+        jti = claims.get("jti") if isinstance(claims, dict) else None
+        return jti if isinstance(jti, str) and len(jti) <= 64 else None
+    except (msgspec.DecodeError, ValueError, IndexError):
+        return None
+
+
+async def run_node(cfg: Config) -> None:
+    node = Node(cfg)
+    await node.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await node.stop()
+

@@ -17,6 +17,7 @@ VERB_MODULES: tuple[str, ...] = (
     "schema",
     "audit",
     "adapter",
+    "node",
 )
 
 

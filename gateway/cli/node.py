@@ -1,0 +1,181 @@
+"""`traza run`, `traza send`, `traza status`, `traza peers`, `traza queue` (SPEC §10)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import ssl
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from gateway.cli.main import CheckFailed, UsageError
+from gateway.config import Config, ConfigError, load_config
+
+STANDARD_CT = "application/vnd.traza.message+json"
+
+
+def _cfg(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def local_request(cfg: Config, role: str, method: str, path: str, body: bytes | None = None,
+                  content_type: str = "application/json") -> tuple[int, Any]:
+    """Call the node's local API with the configured client certificate of ``role``."""
+    cert = getattr(cfg.client, f"{role}_cert")
+    key = getattr(cfg.client, f"{role}_key")
+    if not cert or not key:
+        raise UsageError(f"{cfg.path}: client.{role}_cert and client.{role}_key are needed for this verb")
+    manifest = json.loads(cfg.resolve(cfg.trust.manifest).read_text())
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cadata="\n".join(manifest["tls_ca"]))
+    ctx.load_cert_chain(str(cfg.resolve(cert)), str(cfg.resolve(key)))
+    url = f"https://{cfg.listen.local}{path}"
+    req = urllib.request.Request(url, data=body, method=method,
+                                 headers={"Content-Type": content_type} if body is not None else {})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=60) as resp:  # noqa: S310
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        raise CheckFailed(f"cannot reach the local API at {url}: {exc}") from None
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+def _problem(status: int, doc: Any) -> str:
+    if isinstance(doc, dict) and "detail" in doc:
+        return f"HTTP {status} {doc.get('code', '')}: {doc['detail']}"
+    return f"HTTP {status}: {doc}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway import logging as tlog
+    from gateway.node import NodeError, run_node
+
+    cfg = _cfg(args)
+    tlog.configure(cfg.log.format, cfg.log.level)
+    try:
+        asyncio.run(run_node(cfg))
+    except NodeError as exc:
+        raise CheckFailed(str(exc)) from None
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    cfg = _cfg(args)
+    path = Path(args.body)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    if args.content_type:
+        ct, payload = args.content_type, data
+    else:
+        if not args.to or not args.type:
+            raise UsageError("--to and --type are required unless --content-type names a national format")
+        try:
+            body = json.loads(data)
+        except ValueError as exc:
+            raise UsageError(f"{path}: not JSON: {exc}") from None
+        msg: dict[str, Any] = {"type": args.type, "to": args.to, "handling": args.handling,
+                               "classification": args.classification, "purpose": args.purpose, "body": body}
+        if args.reply_to:
+            msg["reply_to"] = args.reply_to
+        if args.ttl:
+            msg["ttl_seconds"] = args.ttl
+        ct, payload = STANDARD_CT, json.dumps(msg).encode()
+    status, doc = local_request(cfg, "system", "POST", "/local/v1/messages", payload, ct)
+    if status != 201:
+        raise CheckFailed(f"{path}: refused: {_problem(status, doc)}")
+    print(json.dumps(doc) if args.json else f"submitted {doc['id']} (status: {doc['status_url']})")
+    return 0
+
+
+def _print(doc: Any, as_json: bool) -> None:
+    if as_json or not isinstance(doc, (dict, list)):
+        print(json.dumps(doc, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = doc if isinstance(doc, list) else next((v for v in doc.values() if isinstance(v, list)), None)
+    if rows and isinstance(rows[0], dict):
+        t = Table()
+        for k in rows[0]:
+            t.add_column(str(k))
+        for r in rows:
+            t.add_row(*(str(r.get(k, "")) for k in rows[0]))
+        Console().print(t)
+    else:
+        print(json.dumps(doc, indent=2))
+
+
+def _view(args: argparse.Namespace, what: str) -> int:
+    cfg = _cfg(args)
+    status, doc = local_request(cfg, "operator", "GET", f"/ops/v1/{what}")
+    if status != 200:
+        raise CheckFailed(_problem(status, doc))
+    _print(doc, args.json)
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return _view(args, "dead-letters" if args.dead else "queues")
+    if args.id is None:
+        raise UsageError(f"queue {args.action} needs a dead-letter id")
+    cfg = _cfg(args)
+    status, doc = local_request(cfg, "operator", "POST", f"/ops/v1/dead-letters/{args.id}/{args.action}", b"")
+    if status != 200:
+        raise CheckFailed(_problem(status, doc))
+    _print(doc, True)
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run one node", description="Run one Traza node until SIGINT/SIGTERM.")
+    p.add_argument("--config", required=True, help="node TOML config file")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("send", help="submit a message through the local API",
+                       description="Submit a message to this node's local API as a national system.")
+    p.add_argument("--config", required=True)
+    p.add_argument("--to", help="recipient node id")
+    p.add_argument("--type", help="message type, e.g. trace.request")
+    p.add_argument("--handling", default="H0", choices=["H0", "H1", "H2", "H3"])
+    p.add_argument("--classification", default="BASIC_PROTECTION_LEVEL")
+    p.add_argument("--purpose", default="INVESTIGATION")
+    p.add_argument("--reply-to", help="message id this replies to")
+    p.add_argument("--ttl", type=int, help="time to live in seconds")
+    p.add_argument("--content-type", help="send BODY as-is in this national format instead of the standard form")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("body", metavar="BODY.json")
+    p.set_defaults(func=cmd_send)
+
+    for verb, what in (("status", "status"), ("peers", "peers")):
+        p = sub.add_parser(verb, help=f"operator view: {what}")
+        p.add_argument("--config", required=True)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=lambda a, w=what: _view(a, w))
+
+    p = sub.add_parser("queue", help="operator: outbox queues and dead letters")
+    p.add_argument("action", choices=["list", "retry", "discard"])
+    p.add_argument("id", nargs="?", type=int, help="dead-letter id (retry, discard)")
+    p.add_argument("--dead", action="store_true", help="list dead letters instead of queues")
+    p.add_argument("--config", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_queue)
+
+

@@ -1,0 +1,56 @@
+"""Prometheus metrics of one node, with conventional names (``traza_*``, ``_total``, ``_seconds``).
+
+Each node owns its own registry so several nodes can live in one process (tests, the benchmark).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# name -> help, as documented in docs/operations.md (a test checks /metrics against this list)
+DOCUMENTED = {
+    "traza_envelopes_received_total": "Envelopes received from peers, by message type, peer and outcome",
+    "traza_envelopes_forwarded_total": "Envelope batches' results from next hops, by message type, peer and outcome",
+    "traza_messages_submitted_total": "Messages submitted by national systems, by message type",
+    "traza_messages_delivered_total": "Messages taken by the national system, by message type",
+    "traza_hop_latency_seconds": "Time for a next hop to acknowledge a batch, by peer",
+    "traza_queue_depth": "Envelopes waiting in the outbox, by next hop",
+    "traza_queue_oldest_age_seconds": "Age of the oldest envelope waiting, by next hop",
+    "traza_dead_letters": "Envelopes in the dead-letter queue",
+    "traza_inbox_depth": "Messages delivered to this node and not yet taken by the national system",
+    "traza_audit_log_entries": "Entries in this node's audit log",
+    "traza_manifest_version": "Version of the federation manifest in force",
+    "traza_peer_up": "1 when the last exchange with the peer succeeded, 0 when it failed",
+    "traza_auth_denied_total": "Refused calls, by listener",
+    "traza_witness_forks_total": "Forks detected while witnessing peers' logs",
+}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        d = DOCUMENTED
+        self.received = Counter("traza_envelopes_received", d["traza_envelopes_received_total"],
+                                ["type", "peer", "outcome"], registry=r)
+        self.forwarded = Counter("traza_envelopes_forwarded", d["traza_envelopes_forwarded_total"],
+                                 ["type", "peer", "outcome"], registry=r)
+        self.submitted = Counter("traza_messages_submitted", d["traza_messages_submitted_total"], ["type"], registry=r)
+        self.delivered = Counter("traza_messages_delivered", d["traza_messages_delivered_total"], ["type"], registry=r)
+        self.hop_latency = Histogram("traza_hop_latency_seconds", d["traza_hop_latency_seconds"], ["peer"],
+                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("traza_queue_depth", d["traza_queue_depth"], ["peer"], registry=r)
+        self.queue_oldest = Gauge("traza_queue_oldest_age_seconds", d["traza_queue_oldest_age_seconds"], ["peer"],
+                                  registry=r)
+        self.dead_letters = Gauge("traza_dead_letters", d["traza_dead_letters"], registry=r)
+        self.inbox_depth = Gauge("traza_inbox_depth", d["traza_inbox_depth"], registry=r)
+        self.audit_entries = Gauge("traza_audit_log_entries", d["traza_audit_log_entries"], registry=r)
+        self.manifest_version = Gauge("traza_manifest_version", d["traza_manifest_version"], registry=r)
+        self.peer_up = Gauge("traza_peer_up", d["traza_peer_up"], ["peer"], registry=r)
+        self.auth_denied = Counter("traza_auth_denied", d["traza_auth_denied_total"], ["listener"], registry=r)
+        self.witness_forks = Counter("traza_witness_forks", d["traza_witness_forks_total"], ["origin"], registry=r)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,266 @@
+"""Durable relay state: messages (also the dedupe store), outbox per next hop, inbox, dead letters and a
+per-message timeline. Plain functions over a ``sqlite3.Connection`` so that callers compose them with the
+audit log inside one ``Database.write`` transaction.
+
+The interface a PostgreSQL backend would implement is exactly these functions; they use only portable SQL
+except ``INSERT OR IGNORE``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import msgspec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    jti TEXT PRIMARY KEY,
+    dig TEXT NOT NULL,
+    mt TEXT NOT NULL,
+    iss TEXT NOT NULL,
+    aud TEXT NOT NULL,
+    cid TEXT NOT NULL,
+    irt TEXT,
+    cls TEXT NOT NULL,
+    exp INTEGER NOT NULL,
+    envelope BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    received_from TEXT,
+    received_at REAL NOT NULL,
+    ack TEXT,
+    ack_idx INTEGER,
+    state TEXT NOT NULL,
+    next_hop TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_exp ON messages(exp);
+CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    jti TEXT NOT NULL UNIQUE REFERENCES messages(jti),
+    peer TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_peer ON outbox(peer, next_at);
+CREATE TABLE IF NOT EXISTS inbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    jti TEXT NOT NULL UNIQUE REFERENCES messages(jti),
+    body BLOB,
+    delivered_at REAL NOT NULL,
+    pushed_at REAL,
+    taken_at REAL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    jti TEXT NOT NULL UNIQUE REFERENCES messages(jti),
+    peer TEXT,
+    code TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS timeline (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    jti TEXT NOT NULL,
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    node TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS timeline_jti ON timeline(jti);
+CREATE TABLE IF NOT EXISTS kv (
+    k TEXT PRIMARY KEY,
+    v BLOB NOT NULL
+)
+"""
+
+
+class StoredMessage(msgspec.Struct, frozen=True):
+    jti: str
+    dig: str
+    mt: str
+    iss: str
+    aud: str
+    cid: str
+    irt: str | None
+    cls: str
+    exp: int
+    envelope: bytes
+    size: int
+    received_from: str | None
+    received_at: float
+    ack: str | None
+    ack_idx: int | None
+    state: str
+    next_hop: str | None
+    updated_at: float
+
+
+_COLS = ",".join(StoredMessage.__struct_fields__)
+
+
+def _row_msg(row: tuple[Any, ...] | None) -> StoredMessage | None:
+    return None if row is None else StoredMessage(*row)
+
+
+def get_message(conn: sqlite3.Connection, jti: str) -> StoredMessage | None:
+    return _row_msg(conn.execute(f"SELECT {_COLS} FROM messages WHERE jti=?", (jti,)).fetchone())  # noqa: S608
+
+
+def insert_message(conn: sqlite3.Connection, m: StoredMessage) -> None:
+    conn.execute(
+        f"INSERT INTO messages({_COLS}) VALUES ({','.join('?' * len(StoredMessage.__struct_fields__))})",  # noqa: S608
+        tuple(getattr(m, f) for f in StoredMessage.__struct_fields__),
+    )
+
+
+def set_state(conn: sqlite3.Connection, jti: str, state: str, now: float, *, node: str | None = None,
+              detail: str | None = None) -> None:
+    conn.execute("UPDATE messages SET state=?, updated_at=? WHERE jti=?", (state, now, jti))
+    add_timeline(conn, jti, state, now, node=node, detail=detail)
+
+
+def add_timeline(conn: sqlite3.Connection, jti: str, state: str, now: float, *, node: str | None = None,
+                 detail: str | None = None) -> None:
+    conn.execute("INSERT INTO timeline(jti, at, state, node, detail) VALUES (?,?,?,?,?)", (jti, now, state, node, detail))
+
+
+def timeline(conn: sqlite3.Connection, jti: str) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT at, state, node, detail FROM timeline WHERE jti=? ORDER BY id", (jti,)).fetchall()
+    return [{"at": r[0], "state": r[1], "node": r[2], "detail": r[3]} for r in rows]
+
+
+# --- outbox --------------------------------------------------------------------------------------------
+
+
+def enqueue(conn: sqlite3.Connection, jti: str, peer: str, now: float) -> None:
+    conn.execute("INSERT INTO outbox(jti, peer, next_at) VALUES (?,?,?)", (jti, peer, now))
+
+
+def due(conn: sqlite3.Connection, peer: str, now: float, limit: int) -> list[tuple[int, str, int, bytes, int]]:
+    """Oldest-first outbox rows for ``peer`` that are due: (seq, jti, attempts, envelope, exp)."""
+    return conn.execute(
+        "SELECT o.seq, o.jti, o.attempts, m.envelope, m.exp FROM outbox o JOIN messages m ON m.jti=o.jti "
+        "WHERE o.peer=? AND o.next_at<=? ORDER BY o.seq LIMIT ?",
+        (peer, now, limit),
+    ).fetchall()
+
+
+def next_due_at(conn: sqlite3.Connection, peer: str) -> float | None:
+    row = conn.execute("SELECT min(next_at) FROM outbox WHERE peer=?", (peer,)).fetchone()
+    return None if row is None else row[0]
+
+
+def dequeue(conn: sqlite3.Connection, jti: str) -> None:
+    conn.execute("DELETE FROM outbox WHERE jti=?", (jti,))
+
+
+def reschedule(conn: sqlite3.Connection, jti: str, next_at: float, error: str) -> None:
+    conn.execute("UPDATE outbox SET attempts=attempts+1, next_at=?, last_error=? WHERE jti=?", (next_at, error, jti))
+
+
+def queue_depths(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT o.peer, count(*), min(m.received_at), sum(CASE WHEN o.attempts>0 THEN 1 ELSE 0 END) "
+        "FROM outbox o JOIN messages m ON m.jti=o.jti GROUP BY o.peer ORDER BY o.peer"
+    ).fetchall()
+    return [
+        {"peer": r[0], "depth": r[1], "oldest_age_s": round(now - r[2], 3) if r[2] else 0.0, "retrying": r[3]}
+        for r in rows
+    ]
+
+
+def queue_total(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+def outbox_peers(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT DISTINCT peer FROM outbox")]
+
+
+# --- inbox ---------------------------------------------------------------------------------------------
+
+
+def to_inbox(conn: sqlite3.Connection, jti: str, body: bytes, now: float) -> int:
+    cur = conn.execute("INSERT INTO inbox(jti, body, delivered_at) VALUES (?,?,?)", (jti, body, now))
+    return int(cur.lastrowid or 0)
+
+
+def inbox_page(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[int, str, bytes, float, str, str, str]]:
+    """(seq, jti, body, delivered_at, mt, iss, cid) of messages not yet taken, oldest first."""
+    return conn.execute(
+        "SELECT i.seq, i.jti, i.body, i.delivered_at, m.mt, m.iss, m.cid FROM inbox i JOIN messages m ON m.jti=i.jti "
+        "WHERE i.seq>? AND i.taken_at IS NULL ORDER BY i.seq LIMIT ?",
+        (after, limit),
+    ).fetchall()
+
+
+def inbox_take(conn: sqlite3.Connection, jti: str, now: float) -> bool:
+    """Mark taken; False if it was already taken (idempotent) — raises KeyError if unknown."""
+    row = conn.execute("SELECT taken_at FROM inbox WHERE jti=?", (jti,)).fetchone()
+    if row is None:
+        raise KeyError(jti)
+    if row[0] is not None:
+        return False
+    conn.execute("UPDATE inbox SET taken_at=? WHERE jti=?", (now, jti))
+    return True
+
+
+def inbox_unpushed(conn: sqlite3.Connection, limit: int) -> list[tuple[int, str, bytes, str, str, str]]:
+    return conn.execute(
+        "SELECT i.seq, i.jti, i.body, m.mt, m.iss, m.cid FROM inbox i JOIN messages m ON m.jti=i.jti "
+        "WHERE i.pushed_at IS NULL AND i.taken_at IS NULL ORDER BY i.seq LIMIT ?",
+        (limit,),
+    ).fetchall()
+
+
+def inbox_pushed(conn: sqlite3.Connection, jti: str, now: float) -> None:
+    conn.execute("UPDATE inbox SET pushed_at=? WHERE jti=?", (now, jti))
+
+
+# --- dead letters --------------------------------------------------------------------------------------
+
+
+def dead_letter(conn: sqlite3.Connection, jti: str, peer: str | None, code: str, detail: str, now: float) -> None:
+    conn.execute("DELETE FROM outbox WHERE jti=?", (jti,))
+    conn.execute(
+        "INSERT INTO dead_letters(jti, peer, code, detail, at) VALUES (?,?,?,?,?) "
+        "ON CONFLICT(jti) DO UPDATE SET peer=excluded.peer, code=excluded.code, detail=excluded.detail, at=excluded.at",
+        (jti, peer, code, detail, now),
+    )
+
+
+def dead_letters(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT d.id, d.jti, d.peer, d.code, d.detail, d.at, m.mt, m.iss, m.aud FROM dead_letters d "
+        "JOIN messages m ON m.jti=d.jti ORDER BY d.id DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    keys = ("id", "jti", "peer", "code", "detail", "at", "type", "from", "to")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def take_dead_letter(conn: sqlite3.Connection, dl_id: int) -> tuple[str, str | None] | None:
+    row = conn.execute("SELECT jti, peer FROM dead_letters WHERE id=?", (dl_id,)).fetchone()
+    if row is None:
+        return None
+    conn.execute("DELETE FROM dead_letters WHERE id=?", (dl_id,))
+    return row[0], row[1]
+
+
+# --- small key/value state (manifest version, last checkpoint seen, ...) -------------------------------
+
+
+def kv_get(conn: sqlite3.Connection, k: str) -> bytes | None:
+    row = conn.execute("SELECT v FROM kv WHERE k=?", (k,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def kv_put(conn: sqlite3.Connection, k: str, v: bytes) -> None:
+    conn.execute("INSERT INTO kv(k, v) VALUES (?,?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (k, v))
+
+
+def counts_by_state(conn: sqlite3.Connection) -> dict[str, int]:
+    return {r[0]: r[1] for r in conn.execute("SELECT state, count(*) FROM messages GROUP BY state")}

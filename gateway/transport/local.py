@@ -1,0 +1,208 @@
+"""Local API (SPEC §6) for national systems, operators and auditors, and the operations listener.
+
+Callers present a client certificate from the node's local CA whose SAN URI is
+``urn:traza:local:<role>:<name>``; each route admits one role (the dashboard admits operator and
+auditor). Every refused call is reported to the backend, which audits it (``auth.denied``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import msgspec
+from aiohttp import web
+
+from gateway.core.errors import Code, TrazaError
+from gateway.crypto.tls import peer_local_identity
+from gateway.transport.peer import _peer_cert, problem, read_body
+
+STANDARD_CT = "application/vnd.traza.message+json"
+_json = msgspec.json.Encoder()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class LocalBackend(Protocol):
+    """What the node offers the local API. Methods raise TrazaError for refusals."""
+
+    async def local_submit(self, content_type: str, data: bytes, system: str) -> str: ...
+
+    async def message_status(self, jti: str) -> dict[str, Any] | None: ...
+
+    async def local_inbox(self, after: int, limit: int) -> dict[str, Any]: ...
+
+    async def inbox_ack(self, jti: str, who: str, status: str = "DELIVERED", detail: str | None = None) -> bool: ...
+
+    async def ops_view(self, what: str) -> Any: ...
+
+    async def ops_dead_letter(self, dl_id: int, action: str, operator: str) -> dict[str, Any]: ...
+
+    async def audit_entries(self, query: dict[str, str]) -> dict[str, Any]: ...
+
+    async def audit_inclusion(self, index: int, size: int | None) -> dict[str, Any]: ...
+
+    async def audit_bundle(self, jti: str) -> bytes | None: ...
+
+    def local_denied(self, path: str, remote: str, reason: str) -> None: ...
+
+
+def json_response(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=_json.encode(obj), content_type="application/json")
+
+
+def _role(request: web.Request) -> tuple[str, str] | None:
+    der = _peer_cert(request)
+    return peer_local_identity(der) if der else None
+
+
+ROUTE_ROLES: dict[str, tuple[str, ...]] = {
+    "/local/": ("system",),
+    "/ops/": ("operator",),
+    "/audit/": ("auditor",),
+    "/ui": ("operator", "auditor"),
+}
+
+
+def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable[[web.Application], None] | None = None) -> web.Application:
+    @web.middleware
+    async def authorise(request: web.Request, handler: Handler) -> web.StreamResponse:
+        ident = _role(request)
+        allowed = next((roles for prefix, roles in ROUTE_ROLES.items() if request.path.startswith(prefix)), ())
+        if ident is None or ident[0] not in allowed:
+            reason = "no local client certificate" if ident is None else f"role {ident[0]!r} may not call this route"
+            backend.local_denied(request.path, request.remote or "", reason)
+            return problem(403, "forbidden", reason)
+        request["role"], request["who"] = ident
+        try:
+            return await handler(request)
+        except TrazaError as err:
+            status = {Code.SCHEMA_INVALID: 422, Code.UNKNOWN_TYPE: 422, Code.MALFORMED: 400,
+                      Code.TOO_LARGE: 413, Code.OVERLOADED: 503}.get(err.code, 422)
+            return problem(status, err.code, err.detail)
+
+    async def submit(request: web.Request) -> web.StreamResponse:
+        data = await read_body(request, max_request)
+        jti = await backend.local_submit(request.content_type or STANDARD_CT, data, request["who"])
+        return json_response({"id": jti, "status_url": f"/local/v1/messages/{jti}"}, status=201)
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        st = await backend.message_status(request.match_info["id"])
+        if st is None:
+            return problem(404, "not_found", f"no message {request.match_info['id']} on this node")
+        return json_response(st)
+
+    async def inbox(request: web.Request) -> web.StreamResponse:
+        try:
+            after = int(request.query.get("after", "0") or 0)
+            limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
+        except ValueError:
+            return problem(400, "malformed", "after and limit must be integers")
+        return json_response(await backend.local_inbox(after, limit))
+
+    async def inbox_ack(request: web.Request) -> web.StreamResponse:
+        status, detail = "DELIVERED", None
+        if request.can_read_body:
+            raw = await read_body(request, 64 * 1024)
+            if raw.strip():
+                try:
+                    doc = msgspec.json.decode(raw)
+                except msgspec.DecodeError:
+                    return problem(400, "malformed", "ack body must be JSON {status?, detail?}")
+                status = doc.get("status", status)
+                detail = doc.get("detail")
+                if status not in ("DELIVERED", "REFUSED_BY_SYSTEM"):
+                    return problem(422, "schema_invalid", "status must be DELIVERED or REFUSED_BY_SYSTEM - at `$.status`")
+        try:
+            first = await backend.inbox_ack(request.match_info["id"], f"local:system:{request['who']}", status, detail)
+        except KeyError:
+            return problem(404, "not_found", f"no inbox message {request.match_info['id']}")
+        return json_response({"id": request.match_info["id"], "acknowledged": True, "first": first})
+
+    def ops(what: str) -> Handler:
+        async def view(request: web.Request) -> web.StreamResponse:
+            return json_response(await backend.ops_view(what))
+
+        return view
+
+    def dl_action(action: str) -> Handler:
+        async def act(request: web.Request) -> web.StreamResponse:
+            try:
+                dl_id = int(request.match_info["id"])
+            except ValueError:
+                return problem(400, "malformed", "dead letter id must be an integer")
+            try:
+                return json_response(await backend.ops_dead_letter(dl_id, action, request["who"]))
+            except KeyError:
+                return problem(404, "not_found", f"no dead letter {dl_id}")
+
+        return act
+
+    async def entries(request: web.Request) -> web.StreamResponse:
+        return json_response(await backend.audit_entries(dict(request.query)))
+
+    async def inclusion(request: web.Request) -> web.StreamResponse:
+        try:
+            index = int(request.query["index"])
+            size = int(request.query["size"]) if "size" in request.query else None
+        except (KeyError, ValueError):
+            return problem(400, "malformed", "index (and size, if given) must be integers")
+        try:
+            return json_response(await backend.audit_inclusion(index, size))
+        except ValueError as exc:
+            return problem(400, "malformed", str(exc))
+
+    async def bundle(request: web.Request) -> web.StreamResponse:
+        jti = request.query.get("jti", "")
+        data = await backend.audit_bundle(jti)
+        if data is None:
+            return problem(404, "not_found", f"no audit entries for message {jti!r}")
+        return web.Response(body=data, content_type="application/json",
+                            headers={"Content-Disposition": f'attachment; filename="evidence-{jti}.json"'})
+
+    app = web.Application(middlewares=[authorise], client_max_size=max_request + 1)
+    r = app.router
+    r.add_post("/local/v1/messages", submit)
+    r.add_get("/local/v1/messages/{id}", status)
+    r.add_get("/local/v1/inbox", inbox)
+    r.add_post("/local/v1/inbox/{id}/ack", inbox_ack)
+    for what in ("status", "peers", "queues", "dead-letters"):
+        r.add_get(f"/ops/v1/{what}", ops(what))
+    r.add_post("/ops/v1/dead-letters/{id}/retry", dl_action("retry"))
+    r.add_post("/ops/v1/dead-letters/{id}/discard", dl_action("discard"))
+    r.add_get("/audit/v1/entries", entries)
+    r.add_get("/audit/v1/proof/inclusion", inclusion)
+    r.add_get("/audit/v1/bundle", bundle)
+    if extra_routes:
+        extra_routes(app)
+    return app
+
+
+class OpsBackend(Protocol):
+    def healthy(self) -> bool: ...
+
+    def is_ready(self) -> tuple[bool, str]: ...
+
+    def metrics_text(self) -> tuple[bytes, str]: ...
+
+
+def ops_app(backend: OpsBackend) -> web.Application:
+    """Operations listener without authentication: bind it to an operations address only."""
+
+    async def healthz(request: web.Request) -> web.StreamResponse:
+        return json_response({"status": "ok"} if backend.healthy() else {"status": "failing"},
+                             200 if backend.healthy() else 503)
+
+    async def readyz(request: web.Request) -> web.StreamResponse:
+        ok, why = backend.is_ready()
+        return json_response({"ready": ok, "detail": why}, 200 if ok else 503)
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        body, ctype = backend.metrics_text()
+        return web.Response(body=body, headers={"Content-Type": ctype})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

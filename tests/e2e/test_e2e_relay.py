@@ -1,0 +1,106 @@
+"""End to end with real node processes: mx → latam-hub → eu-hub → es and back, with receipts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import sys
+
+import pytest
+from fedproc import Federation  # tests/e2e helper
+
+sys.path.insert(0, "tests")
+from core.message_examples import example
+
+STANDARD = "application/vnd.traza.message+json"
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    f = Federation(tmp_path_factory.mktemp("fed"), limits={"checkpoint_interval": 1.0})
+    f.start_all()
+    yield f
+    f.stop_all()
+
+
+def submit(fed, node, to, mt, body, **extra):
+    msg = {"type": mt, "to": to, "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
+           "purpose": "INVESTIGATION", "body": body, **extra}
+    status, doc = fed.call(node, "system", "POST", "/local/v1/messages", json.dumps(msg).encode(), STANDARD)
+    assert status == 201, doc
+    return doc["id"]
+
+
+def inbox(fed, node):
+    status, doc = fed.call(node, "system", "GET", "/local/v1/inbox?after=0&limit=100")
+    assert status == 200, doc
+    return doc["messages"]
+
+
+def state(fed, node, jti):
+    status, doc = fed.call(node, "system", "GET", f"/local/v1/messages/{jti}")
+    return doc["state"] if status == 200 else None
+
+
+def test_trace_request_and_response_through_both_hubs_with_receipts(fed):
+    req = submit(fed, "mx", "es", "trace.request", example("trace.request"))
+    msgs = fed.wait_for(lambda: [m for m in inbox(fed, "es") if m["id"] == req])
+    assert msgs[0]["type"] == "trace.request" and msgs[0]["from"] == "mx"
+    assert json.loads(msgs[0]["content"])["body"]["firearm"]["serial_number"] == example("trace.request")["firearm"]["serial_number"]
+    status, _ = fed.call("es", "system", "POST", f"/local/v1/inbox/{req}/ack", b"")
+    assert status == 200
+    # the receipt comes back to mx
+    fed.wait_for(lambda: state(fed, "mx", req) == "delivered")
+    # es answers
+    resp = submit(fed, "es", "mx", "trace.response", example("trace.response"), reply_to=req)
+    got = fed.wait_for(lambda: [m for m in inbox(fed, "mx") if m["id"] == resp])
+    assert got[0]["conversation"] == req
+    fed.call("mx", "system", "POST", f"/local/v1/inbox/{resp}/ack", b"")
+    fed.wait_for(lambda: state(fed, "es", resp) == "delivered")
+
+    # the hubs hold only ciphertext: the serial number appears nowhere in their databases
+    serial = example("trace.request")["firearm"]["serial_number"].encode()
+    for hub in ("latam-hub", "eu-hub"):
+        db = fed.nodes[hub].data_dir / "node.db"
+        con = sqlite3.connect(db)
+        blobs = [bytes(r[0]) for r in con.execute("SELECT envelope FROM messages")]
+        con.close()
+        assert blobs
+        for b in blobs:
+            env = json.loads(b)
+            payload = base64.urlsafe_b64decode(env["payload"] + "==")
+            assert serial not in payload and serial not in b
+    # every hop is in each node's audit log
+    for node, events in {"mx": {"envelope.accepted", "envelope.forwarded", "receipt.received"},
+                         "latam-hub": {"envelope.accepted", "envelope.forwarded"},
+                         "eu-hub": {"envelope.accepted", "envelope.forwarded"},
+                         "es": {"envelope.accepted", "envelope.delivered"}}.items():
+        status, doc = fed.call(node, "auditor", "GET", f"/audit/v1/entries?jti={req}&limit=100")
+        assert status == 200, doc
+        seen = {json.loads(base64.b64decode(e["entry"]))["event"] for e in doc["entries"]}
+        assert events <= seen, (node, seen)
+
+
+def test_wrong_role_is_refused_and_audited(fed):
+    status, doc = fed.call("mx", "operator", "POST", "/local/v1/messages", b"{}", STANDARD)
+    assert status == 403 and "operator" in doc["detail"]
+    status, _doc = fed.call("mx", "system", "GET", "/ops/v1/status")
+    assert status == 403
+
+    def denied():
+        st, d = fed.call("mx", "auditor", "GET", "/audit/v1/entries?event=auth.denied&limit=100")
+        return [json.loads(base64.b64decode(e["entry"])) for e in d["entries"]] if st == 200 else []
+
+    paths = {e["path"] for e in fed.wait_for(lambda: len(denied()) >= 2 and denied())}
+    assert {"/local/v1/messages", "/ops/v1/status"} <= paths
+
+
+def test_bad_body_gets_422_with_path(fed):
+    body = example("trace.request")
+    del body["legal_basis"]
+    msg = {"type": "trace.request", "to": "es", "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
+           "purpose": "INVESTIGATION", "body": body}
+    status, doc = fed.call("mx", "system", "POST", "/local/v1/messages", json.dumps(msg).encode(), STANDARD)
+    assert status == 422
+    assert "legal_basis" in doc["detail"]
