@@ -1,0 +1,47 @@
+"""Every route the node serves is described in docs/openapi.yaml (and nothing described is missing)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+from gateway.transport.local import local_app, ops_app
+from gateway.transport.peer import peer_app
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+
+
+def described() -> set[tuple[str, str]]:
+    out, path = set(), None
+    for line in DOC.read_text().splitlines():
+        m = re.match(r"^  (/\S*):\s*$", line)
+        if m:
+            path = m.group(1)
+            continue
+        m = re.match(r"^    (get|post|put|head|delete):", line)
+        if m and path:
+            out.add((m.group(1).upper(), path))
+    return out
+
+
+def served() -> set[tuple[str, str]]:
+    backend = SimpleNamespace(max_request=1024)  # routes are registered statically; nothing is called
+    out = set()
+    for app in (peer_app(backend), local_app(backend, max_request=1024), ops_app(backend)):
+        for route in app.router.routes():
+            if route.method == "HEAD":
+                continue
+            info = route.resource.get_info() if route.resource else {}
+            out.add((route.method, info.get("path") or info.get("formatter")))
+    return out
+
+
+def test_every_served_route_is_described():
+    missing = served() - described()
+    assert not missing, f"routes served but not in docs/openapi.yaml: {sorted(missing)}"
+
+
+def test_every_described_route_is_served():
+    extra = described() - served()
+    assert not extra, f"routes in docs/openapi.yaml that no listener serves: {sorted(extra)}"
