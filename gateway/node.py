@@ -273,7 +273,9 @@ class Node:
                     self._wake(v.next_hop)
                 else:
                     self.inbox_event.set()
-        for r in results:
+        for item, r in zip(checked, results, strict=True):
+            mt = item.claims.mt if isinstance(item, Verified) else "unknown"
+            self.metrics.received.labels(mt, peer, r.status).inc()
             self.count(f"envelopes_{r.status}")
             self.log.info("envelope", jti=r.jti, peer=peer, status=r.status,
                           code=r.error.code if r.error else None)
@@ -387,6 +389,7 @@ class Node:
         assert v.next_hop is not None
         self._wake(v.next_hop)
         self.count("messages_submitted")
+        self.metrics.submitted.labels(mt).inc()
         self.log.info("envelope", jti=v.claims.jti, peer=v.next_hop, status="submitted", mt=mt)
         return v.claims.jti
 
@@ -486,12 +489,15 @@ class Node:
                 results = await self._client(peer).send_batch([bytes(r[3]) for r in live])
             except PeerUnavailable as exc:
                 breaker.failure(self.clock())
+                self.metrics.peer_up.labels(peer).set(0)
                 self.count("forward_failures")
                 self.log.warning("peer.unavailable", peer=peer, detail=str(exc)[:200], queued=len(live))
                 await self.db.write(partial(self._retry_later, rows=live, peer=peer, error=str(exc), now=self.clock(),
                                             retry_after=exc.retry_after))
                 continue
             breaker.success()
+            self.metrics.hop_latency.labels(peer).observe(time.monotonic() - t0)
+            self.metrics.peer_up.labels(peer).set(1)
             self.latency_samples.append(time.monotonic() - t0)
             if len(self.latency_samples) > 1000:
                 del self.latency_samples[:500]
@@ -548,6 +554,7 @@ class Node:
                     st.reschedule(conn, jti, now + self.cfg.limits.retry_min, f"invalid ack: {err.detail}")
                     continue
                 st.dequeue(conn, jti)
+                self.metrics.forwarded.labels(m.mt, peer, res.status).inc()
                 self.audit.stage_evidence(conn, jti, ack=res.ack, keys=self._signing_keys(peer))
                 self.queue_depth = max(0, self.queue_depth - 1)
                 self.audit.stage(conn, [{"event": "envelope.forwarded", "jti": jti, "mt": m.mt, "iss": m.iss,
@@ -558,6 +565,7 @@ class Node:
                 st.add_timeline(conn, jti, "forwarded", now, node=peer, detail=res.ack)
             elif res.status == "rejected":
                 rej = res.error
+                self.metrics.forwarded.labels(m.mt, peer, "rejected").inc()
                 code = Code(rej.code) if rej and rej.code in Code._value2member_map_ else Code.INTERNAL
                 self._give_up(conn, m, peer, code, f"rejected by {peer}: {rej.detail if rej else ''}", now)
             else:
@@ -590,6 +598,7 @@ class Node:
 
         done = await self.db.write(fn)
         if done:
+            self.metrics.delivered.labels("message").inc()
             await self._wake_all_outbox()
         return done
 
@@ -697,6 +706,7 @@ class Node:
     def local_denied(self, path: str, remote: str, reason: str) -> None:
         self.audit_event_bg({"event": "auth.denied", "listener": "local", "path": path, "remote": remote,
                              "detail": reason})
+        self.metrics.auth_denied.labels("local").inc()
         self.log.warning("auth.denied", listener="local", path=path, detail=reason)
 
     # --- operations listener ---------------------------------------------------------------------------
@@ -759,6 +769,7 @@ class Node:
     def _denied(self, request: web.Request, err: TrazaError) -> None:
         self.audit_event_bg({"event": "auth.denied", "listener": "peer", "code": err.code.value,
                              "detail": err.detail, "remote": request.remote or ""})
+        self.metrics.auth_denied.labels("peer").inc()
         self.log.warning("auth.denied", listener="peer", code=err.code.value, detail=err.detail)
 
     async def _serve(self, app: web.Application, addr: str, ctx: Any) -> None:

@@ -104,3 +104,32 @@ def test_bad_body_gets_422_with_path(fed):
     status, doc = fed.call("mx", "system", "POST", "/local/v1/messages", json.dumps(msg).encode(), STANDARD)
     assert status == 422
     assert "legal_basis" in doc["detail"]
+
+
+def test_metrics_parse_and_carry_the_documented_names(fed):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gateway.metrics import DOCUMENTED
+
+    for node in ("mx", "latam-hub"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{fed.nodes[node].ops_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        samples = {s.name for f in families.values() for s in f.samples}
+        for name in DOCUMENTED:
+            base = name.removesuffix("_total")
+            assert base in families or name in samples, (node, name)
+    # mx forwarded to latam-hub and measured the hop
+    hop = families_of("mx", fed)["traza_hop_latency_seconds"]
+    assert any(s.name.endswith("_count") and s.value > 0 for s in hop.samples)
+
+
+def families_of(node, fed):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{fed.nodes[node].ops_port}/metrics", timeout=5) as r:
+        return {f.name: f for f in text_string_to_metric_families(r.read().decode())}
