@@ -729,6 +729,8 @@ class Node:
             m.queue_oldest.labels(q["peer"]).set(q["oldest_age_s"])
         m.dead_letters.set(len(self.db.read_sync(st.dead_letters)))
         m.manifest_version.set(self.fed.version)
+        m.inbox_depth.set(self.db.read_sync(
+            lambda c: c.execute("SELECT count(*) FROM inbox WHERE taken_at IS NULL").fetchone()[0]))
         m.audit_entries.set(self.db.read_sync(lambda c: c.execute("SELECT count(*) FROM audit_entries").fetchone()[0]))
         return m.render()
 
@@ -744,7 +746,11 @@ class Node:
         return await self.db.read(lambda c: self.audit.consistency(c, old, new))
 
     async def witness_add_checkpoint(self, peer: str, body: bytes) -> tuple[int, str, bytes]:
-        return await self.audit.witness_add(peer, body, self.fed, self.clock())
+        before = self.audit.forks_detected
+        out = await self.audit.witness_add(peer, body, self.fed, self.clock())
+        if self.audit.forks_detected > before:
+            self.metrics.witness_forks.labels(peer).inc(self.audit.forks_detected - before)
+        return out
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
