@@ -46,6 +46,8 @@ class LocalBackend(Protocol):
 
     def local_denied(self, path: str, remote: str, reason: str) -> None: ...
 
+    def checkpoint_text(self) -> str: ...
+
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=_json.encode(obj), content_type="application/json")
@@ -60,6 +62,7 @@ ROUTE_ROLES: dict[str, tuple[str, ...]] = {
     "/local/": ("system",),
     "/ops/": ("operator",),
     "/audit/": ("auditor",),
+    "/v1/audit/": ("auditor",),
     "/ui": ("operator", "auditor"),
 }
 
@@ -152,6 +155,9 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
         except ValueError as exc:
             return problem(400, "malformed", str(exc))
 
+    async def checkpoint(request: web.Request) -> web.StreamResponse:
+        return web.Response(text=backend.checkpoint_text(), content_type="text/plain")
+
     async def bundle(request: web.Request) -> web.StreamResponse:
         jti = request.query.get("jti", "")
         data = await backend.audit_bundle(jti)
@@ -173,6 +179,7 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
     r.add_get("/audit/v1/entries", entries)
     r.add_get("/audit/v1/proof/inclusion", inclusion)
     r.add_get("/audit/v1/bundle", bundle)
+    r.add_get("/v1/audit/checkpoint", checkpoint)  # the same signed note the peer API serves, for auditors
     if extra_routes:
         extra_routes(app)
     return app
