@@ -29,10 +29,15 @@ SigAlg = Literal["EdDSA", "ES256"]
 
 def write_private(path: Path, data: bytes) -> None:
     """Write secret bytes atomically with mode 0600 (never readable by others, even briefly)."""
+    atomic_write(path, data, 0o600)
+
+
+def atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename) with file ``mode``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

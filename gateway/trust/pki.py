@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +52,7 @@ from gateway.core.manifest import (
 from gateway.core.timeutil import parse_rfc3339, rfc3339_seconds
 from gateway.crypto import pki as x509pki
 from gateway.crypto.hpke import KEMS, EncKey
-from gateway.crypto.keys import Ed25519Key, SigningKey, write_private
+from gateway.crypto.keys import Ed25519Key, SigningKey, atomic_write, write_private
 from gateway.trust.trusted import (
     AuthorityKeyInfo,
     ManifestRejected,
@@ -113,18 +111,7 @@ class FederationUsageError(FederationDirError):
 
 def write_public(path: Path, data: bytes) -> None:
     """Atomic write of a public file (mode 0644)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, 0o644)
 
 
 def _json_file(data: Any) -> bytes:
