@@ -18,6 +18,7 @@ VERB_MODULES: tuple[str, ...] = (
     "audit",
     "adapter",
     "node",
+    "demo",
 )
 
 

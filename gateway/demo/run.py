@@ -1,0 +1,358 @@
+"""The `traza demo` scenario: eleven real node processes, national systems played through the local API."""
+
+from __future__ import annotations
+
+import json
+import signal
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from gateway.audit.bundle import BundleError, verify_bundle
+from gateway.core.messages import validate_body
+from gateway.demo import story
+from gateway.demo.procs import Federation
+
+STANDARD = "application/vnd.traza.message+json"
+ANSWERERS = ("mx", "co", "es", "it", "de", "at", "be", "ro", "arms-registry")
+
+
+class DemoError(Exception):
+    """The scenario could not complete; the message names the node, message and reason."""
+
+
+@dataclass
+class Sent:
+    jti: str
+    mt: str
+    frm: str
+    to: str
+    at: float  # wall clock at submission
+    delivered_at: float | None = None
+    receipt: bool = False
+    failed: str | None = None
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class Demo:
+    def __init__(self, root: Path, console: Console) -> None:
+        self.root = root
+        self.out = console
+        self.fed = Federation(root, story.NODES, limits={"checkpoint_interval": 1.0}, log_format="json")
+        self.sent: dict[str, Sent] = {}
+        self.rejected = 0
+        self.cursor: dict[str, int] = dict.fromkeys(ANSWERERS, 0)
+        self.origins: Counter[str] = Counter()
+        self.licences: dict[str, str] = {}  # country -> one export licence named in a trace response
+        self.traced: dict[str, dict[str, Any]] = {}  # serial -> firearm
+        self.first_trace: str | None = None
+        self.t0 = time.monotonic()
+
+    # -- plumbing --------------------------------------------------------------------------------------
+
+    def say(self, who: str, text: str) -> None:
+        self.out.print(f"[dim]{time.monotonic() - self.t0:6.1f}s[/dim] [bold cyan]{who:>13}[/bold cyan]  {text}")
+
+    def hops(self, a: str, b: str) -> int:
+        """Relays on the derived route a → hub(a) → hub(b) → b, skipping repeats (SPEC §2; no peers here)."""
+        spec = {n.id: n.spec for n in self.fed.nodes.values()}
+        route = [a]
+        for step in (spec[a].hub, spec[b].hub, b):
+            if step and step != route[-1]:
+                route.append(step)
+        return len(route) - 1
+
+    def submit(self, frm: str, to: str, mt: str, body: dict[str, Any], reply_to: str | None = None) -> str | None:
+        validate_body(mt, body)  # raises TrazaError naming the field at fault
+        msg: dict[str, Any] = {"type": mt, "to": to, "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
+                               "purpose": "INVESTIGATION", "body": body}
+        if reply_to:
+            msg["reply_to"] = reply_to
+        now = time.time()
+        status, doc = self.fed.call(frm, "system", "POST", "/local/v1/messages", json.dumps(msg).encode(), STANDARD)
+        if status != 201:
+            self.rejected += 1
+            self.say(frm, f"[red]{mt} to {to} refused by the local API ({status}): {doc}[/red]")
+            return None
+        jti = str(doc["id"])
+        self.sent[jti] = Sent(jti, mt, frm, to, now)
+        return jti
+
+    def pump(self) -> None:
+        """One pass of every national system: read the inbox, acknowledge, answer."""
+        for node in ANSWERERS:
+            if node not in self.fed.procs:
+                continue
+            status, doc = self.fed.call(node, "system", "GET", f"/local/v1/inbox?after={self.cursor[node]}&limit=100")
+            if status != 200:
+                raise DemoError(f"{node}: GET /local/v1/inbox answered {status}: {doc}")
+            for m in doc["messages"]:
+                self.cursor[node] = max(self.cursor[node], int(m["cursor"]))
+                s = self.sent.get(m["id"])
+                if s is not None and s.delivered_at is None:
+                    s.delivered_at = _ts(m["delivered_at"])
+                st, d = self.fed.call(node, "system", "POST", f"/local/v1/inbox/{m['id']}/ack", b"")
+                if st != 200:
+                    raise DemoError(f"{node}: ack of {m['id']} answered {st}: {d}")
+                self.react(node, m, json.loads(m["content"])["body"])
+
+    def check_receipts(self) -> None:
+        for s in self.sent.values():
+            if s.receipt or s.failed or s.delivered_at is None:
+                continue
+            status, doc = self.fed.call(s.frm, "system", "GET", f"/local/v1/messages/{s.jti}")
+            if status == 200 and doc["state"] == "delivered":
+                s.receipt = True
+            elif status == 200 and doc["state"] in ("failed", "dead"):
+                s.failed = doc["state"]
+                self.rejected += 1
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Pump until every message sent so far is delivered and its receipt is back at the origin."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.pump()
+            self.check_receipts()
+            if all(s.receipt or s.failed for s in self.sent.values()):
+                return
+            time.sleep(0.15)
+        late = [f"{s.mt} {s.jti} {s.frm}→{s.to}" for s in self.sent.values() if not (s.receipt or s.failed)]
+        raise DemoError(f"not delivered with a receipt within {timeout} s: {', '.join(late)} (logs: {self.root}/*.log)")
+
+    # -- the national systems ----------------------------------------------------------------------------
+
+    def react(self, node: str, m: dict[str, Any], body: dict[str, Any]) -> None:
+        mt, frm = m["type"], m["from"]
+        if mt == "trace.request":
+            fa = body["firearm"]
+            ans = story.trace_response(body)
+            export = ans["custody_chain"][1]
+            self.say(node, f"traces {fa['make_name']} {fa['model']} [b]{fa['serial_number']}[/b]: exported "
+                           f"{export['date']} under licence [b]{export['document_ref']}[/b] to {export['to_party']}")
+            self.submit(node, frm, "trace.response", ans, reply_to=m["id"])
+        elif mt == "trace.response":
+            chain = body["custody_chain"]
+            export = next(e for e in chain if e["event"] == "EXPORTED")
+            country = export["country"]
+            self.origins[country] += 1
+            self.licences.setdefault(country, export["document_ref"])
+            self.say(node, f"answer from {frm}: {body['firearm_as_recorded']['serial_number']} made in "
+                           f"{story.COUNTRY_NAMES[country]}, {' → '.join(e['event'] for e in chain)}")
+        elif mt == "firearm.status.query":
+            fa = self.traced.get(body["serial_number"], {})
+            self.say(node, f"registry lookup {body['serial_number']}: [red]HIT, reported STOLEN in Italy (2024)[/red]")
+            self.submit(node, frm, "firearm.status.answer", story.status_answer(body, fa), reply_to=m["id"])
+        elif mt == "firearm.status.answer":
+            hit = body["hits"][0]
+            self.say(node, f"status answer: {body['result']} {hit['record_status']} ({hit['owner']['agency']}, "
+                           f"case {hit['owner']['case_no']})")
+        elif mt == "ballistic.submission":
+            self.say(node, f"correlates exhibit {body['exhibit_id']} against IBIN-EU: confirmed hit")
+            self.submit(node, frm, "ballistic.hit", story.ballistic_hit(body), reply_to=m["id"])
+        elif mt == "ballistic.hit":
+            ex = " ↔ ".join(e["exhibit_id"] for e in body["exhibits"])
+            self.say(node, f"ballistic hit {body['hit_id']} {body['status']}: {ex}")
+        elif mt == "licence.verify.query":
+            self.say(node, f"checks export licence {body['licence_number']}")
+            self.submit(node, frm, "licence.verify.answer", story.licence_answer(body), reply_to=m["id"])
+        elif mt == "licence.verify.answer":
+            lic = body["licence"]
+            self.say(node, f"licence {body['status']}: {lic['country_of_export']} → {lic['country_of_import']}, "
+                           f"consignee {lic['consignee']}, covers the pistol: {body['covers_firearm']}")
+        else:
+            self.say(node, f"{mt} from {frm}: {body.get('title', '')}")
+
+    # -- the story -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.say("demo", f"federation built in {self.root} (PKI, manifest signed 2 of 3: eu + ameripol)")
+        self.fed.start_all()
+        self.say("demo", f"{len(self.fed.procs)} nodes running: {', '.join(sorted(self.fed.procs))}")
+
+    def play(self) -> None:
+        pistols = story.seized_pistols()
+        dist = story.distribute()
+        self.out.rule("1. Mexico traces 20 seized pistols")
+        self.say("mx", "FGR seizes 20 pistols in Culiacán; makers: " + ", ".join(
+            f"{story.COUNTRY_NAMES[c]} {n}" for c, n in dist.items()))
+        for n, p in enumerate(pistols, 1):
+            if p["firearm"] is None:
+                continue
+            fa = p["firearm"]
+            self.traced[fa["serial_number"]] = fa
+            to = p["country"].lower()
+            jti = self.submit("mx", to, "trace.request", story.trace_request(fa, n))
+            if jti and self.first_trace is None and to == "es":
+                self.first_trace = jti
+            self.say("mx", f"trace.request → {to}: {fa['make_name']} {fa['model']} {fa['serial_number']}")
+        self.settle()
+
+        self.out.rule("2. Lost and stolen check")
+        it_pistol = next(p["firearm"] for p in pistols if p["country"] == "IT")
+        self.say("mx", f"firearm.status.query → arms-registry: {it_pistol['serial_number']}")
+        self.submit("mx", "arms-registry", "firearm.status.query", story.status_query(it_pistol))
+        self.settle()
+
+        self.out.rule("3. Ballistics")
+        self.say("mx", "ballistic.submission → es: bullet MX-FGR-2026-1180-P1 with its 3D topography digest")
+        self.submit("mx", "es", "ballistic.submission", story.ballistic_submission())
+        self.settle()
+
+        self.out.rule("4. Licence check while the EU hub is down")
+        self.fed.stop("eu-hub")
+        self.say("eu-hub", "[yellow]stopped[/yellow]")
+        down = time.monotonic()
+        lic = self.licences.get("IT") or story.export_licence("IT", it_pistol["serial_number"])
+        self.say("mx", f"licence.verify.query → it: {lic}")
+        self.submit("mx", "it", "licence.verify.query", story.licence_query(lic, it_pistol))
+        self.submit("mx", "es", "notice", story.notice_after_outage())
+        queued = self.fed.wait_for(lambda: [q for q in self.queues("latam-hub") if q["peer"] == "eu-hub"], timeout=15)
+        self.say("latam-hub", f"queue for eu-hub: {queued[0]['depth']} envelope(s), retrying")
+        time.sleep(max(0.0, 4.0 - (time.monotonic() - down)))
+        self.fed.start("eu-hub")
+        self.say("eu-hub", f"[green]restarted[/green] after {time.monotonic() - down:.1f} s; latam-hub drains its queue")
+        self.settle(timeout=90)
+        self.say("latam-hub", f"queue for eu-hub empty {time.monotonic() - down:.1f} s after the outage began")
+
+    def queues(self, node: str) -> list[dict[str, Any]]:
+        status, doc = self.fed.call(node, "operator", "GET", "/ops/v1/queues")
+        return list(doc["queues"]) if status == 200 else []
+
+    # -- results ------------------------------------------------------------------------------------------------
+
+    def evidence(self, timeout: float = 30.0) -> Path:
+        """Fetch es's evidence bundle of the first trace request once a checkpoint covers it."""
+        if self.first_trace is None:
+            raise DemoError("no trace request to es was sent")
+        jti = self.first_trace
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            status, doc = self.fed.call("es", "auditor", "GET", f"/audit/v1/bundle?jti={jti}")
+            if status == 200:
+                data = json.dumps(doc).encode() if not isinstance(doc, (bytes, str)) else (
+                    doc.encode() if isinstance(doc, str) else doc)
+                try:
+                    verify_bundle(data)
+                except BundleError as exc:
+                    last = str(exc)
+                else:
+                    path = self.root / "evidence" / f"{jti}.json"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data)
+                    return path
+            else:
+                last = f"{status}: {doc}"
+            time.sleep(0.5)
+        raise DemoError(f"es: no verifiable evidence bundle for {jti} within {timeout} s (last: {last})")
+
+    def summary(self) -> dict[str, Any]:
+        by_type: dict[str, dict[str, int]] = {}
+        for s in self.sent.values():
+            t = by_type.setdefault(s.mt, {"sent": 0, "delivered": 0, "receipts": 0, "hops": self.hops(s.frm, s.to)})
+            t["sent"] += 1
+            t["delivered"] += s.delivered_at is not None
+            t["receipts"] += s.receipt
+        lat = [s.delivered_at - s.at for s in self.sent.values() if s.delivered_at is not None]
+        hops = sum(self.hops(s.frm, s.to) for s in self.sent.values())
+        nodes = []
+        for nid, n in self.fed.nodes.items():
+            nodes.append({"id": nid, "kind": n.spec.kind, "country": n.spec.country, "hub": n.spec.hub,
+                          "peer": f"https://127.0.0.1:{n.peer_port}", "local": f"https://127.0.0.1:{n.local_port}",
+                          "ops": f"http://127.0.0.1:{n.ops_port}", "config": str(n.config),
+                          "log": str(self.fed.log_path(nid))})
+        return {
+            "sent": len(self.sent),
+            "delivered": sum(s.delivered_at is not None for s in self.sent.values()),
+            "receipts": sum(s.receipt for s in self.sent.values()),
+            "rejected": self.rejected,
+            "hops": hops,
+            "mean_latency_ms": round(1000 * sum(lat) / len(lat), 1) if lat else None,
+            "by_type": by_type,
+            "origins": {**{c: self.origins.get(c, 0) for c in ("ES", "IT", "RO", "DE", "AT", "BE")},
+                        "other (not traced)": story.distribute()["other"]},
+            "first_trace_request": self.first_trace,
+            "seconds": round(time.monotonic() - self.t0, 1),
+            "nodes": nodes,
+        }
+
+    def print_summary(self, s: dict[str, Any]) -> None:
+        self.out.rule("Summary")
+        t = Table(title=f"{s['sent']} messages in {s['seconds']} s")
+        for col in ("type", "sent", "delivered", "receipts", "hops each"):
+            t.add_column(col, justify="left" if col == "type" else "right")
+        for mt, row in sorted(s["by_type"].items()):
+            t.add_row(mt, str(row["sent"]), str(row["delivered"]), str(row["receipts"]), str(row["hops"]))
+        t.add_row("[b]total[/b]", str(s["sent"]), str(s["delivered"]), str(s["receipts"]), str(s["hops"]))
+        self.out.print(t)
+        self.out.print(f"rejected: {s['rejected']}   mean latency submit → recipient inbox: {s['mean_latency_ms']} ms")
+        o = Table(title="Traced origins of the 20 seized pistols")
+        o.add_column("country")
+        o.add_column("pistols", justify="right")
+        o.add_column("share", justify="right")
+        for c, n in s["origins"].items():
+            o.add_row(story.COUNTRY_NAMES.get(c, c), str(n), f"{100 * n / story.SEIZED:.0f} %")
+        self.out.print(o)
+        self.out.rule("Where to look")
+        for n in s["nodes"]:
+            self.out.print(f"[b]{n['id']:>13}[/b] {n['kind']:8} local API {n['local']}  ops {n['ops']}/metrics  "
+                           f"log {n['log']}")
+        pki = self.root / "pki"
+        self.out.print(f"PKI and client certificates (system, operator, auditor per node): {pki}\n"
+                       f"node configs: {self.root / 'nodes'}   databases: {self.root / 'data'}\n"
+                       f"e.g. traza status --config {self.fed.nodes['mx'].config}")
+
+
+def run_demo(*, directory: Path | None, once: bool, as_json: bool) -> dict[str, Any]:
+    """Play the scenario; returns the summary. Without ``once`` keeps the nodes running until Ctrl-C."""
+    console = Console(stderr=as_json, highlight=False)
+    if not console.is_terminal:
+        console.width = 160  # a log file or a pipe: do not wrap at 80 columns
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if directory is None:
+        tmp = tempfile.TemporaryDirectory(prefix="traza-demo-")
+        root = Path(tmp.name)
+    else:
+        root = directory.resolve()
+        if root.exists() and any(root.iterdir()):
+            raise DemoError(f"{root}: --dir must be a new or empty folder")
+        root.mkdir(parents=True, exist_ok=True)
+    prev = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the nodes on SIGTERM as on Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
+    demo = Demo(root, console)
+    try:
+        demo.start()
+        demo.play()
+        result = demo.summary()
+        demo.print_summary(result)
+        if directory is not None:
+            path = demo.evidence()
+            result["evidence"] = str(path)
+            console.print(f"evidence bundle of the first trace request (from es): {path}\n"
+                          f"  check it offline: traza audit verify-bundle {path}")
+        if not once:
+            console.print("[bold]federation running; Ctrl-C to stop[/bold]")
+            try:
+                while True:
+                    demo.pump()
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                console.print("stopping all nodes")
+        return result
+    finally:
+        demo.fed.stop_all()
+        signal.signal(signal.SIGTERM, prev[0])
+        signal.signal(signal.SIGINT, prev[1])
+        if tmp is not None:
+            tmp.cleanup()

@@ -1,0 +1,60 @@
+"""`traza demo --once --dir DIR --json`: eleven real node processes play the whole story; every message
+sent is delivered with a receipt, and the evidence bundle it keeps verifies offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def traza(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli.main", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_demo_once_delivers_everything_with_receipts_and_keeps_evidence(tmp_path: Path) -> None:
+    root = tmp_path / "fed"
+    r = traza("demo", "--once", "--dir", str(root), "--json", timeout=180)
+    assert r.returncode == 0, r.stderr[-5000:]
+    result = json.loads(r.stdout)  # stdout holds only the JSON summary; the story went to stderr
+    assert "trace.request" in r.stderr and "Summary" in r.stderr
+
+    assert result["rejected"] == 0
+    assert result["sent"] > 0 and result["delivered"] == result["sent"]
+    non_receipts = sum(t["sent"] for mt, t in result["by_type"].items() if mt != "receipt")
+    assert result["receipts"] == non_receipts == result["sent"]
+    by_type = result["by_type"]
+    for mt in ("trace.request", "trace.response", "firearm.status.query", "firearm.status.answer",
+               "ballistic.submission", "ballistic.hit", "licence.verify.query", "licence.verify.answer"):
+        assert by_type[mt]["sent"] >= 1 and by_type[mt]["delivered"] == by_type[mt]["sent"], mt
+        assert by_type[mt]["receipts"] == by_type[mt]["sent"], mt
+    # 20 pistols by the public shares; the six EU producers each answered every trace request
+    assert by_type["trace.request"]["sent"] == by_type["trace.response"]["sent"] == 18
+    assert result["origins"] == {"ES": 5, "IT": 4, "RO": 3, "DE": 2, "AT": 2, "BE": 2, "other (not traced)": 2}
+    assert sorted(n["id"] for n in result["nodes"]) == sorted(
+        ["mx", "es", "it", "de", "at", "be", "ro", "co", "eu-hub", "latam-hub", "arms-registry"])
+    # the EU hub was stopped and restarted during the story
+    assert "restarted" in r.stderr
+
+    # the federation is kept, with the evidence bundle of the first trace request
+    evidence = root / "evidence" / f"{result['first_trace_request']}.json"
+    assert evidence.is_file()
+    assert (root / "pki").is_dir() and (root / "nodes" / "mx.toml").is_file()
+    bundle = json.loads(evidence.read_text())
+    assert bundle["jti"] == result["first_trace_request"] and bundle["node"] == "es"
+    v = traza("audit", "verify-bundle", str(evidence), timeout=60)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+    # tampering with the bundle is detected
+    bundle["jti"] = "019a7c3e-52d1-7a4b-8c6e-2f9d1b3a4c5e"
+    bad = tmp_path / "tampered.json"
+    bad.write_text(json.dumps(bundle))
+    assert traza("audit", "verify-bundle", str(bad), timeout=60).returncode == 1
+
+
+def test_demo_refuses_a_non_empty_dir(tmp_path: Path) -> None:
+    (tmp_path / "something").write_text("x")
+    r = traza("demo", "--once", "--dir", str(tmp_path), timeout=60)
+    assert r.returncode == 1 and str(tmp_path) in r.stderr and "empty" in r.stderr
