@@ -93,10 +93,15 @@ def _peer_cert(request: web.Request) -> bytes | None:
 async def read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise TrazaError(Code.TOO_LARGE, f"request body of {request.content_length} bytes exceeds {limit}")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise TrazaError(Code.TOO_LARGE, f"request body exceeds {limit} bytes")
-    return body
+    # StreamReader.read(n) returns whatever has arrived (up to n bytes), not the whole body: read to EOF.
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise TrazaError(Code.TOO_LARGE, f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
