@@ -154,7 +154,9 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
     async def post_witness(request: web.Request) -> web.StreamResponse:
         body = await read_body(request, 64 * 1024)
         status, ctype, out = await backend.witness_add_checkpoint(request["peer"], body)
-        return web.Response(status=status, body=out, content_type=ctype)
+        # the witness answers with a full media type ("text/plain; charset=utf-8"), which aiohttp only
+        # accepts as a header, not as content_type
+        return web.Response(status=status, body=out, headers={"Content-Type": ctype})
 
     app = web.Application(middlewares=[authenticate], client_max_size=backend.max_request + 1)
     app.router.add_post("/v1/envelopes", post_envelopes)
