@@ -478,10 +478,14 @@ class Node:
             if not breaker.allow(now):
                 await asyncio.sleep(0.2)
                 continue
+            # the queue to a peer is FIFO: when anything is due, send the oldest rows, so that after an
+            # outage messages retried on jittered schedules still arrive in the order they were queued
+            rows = await self.db.read(partial(st.due, peer=peer, now=float("inf"), limit=self.cfg.limits.max_batch))
             expired = [r for r in rows if r[4] <= now]
             live = [r for r in rows if r[4] > now]
             if expired:
                 await self.db.write(partial(self._expire, rows=expired, peer=peer, now=now))
+                await self._wake_all_outbox()  # the error messages it queued may go to a peer never woken
             if not live:
                 continue
             t0 = time.monotonic()
@@ -502,6 +506,8 @@ class Node:
             if len(self.latency_samples) > 1000:
                 del self.latency_samples[:500]
             await self.db.write(partial(self._settle, rows=live, results=results, peer=peer, now=self.clock()))
+            if any(r.status == "rejected" for r in results):
+                await self._wake_all_outbox()  # the error messages _give_up queued
 
     def _retry_later(self, conn: sqlite3.Connection, rows: list[Any], peer: str, error: str, now: float,
                      retry_after: float | None) -> None:
@@ -792,9 +798,39 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=interval)
             try:
-                await self.audit.publish(self.clock())
+                cp = await self.audit.publish(self.clock())
             except Exception as exc:  # keep publishing on the next interval
                 self.log.error("checkpoint.failed", detail=str(exc))
+                continue
+            if cp is not None and not self.stopping.is_set():
+                await self._witness_all()
+
+    async def _witness_all(self) -> None:
+        """Have each directly linked peer cosign our latest checkpoint (SPEC §7.3); never fatal."""
+        peers = [n for n in sorted(self.fed.nodes) if n != self.id and self.fed.linked(self.id, n)]
+        await asyncio.gather(*(self._witness_one(p) for p in peers))
+
+    async def _witness_one(self, peer: str) -> None:
+        old: int | None = None
+        try:
+            for _ in range(2):  # a 409 names the size the witness holds: ask once more from there
+                size, body = await self.audit.witness_request(peer, old)
+                status, data, _ = await self._client(peer).request(
+                    "POST", "/v1/witness/add-checkpoint", body=body, content_type="text/plain")
+                if status == 200:
+                    await self.audit.add_cosignatures(peer, size, data, self.fed, self.clock())
+                    return
+                if status == 409 and old is None:
+                    with contextlib.suppress(ValueError):
+                        old = int(data.decode("ascii", "replace").strip())
+                        continue
+                self.log.warning("witness.refused", peer=peer, status=status,
+                                 detail=data[:200].decode("utf-8", "replace"))
+                return
+        except PeerUnavailable as exc:
+            self.log.debug("witness.unavailable", peer=peer, detail=str(exc)[:200])
+        except Exception as exc:  # a witness problem never stops checkpointing
+            self.log.warning("witness.failed", peer=peer, detail=str(exc)[:200])
 
     async def _manifest_loop(self) -> None:
         interval = self.cfg.trust.manifest_poll_seconds
