@@ -124,6 +124,9 @@ class Demo:
             self.pump()
             self.check_receipts()
             if all(s.receipt or s.failed for s in self.sent.values()):
+                done = sum(s.receipt for s in self.sent.values())
+                self.say("demo", f"[green]{done} of {len(self.sent)} messages so far delivered, each with its "
+                                 f"receipt back at the origin[/green]")
                 return
             time.sleep(0.15)
         late = [f"{s.mt} {s.jti} {s.frm}→{s.to}" for s in self.sent.values() if not (s.receipt or s.failed)]
@@ -147,7 +150,8 @@ class Demo:
             self.origins[country] += 1
             self.licences.setdefault(country, export["document_ref"])
             self.say(node, f"answer from {frm}: {body['firearm_as_recorded']['serial_number']} made in "
-                           f"{story.COUNTRY_NAMES[country]}, {' → '.join(e['event'] for e in chain)}")
+                           f"{story.COUNTRY_NAMES[country]}, {' → '.join(e['event'] for e in chain)} "
+                           f"(licence {export['document_ref']}, to {export['to_party']})")
         elif mt == "firearm.status.query":
             fa = self.traced.get(body["serial_number"], {})
             self.say(node, f"registry lookup {body['serial_number']}: [red]HIT, reported STOLEN in Italy (2024)[/red]")
@@ -212,7 +216,7 @@ class Demo:
         self.fed.stop("eu-hub")
         self.say("eu-hub", "[yellow]stopped[/yellow]")
         down = time.monotonic()
-        lic = self.licences.get("IT") or story.export_licence("IT", it_pistol["serial_number"])
+        lic = self.licences.get("IT") or story.export_licence("IT", it_pistol["serial_number"], 2019)
         self.say("mx", f"licence.verify.query → it: {lic}")
         self.submit("mx", "it", "licence.verify.query", story.licence_query(lic, it_pistol))
         self.submit("mx", "es", "notice", story.notice_after_outage())
@@ -222,7 +226,9 @@ class Demo:
         self.fed.start("eu-hub")
         self.say("eu-hub", f"[green]restarted[/green] after {time.monotonic() - down:.1f} s; latam-hub drains its queue")
         self.settle(timeout=90)
-        self.say("latam-hub", f"queue for eu-hub empty {time.monotonic() - down:.1f} s after the outage began")
+        left = sum(q["depth"] for q in self.queues("latam-hub") if q["peer"] == "eu-hub")
+        self.say("latam-hub", f"queue for eu-hub: {left} envelope(s) left, {time.monotonic() - down:.1f} s after "
+                              f"the outage began")
 
     def queues(self, node: str) -> list[dict[str, Any]]:
         status, doc = self.fed.call(node, "operator", "GET", "/ops/v1/queues")

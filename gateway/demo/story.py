@@ -19,6 +19,7 @@ SHARES: tuple[tuple[str, int], ...] = (("ES", 23), ("IT", 20), ("RO", 14), ("DE"
                                         ("other", 11))
 COUNTRY_NAMES = {"ES": "Spain", "IT": "Italy", "RO": "Romania", "DE": "Germany", "AT": "Austria", "BE": "Belgium",
                  "MX": "Mexico", "CO": "Colombia", "NL": "Netherlands", "other": "other countries"}
+CAPITALS = {"ES": "Madrid", "IT": "Roma", "RO": "București", "DE": "Eschborn", "AT": "Wien", "BE": "Bruxelles"}
 PRODUCERS = ("es", "it", "ro", "de", "at", "be")
 
 NODES: list[NodeSpec] = [
@@ -99,8 +100,9 @@ def seized_pistols(total: int = SEIZED) -> list[dict[str, Any]]:
     return out
 
 
-def export_licence(country: str, serial: str) -> str:
-    return f"{country}-EXP-2019-{sum(map(ord, serial)) % 100000:05d}"
+def export_licence(country: str, serial: str, year: int) -> str:
+    """The (fictional, deterministic) export licence number of a pistol exported in ``year``."""
+    return f"{country}-EXP-{year}-{sum(map(ord, serial)) % 100000:05d}"
 
 
 def trace_request(firearm: dict[str, Any], n: int) -> dict[str, Any]:
@@ -137,7 +139,7 @@ def trace_response(request: dict[str, Any]) -> dict[str, Any]:
         "custody_chain": [
             {"event": "MANUFACTURED", "date": f"{year}-03-11", "to_party": m.exporter, "country": country},
             {"event": "EXPORTED", "date": f"{year}-09-02", "from_party": m.exporter, "to_party": m.importer,
-             "country": country, "document_ref": export_licence(country, fa["serial_number"])},
+             "country": country, "document_ref": export_licence(country, fa["serial_number"], year)},
             {"event": "IMPORTED", "date": f"{year + 1}-01-20", "to_party": m.importer, "country": "US"},
         ],
         "confidentiality_conditions": "H2: not to be disseminated without the consent of the answering agency",
@@ -209,9 +211,12 @@ def licence_query(licence: str, firearm: dict[str, Any]) -> dict[str, Any]:
 def licence_answer(query: dict[str, Any]) -> dict[str, Any]:
     fa = query["firearm_markings"][0]
     m = next(mk for mk in MAKERS.values() if mk.make == fa["make_name"])
+    parts = query["licence_number"].split("-")
+    year = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 2019
     return {
         "status": "EXPIRED",
-        "licence": {"place_of_issue": "Roma", "date_of_issue": "2019-07-30", "date_of_expiry": "2020-07-29",
+        "licence": {"place_of_issue": CAPITALS.get(query["issuing_state"], query["issuing_state"]),
+                    "date_of_issue": f"{year}-07-30", "date_of_expiry": f"{year + 1}-07-29",
                     "country_of_export": query["issuing_state"], "country_of_import": "US", "transit_countries": [],
                     "consignee": m.importer, "final_recipient": m.importer,
                     "goods": [{"description": f"Pistols, {m.make} {m.model}, 9x19mm", "quantity": 2400,
