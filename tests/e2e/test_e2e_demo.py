@@ -58,3 +58,34 @@ def test_demo_refuses_a_non_empty_dir(tmp_path: Path) -> None:
     (tmp_path / "something").write_text("x")
     r = traza("demo", "--once", "--dir", str(tmp_path), timeout=60)
     assert r.returncode == 1 and str(tmp_path) in r.stderr and "empty" in r.stderr
+
+
+def test_story_shares_and_bodies_are_valid() -> None:
+    from gateway.core.messages import validate_body
+    from gateway.demo import story
+
+    assert story.distribute() == {"ES": 5, "IT": 4, "RO": 3, "DE": 2, "AT": 2, "BE": 2, "other": 2}
+    assert sum(story.distribute(100).values()) == 100 and story.distribute(100)["ES"] == 23
+    pistols = story.seized_pistols()
+    assert pistols == story.seized_pistols()  # deterministic
+    serials = [p["firearm"]["serial_number"] for p in pistols if p["firearm"]]
+    assert len(serials) == len(set(serials)) == 18
+    for n, p in enumerate(pistols, 1):
+        if p["firearm"] is None:
+            continue
+        req = story.trace_request(p["firearm"], n)
+        validate_body("trace.request", req)
+        resp = story.trace_response(req)
+        validate_body("trace.response", resp)
+        export = next(e for e in resp["custody_chain"] if e["event"] == "EXPORTED")
+        assert export["document_ref"].startswith(p["country"] + "-EXP-") and export["to_party"]
+    fa = pistols[5]["firearm"]
+    validate_body("firearm.status.query", story.status_query(fa))
+    validate_body("firearm.status.answer", story.status_answer(story.status_query(fa), fa))
+    sub = story.ballistic_submission()
+    validate_body("ballistic.submission", sub)
+    validate_body("ballistic.hit", story.ballistic_hit(sub))
+    q = story.licence_query("IT-EXP-2016-00406", fa)
+    validate_body("licence.verify.query", q)
+    validate_body("licence.verify.answer", story.licence_answer(q))
+    validate_body("notice", story.notice_after_outage())
