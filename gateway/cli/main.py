@@ -19,6 +19,7 @@ VERB_MODULES: tuple[str, ...] = (
     "adapter",
     "node",
     "demo",
+    "bench",
 )
 
 

@@ -1,0 +1,395 @@
+"""`traza bench` (SPEC §11): the same message stream through real nodes and through a null relay, plus
+the crypto floor of the route, in one process tree on this machine.
+
+Route: mx → latam-hub → eu-hub → es (four ``traza run`` processes built by :mod:`gateway.localfed`).
+Feed: concurrent ``POST /local/v1/messages`` to mx's local API with mx's system client certificate (the
+way a national system submits). Receipts are on: every message in es's inbox is acked, and the receipts
+are counted at mx (state ``delivered``). The null relay then carries the *same* envelopes (read from mx's
+database) over the same mTLS chain, in batches, through three small aiohttp servers that only forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import ssl
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.crypto import hpke
+from gateway.crypto.keys import SigningKey, verifier_for
+from gateway.demo.procs import FOUR, Federation
+from gateway.trust.pki import FederationDir
+
+ROUTE = ("mx", "latam-hub", "eu-hub", "es")
+KEYS = ("messages", "size", "null_relay_eps", "traza_eps", "ratio", "floor_eps", "floor_ratio", "p50_ms",
+        "p99_ms", "cpu_us_per_envelope", "peak_rss_mib")
+STANDARD = "application/vnd.traza.message+json"
+BATCH = 64  # envelopes per null-relay POST (SPEC §11 allows 256)
+
+
+class BenchError(Exception):
+    """The benchmark could not finish (a node died, a step timed out, a request was refused)."""
+
+
+@dataclass
+class _Ctx:
+    fed: Federation
+    deadline: float
+
+
+def _remaining(ctx: _Ctx, what: str) -> float:
+    left = ctx.deadline - time.monotonic()
+    if left <= 0:
+        raise BenchError(f"bench timed out while {what}")
+    return left
+
+
+def _client_ssl(fed: Federation, node: str, role: str | None) -> ssl.SSLContext:
+    """TLS client context with ``node``'s ``role`` client cert (or its peer TLS cert when role is None)."""
+    f = FederationDir(fed.root / "pki").node_files(node)
+    manifest = json.loads((fed.root / "pki" / "published" / "manifest.json").read_text())
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cadata="\n".join(manifest["tls_ca"]))
+    if role is None:
+        ctx.load_cert_chain(str(f.tls_cert), str(f.tls_key))
+    else:
+        cert, key = f.clients[f"{role}:default"]
+        ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+def _server_ssl(fed: Federation, node: str) -> ssl.SSLContext:
+    f = FederationDir(fed.root / "pki").node_files(node)
+    manifest = json.loads((fed.root / "pki" / "published" / "manifest.json").read_text())
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata="\n".join(manifest["tls_ca"]))
+    ctx.load_cert_chain(str(f.tls_cert), str(f.tls_key))
+    return ctx
+
+
+def notice(size: int) -> bytes:
+    """A notice message for es whose JSON is ``size`` bytes (at least the unpadded size)."""
+    msg: dict[str, Any] = {"type": "notice", "to": "es", "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
+                           "purpose": "INVESTIGATION", "body": {"title": "bench", "text": "x"}}
+    base = len(json.dumps(msg).encode())
+    msg["body"]["text"] = "x" * max(1, min(16384, size - base + 1))
+    return json.dumps(msg).encode()
+
+
+def _ro(db: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+
+
+def _peak_rss_mib(pids: list[int]) -> float:
+    peak = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            continue
+    return peak / 1024
+
+
+async def _feed(ctx: _Ctx, n: int, size: int, concurrency: int) -> tuple[float, dict[str, float]]:
+    node = ctx.fed.nodes["mx"]
+    url = f"https://127.0.0.1:{node.local_port}/local/v1/messages"
+    body = notice(size)
+    sent: dict[str, float] = {}
+    queue = list(range(n))
+    conn = aiohttp.TCPConnector(ssl=_client_ssl(ctx.fed, "mx", "system"), limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=_remaining(ctx, "feeding"))) as s:
+        async def worker() -> None:
+            while queue:
+                queue.pop()
+                t = time.time()
+                async with s.post(url, data=body, headers={"Content-Type": STANDARD}) as r:
+                    doc = await r.json(content_type=None)
+                    if r.status != 201:
+                        raise BenchError(f"mx refused a bench message: HTTP {r.status}: {doc}")
+                sent[doc["id"]] = t
+        t0 = time.time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return t0, sent
+
+
+async def _drain_inbox(ctx: _Ctx, n: int) -> None:
+    """Ack every message in es's inbox (so receipts flow back) until ``n`` were acked."""
+    node = ctx.fed.nodes["es"]
+    base = f"https://127.0.0.1:{node.local_port}/local/v1/inbox"
+    acked: set[str] = set()
+    after = 0
+    conn = aiohttp.TCPConnector(ssl=_client_ssl(ctx.fed, "es", "system"), limit=16)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        while len(acked) < n:
+            _remaining(ctx, f"waiting for es's inbox ({len(acked)} of {n} acked)")
+            async with s.get(f"{base}?after={after}&limit=500") as r:
+                doc = await r.json(content_type=None)
+                if r.status != 200:
+                    raise BenchError(f"es inbox: HTTP {r.status}: {doc}")
+            msgs = [m for m in doc["messages"] if m["id"] not in acked]
+            after = int(doc.get("next") or after)
+            if not msgs:
+                await asyncio.sleep(0.05)
+                continue
+
+            async def ack(jti: str) -> None:
+                async with s.post(f"{base}/{jti}/ack") as r:
+                    if r.status != 200:
+                        raise BenchError(f"es ack {jti}: HTTP {r.status}: {await r.text()}")
+                acked.add(jti)
+            await asyncio.gather(*(ack(m["id"]) for m in msgs))
+
+
+async def _wait_delivered(ctx: _Ctx, n: int, sent: dict[str, float]) -> tuple[float, list[float]]:
+    """Wait until all ``n`` are in es's inbox; return the last delivered_at and each message's latency."""
+    db = ctx.fed.nodes["es"].data_dir / "node.db"
+    while True:
+        _remaining(ctx, "waiting for delivery at es")
+        con = _ro(db)
+        try:
+            rows = con.execute("SELECT jti, delivered_at FROM inbox").fetchall()
+        finally:
+            con.close()
+        got = {j: t for j, t in rows if j in sent}
+        if len(got) >= n:
+            return max(got.values()), [(got[j] - sent[j]) * 1000 for j in got]
+        await asyncio.sleep(0.1)
+
+
+async def _wait_receipts(ctx: _Ctx, sent: dict[str, float]) -> int:
+    db = ctx.fed.nodes["mx"].data_dir / "node.db"
+    while True:
+        _remaining(ctx, "waiting for receipts at mx")
+        con = _ro(db)
+        try:
+            rows = con.execute("SELECT jti FROM messages WHERE state = 'delivered'").fetchall()
+        finally:
+            con.close()
+        done = sum(1 for (j,) in rows if j in sent)
+        if done >= len(sent):
+            return done
+        await asyncio.sleep(0.1)
+
+
+async def _traza(ctx: _Ctx, n: int, size: int) -> dict[str, Any]:
+    t0, sent = await _feed(ctx, n, size, concurrency=32)
+    drain = asyncio.create_task(_drain_inbox(ctx, n))
+    last, lat = await _wait_delivered(ctx, n, sent)
+    await drain
+    receipts = await _wait_receipts(ctx, sent)
+    lat.sort()
+    return {"eps": n / (last - t0), "p50": statistics.median(lat), "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+            "receipts": receipts, "sent": sent}
+
+
+async def _null_relay(ctx: _Ctx, envelopes: list[bytes]) -> float:
+    """Forward the envelopes mx → latam-hub → eu-hub → es through plain aiohttp servers holding the nodes'
+    TLS certificates: no checks, no storage. Returns envelopes per second."""
+    fed = ctx.fed
+    runners: list[web.AppRunner] = []
+    sessions: list[aiohttp.ClientSession] = []
+    received = 0
+
+    def forwarder(nxt: str | None, sender: str) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        sess = None
+        if nxt is not None:
+            sess = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=_client_ssl(fed, sender, None), limit=8))
+            sessions.append(sess)
+            url = f"https://127.0.0.1:{fed.nodes[nxt].peer_port}/v1/envelopes"
+
+        async def handle(request: web.Request) -> web.Response:
+            nonlocal received
+            body = await request.read()
+            if sess is None:
+                received += body.count(b'"token"')
+                return web.Response(status=200, body=b"{}", content_type="application/json")
+            async with sess.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                data = await r.read()
+                return web.Response(status=r.status, body=data, content_type="application/json")
+        app.router.add_post("/v1/envelopes", handle)
+        return app
+
+    hops = ROUTE[1:]
+    for i, node in enumerate(hops):
+        nxt = hops[i + 1] if i + 1 < len(hops) else None
+        runner = web.AppRunner(forwarder(nxt, node), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", fed.nodes[node].peer_port, ssl_context=_server_ssl(fed, node)).start()
+        runners.append(runner)
+    try:
+        batches = [b'{"envelopes":[' + b",".join(envelopes[i:i + BATCH]) + b"]}" for i in range(0, len(envelopes), BATCH)]
+        url = f"https://127.0.0.1:{fed.nodes['latam-hub'].peer_port}/v1/envelopes"
+        conn = aiohttp.TCPConnector(ssl=_client_ssl(fed, "mx", None), limit=4)
+        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=_remaining(ctx, "null relay"))) as s:
+            async def post(b: bytes) -> None:
+                async with s.post(url, data=b, headers={"Content-Type": "application/json"}) as r:
+                    if r.status != 200:
+                        raise BenchError(f"null relay: HTTP {r.status}: {(await r.read())[:200]!r}")
+            t0 = time.perf_counter()
+            sem = asyncio.Semaphore(4)
+
+            async def bounded(b: bytes) -> None:
+                async with sem:
+                    await post(b)
+            await asyncio.gather(*(bounded(b) for b in batches))
+            dt = time.perf_counter() - t0
+        if received != len(envelopes):
+            raise BenchError(f"null relay: {received} of {len(envelopes)} envelopes reached the end")
+        return len(envelopes) / dt
+    finally:
+        for sess in sessions:
+            await sess.close()
+        for runner in runners:
+            await runner.cleanup()
+
+
+def _sig_keys(fed: Federation) -> dict[str, tuple[SigningKey, Any]]:
+    """Each route node's signing key (algorithm as published in the manifest) and its verifier."""
+    manifest = json.loads((fed.root / "pki" / "published" / "manifest.json").read_text())
+    fd = FederationDir(fed.root / "pki")
+    out: dict[str, tuple[SigningKey, Any]] = {}
+    for node in manifest["nodes"]:
+        if node["id"] not in ROUTE:
+            continue
+        pem = fd.node_files(node["id"]).sig_key.read_bytes()
+        for k in node["keys"]:
+            if k.get("use") == "sig" and k.get("alg") in ("EdDSA", "ES256"):
+                try:
+                    key = SigningKey.from_pem(k["kid"], k["alg"], pem)
+                except ValueError:
+                    continue
+                out[node["id"]] = (key, verifier_for(key.alg, key.public_jwk()))
+    missing = set(ROUTE) - set(out)
+    if missing:
+        raise BenchError(f"manifest: no usable sig key for {sorted(missing)}")
+    return out
+
+
+def _enc_key(fed: Federation) -> hpke.EncKey:
+    manifest = json.loads((fed.root / "pki" / "published" / "manifest.json").read_text())
+    data = FederationDir(fed.root / "pki").node_files("es").enc_key.read_bytes()
+    for node in manifest["nodes"]:
+        if node["id"] == "es":
+            for k in node["keys"]:
+                if k.get("use") == "enc" and k.get("kem"):
+                    key = hpke.EncKey.from_private_bytes(k["kid"], k["kem"], data)
+                    if key.public_b64() == k["public_key"]:
+                        return key
+    raise BenchError("manifest: no enc key of es matches its private key")
+
+
+def crypto_floor(fed: Federation, size: int, rounds: int = 200) -> float:
+    """Envelopes per second all cores would reach doing only the route's signature, verification and HPKE
+    operations (message out and receipt back), timed on one core and multiplied by os.cpu_count().
+
+    Per direction over origin → hub → hub → recipient: the origin signs the token; each hub verifies
+    the token and the hops so far, signs its hop and an ack, and verifies the next node's ack; the
+    recipient verifies the token and both hops and signs an ack; the sender verifies the first ack.
+    That is 6 signatures and 9 verifications per direction; the message adds one HPKE seal and open."""
+    keys = _sig_keys(fed)
+    enc = _enc_key(fed)
+    tok = b"e" * 120 + b"." + b"c" * 380  # the size of a JWS signing input (header.claims)
+    payload = notice(size)
+    info = b"traza bench"
+    sigs = {n: k.sign(tok) for n, (k, _v) in keys.items()}
+
+    def one_direction(path: tuple[str, ...], encrypted: bool) -> None:
+        origin, *hubs, rcpt = path
+        keys[origin][0].sign(tok)
+        if encrypted:
+            ct = hpke.seal(enc.kem, enc.public_b64(), payload, info)
+        hop_signers: list[str] = []
+        for hub in hubs:
+            keys[origin][1](tok, sigs[origin])
+            for h in hop_signers:
+                keys[h][1](tok, sigs[h])
+            keys[hub][0].sign(tok)  # hop
+            keys[hub][0].sign(tok)  # ack to the previous node
+            hop_signers.append(hub)
+        keys[origin][1](tok, sigs[origin])
+        for h in hop_signers:
+            keys[h][1](tok, sigs[h])
+        if encrypted:
+            enc.open(ct, info)
+        keys[rcpt][0].sign(tok)  # ack
+        for nxt in path[1:]:  # each sender verifies the ack of the node it sent to
+            keys[nxt][1](tok, sigs[nxt])
+
+    for _ in range(10):
+        one_direction(ROUTE, True)
+    t0 = time.process_time()
+    for _ in range(rounds):
+        one_direction(ROUTE, True)
+        one_direction(tuple(reversed(ROUTE)), False)
+    per = (time.process_time() - t0) / rounds
+    return (os.cpu_count() or 1) / per
+
+
+def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None = None) -> dict[str, Any]:
+    """Run the whole benchmark; returns the SPEC §11 JSON object. Stops every process it started."""
+    if messages < 1 or size < 1:
+        raise BenchError(f"--messages and --size must be positive (got {messages}, {size})")
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="traza-bench-")
+        workdir = Path(tmp.name)
+    try:
+        fed = Federation(workdir, FOUR, log_format="json")
+        ctx = _Ctx(fed, time.monotonic() + timeout)
+        # CPU of the four node processes during the Traza phase only (start-up excluded), read from
+        # /proc/<pid>/stat: RUSAGE_CHILDREN would count them only after they exit, start-up included.
+        fed.start_all()
+        pids = [p.pid for p in fed.procs.values()]
+        stat0 = _proc_cpu(pids)
+        try:
+            res = asyncio.run(_traza(ctx, messages, size))
+            stat1 = _proc_cpu(pids)
+            rss = _peak_rss_mib(pids)
+            con = _ro(fed.nodes["mx"].data_dir / "node.db")
+            try:
+                envs = [bytes(e) for j, e in con.execute("SELECT jti, envelope FROM messages") if j in res["sent"]]
+            finally:
+                con.close()
+        finally:
+            fed.stop_all()
+        cpu = stat1 - stat0
+        null_eps = asyncio.run(_null_relay(ctx, envs))
+        floor = crypto_floor(fed, size)
+        eps = res["eps"]
+        return {"messages": messages, "size": size, "null_relay_eps": round(null_eps, 1), "traza_eps": round(eps, 1),
+                "ratio": round(eps / null_eps, 4), "floor_eps": round(floor, 1), "floor_ratio": round(eps / floor, 4),
+                "p50_ms": round(res["p50"], 2), "p99_ms": round(res["p99"], 2),
+                "cpu_us_per_envelope": round(cpu * 1e6 / messages, 1), "peak_rss_mib": round(rss, 1)}
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _proc_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of the running processes (from /proc/<pid>/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
