@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from fedproc import FOUR, Federation  # tests/e2e helper
+from fedproc import FOUR, Federation, submit  # tests/e2e helper
 
 from gateway.core.envelope import build_envelope, encode_envelope
 from gateway.core.ids import uuid7
@@ -29,7 +29,6 @@ from gateway.trust.trusted import TrustAnchor, TrustedManifest
 sys.path.insert(0, "tests")
 from core.message_examples import example
 
-STANDARD = "application/vnd.traza.message+json"
 # eu-hub may carry nothing above BASIC_PROTECTION_LEVEL (for the ceiling test)
 SPECS = [NodeSpec("eu-hub", "hub", "NL", max_classification="BASIC_PROTECTION_LEVEL") if s.id == "eu-hub" else s
          for s in FOUR]
@@ -47,12 +46,6 @@ def fed(tmp_path_factory):
 # --- helpers ------------------------------------------------------------------------------------------
 
 
-def submit(fed, node, to, mt, body, **extra):
-    msg = {"type": mt, "to": to, "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
-           "purpose": "INVESTIGATION", "body": body, **extra}
-    status, doc = fed.call(node, "system", "POST", "/local/v1/messages", json.dumps(msg).encode(), STANDARD)
-    assert status == 201, doc
-    return doc["id"]
 
 
 def inbox_ids(fed, node):

@@ -8,12 +8,11 @@ import sqlite3
 import sys
 
 import pytest
-from fedproc import Federation  # tests/e2e helper
+from fedproc import Federation, inbox, submit  # tests/e2e helper
 
 sys.path.insert(0, "tests")
 from core.message_examples import example
-
-STANDARD = "application/vnd.traza.message+json"
+from fedproc import STANDARD
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +23,8 @@ def fed(tmp_path_factory):
     f.stop_all()
 
 
-def submit(fed, node, to, mt, body, **extra):
-    msg = {"type": mt, "to": to, "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
-           "purpose": "INVESTIGATION", "body": body, **extra}
-    status, doc = fed.call(node, "system", "POST", "/local/v1/messages", json.dumps(msg).encode(), STANDARD)
-    assert status == 201, doc
-    return doc["id"]
 
 
-def inbox(fed, node):
-    status, doc = fed.call(node, "system", "GET", "/local/v1/inbox?after=0&limit=100")
-    assert status == 200, doc
-    return doc["messages"]
 
 
 def state(fed, node, jti):
