@@ -55,6 +55,7 @@ from gateway.crypto.tls import cert_serial, client_context, peer_node_id, server
 from gateway.metrics import Metrics
 from gateway.store import relay as st
 from gateway.store.db import Database
+from gateway.transport.delivery import Delivery, make_delivery
 from gateway.transport.local import local_app, ops_app
 from gateway.transport.peer import ErrorBody as EB
 from gateway.transport.peer import PeerClient, PeerUnavailable, Result, peer_app
@@ -158,6 +159,9 @@ class Node:
         self.ready = False
         self.counters: dict[str, int] = {}
         self.latency_samples: list[float] = []
+        # routes added to the local listener by higher layers (the dashboard of gateway.ops)
+        self.local_routes: list[Callable[[web.Application], None]] = []
+        self.delivery: Delivery | None = None
 
     # --- trust ---------------------------------------------------------------------------------------
 
@@ -767,7 +771,8 @@ class Node:
         app = peer_app(self, on_denied=self._denied)
         await self._serve(app, self.cfg.listen.peer, peer_ctx)
         local_ctx = server_context(self.tls_cert, self.tls_key, [self.cfg.resolve(self.cfg.keys.local_ca).read_text()])
-        await self._serve(local_app(self, max_request=self.max_request), self.cfg.listen.local, local_ctx)
+        await self._serve(local_app(self, max_request=self.max_request, extra_routes=self._add_local_routes),
+                          self.cfg.listen.local, local_ctx)
         await self._serve(ops_app(self), self.cfg.listen.ops, None)
         self.queue_depth = await self.db.read(st.queue_total)
         self.audit_event_bg({"event": "node.started", "manifest_version": fed.version, "endpoint": me.endpoint})
@@ -775,8 +780,15 @@ class Node:
             self._wake(p)
         self.tasks.append(asyncio.create_task(self._checkpoint_loop(), name="checkpoints"))
         self.tasks.append(asyncio.create_task(self._manifest_loop(), name="manifest"))
+        self.delivery = make_delivery(self, self.cfg)
+        if self.delivery is not None:
+            self.tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
         self.ready = True
         self.log.info("node.started", peer=self.cfg.listen.peer, manifest_version=fed.version)
+
+    def _add_local_routes(self, app: web.Application) -> None:
+        for add in self.local_routes:
+            add(app)
 
     def _denied(self, request: web.Request, err: TrazaError) -> None:
         self.audit_event_bg({"event": "auth.denied", "listener": "peer", "code": err.code.value,
