@@ -917,8 +917,11 @@ def _best_effort_jti(raw: bytes) -> str | None:
         return None
 
 
-async def run_node(cfg: Config) -> None:
+async def run_node(cfg: Config, *, setup: Callable[[Node], None] | None = None) -> None:
+    """Run one node until SIGINT/SIGTERM; ``setup`` lets higher layers (gateway.ops) add to it first."""
     node = Node(cfg)
+    if setup is not None:
+        setup(node)
     await node.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -63,11 +63,12 @@ def _problem(status: int, doc: Any) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway import logging as tlog
     from gateway.node import NodeError, run_node
+    from gateway.ops import install
 
     cfg = _cfg(args)
     tlog.configure(cfg.log.format, cfg.log.level)
     try:
-        asyncio.run(run_node(cfg))
+        asyncio.run(run_node(cfg, setup=install))
     except NodeError as exc:
         raise CheckFailed(str(exc)) from None
     return 0
