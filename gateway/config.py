@@ -11,6 +11,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -55,9 +56,14 @@ class ListenSection(_C, frozen=True):
 
 
 class DeliverySection(_C, frozen=True):
+    """How received messages reach the national system (SPEC §6; docs/delivery.md)."""
+
     mode: Literal["inbox", "webhook", "drop"] = "inbox"
-    webhook_url: str | None = None
-    drop_dir: str | None = None
+    webhook_url: str | None = None  # https:// URL the node POSTs each message to (mode webhook)
+    webhook_ca: str | None = None  # PEM file of CA(s) the webhook server must chain to; None: system trust
+    webhook_timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0  # seconds per POST
+    drop_dir: str | None = None  # folder with inbox/ outbox/ sent/ rejected/ (mode drop)
+    poll_seconds: Annotated[float, msgspec.Meta(ge=0.05, le=60)] = 0.5  # outbox/ poll and inbox sweep
 
 
 class AdapterSection(_C, frozen=True):
@@ -113,6 +119,31 @@ class Config(_C, frozen=True):
         return q if q.is_absolute() else Path(self.path).parent / q
 
 
+def _check_delivery(path: Path, cfg: Config) -> None:
+    d = cfg.delivery
+    if d.mode == "webhook":
+        if not d.webhook_url:
+            raise ConfigError(f"{path}: delivery.webhook_url: required when delivery.mode is 'webhook'")
+        url = urlsplit(d.webhook_url)
+        if url.scheme != "https" or not url.hostname:
+            raise ConfigError(f"{path}: delivery.webhook_url: {d.webhook_url!r} is not an https:// URL with a host "
+                              "(the node presents its client certificate over TLS)")
+        try:
+            url.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as exc:
+            raise ConfigError(f"{path}: delivery.webhook_url: {exc}") from None
+    if d.webhook_ca is not None:
+        f = cfg.resolve(d.webhook_ca)
+        if not f.is_file():
+            raise ConfigError(f"{path}: delivery.webhook_ca: file {f} does not exist")
+    if d.mode == "drop":
+        if not d.drop_dir:
+            raise ConfigError(f"{path}: delivery.drop_dir: required when delivery.mode is 'drop'")
+        f = cfg.resolve(d.drop_dir)
+        if f.exists() and not f.is_dir():
+            raise ConfigError(f"{path}: delivery.drop_dir: {f} exists and is not a folder")
+
+
 _PATH_RE = re.compile(r"at `\$\.?(.*)`")
 
 
@@ -136,11 +167,7 @@ def load_config(path: Path | str) -> Config:
         raise ConfigError(f"{path}: {key or '(top level)'}: {reason}") from None
     if not NODE_ID.match(cfg.node.id):
         raise ConfigError(f"{path}: node.id: {cfg.node.id!r} does not match {NODE_ID.pattern}")
-    d = cfg.delivery
-    if d.mode == "webhook" and not d.webhook_url:
-        raise ConfigError(f"{path}: delivery.webhook_url: required when delivery.mode is 'webhook'")
-    if d.mode == "drop" and not d.drop_dir:
-        raise ConfigError(f"{path}: delivery.drop_dir: required when delivery.mode is 'drop'")
+    _check_delivery(path, cfg)
     if cfg.limits.default_ttl > cfg.limits.max_ttl:
         raise ConfigError(f"{path}: limits.default_ttl: {cfg.limits.default_ttl} exceeds limits.max_ttl")
     if cfg.limits.retry_min > cfg.limits.retry_max:

@@ -1,9 +1,53 @@
 """Delivery of received messages to the national system (SPEC §6): inbox (pull), webhook (push) or a
-drop folder. The inbox needs no task: the national system pulls ``/local/v1/inbox``."""
+drop folder. The inbox needs no task: the national system pulls ``/local/v1/inbox``.
+
+Both push modes read the node's inbox (messages received and not yet taken, oldest first), hand each
+message over in the node's national form (``adapter.from_standard``) and only then call
+``node.inbox_ack`` (which marks it taken, audits ``envelope.delivered`` and queues the receipt, once).
+A message acked is never pushed again. A crash after the hand-over and before the ack makes the node
+hand the same message over again after the restart, under the same message id: the webhook receiver
+must treat ``Traza-Message-Id`` as an idempotency key, and the drop folder rewrites the same file name.
+
+The drop folder also reads national files from ``outbox/`` and submits them (``node.local_submit``).
+docs/delivery.md describes the folder layout, headers, retry policy and crash cases.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import asyncio
+import contextlib
+import os
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+import msgspec
+import structlog
+
+from adapters.base import Adapter, AdapterError, media_type
+from gateway.audit.log import EVENTS
+from gateway.core.errors import Code, TrazaError
+from gateway.core.retry import backoff
+from gateway.core.timeutil import rfc3339
+from gateway.store import relay as st
+from gateway.store.db import Database
+
+if TYPE_CHECKING:
+    from gateway.config import Config
+
+STANDARD_CT = "application/vnd.traza.message+json"
+REJECTED_EVENT = "local.rejected"
+# statuses that say "later", not "this message is wrong"
+_TRANSIENT_4XX = (408, 429)
+_BATCH = 100
+
+log = structlog.get_logger("traza.delivery")
 
 
 class Delivery(Protocol):
@@ -11,9 +55,470 @@ class Delivery(Protocol):
         """Deliver until cancelled."""
 
 
-def make_delivery(node: Any, cfg: Any) -> Delivery | None:
+class DeliveryNode(Protocol):
+    """The few members of gateway.node.Node that delivery uses."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def adapter(self) -> Adapter: ...
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def inbox_event(self) -> asyncio.Event: ...
+
+    @property
+    def tls_cert(self) -> Path: ...
+
+    @property
+    def tls_key(self) -> Path: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    async def inbox_ack(self, jti: str, who: str, status: str = "DELIVERED", detail: str | None = None) -> bool: ...
+
+    async def local_submit(self, content_type: str, data: bytes, system: str) -> str: ...
+
+    def audit_event_bg(self, event: dict[str, Any]) -> None: ...
+
+
+def make_delivery(node: DeliveryNode, cfg: Config) -> Delivery | None:
     """The delivery task for ``cfg.delivery.mode``; None for the pull inbox."""
     mode = cfg.delivery.mode
     if mode == "inbox":
         return None
+    if mode == "webhook":
+        return WebhookDelivery(node, cfg)
+    if mode == "drop":
+        return DropDelivery(node, cfg)
     raise ValueError(f"{cfg.path}: delivery.mode: {mode!r} is not available in this build")
+
+
+# --- shared: the inbox in national form ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One message of the inbox, not yet taken, rendered in the node's national form."""
+
+    seq: int
+    jti: str
+    mt: str
+    iss: str
+    cid: str
+    delivered_at: float
+    content: bytes
+
+
+async def pending(node: DeliveryNode, limit: int = _BATCH) -> list[Pending]:
+    """The oldest ``limit`` messages not yet taken, in national form. A message the adapter cannot write
+    is logged as an error and left in the inbox (it is tried again on the next sweep)."""
+    rows = await node.db.read(lambda c: st.inbox_page(c, 0, limit))
+    out = []
+    for seq, jti, body, delivered_at, mt, iss, cid in rows:
+        meta = {"id": jti, "from": iss, "conversation": cid, "delivered_at": rfc3339(delivered_at)}
+        try:
+            content = node.adapter.from_standard(mt, msgspec.json.decode(body), meta)
+        except (AdapterError, TrazaError, msgspec.DecodeError) as exc:
+            log.error("delivery.untranslatable", node=node.id, jti=jti, mt=mt, adapter=node.adapter.name,
+                      detail=str(exc)[:500])
+            continue
+        out.append(Pending(seq, jti, mt, iss, cid, delivered_at, content))
+    return out
+
+
+def extension(content_type: str) -> str:
+    """File extension of a media type: ``application/vnd.traza.mx+json`` -> ``json``, ``text/csv`` ->
+    ``csv``, ``application/x-x3p`` -> ``x3p``."""
+    sub = media_type(content_type).split("/", 1)[-1]
+    if "+" in sub:
+        return sub.rsplit("+", 1)[1]
+    return sub.removeprefix("x-")
+
+
+def content_type_for(adapter: Adapter, filename: str) -> str | None:
+    """The media type a national file is read as, chosen by its extension from the adapter's accepted
+    types (the first that fits); ``*.traza.json`` is the standard form. None if no type fits."""
+    name = filename.lower()
+    if name.endswith(".traza.json") and STANDARD_CT in adapter.content_types:
+        return STANDARD_CT
+    ext = name.rsplit(".", 1)[-1] if "." in name else ""
+    for ct in adapter.content_types:
+        if extension(ct) == ext:
+            return ct
+    return None
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=max(0.0, timeout))
+
+
+# --- webhook -------------------------------------------------------------------------------------------
+
+
+def webhook_ssl_context(cert: Path, key: Path, ca: Path | None) -> ssl.SSLContext:
+    """TLS to the webhook server: verify it (and its host name) against ``ca`` or the system trust
+    store, and present the node's client certificate."""
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca) if ca else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"delivery.webhook_ca: cannot load CA certificates from {ca}: {exc}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"keys.tls_cert: cannot load TLS certificate {cert} with key {key}: {exc}") from None
+    return ctx
+
+
+class WebhookDelivery:
+    """POST each message, oldest first, to ``delivery.webhook_url`` until a 2xx, then ack it.
+
+    A failure that concerns the server (no connection, TLS failure, 5xx, 408, 429) pauses all delivery
+    with exponential backoff and jitter (``limits.retry_min`` .. ``limits.retry_max``; 429/503
+    ``Retry-After`` is honoured). A 4xx about one message (any other) is logged as an error with the
+    status and the start of the body, and that message alone is retried with backoff; the others go on.
+    Nothing is dropped."""
+
+    def __init__(self, node: DeliveryNode, cfg: Config) -> None:
+        d = cfg.delivery
+        assert d.webhook_url is not None
+        self.node = node
+        self.url = d.webhook_url
+        self.host = urlsplit(self.url).hostname or ""
+        self.who = f"webhook:{self.host}"
+        self.timeout = d.webhook_timeout
+        self.sweep = max(d.poll_seconds, 1.0)
+        self.retry_min = cfg.limits.retry_min
+        self.retry_max = cfg.limits.retry_max
+        self.ssl = webhook_ssl_context(node.tls_cert, node.tls_key,
+                                       cfg.resolve(d.webhook_ca) if d.webhook_ca else None)
+        self.rand: Callable[[], float] = random.random
+        # backoff state: the server as a whole, and single messages the server refused
+        self.server_failures = 0
+        self.server_next = 0.0
+        self.msg_failures: dict[str, int] = {}
+        self.msg_next: dict[str, float] = {}
+        self.posts = 0  # POST attempts made (for tests and logs)
+
+    def _delay(self, attempt: int) -> float:
+        return backoff(attempt, rand=self.rand(), base=self.retry_min, cap=self.retry_max)
+
+    async def run(self) -> None:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.ssl, limit=1),
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+        )
+        try:
+            while True:
+                self.node.inbox_event.clear()
+                wait = await self.deliver_due(session)
+                await _wait(self.node.inbox_event, min(wait, self.sweep))
+        finally:
+            await session.close()
+
+    async def deliver_due(self, session: aiohttp.ClientSession) -> float:
+        """One sweep: POST every message that is due, oldest first. Returns seconds until the next try."""
+        now = time.monotonic()
+        if now < self.server_next:
+            return self.server_next - now
+        items = await pending(self.node)
+        live = {p.jti for p in items}
+        for gone in [j for j in self.msg_next if j not in live]:  # taken meanwhile (e.g. via the inbox API)
+            self.msg_next.pop(gone, None)
+            self.msg_failures.pop(gone, None)
+        for p in items:
+            if self.msg_next.get(p.jti, 0.0) > time.monotonic():
+                continue
+            if not await self._post_one(session, p):
+                break  # the server is failing: wait for it
+        nxt = [t for t in self.msg_next.values()] + ([self.server_next] if self.server_failures else [])
+        return max(0.0, min(nxt) - time.monotonic()) if nxt else self.sweep
+
+    def headers(self, p: Pending) -> dict[str, str]:
+        return {
+            "Content-Type": self.node.adapter.output_content_type,
+            "Traza-Message-Id": p.jti,
+            "Traza-Message-Type": p.mt,
+            "Traza-From": p.iss,
+            "Traza-Conversation": p.cid,
+            "Traza-Delivered-At": rfc3339(p.delivered_at),
+        }
+
+    async def _post_one(self, session: aiohttp.ClientSession, p: Pending) -> bool:
+        """POST one message; ack on 2xx. False when the server failed (stop this sweep)."""
+        self.posts += 1
+        retry_after: float | None = None
+        try:
+            async with session.post(self.url, data=p.content, headers=self.headers(p)) as resp:
+                status = resp.status
+                text = (await resp.content.read(500)).decode("utf-8", "replace")
+                with contextlib.suppress(ValueError, TypeError):
+                    retry_after = float(resp.headers.get("Retry-After", ""))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self._server_failed(p, f"{type(exc).__name__}: {exc}", None)
+            return False
+        if 200 <= status < 300:
+            self.server_failures = 0
+            self.server_next = 0.0
+            self.msg_failures.pop(p.jti, None)
+            self.msg_next.pop(p.jti, None)
+            try:
+                await self.node.inbox_ack(p.jti, who=self.who)
+            except Exception as exc:  # the receiver has it; the next sweep POSTs it again (same id)
+                log.error("webhook.ack_failed", node=self.node.id, jti=p.jti, detail=str(exc)[:300])
+                return False
+            log.info("webhook.delivered", node=self.node.id, jti=p.jti, mt=p.mt, status=status, url=self.url)
+            return True
+        if 400 <= status < 500 and status not in _TRANSIENT_4XX:
+            n = self.msg_failures[p.jti] = self.msg_failures.get(p.jti, 0) + 1
+            delay = self._delay(n)
+            self.msg_next[p.jti] = time.monotonic() + delay
+            log.error("webhook.refused", node=self.node.id, jti=p.jti, mt=p.mt, url=self.url, status=status,
+                      body=text[:300], attempt=n, retry_in=round(delay, 3),
+                      hint="the national system refused this message; it stays queued until it accepts it")
+            return True
+        self._server_failed(p, f"HTTP {status}: {text[:300]}", retry_after)
+        return False
+
+    def _server_failed(self, p: Pending, detail: str, retry_after: float | None) -> None:
+        self.server_failures += 1
+        delay = self._delay(self.server_failures)
+        if retry_after is not None and 0 < retry_after <= self.retry_max:
+            delay = max(delay, retry_after)
+        self.server_next = time.monotonic() + delay
+        log.warning("webhook.unavailable", node=self.node.id, jti=p.jti, url=self.url, detail=detail,
+                    attempt=self.server_failures, retry_in=round(delay, 3))
+
+
+# --- drop folder ---------------------------------------------------------------------------------------
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _free_name(folder: Path, name: str, tag: str) -> str:
+    """``name`` if ``folder`` has no such file, else ``name`` with ``~tag`` before its extension."""
+    if not (folder / name).exists():
+        return name
+    stem, dot, ext = name.partition(".")
+    return f"{stem}~{tag}{dot}{ext}"
+
+
+class DropDelivery:
+    """The drop folder (SPEC §6): ``inbox/`` receives each message as ``<message id>.<ext>``;
+    national files placed in ``outbox/`` are submitted, then moved to ``sent/`` (with ``<name>.id``
+    holding the assigned message id) or, when refused, to ``rejected/`` (with ``<name>.error.txt``).
+    ``.tmp/`` and ``.submitting/`` are the node's own working folders."""
+
+    SUBDIRS = ("inbox", "outbox", "sent", "rejected", ".tmp", ".submitting")
+
+    def __init__(self, node: DeliveryNode, cfg: Config) -> None:
+        assert cfg.delivery.drop_dir is not None
+        self.node = node
+        self.root = cfg.resolve(cfg.delivery.drop_dir)
+        self.poll = cfg.delivery.poll_seconds
+        self.inbox = self.root / "inbox"
+        self.outbox = self.root / "outbox"
+        self.sent = self.root / "sent"
+        self.rejected = self.root / "rejected"
+        self.tmp = self.root / ".tmp"
+        self.submitting = self.root / ".submitting"
+        self.ext = extension(node.adapter.output_content_type)
+        self._seen: dict[str, tuple[int, int]] = {}  # outbox name -> (size, mtime_ns) at the last poll
+        self._paused_until = 0.0
+
+    # -- setup and crash recovery --
+
+    def prepare(self) -> None:
+        """Create the folders; finish or set aside what a crash left behind."""
+        for name in self.SUBDIRS:
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+        for f in self.tmp.iterdir():  # half-written inbox files: rewritten from the inbox on the next sweep
+            with contextlib.suppress(OSError):
+                f.unlink()
+        for f in sorted(self.submitting.iterdir()):
+            if f.name.endswith(".id"):
+                continue
+            idf = self.submitting / f"{f.name}.id"
+            if idf.exists():  # submitted, the id recorded: only the move to sent/ was interrupted
+                self._to_sent(f, idf.read_text().strip())
+            else:
+                self._reject(f, "interrupted",
+                             "the node stopped while submitting this file, so it may or may not have been sent; "
+                             "check the messages this node sent (traza status, GET /local/v1/messages/<id>) "
+                             "before placing it in outbox/ again", field=None)
+        for idf in self.submitting.glob("*.id"):  # the file itself already reached sent/
+            os.replace(idf, self.sent / idf.name)
+        _fsync_dir(self.submitting)
+        _fsync_dir(self.sent)
+
+    async def run(self) -> None:
+        await asyncio.to_thread(self.prepare)
+        log.info("drop.started", node=self.node.id, dir=str(self.root))
+        while True:
+            self.node.inbox_event.clear()
+            try:
+                await self.deliver_pending()
+            except OSError as exc:
+                log.error("drop.write_failed", node=self.node.id, dir=str(self.inbox), detail=str(exc))
+            try:
+                await self.pick_up()
+            except OSError as exc:
+                log.error("drop.outbox_failed", node=self.node.id, dir=str(self.outbox), detail=str(exc))
+            await _wait(self.node.inbox_event, self.poll)
+
+    # -- inbox: messages to the national system --
+
+    def inbox_path(self, jti: str) -> Path:
+        return self.inbox / f"{jti}.{self.ext}"
+
+    def _write_atomic(self, jti: str, data: bytes) -> None:
+        name = f"{jti}.{self.ext}"
+        tmp = self.tmp / name
+        _write_file(tmp, data)
+        os.replace(tmp, self.inbox / name)
+        _fsync_dir(self.inbox)
+
+    async def deliver_pending(self) -> int:
+        """Write every message not yet taken into ``inbox/``, oldest first, acking each once written.
+        Returns the number delivered."""
+        n = 0
+        while True:
+            items = await pending(self.node)
+            if not items:
+                return n
+            for p in items:
+                await asyncio.to_thread(self._write_atomic, p.jti, p.content)
+                if await self.node.inbox_ack(p.jti, who="drop"):
+                    n += 1
+                    log.info("drop.delivered", node=self.node.id, jti=p.jti, mt=p.mt, file=str(self.inbox_path(p.jti)))
+            if len(items) < _BATCH:
+                return n
+
+    # -- outbox: national files to send --
+
+    def stable_files(self) -> list[str]:
+        """Names in ``outbox/`` ready to be read: regular files not starting with '.', whose size and
+        modification time have not changed since the previous poll; oldest first."""
+        now: dict[str, tuple[int, int]] = {}
+        for e in os.scandir(self.outbox):
+            if e.name.startswith(".") or not e.is_file(follow_symlinks=False):
+                continue
+            s = e.stat(follow_symlinks=False)
+            now[e.name] = (s.st_size, s.st_mtime_ns)
+        ready = [n for n, sig in now.items() if self._seen.get(n) == sig]
+        self._seen = now
+        return sorted(ready, key=lambda n: (now[n][1], n))
+
+    async def pick_up(self) -> int:
+        """Submit the stable files of ``outbox/``; returns how many were sent."""
+        if time.monotonic() < self._paused_until:
+            return 0
+        sent = 0
+        for name in self.stable_files():
+            self._seen.pop(name, None)
+            outcome = await self.submit_file(name)
+            if outcome == "sent":
+                sent += 1
+            elif outcome == "later":
+                break
+        return sent
+
+    async def submit_file(self, name: str) -> str:
+        """Submit ``outbox/<name>``: "sent", "rejected", "later" (the node is overloaded; the file is
+        back in outbox/) or "gone" (it vanished before we took it)."""
+        work = self.submitting / name
+        try:
+            os.rename(self.outbox / name, work)  # taken: never read from outbox/ again
+        except FileNotFoundError:
+            return "gone"
+        await asyncio.to_thread(_fsync_dir, self.submitting)
+        data = await asyncio.to_thread(work.read_bytes)
+        adapter = self.node.adapter
+        ct = content_type_for(adapter, name)
+        if ct is None:
+            exts = sorted({extension(c) for c in adapter.content_types})
+            await asyncio.to_thread(
+                self._reject, work, Code.MALFORMED.value,
+                f"the extension of {name!r} is not one adapter {adapter.name} reads (it reads: "
+                f".{', .'.join(exts)}; and .traza.json for the standard form)", "file name")
+            return "rejected"
+        # read it once ourselves for the national field of a fault (local_submit reads it again)
+        try:
+            adapter.to_standard(data, ct)
+        except AdapterError as exc:
+            await asyncio.to_thread(self._reject, work, Code.SCHEMA_INVALID.value, exc.reason, exc.field)
+            return "rejected"
+        except TrazaError as exc:
+            await asyncio.to_thread(self._reject, work, exc.code.value, exc.detail, _field_of(exc))
+            return "rejected"
+        try:
+            jti = await self.node.local_submit(ct, data, "drop")
+        except TrazaError as exc:
+            if exc.code is Code.OVERLOADED:
+                os.rename(work, self.outbox / name)
+                self._paused_until = time.monotonic() + 5.0
+                log.warning("drop.overloaded", node=self.node.id, file=name, detail=exc.detail)
+                return "later"
+            await asyncio.to_thread(self._reject, work, exc.code.value, exc.detail, None)
+            return "rejected"
+        await asyncio.to_thread(self._record_sent, work, jti)
+        log.info("drop.submitted", node=self.node.id, file=name, jti=jti, content_type=ct)
+        return "sent"
+
+    def _record_sent(self, work: Path, jti: str) -> None:
+        idf = work.with_name(f"{work.name}.id")
+        _write_file(idf, f"{jti}\n".encode())
+        _fsync_dir(self.submitting)
+        self._to_sent(work, jti)
+
+    def _to_sent(self, work: Path, jti: str) -> None:
+        idf = work.with_name(f"{work.name}.id")
+        name = _free_name(self.sent, work.name, jti)
+        os.replace(work, self.sent / name)
+        os.replace(idf, self.sent / f"{name}.id")
+        _fsync_dir(self.sent)
+        _fsync_dir(self.submitting)
+
+    def _reject(self, work: Path, code: str, reason: str, field: str | None) -> None:
+        """Move ``work`` to rejected/ with ``<name>.error.txt`` beside it; audit and log the refusal."""
+        now = self.node.clock()
+        name = _free_name(self.rejected, work.name, str(int(now * 1000)))
+        lines = [f"file: {work.name}", f"rejected at: {rfc3339(now)}", f"code: {code}"]
+        if field:
+            lines.append(f"field: {field}")
+        lines += [f"reason: {reason}", "",
+                  "The file was not sent. Correct it and place it in outbox/ again."]
+        _write_file(self.rejected / f"{name}.error.txt", ("\n".join(lines) + "\n").encode("utf-8"))
+        os.replace(work, self.rejected / name)
+        _fsync_dir(self.rejected)
+        _fsync_dir(self.submitting)
+        event = {"event": REJECTED_EVENT, "file": work.name, "code": code,
+                 "detail": (f"{field}: {reason}" if field else reason)[:2000]}
+        if REJECTED_EVENT in EVENTS:
+            self.node.audit_event_bg(event)
+        log.error("drop.rejected", node=self.node.id, file=work.name, code=code, field=field, reason=reason[:500],
+                  moved_to=str(self.rejected / name))
+
+
+def _field_of(exc: TrazaError) -> str | None:
+    path = getattr(exc, "path", None)
+    return path if isinstance(path, str) else None

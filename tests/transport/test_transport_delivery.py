@@ -1,0 +1,374 @@
+"""Delivery transports (SPEC §6, docs/delivery.md), in-process with real nodes: it -> eu-hub -> es over
+real mTLS, es delivering by webhook (a real aiohttp HTTPS receiver on 127.0.0.1 that requires es's
+client certificate) or into a drop folder."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from core.message_examples import example
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from adapters import get_adapter
+from gateway.config import ConfigError, load_config
+from gateway.crypto.tls import peer_node_id
+from gateway.localfed import LocalNode, NodeSpec, build, free_ports
+from gateway.node import Node
+from gateway.transport.delivery import DropDelivery, WebhookDelivery, content_type_for, extension
+
+ES_SAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "es" / "samples"
+
+
+# --- a webhook server certificate (its own CA, IP SAN 127.0.0.1) -------------------------------------
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def make_server_cert(d: Path) -> tuple[Path, Path, Path]:
+    """(ca.pem, server.pem, server.key) for a webhook receiver at 127.0.0.1."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(_name("webhook test CA")).issuer_name(_name("webhook test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (x509.CertificateBuilder().subject_name(_name("national webhook")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (d / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "server.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()))
+    return d / "ca.pem", d / "server.pem", d / "server.key"
+
+
+class Receiver:
+    """A national system's webhook: HTTPS on 127.0.0.1, client certificate required (federation CA).
+    ``respond(n, request)`` gives the status of the n-th POST (1-based)."""
+
+    def __init__(self, respond: Callable[[int, web.Request], int]) -> None:
+        self.respond = respond
+        self.posts: list[dict[str, Any]] = []
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        ssl_obj = request.transport.get_extra_info("ssl_object") if request.transport else None
+        der = ssl_obj.getpeercert(binary_form=True) if ssl_obj else None
+        body = await request.read()
+        self.posts.append({"headers": dict(request.headers), "body": body,
+                           "client": peer_node_id(der) if der else None})
+        status = self.respond(len(self.posts), request)
+        return web.Response(status=status, text="accepted" if status < 300 else f"refused: status {status}")
+
+    async def start(self, ctx: ssl.SSLContext, port: int) -> None:
+        app = web.Application()
+        app.router.add_post("/in", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", port, ssl_context=ctx).start()
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+
+def server_ctx(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_ca))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+# --- an in-process federation: it -> eu-hub -> es ----------------------------------------------------
+
+LIMITS = {"retry_min": 0.05, "retry_max": 0.4, "checkpoint_interval": 60.0}
+
+
+def specs(delivery: dict[str, Any]) -> list[NodeSpec]:
+    return [NodeSpec("eu-hub", "hub", "NL"),
+            NodeSpec("es", "national", "ES", hub="eu-hub", delivery=delivery, adapter="es"),
+            NodeSpec("it", "national", "IT", hub="eu-hub")]
+
+
+@contextlib.asynccontextmanager
+async def running(built: dict[str, LocalNode]) -> AsyncIterator[dict[str, Node]]:
+    nodes: dict[str, Node] = {}
+    try:
+        for nid in ("eu-hub", "es", "it"):
+            nodes[nid] = Node(load_config(built[nid].config))
+            await nodes[nid].start()
+        yield nodes
+    finally:
+        for n in nodes.values():
+            await n.stop()
+
+
+async def eventually(what: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = what()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return got
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"not met within {timeout} s")
+
+
+async def send_notice(nodes: dict[str, Node], title: str = "t") -> str:
+    body = {**example("notice"), "title": title}
+    return await nodes["it"].submit(mt="notice", to="es", body=msgspec.json.encode(body), system="test")
+
+
+async def state(node: Node, jti: str) -> str | None:
+    st = await node.message_status(jti)
+    return st["state"] if st else None
+
+
+async def has_state(node: Node, jti: str, want: str) -> bool:
+    return await state(node, jti) == want
+
+
+async def audit_events(node: Node, jti: str) -> list[str]:
+    doc = await node.audit_entries({"jti": jti, "limit": "100"})
+    return [json.loads(base64.b64decode(e["entry"]))["event"] for e in doc["entries"]]
+
+
+# --- webhook -------------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def webhook_federation(tmp_path: Path, respond: Callable[[int, web.Request], int], *,
+                             trusted_ca: bool = True) -> AsyncIterator[tuple[dict[str, Node], Receiver]]:
+    """The federation with es delivering by webhook to a Receiver on 127.0.0.1 that requires a client
+    certificate from the federation CA. With ``trusted_ca=False`` es is configured with a CA that did
+    not issue the receiver's certificate."""
+    ca, cert, key = make_server_cert(tmp_path / "webhook")
+    other_ca, _, _ = make_server_cert(tmp_path / "other")
+    (port,) = free_ports(1)
+    built = build(tmp_path / "fed", specs({"mode": "webhook", "webhook_url": f"https://127.0.0.1:{port}/in",
+                                           "webhook_ca": str(ca if trusted_ca else other_ca)}), limits=LIMITS)
+    rec = Receiver(respond)
+    await rec.start(server_ctx(cert, key, tmp_path / "fed" / "pki" / "ca" / "ca.pem"), port)
+    try:
+        async with running(built) as nodes:
+            yield nodes, rec
+    finally:
+        await rec.stop()
+
+
+async def test_webhook_retried_until_2xx_then_acked_once_with_the_receipt(tmp_path):
+    async with webhook_federation(tmp_path, lambda n, _r: 503 if n <= 2 else 204) as (nodes, rec):
+        es = nodes["es"]
+        jti = await send_notice(nodes, "webhook one")
+        # the receipt reaches the origin: es acked it after the 2xx
+        await eventually(lambda: has_state(nodes["it"], jti, "delivered"))
+        assert [p["headers"]["Traza-Message-Id"] for p in rec.posts] == [jti] * 3
+        first = rec.posts[0]
+        h = first["headers"]
+        assert first["client"] == "es"  # es's client certificate was presented and verified
+        assert h["Content-Type"] == "application/vnd.traza.es+xml"
+        assert (h["Traza-Message-Type"], h["Traza-From"], h["Traza-Conversation"]) == ("notice", "it", jti)
+        back = get_adapter("es").to_standard(first["body"], h["Content-Type"])
+        assert back.mt == "notice" and back.body["title"] == "webhook one" and back.received["id"] == jti
+        assert await state(es, jti) == "delivered"
+        assert (await es.local_inbox(0, 100))["messages"] == []
+        # acked exactly once, by the webhook
+        events = await audit_events(es, jti)
+        assert events.count("envelope.delivered") == 1
+        doc = await es.audit_entries({"jti": jti, "event": "envelope.delivered", "limit": "10"})
+        entry = json.loads(base64.b64decode(doc["entries"][0]["entry"]))
+        assert entry["to"] == "webhook:127.0.0.1"
+        # never pushed again
+        await asyncio.sleep(0.5)
+        assert len(rec.posts) == 3
+
+
+async def test_webhook_4xx_for_one_message_does_not_hold_back_the_others(tmp_path):
+    from structlog.testing import capture_logs
+
+    def respond(_n: int, req: web.Request) -> int:
+        return 422 if refuse and req.headers["Traza-Message-Id"] == bad else 200
+
+    refuse, bad = True, ""
+    async with webhook_federation(tmp_path, respond) as (nodes, rec):
+        with capture_logs() as logs:
+            bad = await send_notice(nodes, "refused by the national system")
+            await eventually(lambda: any(p["headers"]["Traza-Message-Id"] == bad for p in rec.posts))
+            good = await send_notice(nodes, "accepted")
+            await eventually(lambda: has_state(nodes["it"], good, "delivered"))
+            assert await state(nodes["es"], bad) != "delivered"
+            refused = [e for e in logs if e["event"] == "webhook.refused"]
+            assert refused and refused[0]["status"] == 422 and refused[0]["jti"] == bad
+            assert refused[0]["log_level"] == "error" and "refused: status 422" in refused[0]["body"]
+            # retried, not dropped: once the national system accepts it, it is delivered
+            refuse = False
+            await eventually(lambda: has_state(nodes["it"], bad, "delivered"))
+        assert sum(1 for p in rec.posts if p["headers"]["Traza-Message-Id"] == bad) >= 2
+
+
+async def test_webhook_server_not_chained_to_webhook_ca_gets_nothing(tmp_path):
+    async with webhook_federation(tmp_path, lambda n, _r: 200, trusted_ca=False) as (nodes, rec):
+        jti = await send_notice(nodes)
+        await eventually(lambda: nodes["es"].local_inbox(0, 10))
+        await asyncio.sleep(1.0)
+        assert rec.posts == []
+        assert await state(nodes["es"], jti) != "delivered"
+        dl = nodes["es"].delivery
+        assert isinstance(dl, WebhookDelivery) and dl.posts >= 2 and dl.server_failures >= 2
+
+
+# --- drop folder ---------------------------------------------------------------------------------------
+
+
+def drop_federation(tmp_path: Path) -> tuple[dict[str, LocalNode], Path]:
+    drop = tmp_path / "es-drop"
+    return build(tmp_path / "fed", specs({"mode": "drop", "drop_dir": str(drop), "poll_seconds": 0.1}),
+                 limits=LIMITS), drop
+
+
+def sample(name: str, to: str = "it") -> bytes:
+    return (ES_SAMPLES / name).read_bytes().replace(b"<Destino>mx</Destino>", f"<Destino>{to}</Destino>".encode())
+
+
+async def test_drop_folder_delivers_atomically_once_and_sends_national_files(tmp_path):
+    built, drop = drop_federation(tmp_path)
+    async with running(built) as nodes:
+        es = nodes["es"]
+        for sub in ("inbox", "outbox", "sent", "rejected", ".tmp", ".submitting"):
+            assert (drop / sub).is_dir()
+        jti = await send_notice(nodes, "into the drop folder")
+        f = drop / "inbox" / f"{jti}.xml"
+        await eventually(lambda: has_state(nodes["it"], jti, "delivered"))
+        assert f.is_file() and sorted(p.name for p in (drop / "inbox").iterdir()) == [f.name]
+        assert list((drop / ".tmp").iterdir()) == []
+        back = get_adapter("es").to_standard(f.read_bytes(), "application/vnd.traza.es+xml")
+        assert back.body["title"] == "into the drop folder" and back.received["from"] == "it"
+        assert (await audit_events(es, jti)).count("envelope.delivered") == 1
+        # taken: a later sweep does not write it again
+        dl = es.delivery
+        assert isinstance(dl, DropDelivery)
+        mtime = f.stat().st_mtime_ns
+        assert await dl.deliver_pending() == 0
+        assert f.stat().st_mtime_ns == mtime
+
+        # a national file dropped into outbox/ is sent and moved to sent/ with its id beside it
+        (drop / "outbox" / ".partial.xml").write_bytes(b"<not yet")  # dot files are never read
+        (drop / "outbox" / "aviso.xml").write_bytes(sample("notice.xml"))
+        idf = drop / "sent" / "aviso.xml.id"
+        await eventually(idf.is_file)
+        sent_id = idf.read_text().strip()
+        assert (drop / "sent" / "aviso.xml").read_bytes() == sample("notice.xml")
+        assert not (drop / "outbox" / "aviso.xml").exists()
+        assert (drop / "outbox" / ".partial.xml").exists()
+        st = await es.message_status(sent_id)
+        assert st is not None and st["type"] == "notice" and st["to"] == "it"
+        await eventually(lambda: in_inbox(nodes["it"], sent_id))  # and it reaches it
+
+
+async def in_inbox(node: Node, jti: str) -> bool:
+    return any(m["id"] == jti for m in (await node.local_inbox(0, 100))["messages"])
+
+
+async def test_drop_folder_malformed_file_is_rejected_with_a_readable_reason(tmp_path):
+    built, drop = drop_federation(tmp_path)
+    async with running(built) as nodes:
+        es = nodes["es"]
+        await eventually(lambda: (drop / "outbox").is_dir())
+        bad = sample("notice.xml").replace(b"<Clasificacion>BASIC_PROTECTION_LEVEL</Clasificacion>",
+                                           b"<Clasificacion>MUY_SECRETO</Clasificacion>")
+        (drop / "outbox" / "mal.xml").write_bytes(bad)
+        (drop / "outbox" / "nota.txt").write_bytes(b"hola")
+        err = drop / "rejected" / "mal.xml.error.txt"
+        await eventually(lambda: err.is_file() and (drop / "rejected" / "nota.txt.error.txt").is_file())
+        text = err.read_text()
+        assert "file: mal.xml" in text and "Clasificacion" in text and "MUY_SECRETO" in text, text
+        assert (drop / "rejected" / "mal.xml").read_bytes() == bad
+        assert ".xml" in (drop / "rejected" / "nota.txt.error.txt").read_text()
+        assert not list((drop / "outbox").iterdir()) and not list((drop / ".submitting").iterdir())
+        # the node keeps going: a good file after it is sent
+        (drop / "outbox" / "bien.xml").write_bytes(sample("notice.xml"))
+        await eventually((drop / "sent" / "bien.xml.id").is_file)
+        assert es.ready and not es.stopping.is_set()
+
+
+async def test_drop_folder_restart_after_a_crash_while_submitting(tmp_path):
+    built, drop = drop_federation(tmp_path)
+    async with running(built) as nodes:
+        es = nodes["es"]
+        dl = es.delivery
+        assert isinstance(dl, DropDelivery)
+        # as a crash would leave them: one file submitted with its id recorded, one in flight
+        (drop / ".submitting" / "done.xml").write_bytes(b"x")
+        (drop / ".submitting" / "done.xml.id").write_text("0197a6f0-0000-7000-8000-000000000000\n")
+        (drop / ".submitting" / "inflight.xml").write_bytes(b"y")
+        (drop / ".tmp" / "half.xml").write_bytes(b"z")
+        await asyncio.to_thread(dl.prepare)
+        assert (drop / "sent" / "done.xml").read_bytes() == b"x"
+        assert (drop / "sent" / "done.xml.id").read_text().startswith("0197a6f0")
+        assert (drop / "rejected" / "inflight.xml").read_bytes() == b"y"
+        assert "may or may not have been sent" in (drop / "rejected" / "inflight.xml.error.txt").read_text()
+        assert not list((drop / ".submitting").iterdir()) and not list((drop / ".tmp").iterdir())
+
+
+def test_extensions_and_content_types_by_file_name():
+    assert extension("application/vnd.traza.mx+json") == "json"
+    assert extension("text/csv; charset=utf-8") == "csv"
+    assert extension("application/x-x3p") == "x3p"
+    assert content_type_for(get_adapter("mx"), "a.JSON") == "application/vnd.traza.mx+json"
+    assert content_type_for(get_adapter("mx"), "a.traza.json") == "application/vnd.traza.message+json"
+    assert content_type_for(get_adapter("de"), "x.csv") == "application/vnd.traza.de+csv"
+    assert content_type_for(get_adapter("es"), "x.csv") is None
+    assert content_type_for(get_adapter("x3p"), "scan.x3p") == "application/x-x3p"
+
+
+def test_config_delivery_errors_name_file_key_and_reason(tmp_path):
+    built = build(tmp_path / "fed", specs({}), limits=LIMITS)
+    path = built["es"].config
+    base = path.read_text()
+
+    def with_delivery(lines: str) -> str:
+        path.write_text(base.replace('[delivery]\nmode = "inbox"\n', "[delivery]\n" + lines))
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            return str(exc)
+        return ""
+
+    assert with_delivery('mode = "webhook"\nwebhook_url = "http://x/in"\n') .startswith(
+        f"{path}: delivery.webhook_url: 'http://x/in' is not an https:// URL")
+    msg = with_delivery('mode = "webhook"\nwebhook_url = "https://x/in"\nwebhook_ca = "nope.pem"\n')
+    assert msg.startswith(f"{path}: delivery.webhook_ca: file ") and "does not exist" in msg
+    assert with_delivery('mode = "drop"\n') == f"{path}: delivery.drop_dir: required when delivery.mode is 'drop'"
+    assert "delivery.poll_seconds" in with_delivery('mode = "drop"\ndrop_dir = "d"\npoll_seconds = 0\n')
+    assert with_delivery('mode = "drop"\ndrop_dir = "d"\n') == ""
