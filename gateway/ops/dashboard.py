@@ -1,0 +1,302 @@
+"""The web dashboard at ``/ui/`` on the local listener (SPEC §6), for operators and auditors.
+
+The page (``gateway/ops/static``: plain HTML, one small script, one style sheet; no build step, nothing
+fetched from the internet) calls the existing JSON API of its role (``/ops/v1/*`` for operators,
+``/audit/v1/*`` and ``/v1/audit/checkpoint`` for auditors) and the few views below that the API lacks.
+The transport's middleware admits roles ``operator`` and ``auditor`` on ``/ui``; each view here admits
+the role(s) it names and refuses (and audits, as ``auth.denied``) the other.
+
+| route | roles | what |
+|---|---|---|
+| ``GET /ui/`` | operator, auditor | the page |
+| ``GET /ui/static/{name}`` | operator, auditor | ``app.js``, ``style.css`` |
+| ``GET /ui/api/whoami`` | operator, auditor | role, name, node, federation, log origin and audit keys |
+| ``GET /ui/api/peers`` | operator | linked peers with breaker state, last exchange, hop latency |
+| ``GET /ui/api/throughput`` | operator | envelopes per interval over the last ten minutes |
+| ``GET /ui/api/rejections`` | operator | recent ``envelope.rejected`` audit entries with their codes |
+| ``GET /ui/api/expiry`` | operator | certificates, manifest (and its revocation list), keys: when they expire |
+| ``GET /ui/api/messages/{id}`` | auditor, operator | the message's state and timeline on this node |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.core.errors import Code, TrazaError
+from gateway.core.timeutil import parse_rfc3339, rfc3339
+from gateway.crypto.pki import PkiError, cert_info
+from gateway.node import Node
+from gateway.transport.peer import problem
+
+STATIC = Path(__file__).resolve().parent / "static"
+STATIC_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+SAMPLE_INTERVAL = 5.0  # seconds between throughput samples
+KEEP_SECONDS = 600.0  # ten minutes of samples
+RECENT_SECONDS = 60.0  # the window of "recent" hop latency
+WARN_DAYS = 14.0  # expiry warnings this many days ahead
+MAX_REJECTIONS = 50
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(obj), content_type="application/json",
+                        headers=SECURITY_HEADERS)
+
+
+def _problem(status: int, code: str, detail: str) -> web.Response:
+    resp = problem(status, code, detail)
+    resp.headers.update(SECURITY_HEADERS)
+    return resp
+
+
+def _metric_sums(metric: Any, suffix: str, by: str | None = None,
+                 keep: Callable[[dict[str, str]], bool] = lambda labels: True) -> dict[str, float]:
+    """Sum the samples named ``<metric>{suffix}`` of a prometheus_client metric, grouped by label ``by``."""
+    out: dict[str, float] = {}
+    for fam in metric.collect():
+        for s in fam.samples:
+            if s.name.endswith(suffix) and keep(s.labels):
+                key = s.labels.get(by, "") if by else ""
+                out[key] = out.get(key, 0.0) + float(s.value)
+    return out
+
+
+class Sampler:
+    """Every ``interval`` seconds, the node's envelope counters and per-peer hop latency sums; keeps
+    ``keep`` seconds of samples for the throughput chart and the recent latency."""
+
+    SERIES = ("received", "forwarded", "submitted", "delivered", "rejected")
+
+    def __init__(self, node: Node, *, interval: float = SAMPLE_INTERVAL, keep: float = KEEP_SECONDS) -> None:
+        self.node = node
+        self.interval = interval
+        self.samples: deque[tuple[float, dict[str, float], dict[str, tuple[float, float]]]] = deque(
+            maxlen=max(2, int(keep / interval) + 1))
+
+    def totals(self) -> dict[str, float]:
+        m = self.node.metrics
+        received = _metric_sums(m.received, "_total", "outcome")
+        forwarded = _metric_sums(m.forwarded, "_total", keep=lambda lb: lb.get("outcome") in ("accepted", "duplicate"))
+        return {
+            "received": received.get("accepted", 0.0) + received.get("duplicate", 0.0),
+            "forwarded": forwarded.get("", 0.0),
+            "submitted": _metric_sums(m.submitted, "_total").get("", 0.0),
+            "delivered": _metric_sums(m.delivered, "_total").get("", 0.0),
+            "rejected": received.get("rejected", 0.0),
+        }
+
+    def latency(self) -> dict[str, tuple[float, float]]:
+        """Per peer: (sum of seconds, count of batches) of the hop-latency histogram."""
+        h = self.node.metrics.hop_latency
+        sums = _metric_sums(h, "_sum", "peer")
+        counts = _metric_sums(h, "_count", "peer")
+        return {p: (sums.get(p, 0.0), counts.get(p, 0.0)) for p in counts}
+
+    def sample(self, now: float | None = None) -> None:
+        self.samples.append((time.time() if now is None else now, self.totals(), self.latency()))
+
+    def series(self) -> dict[str, Any]:
+        """Envelopes per interval: ``{"interval_s", "series": [...], "points": [{"t", <series>: n}]}``."""
+        pts = []
+        for (_, a, _), (t, b, _) in pairwise(self.samples):
+            pts.append({"t": rfc3339(t), **{k: int(b[k] - a[k]) for k in self.SERIES}})
+        return {"interval_s": self.interval, "series": list(self.SERIES), "points": pts}
+
+    def recent_latency(self, now: float | None = None) -> dict[str, dict[str, float | None]]:
+        """Per peer: mean hop latency (ms) over all time and over the last ``RECENT_SECONDS``."""
+        now = time.time() if now is None else now
+        cur = self.latency()
+        base = next((lat for t, _, lat in self.samples if now - t <= RECENT_SECONDS), None)
+        out: dict[str, dict[str, float | None]] = {}
+        for peer, (s, n) in cur.items():
+            s0, n0 = (base or {}).get(peer, (0.0, 0.0))
+            out[peer] = {"mean_ms": round(1000 * s / n, 2) if n else None,
+                         "recent_ms": round(1000 * (s - s0) / (n - n0), 2) if n > n0 else None,
+                         "batches": int(n)}
+        return out
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.interval)
+
+
+def _days_left(ts: float, now: float) -> float:
+    return round((ts - now) / 86400, 2)
+
+
+def expiry_items(node: Node, now: float, warn_days: float = WARN_DAYS) -> list[dict[str, Any]]:
+    """What expires: the node's TLS certificate, the local CA, the federation TLS CA(s), the manifest in
+    force (which carries the revocation list, so the two expire together) and this node's manifest keys.
+    Each item: ``{"what", "not_after", "days_left", "level"}``, level ``ok``, ``warning`` or ``expired``."""
+    items: list[tuple[str, float]] = []
+
+    def cert(what: str, pem: bytes) -> None:
+        try:
+            items.append((what, cert_info(pem).not_after.timestamp()))
+        except PkiError as exc:
+            raise TrazaError(Code.INTERNAL, f"{what}: {exc}") from None
+
+    cert(f"TLS certificate of {node.id} ({node.tls_cert})", node.tls_cert.read_bytes())
+    local_ca = node.cfg.resolve(node.cfg.keys.local_ca)
+    cert(f"local CA of {node.id} ({local_ca})", local_ca.read_bytes())
+    fed = node.fed
+    for i, pem in enumerate(fed.manifest.tls_ca):
+        cert(f"federation TLS CA {i + 1} of {len(fed.manifest.tls_ca)}", pem.encode())
+    items.append((f"manifest version {fed.version} and its revocation list", fed.expires_at))
+    me = fed.node(node.id)
+    for k in me.keys if me is not None else ():
+        if k.not_after:
+            items.append((f"key {k.kid}", parse_rfc3339(k.not_after)))
+    out = []
+    for what, ts in items:
+        left = _days_left(ts, now)
+        level = "expired" if ts <= now else "warning" if left <= warn_days else "ok"
+        out.append({"what": what, "not_after": rfc3339(ts), "days_left": left, "level": level})
+    return sorted(out, key=lambda x: x["days_left"])
+
+
+class Dashboard:
+    """The ``/ui`` routes of one node; :meth:`add_routes` is appended to ``node.local_routes``."""
+
+    def __init__(self, node: Node, *, interval: float = SAMPLE_INTERVAL, warn_days: float = WARN_DAYS) -> None:
+        self.node = node
+        self.sampler = Sampler(node, interval=interval)
+        self.warn_days = warn_days
+        self._task: asyncio.Task[None] | None = None
+
+    # -- wiring ---------------------------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/ui", self.redirect)
+        r.add_get("/ui/", self.page)
+        r.add_get("/ui/static/{name}", self.static)
+        r.add_get("/ui/api/whoami", self.whoami)
+        r.add_get("/ui/api/peers", self._only(("operator",), self.peers))
+        r.add_get("/ui/api/throughput", self._only(("operator",), self.throughput))
+        r.add_get("/ui/api/rejections", self._only(("operator",), self.rejections))
+        r.add_get("/ui/api/expiry", self._only(("operator",), self.expiry))
+        r.add_get("/ui/api/messages/{id}", self._only(("auditor", "operator"), self.message))
+        app.on_startup.append(self._start)
+        app.on_cleanup.append(self._stop)
+
+    async def _start(self, app: web.Application) -> None:
+        self._task = asyncio.create_task(self.sampler.run(), name="dashboard-sampler")
+
+    async def _stop(self, app: web.Application) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _only(self, roles: Iterable[str], handler: Handler) -> Handler:
+        allowed = tuple(roles)
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            role = request.get("role")
+            if role not in allowed:
+                reason = f"role {role!r} may not call this route"
+                self.node.local_denied(request.path, request.remote or "", reason)
+                return _problem(403, "forbidden", reason)
+            return await handler(request)
+
+        return guarded
+
+    # -- the page -------------------------------------------------------------------------------------
+
+    async def redirect(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/ui/", headers=SECURITY_HEADERS)
+
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=(STATIC / "index.html").read_bytes(), content_type="text/html",
+                            charset="utf-8", headers=SECURITY_HEADERS)
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        ctype = STATIC_TYPES.get(name)
+        if ctype is None:
+            return _problem(404, "not_found", f"no static file {name!r}")
+        return web.Response(body=(STATIC / name).read_bytes(), content_type=ctype, charset="utf-8",
+                            headers=SECURITY_HEADERS)
+
+    # -- views ----------------------------------------------------------------------------------------
+
+    async def whoami(self, request: web.Request) -> web.StreamResponse:
+        node = self.node
+        me = node.fed.node(node.id)
+        keys = [{"kid": k.kid, "public_key": k.public_key} for k in (me.keys if me else ())
+                if k.use == "audit" and k.public_key and k.kid not in node.fed.revoked_kids]
+        return _json({"role": request["role"], "name": request["who"], "node": node.id,
+                      "federation": node.fed.name, "manifest_version": node.fed.version,
+                      "log": {"origin": node.audit.origin, "keys": keys}})
+
+    async def peers(self, request: web.Request) -> web.StreamResponse:
+        view = await self.node.ops_view("peers")
+        lat = self.sampler.recent_latency()
+        up = _metric_sums(self.node.metrics.peer_up, "", "peer")
+        for p in view["peers"]:
+            p.update(lat.get(p["id"], {"mean_ms": None, "recent_ms": None, "batches": 0}))
+            p["up"] = None if p["id"] not in up else bool(up[p["id"]])
+        return _json(view)
+
+    async def throughput(self, request: web.Request) -> web.StreamResponse:
+        return _json(self.sampler.series())
+
+    async def rejections(self, request: web.Request) -> web.StreamResponse:
+        """The most recent ``envelope.rejected`` entries of this node's audit log, newest first."""
+
+        def fn(conn: Any) -> list[tuple[int, bytes]]:
+            # newest first straight from the audit table (the auditor API pages oldest first)
+            rows = conn.execute("SELECT idx, entry FROM audit_entries WHERE event='envelope.rejected' "
+                                "ORDER BY idx DESC LIMIT ?", (MAX_REJECTIONS,)).fetchall()
+            return [(int(i), bytes(e)) for i, e in rows]
+
+        out = []
+        for idx, raw in await self.node.db.read(fn):
+            e = json.loads(raw)
+            out.append({"index": idx, "ts": e.get("ts"), "code": e.get("code"), "jti": e.get("jti"),
+                        "from": e.get("from"), "detail": e.get("detail")})
+        return _json({"rejections": out})
+
+    async def expiry(self, request: web.Request) -> web.StreamResponse:
+        return _json({"warn_days": self.warn_days,
+                      "items": expiry_items(self.node, self.node.clock(), self.warn_days)})
+
+    async def message(self, request: web.Request) -> web.StreamResponse:
+        jti = request.match_info["id"]
+        st = await self.node.message_status(jti)
+        if st is None:
+            return _problem(404, "not_found", f"no message {jti} on this node")
+        for step in st["timeline"]:
+            if isinstance(step.get("at"), (int, float)):
+                step["at"] = rfc3339(step["at"])
+        return _json(st)
+
+
+def install_dashboard(node: Node, **kw: Any) -> Dashboard:
+    """Create the dashboard of ``node`` and add its routes to the local listener (before ``start``)."""
+    d = Dashboard(node, **kw)
+    node.local_routes.append(d.add_routes)
+    return d
