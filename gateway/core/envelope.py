@@ -99,11 +99,21 @@ class PayloadInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     enc: EncInfo | None = None
 
 
-class BlobRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class BlobEnc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How an encrypted blob's content key travels (an extension of SPEC §3.1 ``blobs``, see docs/blobs.md):
+    the 32-byte key sealed with HPKE to the recipient's ``enc`` key ``kid`` (b64url, ``key``)."""
+
+    suite: str
+    kid: str
+    key: str
+
+
+class BlobRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     sha256: str
     len: int
     ct: str
     name: str
+    enc: BlobEnc | None = None  # set when the blob is encrypted (the bytes that travel are ``TZB1`` chunks)
 
 
 class Claims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

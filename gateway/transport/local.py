@@ -15,7 +15,8 @@ from aiohttp import web
 
 from gateway.core.errors import Code, TrazaError
 from gateway.crypto.tls import peer_local_identity
-from gateway.transport.peer import _peer_cert, problem, read_body
+from gateway.store.blobs import BadBlobName, BlobStore
+from gateway.transport.peer import _peer_cert, blob_handlers, problem, read_body
 
 STANDARD_CT = "application/vnd.traza.message+json"
 _json = msgspec.json.Encoder()
@@ -47,6 +48,11 @@ class LocalBackend(Protocol):
     def local_denied(self, path: str, remote: str, reason: str) -> None: ...
 
     def checkpoint_text(self) -> str: ...
+
+    def local_blobs(self) -> BlobStore:
+        """Plaintext blobs: uploaded by the national system, or delivered to it (decrypted)."""
+
+    def blob_stored(self, sha: str, length: int, source: str) -> None: ...
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
@@ -166,8 +172,28 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
         return web.Response(body=data, content_type="application/json",
                             headers={"Content-Disposition": f'attachment; filename="evidence-{jti}.json"'})
 
+    blob_put, blob_head = blob_handlers(
+        lambda: backend.local_blobs(),
+        on_stored=lambda request, sha, n: backend.blob_stored(sha, n, f"local:system:{request['who']}"))
+
+    async def blob_get(request: web.Request) -> web.StreamResponse:
+        sha = request.match_info["sha"]
+        store = backend.local_blobs()
+        try:
+            path = store.path(sha)
+            n = store.size(sha)
+        except BadBlobName as exc:
+            return problem(400, "malformed", str(exc))
+        if n is None:
+            return problem(404, "not_found", f"no complete blob {sha} on this node")
+        return web.FileResponse(path, chunk_size=256 * 1024,
+                                headers={"Content-Type": "application/octet-stream"})
+
     app = web.Application(middlewares=[authorise], client_max_size=max_request + 1)
     r = app.router
+    r.add_put("/local/v1/blobs/{sha}", blob_put)
+    r.add_route("HEAD", "/local/v1/blobs/{sha}", blob_head)
+    r.add_get("/local/v1/blobs/{sha}", blob_get, allow_head=False)
     r.add_post("/local/v1/messages", submit)
     r.add_get("/local/v1/messages/{id}", status)
     r.add_get("/local/v1/inbox", inbox)

@@ -7,8 +7,11 @@ manifest on every request, so a revocation applies without a restart.
 
 from __future__ import annotations
 
+import asyncio
+import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
@@ -16,8 +19,20 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 
 from gateway.core.errors import HTTP_STATUS, Code, TrazaError
 from gateway.crypto.tls import peer_node_id
+from gateway.store.blobs import (
+    READ_CHUNK,
+    BadBlobName,
+    BadRange,
+    BlobBusy,
+    BlobStore,
+    BlobTooLarge,
+    DigestMismatch,
+)
 
 PROBLEM = "application/problem+json"
+RECEIVED_HEADER = "Traza-Received-Bytes"
+COMPLETE_HEADER = "Traza-Blob-Complete"
+_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
 class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -78,6 +93,12 @@ class PeerBackend(Protocol):
 
     async def witness_add_checkpoint(self, peer: str, body: bytes) -> tuple[int, str, bytes]: ...
 
+    def peer_blobs(self) -> BlobStore:
+        """The store of blobs as they travel (ciphertext when encrypted), for PUT/HEAD /v1/blobs."""
+
+    def blob_stored(self, sha: str, length: int, source: str) -> None:
+        """A blob upload completed (for logs and metrics)."""
+
 
 def _peer_cert(request: web.Request) -> bytes | None:
     transport = request.transport
@@ -105,6 +126,93 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _blob_name(request: web.Request) -> str:
+    return request.match_info["sha"]
+
+
+def blob_handlers(store: Callable[[], BlobStore], *, on_stored: Callable[[web.Request, str, int], None] | None = None,
+                  shed_load: Callable[[], float | None] | None = None) -> tuple[Handler, Handler]:
+    """``PUT`` and ``HEAD`` handlers for ``.../blobs/{sha}`` (SPEC §4.3), shared by the peer API and the
+    local API. The body is streamed into the store while hashing: memory does not grow with the blob.
+
+    PUT: ``Content-Length`` required (411); ``Content-Range: bytes <start>-<end>/<total>`` resumes at
+    ``start`` (which must not be beyond the bytes received: 416 otherwise, with ``Traza-Received-Bytes``);
+    201 stored, 200 already present, 202 when a range that does not reach the end was received; 422
+    ``payload_mismatch`` when the bytes do not hash to the name (nothing is kept); 413 over ``max_blob``.
+    HEAD: 200 with ``Traza-Received-Bytes`` (0 when nothing has arrived) and ``Traza-Blob-Complete``.
+    """
+
+    async def put(request: web.Request) -> web.StreamResponse:
+        blobs = store()
+        sha = _blob_name(request)
+        try:
+            if blobs.has(sha):
+                n = blobs.size(sha)
+                return web.Response(status=200, body=_json.encode({"sha256": sha, "len": n}),
+                                    content_type="application/json", headers={RECEIVED_HEADER: str(n)})
+        except BadBlobName as exc:
+            return problem(400, Code.MALFORMED, str(exc))
+        if shed_load is not None and (retry := shed_load()) is not None:
+            return problem(503, Code.OVERLOADED, "node is shedding load; retry later",
+                           {"Retry-After": str(max(1, round(retry)))})
+        length = request.content_length
+        if length is None or "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            return problem(411, Code.MALFORMED, f"blob {sha}: Content-Length is required")
+        crange = request.headers.get("Content-Range")
+        if crange is None:
+            start, total = 0, length
+        else:
+            m = _RANGE_RE.match(crange.strip())
+            if not m:
+                return problem(400, Code.MALFORMED, f"blob {sha}: Content-Range {crange!r} is not 'bytes <start>-<end>/<total>'")
+            start, end, total = (int(g) for g in m.groups())
+            if end < start or end >= total or end - start + 1 != length:
+                return problem(400, Code.MALFORMED,
+                               f"blob {sha}: Content-Range {crange!r} does not fit Content-Length {length}")
+        try:
+            writer = blobs.writer(sha, total, start)
+        except BlobTooLarge as exc:
+            return problem(413, Code.TOO_LARGE, str(exc))
+        except BlobBusy as exc:
+            return problem(409, Code.OVERLOADED, str(exc), {"Retry-After": "1"})
+        except BadRange as exc:
+            return problem(416, Code.MALFORMED, str(exc), {RECEIVED_HEADER: str(exc.received)})
+        try:
+            async for piece in request.content.iter_chunked(READ_CHUNK):
+                writer.write(piece)
+            if writer.received != start + length:
+                return problem(400, Code.MALFORMED, f"blob {sha}: body ended after {writer.received - start} of {length} bytes",
+                               {RECEIVED_HEADER: str(writer.received)})
+            if not writer.complete:
+                return web.Response(status=202, body=_json.encode({"sha256": sha, "received": writer.received, "total": total}),
+                                    content_type="application/json", headers={RECEIVED_HEADER: str(writer.received)})
+            try:
+                await asyncio.to_thread(writer.commit)
+            except DigestMismatch as exc:
+                return problem(422, Code.PAYLOAD_MISMATCH, f"{exc}; nothing of it was kept", {RECEIVED_HEADER: "0"})
+        except BlobTooLarge as exc:
+            return problem(413, Code.TOO_LARGE, str(exc))
+        finally:
+            writer.close()  # keeps the received bytes for a resume unless committed or refused
+        if on_stored is not None:
+            on_stored(request, sha, total)
+        return web.Response(status=201, body=_json.encode({"sha256": sha, "len": total}),
+                            content_type="application/json", headers={RECEIVED_HEADER: str(total)})
+
+    async def head(request: web.Request) -> web.StreamResponse:
+        blobs = store()
+        sha = _blob_name(request)
+        try:
+            n = blobs.size(sha)
+            received = n if n is not None else blobs.received(sha)
+        except BadBlobName:
+            return web.Response(status=400)
+        return web.Response(status=200, headers={RECEIVED_HEADER: str(received),
+                                                 COMPLETE_HEADER: "true" if n is not None else "false"})
+
+    return put, head
 
 
 def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaError], None] | None = None,
@@ -158,8 +266,15 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
         # accepts as a header, not as content_type
         return web.Response(status=status, body=out, headers={"Content-Type": ctype})
 
+    blob_put, blob_head = blob_handlers(
+        lambda: backend.peer_blobs(),
+        on_stored=lambda request, sha, n: backend.blob_stored(sha, n, f"peer:{request['peer']}"),
+        shed_load=lambda: backend.shed_load())
+
     app = web.Application(middlewares=[authenticate], client_max_size=backend.max_request + 1)
     app.router.add_post("/v1/envelopes", post_envelopes)
+    app.router.add_put("/v1/blobs/{sha}", blob_put)
+    app.router.add_route("HEAD", "/v1/blobs/{sha}", blob_head)
     app.router.add_get("/v1/manifest", get_manifest)
     app.router.add_get("/v1/audit/checkpoint", get_checkpoint)
     app.router.add_get("/v1/audit/proof/consistency", get_consistency)
@@ -236,6 +351,60 @@ class PeerClient:
                 retry = 1.0
         detail = data[:300].decode("utf-8", "replace")
         raise PeerUnavailable(f"{self.peer}: HTTP {status}: {detail}", retry_after=retry)
+
+    async def blob_received(self, sha: str) -> tuple[int, bool]:
+        """``HEAD /v1/blobs/<sha>``: (bytes the peer holds, complete?)."""
+        status, _data, headers = await self.request("HEAD", f"/v1/blobs/{sha}")
+        if status != 200:
+            raise PeerUnavailable(f"{self.peer}: HEAD /v1/blobs/{sha}: HTTP {status}")
+        try:
+            received = int(headers.get(RECEIVED_HEADER, "0"))
+        except ValueError:
+            raise PeerUnavailable(f"{self.peer}: {RECEIVED_HEADER} {headers.get(RECEIVED_HEADER)!r} is not an integer") from None
+        return received, headers.get(COMPLETE_HEADER) == "true"
+
+    async def upload_blob(self, sha: str, path: Path, length: int,
+                          progress: Callable[[int], None] | None = None) -> int:
+        """Make sure the peer holds blob ``sha`` (the file ``path`` of ``length`` bytes): ask what it has
+        (HEAD), then stream the rest (PUT with ``Content-Range`` when resuming). Returns the bytes sent
+        (0 when the peer already had it). ``progress`` gets the bytes the peer holds so far.
+        PeerUnavailable on any failure (retry later; the bytes that arrived are kept for the resume)."""
+        received, complete = await self.blob_received(sha)
+        if complete:
+            if progress:
+                progress(length)
+            return 0
+        if received > length:
+            received = 0
+        if progress:
+            progress(received)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length - received)}
+        if received:
+            headers["Content-Range"] = f"bytes {received}-{length - 1}/{length}"
+
+        async def body() -> AsyncIterator[bytes]:
+            done = received
+            with path.open("rb") as f:
+                f.seek(received)
+                while done < length and (piece := f.read(min(READ_CHUNK, length - done))):
+                    done += len(piece)
+                    yield piece
+                    if progress:
+                        progress(done)
+
+        timeout = ClientTimeout(total=None, connect=10, sock_read=120)
+        try:
+            async with self._sess().put(self.endpoint + f"/v1/blobs/{sha}", data=body(), headers=headers,
+                                        timeout=timeout) as resp:
+                self._check_server(resp)
+                data = await resp.read()
+                status = resp.status
+        except (TimeoutError, ClientError, OSError, ssl.SSLError) as exc:
+            raise PeerUnavailable(f"{self.peer}: PUT /v1/blobs/{sha}: {type(exc).__name__}: {exc}") from None
+        if status in (200, 201):
+            return length - received
+        detail = data[:300].decode("utf-8", "replace")
+        raise PeerUnavailable(f"{self.peer}: PUT /v1/blobs/{sha}: HTTP {status}: {detail}")
 
     async def close(self) -> None:
         if self._session is not None:

@@ -1,0 +1,332 @@
+"""Blob storage (SPEC §4.3): content-addressed files under one folder, written while hashing, resumable.
+
+Layout of ``root``::
+
+    <sha256>           a complete blob; its name is the b64url SHA-256 of its bytes
+    <sha256>.part      bytes received so far of an upload that has not finished (kept across restarts)
+    index/<jti>.json   what a delivered message carries (the local store of a recipient only)
+
+A :class:`BlobWriter` appends to the ``.part`` file and hashes as it goes. Resuming re-hashes the bytes
+already in the ``.part`` file (streamed, so memory does not grow with the blob). When the last byte of
+the declared total has arrived, :meth:`BlobWriter.commit` checks the digest: on a match it fsyncs and
+renames the file into place (atomic); on a mismatch it deletes the partial file, so nothing of a bad
+upload is kept. Reading is streamed in :data:`READ_CHUNK` pieces.
+
+No event loop here: the transport calls the slow parts (commit with its fsync) from a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gateway.core.b64 import b64url_encode
+
+READ_CHUNK = 1024 * 1024
+_SHA_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_JTI_RE = re.compile(r"^[0-9a-f-]{36}$")
+
+
+class BlobError(Exception):
+    """A blob operation was refused; the message names the blob and the reason."""
+
+
+class BadBlobName(BlobError):
+    """Not a b64url SHA-256 (43 characters of the URL-safe alphabet)."""
+
+
+class BlobTooLarge(BlobError):
+    pass
+
+
+class BlobBusy(BlobError):
+    """Another upload of the same blob is in progress on this node."""
+
+
+class BadRange(BlobError):
+    """A resumed upload does not start where the received bytes end (``received`` says where)."""
+
+    def __init__(self, detail: str, received: int) -> None:
+        super().__init__(detail)
+        self.received = received
+
+
+class DigestMismatch(BlobError):
+    """The bytes received do not hash to the blob's name (the partial file has been deleted)."""
+
+
+def check_name(sha: str) -> str:
+    if not _SHA_RE.match(sha):
+        raise BadBlobName(f"blob name {sha[:80]!r} is not a base64url SHA-256 (43 characters)")
+    return sha
+
+
+def sha256_file(path: Path, limit: int | None = None) -> tuple[Any, int]:
+    """Streamed SHA-256 of ``path`` (of its first ``limit`` bytes): (hash object, bytes hashed)."""
+    h = hashlib.sha256()
+    n = 0
+    with path.open("rb") as f:
+        while True:
+            want = READ_CHUNK if limit is None else min(READ_CHUNK, limit - n)
+            if want <= 0:
+                break
+            piece = f.read(want)
+            if not piece:
+                break
+            h.update(piece)
+            n += len(piece)
+    return h, n
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """b64url SHA-256 and length of a file, streamed."""
+    h, n = sha256_file(path)
+    return b64url_encode(h.digest()), n
+
+
+class BlobWriter:
+    """One upload into ``<sha>.part``: :meth:`write` pieces, then :meth:`commit` once ``received == total``,
+    or :meth:`close` to keep what arrived for a later resume."""
+
+    def __init__(self, store: BlobStore, sha: str, total: int, start: int) -> None:
+        self.store = store
+        self.sha = sha
+        self.total = total
+        self.part = store.root / f"{sha}.part"
+        have = self.part.stat().st_size if self.part.exists() else 0
+        if start > have:
+            raise BadRange(f"blob {sha}: upload resumes at byte {start} but {have} bytes have been received", have)
+        if start < have:  # the sender starts again earlier: drop what follows
+            with self.part.open("r+b") as f:
+                f.truncate(start)
+        self._hash: Any
+        self._hash, hashed = sha256_file(self.part, start) if start else (hashlib.sha256(), 0)
+        if hashed != start:
+            raise BadRange(f"blob {sha}: only {hashed} bytes could be read back from the partial file", hashed)
+        self.received = start
+        self._file = self.part.open("ab")
+        self._closed = False
+
+    def write(self, data: bytes) -> None:
+        if self.received + len(data) > self.total:
+            raise BlobTooLarge(f"blob {self.sha}: more than the declared {self.total} bytes")
+        self._file.write(data)
+        self._hash.update(data)
+        self.received += len(data)
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.total
+
+    def commit(self) -> Path:
+        """Check the digest of the whole blob; on a match fsync and rename into place, else delete the
+        partial file and raise DigestMismatch. Returns the final path."""
+        if not self.complete:
+            raise BlobError(f"blob {self.sha}: {self.received} of {self.total} bytes received; cannot commit")
+        actual = b64url_encode(self._hash.digest())
+        try:
+            if actual != self.sha:
+                self._file.close()
+                self.part.unlink(missing_ok=True)
+                raise DigestMismatch(f"blob {self.sha}: the {self.total} bytes received hash to {actual}")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            final = self.store.path(self.sha)
+            os.replace(self.part, final)
+            self.store._fsync_dir()
+            return final
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        """Stop without committing: keep the ``.part`` bytes so the upload can resume."""
+        if self._closed:
+            return
+        with contextlib.suppress(OSError):
+            self._file.flush()
+            self._file.close()
+        self._release()
+
+    def _release(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if not self._file.closed:
+                with contextlib.suppress(OSError):
+                    self._file.close()
+            self.store._active.discard(self.sha)
+
+
+class BlobStore:
+    """Content-addressed blobs in ``root`` with a size limit of ``max_blob`` bytes."""
+
+    def __init__(self, root: Path, max_blob: int) -> None:
+        self.root = root
+        self.max_blob = max_blob
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._active: set[str] = set()
+
+    def path(self, sha: str) -> Path:
+        return self.root / check_name(sha)
+
+    def size(self, sha: str) -> int | None:
+        """Length of the complete blob, or None when it is not (yet) stored."""
+        try:
+            return self.path(sha).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def has(self, sha: str, length: int | None = None) -> bool:
+        n = self.size(sha)
+        return n is not None and (length is None or n == length)
+
+    def received(self, sha: str) -> int:
+        """Bytes of ``sha`` on this node: its length when complete, else what its partial upload holds."""
+        n = self.size(sha)
+        if n is not None:
+            return n
+        try:
+            return (self.root / f"{sha}.part").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def writer(self, sha: str, total: int, start: int = 0) -> BlobWriter:
+        """Start or resume an upload of ``total`` bytes at byte ``start`` (0 starts again)."""
+        check_name(sha)
+        if total > self.max_blob:
+            raise BlobTooLarge(f"blob {sha}: {total} bytes exceeds the limit of {self.max_blob} bytes")
+        if total < 0 or start < 0 or start > total:
+            raise BadRange(f"blob {sha}: range start {start} of total {total} is not valid", self.received(sha))
+        if sha in self._active:
+            raise BlobBusy(f"blob {sha}: another upload of it is in progress")
+        self._active.add(sha)
+        try:
+            return BlobWriter(self, sha, total, start)
+        except BaseException:
+            self._active.discard(sha)
+            raise
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Store ``data`` (small attachments handed over in memory); returns (sha256, length)."""
+        sha = b64url_encode(hashlib.sha256(data).digest())
+        if len(data) > self.max_blob:
+            raise BlobTooLarge(f"blob of {len(data)} bytes exceeds the limit of {self.max_blob} bytes")
+        if not self.has(sha):
+            w = self.writer(sha, len(data))
+            try:
+                w.write(data)
+                w.commit()
+            finally:
+                w.close()
+        return sha, len(data)
+
+    def put_file(self, src: Path) -> tuple[str, int]:
+        """Copy file ``src`` into the store (streamed, hashed on the way); returns (sha256, length)."""
+        tmp = self.temp_path()
+        h = hashlib.sha256()
+        n = 0
+        try:
+            with src.open("rb") as fi, tmp.open("wb") as fo:
+                while piece := fi.read(READ_CHUNK):
+                    n += len(piece)
+                    if n > self.max_blob:
+                        raise BlobTooLarge(f"{src}: more than the limit of {self.max_blob} bytes")
+                    h.update(piece)
+                    fo.write(piece)
+                fo.flush()
+                os.fsync(fo.fileno())
+            sha = b64url_encode(h.digest())
+            self.adopt(tmp, sha)
+            return sha, n
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def adopt(self, src: Path, sha: str) -> Path:
+        """Move a complete file (already fsynced, whose digest the caller computed) into place as ``sha``."""
+        dst = self.path(sha)
+        if dst.exists():
+            src.unlink(missing_ok=True)
+        else:
+            os.replace(src, dst)
+            self._fsync_dir()
+        return dst
+
+    def link_from(self, other: BlobStore, sha: str) -> Path:
+        """Make ``other``'s complete blob ``sha`` also a blob of this store (hard link, else copy)."""
+        dst = self.path(sha)
+        if dst.exists():
+            return dst
+        src = other.path(sha)
+        tmp = self.temp_path()
+        try:
+            try:
+                os.link(src, tmp)
+            except OSError:
+                with src.open("rb") as fi, tmp.open("wb") as fo:
+                    while piece := fi.read(READ_CHUNK):
+                        fo.write(piece)
+                    fo.flush()
+                    os.fsync(fo.fileno())
+            return self.adopt(tmp, sha)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def temp_path(self) -> Path:
+        """A fresh temporary file name in this store's folder (for :meth:`adopt`)."""
+        fd, name = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+        os.close(fd)
+        Path(name).unlink()
+        return Path(name)
+
+    def read_chunks(self, sha: str, start: int = 0, chunk: int = READ_CHUNK) -> Iterator[bytes]:
+        """The blob's bytes from ``start``, in pieces of at most ``chunk`` bytes."""
+        with self.path(sha).open("rb") as f:
+            f.seek(start)
+            while piece := f.read(chunk):
+                yield piece
+
+    def delete(self, sha: str) -> None:
+        self.path(sha).unlink(missing_ok=True)
+        (self.root / f"{sha}.part").unlink(missing_ok=True)
+
+    def names(self) -> list[str]:
+        """Complete blobs in this store."""
+        return sorted(p.name for p in self.root.iterdir() if _SHA_RE.match(p.name))
+
+    # --- what a delivered message carries (recipient's local store) -------------------------------------
+
+    def write_index(self, jti: str, entries: list[dict[str, Any]]) -> None:
+        if not _JTI_RE.match(jti):
+            raise BlobError(f"message id {jti[:80]!r} is not a UUID")
+        d = self.root / "index"
+        d.mkdir(exist_ok=True)
+        tmp = d / f".{jti}.tmp"
+        with tmp.open("wb") as f:
+            f.write(json.dumps(entries, sort_keys=True).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, d / f"{jti}.json")
+
+    def read_index(self, jti: str) -> list[dict[str, Any]] | None:
+        if not _JTI_RE.match(jti):
+            return None
+        try:
+            data: list[dict[str, Any]] = json.loads((self.root / "index" / f"{jti}.json").read_bytes())
+        except FileNotFoundError:
+            return None
+        return data
+
+    def _fsync_dir(self) -> None:
+        with contextlib.suppress(OSError):
+            fd = os.open(self.root, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)

@@ -1,0 +1,124 @@
+"""BlobStore (SPEC §4.3): hashing while writing, resume across a restart, nothing kept of a bad upload."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from gateway.core.b64 import b64url_encode
+from gateway.store.blobs import (
+    BadBlobName,
+    BadRange,
+    BlobBusy,
+    BlobStore,
+    BlobTooLarge,
+    DigestMismatch,
+    file_digest,
+)
+
+
+def name(data: bytes) -> str:
+    return b64url_encode(hashlib.sha256(data).digest())
+
+
+DATA = os.urandom(3 * 1024 * 1024 + 17)
+SHA = name(DATA)
+
+
+def test_write_commit_read(tmp_path):
+    store = BlobStore(tmp_path / "b", max_blob=10 * 1024 * 1024)
+    w = store.writer(SHA, len(DATA))
+    for i in range(0, len(DATA), 100_000):
+        w.write(DATA[i : i + 100_000])
+    assert w.complete
+    w.commit()
+    assert store.has(SHA) and store.has(SHA, len(DATA)) and not store.has(SHA, len(DATA) + 1)
+    assert store.received(SHA) == len(DATA)
+    pieces = list(store.read_chunks(SHA))
+    assert max(len(p) for p in pieces) <= 1024 * 1024
+    assert b"".join(pieces) == DATA
+    assert file_digest(store.path(SHA)) == (SHA, len(DATA))
+    assert store.names() == [SHA]
+    assert not (store.root / f"{SHA}.part").exists()
+
+
+def test_resume_after_restart_rehashes_the_partial_file(tmp_path):
+    root = tmp_path / "b"
+    store = BlobStore(root, max_blob=10 * 1024 * 1024)
+    w = store.writer(SHA, len(DATA))
+    w.write(DATA[:1_000_000])
+    w.close()  # connection dropped
+    assert store.received(SHA) == 1_000_000 and not store.has(SHA)
+    # a new process: a fresh store object over the same folder
+    store2 = BlobStore(root, max_blob=10 * 1024 * 1024)
+    assert store2.received(SHA) == 1_000_000
+    with pytest.raises(BadRange) as exc:
+        store2.writer(SHA, len(DATA), start=1_000_001)  # beyond what arrived
+    assert exc.value.received == 1_000_000
+    w2 = store2.writer(SHA, len(DATA), start=1_000_000)
+    w2.write(DATA[1_000_000:])
+    w2.commit()
+    assert store2.path(SHA).read_bytes() == DATA
+
+
+def test_resume_earlier_truncates(tmp_path):
+    store = BlobStore(tmp_path, max_blob=10 * 1024 * 1024)
+    w = store.writer(SHA, len(DATA))
+    w.write(DATA[:500])
+    w.write(b"garbage")  # bytes the sender will resend from 500
+    w.close()
+    w = store.writer(SHA, len(DATA), start=500)
+    w.write(DATA[500:])
+    w.commit()
+    assert store.path(SHA).read_bytes() == DATA
+
+
+def test_digest_mismatch_keeps_nothing(tmp_path):
+    store = BlobStore(tmp_path, max_blob=1024)
+    other = name(b"something else")
+    w = store.writer(other, 10)
+    w.write(b"0123456789")
+    with pytest.raises(DigestMismatch, match="hash to"):
+        w.commit()
+    assert not store.has(other) and store.received(other) == 0
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_limits_and_names(tmp_path):
+    store = BlobStore(tmp_path, max_blob=100)
+    with pytest.raises(BlobTooLarge, match="exceeds the limit of 100"):
+        store.writer(name(b"x"), 101)
+    w = store.writer(name(b"x" * 10), 10)
+    with pytest.raises(BlobTooLarge):
+        w.write(b"x" * 11)
+    with pytest.raises(BlobBusy):
+        store.writer(name(b"x" * 10), 10)
+    w.close()
+    store.writer(name(b"x" * 10), 10).close()  # free again after close
+    for bad in ("../etc/passwd", "a" * 42, "a" * 43 + "/", "a+" * 21 + "a"):
+        with pytest.raises(BadBlobName):
+            store.path(bad)
+
+
+def test_put_bytes_file_link_and_index(tmp_path):
+    a = BlobStore(tmp_path / "a", max_blob=10 * 1024 * 1024)
+    b = BlobStore(tmp_path / "b", max_blob=10 * 1024 * 1024)
+    assert a.put_bytes(b"hello") == (name(b"hello"), 5)
+    src = tmp_path / "src.bin"
+    src.write_bytes(DATA)
+    assert a.put_file(src) == (SHA, len(DATA))
+    b.link_from(a, SHA)
+    assert b.path(SHA).read_bytes() == DATA
+    entries = [{"sha256": SHA, "len": len(DATA), "ct": "application/x-x3p", "name": "a.x3p"}]
+    jti = "01935f4e-0000-7000-8000-000000000000"
+    assert b.read_index(jti) is None
+    b.write_index(jti, entries)
+    assert b.read_index(jti) == entries
+    assert b.read_index("../x") is None
+    empty = name(b"")
+    w = a.writer(empty, 0)
+    assert w.complete
+    w.commit()
+    assert a.path(empty).read_bytes() == b""
