@@ -114,21 +114,27 @@ class Pending:
     content: bytes
 
 
-async def pending(node: DeliveryNode, limit: int = _BATCH) -> list[Pending]:
-    """The oldest ``limit`` messages not yet taken, in national form. A message the adapter cannot write
-    is logged as an error and left in the inbox (it is tried again on the next sweep)."""
-    rows = await node.db.read(lambda c: st.inbox_page(c, 0, limit))
+async def pending(node: DeliveryNode, after: int = 0, limit: int = _BATCH,
+                  reported: set[str] | None = None) -> tuple[list[Pending], int | None]:
+    """The oldest ``limit`` messages not yet taken after inbox position ``after``, in national form, and
+    the position to read on from (None when this was the last page). A message the adapter cannot write
+    is logged as an error (once per id when ``reported`` is given) and left in the inbox: it is tried
+    again on the next sweep, and the messages after it are still delivered."""
+    rows = await node.db.read(lambda c: st.inbox_page(c, after, limit))
     out = []
     for seq, jti, body, delivered_at, mt, iss, cid in rows:
         meta = {"id": jti, "from": iss, "conversation": cid, "delivered_at": rfc3339(delivered_at)}
         try:
             content = node.adapter.from_standard(mt, msgspec.json.decode(body), meta)
-        except (AdapterError, TrazaError, msgspec.DecodeError) as exc:
-            log.error("delivery.untranslatable", node=node.id, jti=jti, mt=mt, adapter=node.adapter.name,
-                      detail=str(exc)[:500])
+        except Exception as exc:  # an adapter fault must not stop delivery of the others
+            if reported is None or jti not in reported:
+                log.error("delivery.untranslatable", node=node.id, jti=jti, mt=mt, adapter=node.adapter.name,
+                          detail=f"{type(exc).__name__}: {exc}"[:500])
+                if reported is not None:
+                    reported.add(jti)
             continue
         out.append(Pending(seq, jti, mt, iss, cid, delivered_at, content))
-    return out
+    return out, (rows[-1][0] if len(rows) == limit else None)
 
 
 def extension(content_type: str) -> str:
@@ -205,6 +211,7 @@ class WebhookDelivery:
         self.msg_failures: dict[str, int] = {}
         self.msg_next: dict[str, float] = {}
         self.posts = 0  # POST attempts made (for tests and logs)
+        self.reported: set[str] = set()  # messages the adapter could not write (logged once)
 
     def _delay(self, attempt: int) -> float:
         return backoff(attempt, rand=self.rand(), base=self.retry_min, cap=self.retry_max)
@@ -217,7 +224,11 @@ class WebhookDelivery:
         try:
             while True:
                 self.node.inbox_event.clear()
-                wait = await self.deliver_due(session)
+                try:
+                    wait = await self.deliver_due(session)
+                except Exception:  # never let a fault end delivery: log it and sweep again
+                    log.exception("webhook.sweep_failed", node=self.node.id, url=self.url)
+                    wait = self.sweep
                 await _wait(self.node.inbox_event, min(wait, self.sweep))
         finally:
             await session.close()
@@ -227,16 +238,21 @@ class WebhookDelivery:
         now = time.monotonic()
         if now < self.server_next:
             return self.server_next - now
-        items = await pending(self.node)
-        live = {p.jti for p in items}
-        for gone in [j for j in self.msg_next if j not in live]:  # taken meanwhile (e.g. via the inbox API)
-            self.msg_next.pop(gone, None)
-            self.msg_failures.pop(gone, None)
-        for p in items:
-            if self.msg_next.get(p.jti, 0.0) > time.monotonic():
-                continue
-            if not await self._post_one(session, p):
-                break  # the server is failing: wait for it
+        live: set[str] = set()
+        after: int | None = 0
+        while after is not None:
+            items, after = await pending(self.node, after, reported=self.reported)
+            live.update(p.jti for p in items)
+            for p in items:
+                if self.msg_next.get(p.jti, 0.0) > time.monotonic():
+                    continue
+                if not await self._post_one(session, p):
+                    after = None  # the server is failing: wait for it
+                    break
+        if not self.server_failures:
+            for gone in [j for j in self.msg_next if j not in live]:  # taken meanwhile (e.g. via the inbox API)
+                self.msg_next.pop(gone, None)
+                self.msg_failures.pop(gone, None)
         nxt = [t for t in self.msg_next.values()] + ([self.server_next] if self.server_failures else [])
         return max(0.0, min(nxt) - time.monotonic()) if nxt else self.sweep
 
@@ -343,7 +359,9 @@ class DropDelivery:
         self.submitting = self.root / ".submitting"
         self.ext = extension(node.adapter.output_content_type)
         self._seen: dict[str, tuple[int, int]] = {}  # outbox name -> (size, mtime_ns) at the last poll
+        self.reported: set[str] = set()  # messages the adapter could not write (logged once)
         self._paused_until = 0.0
+        self.ready = asyncio.Event()  # set once the folders exist and crash leftovers are settled
 
     # -- setup and crash recovery --
 
@@ -372,6 +390,7 @@ class DropDelivery:
 
     async def run(self) -> None:
         await asyncio.to_thread(self.prepare)
+        self.ready.set()
         log.info("drop.started", node=self.node.id, dir=str(self.root))
         while True:
             self.node.inbox_event.clear()
@@ -379,10 +398,14 @@ class DropDelivery:
                 await self.deliver_pending()
             except OSError as exc:
                 log.error("drop.write_failed", node=self.node.id, dir=str(self.inbox), detail=str(exc))
+            except Exception:  # never let a fault end delivery: log it and try again on the next poll
+                log.exception("drop.deliver_failed", node=self.node.id, dir=str(self.inbox))
             try:
                 await self.pick_up()
             except OSError as exc:
                 log.error("drop.outbox_failed", node=self.node.id, dir=str(self.outbox), detail=str(exc))
+            except Exception:
+                log.exception("drop.outbox_failed", node=self.node.id, dir=str(self.outbox))
             await _wait(self.node.inbox_event, self.poll)
 
     # -- inbox: messages to the national system --
@@ -401,17 +424,15 @@ class DropDelivery:
         """Write every message not yet taken into ``inbox/``, oldest first, acking each once written.
         Returns the number delivered."""
         n = 0
-        while True:
-            items = await pending(self.node)
-            if not items:
-                return n
+        after: int | None = 0
+        while after is not None:
+            items, after = await pending(self.node, after, reported=self.reported)
             for p in items:
                 await asyncio.to_thread(self._write_atomic, p.jti, p.content)
                 if await self.node.inbox_ack(p.jti, who="drop"):
                     n += 1
                     log.info("drop.delivered", node=self.node.id, jti=p.jti, mt=p.mt, file=str(self.inbox_path(p.jti)))
-            if len(items) < _BATCH:
-                return n
+        return n
 
     # -- outbox: national files to send --
 

@@ -25,11 +25,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from adapters import get_adapter
+from gateway.audit.log import EVENTS
 from gateway.config import ConfigError, load_config
 from gateway.crypto.tls import peer_node_id
 from gateway.localfed import LocalNode, NodeSpec, build, free_ports
 from gateway.node import Node
-from gateway.transport.delivery import DropDelivery, WebhookDelivery, content_type_for, extension
+from gateway.transport.delivery import (
+    REJECTED_EVENT,
+    DropDelivery,
+    WebhookDelivery,
+    content_type_for,
+    extension,
+)
 
 ES_SAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "es" / "samples"
 
@@ -265,6 +272,8 @@ async def test_drop_folder_delivers_atomically_once_and_sends_national_files(tmp
     built, drop = drop_federation(tmp_path)
     async with running(built) as nodes:
         es = nodes["es"]
+        assert isinstance(es.delivery, DropDelivery)
+        await asyncio.wait_for(es.delivery.ready.wait(), 10)
         for sub in ("inbox", "outbox", "sent", "rejected", ".tmp", ".submitting"):
             assert (drop / sub).is_dir()
         jti = await send_notice(nodes, "into the drop folder")
@@ -304,7 +313,8 @@ async def test_drop_folder_malformed_file_is_rejected_with_a_readable_reason(tmp
     built, drop = drop_federation(tmp_path)
     async with running(built) as nodes:
         es = nodes["es"]
-        await eventually(lambda: (drop / "outbox").is_dir())
+        assert isinstance(es.delivery, DropDelivery)
+        await asyncio.wait_for(es.delivery.ready.wait(), 10)
         bad = sample("notice.xml").replace(b"<Clasificacion>BASIC_PROTECTION_LEVEL</Clasificacion>",
                                            b"<Clasificacion>MUY_SECRETO</Clasificacion>")
         (drop / "outbox" / "mal.xml").write_bytes(bad)
@@ -316,6 +326,13 @@ async def test_drop_folder_malformed_file_is_rejected_with_a_readable_reason(tmp
         assert (drop / "rejected" / "mal.xml").read_bytes() == bad
         assert ".xml" in (drop / "rejected" / "nota.txt.error.txt").read_text()
         assert not list((drop / "outbox").iterdir()) and not list((drop / ".submitting").iterdir())
+        if REJECTED_EVENT in EVENTS:  # audited once gateway.audit.log knows the event (docs/audit.md)
+            async def rejected() -> list[Any]:
+                doc = await es.audit_entries({"event": REJECTED_EVENT, "limit": "10"})
+                return [json.loads(base64.b64decode(e["entry"])) for e in doc["entries"]]
+
+            got = await eventually(lambda: rejected())
+            assert {e["file"] for e in got} >= {"mal.xml"} and any("MUY_SECRETO" in e["detail"] for e in got)
         # the node keeps going: a good file after it is sent
         (drop / "outbox" / "bien.xml").write_bytes(sample("notice.xml"))
         await eventually((drop / "sent" / "bien.xml.id").is_file)
@@ -328,6 +345,7 @@ async def test_drop_folder_restart_after_a_crash_while_submitting(tmp_path):
         es = nodes["es"]
         dl = es.delivery
         assert isinstance(dl, DropDelivery)
+        await asyncio.wait_for(dl.ready.wait(), 10)
         # as a crash would leave them: one file submitted with its id recorded, one in flight
         (drop / ".submitting" / "done.xml").write_bytes(b"x")
         (drop / ".submitting" / "done.xml.id").write_text("0197a6f0-0000-7000-8000-000000000000\n")
