@@ -88,18 +88,28 @@ def build(
     limits: dict[str, Any] | None = None,
     manifest_poll_seconds: float = 30.0,
     log_format: str = "json",
+    endpoints: dict[str, str] | None = None,
 ) -> dict[str, LocalNode]:
     """Create the federation in ``root``: ``root/pki`` (the federation folder), ``root/nodes/<id>.toml``
-    and ``root/data/<id>``. Hubs are added first. Returns the nodes by id."""
+    and ``root/data/<id>``. Hubs are added first. Returns the nodes by id.
+
+    ``endpoints`` replaces the manifest endpoint (the address every other node dials) of the named nodes,
+    e.g. ``{"latam-hub": "https://127.0.0.1:<proxy port>"}`` to put a proxy in front of latam-hub; the
+    node still listens on its own peer port."""
     now = time.time() if now is None else now
     specs = sorted(specs, key=lambda s: (s.kind != "hub", s.id))
+    endpoints = endpoints or {}
+    unknown = sorted(set(endpoints) - {s.id for s in specs})
+    if unknown:
+        raise ValueError(f"endpoints: {', '.join(unknown)} not among the nodes to build")
     pki = root / "pki"
     fd = FederationDir.init(pki, federation=federation, authorities=list(authorities), threshold=threshold, now=now)
     ports = free_ports(3 * len(specs))
     nodes: dict[str, LocalNode] = {}
     for i, s in enumerate(specs):
         p, lo, ops = ports[3 * i : 3 * i + 3]
-        fd.add_node(s.id, kind=s.kind, country=s.country, endpoint=f"https://127.0.0.1:{p}", now=now, hub=s.hub,
+        endpoint = endpoints.get(s.id, f"https://127.0.0.1:{p}")
+        fd.add_node(s.id, kind=s.kind, country=s.country, endpoint=endpoint, now=now, hub=s.hub,
                     peers=s.peers, max_classification=s.max_classification, sig_alg=s.sig_alg, kem=s.kem,
                     name=s.name or s.id)
         nodes[s.id] = LocalNode(spec=s, config=root / "nodes" / f"{s.id}.toml", data_dir=root / "data" / s.id,
