@@ -9,7 +9,7 @@ the role(s) it names and refuses (and audits, as ``auth.denied``) the other.
 | route | roles | what |
 |---|---|---|
 | ``GET /ui/`` | operator, auditor | the page |
-| ``GET /ui/static/{name}`` | operator, auditor | ``app.js``, ``style.css`` |
+| ``GET /ui/static/{name}`` | operator, auditor | ``app.js``, ``style.css``, ``favicon.svg`` |
 | ``GET /ui/api/whoami`` | operator, auditor | role, name, node, federation, log origin and audit keys |
 | ``GET /ui/api/peers`` | operator | linked peers with breaker state, last exchange, hop latency |
 | ``GET /ui/api/throughput`` | operator | envelopes per interval over the last ten minutes |
@@ -39,7 +39,7 @@ from gateway.node import Node
 from gateway.transport.peer import problem
 
 STATIC = Path(__file__).resolve().parent / "static"
-STATIC_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
+STATIC_TYPES = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 SECURITY_HEADERS = {
@@ -90,6 +90,7 @@ class Sampler:
     def __init__(self, node: Node, *, interval: float = SAMPLE_INTERVAL, keep: float = KEEP_SECONDS) -> None:
         self.node = node
         self.interval = interval
+        self.keep = keep
         self.samples: deque[tuple[float, dict[str, float], dict[str, tuple[float, float]]]] = deque(
             maxlen=max(2, int(keep / interval) + 1))
 
@@ -115,12 +116,18 @@ class Sampler:
     def sample(self, now: float | None = None) -> None:
         self.samples.append((time.time() if now is None else now, self.totals(), self.latency()))
 
-    def series(self) -> dict[str, Any]:
-        """Envelopes per interval: ``{"interval_s", "series": [...], "points": [{"t", <series>: n}]}``."""
-        pts = []
+    def series(self, now: float | None = None) -> dict[str, Any]:
+        """Envelopes per interval: ``{"interval_s", "window_s", "series", "points": [{"t", <series>: n}]}``; the
+        last point (``"partial": true``) counts from the latest sample until now."""
+        pts: list[dict[str, Any]] = []
         for (_, a, _), (t, b, _) in pairwise(self.samples):
             pts.append({"t": rfc3339(t), **{k: int(b[k] - a[k]) for k in self.SERIES}})
-        return {"interval_s": self.interval, "series": list(self.SERIES), "points": pts}
+        if self.samples:
+            a = self.samples[-1][1]
+            b = self.totals()
+            pts.append({"t": rfc3339(time.time() if now is None else now), "partial": True,
+                        **{k: int(b[k] - a[k]) for k in self.SERIES}})
+        return {"interval_s": self.interval, "window_s": self.keep, "series": list(self.SERIES), "points": pts}
 
     def recent_latency(self, now: float | None = None) -> dict[str, dict[str, float | None]]:
         """Per peer: mean hop latency (ms) over all time and over the last ``RECENT_SECONDS``."""

@@ -263,28 +263,29 @@ function drawChart(tp) {
   const W = 640, H = 200, L = 40, B = 20, T = 10;
   const pts = tp.points;
   const max = Math.max(1, ...pts.flatMap((p) => tp.series.map((s) => p[s])));
-  const x = (i) => L + (pts.length < 2 ? 0 : (i * (W - L - 10)) / (pts.length - 1));
+  // time axis: the last window_s seconds, now at the right edge
+  const end = pts.length ? Date.parse(pts[pts.length - 1].t) : Date.now();
+  const x = (i) => L + ((W - L - 10) * (1 - (end - Date.parse(pts[i].t)) / (tp.window_s * 1000)));
   const y = (v) => H - B - (v * (H - B - T)) / max;
   const parts = [
     svg("line", { x1: L, y1: H - B, x2: W - 10, y2: H - B, class: "axis" }),
     svg("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }),
     svg("text", { x: L - 4, y: T + 8, class: "tick", "text-anchor": "end" }, String(max)),
     svg("text", { x: L - 4, y: H - B, class: "tick", "text-anchor": "end" }, "0"),
+    svg("text", { x: L, y: H - 4, class: "tick" }, `${Math.round(tp.window_s / 60)} min ago`),
+    svg("text", { x: W - 10, y: H - 4, class: "tick", "text-anchor": "end" }, "now"),
   ];
-  if (pts.length) {
-    parts.push(svg("text", { x: L, y: H - 4, class: "tick" }, pts[0].t.slice(11, 19)));
-    parts.push(svg("text", { x: W - 10, y: H - 4, class: "tick", "text-anchor": "end" }, pts[pts.length - 1].t.slice(11, 19)));
-  }
   for (const s of tp.series) {
     const line = pts.map((p, i) => `${x(i).toFixed(1)},${y(p[s]).toFixed(1)}`).join(" ");
-    if (pts.length) parts.push(svg("polyline", { points: line, class: `series s-${s}` }));
+    if (pts.length > 1) parts.push(svg("polyline", { points: line, class: `series s-${s}` }));
+    pts.forEach((p, i) => { if (p[s]) parts.push(svg("circle", { cx: x(i), cy: y(p[s]), r: 3, class: `dot s-${s}` })); });
   }
   chart.replaceChildren(...parts);
   $("legend").replaceChildren(...tp.series.map((s) => el("span", s, `key s-${s}`)));
   const total = (s) => pts.reduce((n, p) => n + p[s], 0);
+  const minutes = Math.max(1, Math.round((pts.length * tp.interval_s) / 60));
   $("throughput-note").textContent = pts.length
-    ? `envelopes per ${tp.interval_s} s, last ${Math.round((pts.length * tp.interval_s) / 60)} min: ` +
-      tp.series.map((s) => `${s} ${total(s)}`).join(", ")
+    ? `envelopes per ${tp.interval_s} s; last ${minutes} min: ` + tp.series.map((s) => `${s} ${total(s)}`).join(", ")
     : "collecting the first samples…";
 }
 
