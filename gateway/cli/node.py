@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import ssl
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -74,28 +75,191 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_tls(cfg: Config) -> ssl.SSLContext:
+    """TLS client context for the local API with the system client certificate (as local_request)."""
+    cert, key = cfg.client.system_cert, cfg.client.system_key
+    if not cert or not key:
+        raise UsageError(f"{cfg.path}: client.system_cert and client.system_key are needed to upload attachments")
+    manifest = json.loads(cfg.resolve(cfg.trust.manifest).read_text())
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cadata="\n".join(manifest["tls_ca"]))
+    ctx.load_cert_chain(str(cfg.resolve(cert)), str(cfg.resolve(key)))
+    return ctx
+
+
+def _file_digest(path: Path) -> tuple[str, int]:
+    import hashlib
+
+    from gateway.core.b64 import b64url_encode
+
+    h = hashlib.sha256()
+    n = 0
+    with path.open("rb") as f:
+        while piece := f.read(1024 * 1024):
+            h.update(piece)
+            n += len(piece)
+    return b64url_encode(h.digest()), n
+
+
+def upload_attachment(cfg: Config, path: Path, *, sha: str | None = None, length: int | None = None,
+                      progress: Any = None) -> tuple[str, int, int]:
+    """Upload ``path`` to the node's local blob store (``PUT /local/v1/blobs/<sha>``, streamed, resuming
+    from what the node already holds). Returns (sha256, length, bytes sent). ``progress(done, total)``
+    is called as bytes go out."""
+    import http.client
+
+    if sha is None or length is None:
+        sha, length = _file_digest(path)
+    host, port = cfg.listen.local.rsplit(":", 1)
+    where = f"https://{cfg.listen.local}/local/v1/blobs/{sha}"
+
+    def conn() -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection(host.strip("[]"), int(port), context=_local_tls(cfg), timeout=120)
+
+    try:
+        c = conn()
+        c.request("HEAD", f"/local/v1/blobs/{sha}")
+        r = c.getresponse()
+        r.read()
+        if r.status != 200:
+            raise CheckFailed(f"{path}: HEAD {where}: HTTP {r.status}")
+        have = int(r.getheader("Traza-Received-Bytes", "0") or 0)
+        if r.getheader("Traza-Blob-Complete") == "true":
+            if progress:
+                progress(length, length)
+            c.close()
+            return sha, length, 0
+        start = have if 0 < have <= length else 0
+        c.putrequest("PUT", f"/local/v1/blobs/{sha}")
+        c.putheader("Content-Type", "application/octet-stream")
+        c.putheader("Content-Length", str(length - start))
+        if start:
+            c.putheader("Content-Range", f"bytes {start}-{length - 1}/{length}")
+        c.endheaders()
+        done = start
+        if progress:
+            progress(done, length)
+        with path.open("rb") as f:
+            f.seek(start)
+            while done < length and (piece := f.read(min(1024 * 1024, length - done))):
+                c.send(piece)
+                done += len(piece)
+                if progress:
+                    progress(done, length)
+        r = c.getresponse()
+        raw = r.read()
+        c.close()
+    except (OSError, http.client.HTTPException) as exc:
+        raise CheckFailed(f"{path}: upload to {where} failed: {exc} (run the command again to resume)") from None
+    if r.status not in (200, 201):
+        try:
+            doc: Any = json.loads(raw)
+        except ValueError:
+            doc = raw.decode("utf-8", "replace")
+        raise CheckFailed(f"{path}: upload refused: {_problem(r.status, doc)}")
+    return sha, length, length - start
+
+
+def _media_type_of(path: Path) -> str:
+    import mimetypes
+
+    if path.suffix.lower() == ".x3p":
+        from adapters.x3p import X3P_MEDIA_TYPE
+
+        return X3P_MEDIA_TYPE
+    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+def _upload_all(cfg: Config, files: list[tuple[Path, str]], show: bool) -> list[dict[str, Any]]:
+    """Upload each (path, media type) with a progress bar; the standard form's ``attachments``."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    out: list[dict[str, Any]] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), disable=not show, transient=False) as bar:
+        for path, ct in files:
+            try:
+                size = path.stat().st_size
+            except OSError as exc:
+                raise UsageError(f"{path}: {exc.strerror}") from None
+            task = bar.add_task(f"hashing {path.name}", total=size)
+            sha, n = _file_digest(path)
+            bar.update(task, description=f"uploading {path.name}", completed=0)
+            sha, n, _sent = upload_attachment(cfg, path, sha=sha, length=n,
+                                              progress=lambda done, total, t=task: bar.update(t, completed=done, total=total))
+            bar.update(task, description=f"uploaded {path.name}", completed=n)
+            out.append({"sha256": sha, "len": n, "ct": ct, "name": path.name})
+    return out
+
+
+def _x3p_form(args: argparse.Namespace, path: Path) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
+    """An X3P file (and its sidecar) read with the x3p adapter: the standard form and the file to attach."""
+    from adapters.base import AdapterError
+    from adapters.x3p import MT, X3pAdapter
+
+    if args.type and args.type != MT:
+        raise UsageError(f"{path}: an X3P file is sent as {MT}, not {args.type}")
+    defaults: dict[str, Any] = {"handling": args.handling, "classification": args.classification,
+                                "purpose": args.purpose}
+    try:
+        tr = X3pAdapter(defaults=defaults).translate_file(path, args.sidecar)
+    except AdapterError as exc:
+        raise CheckFailed(f"{path}: {exc}") from None
+    msg: dict[str, Any] = {"type": tr.mt, **tr.envelope(), "body": tr.body}
+    if args.to:
+        msg["to"] = args.to
+    if not msg.get("to"):
+        raise UsageError(f"{path}: --to is required (or `to` in the sidecar)")
+    for w in tr.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return msg, [(Path(a.path or path), a.media_type) for a in tr.attachments]
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     path = Path(args.body)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
+    attach = [Path(a) for a in args.attach or []]
+    files: list[tuple[Path, str]] = []
+    msg: dict[str, Any] | None = None
+    if path.suffix.lower() == ".x3p" and not args.content_type:
+        msg, files = _x3p_form(args, path)
+        data = b""
+    else:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{path}: {exc.strerror}") from None
     if args.content_type:
+        if attach:
+            raise UsageError("--attach needs the standard form (leave out --content-type)")
         ct, payload = args.content_type, data
     else:
-        if not args.to or not args.type:
-            raise UsageError("--to and --type are required unless --content-type names a national format")
-        try:
-            body = json.loads(data)
-        except ValueError as exc:
-            raise UsageError(f"{path}: not JSON: {exc}") from None
-        msg: dict[str, Any] = {"type": args.type, "to": args.to, "handling": args.handling,
-                               "classification": args.classification, "purpose": args.purpose, "body": body}
+        if msg is None:
+            if not args.to or not args.type:
+                raise UsageError("--to and --type are required unless --content-type names a national format")
+            try:
+                body = json.loads(data)
+            except ValueError as exc:
+                raise UsageError(f"{path}: not JSON: {exc}") from None
+            msg = {"type": args.type, "to": args.to, "handling": args.handling,
+                   "classification": args.classification, "purpose": args.purpose, "body": body}
         if args.reply_to:
             msg["reply_to"] = args.reply_to
         if args.ttl:
             msg["ttl_seconds"] = args.ttl
+        files += [(a, _media_type_of(a)) for a in attach]
+        if files:
+            msg["attachments"] = _upload_all(cfg, files, show=not args.no_progress)
         ct, payload = STANDARD_CT, json.dumps(msg).encode()
     status, doc = local_request(cfg, "system", "POST", "/local/v1/messages", payload, ct)
     if status != 201:
@@ -161,8 +325,14 @@ def register(sub: Any) -> None:
     p.add_argument("--reply-to", help="message id this replies to")
     p.add_argument("--ttl", type=int, help="time to live in seconds")
     p.add_argument("--content-type", help="send BODY as-is in this national format instead of the standard form")
+    p.add_argument("--attach", action="append", metavar="FILE",
+                   help="upload FILE first and send it as a blob with the message (repeatable)")
+    p.add_argument("--sidecar", metavar="FILE.json",
+                   help="for an X3P file: the submission fields (default: the .json beside the .x3p file)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while attachments upload")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("body", metavar="BODY.json")
+    p.add_argument("body", metavar="BODY.json|FILE.x3p",
+                   help="the message body (JSON), or an X3P file sent as ballistic.submission with the file attached")
     p.set_defaults(func=cmd_send)
 
     for verb, what in (("status", "status"), ("peers", "peers")):

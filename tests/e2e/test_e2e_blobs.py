@@ -1,0 +1,123 @@
+"""Blobs end to end with real node processes (SPEC §4.3): the four real X3P files of ../shared/vectors/x3p
+sent from mx with `traza send`, relayed mx → latam-hub → eu-hub → es; es delivers each submission with its
+attachment and serves the decrypted file, byte for byte; the hubs only ever held ciphertext."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import ssl
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from fedproc import Federation, inbox  # tests/e2e helper
+
+from gateway.core.b64 import b64url_encode
+
+VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "x3p"
+FILES = ["sample-land.x3p", "csafe-logo.x3p", "pyramid.x3p", "testing.x3p"]
+SIDECAR = Path(__file__).resolve().parents[2] / "adapters" / "x3p" / "samples" / "mx-fgr-2026-1180-c3-breechface.json"
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    f = Federation(tmp_path_factory.mktemp("fed"))
+    f.start_all()
+    yield f
+    f.stop_all()
+
+
+def traza(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli.main", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def fetch(fed: Federation, node: str, path: str) -> tuple[int, bytes]:
+    """GET on ``node``'s local API as its national system, raw bytes."""
+    cfg = fed.config(node)
+    manifest = json.loads(cfg.resolve(cfg.trust.manifest).read_text())
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cadata="\n".join(manifest["tls_ca"]))
+    assert cfg.client.system_cert and cfg.client.system_key
+    ctx.load_cert_chain(str(cfg.resolve(cfg.client.system_cert)), str(cfg.resolve(cfg.client.system_key)))
+    try:
+        with urllib.request.urlopen(f"https://{cfg.listen.local}{path}", context=ctx, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def digest(data: bytes) -> str:
+    return b64url_encode(hashlib.sha256(data).digest())
+
+
+def test_four_x3p_files_relayed_through_two_hubs(fed, tmp_path):
+    config = str(fed.nodes["mx"].config)
+    sent: dict[str, str] = {}  # message id -> file
+    for i, fname in enumerate(FILES):
+        side = json.loads(SIDECAR.read_text())
+        side["body"]["exhibit_id"] = f"MX-FGR-2026-1180-C{i + 10}"
+        sc = tmp_path / f"{fname}.json"
+        sc.write_text(json.dumps(side))
+        r = traza("send", "--config", config, "--to", "es", "--type", "ballistic.submission", "--sidecar", str(sc),
+                  "--json", "--no-progress", str(VECTORS / fname))
+        assert r.returncode == 0, r.stdout + r.stderr
+        sent[json.loads(r.stdout)["id"]] = fname
+    # a JSON body with --attach: any file, any message type
+    extra = tmp_path / "photo.bin"
+    extra.write_bytes(os.urandom(700_000))
+    body = tmp_path / "notice.json"
+    body.write_text(json.dumps({"title": "photo of the markings", "text": "see the attachment"}))
+    r = traza("send", "--config", config, "--to", "es", "--type", "notice", "--attach", str(extra), "--json",
+              "--no-progress", str(body))
+    assert r.returncode == 0, r.stdout + r.stderr
+    notice_id = json.loads(r.stdout)["id"]
+
+    want = {*sent, notice_id}
+    msgs = fed.wait_for(lambda: (got := {m["id"]: m for m in inbox(fed, "es") if m["id"] in want}) and
+                        len(got) == len(want) and got, timeout=45)
+    for jti, fname in sent.items():
+        m = msgs[jti]
+        assert m["type"] == "ballistic.submission" and m["from"] == "mx"
+        original = (VECTORS / fname).read_bytes()
+        (att,) = m["attachments"]
+        assert att["name"] == fname and att["ct"] == "application/x-x3p" and att["len"] == len(original)
+        assert att["sha256"] == digest(original)
+        content = json.loads(m["content"])
+        assert content["body"]["topography"][0]["sha256"] == digest(original)
+        status, data = fetch(fed, "es", att["url"])
+        assert status == 200 and data == original, fname
+    (att,) = msgs[notice_id]["attachments"]
+    status, data = fetch(fed, "es", att["url"])
+    assert status == 200 and data == extra.read_bytes() and att["name"] == "photo.bin"
+
+    # the hubs held the blobs, but only as ciphertext: no plaintext file (nor a slice of one) is in them
+    plain = [(VECTORS / f).read_bytes() for f in FILES] + [extra.read_bytes()]
+    for hub in ("latam-hub", "eu-hub"):
+        root = fed.nodes[hub].data_dir
+        stored = [p.read_bytes() for p in (root / "blobs").iterdir() if p.is_file()]
+        assert len(stored) == len(plain), hub
+        for b in stored:
+            assert b[:4] == b"TZB1"
+            for p in plain:
+                assert p[:512] not in b and p[len(p) // 2 : len(p) // 2 + 256] not in b
+        local = root / "local-blobs"
+        assert not local.exists() or not [p for p in local.iterdir() if p.is_file()]
+    # the origin kept the plaintext it was given and the ciphertext it sent
+    assert {digest(p) for p in plain} <= set(os.listdir(fed.nodes["mx"].data_dir / "local-blobs"))
+
+
+def test_submission_naming_a_blob_never_uploaded_is_refused(fed, tmp_path):
+    msg = {"type": "notice", "to": "es", "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
+           "purpose": "INVESTIGATION", "body": {"title": "t", "text": "x"},
+           "attachments": [{"sha256": digest(b"never uploaded"), "len": 14, "ct": "text/plain", "name": "a.txt"}]}
+    status, doc = fed.call("mx", "system", "POST", "/local/v1/messages", json.dumps(msg).encode(),
+                           "application/vnd.traza.message+json")
+    assert status == 422 and doc["code"] == "blob_missing" and "attachments[0]" in doc["detail"]
+    status, _data = fetch(fed, "es", f"/local/v1/blobs/{digest(b'never uploaded')}")
+    assert status == 404
