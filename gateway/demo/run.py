@@ -19,6 +19,7 @@ from gateway.audit.bundle import BundleError, verify_bundle
 from gateway.core.messages import validate_body
 from gateway.demo import story
 from gateway.demo.procs import Federation
+from gateway.ops.login import node_login_bundles, one_time_password
 
 STANDARD = "application/vnd.traza.message+json"
 ANSWERERS = ("mx", "co", "es", "it", "de", "at", "be", "ro", "arms-registry")
@@ -319,6 +320,32 @@ class Demo:
                        f"e.g. traza status --config {self.fed.nodes['mx'].config}")
 
 
+    def dashboard(self, node: str = "mx") -> dict[str, Any]:
+        """Browser logins for ``node``'s dashboard: a PKCS#12 bundle per role (operator, auditor) under a
+        fresh password, written beside the node's local CA; returns where to go and what to import."""
+        cfg = self.fed.config(node)
+        password = one_time_password()
+        bundles = node_login_bundles(cfg, password)
+        return {"node": node, "url": f"https://127.0.0.1:{self.fed.nodes[node].local_port}/ui/",
+                "password": password, "operator_p12": str(bundles["operator"]),
+                "auditor_p12": str(bundles["auditor"]), "server_ca": str(self.root / "pki" / "ca" / "ca.pem"),
+                "operator_cert": str(cfg.resolve(cfg.client.operator_cert or "")),
+                "operator_key": str(cfg.resolve(cfg.client.operator_key or ""))}
+
+    def print_dashboard(self, d: dict[str, Any], *, running: bool) -> None:
+        self.out.rule("Dashboard")
+        note = "" if running else "; the nodes stop now: run without --once to keep them"
+        self.out.print(f"[b]{d['url']}[/b]  ({d['node']}'s dashboard{note})", soft_wrap=True)
+        self.out.print(f"  operator login: {d['operator_p12']}", soft_wrap=True)
+        self.out.print(f"  auditor login:  {d['auditor_p12']}", soft_wrap=True)
+        self.out.print(f"  one-time password of both bundles: [b]{d['password']}[/b]")
+        self.out.print("  import a bundle into the browser (Settings → Certificates → Your certificates → Import); "
+                       f"the page's TLS certificate is issued by the federation CA {d['server_ca']}: import it "
+                       "as an authority, or accept the warning", soft_wrap=True)
+        self.out.print(f"  without a browser: curl -k --cert {d['operator_cert']} --key {d['operator_key']} "
+                       f"{d['url']}api/whoami", soft_wrap=True)
+
+
 def run_demo(*, directory: Path | None, once: bool, as_json: bool) -> dict[str, Any]:
     """Play the scenario; returns the summary. Without ``once`` keeps the nodes running until Ctrl-C."""
     console = Console(stderr=as_json, highlight=False)
@@ -347,6 +374,9 @@ def run_demo(*, directory: Path | None, once: bool, as_json: bool) -> dict[str, 
             result["evidence"] = str(path)
             console.print(f"evidence bundle of the first trace request (from es): {path}\n"
                           f"  check it offline: traza audit verify-bundle {path}")
+        dash = demo.dashboard("mx")
+        result["dashboard"] = dash
+        demo.print_dashboard(dash, running=not once)
         if not once:
             console.print("[bold]federation running; Ctrl-C to stop[/bold]")
             try:
