@@ -10,6 +10,7 @@ Without Debian's `chromium` the browser test is skipped, except under CI (`CI` s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -22,8 +23,11 @@ from typing import Any
 import pytest
 from fedproc import Federation, submit  # tests/e2e helper
 
+from gateway.crypto.tls import client_context
 from gateway.localfed import NodeSpec
 from gateway.ops.login import node_login_bundles, one_time_password
+from gateway.transport.peer import PeerClient
+from gateway.trust.pki import FederationDir
 
 sys.path.insert(0, "tests")
 from core.message_examples import example
@@ -73,6 +77,32 @@ def _dead_letters(fed: Federation, node: str) -> list[dict[str, Any]]:
     return list(doc["dead_letters"])
 
 
+def forged() -> dict[str, Any]:
+    """An envelope whose token names a message id but carries no valid signature."""
+    def b64(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    token = ".".join([b64({"alg": "EdDSA", "typ": "traza+jwt", "kid": "es/sig/1"}),
+                      b64({"jti": "01a21b13-0000-7000-8000-00000000f0f0", "iss": "es", "aud": "mx"}), "AAAA"])
+    return {"token": token, "hops": []}
+
+
+def _post_as(fed: Federation, as_node: str, to_node: str, body: bytes) -> tuple[int, Any]:
+    """POST /v1/envelopes on ``to_node``'s peer API with ``as_node``'s TLS certificate."""
+    f = FederationDir(fed.root / "pki").node_files(as_node)
+    ctx = client_context(f.tls_cert, f.tls_key, [(fed.root / "pki" / "ca" / "ca.pem").read_text()])
+
+    async def go() -> tuple[int, Any]:
+        cl = PeerClient(to_node, f"https://127.0.0.1:{fed.nodes[to_node].peer_port}", ctx, timeout=10)
+        try:
+            status, data, _ = await cl.request("POST", "/v1/envelopes", body=body, content_type="application/json")
+            return status, json.loads(data) if data.startswith(b"{") else data
+        finally:
+            await cl.close()
+
+    return asyncio.run(go())
+
+
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     fed = Federation(tmp_path_factory.mktemp("ui"), SPECS,
@@ -91,6 +121,9 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         waiting = submit(fed, "mx", "es", "notice", example("notice"))
         short = submit(fed, "mx", "es", "trace.request", example("trace.request"), ttl_seconds=2)
         fed.wait_for(lambda: any(d["jti"] == short for d in _dead_letters(fed, "mx")), timeout=20)
+        # and mx rejects a forged envelope from the hub's address (audited as envelope.rejected with a code)
+        status, doc = _post_as(fed, "hub", "mx", json.dumps({"envelopes": [forged()]}).encode())
+        assert status == 200 and doc["results"][0]["status"] == "rejected", doc
         password = one_time_password()
         bundles = node_login_bundles(fed.config("mx"), password)
         yield Scene(fed, first, waiting, short, password, bundles)
@@ -188,6 +221,11 @@ def test_operator_sees_peers_and_queue_and_retries_a_dead_letter(scene: Scene, b
         row = page.locator(f'#dead-letters tr.dead-letter[data-id="{dl["id"]}"]')
         expect(row).to_have_count(1)
         expect(row).to_contain_text("expired")
+        rejection = page.locator("#rejections tr.rejection")
+        expect(rejection).to_have_count(1)
+        expect(rejection.locator("td").nth(4)).to_have_text("01a21b13-0000-7000-8000-00000000f0f0")
+        assert rejection.locator("td").nth(2).inner_text() not in ("", "—")  # the code
+        expect(rejection.locator("td").nth(3)).to_have_text("hub")
         page.screenshot(path=str(ARTIFACTS / "operator-before-retry.png"), full_page=True)
 
         row.get_by_role("button", name="Retry").click()
