@@ -212,12 +212,13 @@ class WebhookDelivery:
         self.msg_next: dict[str, float] = {}
         self.posts = 0  # POST attempts made (for tests and logs)
         self.reported: set[str] = set()  # messages the adapter could not write (logged once)
+        self.session: aiohttp.ClientSession | None = None
 
     def _delay(self, attempt: int) -> float:
         return backoff(attempt, rand=self.rand(), base=self.retry_min, cap=self.retry_max)
 
     async def run(self) -> None:
-        session = aiohttp.ClientSession(
+        self.session = session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=self.ssl, limit=1),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
         )
@@ -351,6 +352,7 @@ class DropDelivery:
         self.node = node
         self.root = cfg.resolve(cfg.delivery.drop_dir)
         self.poll = cfg.delivery.poll_seconds
+        self.max_file = cfg.limits.max_request  # the same cap as a POST to the local API
         self.inbox = self.root / "inbox"
         self.outbox = self.root / "outbox"
         self.sent = self.root / "sent"
@@ -472,6 +474,12 @@ class DropDelivery:
         except FileNotFoundError:
             return "gone"
         await asyncio.to_thread(_fsync_dir, self.submitting)
+        size = work.stat().st_size
+        if size > self.max_file:
+            await asyncio.to_thread(
+                self._reject, work, Code.TOO_LARGE.value,
+                f"{size} bytes is more than limits.max_request ({self.max_file} bytes)", None)
+            return "rejected"
         data = await asyncio.to_thread(work.read_bytes)
         adapter = self.node.adapter
         ct = content_type_for(adapter, name)

@@ -219,6 +219,9 @@ async def test_webhook_retried_until_2xx_then_acked_once_with_the_receipt(tmp_pa
         # never pushed again
         await asyncio.sleep(0.5)
         assert len(rec.posts) == 3
+        dl = es.delivery
+        assert isinstance(dl, WebhookDelivery) and dl.session is not None and not dl.session.closed
+    assert dl.session.closed  # node.stop() cancelled the task, which closed its client session
 
 
 async def test_webhook_4xx_for_one_message_does_not_hold_back_the_others(tmp_path):
@@ -261,7 +264,7 @@ async def test_webhook_server_not_chained_to_webhook_ca_gets_nothing(tmp_path):
 def drop_federation(tmp_path: Path) -> tuple[dict[str, LocalNode], Path]:
     drop = tmp_path / "es-drop"
     return build(tmp_path / "fed", specs({"mode": "drop", "drop_dir": str(drop), "poll_seconds": 0.1}),
-                 limits=LIMITS), drop
+                 limits={**LIMITS, "max_request": 64 * 1024}), drop
 
 
 def sample(name: str, to: str = "it") -> bytes:
@@ -319,8 +322,11 @@ async def test_drop_folder_malformed_file_is_rejected_with_a_readable_reason(tmp
                                            b"<Clasificacion>MUY_SECRETO</Clasificacion>")
         (drop / "outbox" / "mal.xml").write_bytes(bad)
         (drop / "outbox" / "nota.txt").write_bytes(b"hola")
+        (drop / "outbox" / "grande.xml").write_bytes(b" " * (64 * 1024 + 1))
         err = drop / "rejected" / "mal.xml.error.txt"
-        await eventually(lambda: err.is_file() and (drop / "rejected" / "nota.txt.error.txt").is_file())
+        await eventually(lambda: all((drop / "rejected" / f"{n}.error.txt").is_file()
+                                     for n in ("mal.xml", "nota.txt", "grande.xml")))
+        assert "code: too_large" in (drop / "rejected" / "grande.xml.error.txt").read_text()
         text = err.read_text()
         assert "file: mal.xml" in text and "Clasificacion" in text and "MUY_SECRETO" in text, text
         assert (drop / "rejected" / "mal.xml").read_bytes() == bad
