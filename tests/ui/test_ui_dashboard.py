@@ -284,6 +284,36 @@ def test_auditor_finds_a_message_and_the_browser_verifies_its_proofs(scene: Scen
         bundle = json.loads(saved.read_text())
         assert bundle["jti"] == scene.first and bundle["node"] == "mx"
 
+        # a proof altered on the way, then a checkpoint whose root was changed: the page says so
+        def flip_proof(route: Any) -> None:
+            resp = route.fetch()
+            doc = resp.json()
+            h = bytearray(base64.b64decode(doc["hashes"][0]))
+            h[0] ^= 1
+            doc["hashes"][0] = base64.b64encode(bytes(h)).decode()
+            route.fulfill(response=resp, json=doc)
+
+        page.route("**/audit/v1/proof/inclusion*", flip_proof)
+        page.get_by_role("button", name="Search").click()
+        expect(page.locator("#entries .proof.failed")).to_have_count(n_entries)
+        expect(page.locator("#entries .proof.failed").first).to_contain_text("does not lead to the root")
+        expect(page.locator("#entries .proof.verified")).to_have_count(0)
+        page.screenshot(path=str(ARTIFACTS / "auditor-proof-tampered.png"), full_page=True)
+        page.unroute("**/audit/v1/proof/inclusion*")
+
+        def other_root(route: Any) -> None:
+            resp = route.fetch()
+            lines = resp.text().split("\n")
+            lines[2] = base64.b64encode(bytes(32)).decode()
+            route.fulfill(response=resp, body="\n".join(lines))
+
+        page.route("**/v1/audit/checkpoint", other_root)
+        page.get_by_role("button", name="Search").click()
+        expect(page.locator("#checkpoint")).to_contain_text("SIGNATURE NOT VERIFIED")
+        expect(page.locator("#entries .proof.failed")).to_have_count(n_entries)
+        page.unroute("**/v1/audit/checkpoint")
+        problems.clear()  # the tampered answers are not the page's fault
+
         # the page's verifier is strict: every public RFC 9162 inclusion vector, valid and broken
         cases = [json.loads(f.read_text()) for f in sorted(VECTORS.rglob("*.json"))]
         assert len(cases) > 50
