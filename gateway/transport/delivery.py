@@ -185,7 +185,7 @@ def webhook_ssl_context(cert: Path, key: Path, ca: Path | None) -> ssl.SSLContex
 class WebhookDelivery:
     """POST each message, oldest first, to ``delivery.webhook_url`` until a 2xx, then ack it.
 
-    A failure that concerns the server (no connection, TLS failure, 5xx, 408, 429) pauses all delivery
+    A failure that concerns the server (no connection, TLS failure, 3xx (not followed), 5xx, 408, 429) pauses all delivery
     with exponential backoff and jitter (``limits.retry_min`` .. ``limits.retry_max``; 429/503
     ``Retry-After`` is honoured). A 4xx about one message (any other) is logged as an error with the
     status and the start of the body, and that message alone is retried with backoff; the others go on.
@@ -272,7 +272,7 @@ class WebhookDelivery:
         self.posts += 1
         retry_after: float | None = None
         try:
-            async with session.post(self.url, data=p.content, headers=self.headers(p)) as resp:
+            async with session.post(self.url, data=p.content, headers=self.headers(p), allow_redirects=False) as resp:
                 status = resp.status
                 text = (await resp.content.read(500)).decode("utf-8", "replace")
                 with contextlib.suppress(ValueError, TypeError):
