@@ -121,3 +121,40 @@ def test_submission_naming_a_blob_never_uploaded_is_refused(fed, tmp_path):
     assert status == 422 and doc["code"] == "blob_missing" and "attachments[0]" in doc["detail"]
     status, _data = fetch(fed, "es", f"/local/v1/blobs/{digest(b'never uploaded')}")
     assert status == 404
+
+
+def test_upload_to_a_hub_killed_midway_resumes_after_its_restart(fed, tmp_path):
+    """kill -9 latam-hub while mx streams a blob to it; the bytes it wrote survive the restart and mx's
+    forwarder resumes from there, sending only the rest (its log says how much it sent)."""
+    import signal
+    import time
+
+    big = tmp_path / "big.bin"
+    size = 96 * 1024 * 1024
+    with big.open("wb") as f:
+        for _ in range(size // (1024 * 1024)):
+            f.write(os.urandom(1024 * 1024))
+    body = tmp_path / "notice.json"
+    body.write_text(json.dumps({"title": "large file", "text": "resumed after a hub crash"}))
+    r = traza("send", "--config", str(fed.nodes["mx"].config), "--to", "es", "--type", "notice", "--attach", str(big),
+              "--json", "--no-progress", str(body))
+    assert r.returncode == 0, r.stdout + r.stderr
+    jti = json.loads(r.stdout)["id"]
+    parts = fed.nodes["latam-hub"].data_dir / "blobs"
+    deadline = time.monotonic() + 30
+    partial = 0
+    while time.monotonic() < deadline:
+        partial = max([p.stat().st_size for p in parts.glob("*.part")] or [0])
+        if partial > 8 * 1024 * 1024:
+            break
+        time.sleep(0.005)
+    fed.stop("latam-hub", signal.SIGKILL)
+    kept = max([p.stat().st_size for p in parts.glob("*.part")] or [0])
+    assert kept >= partial > 0
+    fed.start("latam-hub")
+    msgs = fed.wait_for(lambda: [m for m in inbox(fed, "es") if m["id"] == jti and m.get("attachments")], timeout=60)
+    status, data = fetch(fed, "es", msgs[0]["attachments"][0]["url"])
+    assert status == 200 and digest(data) == digest(big.read_bytes())
+    ups = [json.loads(line) for line in fed.log_path("mx").read_text().splitlines() if '"blob.uploaded"' in line]
+    to_latam = [u for u in ups if u["peer"] == "latam-hub" and u["len"] > size]
+    assert to_latam and to_latam[-1]["sent"] <= to_latam[-1]["len"] - kept  # only what the hub did not hold
