@@ -133,7 +133,8 @@ class Sampler:
         """Per peer: mean hop latency (ms) over all time and over the last ``RECENT_SECONDS``."""
         now = time.time() if now is None else now
         cur = self.latency()
-        base = next((lat for t, _, lat in self.samples if now - t <= RECENT_SECONDS), None)
+        base = next((lat for t, _, lat in self.samples if now - t <= RECENT_SECONDS),
+                    self.samples[-1][2] if self.samples else None)
         out: dict[str, dict[str, float | None]] = {}
         for peer, (s, n) in cur.items():
             s0, n0 = (base or {}).get(peer, (0.0, 0.0))
