@@ -180,6 +180,8 @@ class Node:
         self.blobs = BlobStore(self.data_dir / "blobs", lim.max_blob)
         self.plain_blobs = BlobStore(self.data_dir / "local-blobs", lim.max_blob)
         self._blobs_at: set[tuple[str, str]] = set()  # (peer, sha) known to be complete at the peer
+        self._uploads: dict[tuple[str, str], asyncio.Task[int]] = {}  # blob uploads in progress
+        self._upload_locks: dict[str, asyncio.Lock] = {}
         self.metrics = Metrics()
         self.clients: dict[str, PeerClient] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -671,7 +673,7 @@ class Node:
                 await self._wake_all_outbox()  # the error messages it queued may go to a peer never woken
             if not live:
                 continue
-            live, blocked, blob_err = await self._push_blobs(peer, live)
+            live, blocked, pending, blob_err = self._push_blobs(peer, live)
             if blocked:
                 breaker.failure(self.clock())
                 self.count("blob_upload_failures")
@@ -679,6 +681,11 @@ class Node:
                 await self.db.write(partial(self._retry_later, rows=blocked, peer=peer, error=blob_err or "blob upload failed",
                                             now=self.clock(), retry_after=None))
             if not live:
+                if pending:  # only envelopes whose blobs are still uploading: wait for an upload or a wake-up
+                    ev.clear()
+                    waits = [asyncio.ensure_future(ev.wait()), *pending]
+                    await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                    waits[0].cancel()
                 continue
             t0 = time.monotonic()
             try:
@@ -701,13 +708,15 @@ class Node:
             if any(r.status == "rejected" for r in results):
                 await self._wake_all_outbox()  # the error messages _give_up queued
 
-    async def _push_blobs(self, peer: str, rows: list[Any]) -> tuple[list[Any], list[Any], str | None]:
-        """Before envelopes go to ``peer``, make sure it holds every blob they name (HEAD, then PUT from
-        where it stopped). Returns (rows ready to send, rows whose blobs failed, last error)."""
+    def _push_blobs(self, peer: str, rows: list[Any]) -> tuple[list[Any], list[Any], list[asyncio.Task[int]], str | None]:
+        """Before envelopes go to ``peer``, it must hold every blob they name. Uploads run as their own
+        tasks (one at a time per peer), so envelopes without blobs are not held up behind a large file.
+        Returns (rows ready to send, rows whose upload failed, uploads in progress, last error)."""
         ready: list[Any] = []
         blocked: list[Any] = []
+        pending: dict[str, asyncio.Task[int]] = {}
         error: str | None = None
-        outcome: dict[str, bool] = {}
+        outcome: dict[str, bool | None] = {}  # True complete at the peer, False failed, None uploading
         for row in rows:
             refs = _blob_refs(bytes(row[3]))
             for ref in refs:
@@ -716,25 +725,50 @@ class Node:
                 if (peer, ref.sha256) in self._blobs_at:
                     outcome[ref.sha256] = True
                     continue
+                task = self._uploads.get((peer, ref.sha256))
+                if task is not None and task.done():
+                    del self._uploads[(peer, ref.sha256)]
+                    exc = None if task.cancelled() else task.exception()
+                    if exc is None and not task.cancelled():
+                        outcome[ref.sha256] = True
+                        continue
+                    outcome[ref.sha256] = False
+                    error = str(exc) if exc is not None else "upload cancelled"
+                    continue
+                if task is None:
+                    task = asyncio.create_task(self._upload_blob(peer, ref.sha256, ref.len),
+                                               name=f"blob:{peer}:{ref.sha256[:8]}")
+                    self._uploads[(peer, ref.sha256)] = task
+                outcome[ref.sha256] = None
+                pending[ref.sha256] = task
+            states = [outcome[r.sha256] for r in refs]
+            if all(states):
+                ready.append(row)
+            elif False in states:
+                blocked.append(row)
+        return ready, blocked, list(pending.values()), error
+
+    async def _upload_blob(self, peer: str, sha: str, length: int) -> int:
+        """One blob to ``peer`` (HEAD, then PUT of what it lacks); wakes the forwarder when done either way."""
+        lock = self._upload_locks.setdefault(peer, asyncio.Lock())
+        try:
+            async with lock:
+                t0 = time.monotonic()
                 try:
-                    t0 = time.monotonic()
-                    sent = await self._client(peer).upload_blob(ref.sha256, self.blobs.path(ref.sha256), ref.len)
-                    outcome[ref.sha256] = True
-                    if len(self._blobs_at) > 10_000:
-                        self._blobs_at.clear()
-                    self._blobs_at.add((peer, ref.sha256))
-                    if sent:
-                        self.count("blob_bytes_sent", sent)
-                        self.log.info("blob.uploaded", peer=peer, sha256=ref.sha256, len=ref.len, sent=sent,
-                                      seconds=round(time.monotonic() - t0, 3))
-                except PeerUnavailable as exc:
-                    outcome[ref.sha256] = False
-                    error = str(exc)
+                    sent = await self._client(peer).upload_blob(sha, self.blobs.path(sha), length)
                 except (OSError, BlobError) as exc:
-                    outcome[ref.sha256] = False
-                    error = f"blob {ref.sha256}: {exc}"
-            (ready if all(outcome[r.sha256] for r in refs) else blocked).append(row)
-        return ready, blocked, error
+                    raise PeerUnavailable(f"blob {sha}: {exc}") from None
+                if len(self._blobs_at) > 10_000:
+                    self._blobs_at.clear()
+                self._blobs_at.add((peer, sha))
+                if sent:
+                    self.count("blob_bytes_sent", sent)
+                    self.log.info("blob.uploaded", peer=peer, sha256=sha, len=length, sent=sent,
+                                  seconds=round(time.monotonic() - t0, 3))
+                return sent
+        finally:
+            if not self.stopping.is_set():
+                self._wake(peer)
 
     def _retry_later(self, conn: sqlite3.Connection, rows: list[Any], peer: str, error: str, now: float,
                      retry_after: float | None) -> None:
@@ -1122,9 +1156,9 @@ class Node:
         self.stopping.set()
         for ev in self.wake.values():
             ev.set()
-        for t in [*self.forwarders.values(), *self.tasks]:
+        for t in [*self.forwarders.values(), *self.tasks, *self._uploads.values()]:
             t.cancel()
-        for t in [*self.forwarders.values(), *self.tasks]:
+        for t in [*self.forwarders.values(), *self.tasks, *self._uploads.values()]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         for r in self.runners:

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fedproc import Federation, inbox  # tests/e2e helper
+from fedproc import Federation, inbox, submit  # tests/e2e helper
 
 from gateway.core.b64 import b64url_encode
 
@@ -121,6 +121,25 @@ def test_submission_naming_a_blob_never_uploaded_is_refused(fed, tmp_path):
     assert status == 422 and doc["code"] == "blob_missing" and "attachments[0]" in doc["detail"]
     status, _data = fetch(fed, "es", f"/local/v1/blobs/{digest(b'never uploaded')}")
     assert status == 404
+
+
+def test_small_message_is_not_held_up_behind_a_large_upload(fed, tmp_path):
+    """Blob uploads run beside the envelope queue: a notice sent just after a 64 MiB attachment reaches es
+    first, although both take the same route."""
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(1024 * 1024))
+    body = tmp_path / "notice.json"
+    body.write_text(json.dumps({"title": "large", "text": "with a 64 MiB file"}))
+    r = traza("send", "--config", str(fed.nodes["mx"].config), "--to", "es", "--type", "notice", "--attach", str(big),
+              "--json", "--no-progress", str(body))
+    assert r.returncode == 0, r.stdout + r.stderr
+    large = json.loads(r.stdout)["id"]
+    small = submit(fed, "mx", "es", "notice", {"title": "small", "text": "no attachment"})
+    msgs = fed.wait_for(lambda: (ids := [m["id"] for m in inbox(fed, "es")]) and large in ids and small in ids and ids,
+                        timeout=60)
+    assert msgs.index(small) < msgs.index(large)
 
 
 def test_upload_to_a_hub_killed_midway_resumes_after_its_restart(fed, tmp_path):
