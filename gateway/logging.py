@@ -2,15 +2,21 @@
 
 Keys, tokens and payload content are never logged: the ``redact`` processor drops any event field whose
 name suggests secret or content material, whatever the caller passed.
+
+JSON lines are rendered with msgspec (a node writes one line per envelope decision, so the renderer is on
+the hot path); a value msgspec cannot encode is shown by its ``__structlog__()`` or ``repr``, as
+structlog's own renderer does, and an event msgspec refuses as a whole goes through ``json.dumps``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import msgspec
 import structlog
 
 # Field names that must never reach a log line.
@@ -27,6 +33,22 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+def _fallback(obj: Any) -> Any:
+    show = getattr(obj, "__structlog__", None)
+    return show() if callable(show) else repr(obj)
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_fallback)
+
+
+def render_json(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
+    """Last processor of the JSON chain: one compact JSON object per line."""
+    try:
+        return _encoder.encode(event).decode("utf-8")
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+        return json.dumps(event, default=_fallback)
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
@@ -37,7 +59,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
         redact,
     ]
     if use_json:
-        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        processors += [structlog.processors.dict_tracebacks, render_json]
     else:
         processors += [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     structlog.configure(

@@ -21,9 +21,11 @@ from gateway.audit.bundle import build_bundle, encode_bundle
 from gateway.audit.checkpoints import publish_checkpoint, store_cosignatures, witness_request
 from gateway.audit.db import AuditError, create_schema, set_meta
 from gateway.audit.reader import MAX_PAGE, AuditReader, StoredCheckpoint
+from gateway.audit.tree import log_size
 from gateway.audit.witness import WitnessCore, WitnessError, alert_count
 from gateway.core.b64 import b64_decode, b64_encode
 from gateway.core.manifest import Federation
+from gateway.core.merkle import CompactRange
 from gateway.core.note import origin_for
 from gateway.crypto.keys import Ed25519Key
 
@@ -61,6 +63,13 @@ class NodeAudit:
         self.key = key
         self.witness = WitnessCore(name=self.origin, key=key, node=node, logs={})
         self._fed_version: int | None = None
+        # What this node last wrote, kept between transactions so that appending costs no reads: the
+        # log's compact range and the evidence keys recorded. Both are dropped when the database
+        # reports a rollback since they were taken (``rollbacks`` of gateway.store.db.Database), or
+        # when the log's size is not the range's (another writer appended).
+        self._range: CompactRange | None = None
+        self._keys: dict[str, tuple[str, str]] = {}
+        self._seen_rollbacks: int | None = None
 
         def init(conn: sqlite3.Connection) -> int:
             create_schema(conn)
@@ -72,13 +81,36 @@ class NodeAudit:
 
     # -- appending (inside the caller's write) ----------------------------------------------------
 
+    def _cache_valid(self) -> bool:
+        """False (and the caches emptied) if the database rolled anything back since they were filled,
+        or cannot tell."""
+        rollbacks = getattr(self.db, "rollbacks", None)
+        if not isinstance(rollbacks, int) or rollbacks != self._seen_rollbacks:
+            self._range = None
+            self._keys.clear()
+            self._seen_rollbacks = rollbacks if isinstance(rollbacks, int) else None
+            return False
+        return True
+
     def stage(self, conn: sqlite3.Connection, events: Iterable[Mapping[str, Any]], now: float) -> list[int]:
         """Append entries in the current transaction; their indices (see ``gateway.audit.log.stage``)."""
-        return audit_log.stage(conn, events, node=self.node, now=now)
+        self._cache_valid()
+        if self._seen_rollbacks is None:  # a database that does not count rollbacks: no caching
+            return audit_log.stage(conn, events, node=self.node, now=now)
+        cr = self._range
+        if cr is None or cr.size != log_size(conn):
+            cr = audit_log.frontier(conn)
+        self._range = None  # until the append below has fully succeeded
+        idxs = audit_log.stage_at(conn, events, node=self.node, now=now, cr=cr)
+        self._range = cr
+        return idxs
 
     def stage_evidence(self, conn: sqlite3.Connection, jti: str, **kw: Any) -> None:
         """Record tokens, hops, acks, receipt and keys for evidence bundles (``log.stage_evidence``)."""
-        audit_log.stage_evidence(conn, jti, **kw)
+        if not self._cache_valid() and self._seen_rollbacks is None:
+            audit_log.stage_evidence(conn, jti, **kw)
+            return
+        audit_log.stage_evidence(conn, jti, recorded=self._keys, **kw)
 
     # -- checkpoints ------------------------------------------------------------------------------
 

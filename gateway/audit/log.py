@@ -22,7 +22,7 @@ import msgspec
 from gateway.audit.db import AuditError, connect, set_meta, transaction
 from gateway.audit.tree import load_range, log_size
 from gateway.core.canonical import CanonicalError, canonical_bytes
-from gateway.core.merkle import leaf_hash
+from gateway.core.merkle import CompactRange, leaf_hash
 from gateway.core.timeutil import rfc3339
 
 # SPEC §7.1, plus witness.fork_detected: SPEC §7.3 requires an audit entry on the witness for a fork
@@ -52,6 +52,20 @@ STRING_FIELDS = ("jti", "mt", "iss", "aud", "from", "to", "dig", "code")
 MAX_ENTRY_BYTES = 16 * 1024
 
 _decoder = msgspec.json.Decoder()
+# The encoder behind canonical_bytes, for entries whose fields prepare() has already checked.
+_sorted = msgspec.json.Encoder(order="sorted")
+_last_ts: tuple[float, str] = (float("nan"), "")
+
+
+def _rfc3339(now: float) -> str:
+    """``rfc3339(now)``, remembered for the last ``now`` (a group of writes shares one)."""
+    global _last_ts
+    last = _last_ts
+    if last[0] == now:
+        return last[1]
+    ts = rfc3339(now)
+    _last_ts = (now, ts)
+    return ts
 
 
 def prepare(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,17 +92,22 @@ def prepare(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _stage_prepared(
-    conn: sqlite3.Connection, events: Sequence[dict[str, Any]], node: str, now: float
+    conn: sqlite3.Connection, events: Sequence[dict[str, Any]], node: str, now: float,
+    cr: CompactRange | None = None,
 ) -> list[int]:
-    size = log_size(conn)
-    cr = load_range(conn, size)
-    ts = rfc3339(now)
+    """Insert prepared events at the end of the log. ``cr`` is the log's compact range if the caller
+    holds it (it must match the stored log); it is advanced in place."""
+    if cr is None:
+        cr = load_range(conn, log_size(conn))
+    size = cr.size
+    ts = _rfc3339(now)
+    checked = type(node) is str  # prepare() checked the events; idx is an int and ts a string
     rows: list[tuple[int, bytes, bytes, str | None, str]] = []
     nodes: list[tuple[int, int, bytes]] = []
     for i, ev in enumerate(events):
         idx = size + i
         entry = {**ev, "idx": idx, "ts": ts, "node": node}
-        raw = canonical_bytes(entry)
+        raw = _sorted.encode(entry) if checked else canonical_bytes(entry)
         h = leaf_hash(raw)
         rows.append((idx, raw, h, ev.get("jti"), ev["event"]))
         nodes.extend(cr.append(h))
@@ -117,6 +136,25 @@ def stage(
     return _stage_prepared(conn, prepared, node, time.time() if now is None else now)
 
 
+def stage_at(
+    conn: sqlite3.Connection, events: Iterable[Mapping[str, Any]], *, node: str, now: float, cr: CompactRange
+) -> list[int]:
+    """``stage`` for a caller that keeps the log's compact range ``cr`` between transactions (it must be
+    the range of the log as stored in ``conn`` now); ``cr`` is advanced in place. If this raises, ``cr``
+    may be ahead of the database: the caller must drop it."""
+    if not conn.in_transaction:
+        raise AuditError("audit stage() must run inside the caller's transaction (BEGIN IMMEDIATE)")
+    prepared = [prepare(e) for e in events]
+    if not prepared:
+        return []
+    return _stage_prepared(conn, prepared, node, now, cr)
+
+
+def frontier(conn: sqlite3.Connection) -> CompactRange:
+    """The compact range of the log as stored (for :func:`stage_at`)."""
+    return load_range(conn, log_size(conn))
+
+
 def stage_evidence(
     conn: sqlite3.Connection,
     jti: str,
@@ -125,12 +163,17 @@ def stage_evidence(
     ack: str | None = None,
     receipt: Mapping[str, Any] | None = None,
     keys: Iterable[Mapping[str, Any]] = (),
+    recorded: dict[str, tuple[str, str]] | None = None,
 ) -> None:
     """Record what an evidence bundle (SPEC §7.4) needs about message ``jti`` inside the caller's
     transaction: the envelope as this node holds it (``{"token", "hops"}``), an ack this node gave or
     received, the receipt (``{"token", "payload"}``), and the manifest ``sig`` keys that verified them
     (``{"kid", "alg", "jwk"}``). Not part of the Merkle tree: a bundle verifier checks these by their
-    own signatures. Repeats are ignored; a kid recorded with a different key is an error."""
+    own signatures. Repeats are ignored; a kid recorded with a different key is an error.
+
+    ``recorded`` (optional) remembers ``kid -> (alg, canonical JWK)`` known to be in ``audit_keys`` of this
+    database, so that a key already recorded costs no statement; the caller must clear it whenever a
+    transaction or savepoint that may have added to it is rolled back."""
     if not conn.in_transaction:
         raise AuditError("audit stage_evidence() must run inside the caller's transaction")
     rows: list[tuple[str, str]] = []
@@ -156,21 +199,26 @@ def stage_evidence(
                 msgspec.json.encode({"token": receipt["token"], "payload": receipt["payload"]}).decode(),
             )
         )
-    conn.executemany(
-        "INSERT OR IGNORE INTO audit_evidence (jti, kind, value) VALUES (?, ?, ?)",
-        [(jti, k, v) for k, v in rows],
-    )
+    if rows:
+        conn.executemany(
+            "INSERT OR IGNORE INTO audit_evidence (jti, kind, value) VALUES (?, ?, ?)",
+            [(jti, k, v) for k, v in rows],
+        )
     for key in keys:
         kid, alg, jwk = key.get("kid"), key.get("alg"), key.get("jwk")
         if not isinstance(kid, str) or not isinstance(alg, str) or not isinstance(jwk, dict):
             raise AuditError(f"evidence for {jti}: a key needs kid, alg and jwk")
         jwk_text = canonical_bytes(jwk).decode()
+        if recorded is not None and recorded.get(kid) == (alg, jwk_text):
+            continue
         conn.execute(
             "INSERT OR IGNORE INTO audit_keys (kid, alg, jwk) VALUES (?, ?, ?)", (kid, alg, jwk_text)
         )
         have = conn.execute("SELECT alg, jwk FROM audit_keys WHERE kid=?", (kid,)).fetchone()
         if tuple(have) != (alg, jwk_text):
             raise AuditError(f"evidence for {jti}: key {kid} is already recorded with a different alg or JWK")
+        if recorded is not None:
+            recorded[kid] = (alg, jwk_text)
 
 
 def decode_entry(raw: bytes) -> dict[str, Any]:

@@ -156,7 +156,25 @@ def verifier_for(alg: str, jwk: dict[str, Any]) -> VerifyFn:
     """
     if alg not in ("EdDSA", "ES256"):
         raise ValueError(f"algorithm {alg!r} is not allowed in this federation")
-    return _cached_verifier(alg, json.dumps(jwk, sort_keys=True))
+    # Fast path: a JWK of string members (every manifest JWK) is looked up by its items, without
+    # serialising it on every verification; anything else goes through the canonical JSON text.
+    try:
+        key = (alg, tuple(sorted(jwk.items())))
+        fn = _by_items.get(key)
+    except TypeError:  # unhashable or unorderable members
+        return _cached_verifier(alg, json.dumps(jwk, sort_keys=True))
+    if fn is None:
+        if not all(type(v) is str for _k, v in key[1]):
+            return _cached_verifier(alg, json.dumps(jwk, sort_keys=True))
+        fn = _cached_verifier(alg, json.dumps(jwk, sort_keys=True))
+        if len(_by_items) >= 4096:
+            _by_items.clear()
+        _by_items[key] = fn
+    return fn
+
+
+# (alg, sorted JWK items) -> verify function, for JWKs whose members are all strings
+_by_items: dict[tuple[str, tuple[tuple[str, Any], ...]], VerifyFn] = {}
 
 
 class Ed25519Key:

@@ -99,6 +99,8 @@ class StoredMessage(msgspec.Struct, frozen=True):
 
 
 _COLS = ",".join(StoredMessage.__struct_fields__)
+_SELECT_MESSAGE = f"SELECT {_COLS} FROM messages WHERE jti=?"  # noqa: S608 - fixed column names
+_INSERT_MESSAGE = f"INSERT INTO messages({_COLS}) VALUES ({','.join('?' * len(StoredMessage.__struct_fields__))})"  # noqa: S608
 
 
 def _row_msg(row: tuple[Any, ...] | None) -> StoredMessage | None:
@@ -106,14 +108,11 @@ def _row_msg(row: tuple[Any, ...] | None) -> StoredMessage | None:
 
 
 def get_message(conn: sqlite3.Connection, jti: str) -> StoredMessage | None:
-    return _row_msg(conn.execute(f"SELECT {_COLS} FROM messages WHERE jti=?", (jti,)).fetchone())  # noqa: S608
+    return _row_msg(conn.execute(_SELECT_MESSAGE, (jti,)).fetchone())
 
 
 def insert_message(conn: sqlite3.Connection, m: StoredMessage) -> None:
-    conn.execute(
-        f"INSERT INTO messages({_COLS}) VALUES ({','.join('?' * len(StoredMessage.__struct_fields__))})",  # noqa: S608
-        tuple(getattr(m, f) for f in StoredMessage.__struct_fields__),
-    )
+    conn.execute(_INSERT_MESSAGE, msgspec.structs.astuple(m))
 
 
 def set_state(conn: sqlite3.Connection, jti: str, state: str, now: float, *, node: str | None = None,
