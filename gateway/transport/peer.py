@@ -141,7 +141,8 @@ def blob_handlers(store: Callable[[], BlobStore], *, on_stored: Callable[[web.Re
     ``start`` (which must not be beyond the bytes received: 416 otherwise, with ``Traza-Received-Bytes``);
     201 stored, 200 already present, 202 when a range that does not reach the end was received; 422
     ``payload_mismatch`` when the bytes do not hash to the name (nothing is kept); 413 over ``max_blob``.
-    HEAD: 200 with ``Traza-Received-Bytes`` (0 when nothing has arrived) and ``Traza-Blob-Complete``.
+    HEAD: 200 with ``Traza-Received-Bytes`` (0 when nothing has arrived), ``Traza-Blob-Complete`` and,
+    when complete, ``Content-Length`` of the blob.
     """
 
     async def put(request: web.Request) -> web.StreamResponse:
@@ -209,8 +210,10 @@ def blob_handlers(store: Callable[[], BlobStore], *, on_stored: Callable[[web.Re
             received = n if n is not None else blobs.received(sha)
         except BadBlobName:
             return web.Response(status=400)
-        return web.Response(status=200, headers={RECEIVED_HEADER: str(received),
-                                                 COMPLETE_HEADER: "true" if n is not None else "false"})
+        headers = {RECEIVED_HEADER: str(received), COMPLETE_HEADER: "true" if n is not None else "false"}
+        if n is not None:
+            headers["Content-Length"] = str(n)  # the blob's length, as a GET would send
+        return web.Response(status=200, headers=headers)
 
     return put, head
 

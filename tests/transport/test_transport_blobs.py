@@ -68,6 +68,7 @@ async def test_put_then_head_then_already_present(hub, tmp_path):
     assert node.blobs.path(sha).read_bytes() == data
     status, _, headers = await cl.request("HEAD", f"/v1/blobs/{sha}")
     assert status == 200 and headers[RECEIVED_HEADER] == str(len(data)) and headers[COMPLETE_HEADER] == "true"
+    assert headers["Content-Length"] == str(len(data))
     status, doc = await put_raw(cl, sha, data)
     assert status == 200 and doc["len"] == len(data)
     src = tmp_path / "f.bin"
