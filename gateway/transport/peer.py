@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
-from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
+from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, http_exceptions, web
 
 from gateway.core.errors import HTTP_STATUS, Code, TrazaError
 from gateway.crypto.tls import peer_node_id
@@ -195,6 +195,10 @@ def blob_handlers(store: Callable[[], BlobStore], *, on_stored: Callable[[web.Re
                 return problem(422, Code.PAYLOAD_MISMATCH, f"{exc}; nothing of it was kept", {RECEIVED_HEADER: "0"})
         except BlobTooLarge as exc:
             return problem(413, Code.TOO_LARGE, str(exc))
+        except (ConnectionError, EOFError, http_exceptions.HttpProcessingError) as exc:
+            # the sender went away: keep what arrived for its resume (nobody reads this answer)
+            return problem(400, Code.MALFORMED, f"blob {sha}: upload interrupted ({type(exc).__name__}) after "
+                           f"{writer.received} bytes", {RECEIVED_HEADER: str(writer.received)})
         finally:
             writer.close()  # keeps the received bytes for a resume unless committed or refused
         if on_stored is not None:
