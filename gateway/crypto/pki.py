@@ -275,3 +275,34 @@ def load_issued(cert_pem: bytes, key_pem: bytes) -> Issued:
     if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
         raise PkiError(f"{cert.subject.rfc4514_string()}: key does not match the certificate")
     return Issued(cert_pem, key_pem)
+
+
+def pkcs12_bundle(cert_pem: bytes, key_pem: bytes, password: str, *, ca_pem: bytes | None = None,
+                  name: str = "traza") -> bytes:
+    """A PKCS#12 file (PBKDF2 + AES-256) holding an EC client certificate, its key and, if given, the
+    issuing CA — what a browser imports to log in to the dashboard. Raises ValueError naming which input
+    is wrong: ``certificate``, ``private key``, ``CA certificate`` or ``password``."""
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise ValueError(f"certificate: not a readable PEM certificate ({exc})") from None
+    try:
+        private = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"private key: not a readable unencrypted PEM private key ({exc})") from None
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"private key: expected an EC private key, found {type(private).__name__}")
+    if private.public_key().public_numbers() != certificate.public_key().public_numbers():  # type: ignore[union-attr]
+        raise ValueError("private key: does not belong to the certificate")
+    cas = None
+    if ca_pem is not None:
+        try:
+            cas = [x509.load_pem_x509_certificate(ca_pem)]
+        except ValueError as exc:
+            raise ValueError(f"CA certificate: not a readable PEM certificate ({exc})") from None
+    if not password:
+        raise ValueError("password: a PKCS#12 bundle needs a non-empty password")
+    return pkcs12.serialize_key_and_certificates(name.encode(), private, certificate, cas,
+                                                 serialization.BestAvailableEncryption(password.encode()))

@@ -12,13 +12,8 @@ import os
 import secrets
 from pathlib import Path
 
-# NOTE: the only module outside gateway.crypto that touches `cryptography` (PKCS#12 has no helper there yet)
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import pkcs12
-
 from gateway.config import Config
+from gateway.crypto.pki import pkcs12_bundle
 
 
 class LoginError(ValueError):
@@ -34,29 +29,20 @@ def write_login_bundle(cert: Path, key: Path, out: Path, password: str, *, ca: P
                        name: str | None = None) -> Path:
     """Write ``out`` (PKCS#12, AES-256 / PBKDF2, mode 0600): the certificate ``cert`` with its private key
     ``key`` (PEM files) and, if given, the issuing CA certificate ``ca``. Returns ``out``."""
-    try:
-        certificate = x509.load_pem_x509_certificate(cert.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise LoginError(f"{cert}: not a readable PEM certificate ({exc})") from None
-    try:
-        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise LoginError(f"{key}: not a readable unencrypted PEM private key ({exc})") from None
-    if not isinstance(private, ec.EllipticCurvePrivateKey):
-        raise LoginError(f"{key}: expected an EC private key, found {type(private).__name__}")
-    if private.public_key().public_numbers() != certificate.public_key().public_numbers():  # type: ignore[union-attr]
-        raise LoginError(f"{key}: this key does not belong to the certificate {cert}")
-    cas = None
-    if ca is not None:
+    def read(path: Path, what: str) -> bytes:
         try:
-            cas = [x509.load_pem_x509_certificate(ca.read_bytes())]
-        except (OSError, ValueError) as exc:
-            raise LoginError(f"{ca}: not a readable PEM certificate ({exc})") from None
-    if not password:
-        raise LoginError(f"{out}: a PKCS#12 bundle needs a non-empty password")
-    data = pkcs12.serialize_key_and_certificates(
-        (name or cert.stem).encode(), private, certificate, cas,
-        serialization.BestAvailableEncryption(password.encode()))
+            return path.read_bytes()
+        except OSError as exc:
+            raise LoginError(f"{path}: not a readable {what} ({exc.strerror})") from None
+
+    cert_pem = read(cert, "PEM certificate")
+    key_pem = read(key, "unencrypted PEM private key")
+    ca_pem = read(ca, "PEM certificate") if ca is not None else None
+    try:
+        data = pkcs12_bundle(cert_pem, key_pem, password, ca_pem=ca_pem, name=name or cert.stem)
+    except ValueError as exc:
+        where = {"certificate": cert, "private key": key, "CA certificate": ca}.get(str(exc).split(":")[0], out)
+        raise LoginError(f"{where}: {exc}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
