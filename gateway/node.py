@@ -724,6 +724,9 @@ class Node:
                     continue
                 if (peer, ref.sha256) in self._blobs_at:
                     outcome[ref.sha256] = True
+                    done = self._uploads.get((peer, ref.sha256))
+                    if done is not None and done.done():
+                        del self._uploads[(peer, ref.sha256)]
                     continue
                 task = self._uploads.get((peer, ref.sha256))
                 if task is not None and task.done():
