@@ -673,7 +673,7 @@ class Node:
                 await self._wake_all_outbox()  # the error messages it queued may go to a peer never woken
             if not live:
                 continue
-            live, blocked, pending, blob_err = self._push_blobs(peer, live)
+            live, blocked, pending, blob_err, blob_bytes = self._push_blobs(peer, live)
             if blocked:
                 breaker.failure(self.clock())
                 self.count("blob_upload_failures")
@@ -689,7 +689,9 @@ class Node:
                 continue
             t0 = time.monotonic()
             try:
-                results = await self._client(peer).send_batch([bytes(r[3]) for r in live])
+                # a recipient decrypts the blobs before it acks: allow for that (at 16 MiB/s, beyond the usual 30 s)
+                results = await self._client(peer).send_batch(
+                    [bytes(r[3]) for r in live], timeout=30.0 + blob_bytes / (16 * 1024 * 1024) if blob_bytes else None)
             except PeerUnavailable as exc:
                 breaker.failure(self.clock())
                 self.metrics.peer_up.labels(peer).set(0)
@@ -708,15 +710,17 @@ class Node:
             if any(r.status == "rejected" for r in results):
                 await self._wake_all_outbox()  # the error messages _give_up queued
 
-    def _push_blobs(self, peer: str, rows: list[Any]) -> tuple[list[Any], list[Any], list[asyncio.Task[int]], str | None]:
+    def _push_blobs(self, peer: str, rows: list[Any]) -> tuple[list[Any], list[Any], list[asyncio.Task[int]], str | None, int]:
         """Before envelopes go to ``peer``, it must hold every blob they name. Uploads run as their own
         tasks (one at a time per peer), so envelopes without blobs are not held up behind a large file.
-        Returns (rows ready to send, rows whose upload failed, uploads in progress, last error)."""
+        Returns (rows ready to send, rows whose upload failed, uploads in progress, last error, bytes of
+        the blobs the ready rows name)."""
         ready: list[Any] = []
         blocked: list[Any] = []
         pending: dict[str, asyncio.Task[int]] = {}
         error: str | None = None
         outcome: dict[str, bool | None] = {}  # True complete at the peer, False failed, None uploading
+        ready_bytes = 0
         for row in rows:
             refs = _blob_refs(bytes(row[3]))
             for ref in refs:
@@ -747,9 +751,10 @@ class Node:
             states = [outcome[r.sha256] for r in refs]
             if all(states):
                 ready.append(row)
+                ready_bytes += sum(r.len for r in refs)
             elif False in states:
                 blocked.append(row)
-        return ready, blocked, list(pending.values()), error
+        return ready, blocked, list(pending.values()), error, ready_bytes
 
     async def _upload_blob(self, peer: str, sha: str, length: int) -> int:
         """One blob to ``peer`` (HEAD, then PUT of what it lacks); wakes the forwarder when done either way."""

@@ -54,6 +54,9 @@ class LocalBackend(Protocol):
 
     def blob_stored(self, sha: str, length: int, source: str) -> None: ...
 
+    def shed_load(self) -> float | None:
+        """Seconds to put in Retry-After when the node refuses new work (queue or disk), else None."""
+
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=_json.encode(obj), content_type="application/json")
@@ -174,7 +177,8 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
 
     blob_put, blob_head = blob_handlers(
         lambda: backend.local_blobs(),
-        on_stored=lambda request, sha, n: backend.blob_stored(sha, n, f"local:system:{request['who']}"))
+        on_stored=lambda request, sha, n: backend.blob_stored(sha, n, f"local:system:{request['who']}"),
+        shed_load=lambda: backend.shed_load())
 
     async def blob_get(request: web.Request) -> web.StreamResponse:
         sha = request.match_info["sha"]

@@ -331,20 +331,24 @@ class PeerClient:
             raise PeerUnavailable(f"server at {self.endpoint} is not {self.peer!r} (certificate identity)")
 
     async def request(self, method: str, path: str, *, body: bytes | None = None,
-                      content_type: str = "application/json", headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+                      content_type: str = "application/json", headers: dict[str, str] | None = None,
+                      timeout: float | None = None) -> tuple[int, bytes, dict[str, str]]:
         h = {"Content-Type": content_type} if body is not None else {}
         h.update(headers or {})
+        kw: dict[str, Any] = {}
+        if timeout is not None:  # longer than the session's, e.g. while a recipient decrypts large blobs
+            kw["timeout"] = ClientTimeout(total=timeout, connect=min(10.0, timeout))
         try:
-            async with self._sess().request(method, self.endpoint + path, data=body, headers=h) as resp:
+            async with self._sess().request(method, self.endpoint + path, data=body, headers=h, **kw) as resp:
                 self._check_server(resp)
                 data = await resp.read()
                 return resp.status, data, dict(resp.headers)
         except (TimeoutError, ClientError, OSError, ssl.SSLError) as exc:
             raise PeerUnavailable(f"{self.peer}: {type(exc).__name__}: {exc}") from None
 
-    async def send_batch(self, envelopes: list[bytes]) -> list[Result]:
+    async def send_batch(self, envelopes: list[bytes], *, timeout: float | None = None) -> list[Result]:
         body = b'{"envelopes":[' + b",".join(envelopes) + b"]}"
-        status, data, headers = await self.request("POST", "/v1/envelopes", body=body)
+        status, data, headers = await self.request("POST", "/v1/envelopes", body=body, timeout=timeout)
         if status == 200:
             try:
                 return _response_decoder.decode(data).results
