@@ -838,6 +838,11 @@ class Node:
                 conn.execute("UPDATE messages SET state='forwarded', updated_at=? WHERE jti=? AND state='queued'",
                              (now, jti))
                 st.add_timeline(conn, jti, "forwarded", now, node=peer, detail=res.ack)
+            elif res.status == "rejected" and res.error is not None and res.error.code == Code.BLOB_MISSING.value:
+                # we uploaded its blobs, yet the peer lacks one (it lost it, or our record is stale): upload again
+                for ref in _blob_refs(bytes(env_bytes)):
+                    self._blobs_at.discard((peer, ref.sha256))
+                st.reschedule(conn, jti, now + self.cfg.limits.retry_min, f"{peer}: {res.error.detail}"[:500])
             elif res.status == "rejected":
                 rej = res.error
                 self.metrics.forwarded.labels(m.mt, peer, "rejected").inc()
