@@ -189,3 +189,53 @@ async def test_envelope_naming_a_missing_blob_is_refused_until_the_blob_is_uploa
     # the hub holds the ciphertext only
     assert node.blobs.path(esha).read_bytes() == enc_path.read_bytes()
     assert src.read_bytes()[:4096] not in node.blobs.path(esha).read_bytes()
+
+
+async def test_recipient_decrypts_blobs_and_refuses_a_key_that_does_not_open(tmp_path):
+    """`it` as recipient (envelopes come from eu-hub with its hop): a good blob is decrypted into the
+    plaintext store and listed in the inbox; a blob that does not decrypt rejects its envelope (decrypt_failed)."""
+    from gateway.core.envelope import append_hop, decode_envelope
+    from gateway.core.jws import parse_compact
+
+    nodes = build(tmp_path, SPECS)
+    node = Node(load_config(nodes["it"].config))
+    await node.start()
+    fd = FederationDir(tmp_path / "pki")
+    hubf = fd.node_files("eu-hub")
+    ca = [(tmp_path / "pki" / "ca" / "ca.pem").read_text()]
+    cl = PeerClient("it", f"https://127.0.0.1:{nodes['it'].peer_port}",
+                    client_context(hubf.tls_cert, hubf.tls_key, ca), timeout=10)
+    hub_signer = SigningKey.from_pem(hubf.sig_kid, hubf.sig_alg, hubf.sig_key.read_bytes())  # type: ignore[arg-type]
+    try:
+        src = tmp_path / "scan.bin"
+        plain = os.urandom(200_000)
+        src.write_bytes(plain)
+
+        def via_hub(raw: bytes) -> bytes:
+            env = decode_envelope(raw)
+            jti = parse_compact(env.token, typ="traza-envelope+jwt").claims["jti"]
+            return encode_envelope(append_hop(env, signer=hub_signer, here="eu-hub", jti=jti, came_from="es",
+                                              to="it", received_at=time.time()))
+
+        good, esha, enc_path = _encrypted_notice(tmp_path, node, src, tmp_path)
+        bad_dir = tmp_path / "bad"
+        bad_dir.mkdir()
+        bad, bsha, bad_path = _encrypted_notice(tmp_path, node, src, bad_dir)
+        for blob_sha, path in ((esha, enc_path), (bsha, bad_path)):
+            assert await cl.upload_blob(blob_sha, path, path.stat().st_size) > 0
+        (res,) = await cl.send_batch([via_hub(good)])
+        assert res.status == "accepted", res
+        page = await node.local_inbox(0, 10)
+        (msg,) = page["messages"]
+        (att,) = msg["attachments"]
+        assert att["sha256"] == b64url_encode(hashlib.sha256(plain).digest()) and att["len"] == len(plain)
+        assert att["url"] == f"/local/v1/blobs/{att['sha256']}" and att["name"] == "scan.bin"
+        assert node.plain_blobs.path(att["sha256"]).read_bytes() == plain
+        # the second envelope's blob altered on disk (the other blob's ciphertext, sealed with another key):
+        # the content key opens, the chunks do not authenticate
+        node.blobs.path(bsha).write_bytes(enc_path.read_bytes())
+        (res,) = await cl.send_batch([via_hub(bad)])
+        assert res.status == "rejected" and res.error is not None and res.error.code == "decrypt_failed", res
+    finally:
+        await cl.close()
+        await node.stop()
