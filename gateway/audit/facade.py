@@ -68,7 +68,7 @@ class NodeAudit:
         # reports a rollback since they were taken (``rollbacks`` of gateway.store.db.Database), or
         # when the log's size is not the range's (another writer appended).
         self._range: CompactRange | None = None
-        self._keys: dict[str, tuple[str, str]] = {}
+        self._keys: dict[str, tuple[str, dict[str, str]]] = {}
         self._seen_rollbacks: int | None = None
 
         def init(conn: sqlite3.Connection) -> int:

@@ -114,7 +114,8 @@ def _stage_prepared(
     conn.executemany(
         "INSERT INTO audit_entries (idx, entry, leaf_hash, jti, event) VALUES (?, ?, ?, ?, ?)", rows
     )
-    conn.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+    if nodes:
+        conn.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
     return list(range(size, size + len(events)))
 
 
@@ -163,7 +164,7 @@ def stage_evidence(
     ack: str | None = None,
     receipt: Mapping[str, Any] | None = None,
     keys: Iterable[Mapping[str, Any]] = (),
-    recorded: dict[str, tuple[str, str]] | None = None,
+    recorded: dict[str, tuple[str, dict[str, str]]] | None = None,
 ) -> None:
     """Record what an evidence bundle (SPEC §7.4) needs about message ``jti`` inside the caller's
     transaction: the envelope as this node holds it (``{"token", "hops"}``), an ack this node gave or
@@ -171,9 +172,9 @@ def stage_evidence(
     (``{"kid", "alg", "jwk"}``). Not part of the Merkle tree: a bundle verifier checks these by their
     own signatures. Repeats are ignored; a kid recorded with a different key is an error.
 
-    ``recorded`` (optional) remembers ``kid -> (alg, canonical JWK)`` known to be in ``audit_keys`` of this
-    database, so that a key already recorded costs no statement; the caller must clear it whenever a
-    transaction or savepoint that may have added to it is rolled back."""
+    ``recorded`` (optional) remembers ``kid -> (alg, JWK)`` known to be in ``audit_keys`` of this database
+    (JWKs of string members only), so that a key already recorded costs no statement; the caller must
+    clear it whenever a transaction or savepoint that may have added to it is rolled back."""
     if not conn.in_transaction:
         raise AuditError("audit stage_evidence() must run inside the caller's transaction")
     rows: list[tuple[str, str]] = []
@@ -208,17 +209,19 @@ def stage_evidence(
         kid, alg, jwk = key.get("kid"), key.get("alg"), key.get("jwk")
         if not isinstance(kid, str) or not isinstance(alg, str) or not isinstance(jwk, dict):
             raise AuditError(f"evidence for {jti}: a key needs kid, alg and jwk")
+        if recorded is not None:
+            hit = recorded.get(kid)
+            if hit is not None and hit[0] == alg and hit[1] == jwk and all(type(v) is str for v in jwk.values()):
+                continue
         jwk_text = canonical_bytes(jwk).decode()
-        if recorded is not None and recorded.get(kid) == (alg, jwk_text):
-            continue
         conn.execute(
             "INSERT OR IGNORE INTO audit_keys (kid, alg, jwk) VALUES (?, ?, ?)", (kid, alg, jwk_text)
         )
         have = conn.execute("SELECT alg, jwk FROM audit_keys WHERE kid=?", (kid,)).fetchone()
         if tuple(have) != (alg, jwk_text):
             raise AuditError(f"evidence for {jti}: key {kid} is already recorded with a different alg or JWK")
-        if recorded is not None:
-            recorded[kid] = (alg, jwk_text)
+        if recorded is not None and all(type(v) is str for v in jwk.values()):
+            recorded[kid] = (alg, dict(jwk))
 
 
 def decode_entry(raw: bytes) -> dict[str, Any]:
