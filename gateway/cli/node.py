@@ -205,16 +205,20 @@ def _upload_all(cfg: Config, files: list[tuple[Path, str]], show: bool) -> list[
 def _x3p_form(args: argparse.Namespace, path: Path) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
     """An X3P file (and its sidecar) read with the x3p adapter: the standard form and the file to attach."""
     from adapters.base import AdapterError
-    from adapters.x3p import MT, X3pAdapter
+    from adapters.x3p import MT, X3pAdapter, sidecar_path
 
     if args.type and args.type != MT:
         raise UsageError(f"{path}: an X3P file is sent as {MT}, not {args.type}")
     defaults: dict[str, Any] = {"handling": args.handling, "classification": args.classification,
                                 "purpose": args.purpose}
+    if args.to:
+        defaults["to"] = args.to
     try:
         tr = X3pAdapter(defaults=defaults).translate_file(path, args.sidecar)
     except AdapterError as exc:
-        raise CheckFailed(f"{path}: {exc}") from None
+        hint = "" if args.sidecar or sidecar_path(path).exists() else \
+            f" (the submission fields come from --sidecar FILE or {sidecar_path(path).name} beside the file)"
+        raise CheckFailed(f"{path}: {exc}{hint}") from None
     msg: dict[str, Any] = {"type": tr.mt, **tr.envelope(), "body": tr.body}
     if args.to:
         msg["to"] = args.to

@@ -121,6 +121,9 @@ def test_submission_naming_a_blob_never_uploaded_is_refused(fed, tmp_path):
     assert status == 422 and doc["code"] == "blob_missing" and "attachments[0]" in doc["detail"]
     status, _data = fetch(fed, "es", f"/local/v1/blobs/{digest(b'never uploaded')}")
     assert status == 404
+    # an X3P file without its submission fields: refused before anything is uploaded, naming the way out
+    r = traza("send", "--config", str(fed.nodes["mx"].config), "--to", "es", "--no-progress", str(VECTORS / "pyramid.x3p"))
+    assert r.returncode == 1 and "--sidecar" in r.stderr and "body" in r.stderr
 
 
 def test_small_message_is_not_held_up_behind_a_large_upload(fed, tmp_path):
