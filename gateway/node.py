@@ -498,6 +498,8 @@ class Node:
         ack = make_ack(self.signer, here=self.id, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now)
         self.audit.stage_evidence(conn, c.jti, envelope={"token": env.token, "hops": list(env.hops)}, ack=ack,
                                   keys=self._signing_keys(c.iss, *(h.iss for h in v.hops), self.id))
+        for b in c.blobs or []:
+            self.blobs.note_expiry(b.sha256, c.exp)
         local = v.next_hop is None
         state = "received" if local else "queued"
         data = encode_envelope(env)
@@ -599,6 +601,8 @@ class Node:
 
     def _store_origin(self, conn: sqlite3.Connection, v: Verified, now: float, source: str) -> int:
         c = v.claims
+        for b in c.blobs or []:
+            self.blobs.note_expiry(b.sha256, c.exp)
         data = encode_envelope(v.envelope)
         (idx,) = self.audit.stage(conn, [{"event": "envelope.accepted", **self._msg_fields(v), "from": source,
                                          "to": v.next_hop}], now)
@@ -1066,6 +1070,7 @@ class Node:
             self._wake(p)
         self.tasks.append(asyncio.create_task(self._checkpoint_loop(), name="checkpoints"))
         self.tasks.append(asyncio.create_task(self._manifest_loop(), name="manifest"))
+        self.tasks.append(asyncio.create_task(self._blob_purge_loop(), name="blob-purge"))
         self.delivery = make_delivery(self, self.cfg)
         if self.delivery is not None:
             self.tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
@@ -1129,6 +1134,24 @@ class Node:
             self.log.debug("witness.unavailable", peer=peer, detail=str(exc)[:200])
         except Exception as exc:  # a witness problem never stops checkpointing
             self.log.warning("witness.failed", peer=peer, detail=str(exc)[:200])
+
+    async def _blob_purge_loop(self, interval: float = 600.0) -> None:
+        """Delete blobs (as they travel) once every envelope naming them has expired, and uploads no
+        envelope named after the longest TTL (docs/blobs.md)."""
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+            if self.stopping.is_set():
+                break
+            try:
+                gone = await asyncio.to_thread(self.blobs.purge, self.clock() - self.cfg.limits.clock_skew,
+                                               float(self.cfg.limits.max_ttl))
+            except OSError as exc:
+                self.log.warning("blob.purge_failed", detail=str(exc)[:200])
+                continue
+            if gone:
+                self.count("blobs_purged", len(gone))
+                self.log.info("blob.purged", count=len(gone))
 
     async def _manifest_loop(self) -> None:
         interval = self.cfg.trust.manifest_poll_seconds

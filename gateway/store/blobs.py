@@ -300,6 +300,46 @@ class BlobStore:
         """Complete blobs in this store."""
         return sorted(p.name for p in self.root.iterdir() if _SHA_RE.match(p.name))
 
+    # --- retention --------------------------------------------------------------------------------------
+
+    def note_expiry(self, sha: str, exp: float) -> None:
+        """An accepted envelope naming ``sha`` expires at ``exp``: keep the blob at least until then."""
+        d = self.root / ".exp"
+        d.mkdir(exist_ok=True)
+        f = d / check_name(sha)
+        try:
+            if float(f.read_text()) >= exp:
+                return
+        except (FileNotFoundError, ValueError):
+            pass
+        tmp = d / f".{sha}.tmp"
+        tmp.write_text(str(int(exp)))
+        os.replace(tmp, f)
+
+    def purge(self, now: float, orphan_age: float) -> list[str]:
+        """Delete blobs every envelope naming them has expired (``note_expiry``), and blobs or partial
+        uploads no envelope named whose files are older than ``orphan_age`` seconds. Returns the names."""
+        gone: list[str] = []
+        d = self.root / ".exp"
+        for p in list(self.root.iterdir()):
+            base = p.name.removesuffix(".part")
+            if not _SHA_RE.match(base) or base in self._active:
+                continue
+            try:
+                exp: float | None = float((d / base).read_text())
+            except (FileNotFoundError, ValueError):
+                exp = None
+            try:
+                old = now - p.stat().st_mtime > orphan_age
+            except FileNotFoundError:
+                continue
+            if (exp is not None and exp < now) or (exp is None and old):
+                p.unlink(missing_ok=True)
+                if not p.name.endswith(".part"):
+                    (d / base).unlink(missing_ok=True)
+                    gone.append(base)
+        return gone
+
     # --- what a delivered message carries (recipient's local store) -------------------------------------
 
     def write_index(self, jti: str, entries: list[dict[str, Any]]) -> None:

@@ -122,3 +122,26 @@ def test_put_bytes_file_link_and_index(tmp_path):
     assert w.complete
     w.commit()
     assert a.path(empty).read_bytes() == b""
+
+
+def test_purge_after_the_last_expiry_and_of_orphans(tmp_path):
+    import time
+
+    store = BlobStore(tmp_path, max_blob=1024)
+    t = time.time()
+    a, _ = store.put_bytes(b"a")
+    b, _ = store.put_bytes(b"b")
+    c, _ = store.put_bytes(b"c")  # never named by an envelope
+    store.note_expiry(a, t + 100)
+    store.note_expiry(a, t + 50)  # the latest expiry counts
+    store.note_expiry(b, t + 10_000)
+    d = name(b"dddd")
+    w = store.writer(d, 4)
+    w.write(b"dd")
+    w.close()  # an abandoned partial upload
+    assert store.purge(t + 60, orphan_age=10**6) == []
+    assert store.purge(t + 200, orphan_age=10**6) == [a]
+    assert not store.has(a) and store.has(b) and store.has(c) and store.received(d) == 2
+    assert sorted(store.purge(t + 200 + 10, orphan_age=100)) == [c]
+    assert store.has(b) and store.received(d) == 0
+    assert store.names() == [b]

@@ -189,6 +189,12 @@ async def test_envelope_naming_a_missing_blob_is_refused_until_the_blob_is_uploa
     # the hub holds the ciphertext only
     assert node.blobs.path(esha).read_bytes() == enc_path.read_bytes()
     assert src.read_bytes()[:4096] not in node.blobs.path(esha).read_bytes()
+    # kept until the envelope expires, then purged
+    from gateway.core.jws import parse_compact
+
+    exp = parse_compact(json.loads(env)["token"], typ="traza-envelope+jwt").claims["exp"]
+    assert node.blobs.purge(exp - 1, orphan_age=10**6) == []
+    assert node.blobs.purge(exp + 1, orphan_age=10**6) == [esha] and not node.blobs.has(esha)
 
 
 async def test_recipient_decrypts_blobs_and_refuses_a_key_that_does_not_open(tmp_path):
