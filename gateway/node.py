@@ -64,7 +64,7 @@ from gateway.crypto.keys import Ed25519Key, SigningKey, verifier_for
 from gateway.crypto.tls import cert_serial, client_context, peer_node_id, server_context
 from gateway.metrics import Metrics
 from gateway.store import relay as st
-from gateway.store.blobs import BadBlobName, BlobError, BlobStore
+from gateway.store.blobs import BadBlobName, BlobError, BlobStore, BlobTooLarge
 from gateway.store.db import Database
 from gateway.transport.delivery import Delivery, make_delivery
 from gateway.transport.local import STANDARD_CT, local_app, ops_app
@@ -317,6 +317,10 @@ class Node:
                     await asyncio.to_thread(self._open_blobs, item)
                 except TrazaError as err:
                     checked[i] = (err, item.claims.jti)
+                except BlobError as exc:  # e.g. a message id that cannot name an index file
+                    checked[i] = (TrazaError(Code.MALFORMED, f"blobs of {item.claims.jti[:64]}: {exc}"), None)
+                except OSError as exc:
+                    checked[i] = (TrazaError(Code.INTERNAL, f"blobs of {item.claims.jti}: {exc}"), item.claims.jti)
         results = await self.db.write(lambda conn: self._commit_received(conn, peer, checked, now))
         for v in checked:
             if isinstance(v, Verified):
@@ -444,12 +448,17 @@ class Node:
 
     def _import_attachment(self, att: Attachment) -> dict[str, Any]:
         """An adapter's attachment (bytes or a file) into the plaintext store."""
-        if att.data is not None:
-            sha, n = self.plain_blobs.put_bytes(att.data)
-        elif att.path is not None:
-            sha, n = self.plain_blobs.put_file(Path(att.path))
-        else:
-            raise TrazaError(Code.INTERNAL, f"attachment {att.name} has neither data nor path")
+        try:
+            if att.data is not None:
+                sha, n = self.plain_blobs.put_bytes(att.data)
+            elif att.path is not None:
+                sha, n = self.plain_blobs.put_file(Path(att.path))
+            else:
+                raise TrazaError(Code.INTERNAL, f"attachment {att.name} has neither data nor path")
+        except BlobTooLarge as exc:
+            raise TrazaError(Code.TOO_LARGE, f"attachment {att.name}: {exc}") from None
+        except (OSError, BlobError) as exc:
+            raise TrazaError(Code.INTERNAL, f"attachment {att.name}: {exc}") from None
         if sha != att.sha256 or n != att.length:
             raise TrazaError(Code.SCHEMA_INVALID, f"attachment {att.name}: digest or length differs from the adapter's")
         return {"sha256": sha, "len": n, "ct": att.media_type, "name": att.name}
@@ -562,7 +571,10 @@ class Node:
         blobs = None
         if attachments:
             enc_to = fed.current_key(to, "enc", now) if self._seal_kw(mt, to, now) else None
-            blobs = await asyncio.to_thread(self._outgoing_blobs, attachments, jti, enc_to)
+            try:
+                blobs = await asyncio.to_thread(self._outgoing_blobs, attachments, jti, enc_to)
+            except (OSError, BlobError) as exc:  # e.g. the uploaded file went away meanwhile
+                raise TrazaError(Code.BLOB_MISSING, f"attachments: {exc}") from None
         env = self._build(mt=mt, to=to, body=body, now=now, hc=hc, cls=cls, pur=pur, irt=irt, cid=cid,
                           ttl=ttl or self.cfg.limits.default_ttl, jti=jti, blobs=blobs)
         v = verify_envelope(encode_envelope(env), here=self.id, peer=None, fed=fed, now=now,

@@ -245,3 +245,50 @@ async def test_recipient_decrypts_blobs_and_refuses_a_key_that_does_not_open(tmp
     finally:
         await cl.close()
         await node.stop()
+
+
+async def test_origin_stores_an_adapters_attachment_and_encrypts_it_for_the_token(tmp_path):
+    """An X3P file handed to mx's local API (x3p adapter with the submission fields as defaults): the
+    plaintext goes to local-blobs, its chunk-encrypted copy to blobs, and the token names the copy with
+    the content key sealed to es."""
+    import sqlite3
+
+    from adapters.x3p import X3P_MEDIA_TYPE, X3pAdapter
+    from gateway.core.jws import parse_compact
+    from gateway.crypto.chunks import decrypt_file, open_content_key
+    from gateway.crypto.hpke import EncKey
+
+    vectors = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "x3p"
+    sidecar = json.loads((Path(__file__).resolve().parents[2] / "adapters" / "x3p" / "samples" /
+                          "mx-fgr-2026-1180-c3-breechface.json").read_text())
+    sidecar["to"] = "es"
+    specs = [NodeSpec("latam-hub", "hub", "CO"), NodeSpec("eu-hub", "hub", "NL"),
+             NodeSpec("mx", "national", "MX", hub="latam-hub"), NodeSpec("es", "national", "ES", hub="eu-hub")]
+    nodes = build(tmp_path, specs)
+    node = Node(load_config(nodes["mx"].config))
+    node.adapter = X3pAdapter(defaults=sidecar)
+    await node.start()
+    try:
+        data = (vectors / "testing.x3p").read_bytes()
+        jti = await node.local_submit(X3P_MEDIA_TYPE, data, "default")
+        assert node.plain_blobs.path(name(data)).read_bytes() == data
+        con = sqlite3.connect(nodes["mx"].data_dir / "node.db")
+        (raw,) = con.execute("SELECT envelope FROM messages WHERE jti=?", (jti,)).fetchone()
+        con.close()
+        claims = parse_compact(json.loads(raw)["token"], typ="traza-envelope+jwt").claims
+        (ref,) = claims["blobs"]
+        # bytes posted to the local API carry no file name: the adapter names it
+        assert ref["name"] == "topography.x3p" and ref["ct"] == X3P_MEDIA_TYPE and ref["enc"]["kid"].startswith("es/enc/")
+        enc = node.blobs.path(ref["sha256"]).read_bytes()
+        assert len(enc) == ref["len"] and enc[:4] == b"TZB1" and data[:256] not in enc
+        # es's key opens the content key, and the chunks decrypt to the file
+        esf = FederationDir(tmp_path / "pki").node_files("es")
+        es_key = EncKey.from_private_bytes(esf.enc_kid, esf.kem, esf.enc_key.read_bytes())  # type: ignore[arg-type]
+        from gateway.core.b64 import b64url_decode
+
+        ck = open_content_key(es_key, b64url_decode(ref["enc"]["key"]), ref["sha256"], jti)
+        out = tmp_path / "out.x3p"
+        assert decrypt_file(node.blobs.path(ref["sha256"]), out, ck) == (name(data), len(data))
+        assert out.read_bytes() == data
+    finally:
+        await node.stop()
