@@ -470,7 +470,8 @@ class Node:
         for item in checked:
             if not isinstance(item, Verified):
                 err, jti = item
-                self.audit.stage(conn, [{"event": "envelope.rejected", "jti": jti, "from": peer, "to": self.id,
+                ids = {"jti": jti} if jti is not None else {}  # an unreadable token names no message
+                self.audit.stage(conn, [{"event": "envelope.rejected", **ids, "from": peer, "to": self.id,
                                          "code": err.code.value, "detail": err.detail}], now)
                 out.append(Result(jti=jti, status="rejected", error=EB(code=err.code.value, detail=err.public_detail)))
                 continue

@@ -5,7 +5,9 @@ after it started (picked up by its manifest poll, without a restart)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
+import json
 import time
 from pathlib import Path
 
@@ -125,3 +127,22 @@ def _der(path: Path) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.DER)
+
+
+async def test_envelope_without_a_readable_id_is_rejected_and_audited(hub):
+    """A token that is not a JWS carries no message id: the envelope is rejected (not a 500 for the batch)
+    and the rejection is still audited, without a jti."""
+    root, node, ln = hub
+    f = FederationDir(root / "pki").node_files("es")
+    cl = client(root, ln.peer_port, f.tls_cert, f.tls_key)
+    try:
+        body = b'{"envelopes":[{"token":"not-a-jws","hops":[]}]}'
+        status, data, _ = await cl.request("POST", "/v1/envelopes", body=body)
+    finally:
+        await cl.close()
+    assert status == 200, data
+    assert b'"status":"rejected"' in data and b'"jti":null' in data
+    page = await node.audit_entries({"event": "envelope.rejected"})
+    entries = [json.loads(base64.b64decode(e["entry"])) for e in page["entries"]]
+    rejected = [e for e in entries if e.get("from") == "es"]
+    assert len(rejected) == 1 and "jti" not in rejected[0], rejected
