@@ -60,4 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m gateway.cli.main` runs this file as __main__; the verbs raise gateway.cli.main's
+    # CheckFailed/UsageError, so call main() of that module for its except clauses to match them
+    from gateway.cli.main import main as _main
+
+    sys.exit(_main())
