@@ -45,6 +45,7 @@ EVENTS: frozenset[str] = frozenset(
         "node.started",
         "node.stopped",
         "witness.fork_detected",
+        "local.rejected",
     }
 )
 RESERVED = ("idx", "ts", "node")

@@ -31,7 +31,6 @@ import msgspec
 import structlog
 
 from adapters.base import Adapter, AdapterError, media_type
-from gateway.audit.log import EVENTS
 from gateway.core.errors import Code, TrazaError
 from gateway.core.retry import backoff
 from gateway.core.timeutil import rfc3339
@@ -542,8 +541,7 @@ class DropDelivery:
         _fsync_dir(self.submitting)
         event = {"event": REJECTED_EVENT, "file": work.name, "code": code,
                  "detail": (f"{field}: {reason}" if field else reason)[:2000]}
-        if REJECTED_EVENT in EVENTS:
-            self.node.audit_event_bg(event)
+        self.node.audit_event_bg(event)
         log.error("drop.rejected", node=self.node.id, file=work.name, code=code, field=field, reason=reason[:500],
                   moved_to=str(self.rejected / name))
 

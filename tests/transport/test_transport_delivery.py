@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from adapters import get_adapter
-from gateway.audit.log import EVENTS
 from gateway.config import ConfigError, load_config
 from gateway.crypto.tls import peer_node_id
 from gateway.localfed import LocalNode, NodeSpec, build, free_ports
@@ -332,13 +331,12 @@ async def test_drop_folder_malformed_file_is_rejected_with_a_readable_reason(tmp
         assert (drop / "rejected" / "mal.xml").read_bytes() == bad
         assert ".xml" in (drop / "rejected" / "nota.txt.error.txt").read_text()
         assert not list((drop / "outbox").iterdir()) and not list((drop / ".submitting").iterdir())
-        if REJECTED_EVENT in EVENTS:  # audited once gateway.audit.log knows the event (docs/audit.md)
-            async def rejected() -> list[Any]:
-                doc = await es.audit_entries({"event": REJECTED_EVENT, "limit": "10"})
-                return [json.loads(base64.b64decode(e["entry"])) for e in doc["entries"]]
+        async def rejected() -> list[Any]:
+            doc = await es.audit_entries({"event": REJECTED_EVENT, "limit": "10"})
+            return [json.loads(base64.b64decode(e["entry"])) for e in doc["entries"]]
 
-            got = await eventually(lambda: rejected())
-            assert {e["file"] for e in got} >= {"mal.xml"} and any("MUY_SECRETO" in e["detail"] for e in got)
+        got = await eventually(lambda: rejected())
+        assert {e["file"] for e in got} >= {"mal.xml"} and any("MUY_SECRETO" in e["detail"] for e in got)
         # the node keeps going: a good file after it is sent
         (drop / "outbox" / "bien.xml").write_bytes(sample("notice.xml"))
         await eventually((drop / "sent" / "bien.xml.id").is_file)
