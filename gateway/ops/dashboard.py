@@ -36,6 +36,7 @@ from gateway.core.errors import Code, TrazaError
 from gateway.core.timeutil import parse_rfc3339, rfc3339
 from gateway.crypto.pki import PkiError, cert_info
 from gateway.node import Node
+from gateway.transport.local import ROLE, WHO
 from gateway.transport.peer import problem
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -223,7 +224,7 @@ class Dashboard:
         allowed = tuple(roles)
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            role = request.get("role")
+            role = request.get(ROLE)
             if role not in allowed:
                 reason = f"role {role!r} may not call this route"
                 self.node.local_denied(request.path, request.remote or "", reason)
@@ -256,7 +257,7 @@ class Dashboard:
         me = node.fed.node(node.id)
         keys = [{"kid": k.kid, "public_key": k.public_key} for k in (me.keys if me else ())
                 if k.use == "audit" and k.public_key and k.kid not in node.fed.revoked_kids]
-        return _json({"role": request["role"], "name": request["who"], "node": node.id,
+        return _json({"role": request[ROLE], "name": request[WHO], "node": node.id,
                       "federation": node.fed.name, "manifest_version": node.fed.version,
                       "log": {"origin": node.audit.origin, "keys": keys}})
 

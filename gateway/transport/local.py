@@ -67,6 +67,10 @@ def _role(request: web.Request) -> tuple[str, str] | None:
     return peer_local_identity(der) if der else None
 
 
+# the caller's role and name from its local client certificate, set by the authorisation middleware
+ROLE = web.RequestKey("role", str)
+WHO = web.RequestKey("who", str)
+
 ROUTE_ROLES: dict[str, tuple[str, ...]] = {
     "/local/": ("system",),
     "/ops/": ("operator",),
@@ -85,7 +89,7 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
             reason = "no local client certificate" if ident is None else f"role {ident[0]!r} may not call this route"
             backend.local_denied(request.path, request.remote or "", reason)
             return problem(403, "forbidden", reason)
-        request["role"], request["who"] = ident
+        request[ROLE], request[WHO] = ident
         try:
             return await handler(request)
         except TrazaError as err:
@@ -95,7 +99,7 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
 
     async def submit(request: web.Request) -> web.StreamResponse:
         data = await read_body(request, max_request)
-        jti = await backend.local_submit(request.content_type or STANDARD_CT, data, request["who"])
+        jti = await backend.local_submit(request.content_type or STANDARD_CT, data, request[WHO])
         return json_response({"id": jti, "status_url": f"/local/v1/messages/{jti}"}, status=201)
 
     async def status(request: web.Request) -> web.StreamResponse:
@@ -126,7 +130,7 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
                 if status not in ("DELIVERED", "REFUSED_BY_SYSTEM"):
                     return problem(422, "schema_invalid", "status must be DELIVERED or REFUSED_BY_SYSTEM - at `$.status`")
         try:
-            first = await backend.inbox_ack(request.match_info["id"], f"local:system:{request['who']}", status, detail)
+            first = await backend.inbox_ack(request.match_info["id"], f"local:system:{request[WHO]}", status, detail)
         except KeyError:
             return problem(404, "not_found", f"no inbox message {request.match_info['id']}")
         return json_response({"id": request.match_info["id"], "acknowledged": True, "first": first})
@@ -144,7 +148,7 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
             except ValueError:
                 return problem(400, "malformed", "dead letter id must be an integer")
             try:
-                return json_response(await backend.ops_dead_letter(dl_id, action, request["who"]))
+                return json_response(await backend.ops_dead_letter(dl_id, action, request[WHO]))
             except KeyError:
                 return problem(404, "not_found", f"no dead letter {dl_id}")
 
@@ -177,7 +181,7 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
 
     blob_put, blob_head = blob_handlers(
         lambda: backend.local_blobs(),
-        on_stored=lambda request, sha, n: backend.blob_stored(sha, n, f"local:system:{request['who']}"),
+        on_stored=lambda request, sha, n: backend.blob_stored(sha, n, f"local:system:{request[WHO]}"),
         shed_load=lambda: backend.shed_load())
 
     async def blob_get(request: web.Request) -> web.StreamResponse:

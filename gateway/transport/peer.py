@@ -35,6 +35,9 @@ COMPLETE_HEADER = "Traza-Blob-Complete"
 _RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
+# the manifest node of the TLS client certificate, set by the authentication middleware
+PEER = web.RequestKey("peer", str)
+
 class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
     envelopes: list[msgspec.Raw]
 
@@ -229,7 +232,7 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            request["peer"] = backend.identify_peer(_peer_cert(request))
+            request[PEER] = backend.identify_peer(_peer_cert(request))
         except TrazaError as err:
             if on_denied:
                 on_denied(request, err)
@@ -249,7 +252,7 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
             batch = _batch_decoder.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise TrazaError(Code.MALFORMED, f"request: {exc}") from None
-        results = await backend.receive_batch(request["peer"], batch.envelopes)
+        results = await backend.receive_batch(request[PEER], batch.envelopes)
         return web.Response(body=_json.encode(BatchResponse(results=results)), content_type="application/json")
 
     async def get_manifest(request: web.Request) -> web.StreamResponse:
@@ -268,14 +271,14 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
 
     async def post_witness(request: web.Request) -> web.StreamResponse:
         body = await read_body(request, 64 * 1024)
-        status, ctype, out = await backend.witness_add_checkpoint(request["peer"], body)
+        status, ctype, out = await backend.witness_add_checkpoint(request[PEER], body)
         # the witness answers with a full media type ("text/plain; charset=utf-8"), which aiohttp only
         # accepts as a header, not as content_type
         return web.Response(status=status, body=out, headers={"Content-Type": ctype})
 
     blob_put, blob_head = blob_handlers(
         lambda: backend.peer_blobs(),
-        on_stored=lambda request, sha, n: backend.blob_stored(sha, n, f"peer:{request['peer']}"),
+        on_stored=lambda request, sha, n: backend.blob_stored(sha, n, f"peer:{request[PEER]}"),
         shed_load=lambda: backend.shed_load())
 
     app = web.Application(middlewares=[authenticate], client_max_size=backend.max_request + 1)
