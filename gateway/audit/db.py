@@ -1,9 +1,9 @@
 """The audit log's SQLite schema and connection helpers (tables are prefixed ``audit_``).
 
 One SQLite file (WAL, synchronous=FULL) may hold the audit tables beside other tables of the node (so the
-relay can store an envelope and its audit entry in one transaction). Schema, version 1:
+relay can store an envelope and its audit entry in one transaction). Schema, version 2:
 
-- ``audit_meta(key, value)``: ``schema`` (``1``), ``node`` (the node id written into every entry),
+- ``audit_meta(key, value)``: ``schema`` (``2``), ``node`` (the node id written into every entry),
   ``origin`` (checkpoint origin ``traza/<federation>/<node>``).
 - ``audit_entries(idx, entry, leaf_hash, jti, event)``: the log. ``idx`` is the leaf index (0, 1, ...
   without gaps), ``entry`` the exact canonical JSON bytes, ``leaf_hash`` = SHA-256(0x00 || entry).
@@ -18,19 +18,37 @@ relay can store an envelope and its audit entry in one transaction). Schema, ver
   checkpoint cosigned for each peer log.
 - ``audit_witness_alerts(id, origin, kind, detected_at, known_checkpoint, presented_checkpoint,
   old_size, proof, audit_idx)``: forks seen as a witness, with the evidence.
-- ``audit_evidence(id, jti, kind, value)`` and ``audit_keys(kid, alg, jwk)``: the signed tokens, hops,
-  acks and receipts recorded for evidence bundles, and the manifest keys that verified them. These are
-  not in the tree; a bundle verifier checks them by their own signatures.
+- ``audit_evidence(id, jti, kind, value, value_sha256)`` and ``audit_keys(kid, alg, jwk)``: the signed
+  tokens, hops, acks and receipts recorded for evidence bundles, and the manifest keys that verified them.
+  These are not in the tree; a bundle verifier checks them by their own signatures. Each distinct value
+  is recorded once per ``(jti, kind)``: the unique index holds ``value_sha256`` (SHA-256 of the UTF-8
+  value), not the value itself, which would store every token and hop chain a second time.
+
+Versions: 1 had ``UNIQUE (jti, kind, value)`` and no ``value_sha256``. Opening a version 1 database
+read-write migrates it in place, in one transaction (:func:`migrate_schema`); read-only readers accept
+both versions (they read ``kind`` and ``value`` only).
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# versions a read-only reader can read (the columns it selects are the same in both)
+READABLE_VERSIONS = ("1", "2")
+
+EVIDENCE_DDL = """CREATE TABLE IF NOT EXISTS audit_evidence (
+    id INTEGER PRIMARY KEY,
+    jti TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('envelope', 'ack', 'receipt')),
+    value TEXT NOT NULL,
+    value_sha256 BLOB NOT NULL CHECK (length(value_sha256) = 32),
+    UNIQUE (jti, kind, value_sha256)
+)"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,15 +99,15 @@ CREATE TABLE IF NOT EXISTS audit_witness_alerts (
     proof TEXT NOT NULL,
     audit_idx INTEGER
 );
-CREATE TABLE IF NOT EXISTS audit_evidence (
-    id INTEGER PRIMARY KEY,
-    jti TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('envelope', 'ack', 'receipt')),
-    value TEXT NOT NULL,
-    UNIQUE (jti, kind, value)
-);
+"""
+SCHEMA += EVIDENCE_DDL + """;
 CREATE TABLE IF NOT EXISTS audit_keys (kid TEXT PRIMARY KEY, alg TEXT NOT NULL, jwk TEXT NOT NULL);
 """
+
+
+def value_sha256(value: str) -> bytes:
+    """The ``audit_evidence.value_sha256`` of ``value``: SHA-256 of its UTF-8 bytes."""
+    return hashlib.sha256(value.encode()).digest()
 
 
 class AuditError(Exception):
@@ -108,16 +126,21 @@ def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Conn
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the audit tables in ``conn``'s database if they are missing (idempotent, own transaction)."""
-    if _has_meta(conn):
-        check_schema_version(conn)
+    """Create the audit tables in ``conn``'s database if they are missing, or migrate an older schema
+    (idempotent, own transaction)."""
+    if _has_meta(conn) and get_meta(conn, "schema") == SCHEMA_VERSION:
         return
     with transaction(conn):
         create_schema(conn)
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the audit tables inside the caller's transaction (idempotent)."""
+    """Create the audit tables inside the caller's transaction, migrating an older schema version in
+    place first (idempotent)."""
+    if not conn.in_transaction:
+        raise AuditError("audit create_schema() must run inside the caller's transaction")
+    if _has_meta(conn):
+        migrate_schema(conn)
     for stmt in SCHEMA.split(";"):
         if stmt.strip():
             conn.execute(stmt)
@@ -131,6 +154,42 @@ def check_schema_version(conn: sqlite3.Connection) -> None:
         raise AuditError(
             f"audit schema version {row[0] if row else None!r} is not supported (expected {SCHEMA_VERSION})"
         )
+
+
+def migrate_schema(conn: sqlite3.Connection) -> None:
+    """Bring an existing audit database to :data:`SCHEMA_VERSION` inside the caller's transaction (so a
+    failure leaves it as it was). Version 1 -> 2: ``audit_evidence`` gains ``value_sha256`` (filled for
+    every row) and its unique key becomes ``(jti, kind, value_sha256)``. SQLite cannot drop a table's
+    UNIQUE constraint, so the table is rebuilt: create the new one, copy the rows (same ``id``), drop the
+    old one, rename. An unknown version is left untouched (:func:`check_schema_version` refuses it)."""
+    if not conn.in_transaction:
+        raise AuditError("audit migrate_schema() must run inside the caller's transaction")
+    version = get_meta(conn, "schema")
+    if version != "1":
+        return
+    conn.create_function("traza_value_sha256", 1, value_sha256, deterministic=True)
+    try:
+        conn.execute(EVIDENCE_DDL.replace("CREATE TABLE IF NOT EXISTS audit_evidence", "CREATE TABLE audit_evidence_v2", 1))
+        conn.execute(
+            "INSERT INTO audit_evidence_v2 (id, jti, kind, value, value_sha256) "
+            "SELECT id, jti, kind, value, traza_value_sha256(value) FROM audit_evidence ORDER BY id"
+        )
+        conn.execute("DROP TABLE audit_evidence")
+        conn.execute("ALTER TABLE audit_evidence_v2 RENAME TO audit_evidence")
+        conn.execute("UPDATE audit_meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+    except sqlite3.Error as exc:
+        raise AuditError(
+            f"{_db_file(conn)}: migrating the audit schema from version 1 to {SCHEMA_VERSION} "
+            f"(table audit_evidence) failed: {exc}"
+        ) from exc
+
+
+def _db_file(conn: sqlite3.Connection) -> str:
+    """The file of ``conn``'s main database (for error messages)."""
+    for _seq, name, file in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return str(file) or "in-memory database"
+    return "audit database"
 
 
 def _has_meta(conn: sqlite3.Connection) -> bool:
@@ -157,9 +216,11 @@ def connect_readonly(path: str | Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise AuditError(f"{p}: not a readable SQLite database ({exc})") from None
-    if row is None or row[0] != SCHEMA_VERSION:
+    if row is None or row[0] not in READABLE_VERSIONS:
         conn.close()
-        raise AuditError(f"{p}: audit schema version {row[0] if row else None!r} is not {SCHEMA_VERSION}")
+        raise AuditError(
+            f"{p}: audit schema version {row[0] if row else None!r} is not one of {', '.join(READABLE_VERSIONS)}"
+        )
     return conn
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.audit.db import AuditError, connect, set_meta, transaction
+from gateway.audit.db import AuditError, connect, set_meta, transaction, value_sha256
 from gateway.audit.tree import load_range, log_size
 from gateway.core.canonical import CanonicalError, canonical_bytes
 from gateway.core.merkle import CompactRange, leaf_hash
@@ -203,8 +203,8 @@ def stage_evidence(
         )
     if rows:
         conn.executemany(
-            "INSERT OR IGNORE INTO audit_evidence (jti, kind, value) VALUES (?, ?, ?)",
-            [(jti, k, v) for k, v in rows],
+            "INSERT OR IGNORE INTO audit_evidence (jti, kind, value, value_sha256) VALUES (?, ?, ?, ?)",
+            [(jti, k, v, value_sha256(v)) for k, v in rows],
         )
     for key in keys:
         kid, alg, jwk = key.get("kid"), key.get("alg"), key.get("jwk")
