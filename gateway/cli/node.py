@@ -172,8 +172,10 @@ def _media_type_of(path: Path) -> str:
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
-def _upload_all(cfg: Config, files: list[tuple[Path, str]], show: bool) -> list[dict[str, Any]]:
-    """Upload each (path, media type) with a progress bar; the standard form's ``attachments``."""
+def upload_attachments(cfg: Config, files: list[tuple[Path, str]], *, show: bool = False) -> list[dict[str, Any]]:
+    """Upload each (path, media type) to the node's local blob store (:func:`upload_attachment`: streamed,
+    resuming), with a progress bar on stderr when ``show``; returns the standard form's ``attachments``
+    (``[{"sha256", "len", "ct", "name"}]``). Used by `traza send` and by `traza demo`'s national systems."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -202,31 +204,42 @@ def _upload_all(cfg: Config, files: list[tuple[Path, str]], show: bool) -> list[
     return out
 
 
-def _x3p_form(args: argparse.Namespace, path: Path) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
-    """An X3P file (and its sidecar) read with the x3p adapter: the standard form and the file to attach."""
+def x3p_message(path: Path, sidecar: str | Path | None = None, *, to: str | None = None, mt: str | None = None,
+                handling: str = "H0", classification: str = "BASIC_PROTECTION_LEVEL",
+                purpose: str = "INVESTIGATION") -> tuple[dict[str, Any], list[tuple[Path, str]], list[str]]:
+    """An X3P file (and its sidecar: ``sidecar`` or the ``.json`` beside it) read with the x3p adapter:
+    the standard form (``body.topography`` filled from the file; ``to`` wins over the sidecar's, the other
+    options fill what it leaves out), the files to attach as (path, media type), and the adapter's warnings.
+    Raises UsageError / CheckFailed naming the file and the fault."""
     from adapters.base import AdapterError
     from adapters.x3p import MT, X3pAdapter, sidecar_path
 
-    if args.type and args.type != MT:
-        raise UsageError(f"{path}: an X3P file is sent as {MT}, not {args.type}")
-    defaults: dict[str, Any] = {"handling": args.handling, "classification": args.classification,
-                                "purpose": args.purpose}
-    if args.to:
-        defaults["to"] = args.to
+    if mt and mt != MT:
+        raise UsageError(f"{path}: an X3P file is sent as {MT}, not {mt}")
+    defaults: dict[str, Any] = {"handling": handling, "classification": classification, "purpose": purpose}
+    if to:
+        defaults["to"] = to
     try:
-        tr = X3pAdapter(defaults=defaults).translate_file(path, args.sidecar)
+        tr = X3pAdapter(defaults=defaults).translate_file(path, sidecar)
     except AdapterError as exc:
-        hint = "" if args.sidecar or sidecar_path(path).exists() else \
+        hint = "" if sidecar or sidecar_path(path).exists() else \
             f" (the submission fields come from --sidecar FILE or {sidecar_path(path).name} beside the file)"
         raise CheckFailed(f"{path}: {exc}{hint}") from None
     msg: dict[str, Any] = {"type": tr.mt, **tr.envelope(), "body": tr.body}
-    if args.to:
-        msg["to"] = args.to
+    if to:
+        msg["to"] = to
     if not msg.get("to"):
         raise UsageError(f"{path}: --to is required (or `to` in the sidecar)")
-    for w in tr.warnings:
+    return msg, [(Path(a.path or path), a.media_type) for a in tr.attachments], list(tr.warnings)
+
+
+def _x3p_form(args: argparse.Namespace, path: Path) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
+    """`traza send FILE.x3p`: :func:`x3p_message` with the command's options; warnings go to stderr."""
+    msg, files, warnings = x3p_message(path, args.sidecar, to=args.to, mt=args.type, handling=args.handling,
+                                       classification=args.classification, purpose=args.purpose)
+    for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    return msg, [(Path(a.path or path), a.media_type) for a in tr.attachments]
+    return msg, files
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -263,7 +276,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             msg["ttl_seconds"] = args.ttl
         files += [(a, _media_type_of(a)) for a in attach]
         if files:
-            msg["attachments"] = _upload_all(cfg, files, show=not args.no_progress)
+            msg["attachments"] = upload_attachments(cfg, files, show=not args.no_progress)
         ct, payload = STANDARD_CT, json.dumps(msg).encode()
     status, doc = local_request(cfg, "system", "POST", "/local/v1/messages", payload, ct)
     if status != 201:

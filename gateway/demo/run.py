@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import signal
 import tempfile
@@ -16,6 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.audit.bundle import BundleError, verify_bundle
+from gateway.cli.main import CheckFailed, UsageError
+from gateway.cli.node import _local_tls, upload_attachments, x3p_message
+from gateway.config import Config
+from gateway.core.b64 import b64url_encode
 from gateway.core.messages import validate_body
 from gateway.demo import story
 from gateway.demo.procs import Federation
@@ -41,13 +47,59 @@ class Sent:
     failed: str | None = None
 
 
+@dataclass
+class Blob:
+    """One attachment a national system uploaded and sent (as ``name``), and what its recipient made of it."""
+
+    name: str
+    sha256: str  # of the plaintext file, as uploaded (PUT /local/v1/blobs/<sha256>)
+    length: int
+    frm: str
+    to: str
+    jti: str
+    received: Path | None = None  # where the recipient's national system stored it, digest verified
+
+
 def _ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def _micrometres(metres: Any) -> str:
+    return f"{float(metres) * 1e6:g} µm" if isinstance(metres, (int, float)) else "? µm"
+
+
+def fetch_blob(cfg: Config, url: str, dest: Path) -> tuple[str, int]:
+    """GET ``url`` (``/local/v1/blobs/<sha>``) on the node of ``cfg`` as its national system (the
+    ``system`` client certificate), streamed into ``dest`` while hashing; returns (b64url SHA-256, bytes)."""
+    host, port = cfg.listen.local.rsplit(":", 1)
+    where = f"https://{cfg.listen.local}{url}"
+    h = hashlib.sha256()
+    n = 0
+    try:
+        c = http.client.HTTPSConnection(host.strip("[]"), int(port), context=_local_tls(cfg), timeout=60)
+        c.request("GET", url)
+        r = c.getresponse()
+        if r.status != 200:
+            raise DemoError(f"GET {where} answered {r.status}: {r.read()[:300]!r}")
+        declared = int(r.getheader("Content-Length", "-1") or -1)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with dest.open("wb") as f:
+            while piece := r.read(1024 * 1024):
+                h.update(piece)
+                f.write(piece)
+                n += len(piece)
+        c.close()
+    except (OSError, http.client.HTTPException) as exc:
+        raise DemoError(f"GET {where} failed: {exc}") from None
+    if declared >= 0 and declared != n:
+        raise DemoError(f"GET {where}: Content-Length {declared} but {n} bytes arrived")
+    return b64url_encode(h.digest()), n
+
+
 class Demo:
-    def __init__(self, root: Path, console: Console) -> None:
+    def __init__(self, root: Path, console: Console, keep: bool = False) -> None:
         self.root = root
+        self.keep = keep  # root survives the run (--dir): the summary may name files in it
         self.out = console
         self.fed = Federation(root, story.NODES, limits={"checkpoint_interval": 1.0}, log_format="json")
         self.sent: dict[str, Sent] = {}
@@ -57,6 +109,7 @@ class Demo:
         self.licences: dict[str, str] = {}  # country -> one export licence named in a trace response
         self.traced: dict[str, dict[str, Any]] = {}  # serial -> firearm
         self.first_trace: str | None = None
+        self.blobs: dict[tuple[str, str], Blob] = {}  # (message id, plaintext sha256) -> the file sent
         self.t0 = time.monotonic()
 
     # -- plumbing --------------------------------------------------------------------------------------
@@ -73,12 +126,17 @@ class Demo:
                 route.append(step)
         return len(route) - 1
 
-    def submit(self, frm: str, to: str, mt: str, body: dict[str, Any], reply_to: str | None = None) -> str | None:
+    def submit(self, frm: str, to: str, mt: str, body: dict[str, Any], reply_to: str | None = None, *,
+               attachments: list[dict[str, Any]] | None = None, envelope: dict[str, Any] | None = None) -> str | None:
+        """Submit the standard form as ``frm``'s national system. ``attachments`` name blobs uploaded first
+        (PUT /local/v1/blobs); ``envelope`` overrides handling, classification or purpose."""
         validate_body(mt, body)  # raises TrazaError naming the field at fault
         msg: dict[str, Any] = {"type": mt, "to": to, "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
-                               "purpose": "INVESTIGATION", "body": body}
+                               "purpose": "INVESTIGATION", **(envelope or {}), "body": body}
         if reply_to:
             msg["reply_to"] = reply_to
+        if attachments:
+            msg["attachments"] = attachments
         now = time.time()
         status, doc = self.fed.call(frm, "system", "POST", "/local/v1/messages", json.dumps(msg).encode(), STANDARD)
         if status != 201:
@@ -87,7 +145,61 @@ class Demo:
             return None
         jti = str(doc["id"])
         self.sent[jti] = Sent(jti, mt, frm, to, now)
+        for a in attachments or []:
+            self.blobs[(jti, a["sha256"])] = Blob(a["name"], a["sha256"], a["len"], frm, to, jti)
         return jti
+
+    def submit_x3p(self, frm: str, to: str, scan: Path) -> str | None:
+        """As a ballistics lab's system would: read the X3P file and its sidecar with the x3p adapter
+        (body.topography from the file), upload the file with PUT /local/v1/blobs/<sha256> (streamed,
+        resuming; the code of `traza send`), then submit the ballistic.submission naming it."""
+        try:
+            msg, files, warnings = x3p_message(scan, to=to, handling="H1")
+            for w in warnings:
+                self.say(frm, f"[yellow]{w}[/yellow]")
+            t = time.monotonic()
+            attachments = upload_attachments(self.fed.config(frm), files)
+        except (CheckFailed, UsageError) as exc:
+            raise DemoError(f"{frm}: {exc}") from None
+        up = time.monotonic() - t
+        body = msg["body"]
+        for a in attachments:
+            self.say(frm, f"uploads {a['name']} ({a['len']:,} bytes, {a['ct']}) to its node in {up:.2f} s: "
+                          f"PUT /local/v1/blobs/{a['sha256']}")
+        for topo in body["topography"]:
+            self.say(frm, f"ballistic.submission → {to}: cartridge case [b]{body['exhibit_id']}[/b], "
+                          f"{topo['region']} scan {topo['size_x']} × {topo['size_y']} points at "
+                          f"{_micrometres(topo['increment_x_m'])} ({topo['instrument']}), correlation asked in "
+                          f"{', '.join(body.get('correlation', {}).get('countries', []))}")
+        envelope = {k: msg[k] for k in ("handling", "classification", "purpose") if msg.get(k)}
+        return self.submit(frm, msg["to"], msg["type"], body, attachments=attachments, envelope=envelope)
+
+    def take_attachments(self, node: str, m: dict[str, Any]) -> None:
+        """The recipient's national system takes each file a delivered message carries, before it
+        acknowledges the message: GET /local/v1/blobs/<sha256>, hashed while it streams to
+        ``<root>/received/<node>/``, checked against the body's topography entry (ballistic.submission)."""
+        atts = m.get("attachments") or []
+        body = json.loads(m["content"]).get("body", {})
+        topo = {t.get("sha256"): t for t in body.get("topography", [])} if m["type"] == "ballistic.submission" else {}
+        named = {a["sha256"] for a in atts}
+        for sha in topo:
+            if sha not in named:
+                raise DemoError(f"{node}: {m['type']} {m['id']} from {m['from']}: body.topography names {sha}, "
+                                f"which the message does not carry as an attachment")
+        for a in atts:
+            dest = self.root / "received" / node / (Path(a["name"]).name or a["sha256"])
+            sha, n = fetch_blob(self.fed.config(node), a["url"], dest)
+            t = topo.get(a["sha256"])
+            want = t["sha256"] if t else a["sha256"]  # the digest the signed body names, else the inbox's
+            if sha != want or n != a["len"]:
+                raise DemoError(f"{node}: {a['name']} of {m['type']} {m['id']}: fetched {n} bytes with SHA-256 {sha}, "
+                                f"expected {a['len']} bytes with {want} (file kept in {dest})")
+            b = self.blobs.get((m["id"], a["sha256"]))
+            if b is not None:
+                b.received = dest
+            what = (f", {t['size_x']} × {t['size_y']} points at {_micrometres(t['increment_x_m'])} ({t['region']})"
+                    if t else "")
+            self.say(node, f"fetches {a['name']}: {n:,} bytes{what}, SHA-256 digest verified")
 
     def pump(self) -> None:
         """One pass of every national system: read the inbox, acknowledge, answer."""
@@ -102,6 +214,8 @@ class Demo:
                 s = self.sent.get(m["id"])
                 if s is not None and s.delivered_at is None:
                     s.delivered_at = _ts(m["delivered_at"])
+                if m.get("attachments"):
+                    self.take_attachments(node, m)  # taken before the ack, which sends the receipt
                 st, d = self.fed.call(node, "system", "POST", f"/local/v1/inbox/{m['id']}/ack", b"")
                 if st != 200:
                     raise DemoError(f"{node}: ack of {m['id']} answered {st}: {d}")
@@ -162,8 +276,11 @@ class Demo:
             self.say(node, f"status answer: {body['result']} {hit['record_status']} ({hit['owner']['agency']}, "
                            f"case {hit['owner']['case_no']})")
         elif mt == "ballistic.submission":
-            self.say(node, f"correlates exhibit {body['exhibit_id']} against IBIN-EU: confirmed hit")
-            self.submit(node, frm, "ballistic.hit", story.ballistic_hit(body), reply_to=m["id"])
+            hit = story.ballistic_hit(body)
+            other = hit["exhibits"][0]["exhibit_id"]
+            self.say(node, f"correlates exhibit {body['exhibit_id']} against IBIN-EU: [red]confirmed hit[/red] with "
+                           f"{other} ({hit['correlation']['algorithm']}, score {hit['correlation']['score']})")
+            self.submit(node, frm, "ballistic.hit", hit, reply_to=m["id"])
         elif mt == "ballistic.hit":
             ex = " ↔ ".join(e["exhibit_id"] for e in body["exhibits"])
             self.say(node, f"ballistic hit {body['hit_id']} {body['status']}: {ex}")
@@ -208,9 +325,9 @@ class Demo:
         self.submit("mx", "arms-registry", "firearm.status.query", story.status_query(it_pistol))
         self.settle()
 
-        self.out.rule("3. Ballistics")
-        self.say("mx", "ballistic.submission → es: bullet MX-FGR-2026-1180-P1 with its 3D topography digest")
-        self.submit("mx", "es", "ballistic.submission", story.ballistic_submission())
+        self.out.rule("3. Ballistics: cartridge-case scans (X3P) for correlation")
+        for scan in story.x3p_scans():
+            self.submit_x3p("mx", "es", scan)
         self.settle()
 
         self.out.rule("4. Licence check while the EU hub is down")
@@ -288,10 +405,22 @@ class Demo:
             "by_type": by_type,
             "origins": {**{c: self.origins.get(c, 0) for c in ("ES", "IT", "RO", "DE", "AT", "BE")},
                         "other (not traced)": story.distribute()["other"]},
+            "blobs": self.blob_summary(),
             "first_trace_request": self.first_trace,
             "seconds": round(time.monotonic() - self.t0, 1),
             "nodes": nodes,
         }
+
+    def blob_summary(self) -> dict[str, Any]:
+        files = []
+        for b in self.blobs.values():
+            f: dict[str, Any] = {"name": b.name, "sha256": b.sha256, "len": b.length, "from": b.frm, "to": b.to,
+                                 "message": b.jti, "verified": b.received is not None}
+            if self.keep and b.received is not None:
+                f["received"] = str(b.received)
+            files.append(f)
+        return {"count": len(files), "bytes": sum(b.length for b in self.blobs.values()),
+                "verified": sum(f["verified"] for f in files), "files": files}
 
     def print_summary(self, s: dict[str, Any]) -> None:
         self.out.rule("Summary")
@@ -303,6 +432,10 @@ class Demo:
         t.add_row("[b]total[/b]", str(s["sent"]), str(s["delivered"]), str(s["receipts"]), str(s["hops"]))
         self.out.print(t)
         self.out.print(f"rejected: {s['rejected']}   mean latency submit → recipient inbox: {s['mean_latency_ms']} ms")
+        b = s["blobs"]
+        self.out.print(f"blobs: {b['count']} file(s), {b['bytes']:,} bytes, uploaded through the local API, relayed "
+                       f"encrypted (the hubs hold ciphertext only); fetched by the recipient with the digest "
+                       f"verified: {b['verified']}")
         o = Table(title="Traced origins of the 20 seized pistols")
         o.add_column("country")
         o.add_column("pistols", justify="right")
@@ -363,7 +496,7 @@ def run_demo(*, directory: Path | None, once: bool, as_json: bool) -> dict[str, 
     prev = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the nodes on SIGTERM as on Ctrl-C
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
-    demo = Demo(root, console)
+    demo = Demo(root, console, keep=directory is not None)
     try:
         demo.start()
         demo.play()

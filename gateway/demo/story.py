@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway.localfed import NodeSpec
@@ -166,25 +167,14 @@ def status_answer(query: dict[str, Any], firearm: dict[str, Any]) -> dict[str, A
     }
 
 
-# SHA-256 (base64url) of a real bullet land scan (X3P, 918 x 256), the exhibit's topography file.
-SAMPLE_LAND_SHA256 = "mD1xaKh5gm_E4k-YplcJOTS2IritLmB9-MqNT4-VOXo"
+def x3p_scans() -> list[Path]:
+    """The cartridge-case scans mx's ballistics lab submits: the project's own X3P sample (a breech-face
+    scan of cartridge case C3, 64 x 64 points; its submission fields in the ``.json`` sidecar beside it),
+    so the demo runs from a fresh clone."""
+    import adapters.x3p
 
-
-def ballistic_submission() -> dict[str, Any]:
-    return {
-        "exhibit_id": "MX-FGR-2026-1180-P1",
-        "exhibit_kind": "BULLET",
-        "origin": "CRIME_SCENE_EVIDENCE",
-        "calibre": "9x19mm",
-        "occurrence_date": "2026-09-30",
-        "admin": {"agency_id": "MX-FGR", "agency_case_no": "FED/SIN/CLN/0004512/2026", "lab_id": "MX-FGR-BAL",
-                  "lab_case_no": "BAL-2026-1180"},
-        "bullet": {"brand": "Sellier & Bellot", "diameter_mm": 9.02, "rifling_type": "Conventional",
-                   "number_of_lands": 6, "twist": "Right", "unfired_weight_g": 8.0, "surface_material": "Copper"},
-        "topography": [{"sha256": SAMPLE_LAND_SHA256, "region": "LEA", "size_x": 918, "size_y": 256,
-                        "increment_x_m": 2.58e-06, "increment_y_m": 2.58e-06, "instrument": "Sensofar S neox"}],
-        "correlation": {"countries": ["ES", "MX", "IT"], "date_from": "2025-01-01", "date_to": "2026-11-01"},
-    }
+    scan = Path(adapters.x3p.__file__).resolve().parent / "samples" / "mx-fgr-2026-1180-c3-breechface.x3p"
+    return [scan]
 
 
 def ballistic_hit(submission: dict[str, Any]) -> dict[str, Any]:
@@ -192,11 +182,11 @@ def ballistic_hit(submission: dict[str, Any]) -> dict[str, Any]:
         "hit_id": "IBIN-EU-2026-000311",
         "status": "CONFIRMED_HIT",
         "exhibits": [
-            {"exhibit_id": "ES-CGPC-2026-0457-P2", "owner_country": "ES", "agency_case_no": "DP-2026-4471"},
+            {"exhibit_id": "ES-CGPC-2026-0457-C2", "owner_country": "ES", "agency_case_no": "DP-2026-4471"},
             {"exhibit_id": submission["exhibit_id"], "owner_country": "MX",
              "agency_case_no": submission["admin"]["agency_case_no"]},
         ],
-        "correlation": {"rank": 1, "score": 0.873, "algorithm": "IBIS BULLETTRAX 3D"},
+        "correlation": {"rank": 1, "score": 0.873, "algorithm": "IBIS BRASSTRAX 3D"},
         "confirmation": {"examiner": "Dra. Lucía Ortega", "lab_id": "ES-CGPC-BAL", "method": "COMPARISON_MICROSCOPE",
                          "date": "2026-11-20"},
         "next_steps": ["INITIATE_TRACE", "REQUEST_CASTS"],

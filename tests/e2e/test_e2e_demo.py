@@ -1,12 +1,19 @@
 """`traza demo --once --dir DIR --json`: eleven real node processes play the whole story; every message
-sent is delivered with a receipt, and the evidence bundle it keeps verifies offline."""
+sent is delivered with a receipt, and the evidence bundle it keeps verifies offline. The ballistic
+submission carries the project's X3P sample as a blob: es's national system fetches it byte for byte,
+and the two hubs that relayed it only ever held ciphertext."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from gateway.core.b64 import b64url_encode
+
+SAMPLE = Path(__file__).resolve().parents[2] / "adapters" / "x3p" / "samples" / "mx-fgr-2026-1180-c3-breechface.x3p"
 
 
 def traza(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -47,6 +54,30 @@ def test_demo_once_delivers_everything_with_receipts_and_keeps_evidence(tmp_path
     v = traza("audit", "verify-bundle", str(evidence), timeout=60)
     assert v.returncode == 0, v.stdout + v.stderr
 
+    # the cartridge-case scan: uploaded by mx's national system, fetched by es's, identical, digest verified
+    sample = SAMPLE.read_bytes()
+    sha = b64url_encode(hashlib.sha256(sample).digest())
+    blobs = result["blobs"]
+    assert (blobs["count"], blobs["bytes"], blobs["verified"]) == (1, len(sample), 1)
+    (f,) = blobs["files"]
+    assert (f["name"], f["sha256"], f["len"], f["from"], f["to"]) == (SAMPLE.name, sha, len(sample), "mx", "es")
+    assert f["verified"] and Path(f["received"]).read_bytes() == sample
+    assert "SHA-256 digest verified" in r.stderr and "64 × 64 points at 3.125 µm" in r.stderr
+    assert (root / "data" / "es" / "local-blobs" / sha).read_bytes() == sample
+    # the hubs relayed it as ciphertext (TZB1 chunks): no slice of the file anywhere in their data folders
+    slices = [sample[:512], sample[len(sample) // 2 : len(sample) // 2 + 256], sample[-256:]]
+    for hub in ("latam-hub", "eu-hub"):
+        data = root / "data" / hub
+        stored = [p for p in (data / "blobs").iterdir() if p.is_file()]
+        assert len(stored) == 1, (hub, stored)
+        assert stored[0].read_bytes()[:4] == b"TZB1" and stored[0].name != sha
+        for p in data.rglob("*"):
+            if p.is_file():
+                content = p.read_bytes()
+                assert not any(s in content for s in slices), p
+        local = data / "local-blobs"
+        assert not local.exists() or not [p for p in local.iterdir() if p.is_file()]
+
     # tampering with the bundle is detected
     bundle["jti"] = "019a7c3e-52d1-7a4b-8c6e-2f9d1b3a4c5e"
     bad = tmp_path / "tampered.json"
@@ -82,8 +113,17 @@ def test_story_shares_and_bodies_are_valid() -> None:
     fa = pistols[5]["firearm"]
     validate_body("firearm.status.query", story.status_query(fa))
     validate_body("firearm.status.answer", story.status_answer(story.status_query(fa), fa))
-    sub = story.ballistic_submission()
+    from gateway.cli.node import x3p_message
+
+    (scan,) = story.x3p_scans()
+    assert scan.is_file() and scan.with_suffix(".json").is_file()  # in the repository: no ../shared needed
+    msg, files, warnings = x3p_message(scan, to="es")
+    assert msg["to"] == "es" and files == [(scan, "application/x-x3p")] and warnings == []
+    sub = msg["body"]
     validate_body("ballistic.submission", sub)
+    (topo,) = sub["topography"]
+    assert topo["sha256"] == b64url_encode(hashlib.sha256(scan.read_bytes()).digest())
+    assert (topo["region"], topo["size_x"], topo["size_y"]) == ("BreechFace", 64, 64)
     validate_body("ballistic.hit", story.ballistic_hit(sub))
     q = story.licence_query("IT-EXP-2016-00406", fa)
     validate_body("licence.verify.query", q)
