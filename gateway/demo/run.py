@@ -58,6 +58,8 @@ class Blob:
     to: str
     jti: str
     received: Path | None = None  # where the recipient's national system stored it, digest verified
+    source: Path | None = None  # the file the sender uploaded
+    hubs: dict[str, str] | None = None  # hub on the route -> what its blob store holds ("ciphertext")
 
 
 def _ts(text: str) -> float:
@@ -66,6 +68,19 @@ def _ts(text: str) -> float:
 
 def _micrometres(metres: Any) -> str:
     return f"{float(metres) * 1e6:g} µm" if isinstance(metres, (int, float)) else "? µm"
+
+
+def _contains_any(path: Path, needles: list[bytes]) -> bool:
+    """Whether the file holds one of ``needles`` (read in 1 MiB windows that overlap by the longest needle)."""
+    keep = max(len(n) for n in needles) - 1
+    tail = b""
+    with path.open("rb") as f:
+        while piece := f.read(1024 * 1024):
+            window = tail + piece
+            if any(n in window for n in needles):
+                return True
+            tail = window[-keep:] if keep else b""
+    return False
 
 
 def fetch_blob(cfg: Config, url: str, dest: Path) -> tuple[str, int]:
@@ -172,7 +187,42 @@ class Demo:
                           f"{_micrometres(topo['increment_x_m'])} ({topo['instrument']}), correlation asked in "
                           f"{', '.join(body.get('correlation', {}).get('countries', []))}")
         envelope = {k: msg[k] for k in ("handling", "classification", "purpose") if msg.get(k)}
-        return self.submit(frm, msg["to"], msg["type"], body, attachments=attachments, envelope=envelope)
+        jti = self.submit(frm, msg["to"], msg["type"], body, attachments=attachments, envelope=envelope)
+        for (path, _ct), a in zip(files, attachments, strict=True):
+            b = self.blobs.get((jti or "", a["sha256"]))
+            if b is not None:
+                b.source = path
+        return jti
+
+    def check_hubs(self) -> None:
+        """Look into the blob store (``data/<hub>/blobs/``) of every hub that relayed a file: it must hold
+        ``TZB1`` ciphertext and no slice of the plaintext (first 512 bytes, 256 from the middle, the last 256)."""
+        for b in self.blobs.values():
+            if b.source is None or b.hubs is not None:
+                continue
+            plain = b.source.read_bytes() if b.length <= 64 * 1024 * 1024 else b""
+            slices = [x for x in (plain[:512], plain[len(plain) // 2: len(plain) // 2 + 256], plain[-256:]) if x]
+            spec = {n.id: n.spec for n in self.fed.nodes.values()}
+            b.hubs = {}
+            for hub in dict.fromkeys(h for h in (spec[b.frm].hub, spec[b.to].hub) if h and h not in (b.frm, b.to)):
+                folder = self.fed.nodes[hub].data_dir / "blobs"
+                files = [f for f in folder.iterdir() if f.is_file()] if folder.is_dir() else []
+                cipher = 0
+                for f in files:
+                    with f.open("rb") as fh:
+                        cipher += fh.read(4) == b"TZB1"
+                    if slices and _contains_any(f, slices):
+                        raise DemoError(f"{hub}: {f} holds plaintext of {b.name} (message {b.jti} {b.frm} → {b.to})")
+                if not cipher:
+                    raise DemoError(f"{hub}: no TZB1 ciphertext in {folder} although it relayed {b.name} "
+                                    f"(message {b.jti})")
+                local = self.fed.nodes[hub].data_dir / "local-blobs"
+                if local.is_dir() and (held := [f.name for f in local.iterdir() if f.is_file()]):
+                    raise DemoError(f"{hub}: {local} holds plaintext blobs {held}; a hub decrypts nothing")
+                b.hubs[hub] = "ciphertext"
+                self.say(hub, f"relayed {b.name} as ciphertext: {cipher} TZB1 blob(s) in {folder.name}/, no slice of "
+                              f"the file in them, nothing in local-blobs/")
+
 
     def take_attachments(self, node: str, m: dict[str, Any]) -> None:
         """The recipient's national system takes each file a delivered message carries, before it
@@ -329,6 +379,7 @@ class Demo:
         for scan in story.x3p_scans():
             self.submit_x3p("mx", "es", scan)
         self.settle()
+        self.check_hubs()
 
         self.out.rule("4. Licence check while the EU hub is down")
         self.fed.stop("eu-hub")
@@ -415,7 +466,7 @@ class Demo:
         files = []
         for b in self.blobs.values():
             f: dict[str, Any] = {"name": b.name, "sha256": b.sha256, "len": b.length, "from": b.frm, "to": b.to,
-                                 "message": b.jti, "verified": b.received is not None}
+                                 "message": b.jti, "verified": b.received is not None, "hubs": b.hubs or {}}
             if self.keep and b.received is not None:
                 f["received"] = str(b.received)
             files.append(f)
@@ -433,9 +484,9 @@ class Demo:
         self.out.print(t)
         self.out.print(f"rejected: {s['rejected']}   mean latency submit → recipient inbox: {s['mean_latency_ms']} ms")
         b = s["blobs"]
-        self.out.print(f"blobs: {b['count']} file(s), {b['bytes']:,} bytes, uploaded through the local API, relayed "
-                       f"encrypted (the hubs hold ciphertext only); fetched by the recipient with the digest "
-                       f"verified: {b['verified']}")
+        hubs = sorted({h for f in b["files"] for h, what in f["hubs"].items() if what == "ciphertext"})
+        self.out.print(f"blobs: {b['count']} file(s), {b['bytes']:,} bytes through the local API; ciphertext only at "
+                       f"{', '.join(hubs) or '-'}; fetched by the recipient, digest verified: {b['verified']}")
         o = Table(title="Traced origins of the 20 seized pistols")
         o.add_column("country")
         o.add_column("pistols", justify="right")

@@ -62,6 +62,7 @@ def test_demo_once_delivers_everything_with_receipts_and_keeps_evidence(tmp_path
     (f,) = blobs["files"]
     assert (f["name"], f["sha256"], f["len"], f["from"], f["to"]) == (SAMPLE.name, sha, len(sample), "mx", "es")
     assert f["verified"] and Path(f["received"]).read_bytes() == sample
+    assert f["hubs"] == {"latam-hub": "ciphertext", "eu-hub": "ciphertext"}  # the demo looked itself
     assert "SHA-256 digest verified" in r.stderr and "64 × 64 points at 3.125 µm" in r.stderr
     assert (root / "data" / "es" / "local-blobs" / sha).read_bytes() == sample
     # the hubs relayed it as ciphertext (TZB1 chunks): no slice of the file anywhere in their data folders
@@ -129,3 +130,21 @@ def test_story_shares_and_bodies_are_valid() -> None:
     validate_body("licence.verify.query", q)
     validate_body("licence.verify.answer", story.licence_answer(q))
     validate_body("notice", story.notice_after_outage())
+
+
+def test_plaintext_search_finds_a_slice_across_read_windows(tmp_path: Path) -> None:
+    """The demo's look into a hub's blob store (`_contains_any`) finds a slice of the file wherever it lies,
+    also across its 1 MiB read windows, and finds nothing in ciphertext of the file."""
+    import os
+
+    from gateway.demo.run import _contains_any
+
+    sample = SAMPLE.read_bytes()
+    needles = [sample[:512], sample[len(sample) // 2 : len(sample) // 2 + 256], sample[-256:]]
+    f = tmp_path / "blob"
+    for at in (0, 1024 * 1024 - 100, 1024 * 1024, 3 * 1024 * 1024 - 1):
+        noise = os.urandom(at) + needles[1] + os.urandom(1000)
+        f.write_bytes(noise)
+        assert _contains_any(f, needles), at
+    f.write_bytes(os.urandom(3 * 1024 * 1024))
+    assert not _contains_any(f, needles)
