@@ -669,7 +669,9 @@ class Node:
         breaker = self.breakers.setdefault(peer, CircuitBreaker(threshold=3, cooldown=self.cfg.limits.retry_min * 4))
         while not self.stopping.is_set():
             now = self.clock()
-            rows = await self.db.read(partial(st.due, peer=peer, now=now, limit=self.cfg.limits.max_batch))
+            # the queue to a peer is FIFO: when anything is due, send the oldest rows, so that after an
+            # outage messages retried on jittered schedules still arrive in the order they were queued
+            rows = await self.db.read(partial(st.due_fifo, peer=peer, now=now, limit=self.cfg.limits.max_batch))
             if not rows:
                 nxt = await self.db.read(partial(st.next_due_at, peer=peer))
                 ev.clear()
@@ -680,9 +682,6 @@ class Node:
             if not breaker.allow(now):
                 await asyncio.sleep(0.2)
                 continue
-            # the queue to a peer is FIFO: when anything is due, send the oldest rows, so that after an
-            # outage messages retried on jittered schedules still arrive in the order they were queued
-            rows = await self.db.read(partial(st.due, peer=peer, now=float("inf"), limit=self.cfg.limits.max_batch))
             expired = [r for r in rows if r[4] <= now]
             live = [r for r in rows if r[4] > now]
             if expired:
@@ -877,9 +876,10 @@ class Node:
         """The national system has taken ``jti``: audit the delivery and send the receipt (once)."""
         now = self.clock()
 
-        def fn(conn: sqlite3.Connection) -> bool:
+        def fn(conn: sqlite3.Connection) -> tuple[bool, str | None]:
+            """(taken now, the peer the receipt was queued for)"""
             if not st.inbox_take(conn, jti, now):
-                return False
+                return False, None
             m = st.get_message(conn, jti)
             assert m is not None
             self.audit.stage(conn, [{"event": "envelope.delivered", "jti": jti, "mt": m.mt, "iss": m.iss,
@@ -890,13 +890,16 @@ class Node:
                 body = {"for": jti, "dig": token_digest(token), "status": status, "at": _rfc3339(now)}
                 if detail:
                     body["detail"] = detail
-                self._reply_in_txn(conn, mt="receipt", to=m.iss, irt=jti, cid=m.cid, now=now, source="node", body=body)
-            return True
+                rid = self._reply_in_txn(conn, mt="receipt", to=m.iss, irt=jti, cid=m.cid, now=now, source="node",
+                                         body=body)
+                return True, None if rid is None else st.outbox_peer(conn, rid)
+            return True, None
 
-        done = await self.db.write(fn)
+        done, peer = await self.db.write(fn)
         if done:
             self.metrics.delivered.labels("message").inc()
-            await self._wake_all_outbox()
+            if peer is not None:  # only the receipt's next hop has something new (no outbox scan per ack)
+                self._wake(peer)
         return done
 
     async def _wake_all_outbox(self) -> None:

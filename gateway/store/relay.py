@@ -147,6 +147,17 @@ def due(conn: sqlite3.Connection, peer: str, now: float, limit: int) -> list[tup
     ).fetchall()
 
 
+def due_fifo(conn: sqlite3.Connection, peer: str, now: float, limit: int) -> list[tuple[int, str, int, bytes, int]]:
+    """If any outbox row for ``peer`` is due at ``now``, the oldest ``limit`` rows for ``peer`` whether due
+    or not (the queue to a peer is FIFO: after an outage, rows retried on jittered schedules still go in
+    the order they were queued); else ``[]``. Rows as :func:`due`. One statement, one snapshot."""
+    return conn.execute(
+        "SELECT o.seq, o.jti, o.attempts, m.envelope, m.exp FROM outbox o JOIN messages m ON m.jti=o.jti "
+        "WHERE o.peer=? AND EXISTS (SELECT 1 FROM outbox d WHERE d.peer=? AND d.next_at<=?) ORDER BY o.seq LIMIT ?",
+        (peer, peer, now, limit),
+    ).fetchall()
+
+
 def next_due_at(conn: sqlite3.Connection, peer: str) -> float | None:
     row = conn.execute("SELECT min(next_at) FROM outbox WHERE peer=?", (peer,)).fetchone()
     return None if row is None else row[0]
@@ -173,6 +184,12 @@ def queue_depths(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
 
 def queue_total(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+def outbox_peer(conn: sqlite3.Connection, jti: str) -> str | None:
+    """The next hop ``jti`` is queued for, or None if it is not in the outbox."""
+    row = conn.execute("SELECT peer FROM outbox WHERE jti=?", (jti,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def outbox_peers(conn: sqlite3.Connection) -> list[str]:
