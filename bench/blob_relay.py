@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.main import CheckFailed
-from gateway.cli.node import _local_tls, local_request, upload_attachment
+from gateway.cli.node import local_connection, local_request, upload_attachment
 from gateway.config import Config
 from gateway.core.b64 import b64url_encode
 from gateway.demo.procs import Federation
@@ -64,8 +64,7 @@ def write_file(path: Path, size: int, seed: int = 7) -> str:
 
 
 def _conn(cfg: Config) -> http.client.HTTPSConnection:
-    host, port = cfg.listen.local.rsplit(":", 1)
-    return http.client.HTTPSConnection(host, int(port), context=_local_tls(cfg), timeout=120)
+    return local_connection(cfg)
 
 
 def head(cfg: Config, sha: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import ssl
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 
 from gateway.cli.main import CheckFailed, UsageError
 from gateway.config import Config, ConfigError, load_config
+from gateway.store.blobs import file_digest
 
 STANDARD_CT = "application/vnd.traza.message+json"
 
@@ -25,9 +27,9 @@ def _cfg(args: argparse.Namespace) -> Config:
         raise UsageError(str(exc)) from None
 
 
-def local_request(cfg: Config, role: str, method: str, path: str, body: bytes | None = None,
-                  content_type: str = "application/json") -> tuple[int, Any]:
-    """Call the node's local API with the configured client certificate of ``role``."""
+def local_tls(cfg: Config, role: str = "system") -> ssl.SSLContext:
+    """TLS 1.3 client context for the node's local API with the configured client certificate of ``role``
+    (the server is checked against the federation CA of the manifest)."""
     cert = getattr(cfg.client, f"{role}_cert")
     key = getattr(cfg.client, f"{role}_key")
     if not cert or not key:
@@ -38,6 +40,19 @@ def local_request(cfg: Config, role: str, method: str, path: str, body: bytes | 
     ctx.check_hostname = False
     ctx.load_verify_locations(cadata="\n".join(manifest["tls_ca"]))
     ctx.load_cert_chain(str(cfg.resolve(cert)), str(cfg.resolve(key)))
+    return ctx
+
+
+def local_connection(cfg: Config, role: str = "system", *, timeout: float = 120) -> http.client.HTTPSConnection:
+    """A connection to the node's local API as ``role``, for streamed requests (blobs)."""
+    host, port = cfg.listen.local.rsplit(":", 1)
+    return http.client.HTTPSConnection(host.strip("[]"), int(port), context=local_tls(cfg, role), timeout=timeout)
+
+
+def local_request(cfg: Config, role: str, method: str, path: str, body: bytes | None = None,
+                  content_type: str = "application/json") -> tuple[int, Any]:
+    """Call the node's local API with the configured client certificate of ``role``."""
+    ctx = local_tls(cfg, role)
     url = f"https://{cfg.listen.local}{path}"
     req = urllib.request.Request(url, data=body, method=method,
                                  headers={"Content-Type": content_type} if body is not None else {})
@@ -75,48 +90,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_tls(cfg: Config) -> ssl.SSLContext:
-    """TLS client context for the local API with the system client certificate (as local_request)."""
-    cert, key = cfg.client.system_cert, cfg.client.system_key
-    if not cert or not key:
-        raise UsageError(f"{cfg.path}: client.system_cert and client.system_key are needed to upload attachments")
-    manifest = json.loads(cfg.resolve(cfg.trust.manifest).read_text())
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.check_hostname = False
-    ctx.load_verify_locations(cadata="\n".join(manifest["tls_ca"]))
-    ctx.load_cert_chain(str(cfg.resolve(cert)), str(cfg.resolve(key)))
-    return ctx
-
-
-def _file_digest(path: Path) -> tuple[str, int]:
-    import hashlib
-
-    from gateway.core.b64 import b64url_encode
-
-    h = hashlib.sha256()
-    n = 0
-    with path.open("rb") as f:
-        while piece := f.read(1024 * 1024):
-            h.update(piece)
-            n += len(piece)
-    return b64url_encode(h.digest()), n
-
-
 def upload_attachment(cfg: Config, path: Path, *, sha: str | None = None, length: int | None = None,
                       progress: Any = None) -> tuple[str, int, int]:
     """Upload ``path`` to the node's local blob store (``PUT /local/v1/blobs/<sha>``, streamed, resuming
     from what the node already holds). Returns (sha256, length, bytes sent). ``progress(done, total)``
     is called as bytes go out."""
-    import http.client
-
     if sha is None or length is None:
-        sha, length = _file_digest(path)
-    host, port = cfg.listen.local.rsplit(":", 1)
+        sha, length = file_digest(path)
     where = f"https://{cfg.listen.local}/local/v1/blobs/{sha}"
 
     def conn() -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection(host.strip("[]"), int(port), context=_local_tls(cfg), timeout=120)
+        return local_connection(cfg)
 
     try:
         c = conn()
@@ -195,7 +179,7 @@ def upload_attachments(cfg: Config, files: list[tuple[Path, str]], *, show: bool
             except OSError as exc:
                 raise UsageError(f"{path}: {exc.strerror}") from None
             task = bar.add_task(f"hashing {path.name}", total=size)
-            sha, n = _file_digest(path)
+            sha, n = file_digest(path)
             bar.update(task, description=f"uploading {path.name}", completed=0)
             sha, n, _sent = upload_attachment(cfg, path, sha=sha, length=n,
                                               progress=lambda done, total, t=task: bar.update(t, completed=done, total=total))

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from gateway.audit.bundle import BundleError, verify_bundle
 from gateway.cli.main import CheckFailed, UsageError
-from gateway.cli.node import _local_tls, upload_attachments, x3p_message
+from gateway.cli.node import local_connection, upload_attachments, x3p_message
 from gateway.config import Config
 from gateway.core.b64 import b64url_encode
 from gateway.core.messages import validate_body
@@ -86,12 +86,11 @@ def _contains_any(path: Path, needles: list[bytes]) -> bool:
 def fetch_blob(cfg: Config, url: str, dest: Path) -> tuple[str, int]:
     """GET ``url`` (``/local/v1/blobs/<sha>``) on the node of ``cfg`` as its national system (the
     ``system`` client certificate), streamed into ``dest`` while hashing; returns (b64url SHA-256, bytes)."""
-    host, port = cfg.listen.local.rsplit(":", 1)
     where = f"https://{cfg.listen.local}{url}"
     h = hashlib.sha256()
     n = 0
     try:
-        c = http.client.HTTPSConnection(host.strip("[]"), int(port), context=_local_tls(cfg), timeout=60)
+        c = local_connection(cfg, timeout=60)
         c.request("GET", url)
         r = c.getresponse()
         if r.status != 200:
