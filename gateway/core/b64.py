@@ -8,6 +8,19 @@ import re
 
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 _B64STD = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")
+# 6-bit value of each base64 character (both alphabets), for the canonical-encoding check below
+_VALUE = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
+_VALUE.update({"-": 62, "_": 63})
+# in a final group of 2 (3) characters, the last one carries 4 (2) bits that are not data: canonical
+# encoders set them to zero
+_UNUSED_BITS = {2: 0x0F, 3: 0x03}
+
+
+def _unused_bits_set(last: str, group: int) -> bool:
+    """True if ``last``, the final character of a final group of ``group`` characters (0 when the
+    groups are complete), has non-data bits set, i.e. the encoding is not the canonical one."""
+    mask = _UNUSED_BITS.get(group)
+    return mask is not None and _VALUE[last] & mask != 0
 
 
 def b64url_encode(data: bytes) -> str:
@@ -20,7 +33,10 @@ def b64url_decode(text: str | bytes) -> bytes:
     if not _B64URL.match(s) or len(s) % 4 == 1:
         raise ValueError("not unpadded base64url")
     raw = base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-    if b64url_encode(raw) != s:
+    # canonical iff re-encoding gives ``s`` back; checked without re-encoding: ``s`` is in the alphabet,
+    # so only the unused bits of its last character can differ (a final "\n" passes the pattern's "$";
+    # decoding refuses it already, and the encoder would never give it back)
+    if s.endswith("\n") or _unused_bits_set(s[-1:], len(s) % 4):
         raise ValueError("non-canonical base64url")
     return raw
 
@@ -38,6 +54,9 @@ def b64_decode(text: str | bytes) -> bytes:
         raw = base64.b64decode(s, validate=True)
     except binascii.Error as exc:
         raise ValueError(f"not standard base64: {exc}") from None
-    if base64.b64encode(raw).decode("ascii") != s:
+    # canonical iff re-encoding gives ``s`` back: with the pattern and validate=True above, only the
+    # unused bits of the last data character before the padding can differ
+    data = s.rstrip("=")
+    if _unused_bits_set(data[-1:], len(data) % 4):
         raise ValueError("non-canonical base64")
     return raw

@@ -10,6 +10,7 @@ revocation list changes without a restart and is not a CA-signed CRL that OpenSS
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 from pathlib import Path
@@ -96,9 +97,14 @@ def peer_node_id(cert_der: bytes) -> str | None:
     return nodes[0] if NODE_ID.fullmatch(nodes[0]) else None
 
 
+@functools.lru_cache(maxsize=256)
 def peer_local_identity(cert_der: bytes) -> tuple[str, str] | None:
     """``(role, name)`` of SAN URI ``urn:traza:local:<role>:<name>`` (role system|operator|auditor);
-    None if there is none, more than one, it is malformed, or the certificate also names a node."""
+    None if there is none, more than one, it is malformed, or the certificate also names a node.
+
+    Asked on every local API request: the answer is a pure function of the DER bytes, so it is cached
+    by them (256 certificates; a certificate that does not parse raises each time and is not cached).
+    Nothing that changes at run time (manifest, revocations) enters the answer."""
     uris = _san_uris(_load(cert_der))
     locals_ = [u[len(LOCAL_URI_PREFIX) :] for u in uris if u.startswith(LOCAL_URI_PREFIX)]
     if len(locals_) != 1 or any(u.startswith(NODE_URI_PREFIX) for u in uris):

@@ -1,4 +1,10 @@
+import base64
+import binascii
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.core.b64 import b64_decode, b64url_decode, b64url_encode
 from gateway.core.canonical import CanonicalError, canonical_bytes
@@ -29,3 +35,78 @@ def test_b64_standard_strict():
     for bad in ["AAE", "AA E=", "AAF="]:
         with pytest.raises(ValueError):
             b64_decode(bad)
+
+
+# --- the canonical check without re-encoding behaves exactly as re-encoding did ---------------------
+
+def _reencoding_b64url_decode(text: str) -> bytes:
+    """b64url_decode as it was: canonical iff re-encoding the result gives the text back."""
+    if not re.match(r"^[A-Za-z0-9_-]*$", text) or len(text) % 4 == 1:
+        raise ValueError("not unpadded base64url")
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != text:
+        raise ValueError("non-canonical base64url")
+    return raw
+
+
+def _reencoding_b64_decode(text: str) -> bytes:
+    """b64_decode as it was."""
+    if not re.match(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$", text):
+        raise ValueError("not standard base64")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"not standard base64: {exc}") from None
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise ValueError("non-canonical base64")
+    return raw
+
+
+def _outcome(fn, text):
+    try:
+        return ("ok", fn(text))
+    except ValueError as exc:
+        return ("error", type(exc), str(exc))
+
+
+_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_=\n "
+
+
+def _flip_last(data: bytes, url: bool, bits: int) -> str:
+    """The encoding of ``data`` with ``bits`` xored into the 6-bit value of its last data character."""
+    enc = (base64.urlsafe_b64encode(data).rstrip(b"=") if url else base64.b64encode(data)).decode()
+    alphabet = (
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" + ("-_" if url else "+/")
+    )
+    body = enc.rstrip("=")
+    if not body:
+        return enc
+    last = alphabet[alphabet.index(body[-1]) ^ bits]
+    return body[:-1] + last + enc[len(body) :]
+
+
+_texts = st.one_of(
+    st.text(alphabet=_CHARS, max_size=12),  # mostly invalid
+    st.tuples(st.binary(max_size=10), st.integers(0, 63)).map(lambda t: _flip_last(t[0], True, t[1])),
+    st.tuples(st.binary(max_size=10), st.integers(0, 63)).map(lambda t: _flip_last(t[0], False, t[1])),
+    st.binary(max_size=10).map(lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode() + "\n"),
+    st.binary(max_size=10).map(lambda b: base64.b64encode(b).decode() + "\n"),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_texts)
+def test_canonical_check_matches_reencoding(text):
+    assert _outcome(b64url_decode, text) == _outcome(_reencoding_b64url_decode, text)
+    assert _outcome(b64_decode, text) == _outcome(_reencoding_b64_decode, text)
+    assert _outcome(b64url_decode, text.encode()) == _outcome(_reencoding_b64url_decode, text)
+    assert _outcome(b64_decode, text.encode()) == _outcome(_reencoding_b64_decode, text)
+
+
+def test_canonical_check_edge_cases_match_reencoding():
+    cases = ["", "\n", "AA", "AB", "AAA", "AAB", "AAC", "AAE=", "AAF=", "AA==", "AB==", "_w", "_x", "__8",
+             "__9", "AA\n", "AAA\n", "AAAA\n", "AQ==\n", "Zm9v\n", "Zm8\n", "Zg\n"]
+    for text in cases:
+        assert _outcome(b64url_decode, text) == _outcome(_reencoding_b64url_decode, text), text
+        assert _outcome(b64_decode, text) == _outcome(_reencoding_b64_decode, text), text
+    assert _outcome(b64url_decode, "_x")[0] == "error" and _outcome(b64_decode, "AAF=")[0] == "error"
