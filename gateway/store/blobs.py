@@ -25,7 +25,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from gateway.core.b64 import b64url_encode
 
@@ -111,7 +111,7 @@ class BlobWriter:
         if hashed != start:
             raise BadRange(f"blob {sha}: only {hashed} bytes could be read back from the partial file", hashed)
         self.received = start
-        self._file = self.part.open("ab")
+        self._file = _private(self.part, "ab")
         self._closed = False
 
     def write(self, data: bytes) -> None:
@@ -164,13 +164,21 @@ class BlobWriter:
             self.store._active.discard(self.sha)
 
 
+def _private(path: Path, mode: str) -> IO[bytes]:
+    """Open ``path`` for writing (``"wb"`` or ``"ab"``), creating it readable by this user only: blobs are
+    evidence (the national system's plaintext among them)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "ab" else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o600), mode)
+
+
 class BlobStore:
-    """Content-addressed blobs in ``root`` with a size limit of ``max_blob`` bytes."""
+    """Content-addressed blobs in ``root`` (mode 0700, files 0600) with a size limit of ``max_blob`` bytes."""
 
     def __init__(self, root: Path, max_blob: int) -> None:
         self.root = root
         self.max_blob = max_blob
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.chmod(0o700)
         self._active: set[str] = set()
 
     def path(self, sha: str) -> Path:
@@ -233,7 +241,7 @@ class BlobStore:
         h = hashlib.sha256()
         n = 0
         try:
-            with src.open("rb") as fi, tmp.open("wb") as fo:
+            with src.open("rb") as fi, _private(tmp, "wb") as fo:
                 while piece := fi.read(READ_CHUNK):
                     n += len(piece)
                     if n > self.max_blob:
@@ -269,7 +277,7 @@ class BlobStore:
             try:
                 os.link(src, tmp)
             except OSError:
-                with src.open("rb") as fi, tmp.open("wb") as fo:
+                with src.open("rb") as fi, _private(tmp, "wb") as fo:
                     while piece := fi.read(READ_CHUNK):
                         fo.write(piece)
                     fo.flush()
@@ -305,7 +313,7 @@ class BlobStore:
     def note_expiry(self, sha: str, exp: float) -> None:
         """An accepted envelope naming ``sha`` expires at ``exp``: keep the blob at least until then."""
         d = self.root / ".exp"
-        d.mkdir(exist_ok=True)
+        d.mkdir(exist_ok=True, mode=0o700)
         f = d / check_name(sha)
         try:
             if float(f.read_text()) >= exp:
@@ -346,9 +354,9 @@ class BlobStore:
         if not _JTI_RE.match(jti):
             raise BlobError(f"message id {jti[:80]!r} is not a UUID")
         d = self.root / "index"
-        d.mkdir(exist_ok=True)
+        d.mkdir(exist_ok=True, mode=0o700)
         tmp = d / f".{jti}.tmp"
-        with tmp.open("wb") as f:
+        with _private(tmp, "wb") as f:
             f.write(json.dumps(entries, sort_keys=True).encode())
             f.flush()
             os.fsync(f.fileno())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 
 import pytest
 
@@ -145,3 +146,22 @@ def test_purge_after_the_last_expiry_and_of_orphans(tmp_path):
     assert sorted(store.purge(t + 200 + 10, orphan_age=100)) == [c]
     assert store.has(b) and store.received(d) == 0
     assert store.names() == [b]
+
+
+def test_blobs_are_private_to_the_node_user(tmp_path) -> None:
+    """Blobs are evidence (plaintext at the origin and recipient): folder 0700, every file 0600."""
+    os.umask(0o022)
+    store = BlobStore(tmp_path / "blobs", 1 << 20)
+    sha, _ = store.put_bytes(b"x3p scan bytes")
+    src = tmp_path / "scan.x3p"
+    src.write_bytes(b"another scan")
+    sha2, _ = store.put_file(src)
+    store.write_index("0190f2a4-1c2b-7def-8123-456789abcdef", [{"sha256": sha, "len": 14}])
+    w = store.writer(b64url_encode(hashlib.sha256(b"partial upload").digest()), 14)
+    w.write(b"partial")
+    w.close()
+    assert stat.S_IMODE((tmp_path / "blobs").stat().st_mode) == 0o700
+    files = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
+    assert {store.path(sha), store.path(sha2)} <= set(files) and any(p.suffix == ".part" for p in files)
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
