@@ -60,10 +60,11 @@ def chromium_path() -> str:
 
 class Scene:
     def __init__(self, fed: Federation, first: str, waiting: str, dead_jti: str, password: str,
-                 bundles: dict[str, Path]) -> None:
+                 bundles: dict[str, Path], es_bundles: dict[str, Path]) -> None:
         self.fed, self.first, self.waiting, self.dead_jti = fed, first, waiting, dead_jti
-        self.password, self.bundles = password, bundles
+        self.password, self.bundles, self.es_bundles = password, bundles, es_bundles
         self.url = f"https://127.0.0.1:{fed.nodes['mx'].local_port}"
+        self.es_url = f"https://127.0.0.1:{fed.nodes['es'].local_port}"
 
 
 def _state(fed: Federation, node: str, jti: str) -> str | None:
@@ -126,7 +127,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         assert status == 200 and doc["results"][0]["status"] == "rejected", doc
         password = one_time_password()
         bundles = node_login_bundles(fed.config("mx"), password)
-        yield Scene(fed, first, waiting, short, password, bundles)
+        es_bundles = node_login_bundles(fed.config("es"), password, roles=("auditor",))
+        yield Scene(fed, first, waiting, short, password, bundles, es_bundles)
     finally:
         fed.stop_all()
 
@@ -180,10 +182,10 @@ def browser(scene: Scene) -> Iterator[Any]:
             b.close()
 
 
-def _page(browser: Any, scene: Scene, role: str) -> tuple[Any, Any, list[str]]:
+def _page(browser: Any, scene: Scene, role: str, node: str = "mx") -> tuple[Any, Any, list[str]]:
+    url, bundles = (scene.url, scene.bundles) if node == "mx" else (scene.es_url, scene.es_bundles)
     ctx = browser.new_context(
-        client_certificates=[{"origin": scene.url, "pfxPath": str(scene.bundles[role]),
-                              "passphrase": scene.password}],
+        client_certificates=[{"origin": url, "pfxPath": str(bundles[role]), "passphrase": scene.password}],
         ignore_https_errors=True, viewport={"width": 1280, "height": 1100})
     page = ctx.new_page()
     problems: list[str] = []
@@ -192,6 +194,27 @@ def _page(browser: Any, scene: Scene, role: str) -> tuple[Any, Any, list[str]]:
     page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
     page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
     return ctx, page, problems
+
+
+def _route_rows(page: Any) -> list[list[str]]:
+    """The cells of each row of the "Route across hops" table: time, node, what, evidence, check."""
+    rows = page.locator("#route tbody tr.hop")
+    return [[c.strip() for c in rows.nth(i).locator("td").all_inner_texts()] for i in range(rows.count())]
+
+
+def _times_in_order(page: Any) -> None:
+    rows = page.locator("#route tbody tr.hop")
+    times = [float(rows.nth(i).get_attribute("data-t")) for i in range(rows.count())]
+    shown = rows.locator("td:nth-child(1)").all_inner_texts()
+    assert times == sorted(times) and shown == sorted(shown), (times, shown)
+    assert all(t.endswith("Z") and len(t) == 20 for t in shown), shown
+
+
+def _receipt_id(fed: Federation) -> str:
+    """The id of es's receipt, from mx's audit log (receipt.received)."""
+    status, doc = fed.call("mx", "auditor", "GET", "/audit/v1/entries?event=receipt.received&limit=1000")
+    assert status == 200 and doc["entries"], doc
+    return str(json.loads(base64.b64decode(doc["entries"][0]["entry"]))["receipt"])
 
 
 def test_operator_sees_peers_and_queue_and_retries_a_dead_letter(scene: Scene, browser: Any) -> None:
@@ -273,6 +296,21 @@ def test_auditor_finds_a_message_and_the_browser_verifies_its_proofs(scene: Scen
         expect(page.locator("#checkpoint")).to_contain_text("signature verified with mx/audit/1")
         events = page.locator("#entries tbody tr.entry td:nth-child(3)").all_inner_texts()
         assert "envelope.accepted" in events and "envelope.forwarded" in events
+        # the route across hops, from mx's evidence bundle: its token, the hub's ack, es's receipt
+        expect(page.locator("#route .sig.verified")).to_have_count(3, timeout=30_000)
+        route = _route_rows(page)
+        assert [(r[1], r[3].split(" (")[0].split(":")[0]) for r in route] == [
+            ("mx", "origin token"), ("hub", "ack"), ("es", f"receipt {_receipt_id(fed)}")], route
+        assert route[0][2] == "signed and sent by mx to es (trace.request)"
+        assert route[1][2].startswith("accepted from mx (ack idx ") and "of hub's log" in route[1][3]
+        assert route[2][2].startswith("receipt DELIVERED, received here at ") and route[2][2].endswith("sent to mx")
+        assert [r[4] for r in route] == ["signature verified (mx/sig/1)",
+                                         "signature verified (hub/sig/1), acknowledges this token",
+                                         "signature verified (es/sig/1), payload digest matches"]
+        _times_in_order(page)
+        expect(page.locator("#route-notes")).to_contain_text("Later hops: ask the auditor of hub, the next node, "
+                                                             "then onwards to es.")
+        page.locator("#panel-message h3").nth(1).scroll_into_view_if_needed()
         link = page.locator("#bundle")
         assert link.get_attribute("href") == f"/audit/v1/bundle?jti={scene.first}"
         page.screenshot(path=str(ARTIFACTS / "auditor-proof-verified.png"), full_page=True)
@@ -333,6 +371,62 @@ def test_auditor_finds_a_message_and_the_browser_verifies_its_proofs(scene: Scen
         }""", args)
         wrong = [(c["desc"], got) for c, got in zip(cases, outcome, strict=True) if (got is not None) != c["wantErr"]]
         assert not wrong, wrong
+        assert not problems, problems
+    finally:
+        ctx.close()
+
+
+def test_auditor_at_the_recipient_sees_the_route_across_hops(scene: Scene, browser: Any) -> None:
+    """At es the bundle holds the hop chain: mx's token, the hub's hop record and es's own ack; a hop
+    record altered on the way shows as not verified."""
+    from playwright.sync_api import expect
+
+    ctx, page, problems = _page(browser, scene, "auditor", node="es")
+    try:
+        page.goto(f"{scene.es_url}/ui/?jti={scene.first}")
+        expect(page.locator("#whoami")).to_have_text("signed in as auditor default")
+        expect(page.locator("#node-name")).to_contain_text("es")
+        expect(page.locator("#route .sig.verified")).to_have_count(3, timeout=30_000)
+        route = _route_rows(page)
+        assert [(r[1], r[2]) for r in route] == [
+            ("mx", "signed and sent by mx to es (trace.request)"),
+            ("hub", "received from mx and relayed to es"),
+            ("es", route[2][2]),
+            ("es", "delivered to es's national system"),
+        ], route
+        assert route[1][3] == "hop record 1 (time: received)"
+        assert route[1][4] == "signature verified (hub/sig/1), chains to the origin token"
+        assert route[2][2].startswith("accepted from hub (ack idx ") and "this node's log" in route[2][3]
+        assert route[2][4] == "signature verified (es/sig/1), acknowledges this token"
+        assert route[3][4].startswith("in this node's log")
+        _times_in_order(page)
+        notes = page.locator("#route-notes li").all_inner_texts()
+        assert any("ask the auditor of mx or hub" in n for n in notes), notes
+        assert any(n == "The receipt's arrival at mx: ask the auditor of mx." for n in notes), notes
+        expect(page.locator("#entries .proof.verified").first).to_be_visible(timeout=30_000)
+        page.locator("#panel-message h3").nth(1).scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "auditor-es-route-across-hops.png"), full_page=True)
+
+        # the hub's hop record altered on the way (it now claims another sender): not verified
+        def other_sender(route: Any) -> None:
+            resp = route.fetch()
+            doc = resp.json()
+            h, p, sig = doc["envelope"]["hops"][0].split(".")
+            claims = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+            claims["from"] = "es"
+            p = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+            doc["envelope"]["hops"][0] = f"{h}.{p}.{sig}"
+            route.fulfill(response=resp, json=doc)
+
+        page.route("**/audit/v1/bundle*", other_sender)
+        page.get_by_role("button", name="Search").click()
+        failed = page.locator("#route .sig.failed")
+        expect(failed).to_have_count(1, timeout=30_000)
+        expect(failed).to_have_text("NOT verified: the signature by hub/sig/1 does not verify")
+        expect(page.locator("#route tbody tr.hop").nth(1)).to_contain_text("received from es and relayed to es")
+        expect(page.locator("#route .sig.verified")).to_have_count(2)
+        page.screenshot(path=str(ARTIFACTS / "auditor-es-route-tampered.png"), full_page=True)
+        page.unroute("**/audit/v1/bundle*")
         assert not problems, problems
     finally:
         ctx.close()

@@ -326,21 +326,32 @@ async function search(jti) {
     cells.set(e.index, cell);
     return row([e.index, e.doc.ts, e.doc.event, e.doc.from, e.doc.to, e.doc.code, cell], "entry");
   }), "no audit entries name this message");
-  if (decoded.length) await checkProofs(seq, decoded, cells);
+  $("route-notes").replaceChildren();
+  if (!decoded.length) {
+    fillTable("route", [], "no audit entries name this message: this node has no evidence of its route");
+    return;
+  }
+  fillTable("route", [], "waiting for a checkpoint that covers the message's entries…");
+  // the evidence bundle is built against the latest checkpoint: fetch it once that covers every entry
+  const cp = await coveringCheckpoint(seq, decoded[decoded.length - 1].index);
+  if (!cp) return;
+  await Promise.all([checkProofs(cp, decoded, cells), showRoute(seq, jti, decoded)]);
 }
 
-// Fetch the latest checkpoint, check its signature with the node's audit key from the manifest, then
-// each entry's inclusion proof against its root. Waits (briefly) for a checkpoint covering new entries.
-async function checkProofs(seq, decoded, cells) {
-  const last = decoded[decoded.length - 1].index;
-  let cp;
+// The latest checkpoint, waiting (briefly) for one that covers entry `last`; null if a newer search began.
+async function coveringCheckpoint(seq, last) {
   for (let attempt = 0; ; attempt++) {
-    cp = parseCheckpoint(await api("/v1/audit/checkpoint"));
-    if (cp.size > BigInt(last) || attempt >= 20) break;
+    const cp = parseCheckpoint(await api("/v1/audit/checkpoint"));
+    if (cp.size > BigInt(last) || attempt >= 20) return cp;
     $("checkpoint").textContent = `waiting for a checkpoint that covers entry ${last} (latest size ${cp.size})…`;
     await new Promise((r) => setTimeout(r, 1000));
-    if (seq !== searchSeq) return;
+    if (seq !== searchSeq) return null;
   }
+}
+
+// Check the checkpoint's signature with the node's audit key from the manifest, then each entry's
+// inclusion proof against its root.
+async function checkProofs(cp, decoded, cells) {
   let sigText;
   try {
     const kid = await verifyCheckpointSignature(cp, me.log.keys);
@@ -367,6 +378,148 @@ async function checkProofs(seq, decoded, cells) {
       cell.className = "proof failed";
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Route across hops (issue #6), from the message's evidence bundle (SPEC §3.3, §7.4): the origin token,
+// the hop records, the acks and the receipt this node holds, in route order. Each JWS is checked here
+// with its key from the bundle's keys.signing (WebCrypto Ed25519 or ECDSA P-256), the hops' `prev`
+// chain and the acks' `dig` too; a row says "signature verified" only when that check passed.
+
+const utf8 = new TextDecoder();
+const b64urlDecode = (text) => b64decode(text.replace(/-/g, "+").replace(/_/g, "/"));
+const b64url = (bytes) => b64encode(bytes).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+const digest = async (text) => b64url(await sha256(enc.encode(text)));  // token_digest of envelope.py
+const isoSeconds = (sec) => new Date(sec * 1000).toISOString().replace(/\.\d+Z$/, "Z");
+const entrySeconds = (ts) => Date.parse(`${ts.slice(0, 19)}Z`) / 1000;  // audit ts: RFC 3339 UTC
+
+const JWS_ALGS = {
+  EdDSA: { key: { name: "Ed25519" }, verify: { name: "Ed25519" } },
+  ES256: { key: { name: "ECDSA", namedCurve: "P-256" }, verify: { name: "ECDSA", hash: "SHA-256" } },
+};
+
+// A compact JWS decoded; `check()` resolves to the kid whose key verified it, or throws saying why.
+function openJws(token, typ, keys) {
+  const parts = token.split(".");
+  if (parts.length !== 3) throw new Error(`a ${typ} is not a compact JWS`);
+  const [h, p, s] = parts;
+  const header = JSON.parse(utf8.decode(b64urlDecode(h)));
+  const claims = JSON.parse(utf8.decode(b64urlDecode(p)));
+  async function check() {
+    if (header.typ !== typ) throw new Error(`typ ${header.typ} is not ${typ}`);
+    const key = keys.find((k) => k.kid === header.kid);
+    if (!key) throw new Error(`key ${header.kid} is not in the bundle`);
+    const alg = JWS_ALGS[key.alg];
+    if (!alg || header.alg !== key.alg) throw new Error(`header alg ${header.alg} does not fit ${key.kid} (${key.alg})`);
+    if (key.kid.split("/")[0] !== claims.iss) throw new Error(`key ${key.kid} does not belong to ${claims.iss}`);
+    const pub = await crypto.subtle.importKey("jwk", key.jwk, alg.key, false, ["verify"]);
+    if (!(await crypto.subtle.verify(alg.verify, pub, b64urlDecode(s), enc.encode(`${h}.${p}`)))) {
+      throw new Error(`the signature by ${key.kid} does not verify`);
+    }
+    return key.kid;
+  }
+  return { claims, check };
+}
+
+async function showRoute(seq, jti, decoded) {
+  let b;
+  try {
+    b = await api(`/audit/v1/bundle?jti=${encodeURIComponent(jti)}`);
+  } catch (err) {
+    fillTable("route", [], `no evidence bundle: ${err.message}`);
+    return;
+  }
+  if (seq !== searchSeq) return;
+  const keys = b.keys.signing, here = b.node;
+  const origin = openJws(b.envelope.token, "traza-envelope+jwt", keys), o = origin.claims;
+  const dig = await digest(b.envelope.token);
+  const hops = b.envelope.hops.map((h) => openJws(h, "traza-hop+jwt", keys));
+  const acks = b.acks.map((a) => openJws(a, "traza-ack+jwt", keys));
+  // the nodes in route order: the origin, each relaying node, any other node that acknowledged, the recipient
+  const order = [o.iss, ...hops.map((h) => h.claims.iss)];
+  for (const a of acks) if (!order.includes(a.claims.iss)) order.push(a.claims.iss);
+  if (!order.includes(o.aud)) order.push(o.aud);
+  const at = (node) => order.indexOf(node);
+  const forThis = (c, what) => { if (c.jti !== jti) throw new Error(`${what} is for message ${c.jti}`); };
+
+  const rows = [{ pos: 0, rank: 0, t: o.iat, node: o.iss, what: `signed and sent by ${o.iss} to ${o.aud} (${o.mt})`,
+    evidence: "origin token", check: async () => { forThis(o, "the token"); return `signature verified (${await origin.check()})`; } }];
+  hops.forEach((h, i) => {
+    const c = h.claims, before = i ? b.envelope.hops[i - 1] : b.envelope.token;
+    const prevName = i ? `hop record ${i}` : "the origin token";
+    rows.push({ pos: at(c.iss), rank: 1, t: c.iat, node: c.iss, what: `received from ${c.from} and relayed to ${c.to}`,
+      evidence: `hop record ${i + 1} (time: received)`, check: async () => {
+        const kid = await h.check();
+        forThis(c, "the hop record");
+        if (c.prev !== (await digest(before))) throw new Error(`signed by ${kid}, but prev does not chain to ${prevName}`);
+        return `signature verified (${kid}), chains to ${prevName}`;
+      } });
+  });
+  for (const a of acks) {
+    const c = a.claims;
+    rows.push({ pos: at(c.iss), rank: 2, t: c.iat, node: c.iss, what: `accepted from ${c.aud} (ack idx ${c.idx})`,
+      evidence: `ack: entry ${c.idx} of ${c.iss === here ? "this node's log (above)" : `${c.iss}'s log`}`, check: async () => {
+        const kid = await a.check();
+        forThis(c, "the ack");
+        if (c.dig !== dig) throw new Error(`signed by ${kid}, but it acknowledges another token`);
+        return `signature verified (${kid}), acknowledges this token`;
+      } });
+  }
+  for (const e of decoded.filter((x) => x.doc.event === "envelope.delivered")) {
+    rows.push({ pos: at(here), rank: 3, t: entrySeconds(e.doc.ts), node: here, what: `delivered to ${here}'s national system`,
+      evidence: `entry ${e.index} of this node's log`, log: true });
+  }
+  if (b.receipt) {
+    const r = openJws(b.receipt.token, "traza-envelope+jwt", keys), c = r.claims;
+    const payload = b64urlDecode(b.receipt.payload);
+    const got = decoded.find((x) => x.doc.event === "receipt.received" && x.doc.receipt === c.jti);
+    let status = got ? `${got.doc.status}, received here at ${isoSeconds(entrySeconds(got.doc.ts))} (entry ${got.index})`
+      : "status in its encrypted body";
+    const body = c.pld && c.pld.enc === null ? JSON.parse(utf8.decode(payload)) : null;
+    if (body) status = `${body.status} at ${body.at}`;
+    rows.push({ pos: at(c.iss), rank: 4, t: c.iat, node: c.iss, what: `receipt ${status}, sent to ${c.aud}`,
+      evidence: `receipt ${c.jti}`, check: async () => {
+        const kid = await r.check();
+        if (c.mt !== "receipt" || c.irt !== jti) throw new Error(`a ${c.mt} replying to ${c.irt}, not a receipt for ${jti}`);
+        if (c.pld.len !== payload.length || c.pld.sha256 !== b64url(await sha256(payload))) {
+          throw new Error(`signed by ${kid}, but the payload does not match its digest`);
+        }
+        if (body && (body.for !== jti || body.dig !== dig)) throw new Error("the receipt body is for another message or token");
+        return `signature verified (${kid}), payload digest matches`;
+      } });
+  }
+  rows.sort((x, y) => x.pos - y.pos || x.rank - y.rank || x.t - y.t);
+
+  const checks = [];
+  fillTable("route", rows.map((r) => {
+    const cell = el("span", r.log ? "in this node's log: see its inclusion proof above" : "checking…", "sig pending");
+    if (!r.log) {
+      checks.push(r.check().then((text) => { cell.textContent = text; cell.className = "sig verified"; },
+        (err) => { cell.textContent = `NOT verified: ${err.message}`; cell.className = "sig failed"; }));
+    }
+    const tr = row([isoSeconds(r.t), r.node, r.what, r.evidence, cell], "hop");
+    tr.dataset.t = String(r.t);
+    return tr;
+  }), "the evidence bundle holds nothing about the route");
+
+  // what this node cannot prove, and whose auditor can
+  const notes = [];
+  const earlier = order.slice(0, Math.max(0, at(here)));
+  const list = (names, word) => names.length > 1 ? `${names.slice(0, -1).join(", ")} ${word} ${names.at(-1)}` : names[0];
+  if (earlier.length > 1) {
+    notes.push(`Earlier hops: the acks exchanged among ${list(earlier, "and")} are in their logs: ask the auditor of ${list(earlier, "or")}.`);
+  }
+  const mine = hops.find((h) => h.claims.iss === here);
+  const next = mine ? mine.claims.to : order[at(here) + 1];
+  if (here !== o.aud && next) {
+    notes.push(`Later hops: ask the auditor of ${next}, the next node${next === o.aud ? "" : `, then onwards to ${o.aud}`}.`);
+  }
+  if (here === o.aud) notes.push(`The receipt's arrival at ${o.iss}: ask the auditor of ${o.iss}.`);
+  if (here === o.iss && !b.receipt) notes.push(`No receipt from ${o.aud} in this node's log yet.`);
+  notes.push("Signatures are checked with the keys in the bundle as this node serves it; "
+    + "traza audit verify-bundle checks the downloaded file offline.");
+  $("route-notes").replaceChildren(...notes.map((n) => el("li", n)));
+  await Promise.all(checks);
 }
 
 // ---------------------------------------------------------------------------------------------------
