@@ -138,7 +138,7 @@ class Node:
         self.clock = clock
         self.log = tlog.get_logger(node=self.id)
         self.data_dir = cfg.resolve(cfg.node.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # database, blobs: evidence
         lim = cfg.limits
         self.limits = Limits(max_envelope=lim.max_envelope, clock_skew=lim.clock_skew, max_ttl=lim.max_ttl)
         self.max_request = lim.max_request
