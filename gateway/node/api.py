@@ -1,0 +1,205 @@
+"""The backends of the local, operations and audit APIs that ``gateway.transport`` serves: the inbox
+and its acks (which send the receipt), message status, submission through the adapter, the
+operator views and dead-letter actions, audit queries, health, readiness and Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from functools import partial
+from typing import Any
+
+import msgspec
+
+from adapters.base import AdapterError, media_type
+from gateway.core.envelope import (
+    NO_REPLY_TYPES,
+    decode_envelope,
+    token_digest,
+)
+from gateway.core.errors import Code, TrazaError
+from gateway.node.state import _NodeState, _rfc3339
+from gateway.store import relay as st
+from gateway.transport.local import STANDARD_CT
+
+
+class ApiMixin(_NodeState):
+    # --- local delivery ------------------------------------------------------------------------------
+
+    async def inbox_page(self, after: int, limit: int) -> list[tuple[int, str, bytes, float, str, str, str]]:
+        return await self.db.read(lambda c: st.inbox_page(c, after, limit))
+
+    async def inbox_ack(self, jti: str, who: str, status: str = "DELIVERED", detail: str | None = None) -> bool:
+        """The national system has taken ``jti``: audit the delivery and send the receipt (once)."""
+        now = self.clock()
+
+        def fn(conn: sqlite3.Connection) -> tuple[bool, str | None]:
+            """(taken now, the peer the receipt was queued for)"""
+            if not st.inbox_take(conn, jti, now):
+                return False, None
+            m = st.get_message(conn, jti)
+            assert m is not None
+            self.audit.stage(conn, [{"event": "envelope.delivered", "jti": jti, "mt": m.mt, "iss": m.iss,
+                                     "aud": m.aud, "dig": m.dig, "from": self.id, "to": who}], now)
+            st.set_state(conn, jti, "delivered", now, node=self.id, detail=who)
+            if m.mt not in NO_REPLY_TYPES:
+                token = decode_envelope(m.envelope).token
+                body = {"for": jti, "dig": token_digest(token), "status": status, "at": _rfc3339(now)}
+                if detail:
+                    body["detail"] = detail
+                rid = self._reply_in_txn(conn, mt="receipt", to=m.iss, irt=jti, cid=m.cid, now=now, source="node",
+                                         body=body)
+                return True, None if rid is None else st.outbox_peer(conn, rid)
+            return True, None
+
+        done, peer = await self.db.write(fn)
+        if done:
+            self.metrics.delivered.labels("message").inc()
+            if peer is not None:  # only the receipt's next hop has something new (no outbox scan per ack)
+                self._wake(peer)
+        return done
+
+    async def message_status(self, jti: str) -> dict[str, Any] | None:
+        def fn(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            m = st.get_message(conn, jti)
+            if m is None:
+                return None
+            return {"id": jti, "type": m.mt, "from": m.iss, "to": m.aud, "conversation": m.cid, "state": m.state,
+                    "reply_to": m.irt, "timeline": st.timeline(conn, jti)}
+
+        return await self.db.read(fn)
+
+    # --- local API backend (SPEC §6) ----------------------------------------------------------------
+
+    async def local_submit(self, content_type: str, data: bytes, system: str) -> str:
+        attachments: list[dict[str, Any]] = []
+        if media_type(content_type) == STANDARD_CT and b'"attachments"' in data:
+            # the standard form may name blobs uploaded first with PUT /local/v1/blobs (docs/blobs.md)
+            try:
+                doc = msgspec.json.decode(data)
+            except msgspec.DecodeError:
+                doc = None  # the adapter names the fault
+            if isinstance(doc, dict) and "attachments" in doc:
+                attachments = self._check_attachments(doc.pop("attachments"))
+                data = msgspec.json.encode(doc)
+        try:
+            tr = self.adapter.to_standard(data, content_type)
+        except AdapterError as exc:
+            raise TrazaError(Code.SCHEMA_INVALID, str(exc)) from None
+        env = tr.envelope()
+        to = env.get("to")
+        if not to:
+            raise TrazaError(Code.SCHEMA_INVALID, "no recipient - at `$.to`")
+        for att in tr.attachments:
+            attachments.append(await asyncio.to_thread(self._import_attachment, att))
+        body = msgspec.json.encode(tr.body)
+        return await self.submit(
+            mt=tr.mt, to=to, body=body, system=system, hc=env.get("handling") or "H0",
+            cls=env.get("classification") or "BASIC_PROTECTION_LEVEL", pur=env.get("purpose") or "INVESTIGATION",
+            irt=env.get("reply_to"), ttl=env.get("ttl_seconds"), attachments=attachments or None)
+
+    async def local_inbox(self, after: int, limit: int) -> dict[str, Any]:
+        rows = await self.inbox_page(after, limit)
+        out = []
+        for seq, jti, body, delivered_at, mt, iss, cid in rows:
+            meta = {"id": jti, "from": iss, "conversation": cid, "delivered_at": _rfc3339(delivered_at)}
+            content = self.adapter.from_standard(mt, msgspec.json.decode(body), meta)
+            item = {"id": jti, "type": mt, "from": iss, "conversation": cid,
+                    "delivered_at": _rfc3339(delivered_at), "content_type": self.adapter.output_content_type,
+                    "content": content.decode("utf-8"), "cursor": seq}
+            files = self.plain_blobs.read_index(jti)
+            if files:  # an extension of SPEC §6: the blobs the message carried, decrypted (docs/blobs.md)
+                item["attachments"] = [{**f, "url": f"/local/v1/blobs/{f['sha256']}"} for f in files]
+            out.append(item)
+        nxt = out[-1]["cursor"] if out else after
+        return {"messages": out, "next": str(nxt)}
+
+    async def ops_view(self, what: str) -> Any:
+        now = self.clock()
+        if what == "queues":
+            return {"queues": await self.db.read(partial(st.queue_depths, now=now))}
+        if what == "dead-letters":
+            return {"dead_letters": await self.db.read(st.dead_letters)}
+        if what == "peers":
+            peers = []
+            for nid, node in sorted(self.fed.nodes.items()):
+                if nid == self.id or not self.fed.linked(self.id, nid):
+                    continue
+                br = self.breakers.get(nid)
+                peers.append({"id": nid, "kind": node.kind, "endpoint": node.endpoint,
+                              "state": br.state(now) if br else "idle",
+                              "failures": br.failures if br else 0})
+            return {"peers": peers}
+        counts = await self.db.read(st.counts_by_state)
+        return {"node": self.id, "federation": self.fed.name, "manifest_version": self.fed.version,
+                "manifest_expires_at": self.fed.manifest.expires_at, "queue_depth": self.queue_depth,
+                "messages": counts, "counters": dict(self.counters)}
+
+    async def ops_dead_letter(self, dl_id: int, action: str, operator: str) -> dict[str, Any]:
+        now = self.clock()
+
+        def fn(conn: sqlite3.Connection) -> dict[str, Any]:
+            taken = st.take_dead_letter(conn, dl_id)
+            if taken is None:
+                raise KeyError(dl_id)
+            jti, peer = taken
+            m = st.get_message(conn, jti)
+            assert m is not None
+            self.audit.stage(conn, [{"event": "operator.action", "action": f"dead_letter.{action}", "jti": jti,
+                                     "operator": operator}], now)
+            if action == "retry" and peer:
+                st.enqueue(conn, jti, peer, now)
+                st.set_state(conn, jti, "queued", now, node=self.id, detail=f"retried by {operator}")
+            else:
+                st.set_state(conn, jti, "discarded", now, node=self.id, detail=f"discarded by {operator}")
+            return {"id": dl_id, "jti": jti, "action": action, "peer": peer}
+
+        res = await self.db.write(fn)
+        if action == "retry" and res["peer"]:
+            self.queue_depth += 1
+            self._wake(res["peer"])
+        return res
+
+    async def audit_entries(self, query: dict[str, str]) -> dict[str, Any]:
+        try:
+            return await self.audit.entries(query)
+        except ValueError as exc:
+            raise TrazaError(Code.MALFORMED, str(exc)) from None
+
+    async def audit_inclusion(self, index: int, size: int | None) -> dict[str, Any]:
+        return await self.audit.inclusion(index, size)
+
+    async def audit_bundle(self, jti: str) -> bytes | None:
+        return await self.audit.bundle(jti)
+
+    def local_denied(self, path: str, remote: str, reason: str) -> None:
+        self.audit_event_bg({"event": "auth.denied", "listener": "local", "path": path, "remote": remote,
+                             "detail": reason})
+        self.metrics.auth_denied.labels("local").inc()
+        self.log.warning("auth.denied", listener="local", path=path, detail=reason)
+
+    # --- operations listener ---------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        return not self.stopping.is_set()
+
+    def is_ready(self) -> tuple[bool, str]:
+        if not self.ready:
+            return False, "starting"
+        if self.trust.is_expired(self.clock()):
+            return False, f"manifest version {self.fed.version} has expired"
+        return True, "ok"
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        m = self.metrics
+        now = self.clock()
+        for q in self.db.read_sync(partial(st.queue_depths, now=now)):
+            m.queue_depth.labels(q["peer"]).set(q["depth"])
+            m.queue_oldest.labels(q["peer"]).set(q["oldest_age_s"])
+        m.dead_letters.set(len(self.db.read_sync(st.dead_letters)))
+        m.manifest_version.set(self.fed.version)
+        m.inbox_depth.set(self.db.read_sync(
+            lambda c: c.execute("SELECT count(*) FROM inbox WHERE taken_at IS NULL").fetchone()[0]))
+        m.audit_entries.set(self.db.read_sync(lambda c: c.execute("SELECT count(*) FROM audit_entries").fetchone()[0]))
+        return m.render()

@@ -1,0 +1,157 @@
+"""Shared state of a node and the helpers every part of it uses.
+
+:class:`_NodeState` declares the attributes ``Node.__init__`` (``gateway.node.core``) sets, so that
+each mixin of ``Node`` (receive, blobs, origin, forward, api, witness) is type-checked against them;
+it holds the few helpers all of them call (``fed``, ``count``, ``audit_event_bg``, the audit field
+helpers) and, under ``TYPE_CHECKING`` only, the signatures of the methods one mixin calls on another.
+Nothing here runs on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from adapters.base import Adapter, Attachment
+from gateway.audit import facade as audit_facade
+from gateway.config import Config
+from gateway.core.envelope import (
+    BlobRef,
+    Limits,
+    Verified,
+)
+from gateway.core.manifest import Federation
+from gateway.core.retry import CircuitBreaker
+from gateway.crypto.hpke import EncKey
+from gateway.crypto.keys import Ed25519Key, SigningKey
+from gateway.metrics import Metrics
+from gateway.store.blobs import BlobStore
+from gateway.store.db import Database
+from gateway.transport.delivery import Delivery
+from gateway.transport.peer import PeerClient
+from gateway.trust.trusted import TrustedManifest
+
+
+class _NodeState:
+    """What every part of :class:`~gateway.node.core.Node` shares: the attributes ``Node.__init__`` sets,
+    the small helpers all parts use, and (for the type checker only) the methods one part calls on
+    another."""
+
+    cfg: Config
+    id: str
+    clock: Callable[[], float]
+    log: Any
+    data_dir: Path
+    limits: Limits
+    max_request: int
+    trust: TrustedManifest
+    manifest_path: Path
+    _manifest_mtime: float
+    signer: SigningKey
+    enc_keys: dict[str, EncKey]
+    audit_key: Ed25519Key
+    tls_cert: Path
+    tls_key: Path
+    db: Database
+    audit: audit_facade.NodeAudit
+    adapter: Adapter
+    blobs: BlobStore
+    plain_blobs: BlobStore
+    _blobs_at: set[tuple[str, str]]
+    _uploads: dict[tuple[str, str], asyncio.Task[int]]
+    _upload_locks: dict[str, asyncio.Lock]
+    metrics: Metrics
+    clients: dict[str, PeerClient]
+    breakers: dict[str, CircuitBreaker]
+    wake: dict[str, asyncio.Event]
+    forwarders: dict[str, asyncio.Task[None]]
+    tasks: list[asyncio.Task[Any]]
+    runners: list[web.AppRunner]
+    inbox_event: asyncio.Event
+    queue_depth: int
+    _disk_checked: float
+    _disk_ok: bool
+    stopping: asyncio.Event
+    ready: bool
+    counters: dict[str, int]
+    latency_samples: list[float]
+    local_routes: list[Callable[[web.Application], None]]
+    delivery: Delivery | None
+
+    # --- trust ---------------------------------------------------------------------------------------
+
+    @property
+    def fed(self) -> Federation:
+        return self.trust.federation
+
+    # --- audit helpers -------------------------------------------------------------------------------
+
+    def _msg_fields(self, v: Verified | None, env_token: str | None = None) -> dict[str, Any]:
+        if v is None:
+            return {}
+        c = v.claims
+        return {"jti": c.jti, "mt": c.mt, "iss": c.iss, "aud": c.aud, "dig": v.dig}
+
+    def _signing_keys(self, *nodes: str) -> list[dict[str, Any]]:
+        """Manifest ``sig`` keys of ``nodes`` (for evidence bundles)."""
+        out = []
+        for ref in self.fed.keys.values():
+            if ref.node in nodes and ref.key.use == "sig" and ref.key.jwk is not None:
+                out.append({"kid": ref.key.kid, "alg": ref.key.alg, "jwk": ref.key.jwk})
+        return out
+
+    def audit_event_bg(self, event: dict[str, Any]) -> None:
+        """Append an audit entry from outside a write (fire and forget, still group-committed)."""
+        self.db.submit(lambda conn: self.audit.stage(conn, [event], self.clock()))
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    if TYPE_CHECKING:  # defined by the mixins of Node; declared here for the type checker only
+
+        def _apply_manifest_files(self, mpath: Path, spath: Path, *, initial: bool = False) -> bool: ...
+
+        def apply_manifest(self, mbytes: bytes, sbytes: bytes, *, source: str, initial: bool = False) -> bool: ...
+
+        def _check_blobs(self, v: Verified) -> None: ...
+
+        def _open_blobs(self, v: Verified) -> None: ...
+
+        def _outgoing_blobs(self, attachments: list[dict[str, Any]], jti: str, enc_to: Any) -> list[BlobRef]: ...
+
+        def _check_attachments(self, items: Any) -> list[dict[str, Any]]: ...
+
+        def _import_attachment(self, att: Attachment) -> dict[str, Any]: ...
+
+        def _push_blobs(self, peer: str, rows: list[Any]) -> tuple[list[Any], list[Any], list[asyncio.Task[int]], str | None, int]: ...
+
+        async def submit(self, *, mt: str, to: str, body: bytes, system: str, hc: str = "H0",
+                         cls: str = "BASIC_PROTECTION_LEVEL", pur: str = "INVESTIGATION", irt: str | None = None,
+                         ttl: int | None = None, cid: str | None = None,
+                         attachments: list[dict[str, Any]] | None = None) -> str: ...
+
+        def _reply_in_txn(self, conn: sqlite3.Connection, *, mt: str, to: str, body: dict[str, Any], irt: str,
+                          cid: str, now: float, source: str) -> str | None: ...
+
+        def _wake(self, peer: str) -> None: ...
+
+        def _client(self, peer: str) -> PeerClient: ...
+
+        async def _wake_all_outbox(self) -> None: ...
+
+        async def _checkpoint_loop(self) -> None: ...
+
+        async def _manifest_loop(self) -> None: ...
+
+        async def _blob_purge_loop(self, interval: float = 600.0) -> None: ...
+
+
+def _rfc3339(ts: float) -> str:
+    from gateway.core.timeutil import rfc3339
+
+    return rfc3339(ts)
