@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from adapters.standard import MEDIA_TYPE as STANDARD
 from gateway.crypto import hpke
 from gateway.crypto.keys import SigningKey, verifier_for
 from gateway.demo.procs import FOUR, Federation
@@ -33,7 +34,6 @@ from gateway.trust.pki import FederationDir
 ROUTE = ("mx", "latam-hub", "eu-hub", "es")
 KEYS = ("messages", "size", "null_relay_eps", "traza_eps", "ratio", "floor_eps", "floor_ratio", "p50_ms",
         "p99_ms", "cpu_us_per_envelope", "peak_rss_mib")
-STANDARD = "application/vnd.traza.message+json"
 BATCH = 64  # envelopes per null-relay POST (SPEC §11 allows 256)
 
 

@@ -13,11 +13,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.cli.main import CheckFailed, UsageError
 from gateway.config import Config, ConfigError, load_config
 from gateway.store.blobs import file_digest
-
-STANDARD_CT = "application/vnd.traza.message+json"
 
 
 def _cfg(args: argparse.Namespace) -> Config:

@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from adapters.standard import MEDIA_TYPE as STANDARD
 from gateway.audit.bundle import BundleError, verify_bundle
 from gateway.cli.main import CheckFailed, UsageError
 from gateway.cli.node import local_connection, upload_attachments, x3p_message
@@ -27,7 +28,6 @@ from gateway.demo import story
 from gateway.demo.procs import Federation
 from gateway.ops.login import node_login_bundles, one_time_password
 
-STANDARD = "application/vnd.traza.message+json"
 ANSWERERS = ("mx", "co", "es", "it", "de", "at", "be", "ro", "arms-registry")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from adapters.base import AdapterError, media_type
+from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.core.envelope import (
     NO_REPLY_TYPES,
     decode_envelope,
@@ -21,7 +22,6 @@ from gateway.core.envelope import (
 from gateway.core.errors import Code, TrazaError
 from gateway.node.state import _NodeState, _rfc3339
 from gateway.store import relay as st
-from gateway.transport.local import STANDARD_CT
 
 
 class ApiMixin(_NodeState):

@@ -31,6 +31,7 @@ import msgspec
 import structlog
 
 from adapters.base import Adapter, AdapterError, media_type
+from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.core.errors import Code, TrazaError
 from gateway.core.retry import backoff
 from gateway.core.timeutil import rfc3339
@@ -40,7 +41,6 @@ from gateway.store.db import Database
 if TYPE_CHECKING:
     from gateway.config import Config
 
-STANDARD_CT = "application/vnd.traza.message+json"
 REJECTED_EVENT = "local.rejected"
 # statuses that say "later", not "this message is wrong"
 _TRANSIENT_4XX = (408, 429)

@@ -13,12 +13,12 @@ from typing import Any, Protocol
 import msgspec
 from aiohttp import web
 
+from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.core.errors import Code, TrazaError
 from gateway.crypto.tls import peer_local_identity
 from gateway.store.blobs import BadBlobName, BlobStore
 from gateway.transport.peer import _peer_cert, blob_handlers, problem, read_body
 
-STANDARD_CT = "application/vnd.traza.message+json"
 _json = msgspec.json.Encoder()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
