@@ -13,7 +13,8 @@ In headless Chromium (Debian's `chromium`, via Playwright):
   national system submits a `notice` to co with `ttl_seconds` 2. mx's send to the frozen hub hangs until
   its peer-client timeout (up to 30 s on a kept-alive connection), then the envelope, its `exp` past,
   becomes a dead letter at mx (gateway/node/forward.py `_expire`). latam-hub is resumed (SIGCONT, always),
-  the operator clicks Retry: the row leaves the list and mx's audit log holds the `operator.action`.
+  the operator clicks Retry: the row leaves the list and mx's audit log holds the `operator.action`. (Its
+  signed `exp` being past, the re-queued envelope expires again at once, as a new dead letter.)
 - auditor (while mx waits on the frozen hub): finds the first trace request (DIR/evidence/<id>.json,
   printed by the demo) by id and sees every audit entry's inclusion proof, the checkpoint signature and
   the route across hops verified by the page's JavaScript.
@@ -293,6 +294,13 @@ def test_printed_demo_login_works_for_operator_and_auditor(tmp_path: Path) -> No
         actions = [a for a in audit_entries(mx, "event=operator.action") if a.get("jti") == short]
         assert [(a["action"], a["operator"]) for a in actions] == [("dead_letter.retry", "default")], actions
         assert dl["id"] not in [d["id"] for d in dead_letters(mx)]
+        # its signed exp has passed, so the retried envelope expires again at once: a new dead letter
+        deadline = time.monotonic() + 15
+        again: list[dict[str, Any]] = []
+        while not again and time.monotonic() < deadline:
+            again = [d for d in dead_letters(mx) if d["jti"] == short]
+            time.sleep(0.2)
+        assert [(d["code"], d["peer"]) for d in again] == [("expired", "latam-hub")] and again[0]["id"] != dl["id"]
     finally:
         if frozen is not None:
             os.kill(frozen, signal.SIGCONT)
