@@ -20,6 +20,7 @@ from gateway.core.envelope import (
     token_digest,
 )
 from gateway.core.errors import Code, TrazaError
+from gateway.core.timeutil import rfc3339_seconds
 from gateway.node.state import _NodeState, _rfc3339
 from gateway.store import relay as st
 
@@ -120,7 +121,10 @@ class ApiMixin(_NodeState):
         if what == "queues":
             return {"queues": await self.db.read(partial(st.queue_depths, now=now))}
         if what == "dead-letters":
-            return {"dead_letters": await self.db.read(st.dead_letters)}
+            rows = await self.db.read(st.dead_letters)
+            # the signed expiry: a dead letter whose exp has passed cannot be retried (ops_dead_letter)
+            return {"dead_letters": [{**d, "exp": rfc3339_seconds(d["exp"]), "expired": d["exp"] <= now}
+                                     for d in rows]}
         if what == "peers":
             peers = []
             for nid, node in sorted(self.fed.nodes.items()):
@@ -137,17 +141,26 @@ class ApiMixin(_NodeState):
                 "messages": counts, "counters": dict(self.counters)}
 
     async def ops_dead_letter(self, dl_id: int, action: str, operator: str) -> dict[str, Any]:
+        """Retry (queue again) or discard dead letter ``dl_id``; audited as ``operator.action``. Raises
+        KeyError if there is no such dead letter, and TrazaError ``expired`` for a retry of a message whose
+        signed ``exp`` has passed: nothing changes (the dead letter stays), and the refusal is audited."""
         now = self.clock()
 
         def fn(conn: sqlite3.Connection) -> dict[str, Any]:
-            taken = st.take_dead_letter(conn, dl_id)
-            if taken is None:
+            found = st.get_dead_letter(conn, dl_id)
+            if found is None:
                 raise KeyError(dl_id)
-            jti, peer = taken
+            jti, peer = found
             m = st.get_message(conn, jti)
             assert m is not None
-            self.audit.stage(conn, [{"event": "operator.action", "action": f"dead_letter.{action}", "jti": jti,
-                                     "operator": operator}], now)
+            entry = {"event": "operator.action", "action": f"dead_letter.{action}", "jti": jti, "operator": operator}
+            if action == "retry" and m.exp <= now:
+                reason = (f"message {jti} expired at {rfc3339_seconds(m.exp)}; a signed expiry cannot be extended: "
+                          "discard it, and have the origin send a new message")
+                self.audit.stage(conn, [{**entry, "outcome": "refused", "reason": reason}], now)
+                return {"id": dl_id, "jti": jti, "action": action, "peer": peer, "refused": reason}
+            st.take_dead_letter(conn, dl_id)
+            self.audit.stage(conn, [entry], now)
             if action == "retry" and peer:
                 st.enqueue(conn, jti, peer, now)
                 st.set_state(conn, jti, "queued", now, node=self.id, detail=f"retried by {operator}")
@@ -156,6 +169,10 @@ class ApiMixin(_NodeState):
             return {"id": dl_id, "jti": jti, "action": action, "peer": peer}
 
         res = await self.db.write(fn)
+        if "refused" in res:
+            self.log.warning("operator.action", action=f"dead_letter.{action}", jti=res["jti"], operator=operator,
+                             outcome="refused", detail=res["refused"])
+            raise TrazaError(Code.EXPIRED, res["refused"])
         if action == "retry" and res["peer"]:
             self.queue_depth += 1
             self._wake(res["peer"])

@@ -250,12 +250,18 @@ def dead_letter(conn: sqlite3.Connection, jti: str, peer: str | None, code: str,
 
 def dead_letters(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
     rows = conn.execute(
-        "SELECT d.id, d.jti, d.peer, d.code, d.detail, d.at, m.mt, m.iss, m.aud FROM dead_letters d "
+        "SELECT d.id, d.jti, d.peer, d.code, d.detail, d.at, m.mt, m.iss, m.aud, m.exp FROM dead_letters d "
         "JOIN messages m ON m.jti=d.jti ORDER BY d.id DESC LIMIT ?",
         (limit,),
     ).fetchall()
-    keys = ("id", "jti", "peer", "code", "detail", "at", "type", "from", "to")
+    keys = ("id", "jti", "peer", "code", "detail", "at", "type", "from", "to", "exp")
     return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def get_dead_letter(conn: sqlite3.Connection, dl_id: int) -> tuple[str, str | None] | None:
+    """(jti, peer) of dead letter ``dl_id``, left in place; None if there is no such dead letter."""
+    row = conn.execute("SELECT jti, peer FROM dead_letters WHERE id=?", (dl_id,)).fetchone()
+    return None if row is None else (row[0], row[1])
 
 
 def take_dead_letter(conn: sqlite3.Connection, dl_id: int) -> tuple[str, str | None] | None:

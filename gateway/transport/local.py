@@ -151,6 +151,13 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
                 return json_response(await backend.ops_dead_letter(dl_id, action, request[WHO]))
             except KeyError:
                 return problem(404, "not_found", f"no dead letter {dl_id}")
+            except TrazaError as err:
+                if err.code is Code.EXPIRED:
+                    # a retry of a message whose signed exp has passed: the dead letter stays as it was.
+                    # 409 here only (HTTP_STATUS and the peer API keep their own mapping of `expired`)
+                    return problem(409, err.code, err.detail)
+                raise
+
 
         return act
 

@@ -1,7 +1,8 @@
 """The web dashboard (`/ui/`) in a real headless Chromium against real node processes (hub, mx, es).
 
 An operator logs in with the PKCS#12 bundle the demo would print, sees the peers and a queue, retries a
-dead letter (audited as `operator.action`); an auditor finds a message by id, sees its timeline and the
+dead letter the hub rejected (audited as `operator.action`) and finds the Retry of an expired one disabled
+(a signed expiry cannot be extended); an auditor finds a message by id, sees its timeline and the
 inclusion proofs and checkpoint signature verified by the page's own JavaScript. Screenshots go to
 $TRAZA_ARTIFACTS (default tests/ui/artifacts/).
 
@@ -33,7 +34,7 @@ sys.path.insert(0, "tests")
 from core.message_examples import example
 
 SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),
-         NodeSpec("es", "national", "ES", hub="hub")]
+         NodeSpec("es", "national", "ES", hub="hub", max_classification="BASIC_PROTECTION_LEVEL")]
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "merkle" / "inclusion"
 ARTIFACTS = Path(os.environ.get("TRAZA_ARTIFACTS") or Path(__file__).resolve().parent / "artifacts")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
@@ -55,13 +56,14 @@ def chromium_path() -> str:
     return path
 
 
-# --- the federation, with a delivered message, a queue and a dead letter at mx -------------------------
+# --- the federation, with a delivered message, a queue and two dead letters at mx ---------------------
 
 
 class Scene:
-    def __init__(self, fed: Federation, first: str, waiting: str, dead_jti: str, password: str,
+    def __init__(self, fed: Federation, first: str, waiting: str, dead_jti: str, rejected_jti: str, password: str,
                  bundles: dict[str, Path], es_bundles: dict[str, Path]) -> None:
         self.fed, self.first, self.waiting, self.dead_jti = fed, first, waiting, dead_jti
+        self.rejected_jti = rejected_jti
         self.password, self.bundles, self.es_bundles = password, bundles, es_bundles
         self.url = f"https://127.0.0.1:{fed.nodes['mx'].local_port}"
         self.es_url = f"https://127.0.0.1:{fed.nodes['es'].local_port}"
@@ -117,6 +119,9 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         status, doc = fed.call("es", "system", "POST", f"/local/v1/inbox/{first}/ack", b"")
         assert status == 200, doc
         fed.wait_for(lambda: _state(fed, "mx", first) == "delivered")
+        # the hub rejects a RESTREINT_UE message above es's ceiling: a dead letter at mx that has not expired
+        rejected = submit(fed, "mx", "es", "notice", example("notice"), classification="RESTREINT_UE")
+        fed.wait_for(lambda: any(d["jti"] == rejected for d in _dead_letters(fed, "mx")), timeout=20)
         # the hub goes down: one message waits in mx's queue, a short-lived one expires into a dead letter
         fed.stop("hub")
         waiting = submit(fed, "mx", "es", "notice", example("notice"))
@@ -128,7 +133,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         password = one_time_password()
         bundles = node_login_bundles(fed.config("mx"), password)
         es_bundles = node_login_bundles(fed.config("es"), password, roles=("auditor",))
-        yield Scene(fed, first, waiting, short, password, bundles, es_bundles)
+        yield Scene(fed, first, waiting, short, rejected, password, bundles, es_bundles)
     finally:
         fed.stop_all()
 
@@ -236,14 +241,27 @@ def test_operator_sees_peers_and_queue_and_retries_a_dead_letter(scene: Scene, b
         assert int(queue.locator("td").nth(1).inner_text()) >= 1  # the waiting notice (and maybe more)
         expect(page.locator("#warnings li.ok")).to_have_count(1)
         expect(page.locator("#status")).to_contain_text("manifest version")
-        # since mx started: 3 messages submitted, 1 forwarded (then the hub went down), 1 receipt received
-        expect(page.locator("#throughput-note")).to_contain_text("submitted 3")
+        # since mx started: 4 messages submitted, 1 forwarded (1 rejected, then the hub went down), 1 receipt
+        expect(page.locator("#throughput-note")).to_contain_text("submitted 4")
         expect(page.locator("#throughput-note")).to_contain_text("forwarded 1")
         expect(page.locator("#chart .s-submitted").first).to_be_attached()
-        dl = next(d for d in _dead_letters(fed, "mx") if d["jti"] == scene.dead_jti)
+        # the expired dead letter: its Retry is disabled, and says why
+        gone = next(d for d in _dead_letters(fed, "mx") if d["jti"] == scene.dead_jti)
+        assert gone["expired"] is True and gone["code"] == "expired", gone
+        expired_row = page.locator(f'#dead-letters tr.dead-letter[data-id="{gone["id"]}"]')
+        expect(expired_row).to_have_count(1)
+        expect(expired_row).to_contain_text("expired")
+        expect(expired_row.get_by_role("button", name="Retry")).to_be_disabled()
+        expect(expired_row.get_by_role("button", name="Retry")).to_have_attribute(
+            "title", f"Message {scene.dead_jti} expired at {gone['exp']}; a signed expiry cannot be extended: "
+                     "discard it, and have the origin send a new message.")
+        # the one the hub rejected has not expired: it can be retried
+        dl = next(d for d in _dead_letters(fed, "mx") if d["jti"] == scene.rejected_jti)
+        assert dl["expired"] is False and dl["code"] == "classification_exceeded", dl
         row = page.locator(f'#dead-letters tr.dead-letter[data-id="{dl["id"]}"]')
         expect(row).to_have_count(1)
-        expect(row).to_contain_text("expired")
+        expect(row).to_contain_text("classification_exceeded")
+        expect(row.get_by_role("button", name="Retry")).to_be_enabled()
         rejection = page.locator("#rejections tr.rejection")
         expect(rejection).to_have_count(1)
         expect(rejection.locator("td").nth(4)).to_have_text("01a21b13-0000-7000-8000-00000000f0f0")
@@ -252,10 +270,27 @@ def test_operator_sees_peers_and_queue_and_retries_a_dead_letter(scene: Scene, b
         page.screenshot(path=str(ARTIFACTS / "operator-before-retry.png"), full_page=True)
 
         row.get_by_role("button", name="Retry").click()
-        expect(page.locator("#notice")).to_contain_text(f"dead letter {dl['id']}")
+        expect(page.locator("#notice")).to_contain_text(f"dead letter {dl['id']} (message {scene.rejected_jti}): "
+                                                        "queued again")
         expect(row).to_have_count(0)
+        expect(expired_row).to_have_count(1)
         page.screenshot(path=str(ARTIFACTS / "operator-after-retry.png"), full_page=True)
         assert not problems, problems
+
+        # a page that still offers Retry on the expired one (e.g. loaded before it expired): the node refuses
+        # (409 expired), the page shows the node's own words, and the dead letter stays
+        expired_retry = expired_row.get_by_role("button", name="Retry")
+        expired_retry.evaluate("b => { b.disabled = false; }")
+        expired_retry.click()
+        expect(page.locator("#error")).to_have_text(
+            f"dead letter {gone['id']}: retry refused: message {scene.dead_jti} expired at {gone['exp']}; a signed "
+            "expiry cannot be extended: discard it, and have the origin send a new message")
+        expect(page.locator("#notice")).to_be_hidden()
+        expect(expired_row).to_have_count(1)
+        expect(expired_row.get_by_role("button", name="Retry")).to_be_disabled()
+        page.screenshot(path=str(ARTIFACTS / "operator-retry-refused.png"), full_page=True)
+        assert [p for p in problems if "409" not in p] == [], problems
+        assert len([p for p in problems if p.startswith("HTTP 409: ") and p.endswith(f"/{gone['id']}/retry")]) == 1
     finally:
         ctx.close()
 
@@ -264,9 +299,16 @@ def test_operator_sees_peers_and_queue_and_retries_a_dead_letter(scene: Scene, b
         assert status == 200, doc
         return [json.loads(base64.b64decode(e["entry"])) for e in doc["entries"]]
 
-    done = fed.wait_for(lambda: [a for a in actions() if a["jti"] == scene.dead_jti])
-    assert done[0]["action"] == "dead_letter.retry" and done[0]["operator"] == "default"
+    done = fed.wait_for(lambda: [a for a in actions() if a["jti"] == scene.rejected_jti])
+    assert [(a["action"], a["operator"], a.get("outcome")) for a in done] == [("dead_letter.retry", "default", None)]
     assert dl["id"] not in [d["id"] for d in _dead_letters(fed, "mx")]
+    assert _state(fed, "mx", scene.rejected_jti) == "queued"  # for the hub, which is down
+    # the refused retry changed nothing and is audited, with the reason
+    assert gone["id"] in [d["id"] for d in _dead_letters(fed, "mx")]
+    refused = fed.wait_for(lambda: [a for a in actions() if a["jti"] == scene.dead_jti])
+    assert [(a["action"], a["operator"], a["outcome"]) for a in refused] == [
+        ("dead_letter.retry", "default", "refused")], refused
+    assert refused[0]["reason"].startswith(f"message {scene.dead_jti} expired at {gone['exp']}; ")
 
 
 def test_auditor_finds_a_message_and_the_browser_verifies_its_proofs(scene: Scene, browser: Any) -> None:

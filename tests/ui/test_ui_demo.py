@@ -12,9 +12,12 @@ In headless Chromium (Debian's `chromium`, via Playwright):
 - operator: sees mx's peer latam-hub (its hub) and a queue to it: latam-hub is frozen (SIGSTOP) and mx's
   national system submits a `notice` to co with `ttl_seconds` 2. mx's send to the frozen hub hangs until
   its peer-client timeout (up to 30 s on a kept-alive connection), then the envelope, its `exp` past,
-  becomes a dead letter at mx (gateway/node/forward.py `_expire`). latam-hub is resumed (SIGCONT, always),
-  the operator clicks Retry: the row leaves the list and mx's audit log holds the `operator.action`. (Its
-  signed `exp` being past, the re-queued envelope expires again at once, as a new dead letter.)
+  becomes a dead letter at mx (gateway/node/forward.py `_expire`). latam-hub is resumed (SIGCONT, always).
+  Its signed `exp` being past, the row's Retry is disabled and says why; a retry through the API is refused
+  (409 `expired`, the dead letter stays, the refusal audited); the operator clicks Discard and confirms: the
+  row leaves the list and mx's audit log holds both `operator.action` entries. (The demo's nodes share one
+  classification ceiling and one policy, so no next hop there rejects what mx itself accepted: a dead
+  letter that can be retried is the subject of tests/ui/test_ui_dashboard.py.)
 - auditor (while mx waits on the frozen hub): finds the first trace request (DIR/evidence/<id>.json,
   printed by the demo) by id and sees every audit entry's inclusion proof, the checkpoint signature and
   the route across hops verified by the page's JavaScript.
@@ -277,12 +280,24 @@ def test_printed_demo_login_works_for_operator_and_auditor(tmp_path: Path) -> No
                 expect(row).to_contain_text("expired")
                 expect(row.locator("td").nth(3)).to_have_text("latam-hub")
                 dl = next(d for d in dead_letters(mx) if d["jti"] == short)
+                assert dl["expired"] is True and dl["code"] == "expired", dl
+                why = (f"message {short} expired at {dl['exp']}; a signed expiry cannot be extended: discard it, "
+                       "and have the origin send a new message")
+                retry = row.get_by_role("button", name="Retry")
+                expect(retry).to_be_disabled()
+                expect(retry).to_have_attribute("title", f"M{why[1:]}.")
                 op.screenshot(path=str(ARTIFACTS / "demo-operator.png"), full_page=True)
 
-                row.get_by_role("button", name="Retry").click()
-                expect(op.locator("#notice")).to_contain_text(f"dead letter {dl['id']} (message {short}): queued again")
+                # the node refuses the retry all the same (409 expired); the dead letter stays
+                status, doc = local_request(mx, "operator", "POST", f"/ops/v1/dead-letters/{dl['id']}/retry", b"")
+                assert (status, doc["code"], doc["detail"]) == (409, "expired", why), (status, doc)
+                assert dl["id"] in [d["id"] for d in dead_letters(mx)]
+
+                op.once("dialog", lambda d: d.accept())  # "Discard dead letter ...? This is audited."
+                row.get_by_role("button", name="Discard").click()
+                expect(op.locator("#notice")).to_contain_text(f"dead letter {dl['id']} (message {short}): discarded")
                 expect(op.locator(f'#dead-letters tr.dead-letter[data-id="{dl["id"]}"]')).to_have_count(0)
-                op.screenshot(path=str(ARTIFACTS / "demo-operator-after-retry.png"), full_page=True)
+                op.screenshot(path=str(ARTIFACTS / "demo-operator-after-discard.png"), full_page=True)
                 assert not op_problems, op_problems
                 op_ctx.close()
             finally:
@@ -292,15 +307,11 @@ def test_printed_demo_login_works_for_operator_and_auditor(tmp_path: Path) -> No
                 browser.close()
 
         actions = [a for a in audit_entries(mx, "event=operator.action") if a.get("jti") == short]
-        assert [(a["action"], a["operator"]) for a in actions] == [("dead_letter.retry", "default")], actions
-        assert dl["id"] not in [d["id"] for d in dead_letters(mx)]
-        # its signed exp has passed, so the retried envelope expires again at once: a new dead letter
-        deadline = time.monotonic() + 15
-        again: list[dict[str, Any]] = []
-        while not again and time.monotonic() < deadline:
-            again = [d for d in dead_letters(mx) if d["jti"] == short]
-            time.sleep(0.2)
-        assert [(d["code"], d["peer"]) for d in again] == [("expired", "latam-hub")] and again[0]["id"] != dl["id"]
+        assert [(a["action"], a["operator"], a.get("outcome"), a.get("reason")) for a in actions] == [
+            ("dead_letter.retry", "default", "refused", why), ("dead_letter.discard", "default", None, None)], actions
+        assert not [d for d in dead_letters(mx) if d["jti"] == short]
+        status, doc = local_request(mx, "system", "GET", f"/local/v1/messages/{short}")
+        assert status == 200 and doc["state"] == "discarded", doc
     finally:
         if frozen is not None:
             os.kill(frozen, signal.SIGCONT)

@@ -122,7 +122,13 @@ window.TrazaProofs = { rootFromInclusionProof, verifyInclusion, parseCheckpoint,
 
 const $ = (id) => document.getElementById(id);
 
-class ApiError extends Error {}
+class ApiError extends Error {
+  constructor(message, status, detail) {
+    super(message);
+    this.status = status;
+    this.detail = detail;
+  }
+}
 
 async function api(path, options = {}) {
   const resp = await fetch(path, { credentials: "same-origin", ...options });
@@ -130,7 +136,7 @@ async function api(path, options = {}) {
   const body = type.includes("json") ? await resp.json() : await resp.text();
   if (!resp.ok) {
     const detail = body && body.detail ? body.detail : String(body).slice(0, 200);
-    throw new ApiError(`${options.method || "GET"} ${path}: ${resp.status} ${detail}`);
+    throw new ApiError(`${options.method || "GET"} ${path}: ${resp.status} ${detail}`, resp.status, detail);
   }
   return body;
 }
@@ -222,6 +228,14 @@ async function refreshOperator() {
     const actions = el("span");
     const retry = el("button", "Retry", "retry");
     retry.type = "button";
+    if (d.expired) {
+      // a signed expiry cannot be extended: the node refuses such a retry (409 expired)
+      retry.disabled = true;
+      retry.title = `Message ${d.jti} expired at ${d.exp}; a signed expiry cannot be extended: ` +
+        "discard it, and have the origin send a new message.";
+    } else {
+      retry.title = `Queue message ${d.jti} again for ${d.peer} (expires at ${d.exp})`;
+    }
     retry.addEventListener("click", () => deadLetter(d.id, "retry"));
     const discard = el("button", "Discard", "discard");
     discard.type = "button";
@@ -241,13 +255,25 @@ async function refreshOperator() {
   drawChart(tp);
 }
 
+let actionRefused = null;  // the node's refusal of the last dead-letter action, if it refused it
+
 async function deadLetter(id, action) {
   try {
     const res = await api(`/ops/v1/dead-letters/${encodeURIComponent(id)}/${action}`, { method: "POST" });
+    actionRefused = null;
+    showError(null);
     notify(`dead letter ${res.id} (message ${res.jti}): ${action === "retry" ? "queued again" : "discarded"}; audited as operator.action`);
     await refreshOperator();
   } catch (err) {
-    showError(err);
+    if (err instanceof ApiError && err.detail) {
+      // e.g. 409 expired: the server's own words; the dead letter is still there
+      notify(null);
+      actionRefused = `dead letter ${id}: ${action} refused: ${err.detail}`;
+      showError(actionRefused);
+      await refreshOperator().catch(() => {});  // the 5 s refresh reports a failing view
+    } else {
+      showError(err);
+    }
   }
 }
 
@@ -540,7 +566,8 @@ async function main() {
   document.title = `Traza ${me.node}: ${me.role}`;
   if (me.role === "operator") {
     $("operator-view").hidden = false;
-    const tick = () => refreshOperator().then(() => showError(null), showError);
+    // a refused operator action stays on screen until the next action; a failed refresh shows until one works
+    const tick = () => refreshOperator().then(() => showError(actionRefused), showError);
     await tick();
     setInterval(tick, 5000);
   } else if (me.role === "auditor") {
