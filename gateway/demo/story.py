@@ -27,7 +27,10 @@ NODES: list[NodeSpec] = [
     NodeSpec("eu-hub", "hub", "NL", name="EU hub (Europol, The Hague)"),
     NodeSpec("latam-hub", "hub", "CO", name="Latin-American hub (AMERIPOL, Bogotá)"),
     NodeSpec("mx", "national", "MX", hub="latam-hub", name="Fiscalía General de la República"),
-    NodeSpec("co", "national", "CO", hub="latam-hub", name="Policía Nacional de Colombia"),
+    # accredited for BASIC_PROTECTION_LEVEL only (the story sends nothing above it): latam-hub refuses to
+    # relay anything higher to co, so an operator can see a policy rejection and retry it
+    NodeSpec("co", "national", "CO", hub="latam-hub", name="Policía Nacional de Colombia",
+             max_classification="BASIC_PROTECTION_LEVEL"),
     NodeSpec("es", "national", "ES", hub="eu-hub", name="Guardia Civil, Intervención Central de Armas"),
     NodeSpec("it", "national", "IT", hub="eu-hub", name="Polizia di Stato, Servizio Armi"),
     NodeSpec("de", "national", "DE", hub="eu-hub", name="Bundeskriminalamt"),

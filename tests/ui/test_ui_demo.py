@@ -9,19 +9,22 @@ PKCS#12 bundles and their one-time password. Those printed values, and nothing t
 what Chromium logs in with. At exit the JSON summary's "dashboard" key must name the same values.
 
 In headless Chromium (Debian's `chromium`, via Playwright):
-- operator: sees mx's peer latam-hub (its hub) and a queue to it: latam-hub is frozen (SIGSTOP) and mx's
-  national system submits a `notice` to co with `ttl_seconds` 2. mx's send to the frozen hub hangs until
-  its peer-client timeout (up to 30 s on a kept-alive connection), then the envelope, its `exp` past,
-  becomes a dead letter at mx (gateway/node/forward.py `_expire`). latam-hub is resumed (SIGCONT, always).
-  Its signed `exp` being past, the row's Retry is disabled and says why; a retry through the API is refused
-  (409 `expired`, the dead letter stays, the refusal audited); the operator clicks Discard and confirms: the
-  row leaves the list and mx's audit log holds both `operator.action` entries. (The demo's nodes share one
-  classification ceiling and one policy, so no next hop there rejects what mx itself accepted: a dead
-  letter that can be retried is the subject of tests/ui/test_ui_dashboard.py.)
-- auditor (while mx waits on the frozen hub): finds the first trace request (DIR/evidence/<id>.json,
-  printed by the demo) by id and sees every audit entry's inclusion proof, the checkpoint signature and
-  the route across hops verified by the page's JavaScript.
-Screenshots go to $TRAZA_ARTIFACTS (default tests/ui/artifacts/): demo-operator.png, demo-auditor.png.
+- operator: sees mx's peer latam-hub (its hub), a queue to it and a dead letter that can be retried. mx's
+  national system submits a `notice` to co classified RESTREINT_UE: mx and its next hop latam-hub may carry
+  it, but co is accredited for BASIC_PROTECTION_LEVEL only (gateway/demo/story.py), so latam-hub rejects it
+  and it becomes a dead letter at mx (`classification_exceeded`, not expired). Then latam-hub is frozen
+  (SIGSTOP) briefly and a `notice` (BASIC_PROTECTION_LEVEL, default TTL) waits in mx's queue to it; the
+  page shows the peer, the queue and the dead letter with Retry enabled (screenshot), and latam-hub is
+  resumed (SIGCONT, always). The operator clicks Retry: the row with that id leaves the list, the message
+  is queued again, latam-hub rejects it again (a new dead letter for the same message, the timeline ends
+  failed, queued, failed), mx's audit log holds one `operator.action` `dead_letter.retry` entry, not
+  refused, and the waiting notice is delivered to co. (A retry refused because the message expired is the
+  subject of tests/ui/test_ui_dashboard.py and tests/transport/test_transport_dead_letters.py.)
+- auditor: finds the first trace request (DIR/evidence/<id>.json, printed by the demo) by id and sees every
+  audit entry's inclusion proof, the checkpoint signature and the route across hops verified by the page's
+  JavaScript.
+Screenshots go to $TRAZA_ARTIFACTS (default tests/ui/artifacts/): demo-operator.png,
+demo-operator-after-retry.png, demo-auditor.png.
 The demo is stopped with SIGINT (its Ctrl-C path) and must stop every node it started: the test kills
 any survivor, then fails naming it. Without Debian's chromium the test is skipped, except under CI.
 """
@@ -37,6 +40,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +54,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 STANDARD = "application/vnd.traza.message+json"
 READY_LINE = "federation running; Ctrl-C to stop"
 READY_TIMEOUT = 120.0  # building the PKI, eleven nodes and the whole story
-DEAD_LETTER_TIMEOUT = 50.0  # ttl 2 s + a send to the frozen hub hanging up to the peer client's 30 s
+WAIT_TIMEOUT = 30.0  # a rejection by latam-hub, a retry, a delivery: each takes well under a second
 STOP_TIMEOUT = 30.0
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -170,6 +174,32 @@ def audit_entries(cfg: Config, query: str) -> list[dict[str, Any]]:
     return [json.loads(base64.b64decode(e["entry"])) for e in doc["entries"]]
 
 
+def submit(cfg: Config, classification: str, text: str) -> str:
+    """mx's national system submits a `notice` to co; returns the message id."""
+    msg = {"type": "notice", "to": "co", "handling": "H1", "classification": classification,
+           "purpose": "INVESTIGATION", "body": {"title": "Dashboard test", "text": text}}
+    status, doc = local_request(cfg, "system", "POST", "/local/v1/messages", json.dumps(msg).encode(), STANDARD)
+    assert status == 201, doc
+    return str(doc["id"])
+
+
+def message(cfg: Config, jti: str) -> dict[str, Any]:
+    status, doc = local_request(cfg, "system", "GET", f"/local/v1/messages/{jti}")
+    assert status == 200, doc
+    return dict(doc)
+
+
+def wait_until(what: str, found: Callable[[], Any], timeout: float = WAIT_TIMEOUT) -> Any:
+    """Polls ``found()`` until it returns something truthy; fails naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = found()
+        if got:
+            return got
+        time.sleep(0.1)
+    pytest.fail(f"{what}: not within {timeout} s")
+
+
 def new_page(browser: Any, login: dict[str, str], role: str) -> tuple[Any, Any, list[str]]:
     origin = login["url"].removesuffix("/ui/")
     ctx = browser.new_context(
@@ -214,20 +244,20 @@ def test_printed_demo_login_works_for_operator_and_auditor(tmp_path: Path) -> No
         mx = load_config(root / "nodes" / "mx.toml")
         assert login["url"] == f"https://{mx.listen.local}/ui/"
 
+        # a dead letter that can be retried: latam-hub will not relay RESTREINT_UE to co (its ceiling is BASIC)
+        secret = submit(mx, "RESTREINT_UE", "Above co's accreditation: latam-hub rejects it.")
+        first = wait_until(f"a dead letter at mx for message {secret}",
+                           lambda: next((d for d in dead_letters(mx) if d["jti"] == secret), None))
+        assert first["code"] == "classification_exceeded" and first["expired"] is False, first
+        assert first["peer"] == "latam-hub" and "exceeds co's ceiling BASIC_PROTECTION_LEVEL" in first["detail"], first
+
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
             try:
-                # freeze mx's hub; a short-lived notice from mx's national system waits in mx's queue
+                # freeze mx's hub briefly: a notice from mx's national system waits in mx's queue to it
                 frozen = next(pid for pid, n in nodes.items() if n == "latam-hub")
                 os.kill(frozen, signal.SIGSTOP)
-                msg = {"type": "notice", "to": "co", "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
-                       "purpose": "INVESTIGATION", "ttl_seconds": 2,
-                       "body": {"title": "Dashboard test", "text": "Expires while latam-hub is frozen."}}
-                status, doc = local_request(mx, "system", "POST", "/local/v1/messages", json.dumps(msg).encode(),
-                                            STANDARD)
-                assert status == 201, doc
-                short = doc["id"]
-                submitted = time.monotonic()
+                waiting = submit(mx, "BASIC_PROTECTION_LEVEL", "Waits while latam-hub is frozen.")
 
                 op_ctx, op, op_problems = new_page(browser, login, "operator")
                 resp = op.goto(login["url"])
@@ -243,8 +273,37 @@ def test_printed_demo_login_works_for_operator_and_auditor(tmp_path: Path) -> No
                 expect(queue.locator("td").nth(0)).to_have_text("latam-hub")
                 assert int(queue.locator("td").nth(1).inner_text()) >= 1  # the notice, waiting
                 expect(op.locator("#status")).to_contain_text("manifest version")
+                row = op.locator(f'#dead-letters tr.dead-letter[data-id="{first["id"]}"]')
+                expect(row).to_have_count(1)
+                expect(row).to_contain_text(secret)
+                expect(row).to_contain_text("classification_exceeded")
+                expect(row.locator("td").nth(3)).to_have_text("latam-hub")
+                retry = row.get_by_role("button", name="Retry")
+                expect(retry).to_be_enabled()
+                op.screenshot(path=str(ARTIFACTS / "demo-operator.png"), full_page=True)
+                os.kill(frozen, signal.SIGCONT)
+                frozen = None
 
-                # meanwhile the auditor finds the first trace request of the story
+                # Retry: queued again, the row leaves; latam-hub rejects it again (a new dead letter)
+                retry.click()
+                expect(op.locator("#notice")).to_contain_text(
+                    f"dead letter {first['id']} (message {secret}): queued again")
+                expect(row).to_have_count(0)
+                again = wait_until(f"a new dead letter at mx for message {secret} after the retry",
+                                   lambda: next((d for d in dead_letters(mx)
+                                                 if d["jti"] == secret and d["id"] != first["id"]), None))
+                assert again["code"] == "classification_exceeded", again
+                assert first["id"] not in [d["id"] for d in dead_letters(mx)]
+                timeline = [step["state"] for step in message(mx, secret)["timeline"]]
+                assert timeline[-3:] == ["failed", "queued", "failed"], timeline
+                # the page shows the new dead letter (it reloads after an action, and every 5 s)
+                expect(op.locator(f'#dead-letters tr.dead-letter[data-id="{again["id"]}"]')).to_have_count(
+                    1, timeout=10_000)
+                op.screenshot(path=str(ARTIFACTS / "demo-operator-after-retry.png"), full_page=True)
+                assert not op_problems, op_problems
+                op_ctx.close()
+
+                # the auditor finds the first trace request of the story
                 n_entries = len(audit_entries(mx, f"jti={first_trace}"))
                 assert n_entries >= 2
                 au_ctx, au, au_problems = new_page(browser, login, "auditor")
@@ -270,48 +329,17 @@ def test_printed_demo_login_works_for_operator_and_auditor(tmp_path: Path) -> No
                     assert not au_problems, au_problems
                 finally:
                     au_ctx.close()
-
-                # the notice expires into a dead letter at mx (the page refreshes every 5 s)
-                row = op.locator("#dead-letters tr.dead-letter", has_text=short)
-                left = DEAD_LETTER_TIMEOUT - (time.monotonic() - submitted)
-                expect(row).to_have_count(1, timeout=max(1.0, left) * 1000)
-                os.kill(frozen, signal.SIGCONT)
-                frozen = None
-                expect(row).to_contain_text("expired")
-                expect(row.locator("td").nth(3)).to_have_text("latam-hub")
-                dl = next(d for d in dead_letters(mx) if d["jti"] == short)
-                assert dl["expired"] is True and dl["code"] == "expired", dl
-                why = (f"message {short} expired at {dl['exp']}; a signed expiry cannot be extended: discard it, "
-                       "and have the origin send a new message")
-                retry = row.get_by_role("button", name="Retry")
-                expect(retry).to_be_disabled()
-                expect(retry).to_have_attribute("title", f"M{why[1:]}.")
-                op.screenshot(path=str(ARTIFACTS / "demo-operator.png"), full_page=True)
-
-                # the node refuses the retry all the same (409 expired); the dead letter stays
-                status, doc = local_request(mx, "operator", "POST", f"/ops/v1/dead-letters/{dl['id']}/retry", b"")
-                assert (status, doc["code"], doc["detail"]) == (409, "expired", why), (status, doc)
-                assert dl["id"] in [d["id"] for d in dead_letters(mx)]
-
-                op.once("dialog", lambda d: d.accept())  # "Discard dead letter ...? This is audited."
-                row.get_by_role("button", name="Discard").click()
-                expect(op.locator("#notice")).to_contain_text(f"dead letter {dl['id']} (message {short}): discarded")
-                expect(op.locator(f'#dead-letters tr.dead-letter[data-id="{dl["id"]}"]')).to_have_count(0)
-                op.screenshot(path=str(ARTIFACTS / "demo-operator-after-discard.png"), full_page=True)
-                assert not op_problems, op_problems
-                op_ctx.close()
             finally:
                 if frozen is not None:
                     os.kill(frozen, signal.SIGCONT)
                     frozen = None
                 browser.close()
 
-        actions = [a for a in audit_entries(mx, "event=operator.action") if a.get("jti") == short]
-        assert [(a["action"], a["operator"], a.get("outcome"), a.get("reason")) for a in actions] == [
-            ("dead_letter.retry", "default", "refused", why), ("dead_letter.discard", "default", None, None)], actions
-        assert not [d for d in dead_letters(mx) if d["jti"] == short]
-        status, doc = local_request(mx, "system", "GET", f"/local/v1/messages/{short}")
-        assert status == 200 and doc["state"] == "discarded", doc
+        actions = [a for a in audit_entries(mx, "event=operator.action") if a.get("jti") == secret]
+        assert [(a["action"], a["operator"], a.get("outcome")) for a in actions] == [
+            ("dead_letter.retry", "default", None)], actions
+        # the notice that waited for the frozen hub went on: co's system (the demo) acknowledged it
+        wait_until(f"message {waiting} delivered to co", lambda: message(mx, waiting)["state"] == "delivered")
     finally:
         if frozen is not None:
             os.kill(frozen, signal.SIGCONT)
