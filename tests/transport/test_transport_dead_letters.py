@@ -15,13 +15,13 @@ import asyncio
 import base64
 import contextlib
 import json
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from core.message_examples import example
+from kit.waiting import eventually
 
 from gateway.cli.main import main as traza
 from gateway.cli.node import local_request
@@ -32,18 +32,6 @@ from gateway.node import Node
 LIMITS = {"retry_min": 0.05, "retry_max": 0.3, "checkpoint_interval": 60.0}
 SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),
          NodeSpec("es", "national", "ES", hub="hub", max_classification="BASIC_PROTECTION_LEVEL")]
-
-
-async def eventually(what: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = what()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return got
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"not met within {timeout} s")
 
 
 async def call(cfg: Config, method: str, path: str) -> tuple[int, Any]:
@@ -80,7 +68,7 @@ async def test_retry_of_an_expired_dead_letter_is_refused_and_audited_a_live_one
         # a dead letter that has not expired: the hub rejects RESTREINT_UE above es's ceiling
         async with started(built["hub"].config):
             secret = await mx.submit(mt="notice", to="es", body=body, system="test", cls="RESTREINT_UE")
-            first = await eventually(lambda: _find(dead_letters(cfg), secret))
+            first = await eventually(lambda: _find(dead_letters(cfg), secret), timeout=20.0)
             assert first["code"] == "classification_exceeded" and first["expired"] is False, first
             status, doc = await call(cfg, "POST", f"/ops/v1/dead-letters/{first['id']}/retry")
             assert status == 200 and doc == {"id": first["id"], "jti": secret, "action": "retry", "peer": "hub"}, doc
@@ -88,7 +76,7 @@ async def test_retry_of_an_expired_dead_letter_is_refused_and_audited_a_live_one
             assert [(a["action"], a["operator"], "outcome" in a) for a in done] == [
                 ("dead_letter.retry", "default", False)], done
             # queued again, sent again, rejected again: a new dead letter for the same message
-            again = await eventually(lambda: _find(dead_letters(cfg), secret, other_than=first["id"]))
+            again = await eventually(lambda: _find(dead_letters(cfg), secret, other_than=first["id"]), timeout=20.0)
             assert again["code"] == "classification_exceeded", again
             status_doc = await mx.message_status(secret) or {}
             timeline = [step["state"] for step in status_doc["timeline"]]
@@ -96,7 +84,7 @@ async def test_retry_of_an_expired_dead_letter_is_refused_and_audited_a_live_one
 
         # the hub is down now: a 2 s message expires in mx's queue into a dead letter
         short = await mx.submit(mt="notice", to="es", body=body, system="test", ttl=2)
-        dead = await eventually(lambda: _find(dead_letters(cfg), short))
+        dead = await eventually(lambda: _find(dead_letters(cfg), short), timeout=20.0)
         assert dead["code"] == "expired" and dead["expired"] is True, dead
         assert dead["exp"].endswith("Z") and len(dead["exp"]) == 20, dead
 
@@ -109,7 +97,7 @@ async def test_retry_of_an_expired_dead_letter_is_refused_and_audited_a_live_one
         assert [d["id"] for d in await dead_letters(cfg) if d["jti"] == short] == [dead["id"]]
         assert (await mx.message_status(short) or {})["state"] == "failed"
         assert mx.queue_depth == 0
-        refused = await eventually(lambda: actions(mx, short))
+        refused = await eventually(lambda: actions(mx, short), timeout=20.0)
         assert [(a["action"], a["operator"], a["outcome"], a["reason"]) for a in refused] == [
             ("dead_letter.retry", "default", "refused", doc["detail"])], refused
 

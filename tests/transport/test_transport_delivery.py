@@ -11,7 +11,6 @@ import datetime as dt
 import ipaddress
 import json
 import ssl
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from kit.waiting import eventually
 
 from adapters import get_adapter
 from gateway.config import ConfigError, load_config
@@ -137,18 +137,6 @@ async def running(built: dict[str, LocalNode]) -> AsyncIterator[dict[str, Node]]
     finally:
         for n in nodes.values():
             await n.stop()
-
-
-async def eventually(what: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = what()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return got
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"not met within {timeout} s")
 
 
 async def send_notice(nodes: dict[str, Node], title: str = "t") -> str:

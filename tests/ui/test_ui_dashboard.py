@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 import pytest
 from fedproc import Federation, submit  # tests/e2e helper
+from kit.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path
 
 from gateway.crypto.tls import client_context
 from gateway.localfed import NodeSpec
@@ -36,24 +35,6 @@ from core.message_examples import example
 SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),
          NodeSpec("es", "national", "ES", hub="hub", max_classification="BASIC_PROTECTION_LEVEL")]
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "merkle" / "inclusion"
-ARTIFACTS = Path(os.environ.get("TRAZA_ARTIFACTS") or Path(__file__).resolve().parent / "artifacts")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-
-
-def chromium_path() -> str:
-    """Debian's chromium, or skip (fail under CI: the dashboard test must never be skipped silently)."""
-    path = os.environ.get("TRAZA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        path, why = None, "the playwright package is not installed (pip install -e '.[test]')"
-    else:
-        why = "Debian's chromium is not installed (apt-get install chromium)"
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"dashboard browser test cannot run under CI: {why}")
-        pytest.skip(why)
-    return path
 
 
 # --- the federation, with a delivered message, a queue and two dead letters at mx ---------------------

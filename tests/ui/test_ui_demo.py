@@ -35,7 +35,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -45,34 +44,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path
 
 from gateway.cli.node import local_request
 from gateway.config import Config, load_config
 
-ARTIFACTS = Path(os.environ.get("TRAZA_ARTIFACTS") or Path(__file__).resolve().parent / "artifacts")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 STANDARD = "application/vnd.traza.message+json"
 READY_LINE = "federation running; Ctrl-C to stop"
 READY_TIMEOUT = 120.0  # building the PKI, eleven nodes and the whole story
 WAIT_TIMEOUT = 30.0  # a rejection by latam-hub, a retry, a delivery: each takes well under a second
 STOP_TIMEOUT = 30.0
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def chromium_path() -> str:
-    """Debian's chromium, or skip (fail under CI: the dashboard test must never be skipped silently)."""
-    path = os.environ.get("TRAZA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        path, why = None, "the playwright package is not installed (pip install -e '.[test]')"
-    else:
-        why = "Debian's chromium is not installed (apt-get install chromium)"
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"demo dashboard browser test cannot run under CI: {why}")
-        pytest.skip(why)
-    return path
 
 
 # --- the demo process ------------------------------------------------------------------------------------
@@ -218,7 +200,7 @@ def new_page(browser: Any, login: dict[str, str], role: str) -> tuple[Any, Any, 
 
 @pytest.mark.timeout(240)
 def test_printed_demo_login_works_for_operator_and_auditor(tmp_path: Path) -> None:
-    exe = chromium_path()
+    exe = chromium_path("demo dashboard browser test")
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
