@@ -156,17 +156,21 @@ async def _drain_inbox(ctx: _Ctx, n: int) -> None:
             await asyncio.gather(*(ack(m["id"]) for m in msgs))
 
 
+def _rows(db: Path, sql: str) -> list[Any]:
+    """One read-only query of a node's database (the node keeps writing it meanwhile)."""
+    con = _ro(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 async def _wait_delivered(ctx: _Ctx, n: int, sent: dict[str, float]) -> tuple[float, list[float]]:
     """Wait until all ``n`` are in es's inbox; return the last delivered_at and each message's latency."""
     db = ctx.fed.nodes["es"].data_dir / "node.db"
     while True:
         _remaining(ctx, "waiting for delivery at es")
-        con = _ro(db)
-        try:
-            rows = con.execute("SELECT jti, delivered_at FROM inbox").fetchall()
-        finally:
-            con.close()
-        got = {j: t for j, t in rows if j in sent}
+        got = {j: t for j, t in _rows(db, "SELECT jti, delivered_at FROM inbox") if j in sent}
         if len(got) >= n:
             return max(got.values()), [(got[j] - sent[j]) * 1000 for j in got]
         await asyncio.sleep(0.1)
@@ -176,12 +180,7 @@ async def _wait_receipts(ctx: _Ctx, sent: dict[str, float]) -> int:
     db = ctx.fed.nodes["mx"].data_dir / "node.db"
     while True:
         _remaining(ctx, "waiting for receipts at mx")
-        con = _ro(db)
-        try:
-            rows = con.execute("SELECT jti FROM messages WHERE state = 'delivered'").fetchall()
-        finally:
-            con.close()
-        done = sum(1 for (j,) in rows if j in sent)
+        done = sum(1 for (j,) in _rows(db, "SELECT jti FROM messages WHERE state = 'delivered'") if j in sent)
         if done >= len(sent):
             return done
         await asyncio.sleep(0.1)
@@ -362,11 +361,8 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
             res = asyncio.run(_traza(ctx, messages, size))
             stat1 = _proc_cpu(pids)
             rss = _peak_rss_mib(pids)
-            con = _ro(fed.nodes["mx"].data_dir / "node.db")
-            try:
-                envs = [bytes(e) for j, e in con.execute("SELECT jti, envelope FROM messages") if j in res["sent"]]
-            finally:
-                con.close()
+            rows = _rows(fed.nodes["mx"].data_dir / "node.db", "SELECT jti, envelope FROM messages")
+            envs = [bytes(e) for j, e in rows if j in res["sent"]]
         finally:
             fed.stop_all()
         cpu = stat1 - stat0
