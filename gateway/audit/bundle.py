@@ -12,7 +12,9 @@ Offline verification, in order (each step names what failed):
  6. each hop verifies and chains (``prev``, ``from``/``to``), each ack verifies and acknowledges this
     token (``dig`` = b64url SHA-256 of the token string); an ack given by this node names an included
     entry (``idx``);
- 7. the receipt, if any, verifies, is a ``receipt`` for this message and its payload matches.
+ 7. the receipt, if any, verifies, its payload matches, and it may answer for this message (SPEC §5):
+    signed by the message's recipient, addressed to its origin, ``for``/``irt`` this message, ``dig`` this
+    token.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from gateway.core.note import (
     parse_checkpoint_text,
     parse_note,
 )
+from gateway.core.policy import Answer, Sent, check_answer_body, check_answer_signer
 from gateway.core.timeutil import rfc3339_seconds
 from gateway.crypto.keys import verifier_for
 
@@ -394,13 +397,12 @@ def verify_bundle(raw: bytes) -> BundleReport:
         else:
             line += f" (its own log entry {a.get('idx')})"
         report.proven.append(line)
-    # 7. the receipt
+    # 7. the receipt: signed by the message's recipient, for this message and this token (SPEC §5 "Who may
+    #    answer", the rule the origin node applies before it records a delivery)
     if b.receipt is not None:
         r = signers.verify(b.receipt.token, TYP_ENVELOPE, "receipt token")
-        if r.get("mt") != "receipt" or r.get("irt") != b.jti:
-            raise BundleError(
-                f"receipt token is a {r.get('mt')!r} replying to {r.get('irt')!r}, not a receipt for {b.jti}"
-            )
+        if r.get("mt") != "receipt":
+            raise BundleError(f"receipt token is a {r.get('mt')!r}, not a receipt")
         try:
             payload = b64url_decode(b.receipt.payload)
         except ValueError as exc:
@@ -408,17 +410,31 @@ def verify_bundle(raw: bytes) -> BundleReport:
         pld = r.get("pld") or {}
         if pld.get("sha256") != sha256_b64url(payload) or pld.get("len") != len(payload):
             raise BundleError("receipt payload does not match the digest and length its token signs")
-        line = f"receipt from {r.get('iss')} to {r.get('aud')}"
+        sent = Sent(jti=b.jti, iss=str(claims.get("iss")), aud=str(claims.get("aud")), dig=dig)
+        body: dict[str, Any] | None = None
         if pld.get("enc") is None:
             try:
                 body = _json.decode(payload)
             except msgspec.DecodeError as exc:
                 raise BundleError(f"receipt body is not JSON: {exc}") from None
-            if not isinstance(body, dict) or body.get("for") != b.jti or body.get("dig") != dig:
-                raise BundleError("receipt body is not for this message and token")
+            if not isinstance(body, dict):
+                raise BundleError("receipt body is not a JSON object")
+        answer = Answer(mt="receipt", jti=str(r.get("jti")), iss=str(r.get("iss")), aud=str(r.get("aud")),
+                        irt=r.get("irt"), for_=str(body.get("for") if body is not None else r.get("irt")),
+                        dig=body.get("dig") if body is not None else None)
+        try:
+            check_answer_signer(answer, sent, here=sent.iss)
+            if body is not None:
+                check_answer_body(answer, sent)
+        except TrazaError as err:
+            raise BundleError(f"receipt does not prove delivery: {err.detail}") from None
+        line = f"receipt from {r.get('iss')} to {r.get('aud')}"
+        if body is not None:
             line += f": {body.get('status')} at {body.get('at')}"
         else:
-            line += " (encrypted body: its signed digest is checked, its content is not readable offline)"
+            line += " (encrypted body: its signer and message are checked, its dig is not readable offline)"
+            report.notes.append("the receipt's body is encrypted to the origin: its dig (which token it "
+                                "acknowledges) cannot be checked offline")
         report.proven.append(line)
     unused = set(signers.keys) - signers.used
     if unused:

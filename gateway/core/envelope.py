@@ -415,65 +415,72 @@ def verify_envelope(
     if peer is not None and sender != peer:
         raise TrazaError(Code.PEER_MISMATCH, f"envelope was last sent by {sender!r} but TLS peer is {peer!r}")
 
-    # 7. Route: this node is aud or the correct next hop on the derived route.
-    route = fed.route(claims.iss, claims.aud)
-    travelled = [claims.iss, *(h.iss for h in hop_claims)]
-    if peer is not None or hop_claims:
-        travelled.append(here)
-    elif here != claims.iss:
-        raise TrazaError(Code.ROUTE_VIOLATION, f"an envelope with no hops and no peer must be {here!r}'s own")
-    if route[: len(travelled)] != travelled:
-        raise TrazaError(
-            Code.ROUTE_VIOLATION,
-            f"path {' → '.join(travelled)} is not on the route {' → '.join(route)}",
-        )
-    is_recipient = here == claims.aud
-    next_hop = None if is_recipient else route[len(travelled)]
-
-    # 8. Policy: type from sender kind to recipient kind; classification ceilings; encryption rule.
-    iss_node, aud_node, here_node = fed.nodes[claims.iss], fed.nodes[claims.aud], fed.nodes[here]
-    rule = fed.manifest.policy.get(claims.mt)
-    if rule is None:
-        raise TrazaError(Code.POLICY_DENIED, f"no policy allows {claims.mt!r} in this federation")
-    if iss_node.kind not in rule.senders:
-        raise TrazaError(Code.POLICY_DENIED, f"{claims.mt!r} may not be sent by a {iss_node.kind} node")
-    if aud_node.kind not in rule.recipients:
-        raise TrazaError(Code.POLICY_DENIED, f"{claims.mt!r} may not be sent to a {aud_node.kind} node")
-    level = CLASSIFICATION_ORDER[claims.cls]
-    for node in (here_node, fed.nodes[next_hop] if next_hop else None):
-        if node is not None and level > CLASSIFICATION_ORDER[node.max_classification]:
+    # From here on the envelope is authentic (every signature and the chain to the TLS peer checked):
+    # a refusal names its message id as verified (TrazaError.jti), so it may index evidence.
+    try:
+        # 7. Route: this node is aud or the correct next hop on the derived route.
+        route = fed.route(claims.iss, claims.aud)
+        travelled = [claims.iss, *(h.iss for h in hop_claims)]
+        if peer is not None or hop_claims:
+            travelled.append(here)
+        elif here != claims.iss:
+            raise TrazaError(Code.ROUTE_VIOLATION, f"an envelope with no hops and no peer must be {here!r}'s own")
+        if route[: len(travelled)] != travelled:
             raise TrazaError(
-                Code.CLASSIFICATION_EXCEEDED,
-                f"{claims.cls} exceeds {node.id}'s ceiling {node.max_classification}",
+                Code.ROUTE_VIOLATION,
+                f"path {' → '.join(travelled)} is not on the route {' → '.join(route)}",
             )
-    through_hub = any(fed.nodes[n].kind == "hub" for n in route[1:-1])
-    if rule.encrypt_through_hubs and through_hub and claims.pld.enc is None:
-        raise TrazaError(Code.ENCRYPTION_REQUIRED, f"{claims.mt!r} must be encrypted when it passes through a hub")
-    if claims.pld.enc is not None:
-        ref = fed.keys.get(claims.pld.enc.kid)
-        if ref is None or ref.node != claims.aud or ref.key.use != "enc":
-            raise TrazaError(
-                Code.ENCRYPTION_REQUIRED, f"payload is not encrypted to an enc key of {claims.aud!r}"
-            )
-        if claims.pld.enc.suite != SUITES.get(ref.key.kem or "", ""):
-            raise TrazaError(Code.ENCRYPTION_REQUIRED, f"suite {claims.pld.enc.suite!r} does not fit key {ref.key.kid}")
+        is_recipient = here == claims.aud
+        next_hop = None if is_recipient else route[len(travelled)]
 
-    # 9. Payload digest and length; at the recipient only, decryption and body validation.
-    if len(payload) != claims.pld.len or sha256_b64url(payload) != claims.pld.sha256:
-        raise TrazaError(Code.PAYLOAD_MISMATCH, "payload does not match pld.sha256/pld.len")
-    plaintext = None
-    body = None
-    if is_recipient:
-        plaintext = payload
+        # 8. Policy: type from sender kind to recipient kind; classification ceilings; encryption rule.
+        iss_node, aud_node, here_node = fed.nodes[claims.iss], fed.nodes[claims.aud], fed.nodes[here]
+        rule = fed.manifest.policy.get(claims.mt)
+        if rule is None:
+            raise TrazaError(Code.POLICY_DENIED, f"no policy allows {claims.mt!r} in this federation")
+        if iss_node.kind not in rule.senders:
+            raise TrazaError(Code.POLICY_DENIED, f"{claims.mt!r} may not be sent by a {iss_node.kind} node")
+        if aud_node.kind not in rule.recipients:
+            raise TrazaError(Code.POLICY_DENIED, f"{claims.mt!r} may not be sent to a {aud_node.kind} node")
+        level = CLASSIFICATION_ORDER[claims.cls]
+        for node in (here_node, fed.nodes[next_hop] if next_hop else None):
+            if node is not None and level > CLASSIFICATION_ORDER[node.max_classification]:
+                raise TrazaError(
+                    Code.CLASSIFICATION_EXCEEDED,
+                    f"{claims.cls} exceeds {node.id}'s ceiling {node.max_classification}",
+                )
+        through_hub = any(fed.nodes[n].kind == "hub" for n in route[1:-1])
+        if rule.encrypt_through_hubs and through_hub and claims.pld.enc is None:
+            raise TrazaError(Code.ENCRYPTION_REQUIRED, f"{claims.mt!r} must be encrypted when it passes through a hub")
         if claims.pld.enc is not None:
-            if open_payload is None:
-                raise TrazaError(Code.DECRYPT_FAILED, "no decryption key available at the recipient")
-            try:
-                plaintext = open_payload(payload, payload_info(claims.jti, claims.iss, claims.aud), claims.pld.enc.kid)
-            except Exception:
-                raise TrazaError(Code.DECRYPT_FAILED, f"payload of {claims.jti} could not be decrypted") from None
-        if decode_body is not None:
-            body = decode_body(claims.mt, plaintext)
+            ref = fed.keys.get(claims.pld.enc.kid)
+            if ref is None or ref.node != claims.aud or ref.key.use != "enc":
+                raise TrazaError(
+                    Code.ENCRYPTION_REQUIRED, f"payload is not encrypted to an enc key of {claims.aud!r}"
+                )
+            if claims.pld.enc.suite != SUITES.get(ref.key.kem or "", ""):
+                raise TrazaError(Code.ENCRYPTION_REQUIRED, f"suite {claims.pld.enc.suite!r} does not fit key {ref.key.kid}")
+
+        # 9. Payload digest and length; at the recipient only, decryption and body validation.
+        if len(payload) != claims.pld.len or sha256_b64url(payload) != claims.pld.sha256:
+            raise TrazaError(Code.PAYLOAD_MISMATCH, "payload does not match pld.sha256/pld.len")
+        plaintext = None
+        body = None
+        if is_recipient:
+            plaintext = payload
+            if claims.pld.enc is not None:
+                if open_payload is None:
+                    raise TrazaError(Code.DECRYPT_FAILED, "no decryption key available at the recipient")
+                try:
+                    plaintext = open_payload(payload, payload_info(claims.jti, claims.iss, claims.aud), claims.pld.enc.kid)
+                except Exception:
+                    raise TrazaError(Code.DECRYPT_FAILED, f"payload of {claims.jti} could not be decrypted") from None
+            if decode_body is not None:
+                body = decode_body(claims.mt, plaintext)
+
+    except TrazaError as err:
+        err.jti = claims.jti
+        raise
 
     return Verified(
         envelope=env,

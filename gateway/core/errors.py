@@ -45,10 +45,13 @@ class TrazaError(Exception):
     every signature failure looks the same to a peer (SPEC §4.2).
     """
 
-    def __init__(self, code: Code, detail: str) -> None:
+    def __init__(self, code: Code, detail: str, *, jti: str | None = None) -> None:
         super().__init__(f"{code.value}: {detail}")
         self.code = code
         self.detail = detail
+        # the message id the refused envelope *verifiably* names (its token and hop signatures and chain
+        # checked out), else None: only such an id may index the refusal in the audit log (issue #10 item 9)
+        self.jti = jti
 
     @property
     def public_detail(self) -> str:

@@ -24,6 +24,7 @@ from gateway.core.envelope import (
 from gateway.core.errors import Code, TrazaError
 from gateway.core.ids import uuid7
 from gateway.core.messages import MESSAGE_TYPES, decode_body
+from gateway.core.policy import ANSWER_TYPES
 from gateway.crypto.hpke import seal
 from gateway.crypto.keys import verifier_for
 from gateway.node.state import _NodeState
@@ -42,6 +43,9 @@ class OriginMixin(_NodeState):
         TrazaError (schema_invalid, unknown_node, policy_denied, ...) for what cannot be sent.
         ``attachments`` name complete blobs of the plaintext store (``sha256``, ``len``, ``ct``, ``name``)."""
         now = self.clock()
+        if mt in ANSWER_TYPES:  # SPEC §5: only the node answers, from what it saw happen
+            raise TrazaError(Code.POLICY_DENIED, f"a national system cannot submit a {mt!r}: the node sends "
+                             "receipts (after POST /local/v1/inbox/<id>/ack) and errors itself")
         decode_body(mt, body)
         fed = self.fed
         if fed.node(to) is None:
@@ -83,7 +87,10 @@ class OriginMixin(_NodeState):
         route = fed.route(self.id, to)
         through_hub = any(fed.nodes[n].kind == "hub" for n in route[1:-1])
         rule = fed.manifest.policy.get(mt)
-        encrypt = through_hub or bool(rule and rule.encrypt_through_hubs and len(route) > 2)
+        # content is always sealed when it passes a hub; answers (receipts, errors: ids, codes and times)
+        # follow their policy, unencrypted by default, so that an evidence bundle shows their ``for`` and
+        # ``dig`` to anyone who checks it offline (docs/security.md)
+        encrypt = (through_hub and mt not in ANSWER_TYPES) or bool(rule and rule.encrypt_through_hubs and len(route) > 2)
         kw: dict[str, Any] = {}
         if encrypt:
             ek = fed.current_key(to, "enc", now)

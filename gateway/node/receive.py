@@ -24,6 +24,7 @@ from gateway.core.envelope import (
 )
 from gateway.core.errors import Code, TrazaError
 from gateway.core.messages import MESSAGE_TYPES, decode_body
+from gateway.core.policy import ANSWER_TYPES, Answer, Sent, check_answer
 from gateway.crypto.keys import verifier_for
 from gateway.node.state import _NodeState
 from gateway.store import relay as st
@@ -61,21 +62,28 @@ class ReceiveMixin(_NodeState):
         for raw in raws:
             try:
                 ver = self._verify(bytes(raw), peer, now)
+            except TrazaError as err:
+                checked.append((err, _best_effort_jti(bytes(raw))))
+                continue
+            try:
                 if ver.claims.blobs:
                     self._check_blobs(ver)
                 checked.append(ver)
             except TrazaError as err:
-                checked.append((err, _best_effort_jti(bytes(raw))))
+                err.jti = ver.claims.jti  # the envelope itself verified
+                checked.append((err, ver.claims.jti))
         for i, item in enumerate(checked):
             if isinstance(item, Verified) and item.claims.blobs and item.next_hop is None:
                 try:  # recipient: decrypt the blobs for the national system (off the event loop)
                     await asyncio.to_thread(self._open_blobs, item)
                 except TrazaError as err:
+                    err.jti = item.claims.jti
                     checked[i] = (err, item.claims.jti)
                 except BlobError as exc:  # e.g. a message id that cannot name an index file
                     checked[i] = (TrazaError(Code.MALFORMED, f"blobs of {item.claims.jti[:64]}: {exc}"), None)
                 except OSError as exc:
-                    checked[i] = (TrazaError(Code.INTERNAL, f"blobs of {item.claims.jti}: {exc}"), item.claims.jti)
+                    checked[i] = (TrazaError(Code.INTERNAL, f"blobs of {item.claims.jti}: {exc}", jti=item.claims.jti),
+                                  item.claims.jti)
         results = await self.db.write(lambda conn: self._commit_received(conn, peer, checked, now))
         for v in checked:
             if isinstance(v, Verified):
@@ -91,6 +99,20 @@ class ReceiveMixin(_NodeState):
                           code=r.error.code if r.error else None)
         return results
 
+    @property
+    def max_batch(self) -> int:
+        return self.cfg.limits.max_batch
+
+    async def refuse_batch(self, peer: str, err: TrazaError, envelopes: int | None) -> None:
+        """A whole batch refused before any envelope was looked at: one audit entry, durable before the
+        answer, and nothing else kept (SPEC §4.1, §11)."""
+        now = self.clock()
+        event = {"event": "envelope.rejected", "from": peer, "to": self.id, "code": err.code.value,
+                 "detail": err.detail, **({"envelopes": envelopes} if envelopes is not None else {})}
+        await self.db.write(lambda conn: self.audit.stage(conn, [event], now))
+        self.metrics.received.labels("batch", peer, "rejected").inc()
+        self.log.warning("batch.rejected", peer=peer, code=err.code.value, envelopes=envelopes)
+
     def _commit_received(self, conn: sqlite3.Connection, peer: str,
                          checked: list[Verified | tuple[TrazaError, str | None]], now: float) -> list[Result]:
         out: list[Result] = []
@@ -98,7 +120,9 @@ class ReceiveMixin(_NodeState):
         for item in checked:
             if not isinstance(item, Verified):
                 err, jti = item
-                ids = {"jti": jti} if jti is not None else {}  # an unreadable token names no message
+                # only a verified message id indexes the entry (and so the message's evidence); an id read
+                # from an envelope that did not verify is recorded as a claim (issue #10 item 9)
+                ids = {"jti": err.jti} if err.jti is not None else {"claimed_jti": jti} if jti is not None else {}
                 self.audit.stage(conn, [{"event": "envelope.rejected", **ids, "from": peer, "to": self.id,
                                          "code": err.code.value, "detail": err.detail}], now)
                 out.append(Result(jti=jti, status="rejected", error=EB(code=err.code.value, detail=err.public_detail)))
@@ -108,6 +132,16 @@ class ReceiveMixin(_NodeState):
             if c.jti in seen:
                 out.append(seen[c.jti])
                 continue
+            if v.next_hop is None and c.mt in ANSWER_TYPES:
+                try:  # SPEC §5 "Who may answer": refused answers change no state
+                    self._check_answer(conn, v)
+                except TrazaError as err:
+                    self.audit.stage(conn, [{"event": "envelope.rejected", **self._msg_fields(v), "from": peer,
+                                             "to": self.id, "for": v.body.for_, "code": err.code.value,
+                                             "detail": err.detail}], now)
+                    out.append(Result(jti=c.jti, status="rejected",
+                                      error=EB(code=err.code.value, detail=err.public_detail)))
+                    continue
             existing = st.get_message(conn, c.jti)
             if existing is not None:
                 if existing.dig == v.dig and existing.ack is not None:
@@ -124,6 +158,17 @@ class ReceiveMixin(_NodeState):
             seen[c.jti] = res
             out.append(res)
         return out
+
+    def _check_answer(self, conn: sqlite3.Connection, v: Verified) -> None:
+        """SPEC §5 "Who may answer" for a receipt or error addressed to this node (gateway.core.policy)."""
+        c, body = v.claims, v.body
+        m = st.get_message(conn, body.for_)
+        sent = Sent(jti=m.jti, iss=m.iss, aud=m.aud, dig=m.dig) if m is not None else None
+        nodes = self.fed.nodes
+        route = self.fed.route(m.iss, m.aud) if m is not None and m.iss in nodes and m.aud in nodes else []
+        check_answer(Answer(mt=c.mt, jti=c.jti, iss=c.iss, aud=c.aud, irt=c.irt, for_=body.for_,
+                            dig=getattr(body, "dig", None), by=getattr(body, "by", None)),
+                     sent, here=self.id, route=route)
 
     def _store_accepted(self, conn: sqlite3.Connection, v: Verified, peer: str, now: float) -> Result:
         c = v.claims
@@ -163,17 +208,14 @@ class ReceiveMixin(_NodeState):
             # recorded under the message the receipt is for, so that message's evidence includes it
             self.audit.stage(conn, [{"event": "receipt.received", "jti": target, "mt": c.mt, "iss": c.iss,
                                      "aud": c.aud, "dig": v.dig, "receipt": c.jti, "status": body.status}], now)
-            if st.get_message(conn, target) is not None:
-                self.audit.stage_evidence(conn, target, receipt={"token": v.envelope.token,
-                                                                 "payload": v.envelope.payload})
-            if st.get_message(conn, target) is not None:
-                st.set_state(conn, target, "delivered", now, node=c.iss, detail=f"receipt {body.status}")
+            # the answer rule (_check_answer) has checked that ``target`` is our message
+            self.audit.stage_evidence(conn, target, receipt={"token": v.envelope.token,
+                                                             "payload": v.envelope.payload})
+            st.set_state(conn, target, "delivered", now, node=c.iss, detail=f"receipt {body.status}")
             st.set_state(conn, c.jti, "consumed", now, node=self.id)
             return
         if c.mt == "error":
-            target = body.for_
-            if st.get_message(conn, target) is not None:
-                st.set_state(conn, target, "failed", now, node=body.by, detail=f"{body.code}: {body.detail or ''}")
+            st.set_state(conn, body.for_, "failed", now, node=body.by, detail=f"{body.code}: {body.detail or ''}")
             st.set_state(conn, c.jti, "consumed", now, node=self.id)
             return
         assert v.plaintext is not None

@@ -285,8 +285,9 @@ class Dashboard:
         out = []
         for idx, raw in await self.node.db.read(fn):
             e = json.loads(raw)
+            # ``claimed_jti``: the id an envelope that did not verify claimed to carry (never evidence)
             out.append({"index": idx, "ts": e.get("ts"), "code": e.get("code"), "jti": e.get("jti"),
-                        "from": e.get("from"), "detail": e.get("detail")})
+                        "claimed_jti": e.get("claimed_jti"), "from": e.get("from"), "detail": e.get("detail")})
         return _json({"rejections": out})
 
     async def expiry(self, request: web.Request) -> web.StreamResponse:

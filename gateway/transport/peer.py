@@ -79,6 +79,10 @@ class PeerBackend(Protocol):
 
     max_request: int
 
+    @property
+    def max_batch(self) -> int:
+        """Envelopes one ``POST /v1/envelopes`` may carry (SPEC §11)."""
+
     def identify_peer(self, cert_der: bytes | None) -> str:
         """The node id of a client certificate, checked against the live manifest (revocation, node
         known); raises TrazaError otherwise."""
@@ -87,6 +91,9 @@ class PeerBackend(Protocol):
         """Seconds to put in Retry-After when the node refuses new work, else None."""
 
     async def receive_batch(self, peer: str, envelopes: list[msgspec.Raw]) -> list[Result]: ...
+
+    async def refuse_batch(self, peer: str, err: TrazaError, envelopes: int | None) -> None:
+        """A whole ``POST /v1/envelopes`` was refused (nothing of it kept): one durable audit entry."""
 
     def manifest_document(self) -> bytes: ...
 
@@ -247,11 +254,24 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
         if retry is not None:
             return problem(503, Code.OVERLOADED, "node is shedding load; retry later",
                            {"Retry-After": str(max(1, round(retry)))})
-        body = await read_body(request, backend.max_request)
+        n: int | None = None
         try:
-            batch = _batch_decoder.decode(body)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise TrazaError(Code.MALFORMED, f"request: {exc}") from None
+            body = await read_body(request, backend.max_request)
+            try:
+                batch = _batch_decoder.decode(body)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                raise TrazaError(Code.MALFORMED, f"request: {exc}") from None
+            n = len(batch.envelopes)
+            # SPEC §4.1, §11: 1 to max_batch envelopes, enforced here too, not only by honest senders
+            if n == 0:
+                raise TrazaError(Code.MALFORMED, "request: envelopes is empty (a batch holds 1 to "
+                                 f"{backend.max_batch} envelopes)")
+            if n > backend.max_batch:
+                raise TrazaError(Code.TOO_LARGE, f"request: {n} envelopes exceed max_batch {backend.max_batch}; "
+                                 "nothing of it was kept")
+        except TrazaError as err:
+            await backend.refuse_batch(request[PEER], err, n)
+            raise
         results = await backend.receive_batch(request[PEER], batch.envelopes)
         return web.Response(body=_json.encode(BatchResponse(results=results)), content_type="application/json")
 

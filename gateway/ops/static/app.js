@@ -250,7 +250,8 @@ async function refreshOperator() {
   }), "no dead letters");
 
   fillTable("rejections", rejections.rejections.map((r) => row(
-    [r.index, r.ts, r.code, r.from, r.jti, r.detail], "rejection")), "no rejections");
+    [r.index, r.ts, r.code, r.from, r.jti ?? (r.claimed_jti ? `${r.claimed_jti} (claimed, not verified)` : ""),
+     r.detail], "rejection")), "no rejections");
 
   drawChart(tp);
 }
