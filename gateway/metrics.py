@@ -26,6 +26,9 @@ DOCUMENTED = {
     "traza_peer_up": "1 when the last exchange with the peer succeeded, 0 when it failed",
     "traza_auth_denied_total": "Refused calls, by listener",
     "traza_witness_forks_total": "Forks detected while witnessing peers' logs",
+    "traza_task_restarts_total": "Long-running tasks restarted after an exception, by task",
+    "traza_storage_up": "1 when the last database transaction committed, 0 while writes fail",
+    "traza_audit_backlog": "Node events whose audit entry could not be written yet (retried until written)",
 }
 
 
@@ -51,6 +54,9 @@ class Metrics:
         self.peer_up = Gauge("traza_peer_up", d["traza_peer_up"], ["peer"], registry=r)
         self.auth_denied = Counter("traza_auth_denied", d["traza_auth_denied_total"], ["listener"], registry=r)
         self.witness_forks = Counter("traza_witness_forks", d["traza_witness_forks_total"], ["origin"], registry=r)
+        self.task_restarts = Counter("traza_task_restarts", d["traza_task_restarts_total"], ["task"], registry=r)
+        self.storage_up = Gauge("traza_storage_up", d["traza_storage_up"], registry=r)
+        self.audit_backlog = Gauge("traza_audit_backlog", d["traza_audit_backlog"], registry=r)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -83,10 +83,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
     tlog.configure(cfg.log.format, cfg.log.level)
     try:
-        asyncio.run(run_node(cfg, setup=install))
+        return asyncio.run(run_node(cfg, setup=install))
     except NodeError as exc:
         raise CheckFailed(str(exc)) from None
-    return 0
 
 
 def upload_attachment(cfg: Config, path: Path, *, sha: str | None = None, length: int | None = None,

@@ -25,13 +25,18 @@ State = Literal["closed", "open", "half_open"]
 
 
 class CircuitBreaker:
-    """Per-peer breaker: opens after ``threshold`` consecutive failures, lets one probe through after
-    ``cooldown`` seconds (half-open), closes on success."""
+    """Per-peer breaker: opens after ``threshold`` consecutive failures, lets one probe through after its
+    cooldown (half-open), closes on success. The cooldown grows with each failed probe, exponentially
+    with jitter from ``cooldown`` to ``max_cooldown`` (issue #11, F6: a peer that stays down is probed
+    less and less often, and nodes do not probe it in step); without ``max_cooldown`` it is fixed."""
 
-    def __init__(self, threshold: int = 5, cooldown: float = 10.0) -> None:
+    def __init__(self, threshold: int = 5, cooldown: float = 10.0, max_cooldown: float | None = None) -> None:
         self.threshold = threshold
+        self.base_cooldown = cooldown
+        self.max_cooldown = cooldown if max_cooldown is None else max(cooldown, max_cooldown)
         self.cooldown = cooldown
         self.failures = 0
+        self.opens = 0  # times opened (or re-opened by a failed probe) since the last success
         self.opened_at: float | None = None
         self.probing = False
 
@@ -53,11 +58,16 @@ class CircuitBreaker:
 
     def success(self) -> None:
         self.failures = 0
+        self.opens = 0
+        self.cooldown = self.base_cooldown
         self.opened_at = None
         self.probing = False
 
-    def failure(self, now: float) -> None:
+    def failure(self, now: float, *, rand: float = 1.0) -> None:
+        """A failed exchange at ``now``; ``rand`` (uniform in [0, 1)) jitters the next cooldown."""
         self.failures += 1
         self.probing = False
         if self.failures >= self.threshold or self.opened_at is not None:
+            self.opens += 1
+            self.cooldown = backoff(self.opens, rand=rand, base=self.base_cooldown, cap=self.max_cooldown)
             self.opened_at = now

@@ -163,6 +163,7 @@ class ApiMixin(_NodeState):
             self.audit.stage(conn, [entry], now)
             if action == "retry" and peer:
                 st.enqueue(conn, jti, peer, now)
+                self._queued(+1)
                 st.set_state(conn, jti, "queued", now, node=self.id, detail=f"retried by {operator}")
             else:
                 st.set_state(conn, jti, "discarded", now, node=self.id, detail=f"discarded by {operator}")
@@ -174,7 +175,6 @@ class ApiMixin(_NodeState):
                              outcome="refused", detail=res["refused"])
             raise TrazaError(Code.EXPIRED, res["refused"])
         if action == "retry" and res["peer"]:
-            self.queue_depth += 1
             self._wake(res["peer"])
         return res
 
@@ -206,6 +206,8 @@ class ApiMixin(_NodeState):
             return False, "starting"
         if self.trust.is_expired(self.clock()):
             return False, f"manifest version {self.fed.version} has expired"
+        if not self.db.healthy:  # until a transaction commits again
+            return False, f"storage: writes are failing ({self.db.last_error})"
         return True, "ok"
 
     def metrics_text(self) -> tuple[bytes, str]:
@@ -216,6 +218,8 @@ class ApiMixin(_NodeState):
             m.queue_oldest.labels(q["peer"]).set(q["oldest_age_s"])
         m.dead_letters.set(len(self.db.read_sync(st.dead_letters)))
         m.manifest_version.set(self.fed.version)
+        m.storage_up.set(1 if self.db.healthy else 0)
+        m.audit_backlog.set(len(self.audit_backlog))
         m.inbox_depth.set(self.db.read_sync(
             lambda c: c.execute("SELECT count(*) FROM inbox WHERE taken_at IS NULL").fetchone()[0]))
         m.audit_entries.set(self.db.read_sync(lambda c: c.execute("SELECT count(*) FROM audit_entries").fetchone()[0]))

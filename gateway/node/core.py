@@ -7,12 +7,14 @@ of the other modules of this package.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import shutil
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from gateway.node.receive import ReceiveMixin
 from gateway.node.witness import WitnessMixin
 from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
-from gateway.store.db import Database
+from gateway.store.db import Database, StorageUnavailable
 from gateway.transport.delivery import Delivery, make_delivery
 from gateway.transport.local import local_app, ops_app
 from gateway.transport.peer import PeerClient, peer_app
@@ -126,7 +128,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         self.tls_cert = cfg.resolve(cfg.keys.tls_cert)
         self.tls_key = cfg.resolve(cfg.keys.tls_key)
         # store and audit share one database
-        self.db = Database(self.data_dir / "node.db")
+        self.db = Database(self.data_dir / "node.db", on_fatal=self._storage_fatal)
         self.db.migrate(st.SCHEMA)
         self.audit = audit_facade.NodeAudit(self.db, node=self.id, federation=fed.name, key=self.audit_key)
         self.adapter = get_adapter(cfg.adapter.name)
@@ -145,9 +147,13 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         self.runners: list[web.AppRunner] = []
         self.inbox_event = asyncio.Event()
         self.queue_depth = 0
+        self.audit_backlog = collections.deque()
+        self.exit_code = 0  # non-zero when the node stopped itself (a failed fsync)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._disk_checked = 0.0
         self._disk_ok = True
         self.stopping = asyncio.Event()
+        self.fatal = asyncio.Event()  # set when the node must stop itself (run_node then exits non-zero)
         self.ready = False
         self.counters: dict[str, int] = {}
         self.latency_samples: list[float] = []
@@ -207,7 +213,17 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
+    def _storage_fatal(self, err: StorageUnavailable) -> None:
+        """On the writer thread: an fsync failed. The database takes no write any more; the node stops and
+        its process exits non-zero so that its supervisor (systemd, the container runtime) restarts it and
+        SQLite recovers from the WAL (issue #11)."""
+        self.exit_code = 75
+        self.log.critical("store.fsync_failed", detail=err.detail)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.fatal.set)
+
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         fed = self.fed
         me = fed.nodes[self.id]
         peer_ctx = server_context(self.tls_cert, self.tls_key, fed.manifest.tls_ca)
@@ -221,12 +237,13 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         self.audit_event_bg({"event": "node.started", "manifest_version": fed.version, "endpoint": me.endpoint})
         for p in await self.db.read(st.outbox_peers):
             self._wake(p)
-        self.tasks.append(asyncio.create_task(self._checkpoint_loop(), name="checkpoints"))
-        self.tasks.append(asyncio.create_task(self._manifest_loop(), name="manifest"))
-        self.tasks.append(asyncio.create_task(self._blob_purge_loop(), name="blob-purge"))
+        self.tasks.append(self._supervise("checkpoints", self._checkpoint_loop))
+        self.tasks.append(self._supervise("manifest", self._manifest_loop))
+        self.tasks.append(self._supervise("blob-purge", self._blob_purge_loop))
+        self.tasks.append(self._supervise("audit-backlog", self._audit_backlog_loop))
         self.delivery = make_delivery(self, self.cfg)
         if self.delivery is not None:
-            self.tasks.append(asyncio.create_task(self.delivery.run(), name="delivery"))
+            self.tasks.append(self._supervise("delivery", self.delivery.run))
         self.ready = True
         self.log.info("node.started", peer=self.cfg.listen.peer, manifest_version=fed.version)
 
@@ -261,22 +278,29 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
             await r.cleanup()
         for cl in self.clients.values():
             await cl.close()
-        with contextlib.suppress(Exception):
-            await self.db.write(lambda c: self.audit.stage(c, [{"event": "node.stopped"}], self.clock()))
+        pending = [*self.audit_backlog, (self.clock(), {"event": "node.stopped"})]
+        try:
+            await self.db.write(partial(self._stage_backlog, items=pending))
+        except Exception as exc:
+            self.log.error("audit.write_failed", audit_event="node.stopped", backlog=len(pending) - 1,
+                           error=str(exc)[:300])
         self.db.close()
 
 
 
-async def run_node(cfg: Config, *, setup: Callable[[Node], None] | None = None) -> None:
-    """Run one node until SIGINT/SIGTERM; ``setup`` lets higher layers (gateway.ops) add to it first."""
+async def run_node(cfg: Config, *, setup: Callable[[Node], None] | None = None) -> int:
+    """Run one node until SIGINT/SIGTERM, or until it must stop itself (a failed fsync); ``setup`` lets
+    higher layers (gateway.ops) add to it first. Returns the process exit status (0, or 75 when the
+    node stopped itself)."""
     node = Node(cfg)
     if setup is not None:
         setup(node)
     await node.start()
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = node.fatal
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await node.stop()
+    return node.exit_code

@@ -38,7 +38,8 @@ class ForwardMixin(_NodeState):
             ev = self.wake[peer] = asyncio.Event()
         ev.set()
         if peer not in self.forwarders and not self.stopping.is_set():
-            self.forwarders[peer] = asyncio.create_task(self._forward_loop(peer), name=f"forward:{peer}")
+            # supervised: a failed read or write (disk full, I/O error) restarts the loop, never ends it
+            self.forwarders[peer] = self._supervise(f"forward:{peer}", lambda: self._forward_loop(peer))
 
     def _client(self, peer: str) -> PeerClient:
         cl = self.clients.get(peer)
@@ -52,7 +53,9 @@ class ForwardMixin(_NodeState):
 
     async def _forward_loop(self, peer: str) -> None:
         ev = self.wake[peer]
-        breaker = self.breakers.setdefault(peer, CircuitBreaker(threshold=3, cooldown=self.cfg.limits.retry_min * 4))
+        lim = self.cfg.limits
+        breaker = self.breakers.setdefault(peer, CircuitBreaker(threshold=3, cooldown=lim.retry_min * 4,
+                                                                max_cooldown=max(lim.retry_min * 4, lim.retry_max)))
         while not self.stopping.is_set():
             now = self.clock()
             # the queue to a peer is FIFO: when anything is due, send the oldest rows, so that after an
@@ -77,7 +80,7 @@ class ForwardMixin(_NodeState):
                 continue
             live, blocked, pending, blob_err, blob_bytes = self._push_blobs(peer, live)
             if blocked:
-                breaker.failure(self.clock())
+                breaker.failure(self.clock(), rand=random.random())
                 self.count("blob_upload_failures")
                 self.log.warning("blob.upload_failed", peer=peer, detail=(blob_err or "")[:300], queued=len(blocked))
                 await self.db.write(partial(self._retry_later, rows=blocked, peer=peer, error=blob_err or "blob upload failed",
@@ -95,7 +98,7 @@ class ForwardMixin(_NodeState):
                 results = await self._client(peer).send_batch(
                     [bytes(r[3]) for r in live], timeout=30.0 + blob_bytes / (16 * 1024 * 1024) if blob_bytes else None)
             except PeerUnavailable as exc:
-                breaker.failure(self.clock())
+                breaker.failure(self.clock(), rand=random.random())
                 self.metrics.peer_up.labels(peer).set(0)
                 self.count("forward_failures")
                 self.log.warning("peer.unavailable", peer=peer, detail=str(exc)[:200], queued=len(live))
@@ -135,7 +138,7 @@ class ForwardMixin(_NodeState):
     def _give_up(self, conn: sqlite3.Connection, m: st.StoredMessage, peer: str | None, code: Code, detail: str,
                  now: float) -> None:
         st.dead_letter(conn, m.jti, peer, code.value, detail, now)
-        self.queue_depth = max(0, self.queue_depth - 1)
+        self._queued(-1)
         self.audit.stage(conn, [{"event": "envelope.dead_lettered", "jti": m.jti, "mt": m.mt, "iss": m.iss,
                                  "aud": m.aud, "dig": m.dig, "code": code.value, "to": peer}], now)
         st.set_state(conn, m.jti, "failed" if m.iss == self.id else "dead", now, node=self.id, detail=f"{code.value}: {detail}")
@@ -165,7 +168,7 @@ class ForwardMixin(_NodeState):
                 st.dequeue(conn, jti)
                 self.metrics.forwarded.labels(m.mt, peer, res.status).inc()
                 self.audit.stage_evidence(conn, jti, ack=res.ack, keys=self._signing_keys(peer))
-                self.queue_depth = max(0, self.queue_depth - 1)
+                self._queued(-1)
                 self.audit.stage(conn, [{"event": "envelope.forwarded", "jti": jti, "mt": m.mt, "iss": m.iss,
                                          "aud": m.aud, "dig": m.dig, "from": self.id, "to": peer,
                                          "ack_idx": ack.idx}], now)

@@ -116,7 +116,7 @@ class OriginMixin(_NodeState):
         st.add_timeline(conn, c.jti, "queued", now, node=self.id, detail=source)
         assert v.next_hop is not None
         st.enqueue(conn, c.jti, v.next_hop, now)
-        self.queue_depth += 1
+        self._queued(+1)
         return idx
 
     def _reply_in_txn(self, conn: sqlite3.Connection, *, mt: str, to: str, body: dict[str, Any], irt: str,

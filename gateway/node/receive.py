@@ -196,7 +196,7 @@ class ReceiveMixin(_NodeState):
         else:
             assert v.next_hop is not None
             st.enqueue(conn, c.jti, v.next_hop, now)
-            self.queue_depth += 1
+            self._queued(+1)
         return Result(jti=c.jti, status="accepted", ack=ack)
 
     def _deliver_locally(self, conn: sqlite3.Connection, v: Verified, now: float) -> None:

@@ -10,8 +10,11 @@ Nothing here runs on its own.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import functools
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +33,7 @@ from gateway.core.retry import CircuitBreaker
 from gateway.crypto.hpke import EncKey
 from gateway.crypto.keys import Ed25519Key, SigningKey
 from gateway.metrics import Metrics
+from gateway.node.supervise import supervised
 from gateway.store.blobs import BlobStore
 from gateway.store.db import Database
 from gateway.transport.delivery import Delivery
@@ -74,6 +78,7 @@ class _NodeState:
     runners: list[web.AppRunner]
     inbox_event: asyncio.Event
     queue_depth: int
+    audit_backlog: collections.deque[tuple[float, dict[str, Any]]]
     _disk_checked: float
     _disk_ok: bool
     stopping: asyncio.Event
@@ -106,8 +111,62 @@ class _NodeState:
         return out
 
     def audit_event_bg(self, event: dict[str, Any]) -> None:
-        """Append an audit entry from outside a write (fire and forget, still group-committed)."""
-        self.db.submit(lambda conn: self.audit.stage(conn, [event], self.clock()))
+        """Append an audit entry from outside a write (group-committed; the caller does not wait). If the
+        write fails the event is kept in ``audit_backlog`` and written by the supervised flush loop once
+        the store takes writes again: a node event is never dropped silently (issue #11, F5)."""
+        at = self.clock()
+
+        def done(fut: Any) -> None:  # on the writer thread
+            exc = fut.exception()
+            if exc is not None:
+                self.audit_backlog.append((at, event))
+                self.log.error("audit.write_failed", audit_event=event.get("event"), error=str(exc)[:300],
+                               backlog=len(self.audit_backlog))
+
+        try:
+            self.db.submit(lambda conn: self.audit.stage(conn, [event], at)).add_done_callback(done)
+        except RuntimeError:  # the database is closed (the node is stopping): say so, do not lose it silently
+            self.log.error("audit.write_failed", audit_event=event.get("event"), error="database closed")
+
+    async def _audit_backlog_loop(self) -> None:
+        """Write the node events whose first write failed, oldest first, every second."""
+        while not self.stopping.is_set():
+            self.metrics.audit_backlog.set(len(self.audit_backlog))
+            if self.audit_backlog:
+                items = list(self.audit_backlog)
+                try:
+                    await self.db.write(functools.partial(self._stage_backlog, items=items))
+                except Exception as exc:
+                    self.log.warning("audit.backlog_retry_failed", backlog=len(items), error=str(exc)[:300])
+                else:
+                    for _ in items:
+                        self.audit_backlog.popleft()
+                    self.log.info("audit.backlog_written", entries=len(items))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
+
+    def _stage_backlog(self, conn: sqlite3.Connection, items: list[tuple[float, dict[str, Any]]]) -> None:
+        for at, event in items:
+            self.audit.stage(conn, [event], at)
+
+    def _queued(self, n: int) -> None:
+        """From inside a write: the outbox grew (or shrank) by ``n`` once this write commits. The counter
+        follows committed state only: a rolled-back write changes nothing (issue #11, F2)."""
+        self.db.after_commit(lambda: self._apply_queued(n))
+
+    def _apply_queued(self, n: int) -> None:
+        self.queue_depth = max(0, self.queue_depth + n)
+
+    def _supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Start a long-running loop under :func:`gateway.node.supervise.supervised`."""
+        return asyncio.create_task(supervised(name, factory, log=self.log, stopping=self.stopping,
+                                              on_crash=self._task_crashed), name=name)
+
+    def _task_crashed(self, name: str, exc: BaseException) -> None:
+        self.metrics.task_restarts.labels(name).inc()
+        self.count("task_restarts")
+        self.audit_event_bg({"event": "node.task_failed", "task": name,
+                             "detail": f"{type(exc).__name__}: {exc}"[:500]})
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n

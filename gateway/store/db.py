@@ -13,6 +13,18 @@ loop that has writers waiting once (one ``call_soon_threadsafe`` per loop and gr
 
 The store, the audit log and the relay share this engine so that an envelope and its audit entry become
 durable in one transaction and one fsync (SPEC §4.1: no ack before both are on disk).
+
+Effects after commit: a write that changes in-memory state (a counter, a wake-up) registers it with
+``after_commit(fn)`` from inside the transaction; ``fn`` runs on the caller's event loop once the
+transaction is durable, just before the caller resumes, and never if the write or its transaction rolls
+back (issue #11: counters come from committed state).
+
+Storage failures: when the disk is full or the database cannot be written (SQLITE_FULL, SQLITE_IOERR,
+SQLITE_CANTOPEN, SQLITE_READONLY, SQLITE_NOTADB, SQLITE_CORRUPT) callers get :class:`StorageUnavailable`
+(the APIs answer ``503`` with ``Retry-After``) and ``healthy`` is False until a transaction commits again.
+A failed fsync (SQLITE_IOERR_FSYNC) is fatal: the page cache may no longer say what is on disk, so the
+database refuses every later write and ``on_fatal`` is called (the node exits non-zero and its supervisor
+restarts it); it never retries the fsync and carries on.
 """
 
 from __future__ import annotations
@@ -53,14 +65,57 @@ class _Stop:
     pass
 
 
+class StorageUnavailable(Exception):
+    """The database cannot take writes now (disk full, I/O error, ...): retry later (503 + Retry-After)."""
+
+    def __init__(self, detail: str, *, fatal: bool = False, retry_after: float = 5.0) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.fatal = fatal
+        self.retry_after = retry_after
+
+
+# SQLite primary result codes that mean "the storage failed", not "this statement was wrong"
+_STORAGE_CODES = {13: "SQLITE_FULL", 10: "SQLITE_IOERR", 14: "SQLITE_CANTOPEN", 8: "SQLITE_READONLY",
+                  26: "SQLITE_NOTADB", 11: "SQLITE_CORRUPT"}
+SQLITE_IOERR_FSYNC = 10 | (4 << 8)
+
+
+def storage_error(exc: BaseException) -> StorageUnavailable | None:
+    """The :class:`StorageUnavailable` an exception from SQLite stands for, or None if it is not one."""
+    if isinstance(exc, StorageUnavailable):
+        return exc
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        text = str(exc).lower()
+        if "disk is full" in text or "disk i/o error" in text:
+            return StorageUnavailable(f"storage: {exc}")
+        return None
+    if code == SQLITE_IOERR_FSYNC:
+        return StorageUnavailable(f"storage: fsync failed ({exc}); the node must restart", fatal=True)
+    name = _STORAGE_CODES.get(code & 0xFF)
+    return StorageUnavailable(f"storage: {name}: {exc}") if name else None
+
+
 # A queued write: the function, and where its outcome goes (a concurrent Future for ``submit``, or an
 # asyncio future and its loop for ``write``).
 _Item = tuple[Callable[[sqlite3.Connection], Any], "Future[Any] | asyncio.Future[Any]", "asyncio.AbstractEventLoop | None"]
+# (ok, result or exception, effects to run after commit)
+_Outcome = tuple[bool, Any, list[Callable[[], None]]]
 
 
-def _resolve(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    """On the event loop: hand the group's outcomes to the awaiting coroutines."""
-    for fut, ok, value in outcomes:
+def _run_effects(effects: list[Callable[[], None]]) -> None:
+    for fn in effects:
+        fn()
+
+
+def _resolve(outcomes: list[tuple[asyncio.Future[Any], bool, Any, list[Callable[[], None]]]]) -> None:
+    """On the event loop: run the committed writes' effects, then hand the outcomes to the coroutines."""
+    for fut, ok, value, effects in outcomes:
+        if ok:
+            _run_effects(effects)  # committed: its effects happen even if the caller went away
         if fut.cancelled():
             continue
         if ok:
@@ -72,7 +127,8 @@ def _resolve(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
 class Database:
     """Group-committing SQLite database. Create it, ``migrate`` schemas, then ``write``/``read``."""
 
-    def __init__(self, path: Path | str, *, readers: int = 2) -> None:
+    def __init__(self, path: Path | str, *, readers: int = 2,
+                 on_fatal: Callable[[StorageUnavailable], None] | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = connect(self.path)
@@ -83,17 +139,22 @@ class Database:
         self.writes = 0
         self.rollbacks = 0  # writes rolled back alone, plus whole transactions rolled back
         self._closed = False
+        self.healthy = True  # False from a failed transaction until one commits again
+        self.last_error: str | None = None
+        self.fatal: StorageUnavailable | None = None  # set once an fsync failed: no write is taken after it
+        self.on_fatal = on_fatal
+        self._effects: list[Callable[[], None]] = []  # of the write running on the writer thread
         self._thread = threading.Thread(target=self._run, name=f"db-writer:{self.path.name}", daemon=True)
         self._thread.start()
 
     # --- writer --------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        conn = self._conn
         while True:
             first = self._queue.get()
             if isinstance(first, _Stop):
                 break
+            conn = self._conn  # per transaction: a test may put a fault-injecting proxy in front of it
             batch = [first]
             stop = False
             while len(batch) < MAX_BATCH:
@@ -105,42 +166,68 @@ class Database:
                     stop = True
                     break
                 batch.append(nxt)
-            results: list[tuple[bool, Any]] = []
+            if self.fatal is not None:
+                self._deliver(batch, [(False, self.fatal, [])] * len(batch))
+                if stop:
+                    break
+                continue
+            results: list[_Outcome] = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 # one savepoint at a time, always the same name (so the statements stay prepared)
                 for fn, _fut, _loop in batch:
                     conn.execute("SAVEPOINT w")
+                    self._effects = []
                     try:
                         res = fn(conn)
                     except BaseException as exc:  # handed to the caller
                         self.rollbacks += 1
+                        if not conn.in_transaction:  # SQLite rolled it all back (e.g. SQLITE_FULL): fail the group
+                            raise
                         conn.execute("ROLLBACK TO w")
                         conn.execute("RELEASE w")
-                        results.append((False, exc))
+                        results.append((False, storage_error(exc) or exc, []))
                     else:
                         conn.execute("RELEASE w")
-                        results.append((True, res))
+                        results.append((True, res, self._effects))
                 conn.execute("COMMIT")
                 self.commits += 1
                 self.writes += len(batch)
+                self.healthy, self.last_error = True, None
             except BaseException as exc:  # the whole transaction failed (disk full, I/O error)
                 self.rollbacks += 1
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                results = [(False, exc)] * len(batch)
+                err = storage_error(exc)
+                self.healthy, self.last_error = False, str(err or exc)
+                results = [(False, err or exc, [])] * len(batch)
+                if err is not None and err.fatal:
+                    self.fatal = err
+                    if self.on_fatal is not None:
+                        self.on_fatal(err)
+            finally:
+                self._effects = []
             self._deliver(batch, results)
             if stop:
                 break
 
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """From inside a write: run ``fn`` once this write's transaction has committed (on the caller's
+        event loop, before it resumes); never if the write or the transaction rolls back."""
+        if threading.current_thread() is not self._thread:
+            raise RuntimeError("after_commit is for functions running inside Database.write")
+        self._effects.append(fn)
+
     @staticmethod
-    def _deliver(batch: list[_Item], results: list[tuple[bool, Any]]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_fn, fut, loop), (ok, value) in zip(batch, results, strict=True):
+    def _deliver(batch: list[_Item], results: list[_Outcome]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any, list[Callable[[], None]]]]] = {}
+        for (_fn, fut, loop), (ok, value, effects) in zip(batch, results, strict=True):
             if loop is None:
                 assert isinstance(fut, Future)
+                if ok:
+                    _run_effects(effects)
                 if fut.set_running_or_notify_cancel():
                     if ok:
                         fut.set_result(value)
@@ -148,7 +235,7 @@ class Database:
                         fut.set_exception(value)
             else:
                 assert isinstance(fut, asyncio.Future)
-                by_loop.setdefault(loop, []).append((fut, ok, value))
+                by_loop.setdefault(loop, []).append((fut, ok, value, effects))
         for loop, outcomes in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_resolve, outcomes)

@@ -17,7 +17,8 @@ from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.core.errors import Code, TrazaError
 from gateway.crypto.tls import peer_local_identity
 from gateway.store.blobs import BadBlobName, BlobStore
-from gateway.transport.peer import _peer_cert, blob_handlers, problem, read_body
+from gateway.store.db import StorageUnavailable
+from gateway.transport.peer import _peer_cert, blob_handlers, problem, read_body, storage_response
 
 _json = msgspec.json.Encoder()
 
@@ -96,8 +97,14 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
             status = {Code.SCHEMA_INVALID: 422, Code.UNKNOWN_TYPE: 422, Code.MALFORMED: 400,
                       Code.TOO_LARGE: 413, Code.OVERLOADED: 503}.get(err.code, 422)
             return problem(status, err.code, err.detail)
+        except StorageUnavailable as exc:
+            return storage_response(exc)
 
     async def submit(request: web.Request) -> web.StreamResponse:
+        # the same limits as the peer API: queue and free disk (SPEC §4.1, issue #11 F3)
+        if (retry := backend.shed_load()) is not None:
+            return problem(503, Code.OVERLOADED, "node is shedding load (queue or disk limit); retry later",
+                           {"Retry-After": str(max(1, round(retry)))})
         data = await read_body(request, max_request)
         jti = await backend.local_submit(request.content_type or STANDARD_CT, data, request[WHO])
         return json_response({"id": jti, "status_url": f"/local/v1/messages/{jti}"}, status=201)

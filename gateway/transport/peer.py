@@ -28,6 +28,7 @@ from gateway.store.blobs import (
     BlobTooLarge,
     DigestMismatch,
 )
+from gateway.store.db import StorageUnavailable
 
 PROBLEM = "application/problem+json"
 RECEIVED_HEADER = "Traza-Received-Bytes"
@@ -72,6 +73,13 @@ def problem(status: int, code: Code | str, detail: str, headers: dict[str, str] 
 
 def error_response(err: TrazaError, headers: dict[str, str] | None = None) -> web.Response:
     return problem(HTTP_STATUS.get(err.code, 400), err.code, err.public_detail, headers)
+
+
+def storage_response(exc: StorageUnavailable) -> web.Response:
+    """The store cannot take writes (disk full, I/O error): 503 + Retry-After (SPEC §4.1); nothing of the
+    request was kept (its transaction rolled back)."""
+    return problem(503, Code.OVERLOADED, "node storage is unavailable; retry later",
+                   {"Retry-After": str(max(1, round(exc.retry_after)))})
 
 
 class PeerBackend(Protocol):
@@ -248,6 +256,8 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
             return await handler(request)
         except TrazaError as err:
             return error_response(err)
+        except StorageUnavailable as exc:
+            return storage_response(exc)
 
     async def post_envelopes(request: web.Request) -> web.StreamResponse:
         retry = backend.shed_load()
