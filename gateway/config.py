@@ -83,6 +83,8 @@ class LimitsSection(_C, frozen=True):
     checkpoint_interval: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
     retry_min: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0
     retry_max: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 300.0
+    # a message forwarded this many seconds ago without a receipt or error is marked overdue
+    receipt_overdue: Annotated[float, msgspec.Meta(gt=0, le=30 * 86400)] = 3600.0
 
 
 class ClientSection(_C, frozen=True):

@@ -29,6 +29,7 @@ DOCUMENTED = {
     "traza_task_restarts_total": "Long-running tasks restarted after an exception, by task",
     "traza_storage_up": "1 when the last database transaction committed, 0 while writes fail",
     "traza_audit_backlog": "Node events whose audit entry could not be written yet (retried until written)",
+    "traza_receipts_overdue": "Messages sent from this node, forwarded and still without a receipt after receipt_overdue",
 }
 
 
@@ -57,6 +58,7 @@ class Metrics:
         self.task_restarts = Counter("traza_task_restarts", d["traza_task_restarts_total"], ["task"], registry=r)
         self.storage_up = Gauge("traza_storage_up", d["traza_storage_up"], registry=r)
         self.audit_backlog = Gauge("traza_audit_backlog", d["traza_audit_backlog"], registry=r)
+        self.receipts_overdue = Gauge("traza_receipts_overdue", d["traza_receipts_overdue"], registry=r)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

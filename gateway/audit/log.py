@@ -47,6 +47,7 @@ EVENTS: frozenset[str] = frozenset(
         "witness.fork_detected",
         "local.rejected",
         "node.task_failed",
+        "receipt.overdue",
     }
 )
 RESERVED = ("idx", "ts", "node")

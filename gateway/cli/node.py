@@ -297,11 +297,19 @@ def _view(args: argparse.Namespace, what: str) -> int:
 
 def cmd_queue(args: argparse.Namespace) -> int:
     if args.action == "list":
-        return _view(args, "dead-letters" if args.dead else "queues")
+        return _view(args, "dead-letters" if args.dead else "overdue" if args.overdue else "queues")
     if args.id is None:
-        raise UsageError(f"queue {args.action} needs a dead-letter id")
+        what = "a message id" if args.action == "resend" else "a dead-letter id"
+        raise UsageError(f"queue {args.action} needs {what}")
+    if args.action == "resend":
+        path = f"/ops/v1/messages/{args.id}/resend"
+    else:
+        try:
+            path = f"/ops/v1/dead-letters/{int(args.id)}/{args.action}"
+        except ValueError:
+            raise UsageError(f"queue {args.action}: dead-letter id {args.id!r} is not an integer") from None
     cfg = _cfg(args)
-    status, doc = local_request(cfg, "operator", "POST", f"/ops/v1/dead-letters/{args.id}/{args.action}", b"")
+    status, doc = local_request(cfg, "operator", "POST", path, b"")
     if status != 200:
         raise CheckFailed(_problem(status, doc))
     _print(doc, True)
@@ -341,9 +349,11 @@ def register(sub: Any) -> None:
         p.set_defaults(func=lambda a, w=what: _view(a, w))
 
     p = sub.add_parser("queue", help="operator: outbox queues and dead letters")
-    p.add_argument("action", choices=["list", "retry", "discard"])
-    p.add_argument("id", nargs="?", type=int, help="dead-letter id (retry, discard)")
+    p.add_argument("action", choices=["list", "retry", "discard", "resend"])
+    p.add_argument("id", nargs="?", help="dead-letter id (retry, discard) or message id (resend)")
     p.add_argument("--dead", action="store_true", help="list dead letters instead of queues")
+    p.add_argument("--overdue", action="store_true",
+                   help="list messages forwarded without a receipt after limits.receipt_overdue")
     p.add_argument("--config", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_queue)

@@ -120,6 +120,12 @@ class ApiMixin(_NodeState):
         now = self.clock()
         if what == "queues":
             return {"queues": await self.db.read(partial(st.queue_depths, now=now))}
+        if what == "overdue":  # forwarded, no receipt after limits.receipt_overdue (the receipt watchdog)
+            rows = await self.db.read(st.overdue)
+            return {"overdue": [{**r, "overdue_since": rfc3339_seconds(int(r["overdue_since"])),
+                                 "forwarded_at": rfc3339_seconds(int(r.pop("updated_at"))),
+                                 "exp": rfc3339_seconds(r["exp"]), "expired": r["exp"] <= now} for r in rows],
+                    "after_s": self.cfg.limits.receipt_overdue}
         if what == "dead-letters":
             rows = await self.db.read(st.dead_letters)
             # the signed expiry: a dead letter whose exp has passed cannot be retried (ops_dead_letter)

@@ -241,6 +241,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         self.tasks.append(self._supervise("manifest", self._manifest_loop))
         self.tasks.append(self._supervise("blob-purge", self._blob_purge_loop))
         self.tasks.append(self._supervise("audit-backlog", self._audit_backlog_loop))
+        self.tasks.append(self._supervise("receipt-watchdog", self._receipt_watchdog_loop))
         self.delivery = make_delivery(self, self.cfg)
         if self.delivery is not None:
             self.tasks.append(self._supervise("delivery", self.delivery.run))

@@ -189,6 +189,70 @@ class ForwardMixin(_NodeState):
                 st.reschedule(conn, jti, now + self.cfg.limits.retry_min, f"unexpected result {res.status}")
 
 
+    # --- receipt watchdog (issue #11) ------------------------------------------------------------------
+
+    async def _receipt_watchdog_loop(self) -> None:
+        """Mark this node's messages that were forwarded ``receipt_overdue`` seconds ago and still have no
+        receipt or error: ``receipt.overdue`` audited once each, a timeline step, the metric."""
+        timeout = self.cfg.limits.receipt_overdue
+        while not self.stopping.is_set():
+            await self.check_receipts(self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=min(30.0, max(0.05, timeout / 4)))
+
+    async def check_receipts(self, now: float) -> list[str]:
+        """One watchdog pass at ``now``: the ids newly marked overdue."""
+        timeout = self.cfg.limits.receipt_overdue
+
+        def fn(conn: sqlite3.Connection) -> list[str]:
+            late = st.mark_overdue(conn, origin=self.id, forwarded_before=now - timeout, now=now,
+                                   no_receipt=NO_REPLY_TYPES)
+            for m in late:
+                self.audit.stage(conn, [{"event": "receipt.overdue", "jti": m.jti, "mt": m.mt, "iss": m.iss,
+                                         "aud": m.aud, "dig": m.dig, "to": m.next_hop,
+                                         "forwarded_at": _rfc3339(m.updated_at), "after_s": int(timeout)}], now)
+                st.add_timeline(conn, m.jti, "overdue", now, node=self.id,
+                                detail=f"no receipt {int(now - m.updated_at)} s after it was forwarded")
+            return [m.jti for m in late]
+
+        late = await self.db.write(fn)
+        for jti in late:
+            self.log.warning("receipt.overdue", jti=jti, after_s=int(timeout))
+        self.metrics.receipts_overdue.set(len(await self.db.read(st.overdue)))
+        return late
+
+    async def resend(self, jti: str, operator: str) -> dict[str, Any]:
+        """Operator: offer an overdue message again to its first hop, the same envelope and ``jti`` (a hop
+        that already holds it answers ``duplicate``; nothing is delivered twice). Audited."""
+        now = self.clock()
+
+        def fn(conn: sqlite3.Connection) -> dict[str, Any]:
+            m = st.get_message(conn, jti)
+            refused = None
+            if m is None or m.iss != self.id:
+                raise TrazaError(Code.MALFORMED, f"no message {jti} sent from this node")
+            if m.exp <= now:
+                refused = f"message {jti} expired at {_rfc3339(m.exp)}; a signed expiry cannot be extended"
+            elif m.state != "forwarded" or st.in_outbox(conn, jti):
+                refused = f"message {jti} is {m.state}: only a forwarded message waiting for its receipt is resent"
+            fields = {"event": "operator.action", "action": "message.resend", "operator": operator, "jti": jti,
+                      "mt": m.mt, "iss": m.iss, "aud": m.aud, "dig": m.dig, "to": m.next_hop}
+            if refused:
+                self.audit.stage(conn, [{**fields, "outcome": "refused", "reason": refused}], now)
+                return {"refused": refused, "expired": m.exp <= now}
+            self.audit.stage(conn, [fields], now)
+            assert m.next_hop is not None
+            st.enqueue(conn, jti, m.next_hop, now)
+            self._queued(+1)
+            st.set_state(conn, jti, "queued", now, node=self.id, detail=f"resent by {operator}")
+            return {"jti": jti, "action": "resend", "peer": m.next_hop}
+
+        res = await self.db.write(fn)
+        if "refused" in res:
+            raise TrazaError(Code.EXPIRED if res["expired"] else Code.POLICY_DENIED, res["refused"])
+        self._wake(res["peer"])
+        return res
+
     async def _wake_all_outbox(self) -> None:
         for p in await self.db.read(st.outbox_peers):
             self._wake(p)

@@ -9,6 +9,7 @@ except ``INSERT OR IGNORE``.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -36,6 +37,10 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_exp ON messages(exp);
 CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
+CREATE TABLE IF NOT EXISTS overdue (
+    jti TEXT PRIMARY KEY REFERENCES messages(jti),
+    since REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     jti TEXT NOT NULL UNIQUE REFERENCES messages(jti),
@@ -270,6 +275,46 @@ def take_dead_letter(conn: sqlite3.Connection, dl_id: int) -> tuple[str, str | N
         return None
     conn.execute("DELETE FROM dead_letters WHERE id=?", (dl_id,))
     return row[0], row[1]
+
+
+# --- receipts overdue (issue #11: a receipt watchdog) ------------------------------------------------
+
+
+def mark_overdue(conn: sqlite3.Connection, *, origin: str, forwarded_before: float, now: float,
+                 no_receipt: Iterable[str], limit: int = 500) -> list[StoredMessage]:
+    """Messages that ``origin`` sent, forwarded (acked by the first hop) before ``forwarded_before`` and still
+    without a receipt or error, not yet marked overdue: mark them (``since`` = ``now``) and return them.
+    Types in ``no_receipt`` (receipts, errors) are never answered and never overdue."""
+    skip = tuple(no_receipt)
+    marks = ",".join("?" * len(skip)) or "''"
+    rows = conn.execute(  # only "?" placeholders are formatted in
+        f"SELECT jti FROM messages WHERE iss=? AND state='forwarded' AND updated_at<=? AND mt NOT IN ({marks}) "  # noqa: S608
+        "AND jti NOT IN (SELECT jti FROM overdue) ORDER BY updated_at LIMIT ?",
+        (origin, forwarded_before, *skip, limit),
+    ).fetchall()
+    out = []
+    for (jti,) in rows:
+        conn.execute("INSERT INTO overdue(jti, since) VALUES (?, ?)", (jti, now))
+        m = get_message(conn, jti)
+        assert m is not None
+        out.append(m)
+    return out
+
+
+def overdue(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
+    """Messages marked overdue that still have no receipt or error (state ``forwarded`` or ``queued``
+    again after a resend), oldest first."""
+    rows = conn.execute(
+        "SELECT m.jti, m.mt, m.aud, m.state, o.since, m.updated_at, m.exp, m.next_hop FROM overdue o "
+        "JOIN messages m ON m.jti=o.jti WHERE m.state IN ('forwarded', 'queued') ORDER BY o.since LIMIT ?",
+        (limit,),
+    ).fetchall()
+    keys = ("jti", "type", "to", "state", "overdue_since", "updated_at", "exp", "next_hop")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def in_outbox(conn: sqlite3.Connection, jti: str) -> bool:
+    return conn.execute("SELECT 1 FROM outbox WHERE jti=?", (jti,)).fetchone() is not None
 
 
 # --- small key/value state (manifest version, last checkpoint seen, ...) -------------------------------

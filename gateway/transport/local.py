@@ -40,6 +40,9 @@ class LocalBackend(Protocol):
 
     async def ops_dead_letter(self, dl_id: int, action: str, operator: str) -> dict[str, Any]: ...
 
+    async def resend(self, jti: str, operator: str) -> dict[str, Any]:
+        """Offer an overdue message again to its first hop (same jti); TrazaError when refused."""
+
     async def audit_entries(self, query: dict[str, str]) -> dict[str, Any]: ...
 
     async def audit_inclusion(self, index: int, size: int | None) -> dict[str, Any]: ...
@@ -168,6 +171,17 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
 
         return act
 
+    async def resend(request: web.Request) -> web.StreamResponse:
+        jti = request.match_info["id"]
+        try:
+            return json_response(await backend.resend(jti, request[WHO]))
+        except TrazaError as err:
+            if err.code in (Code.EXPIRED, Code.POLICY_DENIED):  # refused, audited, nothing changed
+                return problem(409, err.code, err.detail)
+            if err.code is Code.MALFORMED:
+                return problem(404, "not_found", err.detail)
+            raise
+
     async def entries(request: web.Request) -> web.StreamResponse:
         return json_response(await backend.audit_entries(dict(request.query)))
 
@@ -220,10 +234,11 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
     r.add_get("/local/v1/messages/{id}", status)
     r.add_get("/local/v1/inbox", inbox)
     r.add_post("/local/v1/inbox/{id}/ack", inbox_ack)
-    for what in ("status", "peers", "queues", "dead-letters"):
+    for what in ("status", "peers", "queues", "dead-letters", "overdue"):
         r.add_get(f"/ops/v1/{what}", ops(what))
     r.add_post("/ops/v1/dead-letters/{id}/retry", dl_action("retry"))
     r.add_post("/ops/v1/dead-letters/{id}/discard", dl_action("discard"))
+    r.add_post("/ops/v1/messages/{id}/resend", resend)
     r.add_get("/audit/v1/entries", entries)
     r.add_get("/audit/v1/proof/inclusion", inclusion)
     r.add_get("/audit/v1/bundle", bundle)

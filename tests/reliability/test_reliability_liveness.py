@@ -52,16 +52,38 @@ class FaultyConnection:
     def fail(self, pred: Callable[[str], bool], exc: BaseException, times: int) -> None:
         self._faults.append([pred, exc, times])
 
-    def execute(self, sql: str, *args: Any) -> Any:
+    def _check(self, sql: str) -> None:
         for f in self._faults:
             if f[2] > 0 and f[0](sql):
                 f[2] -= 1
                 self.raised += 1
                 raise f[1]
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        self._check(sql)
         return self._conn.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> Any:
+        self._check(sql)
+        return self._conn.executemany(sql, *args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
+
+
+def commit_of(prefix: str) -> Callable[[str], bool]:
+    """Matches the COMMIT of a transaction that ran a statement starting with ``prefix`` (so that other
+    writers of the node, e.g. its watchdog, do not take the injected failures)."""
+    seen = {"on": False}
+
+    def pred(sql: str) -> bool:
+        if sql.startswith(prefix):
+            seen["on"] = True
+        elif sql in ("BEGIN IMMEDIATE", "ROLLBACK"):
+            seen["on"] = False
+        return sql == "COMMIT" and seen["on"]
+
+    return pred
 
 
 def inject(node: Node) -> FaultyConnection:
@@ -96,14 +118,7 @@ async def test_one_failed_write_in_the_forward_path_does_not_stop_the_queue(tmp_
             started(built["es"].config) as es:
         fc = inject(hub)
         # the next transaction that dequeues (the forwarder settling es's ack) fails at COMMIT
-        armed = {"on": False}
-
-        def settle_commit(sql: str) -> bool:
-            if sql.startswith("DELETE FROM outbox"):
-                armed["on"] = True
-            return sql == "COMMIT" and armed["on"]
-
-        fc.fail(settle_commit, sqlite_error(10, "disk I/O error"), times=1)
+        fc.fail(commit_of("DELETE FROM outbox"), sqlite_error(10, "disk I/O error"), times=1)
         jti = await mx.submit(mt="notice", to="es", body=BODY, system="test")
         await eventually(lambda: delivered_at(es, jti), timeout=20.0)
         assert fc.raised == 1
@@ -147,7 +162,7 @@ async def test_queue_counter_does_not_count_rolled_back_work(tmp_path: Path) -> 
     built = build(tmp_path / "fed", SPECS, limits={**LIMITS, "max_queue": 3})
     async with started(built["mx"].config) as mx:  # the hub is down: what mx accepts stays queued
         fc = inject(mx)
-        fc.fail(lambda sql: sql == "COMMIT", sqlite_error(13, "database or disk is full"), times=5)
+        fc.fail(commit_of("INSERT INTO outbox"), sqlite_error(13, "database or disk is full"), times=5)
         for _ in range(5):
             with pytest.raises(StorageUnavailable):
                 await mx.submit(mt="notice", to="es", body=BODY, system="test")
@@ -243,7 +258,7 @@ async def test_node_event_whose_write_fails_is_kept_and_written_later(tmp_path: 
     built = build(tmp_path / "fed", SPECS, limits=LIMITS)
     async with started(built["hub"].config) as hub:
         fc = inject(hub)
-        fc.fail(lambda sql: sql == "COMMIT", sqlite_error(10, "disk I/O error"), times=1)
+        fc.fail(commit_of("INSERT INTO audit_entries"), sqlite_error(10, "disk I/O error"), times=1)
         hub.audit_event_bg({"event": "auth.denied", "listener": "peer", "code": "peer_mismatch",
                             "detail": "test", "remote": "127.0.0.1"})
         await eventually(lambda: _entries(hub, "auth.denied"), timeout=20.0)
@@ -260,7 +275,7 @@ async def test_failed_fsync_stops_the_node_and_refuses_every_later_write(tmp_pat
     built = build(tmp_path / "fed", SPECS, limits=LIMITS)
     async with started(built["mx"].config) as mx:
         fc = inject(mx)
-        fc.fail(lambda sql: sql == "COMMIT", sqlite_error(SQLITE_IOERR_FSYNC, "disk I/O error"), times=1)
+        fc.fail(commit_of("INSERT INTO outbox"), sqlite_error(SQLITE_IOERR_FSYNC, "disk I/O error"), times=1)
         with pytest.raises(StorageUnavailable) as e:
             await mx.submit(mt="notice", to="es", body=BODY, system="test")
         assert e.value.fatal
