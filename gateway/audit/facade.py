@@ -28,6 +28,7 @@ from gateway.core.manifest import Federation
 from gateway.core.merkle import CompactRange
 from gateway.core.note import origin_for
 from gateway.crypto.keys import Ed25519Key
+from gateway.store.crashpoints import crash_point
 
 T = TypeVar("T")
 
@@ -119,6 +120,8 @@ class NodeAudit:
 
         def fn(conn: sqlite3.Connection) -> StoredCheckpoint | None:
             size = publish_checkpoint(conn, origin=self.origin, key=self.key, now=now)
+            if size is not None:
+                crash_point("checkpoint.before_commit")
             return None if size is None else AuditReader(conn).checkpoint(size)
 
         return await self.db.write(fn)

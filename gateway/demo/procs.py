@@ -41,20 +41,20 @@ class Federation:
     def log_path(self, node_id: str) -> Path:
         return self.root / f"{node_id}.log"
 
-    def spawn(self, node_id: str) -> None:
-        """Start the node's process without waiting for it to be ready."""
+    def spawn(self, node_id: str, env: dict[str, str] | None = None) -> None:
+        """Start the node's process without waiting for it to be ready (``env``: extra variables)."""
         n = self.nodes[node_id]
         log = open(self.log_path(node_id), "ab")  # closed in stop()
         self._logs[node_id] = log
         self.procs[node_id] = subprocess.Popen(  # noqa: S603 - our own interpreter and config path
             [sys.executable, "-m", "gateway.cli.main", "run", "--config", str(n.config)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             start_new_session=True,  # Ctrl-C in the terminal reaches the demo only; it stops the nodes itself
         )
 
-    def start(self, node_id: str) -> None:
-        self.spawn(node_id)
+    def start(self, node_id: str, env: dict[str, str] | None = None) -> None:
+        self.spawn(node_id, env)
         self.wait_ready(node_id)
 
     def wait_ready(self, node_id: str, timeout: float = 30.0) -> None:

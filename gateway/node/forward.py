@@ -26,6 +26,7 @@ from gateway.crypto.tls import client_context
 from gateway.node.blobs import _blob_refs
 from gateway.node.state import _NodeState, _rfc3339
 from gateway.store import relay as st
+from gateway.store.crashpoints import crash_point
 from gateway.transport.peer import PeerClient, PeerUnavailable, Result
 
 
@@ -93,6 +94,7 @@ class ForwardMixin(_NodeState):
                     waits[0].cancel()
                 continue
             t0 = time.monotonic()
+            crash_point("forward.before_send")
             try:
                 # a recipient decrypts the blobs before it acks: allow for that (at 16 MiB/s, beyond the usual 30 s)
                 results = await self._client(peer).send_batch(
@@ -105,6 +107,7 @@ class ForwardMixin(_NodeState):
                 await self.db.write(partial(self._retry_later, rows=live, peer=peer, error=str(exc), now=self.clock(),
                                             retry_after=exc.retry_after))
                 continue
+            crash_point("forward.before_settle")
             breaker.success()
             self.metrics.hop_latency.labels(peer).observe(time.monotonic() - t0)
             self.metrics.peer_up.labels(peer).set(1)

@@ -29,6 +29,7 @@ from gateway.crypto.keys import verifier_for
 from gateway.node.state import _NodeState
 from gateway.store import relay as st
 from gateway.store.blobs import BlobError
+from gateway.store.crashpoints import crash_point
 from gateway.transport.peer import ErrorBody as EB
 from gateway.transport.peer import Result
 
@@ -85,6 +86,7 @@ class ReceiveMixin(_NodeState):
                     checked[i] = (TrazaError(Code.INTERNAL, f"blobs of {item.claims.jti}: {exc}", jti=item.claims.jti),
                                   item.claims.jti)
         results = await self.db.write(lambda conn: self._commit_received(conn, peer, checked, now))
+        crash_point("receive.after_commit")
         for v in checked:
             if isinstance(v, Verified):
                 if v.next_hop:
@@ -157,6 +159,7 @@ class ReceiveMixin(_NodeState):
             res = self._store_accepted(conn, v, peer, now)
             seen[c.jti] = res
             out.append(res)
+        crash_point("receive.before_commit")
         return out
 
     def _check_answer(self, conn: sqlite3.Connection, v: Verified) -> None:
