@@ -41,13 +41,14 @@ class Federation:
     def log_path(self, node_id: str) -> Path:
         return self.root / f"{node_id}.log"
 
-    def spawn(self, node_id: str, env: dict[str, str] | None = None) -> None:
-        """Start the node's process without waiting for it to be ready (``env``: extra variables)."""
+    def spawn(self, node_id: str, env: dict[str, str] | None = None, wrap: list[str] | None = None) -> None:
+        """Start the node's process without waiting for it to be ready (``env``: extra variables; ``wrap``:
+        a command that runs it, e.g. ``["fiu-run", "-x"]`` for fault injection)."""
         n = self.nodes[node_id]
         log = open(self.log_path(node_id), "ab")  # closed in stop()
         self._logs[node_id] = log
         self.procs[node_id] = subprocess.Popen(  # noqa: S603 - our own interpreter and config path
-            [sys.executable, "-m", "gateway.cli.main", "run", "--config", str(n.config)],
+            [*(wrap or []), sys.executable, "-m", "gateway.cli.main", "run", "--config", str(n.config)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             start_new_session=True,  # Ctrl-C in the terminal reaches the demo only; it stops the nodes itself
