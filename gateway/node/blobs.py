@@ -30,13 +30,14 @@ from gateway.core.errors import Code, TrazaError
 from gateway.crypto.chunks import (
     decrypt_file,
     encrypt_file,
+    encrypted_size,
     new_content_key,
     open_content_key,
     seal_content_key,
 )
 from gateway.node.state import _NodeState
 from gateway.store.blobs import BadBlobName, BlobError, BlobStore, BlobTooLarge
-from gateway.transport.peer import PeerUnavailable
+from gateway.transport.peer import BlobRefused, PeerUnavailable
 
 
 class _BlobLite(msgspec.Struct):
@@ -85,8 +86,10 @@ class BlobsMixin(_NodeState):
                 if ref is None or ref.node != c.aud or ref.key.use != "enc" or b.enc.suite != SUITES.get(ref.key.kem or ""):
                     raise TrazaError(Code.ENCRYPTION_REQUIRED,
                                      f"blobs[{i}] ({b.name}) is not encrypted to an enc key of {c.aud!r}")
-            if b.len > self.cfg.limits.max_blob:
-                raise TrazaError(Code.TOO_LARGE, f"blobs[{i}] ({b.name}) of {b.len} bytes exceeds max_blob")
+            limit = self.cfg.limits.max_blob if b.enc is None else encrypted_size(self.cfg.limits.max_blob)
+            if b.len > limit:
+                raise TrazaError(Code.TOO_LARGE, f"blobs[{i}] ({b.name}) of {b.len} bytes exceeds max_blob "
+                                 f"({self.cfg.limits.max_blob} bytes of plaintext)")
             try:
                 present = self.blobs.has(b.sha256, b.len)
             except BadBlobName as exc:
@@ -189,13 +192,16 @@ class BlobsMixin(_NodeState):
             raise TrazaError(Code.SCHEMA_INVALID, f"attachment {att.name}: digest or length differs from the adapter's")
         return {"sha256": sha, "len": n, "ct": att.media_type, "name": att.name}
 
-    def _push_blobs(self, peer: str, rows: list[Any]) -> tuple[list[Any], list[Any], list[asyncio.Task[int]], str | None, int]:
+    def _push_blobs(self, peer: str, rows: list[Any]) -> tuple[list[Any], list[Any], list[asyncio.Task[int]], str | None, int,
+                                                           list[tuple[Any, str]]]:
         """Before envelopes go to ``peer``, it must hold every blob they name. Uploads run as their own
         tasks (one at a time per peer), so envelopes without blobs are not held up behind a large file.
         Returns (rows ready to send, rows whose upload failed, uploads in progress, last error, bytes of
-        the blobs the ready rows name)."""
+        the blobs the ready rows name, rows with a blob the peer refuses for good and why)."""
         ready: list[Any] = []
         blocked: list[Any] = []
+        refused: list[tuple[Any, str]] = []
+        refusals: dict[str, str] = {}  # sha -> why the peer refuses it for good
         pending: dict[str, asyncio.Task[int]] = {}
         error: str | None = None
         outcome: dict[str, bool | None] = {}  # True complete at the peer, False failed, None uploading
@@ -220,6 +226,8 @@ class BlobsMixin(_NodeState):
                         continue
                     outcome[ref.sha256] = False
                     error = str(exc) if exc is not None else "upload cancelled"
+                    if isinstance(exc, BlobRefused):
+                        refusals[ref.sha256] = str(exc)
                     continue
                 if task is None:
                     task = asyncio.create_task(self._upload_blob(peer, ref.sha256, ref.len),
@@ -228,12 +236,15 @@ class BlobsMixin(_NodeState):
                 outcome[ref.sha256] = None
                 pending[ref.sha256] = task
             states = [outcome[r.sha256] for r in refs]
-            if all(states):
+            why = next((refusals[r.sha256] for r in refs if r.sha256 in refusals), None)
+            if why is not None:
+                refused.append((row, why))
+            elif all(states):
                 ready.append(row)
                 ready_bytes += sum(r.len for r in refs)
             elif False in states:
                 blocked.append(row)
-        return ready, blocked, list(pending.values()), error, ready_bytes
+        return ready, blocked, list(pending.values()), error, ready_bytes, refused
 
     async def _upload_blob(self, peer: str, sha: str, length: int) -> int:
         """One blob to ``peer`` (HEAD, then PUT of what it lacks); wakes the forwarder when done either way."""

@@ -30,6 +30,7 @@ from gateway.core.envelope import (
 from gateway.core.errors import Code, TrazaError
 from gateway.core.manifest import Federation
 from gateway.core.retry import CircuitBreaker
+from gateway.crypto.chunks import encrypted_size
 from gateway.crypto.hpke import EncKey
 from gateway.crypto.keys import Ed25519Key, SigningKey
 from gateway.crypto.tls import cert_serial, peer_node_id, server_context
@@ -133,7 +134,8 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         self.audit = audit_facade.NodeAudit(self.db, node=self.id, federation=fed.name, key=self.audit_key)
         self.adapter = get_adapter(cfg.adapter.name)
         # blobs as they travel (ciphertext when encrypted) and plaintext blobs of the national system
-        self.blobs = BlobStore(self.data_dir / "blobs", lim.max_blob)
+        # max_blob limits the plaintext (SPEC §11): a blob travels as its TZB1 ciphertext, a little larger
+        self.blobs = BlobStore(self.data_dir / "blobs", encrypted_size(lim.max_blob))
         self.plain_blobs = BlobStore(self.data_dir / "local-blobs", lim.max_blob)
         self._blobs_at: set[tuple[str, str]] = set()  # (peer, sha) known to be complete at the peer
         self._uploads: dict[tuple[str, str], asyncio.Task[int]] = {}  # blob uploads in progress

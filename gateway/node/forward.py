@@ -79,7 +79,10 @@ class ForwardMixin(_NodeState):
                 await self._wake_all_outbox()  # the error messages it queued may go to a peer never woken
             if not live:
                 continue
-            live, blocked, pending, blob_err, blob_bytes = self._push_blobs(peer, live)
+            live, blocked, pending, blob_err, blob_bytes, refused = self._push_blobs(peer, live)
+            if refused:  # the peer will never take a blob these name (413): the messages fail, no retry
+                await self.db.write(partial(self._refuse_rows, rows=refused, peer=peer, now=self.clock()))
+                await self._wake_all_outbox()  # the error messages _give_up queued
             if blocked:
                 breaker.failure(self.clock(), rand=random.random())
                 self.count("blob_upload_failures")
@@ -149,6 +152,12 @@ class ForwardMixin(_NodeState):
             self._reply_in_txn(conn, mt="error", to=m.iss, irt=m.jti, cid=m.cid, now=now, source="node",
                                body={"for": m.jti, "code": code.value, "at": _rfc3339(now), "by": self.id,
                                      "detail": detail})
+
+    def _refuse_rows(self, conn: sqlite3.Connection, rows: list[tuple[Any, str]], peer: str, now: float) -> None:
+        for row, why in rows:
+            m = st.get_message(conn, row[1])
+            if m is not None:
+                self._give_up(conn, m, peer, Code.TOO_LARGE, why[:500], now)
 
     def _settle(self, conn: sqlite3.Connection, rows: list[Any], results: list[Result], peer: str, now: float) -> None:
         by_jti = {r.jti: r for r in results}

@@ -187,7 +187,8 @@ class _NodeState:
 
         def _import_attachment(self, att: Attachment) -> dict[str, Any]: ...
 
-        def _push_blobs(self, peer: str, rows: list[Any]) -> tuple[list[Any], list[Any], list[asyncio.Task[int]], str | None, int]: ...
+        def _push_blobs(self, peer: str, rows: list[Any]) -> tuple[list[Any], list[Any], list[asyncio.Task[int]], str | None, int,
+                                                                   list[tuple[Any, str]]]: ...
 
         async def submit(self, *, mt: str, to: str, body: bytes, system: str, hc: str = "H0",
                          cls: str = "BASIC_PROTECTION_LEVEL", pur: str = "INVESTIGATION", irt: str | None = None,

@@ -332,6 +332,11 @@ class PeerUnavailable(Exception):
         self.retry_after = retry_after
 
 
+class BlobRefused(PeerUnavailable):
+    """The peer refuses a blob for good (413: larger than its ``max_blob``): retrying cannot help, the
+    message fails (dead letter, and an ``error`` to its origin)."""
+
+
 class PeerClient:
     """Keep-alive mTLS client to one peer. The server must present a certificate naming that peer."""
 
@@ -448,6 +453,8 @@ class PeerClient:
         if status in (200, 201):
             return length - received
         detail = data[:300].decode("utf-8", "replace")
+        if status == 413:
+            raise BlobRefused(f"{self.peer} refuses blob {sha} of {length} bytes as too large: {detail}")
         raise PeerUnavailable(f"{self.peer}: PUT /v1/blobs/{sha}: HTTP {status}: {detail}")
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from gateway.config import load_config
 from gateway.core.b64 import b64url_encode
 from gateway.core.envelope import SUITES, BlobEnc, BlobRef, build_envelope, encode_envelope
 from gateway.core.ids import uuid7
-from gateway.crypto.chunks import encrypt_file, new_content_key, seal_content_key
+from gateway.crypto.chunks import encrypt_file, encrypted_size, new_content_key, seal_content_key
 from gateway.crypto.hpke import seal
 from gateway.crypto.keys import SigningKey
 from gateway.crypto.tls import client_context
@@ -133,11 +133,13 @@ async def test_length_limits_and_ranges(hub):
     async with cl._sess().put(cl.endpoint + f"/v1/blobs/{sha}", data=gen()) as resp:
         assert resp.status == 411
         assert (await resp.json(content_type=None))["code"] == "malformed"
-    # over max_blob -> 413, declared through Content-Range or by the length itself
-    status, doc = await put_raw(cl, sha, data[:10], {"Content-Range": f"bytes 0-9/{MAX_BLOB + 1}"})
+    # over the ciphertext of max_blob bytes of plaintext (SPEC §11: max_blob limits the plaintext)
+    # -> 413, declared through Content-Range or by the length itself
+    over = encrypted_size(MAX_BLOB) + 1
+    status, doc = await put_raw(cl, sha, data[:10], {"Content-Range": f"bytes 0-9/{over}"})
     assert status == 413 and doc["code"] == "too_large"
     try:
-        status, doc = await put_raw(cl, name(b"x" * (MAX_BLOB + 1)), b"x" * (MAX_BLOB + 1))
+        status, doc = await put_raw(cl, name(b"x" * over), b"x" * over)
         assert status == 413
     except PeerUnavailable:
         pass  # the node may answer and close before the client finished sending
