@@ -38,17 +38,20 @@ class StrictJSONError(TrazaError):
     """``TrazaError(MALFORMED)`` for a text refused here; ``rule`` says which rule it broke: ``syntax``
     (not JSON at all), ``utf8``, ``duplicate``, ``depth``, ``integer`` or ``number``."""
 
-    def __init__(self, rule: str, detail: str) -> None:
-        super().__init__(Code.MALFORMED, detail)
+    def __init__(self, rule: str, what: str, reason: str, member: str | None = None) -> None:
+        super().__init__(Code.MALFORMED, f"{what}: {reason}")
         self.rule = rule
+        self.reason = reason
+        self.member = member  # the repeated name, for ``duplicate``
 
 
 class _Refused(ValueError):
     """Raised by the hooks with the rule and the reason (the scanner's own errors are ValueError too)."""
 
-    def __init__(self, rule: str, reason: str) -> None:
+    def __init__(self, rule: str, reason: str, member: str | None = None) -> None:
         super().__init__(reason)
         self.rule = rule
+        self.member = member
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -57,7 +60,7 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for name, _ in pairs:
             if name in seen:
-                raise _Refused("duplicate", f"an object repeats the member name {_show(name)}")
+                raise _Refused("duplicate", f"an object repeats the member name {_show(name)}", name)
             seen.add(name)
     return obj
 
@@ -136,7 +139,7 @@ def loads(data: Text, what: str = "JSON text") -> Any:
             text = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise StrictJSONError(
-                "utf8", f"{what}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+                "utf8", what, f"not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
             ) from None
     try:
         obj = _decoder.decode(text)
@@ -145,14 +148,14 @@ def loads(data: Text, what: str = "JSON text") -> Any:
         elif type(obj) is str and not obj.isascii():
             _utf8(obj)
     except _Refused as exc:
-        raise StrictJSONError(exc.rule, f"{what}: {exc}") from None
+        raise StrictJSONError(exc.rule, what, str(exc), exc.member) from None
     except RecursionError:
-        raise StrictJSONError("depth", f"{what}: nesting is deeper than {MAX_DEPTH}") from None
+        raise StrictJSONError("depth", what, f"nesting is deeper than {MAX_DEPTH}") from None
     except json.JSONDecodeError as exc:
         rule = "utf8" if exc.msg.startswith("Unexpected UTF-8 BOM") else "syntax"
-        raise StrictJSONError(rule, f"{what}: not JSON ({exc.msg} at offset {exc.pos})") from None
+        raise StrictJSONError(rule, what, f"not valid JSON ({exc.msg} at offset {exc.pos})") from None
     except ValueError as exc:  # e.g. an integer literal past the interpreter's digit limit
-        raise StrictJSONError("integer", f"{what}: not JSON ({_clip(str(exc), 80)})") from None
+        raise StrictJSONError("integer", what, f"not valid JSON ({_clip(str(exc), 80)})") from None
     return obj
 
 
@@ -172,7 +175,7 @@ def object_of(data: Text, what: str = "JSON text") -> dict[str, Any]:
     """:func:`loads` of a text that must be a JSON object."""
     obj = loads(data, what)
     if not isinstance(obj, dict):
-        raise StrictJSONError("syntax", f"{what}: must be a JSON object, not {_kind(obj)}")
+        raise StrictJSONError("syntax", what, f"must be a JSON object, not {_kind(obj)}")
     return obj
 
 

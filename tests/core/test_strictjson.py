@@ -197,7 +197,7 @@ def test_object_of_names_what_it_got(text, kind):
 
 
 def test_syntax_errors_are_malformed_with_an_offset():
-    err = refused('{"a":1,}', "not JSON")
+    err = refused('{"a":1,}', "not valid JSON")
     assert "offset" in err.detail
 
 
