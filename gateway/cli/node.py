@@ -86,6 +86,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(run_node(cfg, setup=install))
     except NodeError as exc:
         raise CheckFailed(str(exc)) from None
+    except Exception:  # logged as one record (a JSON line in production), not a bare traceback
+        tlog.get_logger().critical("node.crashed", exc_info=True)
+        return 1
     return 0
 
 
