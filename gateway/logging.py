@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import traceback
 from collections.abc import MutableMapping
@@ -22,7 +21,7 @@ import msgspec
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
-from gateway.core.printable import escape_controls
+from gateway.core.printable import escape_controls, json_safe
 
 # Field names that must never reach a log line.
 REDACTED_FIELDS = frozenset(
@@ -45,23 +44,13 @@ def _fallback(obj: Any) -> Any:
 
 _encoder = msgspec.json.Encoder(enc_hook=_fallback)
 
-# JSON escapes C0 controls but not these, which some log readers take for line breaks (msgspec writes them
-# raw); C1 controls (U+0080-U+009F, CSI among them) are escaped too. Outside strings a JSON text is ASCII,
-# so replacing them anywhere in the line only touches string contents.
-_LINE_BREAKERS = re.compile("[\u0080-\u009f\u2028\u2029]")
-
-
-def _json_escape(m: re.Match[str]) -> str:
-    return f"\\u{ord(m.group()):04x}"
-
-
 def render_json(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
     """Last processor of the JSON chain: one compact JSON object per line, all in printable form."""
     try:
         line = _encoder.encode(event).decode("utf-8")
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
         return json.dumps(event, default=_fallback)  # ensure_ascii: nothing but ASCII
-    return line if line.isascii() else _LINE_BREAKERS.sub(_json_escape, line)
+    return json_safe(line)  # U+2028, U+2029, U+0085 and the like escaped too
 
 
 def escape_console(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

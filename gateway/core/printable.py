@@ -6,7 +6,8 @@ U+2029 or U+0085 could forge log lines for readers that split on them. Bidirecti
 what is shown (the "Trojan Source" trick).
 
 :func:`printable` removes all of these (for terminal output); :func:`escape_controls` writes them as
-``\\xNN`` / ``\\uNNNN`` (for console log lines, where the operator should see that they were there).
+``\\xNN`` / ``\\uNNNN`` (for console log lines, where the operator should see that they were there);
+:func:`json_safe` writes them as ``\\uNNNN`` in a JSON text (JSON escapes C0 controls itself, but not these).
 """
 
 from __future__ import annotations
@@ -34,3 +35,18 @@ def _escape(m: re.Match[str]) -> str:
 def escape_controls(text: str) -> str:
     """``text`` with every character :func:`printable` removes written as a visible escape instead."""
     return _UNSAFE_RE.sub(_escape, text) if not text.isprintable() else text
+
+
+# What JSON leaves raw that a terminal or a log reader may act on: DEL, C1 controls, line and paragraph
+# separators, bidi controls. Outside its strings a JSON text is ASCII, so escaping them anywhere in the
+# text only rewrites string contents, and the value read back is the same.
+_JSON_UNSAFE_RE = re.compile("[" + _OTHERS + "]")
+
+
+def _json_escape(m: re.Match[str]) -> str:
+    return f"\\u{ord(m.group()):04x}"
+
+
+def json_safe(text: str) -> str:
+    """A JSON text (as written by any encoder) with the characters above written as ``\\uNNNN``."""
+    return text if text.isascii() else _JSON_UNSAFE_RE.sub(_json_escape, text)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.printable import escape_controls, printable
+from gateway.core.printable import escape_controls, json_safe, printable
 
 UNSAFE = ["\x00", "\x07", "\x08", "\n", "\r", "\x1b", "\x7f", "\x85", "\x9b", "\u2028", "\u2029", "\u202e",
           "\u2066", "\u200f"]
@@ -47,3 +47,13 @@ def test_printable_output_has_no_control_characters(text):
 def test_escape_controls_leaves_nothing_raw(text):
     out = escape_controls(text)
     assert not any(c in out for c in UNSAFE)
+
+
+@given(st.recursive(st.text() | st.integers() | st.none(),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(), c, max_size=3), max_leaves=8))
+def test_json_safe_reads_back_the_same_and_leaves_nothing_raw(value):
+    import json
+
+    text = json_safe(json.dumps(value, ensure_ascii=False))
+    assert json.loads(text) == value
+    assert not any(c in text for c in ("\x7f", "\x85", "\x9b", "\u2028", "\u2029", "\u202e"))
