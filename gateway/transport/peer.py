@@ -90,6 +90,7 @@ class Problem(Exception):
         return problem(self.status, self.code, self.detail, self.headers)
 
 
+_WITNESS_CODES = {403: Code.BAD_SIGNATURE.value, 404: Code.UNKNOWN_NODE.value, 422: "inconsistent"}
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: Code.TOO_LARGE.value, 411: Code.MALFORMED.value}
 
 
@@ -318,6 +319,10 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
     async def post_witness(request: web.Request) -> web.StreamResponse:
         body = await read_body(request, 64 * 1024)
         status, ctype, out = await backend.witness_add_checkpoint(request[PEER], body)
+        if status >= 400 and ctype.startswith("text/plain"):
+            # C2SP tlog-witness fixes only the 409's body (the witness's size); other refusals are problems
+            code = _WITNESS_CODES.get(status, Code.MALFORMED.value)
+            return problem(status, code, out.decode("utf-8", "replace").strip())
         # the witness answers with a full media type ("text/plain; charset=utf-8"), which aiohttp only
         # accepts as a header, not as content_type
         return web.Response(status=status, body=out, headers={"Content-Type": ctype})

@@ -9,6 +9,7 @@ an hour), so a bundle asked for is never covered yet.
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -52,6 +53,16 @@ def test_batch_request_with_a_repeated_member_is_refused(live):
     # {"envelopes":[<junk>],"envelopes":[]}: "last wins" would accept an empty batch and hide the first
     doc = problem(live.request("peer", "POST", "/v1/envelopes", b'{"envelopes":[1],"envelopes":[]}'), 400, "malformed")
     assert "envelopes" in doc["detail"]
+
+
+def test_deeply_nested_jws_claims_in_a_batch_are_rejected_not_a_500(live):
+    # found by the fuzz test: the envelope is rejected, then its id was read for the audit without limits
+    deep = base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).rstrip(b"=").decode()
+    env = json.dumps({"token": f"{deep}.{deep}.c2ln", "payload": "", "hops": []}).encode()
+    r = live.request("peer", "POST", "/v1/envelopes", b'{"envelopes":[' + env + b"]}")
+    assert r.status == 200, (r.status, r.body[:300])
+    (res,) = r.json()["results"]
+    assert res["status"] == "rejected" and res["error"]["code"] == "malformed", res
 
 
 def test_batch_request_with_a_huge_integer_is_refused(live):
