@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.base import AdapterError
+from gateway.core import strictjson
 
 Pattern = tuple[str | None, ...]
 Path = tuple[str | int, ...]
@@ -275,9 +276,9 @@ class Syntax:
             if self.typed:
                 return raw
             try:
-                return json.loads(raw)
-            except ValueError as exc:
-                raise AdapterError(where, f"not valid JSON ({exc})") from None
+                return strictjson.loads(raw, where)
+            except strictjson.StrictJSONError as exc:
+                raise AdapterError(where, exc.reason) from None
         if self.typed:
             if kind == "int":
                 if isinstance(raw, bool) or not isinstance(raw, int):

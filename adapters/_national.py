@@ -282,31 +282,12 @@ def _get(obj: Any, path: Path) -> Any:
 # --- JSON -------------------------------------------------------------------------------------------
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise AdapterError(k, "appears twice in one object")
-        out[k] = v
-    return out
-
-
 class JsonAdapter(NationalAdapter):
     flat = False
     sep = "."
 
     def parse(self, data: bytes) -> Any:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise AdapterError("(file)", f"not UTF-8 (byte {exc.start})") from None
-        try:
-            doc = json.loads(text, object_pairs_hook=_no_duplicates)
-        except ValueError as exc:
-            raise AdapterError("(file)", f"not valid JSON ({exc})") from None
-        if not isinstance(doc, dict):
-            raise AdapterError("(file)", "expected a JSON object")
-        return doc
+        return load_json_object(data)  # strict JSON (SPEC §3.4)
 
     def peek(self, doc: Any, nat: str) -> Any:
         node = doc

@@ -24,6 +24,7 @@ from adapters.base import (
     schema_error_reason,
     validated_body,
 )
+from gateway.core import strictjson
 from gateway.core.errors import TrazaError
 from gateway.core.messages import MESSAGE_TYPES
 
@@ -45,22 +46,15 @@ ORDER = (
 )
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise AdapterError(k, "appears twice in one object")
-        out[k] = v
-    return out
-
-
 def load_json_object(data: bytes, what: str = "(file)") -> dict[str, Any]:
+    """A JSON object from a national file or a submission, strictly (SPEC §3.4): a repeated member is
+    named as the field at fault; deeper than 32, an integer outside ±2^53, not UTF-8 name ``what``."""
     try:
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except UnicodeDecodeError as exc:
-        raise AdapterError(what, f"not UTF-8 (byte {exc.start})") from None
-    except ValueError as exc:
-        raise AdapterError(what, f"not valid JSON ({exc})") from None
+        doc = strictjson.loads(data, what)
+    except strictjson.StrictJSONError as exc:
+        if exc.member is not None:
+            raise AdapterError(exc.member, "appears twice in one object") from None
+        raise AdapterError(what, exc.reason) from None
     if not isinstance(doc, dict):
         raise AdapterError(what, "expected a JSON object")
     return doc

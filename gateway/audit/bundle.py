@@ -116,6 +116,10 @@ def encode_bundle(bundle: Bundle) -> bytes:
 # -- building ----------------------------------------------------------------------------------------
 
 
+class NotCovered(AuditError):
+    """The message's entries are not all covered by a signed checkpoint yet: ask again after the next."""
+
+
 def build_bundle(reader: AuditReader, jti: str, *, size: int | None = None) -> Bundle:
     """The evidence bundle of message ``jti`` from this node's log, against the latest checkpoint (or
     the checkpoint of ``size``). The envelope, acks, receipt and signing keys come from what the relay
@@ -128,9 +132,9 @@ def build_bundle(reader: AuditReader, jti: str, *, size: int | None = None) -> B
         raise AuditError(f"no audit entry is about message {jti}")
     cp = reader.checkpoint(size)
     if cp is None:
-        raise AuditError("no signed checkpoint yet: wait for the next checkpoint")
+        raise NotCovered("no signed checkpoint yet: wait for the next checkpoint")
     if indices[-1] >= cp.size:
-        raise AuditError(
+        raise NotCovered(
             f"entry {indices[-1]} about {jti} is not covered by the checkpoint of size {cp.size} yet; "
             "export again after the next checkpoint"
         )

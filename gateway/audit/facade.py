@@ -27,6 +27,7 @@ from gateway.core.b64 import b64_decode, b64_encode
 from gateway.core.manifest import Federation
 from gateway.core.merkle import CompactRange
 from gateway.core.note import origin_for
+from gateway.core.params import int_param
 from gateway.crypto.keys import Ed25519Key
 from gateway.store.crashpoints import crash_point
 
@@ -193,15 +194,11 @@ class NodeAudit:
     # -- auditor API (SPEC §6) ----------------------------------------------------------------------
 
     async def entries(self, query: Mapping[str, str]) -> dict[str, Any]:
-        """``GET /audit/v1/entries?from=&to=&jti=&event=&limit=`` (ValueError names a bad parameter)."""
-        try:
-            start = int(query.get("from", "0"))
-            end = int(query["to"]) if query.get("to") else None
-            limit = int(query.get("limit", str(MAX_PAGE)))
-        except ValueError:
-            raise ValueError("from, to and limit must be integers") from None
-        if start < 0 or limit < 1:
-            raise ValueError("from must be >= 0 and limit >= 1")
+        """``GET /audit/v1/entries?from=&to=&jti=&event=&limit=`` (TrazaError ``malformed`` names a bad
+        parameter: each is an integer within SQLite's 64-bit range, ``from`` and ``to`` >= 0, ``limit`` >= 1)."""
+        start = int_param(query.get("from"), "from", default=0)
+        end = int_param(query["to"], "to") if query.get("to") else None
+        limit = int_param(query.get("limit"), "limit", default=MAX_PAGE, lo=1)
         jti, event = query.get("jti") or None, query.get("event") or None
         return await self.db.read(
             lambda c: AuditReader(c).entries_json(start=start, end=end, jti=jti, event=event, limit=limit)

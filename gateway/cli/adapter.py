@@ -20,6 +20,7 @@ from adapters.standard import from_form, load_json_object
 from adapters.x3p import X3P_MEDIA_TYPE, X3pAdapter
 from gateway.cli.main import CheckFailed, UsageError
 from gateway.core.messages import MESSAGE_TYPES
+from gateway.core.printable import json_safe, printable
 
 
 def _adapter(name: str) -> Adapter:
@@ -81,11 +82,11 @@ def _run_check(args: argparse.Namespace) -> int:
             raise AdapterError("type", f"the file holds a {t.mt}, not a {args.type}")
     except AdapterError as exc:
         raise CheckFailed(f"{path}: {exc}") from None
-    print(json.dumps(t.standard_form(), ensure_ascii=False, indent=2))
+    print(json_safe(json.dumps(t.standard_form(), ensure_ascii=False, indent=2)))
     for w in t.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {printable(str(w))}", file=sys.stderr)
     for a in t.attachments:
-        print(f"attachment: {a.name} ({a.media_type}, {a.length} bytes, sha256 {a.sha256})", file=sys.stderr)
+        print(printable(f"attachment: {a.name} ({a.media_type}, {a.length} bytes, sha256 {a.sha256})"), file=sys.stderr)
     return 0
 
 

@@ -23,6 +23,7 @@ from gateway.cli.main import CheckFailed, UsageError
 from gateway.core.b64 import b64_decode, b64_encode
 from gateway.core.merkle import ProofError, leaf_hash, verify_inclusion
 from gateway.core.note import NoteError, open_checkpoint, parse_checkpoint_text, parse_note
+from gateway.core.printable import json_safe, printable
 
 
 def register(sub: Any) -> None:
@@ -244,20 +245,20 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _print_report(source: str, r: VerifyReport, *, pinned: bool) -> None:
-    print(f"OK {r.origin or source}: {r.size} entries recomputed from {source}")
+    print(printable(f"OK {r.origin or source}: {r.size} entries recomputed from {source}"))
     if r.checkpoints:
         print(
             f"   {r.checkpoints} checkpoints signed and consistent; latest size {r.latest_size} "
             f"root {b64_encode(r.latest_root)}"
         )
-        who = ", ".join(sorted(r.witnesses)) or "none"
+        who = printable(", ".join(sorted(r.witnesses))) or "none"
         print(f"   {r.cosignatures} witness cosignatures verified (witnesses: {who})")
     if not pinned:
         print(
             "   note: log key taken from the database itself; pin it with --log-key to check it against the manifest"
         )
     for w in r.warnings:
-        print(f"   warning: {w}")
+        print(f"   warning: {printable(w)}")
 
 
 # -- show / prove ------------------------------------------------------------------------------------
@@ -271,8 +272,8 @@ def _show(args: argparse.Namespace) -> int:
         rows = list(_Http(args).entries(jti=args.jti))
     if not rows:
         raise CheckFailed(f"no audit entry is about message {args.jti}")
-    for _, raw in rows:
-        sys.stdout.write(raw.decode("utf-8") + "\n")
+    for _, raw in rows:  # entries quote peers: what JSON leaves raw (U+2028, C1, bidi) is escaped
+        sys.stdout.write(json_safe(raw.decode("utf-8", "replace")) + "\n")
     return 0
 
 
@@ -341,7 +342,7 @@ def _prove(args: argparse.Namespace) -> int:
         "against": against,
         "entry": json.loads(entry),
     }
-    print(json.dumps(out, indent=2, ensure_ascii=False))
+    print(json_safe(json.dumps(out, indent=2, ensure_ascii=False)))
     return 0
 
 
@@ -378,9 +379,9 @@ def _verify_bundle(args: argparse.Namespace) -> int:
         report = verify_bundle(data)
     except BundleError as exc:
         raise CheckFailed(f"{args.file} does not verify: {exc}") from None
-    print(f"OK {args.file}: evidence about message {report.jti} on node {report.node}")
-    for line in report.proven:
-        print(f" - {line}")
+    print(printable(f"OK {args.file}: evidence about message {report.jti} on node {report.node}"))
+    for line in report.proven:  # the bundle's words (an attacker may have made the file)
+        print(f" - {printable(line)}")
     for line in report.notes:
-        print(f"   note: {line}")
+        print(f"   note: {printable(line)}")
     return 0

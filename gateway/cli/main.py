@@ -10,6 +10,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from gateway.core.printable import printable
+
 # Modules under gateway.cli that each add one verb (group) to the parser.
 VERB_MODULES: tuple[str, ...] = (
     "pki",
@@ -48,11 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rc = args.func(args)
-    except CheckFailed as exc:
-        print(f"traza: {exc}", file=sys.stderr)
+    except CheckFailed as exc:  # may quote a node's or a peer's words: control characters removed
+        print(f"traza: {printable(str(exc), newlines=True)}", file=sys.stderr)
         return 1
     except UsageError as exc:
-        print(f"traza: {exc}", file=sys.stderr)
+        print(f"traza: {printable(str(exc), newlines=True)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

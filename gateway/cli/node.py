@@ -16,6 +16,7 @@ from typing import Any
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.cli.main import CheckFailed, UsageError
 from gateway.config import Config, ConfigError, load_config
+from gateway.core.printable import printable
 from gateway.store.blobs import file_digest
 
 
@@ -86,6 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(run_node(cfg, setup=install))
     except NodeError as exc:
         raise CheckFailed(str(exc)) from None
+    except Exception:  # logged as one record (a JSON line in production), not a bare traceback
+        tlog.get_logger().critical("node.crashed", exc_info=True)
+        return 1
 
 
 def upload_attachment(cfg: Config, path: Path, *, sha: str | None = None, length: int | None = None,
@@ -220,7 +224,7 @@ def _x3p_form(args: argparse.Namespace, path: Path) -> tuple[dict[str, Any], lis
     msg, files, warnings = x3p_message(path, args.sidecar, to=args.to, mt=args.type, handling=args.handling,
                                        classification=args.classification, purpose=args.purpose)
     for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {printable(str(w))}", file=sys.stderr)
     return msg, files
 
 
@@ -273,14 +277,15 @@ def _print(doc: Any, as_json: bool) -> None:
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     rows = doc if isinstance(doc, list) else next((v for v in doc.values() if isinstance(v, list)), None)
     if rows and isinstance(rows[0], dict):
         t = Table()
         for k in rows[0]:
-            t.add_column(str(k))
-        for r in rows:
-            t.add_row(*(str(r.get(k, "")) for k in rows[0]))
+            t.add_column(Text(printable(str(k))))
+        for r in rows:  # a peer's words as plain text: no control characters, no rich markup
+            t.add_row(*(Text(printable(str(r.get(k, "")))) for k in rows[0]))
         Console().print(t)
     else:
         print(json.dumps(doc, indent=2))

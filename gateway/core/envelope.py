@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from gateway.core import strictjson
 from gateway.core.b64 import b64url_decode, b64url_encode
 from gateway.core.errors import Code, TrazaError
 from gateway.core.jws import Compact, VerifyFn, encode_compact, parse_compact
@@ -188,10 +189,11 @@ _envelope_encoder = msgspec.json.Encoder()
 
 
 def decode_envelope(raw: bytes | dict[str, Any]) -> Envelope:
+    """An envelope from its JSON text (strict JSON, SPEC §3.4) or from data already decoded strictly."""
     try:
         if isinstance(raw, dict):
             return msgspec.convert(raw, Envelope, strict=True)
-        return _envelope_decoder.decode(raw)
+        return strictjson.decode(raw, _envelope_decoder, "envelope")
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise TrazaError(Code.MALFORMED, f"envelope: {exc}") from None
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.core import strictjson
 from gateway.core.b64 import b64url_decode, b64url_encode
 from gateway.core.errors import Code, TrazaError
 
@@ -53,12 +54,13 @@ def parse_compact(token: str, *, typ: str) -> Compact:
         raise TrazaError(Code.MALFORMED, f"{typ}: compact JWS needs 3 parts, got {len(parts)}")
     # The header is judged before anything else is decoded: the algorithm allow-list first, so a token
     # of a foreign algorithm is refused as such whatever it carries.
+    # Strict JSON (SPEC §3.4): a repeated member (``{"alg":"none","alg":"EdDSA"}``) is refused, never
+    # resolved one way here and another way by some other decoder of the same token.
     try:
-        header = msgspec.json.decode(b64url_decode(parts[0]))
-    except (ValueError, msgspec.DecodeError) as exc:
+        header_text = b64url_decode(parts[0])
+    except ValueError as exc:
         raise TrazaError(Code.MALFORMED, f"{typ}: undecodable JWS header ({exc})") from None
-    if not isinstance(header, dict):
-        raise TrazaError(Code.MALFORMED, f"{typ}: JWS header must be a JSON object")
+    header = strictjson.object_of(header_text, f"{typ}: JWS header")
     alg = header.get("alg")
     if alg not in ALLOWED_ALGS:
         raise TrazaError(Code.BAD_SIGNATURE, f"{typ}: algorithm {alg!r} is not allowed in this federation")
@@ -70,12 +72,11 @@ def parse_compact(token: str, *, typ: str) -> Compact:
     if not isinstance(header.get("kid"), str):
         raise TrazaError(Code.BAD_SIGNATURE, f"{typ}: header has no kid")
     try:
-        claims = msgspec.json.decode(b64url_decode(parts[1]))
+        claims_text = b64url_decode(parts[1])
         signature = b64url_decode(parts[2])
-    except (ValueError, msgspec.DecodeError) as exc:
+    except ValueError as exc:
         raise TrazaError(Code.MALFORMED, f"{typ}: undecodable JWS part ({exc})") from None
-    if not isinstance(claims, dict):
-        raise TrazaError(Code.MALFORMED, f"{typ}: claims must be a JSON object")
+    claims = strictjson.object_of(claims_text, f"{typ}: JWS claims")
     return Compact(
         token=token,
         header=header,

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from gateway.core import strictjson
+from gateway.core.errors import TrazaError
 from gateway.core.timeutil import parse_rfc3339
 
 NodeKind = Literal["national", "hub", "service"]
@@ -101,7 +103,9 @@ _decoder = msgspec.json.Decoder(Manifest)
 def decode_manifest(raw: bytes) -> Manifest:
     """Decode and check a manifest's internal consistency. Raises ``ManifestError`` naming the field."""
     try:
-        m = _decoder.decode(raw)
+        m = strictjson.decode(raw, _decoder, "manifest")
+    except TrazaError as exc:  # strict JSON (SPEC §3.4)
+        raise ManifestError(exc.detail) from None
     except msgspec.ValidationError as exc:
         raise ManifestError(f"manifest: {exc}") from None
     except msgspec.DecodeError as exc:

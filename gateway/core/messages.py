@@ -22,6 +22,7 @@ from typing import Annotated, Any, Final
 import msgspec
 from msgspec import Meta
 
+from gateway.core import strictjson
 from gateway.core.codes import (
     BULLET_REGIONS,
     CARTRIDGE_CASE_REGIONS,
@@ -639,12 +640,20 @@ def _unknown(mt: str) -> TrazaError:
 def decode_body(mt: str, data: bytes) -> msgspec.Struct:
     """Decode and validate the UTF-8 JSON body of a message of type ``mt`` in one pass.
 
-    Raises ``TrazaError(UNKNOWN_TYPE)`` for an unknown ``mt`` and ``BodyInvalid`` (a ``TrazaError`` with
+    Raises ``TrazaError(UNKNOWN_TYPE)`` for an unknown ``mt``, ``TrazaError(MALFORMED)`` for a text that is
+    not strict JSON (SPEC §3.4: a repeated member name, nesting deeper than 32, an integer outside ±2^53, a
+    number that is not finite, not UTF-8) and ``BodyInvalid`` (a ``TrazaError`` with
     code ``SCHEMA_INVALID``) naming the JSON path of the first fault.
     """
     dec = _DECODERS.get(mt)
     if dec is None:
         raise _unknown(mt)
+    try:
+        strictjson.check(data, f"{mt} body")  # SPEC §3.4: refused as malformed, before any schema rule
+    except strictjson.StrictJSONError as exc:
+        if exc.rule == "syntax":  # not JSON at all: the body has no shape to validate
+            raise BodyInvalid(mt, "$", f"body is not valid UTF-8 JSON ({exc.detail})") from None
+        raise
     try:
         body: msgspec.Struct = dec.decode(data)
     except msgspec.ValidationError as exc:

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from adapters.standard import MEDIA_TYPE as STANDARD
 from gateway.audit.bundle import BundleError, verify_bundle
@@ -24,6 +25,7 @@ from gateway.cli.node import local_connection, upload_attachments, x3p_message
 from gateway.config import Config
 from gateway.core.b64 import b64url_encode
 from gateway.core.messages import validate_body
+from gateway.core.printable import printable
 from gateway.demo import story
 from gateway.demo.procs import Federation
 from gateway.ops.login import node_login_bundles, one_time_password
@@ -129,6 +131,8 @@ class Demo:
     # -- plumbing --------------------------------------------------------------------------------------
 
     def say(self, who: str, text: str) -> None:
+        """One line of the story; ``text`` quotes peers (bodies, details): control characters removed."""
+        text = printable(text)
         self.out.print(f"[dim]{time.monotonic() - self.t0:6.1f}s[/dim] [bold cyan]{who:>13}[/bold cyan]  {text}")
 
     def hops(self, a: str, b: str) -> int:
@@ -478,7 +482,7 @@ class Demo:
         for col in ("type", "sent", "delivered", "receipts", "hops each"):
             t.add_column(col, justify="left" if col == "type" else "right")
         for mt, row in sorted(s["by_type"].items()):
-            t.add_row(mt, str(row["sent"]), str(row["delivered"]), str(row["receipts"]), str(row["hops"]))
+            t.add_row(Text(printable(mt)), str(row["sent"]), str(row["delivered"]), str(row["receipts"]), str(row["hops"]))
         t.add_row("[b]total[/b]", str(s["sent"]), str(s["delivered"]), str(s["receipts"]), str(s["hops"]))
         self.out.print(t)
         self.out.print(f"rejected: {s['rejected']}   mean latency submit → recipient inbox: {s['mean_latency_ms']} ms")
@@ -491,7 +495,7 @@ class Demo:
         o.add_column("pistols", justify="right")
         o.add_column("share", justify="right")
         for c, n in s["origins"].items():
-            o.add_row(story.COUNTRY_NAMES.get(c, c), str(n), f"{100 * n / story.SEIZED:.0f} %")
+            o.add_row(Text(printable(story.COUNTRY_NAMES.get(c, c))), str(n), f"{100 * n / story.SEIZED:.0f} %")
         self.out.print(o)
         self.out.rule("Where to look")
         for n in s["nodes"]:

@@ -14,6 +14,9 @@ import msgspec
 
 from adapters.base import AdapterError, media_type
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
+from gateway.audit.bundle import NotCovered
+from gateway.audit.db import AuditError
+from gateway.core import strictjson
 from gateway.core.envelope import (
     NO_REPLY_TYPES,
     decode_envelope,
@@ -23,6 +26,7 @@ from gateway.core.errors import Code, TrazaError
 from gateway.core.timeutil import rfc3339_seconds
 from gateway.node.state import _NodeState, _rfc3339
 from gateway.store import relay as st
+from gateway.transport.peer import Problem
 
 
 class ApiMixin(_NodeState):
@@ -75,12 +79,12 @@ class ApiMixin(_NodeState):
 
     async def local_submit(self, content_type: str, data: bytes, system: str) -> str:
         attachments: list[dict[str, Any]] = []
-        if media_type(content_type) == STANDARD_CT and b'"attachments"' in data:
+        doc: Any = None
+        mtype = media_type(content_type)
+        if mtype.endswith(("/json", "+json")):  # strict JSON (SPEC §3.4): malformed (400) before the adapter
+            doc = strictjson.loads(data, "submission")
+        if mtype == STANDARD_CT and b'"attachments"' in data:
             # the standard form may name blobs uploaded first with PUT /local/v1/blobs (docs/blobs.md)
-            try:
-                doc = msgspec.json.decode(data)
-            except msgspec.DecodeError:
-                doc = None  # the adapter names the fault
             if isinstance(doc, dict) and "attachments" in doc:
                 attachments = self._check_attachments(doc.pop("attachments"))
                 data = msgspec.json.encode(doc)
@@ -191,10 +195,20 @@ class ApiMixin(_NodeState):
             raise TrazaError(Code.MALFORMED, str(exc)) from None
 
     async def audit_inclusion(self, index: int, size: int | None) -> dict[str, Any]:
-        return await self.audit.inclusion(index, size)
+        try:
+            return await self.audit.inclusion(index, size)
+        except AuditError as exc:  # a size beyond the log: the caller's fault
+            raise TrazaError(Code.MALFORMED, str(exc)) from None
 
     async def audit_bundle(self, jti: str) -> bytes | None:
-        return await self.audit.bundle(jti)
+        try:
+            return await self.audit.bundle(jti)
+        except NotCovered as exc:
+            wait = max(1, round(self.cfg.limits.checkpoint_interval))
+            raise Problem(409, "not_checkpointed", f"{exc}; retry after the next checkpoint (signed every {wait} s)",
+                          {"Retry-After": str(wait)}) from None
+        except AuditError as exc:  # e.g. entries about this id but no envelope of it recorded here
+            raise Problem(404, "not_found", f"no evidence bundle for message {jti!r} on this node: {exc}") from None
 
     def local_denied(self, path: str, remote: str, reason: str) -> None:
         self.audit_event_bg({"event": "auth.denied", "listener": "local", "path": path, "remote": remote,

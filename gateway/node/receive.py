@@ -14,6 +14,7 @@ import sqlite3
 
 import msgspec
 
+from gateway.core import strictjson
 from gateway.core.b64 import b64url_decode
 from gateway.core.envelope import (
     Verified,
@@ -229,12 +230,12 @@ class ReceiveMixin(_NodeState):
 def _best_effort_jti(raw: bytes) -> str | None:
     """The message id of an envelope we reject, if it can be read at all (for the result and the audit)."""
     try:
-        doc = msgspec.json.decode(raw)
+        doc = strictjson.loads(raw, "envelope")  # strict: a hostile token nests 100,000 deep
         token = doc.get("token") if isinstance(doc, dict) else None
         if not isinstance(token, str):
             return None
-        claims = msgspec.json.decode(b64url_decode(token.split(".")[1]))
+        claims = strictjson.loads(b64url_decode(token.split(".")[1]), "claims")
         jti = claims.get("jti") if isinstance(claims, dict) else None
         return jti if isinstance(jti, str) and len(jti) <= 64 else None
-    except (msgspec.DecodeError, ValueError, IndexError):
+    except (TrazaError, ValueError, IndexError):
         return None

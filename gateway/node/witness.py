@@ -25,7 +25,10 @@ class WitnessMixin(_NodeState):
             raise TrazaError(Code.OVERLOADED, "no checkpoint signed yet; retry later") from None
 
     async def consistency_proof(self, old: int, new: int) -> list[str]:
-        return await self.db.read(lambda c: self.audit.consistency(c, old, new))
+        try:
+            return await self.db.read(lambda c: self.audit.consistency(c, old, new))
+        except (AuditError, ValueError) as exc:  # e.g. a size beyond the log: the caller's fault
+            raise TrazaError(Code.MALFORMED, str(exc)) from None
 
     async def witness_add_checkpoint(self, peer: str, body: bytes) -> tuple[int, str, bytes]:
         before = self.audit.forks_detected

@@ -14,11 +14,13 @@ import msgspec
 from aiohttp import web
 
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
+from gateway.core import strictjson
 from gateway.core.errors import Code, TrazaError
+from gateway.core.params import INT64_MIN, int_param
 from gateway.crypto.tls import peer_local_identity
 from gateway.store.blobs import BadBlobName, BlobStore
 from gateway.store.db import StorageUnavailable
-from gateway.transport.peer import _peer_cert, blob_handlers, problem, read_body, storage_response
+from gateway.transport.peer import _peer_cert, blob_handlers, guard, problem, read_body, storage_response
 
 _json = msgspec.json.Encoder()
 
@@ -119,11 +121,8 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
         return json_response(st)
 
     async def inbox(request: web.Request) -> web.StreamResponse:
-        try:
-            after = int(request.query.get("after", "0") or 0)
-            limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
-        except ValueError:
-            return problem(400, "malformed", "after and limit must be integers")
+        after = int_param(request.query.get("after"), "after", default=0)
+        limit = min(max(int_param(request.query.get("limit"), "limit", default=100, lo=INT64_MIN), 1), 1000)
         return json_response(await backend.local_inbox(after, limit))
 
     async def inbox_ack(request: web.Request) -> web.StreamResponse:
@@ -131,14 +130,13 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
         if request.can_read_body:
             raw = await read_body(request, 64 * 1024)
             if raw.strip():
-                try:
-                    doc = msgspec.json.decode(raw)
-                except msgspec.DecodeError:
-                    return problem(400, "malformed", "ack body must be JSON {status?, detail?}")
+                doc = strictjson.object_of(raw, "ack body {status?, detail?}")
                 status = doc.get("status", status)
                 detail = doc.get("detail")
                 if status not in ("DELIVERED", "REFUSED_BY_SYSTEM"):
                     return problem(422, "schema_invalid", "status must be DELIVERED or REFUSED_BY_SYSTEM - at `$.status`")
+                if detail is not None and not isinstance(detail, str):
+                    return problem(422, "schema_invalid", "detail must be a string - at `$.detail`")
         try:
             first = await backend.inbox_ack(request.match_info["id"], f"local:system:{request[WHO]}", status, detail)
         except KeyError:
@@ -153,10 +151,7 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
 
     def dl_action(action: str) -> Handler:
         async def act(request: web.Request) -> web.StreamResponse:
-            try:
-                dl_id = int(request.match_info["id"])
-            except ValueError:
-                return problem(400, "malformed", "dead letter id must be an integer")
+            dl_id = int_param(request.match_info["id"], "dead letter id")
             try:
                 return json_response(await backend.ops_dead_letter(dl_id, action, request[WHO]))
             except KeyError:
@@ -186,11 +181,8 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
         return json_response(await backend.audit_entries(dict(request.query)))
 
     async def inclusion(request: web.Request) -> web.StreamResponse:
-        try:
-            index = int(request.query["index"])
-            size = int(request.query["size"]) if "size" in request.query else None
-        except (KeyError, ValueError):
-            return problem(400, "malformed", "index (and size, if given) must be integers")
+        index = int_param(request.query.get("index"), "index")
+        size = int_param(request.query["size"], "size", lo=1) if "size" in request.query else None
         try:
             return json_response(await backend.audit_inclusion(index, size))
         except ValueError as exc:
@@ -225,7 +217,7 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
         return web.FileResponse(path, chunk_size=256 * 1024,
                                 headers={"Content-Type": "application/octet-stream"})
 
-    app = web.Application(middlewares=[authorise], client_max_size=max_request + 1)
+    app = web.Application(middlewares=[guard("local"), authorise], client_max_size=max_request + 1)
     r = app.router
     r.add_put("/local/v1/blobs/{sha}", blob_put)
     r.add_route("HEAD", "/local/v1/blobs/{sha}", blob_head)
@@ -271,7 +263,7 @@ def ops_app(backend: OpsBackend) -> web.Application:
         body, ctype = backend.metrics_text()
         return web.Response(body=body, headers={"Content-Type": ctype})
 
-    app = web.Application()
+    app = web.Application(middlewares=[guard("ops")])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

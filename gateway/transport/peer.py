@@ -16,9 +16,13 @@ from typing import Any, Protocol
 
 import msgspec
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, http_exceptions, web
+from aiohttp.typedefs import Middleware
 
+from gateway.core import strictjson
 from gateway.core.errors import HTTP_STATUS, Code, TrazaError
+from gateway.core.params import int_param
 from gateway.crypto.tls import peer_node_id
+from gateway.logging import get_logger
 from gateway.store.blobs import (
     READ_CHUNK,
     BadBlobName,
@@ -80,6 +84,50 @@ def storage_response(exc: StorageUnavailable) -> web.Response:
     request was kept (its transaction rolled back)."""
     return problem(503, Code.OVERLOADED, "node storage is unavailable; retry later",
                    {"Retry-After": str(max(1, round(exc.retry_after)))})
+class Problem(Exception):
+    """A refusal with its own HTTP status and problem code (e.g. 409 ``not_checkpointed``), raised by a
+    backend that does not speak HTTP; every listener answers it as application/problem+json."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
+
+    def response(self) -> web.Response:
+        return problem(self.status, self.code, self.detail, self.headers)
+
+
+_WITNESS_CODES = {403: Code.BAD_SIGNATURE.value, 404: Code.UNKNOWN_NODE.value, 422: "inconsistent"}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: Code.TOO_LARGE.value, 411: Code.MALFORMED.value}
+
+
+def guard(listener: str) -> Middleware:
+    """The outermost middleware of every listener: whatever goes wrong becomes application/problem+json
+    with a ``code``. aiohttp's own 4xx (no such route, method not allowed, body too large) keep their
+    status; any other exception is a ``500 internal`` whose detail says nothing of it, logged as one
+    JSON record with its traceback as a field (never to the client)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Problem as exc:
+            return exc.response()
+        except TrazaError as err:
+            return error_response(err)
+        except StorageUnavailable as exc:
+            return storage_response(exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise  # redirects and the like
+            code = _HTTP_CODES.get(exc.status, Code.MALFORMED.value if exc.status < 500 else Code.INTERNAL.value)
+            headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+            return problem(exc.status, code, exc.reason, headers)
+        except Exception:
+            get_logger().error("request.failed", listener=listener, method=request.method, path=request.path,
+                       exc_info=True)
+            return problem(500, Code.INTERNAL, "internal error; the node has logged it")
+
+    return middleware
 
 
 class PeerBackend(Protocol):
@@ -268,7 +316,7 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
         try:
             body = await read_body(request, backend.max_request)
             try:
-                batch = _batch_decoder.decode(body)
+                batch = strictjson.decode(body, _batch_decoder, "request")
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise TrazaError(Code.MALFORMED, f"request: {exc}") from None
             n = len(batch.envelopes)
@@ -292,16 +340,19 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
         return web.Response(text=backend.checkpoint_text(), content_type="text/plain")
 
     async def get_consistency(request: web.Request) -> web.StreamResponse:
-        try:
-            old, new = int(request.query["old"]), int(request.query["new"])
-        except (KeyError, ValueError):
-            raise TrazaError(Code.MALFORMED, "query needs integers old and new") from None
+        # RFC 9162 §2.1.4: a proof between two trees of the log, 0 < old <= new
+        new = int_param(request.query.get("new"), "new", lo=1)
+        old = int_param(request.query.get("old"), "old", lo=1, hi=new)
         hashes = await backend.consistency_proof(old, new)
         return web.Response(body=_json.encode({"hashes": hashes}), content_type="application/json")
 
     async def post_witness(request: web.Request) -> web.StreamResponse:
         body = await read_body(request, 64 * 1024)
         status, ctype, out = await backend.witness_add_checkpoint(request[PEER], body)
+        if status >= 400 and ctype.startswith("text/plain"):
+            # C2SP tlog-witness fixes only the 409's body (the witness's size); other refusals are problems
+            code = _WITNESS_CODES.get(status, Code.MALFORMED.value)
+            return problem(status, code, out.decode("utf-8", "replace").strip())
         # the witness answers with a full media type ("text/plain; charset=utf-8"), which aiohttp only
         # accepts as a header, not as content_type
         return web.Response(status=status, body=out, headers={"Content-Type": ctype})
@@ -311,7 +362,7 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
         on_stored=lambda request, sha, n: backend.blob_stored(sha, n, f"peer:{request[PEER]}"),
         shed_load=lambda: backend.shed_load())
 
-    app = web.Application(middlewares=[authenticate], client_max_size=backend.max_request + 1)
+    app = web.Application(middlewares=[guard("peer"), authenticate], client_max_size=backend.max_request + 1)
     app.router.add_post("/v1/envelopes", post_envelopes)
     app.router.add_put("/v1/blobs/{sha}", blob_put)
     app.router.add_route("HEAD", "/v1/blobs/{sha}", blob_head)
@@ -389,8 +440,8 @@ class PeerClient:
         status, data, headers = await self.request("POST", "/v1/envelopes", body=body, timeout=timeout)
         if status == 200:
             try:
-                return _response_decoder.decode(data).results
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                return strictjson.decode(data, _response_decoder, "response").results
+            except (msgspec.ValidationError, msgspec.DecodeError, TrazaError) as exc:
                 raise PeerUnavailable(f"{self.peer}: unreadable response: {exc}") from None
         retry = None
         if status == 503:

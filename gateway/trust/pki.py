@@ -61,6 +61,7 @@ from gateway.trust.trusted import (
     TrustedManifest,
     check_canonical,
     encode_signatures,
+    parse_json,
     parse_signatures,
     sign_manifest,
 )
@@ -755,9 +756,9 @@ class FederationDir:
             except ManifestRejected:
                 tm = TrustedManifest(ta, skew=skew)  # e.g. expired: compare version numbers below
                 try:
-                    pub_version = int(msgspec.json.decode(pub[0])["version"])
-                    new_version = msgspec.json.decode(raw).get("version")
-                except (ValueError, KeyError, TypeError, AttributeError, msgspec.DecodeError):
+                    pub_version = int(parse_json(pub[0], "published manifest.json")["version"])
+                    new_version = parse_json(raw, "manifest.json").get("version")
+                except (ValueError, KeyError, TypeError, AttributeError, ManifestRejected):
                     pub_version, new_version = 0, None
                 if isinstance(new_version, int) and new_version <= pub_version:
                     raise ManifestRejected(

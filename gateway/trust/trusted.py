@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.core import strictjson
 from gateway.core.b64 import b64_decode, b64_encode
 from gateway.core.canonical import CanonicalError, canonical_bytes
 from gateway.core.manifest import Authorities, Federation, Manifest, ManifestError, decode_manifest
@@ -64,13 +65,20 @@ class NoTrustedManifest(LookupError):
 
 
 def parse_json(raw: bytes, what: str) -> Any:
-    """Strict JSON: UTF-8, one value, no trailing bytes. Errors name ``what`` and the byte offset."""
+    """Strict JSON (SPEC §3.4): UTF-8, one value, no trailing bytes, no repeated member name, nesting at
+    most 32 deep, integers within ±2^53. Errors name ``what`` and, for a syntax fault, the byte offset."""
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ManifestRejected(f"{what}: not JSON at byte {exc.start} (invalid UTF-8)") from None
     try:
-        return msgspec.json.decode(raw)
+        return strictjson.loads(raw, what)
+    except strictjson.StrictJSONError as exc:
+        if exc.rule != "syntax":
+            raise ManifestRejected(exc.detail) from None
+    try:  # only to name the byte of a syntax fault as this module always has
+        msgspec.json.decode(raw)
+        raise ManifestRejected(f"{what}: not JSON")
     except msgspec.DecodeError as exc:
         m = _BYTE.search(str(exc))
         pos = int(m.group(1)) if m else len(raw)

@@ -34,6 +34,7 @@ from gateway.core.timeutil import rfc3339_seconds
 from gateway.localfed import NodeSpec, build
 from gateway.node import Node
 from gateway.store import relay as st
+from gateway.transport.peer import Problem
 
 # --- the rule as an exchange table ----------------------------------------------------------------------
 
@@ -122,7 +123,7 @@ async def bundle_of(node: Node, jti: str) -> bytes | None:
     """The message's evidence bundle once a checkpoint covers its entries."""
     try:
         return await node.audit_bundle(jti)
-    except AuditError:
+    except (AuditError, Problem):  # 409 not_checkpointed until then
         return None
 
 

@@ -25,7 +25,7 @@ from gateway.crypto.keys import verifier_for
 from gateway.crypto.tls import client_context
 from gateway.localfed import NodeSpec, build
 from gateway.node import Node
-from gateway.transport.peer import PeerClient
+from gateway.transport.peer import PeerClient, Problem
 
 LIMITS = {"retry_min": 0.05, "retry_max": 0.3, "checkpoint_interval": 0.2}
 SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),
@@ -46,7 +46,7 @@ async def bundle_of(node: Node, jti: str) -> bytes | None:
     """The message's evidence bundle once a checkpoint covers its entries."""
     try:
         return await node.audit_bundle(jti)
-    except AuditError:
+    except (AuditError, Problem):  # 409 not_checkpointed until then
         return None
 
 

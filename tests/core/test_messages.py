@@ -149,7 +149,6 @@ def test_message_type_of_a_non_body():
     [
         (b"", "not valid UTF-8 JSON"),
         (b'{"title": "x", ', "not valid UTF-8 JSON"),
-        (b"\xff\xfe{}", "not valid UTF-8 JSON"),
         (b"[]", "Expected `object`, got `array`"),
         (b'"notice"', "Expected `object`, got `str`"),
     ],
@@ -163,6 +162,15 @@ def test_not_an_object(data, reason):
     assert reason in e.reason
     assert e.detail.endswith(" - at `$`")
     assert e.mt == "notice"
+
+
+@pytest.mark.parametrize("data", [b"\xff\xfe{}", b'{"title":"x","title":"y","text":"t"}', b"[" * 40 + b"]" * 40])
+def test_not_strict_json_is_malformed(data):
+    # SPEC §3.4 (1.1): not UTF-8, a repeated member name, nesting deeper than 32 - malformed, not a schema fault
+    with pytest.raises(TrazaError) as ei:
+        m.decode_body("notice", data)
+    assert ei.value.code is Code.MALFORMED
+    assert ei.value.detail.startswith("notice body: ")
 
 
 def test_error_detail_format():
