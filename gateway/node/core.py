@@ -30,7 +30,7 @@ from gateway.core.manifest import Federation
 from gateway.core.retry import CircuitBreaker
 from gateway.crypto.hpke import EncKey
 from gateway.crypto.keys import Ed25519Key, SigningKey
-from gateway.crypto.tls import cert_serial, peer_node_id, server_context
+from gateway.crypto.tls import node_cert_refusal, peer_node_id, server_context
 from gateway.metrics import Metrics
 from gateway.node.api import ApiMixin
 from gateway.node.blobs import BlobsMixin
@@ -186,14 +186,14 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
     # --- peer identity and load shedding -------------------------------------------------------------
 
     def identify_peer(self, cert_der: bytes | None) -> str:
-        if cert_der is None:
-            raise TrazaError(Code.PEER_MISMATCH, "no client certificate")
-        node = peer_node_id(cert_der)
-        fed = self.fed
-        if node is None or fed.node(node) is None:
-            raise TrazaError(Code.UNKNOWN_NODE, "client certificate names no node of the manifest")
-        if fed.is_serial_revoked(cert_serial(cert_der)):
-            raise TrazaError(Code.PEER_MISMATCH, f"certificate of {node} is revoked")
+        """The node of a peer's client certificate, checked on every request against the manifest in force
+        (SPEC §4: a node of the manifest, ECDSA P-256, not revoked); TrazaError otherwise."""
+        refusal = node_cert_refusal(cert_der, self.fed)
+        if refusal is not None:
+            code = Code.UNKNOWN_NODE if refusal.reason in ("unknown_node", "bad_certificate") else Code.PEER_MISMATCH
+            raise TrazaError(code, refusal.detail)
+        node = peer_node_id(cert_der) if cert_der is not None else None
+        assert node is not None
         return node
 
     def shed_load(self) -> float | None:
