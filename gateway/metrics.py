@@ -26,6 +26,11 @@ DOCUMENTED = {
     "traza_peer_up": "1 when the last exchange with the peer succeeded, 0 when it failed",
     "traza_auth_denied_total": "Refused calls, by listener",
     "traza_witness_forks_total": "Forks detected while witnessing peers' logs",
+    "traza_tls_refused_total": "Connections refused before any request: over the listener's connection cap, "
+                               "or during or right after the TLS handshake, by listener and reason",
+    "traza_connections_timed_out_total": "Connections closed because a client was too slow sending request "
+                                         "headers or a request body, by listener and phase",
+    "traza_connections_open": "Connections open now (in a TLS handshake or after), by listener",
 }
 
 
@@ -50,6 +55,12 @@ class Metrics:
         self.manifest_version = Gauge("traza_manifest_version", d["traza_manifest_version"], registry=r)
         self.peer_up = Gauge("traza_peer_up", d["traza_peer_up"], ["peer"], registry=r)
         self.auth_denied = Counter("traza_auth_denied", d["traza_auth_denied_total"], ["listener"], registry=r)
+        self.tls_refused = Counter("traza_tls_refused", d["traza_tls_refused_total"], ["listener", "reason"],
+                                   registry=r)
+        self.timed_out = Counter("traza_connections_timed_out", d["traza_connections_timed_out_total"],
+                                 ["listener", "phase"], registry=r)
+        self.connections_open = Gauge("traza_connections_open", d["traza_connections_open"], ["listener"],
+                                      registry=r)
         self.witness_forks = Counter("traza_witness_forks", d["traza_witness_forks_total"], ["origin"], registry=r)
 
     def render(self) -> tuple[bytes, str]:

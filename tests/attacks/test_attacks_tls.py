@@ -6,7 +6,12 @@ with the same mechanism the node uses (``tls.set_groups``)."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import ssl
+import subprocess
+from pathlib import Path
 
 import pytest
 from kit.tlskit import CA, make_ca, make_leaf, rsa_key, serve_once, talk, write_pair
@@ -14,6 +19,7 @@ from kit.tlskit import CA, make_ca, make_leaf, rsa_key, serve_once, talk, write_
 from gateway.config import load_config
 from gateway.crypto import tls
 from gateway.crypto.tls import client_context, server_context
+from gateway.demo.procs import Federation
 from gateway.localfed import NodeSpec, build
 from gateway.node import Node
 from gateway.transport.peer import PeerClient, PeerUnavailable
@@ -118,3 +124,62 @@ async def test_client_with_an_rsa_certificate_from_the_federation_ca_is_refused(
     finally:
         await cl.close()
         await hub.stop()
+
+
+# --- sslyze, Mozilla "modern", against a running node -----------------------------------------------------
+
+SSLYZE = Path(__file__).resolve().parents[2] / ".venv-sslyze" / "bin" / "python"
+
+
+def sslyze(fed: Federation, *extra: str) -> tuple[dict[str, str], dict]:
+    """Run sslyze (its own venv, made by `make venv`: it pins a cryptography older than ours) against
+    eu-hub's peer listener, presenting es's certificate (the listener answers nobody without one).
+    Returns the Mozilla "modern" findings ({check: message}, empty when compliant) and the scan JSON."""
+    if not SSLYZE.exists():
+        why = f"{SSLYZE} is missing (make venv installs sslyze there)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    f = FederationDir(fed.root / "pki").node_files("es")
+    out = fed.root / f"sslyze-{len(extra)}.json"
+    target = f"127.0.0.1:{fed.nodes['eu-hub'].peer_port}"
+    r = subprocess.run([str(SSLYZE), "-m", "sslyze", "--mozilla_config=modern", "--cert", str(f.tls_cert),
+                        "--key", str(f.tls_key), "--json_out", str(out), *extra, target],
+                       capture_output=True, text=True, timeout=300, check=False)
+    report = r.stdout.split("COMPLIANCE AGAINST TLS CONFIGURATION", 1)
+    assert len(report) == 2, r.stdout[-3000:] + r.stderr[-3000:]
+    compliance = report[1]
+    findings = dict(re.findall(r"^\s+\* (\w+): (.*)$", compliance, re.M))
+    if findings:
+        assert "FAILED - Not compliant." in compliance and r.returncode != 0, compliance
+    else:
+        assert f"{target}: OK - Compliant." in compliance and r.returncode == 0, compliance
+    return findings, json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    fed = Federation(tmp_path_factory.mktemp("sslyze"), [NodeSpec("eu-hub", "hub", "NL"),
+                                                          NodeSpec("es", "national", "ES", hub="eu-hub")],
+                     limits={"checkpoint_interval": 60.0})
+    fed.start("eu-hub")
+    try:
+        yield fed
+    finally:
+        fed.stop_all()
+
+
+def test_sslyze_finds_the_peer_listener_mozilla_modern_but_for_the_private_ca(running):
+    """The only finding is certificate_path_validation: the node certificate chains to the federation's
+    own CA, which no public trust store (Mozilla, Apple, ...) holds, by design. With that CA given to
+    sslyze (--certinfo_ca_file) the listener is fully compliant."""
+    findings, scan = sslyze(running)
+    assert set(findings) == {"certificate_path_validation"}, findings
+    result = scan["server_scan_results"][0]["scan_result"]
+    assert [c["name"] for c in result["elliptic_curves"]["result"]["supported_curves"]] == [
+        "X25519", "secp256r1", "secp384r1"]
+    for old in ("ssl_2_0", "ssl_3_0", "tls_1_0", "tls_1_1", "tls_1_2"):
+        assert result[f"{old}_cipher_suites"]["result"]["accepted_cipher_suites"] == [], old
+    ca = running.root / "pki" / "ca" / "ca.pem"
+    findings, _ = sslyze(running, "--certinfo_ca_file", str(ca))
+    assert findings == {}, findings
