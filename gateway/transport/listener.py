@@ -278,7 +278,10 @@ class GuardedSSLProtocol(_SSLProtocol):  # type: ignore[misc]
         if handshake_exc is None:
             check = self._listener.check_peer
             if check is not None:
-                refusal = check(self._sslobj.getpeercert(binary_form=True))
+                try:
+                    refusal = check(self._sslobj.getpeercert(binary_form=True))
+                except Exception as exc:  # fail closed: a check that breaks admits nobody
+                    refusal = CertRefusal("handshake_failed", f"certificate check failed: {type(exc).__name__}: {exc}")
                 if refusal is not None:
                     self._report(refusal.reason, refusal.detail)
                     handshake_exc = _PeerRefused(refusal.detail)

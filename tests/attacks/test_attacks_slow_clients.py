@@ -42,7 +42,7 @@ async def connect(port: int, ctx: ssl.SSLContext) -> tuple[asyncio.StreamReader,
     return await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
 
 
-async def closed_after(reader: asyncio.StreamReader, t0: float, limit: float = 10.0) -> float:
+async def closed_after(reader: asyncio.StreamReader, t0: float, limit: float = 15.0) -> float:
     """Seconds from ``t0`` until the server closed the connection (reads and drops what comes first)."""
     async with asyncio.timeout(limit):
         while await reader.read(65536):
@@ -69,7 +69,7 @@ async def test_idle_authenticated_connection_is_closed_after_the_keepalive_timeo
     t0 = time.monotonic()
     held = await closed_after(reader, t0)  # the connection is kept alive, then idles
     writer.close()
-    assert 1.0 <= held <= 3.5, held  # keepalive_timeout 1.5 s
+    assert 1.0 <= held <= 6.0, held  # keepalive_timeout 1.5 s (slack for a loaded machine)
 
 
 async def test_connection_that_never_sends_a_request_is_closed_after_the_header_timeout(hub):
@@ -78,7 +78,7 @@ async def test_connection_that_never_sends_a_request_is_closed_after_the_header_
     reader, writer = await connect(port, ctx)
     held = await closed_after(reader, t0)
     writer.close()
-    assert held <= 3.0, held  # header_timeout 1 s
+    assert held <= 6.0, held  # header_timeout 1 s
     assert timed_out(node, "header") == 1
 
 
@@ -103,7 +103,7 @@ async def test_header_trickler_is_closed_after_the_header_timeout(hub):
     finally:
         task.cancel()
         writer.close()
-    assert held <= 3.0, held
+    assert held <= 6.0, held
     assert timed_out(node, "header") == 1
 
 
@@ -115,7 +115,7 @@ async def test_partial_body_is_closed_after_the_body_timeout(hub):
     t0 = time.monotonic()
     held = await closed_after(reader, t0)
     writer.close()
-    assert held <= 3.5, held  # body_timeout 1 s
+    assert held <= 6.0, held  # body_timeout 1 s
     assert timed_out(node, "body") == 1
 
 
