@@ -85,6 +85,12 @@ class LimitsSection(_C, frozen=True):
     retry_max: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 300.0
     # a message forwarded this many seconds ago without a receipt or error is marked overdue
     receipt_overdue: Annotated[float, msgspec.Meta(gt=0, le=30 * 86400)] = 3600.0
+    # every listener (peer, local, ops): seconds a client may take, and connections open at once
+    handshake_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0  # TCP accept to TLS handshake done
+    header_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0  # first byte to complete request headers
+    body_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0  # longest silence within a request body
+    keepalive_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0  # idle kept-alive connection
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 512  # per listener
 
 
 class ClientSection(_C, frozen=True):

@@ -30,6 +30,11 @@ DOCUMENTED = {
     "traza_storage_up": "1 when the last database transaction committed, 0 while writes fail",
     "traza_audit_backlog": "Node events whose audit entry could not be written yet (retried until written)",
     "traza_receipts_overdue": "Messages sent from this node, forwarded and still without a receipt after receipt_overdue",
+    "traza_tls_refused_total": "Connections refused before any request: over the listener's connection cap, "
+                               "or during or right after the TLS handshake, by listener and reason",
+    "traza_connections_timed_out_total": "Connections closed because a client was too slow sending request "
+                                         "headers or a request body, by listener and phase",
+    "traza_connections_open": "Connections open now (in a TLS handshake or after), by listener",
 }
 
 
@@ -54,6 +59,12 @@ class Metrics:
         self.manifest_version = Gauge("traza_manifest_version", d["traza_manifest_version"], registry=r)
         self.peer_up = Gauge("traza_peer_up", d["traza_peer_up"], ["peer"], registry=r)
         self.auth_denied = Counter("traza_auth_denied", d["traza_auth_denied_total"], ["listener"], registry=r)
+        self.tls_refused = Counter("traza_tls_refused", d["traza_tls_refused_total"], ["listener", "reason"],
+                                   registry=r)
+        self.timed_out = Counter("traza_connections_timed_out", d["traza_connections_timed_out_total"],
+                                 ["listener", "phase"], registry=r)
+        self.connections_open = Gauge("traza_connections_open", d["traza_connections_open"], ["listener"],
+                                      registry=r)
         self.witness_forks = Counter("traza_witness_forks", d["traza_witness_forks_total"], ["origin"], registry=r)
         self.task_restarts = Counter("traza_task_restarts", d["traza_task_restarts_total"], ["task"], registry=r)
         self.storage_up = Gauge("traza_storage_up", d["traza_storage_up"], registry=r)

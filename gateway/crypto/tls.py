@@ -5,26 +5,112 @@ hostname check. A peer's identity is the SAN URI of its certificate (``urn:traza
 ``urn:traza:local:<role>:<name>`` for local clients), read with :func:`peer_node_id` /
 :func:`peer_local_identity` after the handshake and compared with the manifest by the caller; the caller
 also checks :func:`cert_serial_hex` against the manifest revocation list on every request, since the
-revocation list changes without a restart and is not a CA-signed CRL that OpenSSL could load.
+revocation list changes without a restart and is not a CA-signed CRL that OpenSSL could load
+(:func:`node_cert_refusal` is that check, shared by the server and the client).
+
+Key exchange groups (Mozilla "modern"): both contexts offer and accept only :data:`TLS_GROUPS` (the hybrid
+post-quantum ``X25519MLKEM768`` first when the linked OpenSSL has it, 3.5 or later). Python 3.11's ``ssl``
+has no API for a group list, so :func:`set_groups` calls OpenSSL's ``SSL_CTX_set1_groups_list`` on the
+context's ``SSL_CTX`` through ctypes, in the very libssl the ``_ssl`` module is linked to, after checking
+that the pointer it found is that context (see :func:`_ssl_ctx_pointer`). Anything unexpected raises
+:class:`TLSSetupError`, so a node refuses to start rather than offer groups it should not.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import re
 import ssl
+import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID
 
-from gateway.core.manifest import NODE_ID
+from gateway.core.manifest import NODE_ID, Federation
 
 NODE_URI_PREFIX = "urn:traza:node:"
 LOCAL_URI_PREFIX = "urn:traza:local:"
 LOCAL_ROLES = ("system", "operator", "auditor")
 LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+# OpenSSL 3.5 added the hybrid ML-KEM group; older versions refuse its name in a group list
+PQ_GROUP = "X25519MLKEM768"
+CLASSICAL_GROUPS = ("X25519", "P-256", "P-384")
+HAS_PQ_GROUP = ssl.OPENSSL_VERSION_INFO >= (3, 5)
+TLS_GROUPS: tuple[str, ...] = ((PQ_GROUP,) if HAS_PQ_GROUP else ()) + CLASSICAL_GROUPS
+
+# from OpenSSL's ssl.h (stable ABI numbers: SSL_CTX_set1_groups_list and the proto-version getters are
+# macros over SSL_CTX_ctrl)
+_SSL_CTRL_SET_GROUPS_LIST = 92
+_SSL_CTRL_GET_MIN_PROTO_VERSION = 130
+_SSL_CTRL_GET_MAX_PROTO_VERSION = 131
+_TLS1_3_VERSION = 0x0304
+
+
+class TLSSetupError(RuntimeError):
+    """The TLS configuration cannot be applied as required (e.g. the key exchange groups)."""
+
+
+@functools.cache
+def _libssl() -> ctypes.CDLL:
+    """The libssl that Python's ``_ssl`` module uses: dlsym on the module's handle searches the libraries it
+    is linked to, so these are the functions working on the contexts ``ssl`` creates."""
+    import _ssl
+
+    if sys.implementation.name != "cpython":
+        raise TLSSetupError(f"setting TLS groups needs CPython's _ssl module, not {sys.implementation.name}")
+    try:
+        lib = ctypes.CDLL(_ssl.__file__)
+        ctrl, version = lib.SSL_CTX_ctrl, lib.OpenSSL_version_num
+        get_options, get_verify = lib.SSL_CTX_get_options, lib.SSL_CTX_get_verify_mode
+        clear = lib.ERR_clear_error
+    except (OSError, AttributeError) as exc:
+        raise TLSSetupError(f"cannot reach OpenSSL's libssl through {_ssl.__file__}: {exc}") from None
+    ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    ctrl.restype = ctypes.c_long
+    version.argtypes, version.restype = [], ctypes.c_ulong
+    get_options.argtypes, get_options.restype = [ctypes.c_void_p], ctypes.c_uint64
+    get_verify.argtypes, get_verify.restype = [ctypes.c_void_p], ctypes.c_int
+    clear.argtypes, clear.restype = [], None
+    if version() != ssl.OPENSSL_VERSION_NUMBER:
+        raise TLSSetupError(f"the libssl found ({version():#x}) is not the one ssl reports "
+                            f"({ssl.OPENSSL_VERSION_NUMBER:#x}, {ssl.OPENSSL_VERSION})")
+    return lib
+
+
+def _ssl_ctx_pointer(ctx: ssl.SSLContext) -> int:
+    """The ``SSL_CTX *`` of a context: CPython's ``PySSLContext`` starts with the object header followed by
+    that pointer. Checked before use: the context found must report the same options, verify mode and
+    TLS 1.3-only versions as ``ctx`` (set by :func:`_base_context`), else TLSSetupError."""
+    lib = _libssl()
+    ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    if not ptr:
+        raise TLSSetupError("the SSLContext has no SSL_CTX pointer where CPython keeps it")
+    verify = {0: ssl.CERT_NONE, 1: ssl.CERT_OPTIONAL, 3: ssl.CERT_REQUIRED}  # SSL_VERIFY_PEER | FAIL_IF_NO_PEER_CERT
+    mode = lib.SSL_CTX_get_verify_mode(ptr) & 3  # without SSL_VERIFY_CLIENT_ONCE / POST_HANDSHAKE
+    same = (lib.SSL_CTX_get_options(ptr) == int(ctx.options)
+            and verify.get(mode) == ctx.verify_mode
+            and lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_GET_MIN_PROTO_VERSION, 0, None) == _TLS1_3_VERSION
+            and lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_GET_MAX_PROTO_VERSION, 0, None) == _TLS1_3_VERSION)
+    if not same:
+        raise TLSSetupError("the SSL_CTX found behind the SSLContext does not match it (options, verify mode, "
+                            "TLS 1.3 only): refusing to change it")
+    return int(ptr)
+
+
+def set_groups(ctx: ssl.SSLContext, groups: tuple[str, ...] | list[str] = TLS_GROUPS) -> None:
+    """Offer and accept only ``groups`` (OpenSSL names, most preferred first) for the key exchange on
+    ``ctx``, a TLS 1.3-only context. Raises TLSSetupError if OpenSSL refuses the list."""
+    lib = _libssl()
+    ptr = _ssl_ctx_pointer(ctx)
+    if lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_GROUPS_LIST, 0, ":".join(groups).encode()) != 1:
+        lib.ERR_clear_error()
+        raise TLSSetupError(f"OpenSSL ({ssl.OPENSSL_VERSION}) refused the TLS groups {':'.join(groups)}")
 
 
 def _base_context(
@@ -47,6 +133,7 @@ def _base_context(
         ctx.load_cert_chain(str(cert_pem_path), str(key_path))
     except (ssl.SSLError, OSError) as exc:
         raise ValueError(f"cannot load TLS certificate {cert_pem_path} with key {key_path}: {exc}") from None
+    set_groups(ctx)
     return ctx
 
 
@@ -132,6 +219,41 @@ def is_ecdsa_p256(cert_der: bytes) -> bool:
     """True if the certificate's subject key is an ECDSA key on P-256 (SPEC §4)."""
     key = _load(cert_der).public_key()
     return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+
+
+class CertRefusal(NamedTuple):
+    """Why a node certificate is not acceptable now: ``reason`` is a short class for logs and metrics
+    (``no_certificate``, ``bad_certificate``, ``unknown_node``, ``wrong_node``, ``bad_key``, ``revoked``),
+    ``detail`` says which certificate and why."""
+
+    reason: str
+    detail: str
+
+
+def node_cert_refusal(cert_der: bytes | None, fed: Federation | None, expected: str | None = None) -> CertRefusal | None:
+    """The SPEC §4 checks of a node certificate that the TLS handshake cannot make, against the manifest
+    in force: the SAN names exactly one node of ``fed`` (``expected`` when given: the server a client meant
+    to reach), the key is ECDSA P-256, and the serial is not revoked. None when acceptable. Called by the
+    peer server after each handshake and on every request, and by the peer client on every request (new
+    and kept-alive connections alike), so a manifest applied at run time takes effect at once.
+    Without ``fed`` (a client with no manifest, e.g. in tests) only the SAN and the key are checked."""
+    if cert_der is None:
+        return CertRefusal("no_certificate", "no certificate")
+    try:
+        node = peer_node_id(cert_der)
+        p256 = is_ecdsa_p256(cert_der)
+        serial = cert_serial(cert_der)
+    except ValueError as exc:
+        return CertRefusal("bad_certificate", str(exc))
+    if node is None or (fed is not None and fed.node(node) is None):
+        return CertRefusal("unknown_node", "certificate names no node of the manifest")
+    if expected is not None and node != expected:
+        return CertRefusal("wrong_node", f"certificate names {node!r}, not {expected!r}")
+    if not p256:
+        return CertRefusal("bad_key", f"certificate of {node} is not an ECDSA P-256 key")
+    if fed is not None and fed.is_serial_revoked(serial):
+        return CertRefusal("revoked", f"certificate of {node} is revoked (serial {serial_hex(serial)})")
+    return None
 
 
 def cert_not_after(cert_der: bytes) -> float:

@@ -29,11 +29,12 @@ from gateway.core.envelope import (
 )
 from gateway.core.errors import Code, TrazaError
 from gateway.core.manifest import Federation
+from gateway.core.ratelimit import LogBudget
 from gateway.core.retry import CircuitBreaker
 from gateway.crypto.chunks import encrypted_size
 from gateway.crypto.hpke import EncKey
 from gateway.crypto.keys import Ed25519Key, SigningKey
-from gateway.crypto.tls import cert_serial, peer_node_id, server_context
+from gateway.crypto.tls import node_cert_refusal, peer_node_id, server_context
 from gateway.metrics import Metrics
 from gateway.node.api import ApiMixin
 from gateway.node.blobs import BlobsMixin
@@ -45,6 +46,7 @@ from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
 from gateway.store.db import Database, StorageUnavailable
 from gateway.transport.delivery import Delivery, make_delivery
+from gateway.transport.listener import Listener, ListenLimits, serve
 from gateway.transport.local import local_app, ops_app
 from gateway.transport.peer import PeerClient, peer_app
 from gateway.trust.trusted import ManifestRejected, TrustAnchor, TrustedManifest
@@ -147,6 +149,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         self.forwarders: dict[str, asyncio.Task[None]] = {}
         self.tasks: list[asyncio.Task[Any]] = []
         self.runners: list[web.AppRunner] = []
+        self.listeners: dict[str, Listener] = {}  # peer, local, ops: connection guards (transport/listener.py)
         self.inbox_event = asyncio.Event()
         self.queue_depth = 0
         self.audit_backlog = collections.deque()
@@ -194,14 +197,14 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
     # --- peer identity and load shedding -------------------------------------------------------------
 
     def identify_peer(self, cert_der: bytes | None) -> str:
-        if cert_der is None:
-            raise TrazaError(Code.PEER_MISMATCH, "no client certificate")
-        node = peer_node_id(cert_der)
-        fed = self.fed
-        if node is None or fed.node(node) is None:
-            raise TrazaError(Code.UNKNOWN_NODE, "client certificate names no node of the manifest")
-        if fed.is_serial_revoked(cert_serial(cert_der)):
-            raise TrazaError(Code.PEER_MISMATCH, f"certificate of {node} is revoked")
+        """The node of a peer's client certificate, checked on every request against the manifest in force
+        (SPEC §4: a node of the manifest, ECDSA P-256, not revoked); TrazaError otherwise."""
+        refusal = node_cert_refusal(cert_der, self.fed)
+        if refusal is not None:
+            code = Code.UNKNOWN_NODE if refusal.reason in ("unknown_node", "bad_certificate") else Code.PEER_MISMATCH
+            raise TrazaError(code, refusal.detail)
+        node = peer_node_id(cert_der) if cert_der is not None else None
+        assert node is not None
         return node
 
     def shed_load(self) -> float | None:
@@ -230,11 +233,14 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         me = fed.nodes[self.id]
         peer_ctx = server_context(self.tls_cert, self.tls_key, fed.manifest.tls_ca)
         app = peer_app(self, on_denied=self._denied)
-        await self._serve(app, self.cfg.listen.peer, peer_ctx)
+        self._log_budget = LogBudget(lines=20, window=10.0)  # refusal and timeout lines, per listener
+        # after each handshake on the peer listener: a node of the manifest in force, P-256, not revoked
+        await self._serve("peer", app, self.cfg.listen.peer, peer_ctx,
+                          check_peer=lambda der: node_cert_refusal(der, self.fed))
         local_ctx = server_context(self.tls_cert, self.tls_key, [self.cfg.resolve(self.cfg.keys.local_ca).read_text()])
-        await self._serve(local_app(self, max_request=self.max_request, extra_routes=self._add_local_routes),
+        await self._serve("local", local_app(self, max_request=self.max_request, extra_routes=self._add_local_routes),
                           self.cfg.listen.local, local_ctx)
-        await self._serve(ops_app(self), self.cfg.listen.ops, None)
+        await self._serve("ops", ops_app(self), self.cfg.listen.ops, None)
         self.queue_depth = await self.db.read(st.queue_total)
         self.audit_event_bg({"event": "node.started", "manifest_version": fed.version, "endpoint": me.endpoint})
         for p in await self.db.read(st.outbox_peers):
@@ -260,13 +266,36 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         self.metrics.auth_denied.labels("peer").inc()
         self.log.warning("auth.denied", listener="peer", code=err.code.value, detail=err.detail)
 
-    async def _serve(self, app: web.Application, addr: str, ctx: Any) -> None:
+    async def _serve(self, name: str, app: web.Application, addr: str, ctx: Any,
+                     check_peer: Callable[[bytes | None], Any] | None = None) -> None:
+        """Listen on ``addr`` with the connection guards of gateway.transport.listener (cap, TLS handshake
+        observed, header/body/keep-alive timeouts), refusals counted and logged by :meth:`_refused`."""
+        lim = self.cfg.limits
+        limits = ListenLimits(handshake_timeout=lim.handshake_timeout, header_timeout=lim.header_timeout,
+                              body_timeout=lim.body_timeout, keepalive_timeout=lim.keepalive_timeout,
+                              max_connections=lim.max_connections)
+        listener = Listener(name, limits, on_refused=self._refused, on_timeout=self._timed_out, check_peer=check_peer)
         host, port = addr.rsplit(":", 1)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=ctx, reuse_address=True)
-        await site.start()
-        self.runners.append(runner)
+        self.runners.append(await serve(app, host.strip("[]"), int(port), ctx, listener))
+        self.listeners[name] = listener
+        self.metrics.connections_open.labels(name).set_function(lambda: listener.open)
+
+    def _refused(self, listener: str, reason: str, remote: str, detail: str) -> None:
+        """A connection refused before any request (cap, TLS handshake, certificate checked right after
+        it): always counted; logged within a budget of 20 lines per 10 s per listener, each line carrying
+        the number of lines left out before it (``suppressed``), so a flood cannot fill the disk."""
+        self.metrics.tls_refused.labels(listener, reason).inc()
+        ok, suppressed = self._log_budget.allow(f"refused:{listener}", time.monotonic())
+        if ok:
+            self.log.warning("tls.refused", listener=listener, reason=reason, remote=remote, detail=detail[:300],
+                             suppressed=suppressed)
+
+    def _timed_out(self, listener: str, phase: str, remote: str) -> None:
+        self.metrics.timed_out.labels(listener, phase).inc()
+        ok, suppressed = self._log_budget.allow(f"timeout:{listener}", time.monotonic())
+        if ok:
+            self.log.warning("connection.timed_out", listener=listener, phase=phase, remote=remote,
+                             suppressed=suppressed)
 
     async def stop(self) -> None:
         self.stopping.set()
@@ -279,6 +308,8 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
                 await t
         for r in self.runners:
             await r.cleanup()
+        for listener in self.listeners.values():
+            listener.abort_all()
         for cl in self.clients.values():
             await cl.close()
         pending = [*self.audit_backlog, (self.clock(), {"event": "node.stopped"})]

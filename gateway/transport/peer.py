@@ -15,13 +15,22 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
-from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, http_exceptions, web
+from aiohttp import (
+    ClientError,
+    ClientRequest,
+    ClientSession,
+    ClientTimeout,
+    TCPConnector,
+    http_exceptions,
+    web,
+)
+from aiohttp.connector import Connection
 from aiohttp.typedefs import Middleware
 
 from gateway.core import strictjson
 from gateway.core.errors import HTTP_STATUS, Code, TrazaError
 from gateway.core.params import int_param
-from gateway.crypto.tls import peer_node_id
+from gateway.crypto.tls import CertRefusal, node_cert_refusal
 from gateway.logging import get_logger
 from gateway.store.blobs import (
     READ_CHUNK,
@@ -388,36 +397,57 @@ class BlobRefused(PeerUnavailable):
     message fails (dead letter, and an ``error`` to its origin)."""
 
 
-class PeerClient:
-    """Keep-alive mTLS client to one peer. The server must present a certificate naming that peer."""
+ServerCheck = Callable[[bytes | None], CertRefusal | None]
 
-    def __init__(self, peer: str, endpoint: str, ssl_ctx: ssl.SSLContext, *, timeout: float = 30.0) -> None:
+
+class ServerRefused(ClientError):
+    """The server's certificate failed the check made before anything is sent to it."""
+
+
+class CheckedConnector(TCPConnector):
+    """A connector that checks the server certificate each time it hands out a connection, new or kept
+    alive, before the request (line, headers, body) is written. A connection whose certificate fails
+    ``check`` (consulted afresh every time: it reads the manifest in force) is closed, never pooled
+    again, and the request fails with ServerRefused."""
+
+    def __init__(self, check: ServerCheck, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._check = check
+
+    async def connect(self, req: ClientRequest, traces: list[Any], timeout: ClientTimeout) -> Connection:
+        conn = await super().connect(req, traces, timeout)
+        transport = conn.transport
+        sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        refusal = self._check(der)
+        if refusal is not None:
+            conn.close()
+            raise ServerRefused(f"server at {req.url.origin()} refused ({refusal.reason}): {refusal.detail}")
+        return conn
+
+
+class PeerClient:
+    """Keep-alive mTLS client to one peer. Before every request the server's certificate must name that
+    peer with an ECDSA P-256 key, and pass ``check`` (the node's: the live manifest's revocation list);
+    otherwise nothing is sent and the call fails with PeerUnavailable."""
+
+    def __init__(self, peer: str, endpoint: str, ssl_ctx: ssl.SSLContext, *, timeout: float = 30.0,
+                 check: ServerCheck | None = None) -> None:
         self.peer = peer
         self.endpoint = endpoint.rstrip("/")
         self._ssl = ssl_ctx
         self._timeout = ClientTimeout(total=timeout, connect=min(10.0, timeout))
         self._session: ClientSession | None = None
+        self._check: ServerCheck = check or (lambda der: node_cert_refusal(der, None, peer))
 
     def _sess(self) -> ClientSession:
         if self._session is None or self._session.closed:
             self._session = ClientSession(
-                connector=TCPConnector(ssl=self._ssl, limit=4, keepalive_timeout=30),
+                connector=CheckedConnector(self._check, ssl=self._ssl, limit=4, keepalive_timeout=30),
                 timeout=self._timeout,
                 json_serialize=lambda o: _json.encode(o).decode(),
             )
         return self._session
-
-    def _check_server(self, resp: Any) -> None:
-        """Refuse a server whose certificate names another node. aiohttp may already have released a
-        connection whose small response it read whole; then the peer's signed ack (checked by the
-        caller against the expected peer's manifest key) is what proves who accepted the envelope."""
-        conn = resp.connection
-        sslobj = conn.transport.get_extra_info("ssl_object") if conn and conn.transport else None
-        if sslobj is None:
-            return
-        der = sslobj.getpeercert(binary_form=True)
-        if der is None or peer_node_id(der) != self.peer:
-            raise PeerUnavailable(f"server at {self.endpoint} is not {self.peer!r} (certificate identity)")
 
     async def request(self, method: str, path: str, *, body: bytes | None = None,
                       content_type: str = "application/json", headers: dict[str, str] | None = None,
@@ -429,7 +459,6 @@ class PeerClient:
             kw["timeout"] = ClientTimeout(total=timeout, connect=min(10.0, timeout))
         try:
             async with self._sess().request(method, self.endpoint + path, data=body, headers=h, **kw) as resp:
-                self._check_server(resp)
                 data = await resp.read()
                 return resp.status, data, dict(resp.headers)
         except (TimeoutError, ClientError, OSError, ssl.SSLError) as exc:
@@ -496,7 +525,6 @@ class PeerClient:
         try:
             async with self._sess().put(self.endpoint + f"/v1/blobs/{sha}", data=body(), headers=headers,
                                         timeout=timeout) as resp:
-                self._check_server(resp)
                 data = await resp.read()
                 status = resp.status
         except (TimeoutError, ClientError, OSError, ssl.SSLError) as exc:

@@ -147,6 +147,11 @@ BREAKAGES: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
     "default ttl over max": (_set("limits", "default_ttl", 2592001), ["limits.default_ttl"]),
     "key file missing": (_set("keys", "sig", "../certs/nodes/nowhere/keys/sig-1.key"), ["keys.sig"]),
     "bad node id": (_set("node", "id", "MX"), ["node.id"]),
+    "no connections allowed": (_set("limits", "max_connections", 0), ["limits.max_connections", ">= 1"]),
+    "zero handshake timeout": (_set("limits", "handshake_timeout", 0), ["limits.handshake_timeout", "> 0"]),
+    "header timeout too long": (_set("limits", "header_timeout", 301.0), ["limits.header_timeout", "<= 300"]),
+    "negative body timeout": (_set("limits", "body_timeout", -1.0), ["limits.body_timeout"]),
+    "keep-alive timeout too long": (_set("limits", "keepalive_timeout", 3601.0), ["limits.keepalive_timeout"]),
 }
 
 
