@@ -85,7 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run_node(cfg, setup=install))
     except NodeError as exc:
-        raise CheckFailed(str(exc)) from None
+        # a node that cannot be this node (files, keys, certificates, data_dir in use): bad usage, exit 2
+        raise UsageError(str(exc)) from None
     return 0
 
 
