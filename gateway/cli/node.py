@@ -16,6 +16,7 @@ from typing import Any
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.cli.main import CheckFailed, UsageError
 from gateway.config import Config, ConfigError, load_config
+from gateway.core.csrf import REQUEST_HEADER
 from gateway.store.blobs import file_digest
 
 
@@ -53,8 +54,9 @@ def local_request(cfg: Config, role: str, method: str, path: str, body: bytes | 
     """Call the node's local API with the configured client certificate of ``role``."""
     ctx = local_tls(cfg, role)
     url = f"https://{cfg.listen.local}{path}"
-    req = urllib.request.Request(url, data=body, method=method,
-                                 headers={"Content-Type": content_type} if body is not None else {})
+    # X-Traza-Request: operator and auditor actions need it (gateway.core.csrf); harmless elsewhere
+    headers = {REQUEST_HEADER: "traza-cli", **({"Content-Type": content_type} if body is not None else {})}
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=60) as resp:  # noqa: S310
             raw = resp.read()

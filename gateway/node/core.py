@@ -22,6 +22,7 @@ from adapters import get_adapter
 from gateway import logging as tlog
 from gateway.audit import facade as audit_facade
 from gateway.config import Config
+from gateway.core.csrf import Origin, listener_origins
 from gateway.core.envelope import (
     Limits,
 )
@@ -153,6 +154,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         lim = cfg.limits
         self.limits = Limits(max_envelope=lim.max_envelope, clock_skew=lim.clock_skew, max_ttl=lim.max_ttl)
         self.max_request = lim.max_request
+        self._local_origins = listener_origins(cfg.listen.local, cfg.listen.local_origins)
         # trust: the anchor (or the authority set saved after a rotation), the newest manifest saved by
         # this node, then the configured one if it is newer
         anchor_path = self.data_dir / "trust-anchor.json"
@@ -253,6 +255,9 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         if fed.is_serial_revoked(cert_serial(cert_der)):
             raise TrazaError(Code.PEER_MISMATCH, f"certificate of {node} is revoked")
         return node
+
+    def local_origins(self) -> frozenset[Origin]:
+        return self._local_origins
 
     def shed_load(self) -> float | None:
         if self.queue_depth >= self.cfg.limits.max_queue:
