@@ -35,6 +35,7 @@ from adapters._engine import (
     unflatten,
     write_csv_record,
 )
+from adapters._xml import XmlRefused, parse_xml
 from adapters.base import (
     FORMAT_VERSION,
     RECEIVED_FIELDS,
@@ -339,12 +340,10 @@ class XmlAdapter(NationalAdapter):
     namespace: ClassVar[str]
 
     def parse(self, data: bytes) -> Any:
-        if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-            raise AdapterError("(file)", "DOCTYPE and ENTITY declarations are not allowed")
         try:
-            root = ET.fromstring(data)  # noqa: S314 - no DTD possible (checked above)
-        except ET.ParseError as exc:
-            raise AdapterError("(file)", f"not well-formed XML ({exc})") from None
+            root = parse_xml(data)
+        except XmlRefused as exc:
+            raise AdapterError("(file)", exc.reason) from None
         ns, name = _local(root.tag)
         if name != self.root_tag:
             raise AdapterError(name, f"the root element must be <{self.root_tag}>")

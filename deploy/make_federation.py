@@ -40,6 +40,8 @@ NODES: tuple[tuple[str, str, str, str | None, str], ...] = (
     ("mx", "national", "MX", "latam-hub", "mx"),
     ("es", "national", "ES", "eu-hub", "es"),
 )
+# the host port compose.yaml maps to each node's local listener: the origin browsers use for its dashboard
+HOST_LOCAL_PORTS = {"latam-hub": 7201, "eu-hub": 7202, "mx": 7203, "es": 7204}
 HEADER = """\
 # Node config for the container {node} of deploy/compose.yaml, written by deploy/make_federation.py.
 # Mounted read-only at /etc/traza; relative paths are resolved against this file's folder.
@@ -91,7 +93,8 @@ def bundle(fd: FederationDir, out: Path, node: str, adapter: str) -> Path:
         "node": {"id": node, "data_dir": DATA_DIR},
         "trust": {"anchor": rel["anchor"], "manifest": rel["manifest"], "manifest_poll_seconds": 30},
         "keys": {k: rel[k] for k in ("sig", "enc", "audit", "tls_cert", "tls_key", "local_ca")},
-        "listen": {"peer": f"0.0.0.0:{PEER_PORT}", "local": f"0.0.0.0:{LOCAL_PORT}", "ops": f"0.0.0.0:{OPS_PORT}"},
+        "listen": {"peer": f"0.0.0.0:{PEER_PORT}", "local": f"0.0.0.0:{LOCAL_PORT}", "ops": f"0.0.0.0:{OPS_PORT}",
+                   "local_origins": [f"https://{h}:{HOST_LOCAL_PORTS[node]}" for h in ("127.0.0.1", "localhost")]},
         "delivery": {"mode": "inbox"},
         "adapter": {"name": adapter},
         "log": {"format": "json", "level": "info"},

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from gateway.core.csrf import parse_origin
 from gateway.core.manifest import NODE_ID
 
 
@@ -53,6 +54,9 @@ class ListenSection(_C, frozen=True):
     peer: _Addr
     local: _Addr
     ops: _Addr
+    # other origins (https://host[:port]) by which browsers reach the local listener: a DNS name, a port
+    # mapped by a container; listen.local itself (and its loopback names) is always one
+    local_origins: list[str] = []
 
 
 class DeliverySection(_C, frozen=True):
@@ -176,6 +180,9 @@ def load_config(path: Path | str) -> Config:
     if not NODE_ID.match(cfg.node.id):
         raise ConfigError(f"{path}: node.id: {cfg.node.id!r} does not match {NODE_ID.pattern}")
     _check_delivery(path, cfg)
+    for i, origin in enumerate(cfg.listen.local_origins):
+        if parse_origin(origin) is None:
+            raise ConfigError(f"{path}: listen.local_origins[{i}]: {origin!r} is not an origin https://host[:port]")
     if cfg.limits.default_ttl > cfg.limits.max_ttl:
         raise ConfigError(f"{path}: limits.default_ttl: {cfg.limits.default_ttl} exceeds limits.max_ttl")
     if cfg.limits.retry_min > cfg.limits.retry_max:

@@ -1,4 +1,4 @@
-"""A tolerant reader of ISO 25178-72 (X3P) surface files, stdlib only.
+"""A tolerant reader of ISO 25178-72 (X3P) surface files (stdlib, and defusedxml for main.xml).
 
 Real X3P files break the standard in predictable ways: ``main.xml`` inside a wrapping folder, a root
 element without the ISO namespace (or named ``ISO5436``), extra elements, stale or upper-case checksums,
@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from adapters._xml import XmlRefused, parse_xml
 from gateway.core.b64 import b64url_encode
 
 X3P_NAMESPACE = "http://www.opengps.eu/2008/ISO5436_2"
@@ -420,12 +421,10 @@ def _read(archive: _Archive) -> X3pInfo:
         xml_bytes = zf.read(main)
     except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise X3pError("main.xml", f"cannot be extracted ({exc})") from None
-    if b"<!DOCTYPE" in xml_bytes or b"<!ENTITY" in xml_bytes:
-        raise X3pError("main.xml", "DOCTYPE or ENTITY declarations are not allowed in an X3P description")
     try:
-        root = ET.fromstring(xml_bytes)  # noqa: S314 - no DTD possible (checked above)
-    except ET.ParseError as exc:
-        raise X3pError("main.xml", f"not well-formed XML ({exc})") from None
+        root = parse_xml(xml_bytes)
+    except XmlRefused as exc:
+        raise X3pError("main.xml", exc.reason) from None
 
     ns, root_name = _local(root.tag)
     if root_name not in ("ISO5436_2", "ISO5436"):

@@ -16,6 +16,7 @@ from typing import Any
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.cli.main import CheckFailed, UsageError
 from gateway.config import Config, ConfigError, load_config
+from gateway.core.csrf import REQUEST_HEADER
 from gateway.core.printable import printable
 from gateway.store.blobs import file_digest
 
@@ -54,8 +55,9 @@ def local_request(cfg: Config, role: str, method: str, path: str, body: bytes | 
     """Call the node's local API with the configured client certificate of ``role``."""
     ctx = local_tls(cfg, role)
     url = f"https://{cfg.listen.local}{path}"
-    req = urllib.request.Request(url, data=body, method=method,
-                                 headers={"Content-Type": content_type} if body is not None else {})
+    # X-Traza-Request: operator and auditor actions need it (gateway.core.csrf); harmless elsewhere
+    headers = {REQUEST_HEADER: "traza-cli", **({"Content-Type": content_type} if body is not None else {})}
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=60) as resp:  # noqa: S310
             raw = resp.read()
@@ -86,7 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_node(cfg, setup=install))
     except NodeError as exc:
-        raise CheckFailed(str(exc)) from None
+        # a node that cannot be this node (files, keys, certificates, data_dir in use): bad usage, exit 2
+        raise UsageError(str(exc)) from None
     except Exception:  # logged as one record (a JSON line in production), not a bare traceback
         tlog.get_logger().critical("node.crashed", exc_info=True)
         return 1

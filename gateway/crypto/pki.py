@@ -26,7 +26,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from gateway.core.manifest import NODE_ID
-from gateway.crypto.tls import LOCAL_NAME, LOCAL_ROLES, LOCAL_URI_PREFIX, NODE_URI_PREFIX
+from gateway.crypto.tls import (
+    LOCAL_NAME,
+    LOCAL_ROLES,
+    LOCAL_URI_PREFIX,
+    NODE_URI_PREFIX,
+    is_ecdsa_p256,
+    peer_node_id,
+)
 
 MAX_LEAF_DAYS = 90
 CA_DAYS = 5 * 365
@@ -306,3 +313,75 @@ def pkcs12_bundle(cert_pem: bytes, key_pem: bytes, password: str, *, ca_pem: byt
         raise ValueError("password: a PKCS#12 bundle needs a non-empty password")
     return pkcs12.serialize_key_and_certificates(name.encode(), private, certificate, cas,
                                                  serialization.BestAvailableEncryption(password.encode()))
+
+
+# --- start-up checks of a node's own TLS files (SPEC §4, §6) ---------------------------------------------
+
+
+def _pem_certs(pem: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise PkiError(f"not a PEM X.509 certificate ({exc})") from None
+
+
+def _spki(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def check_node_certificate(cert_pem: bytes, node_id: str, ca_pems: list[str]) -> str:
+    """Check that ``cert_pem`` (the first certificate of the file) is a node certificate of ``node_id``: its
+    SAN names exactly ``urn:traza:node:<node_id>``, its key is ECDSA P-256, and it is signed by one of
+    ``ca_pems`` (the manifest ``tls_ca``). Returns its serial (revocation-list form); raises PkiError naming
+    the fault."""
+    cert = _pem_certs(cert_pem)[0]
+    der = cert.public_bytes(serialization.Encoding.DER)
+    if peer_node_id(der) != node_id:
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            uris = ", ".join(san.get_values_for_type(x509.UniformResourceIdentifier)) or "no SAN URI"
+        except x509.ExtensionNotFound:
+            uris = "no SAN URI"
+        raise PkiError(f"the TLS certificate names {uris}, not this node {node_id!r} "
+                       f"(expected exactly {NODE_URI_PREFIX}{node_id})")
+    if not is_ecdsa_p256(der):
+        raise PkiError(f"the TLS certificate's key is {type(cert.public_key()).__name__}, not ECDSA P-256")
+    for pem in ca_pems:
+        for ca in _pem_certs(pem.encode()):
+            try:
+                cert.verify_directly_issued_by(ca)
+            except (InvalidSignature, ValueError, TypeError):
+                continue
+            return format(cert.serial_number, "x")
+    raise PkiError(f"the TLS certificate (issuer {cert.issuer.rfc4514_string()}) does not chain to a manifest tls_ca")
+
+
+def check_key_matches(cert_pem: bytes, key_pem: bytes) -> None:
+    """Raise PkiError unless ``key_pem`` is the unencrypted private key of the certificate ``cert_pem``."""
+    cert = _pem_certs(cert_pem)[0]
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise PkiError(f"not an unencrypted PEM private key ({exc})") from None
+    pub = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if pub != _spki(cert):
+        raise PkiError(f"this private key does not match the TLS certificate ({cert.subject.rfc4514_string()})")
+
+
+def check_local_ca(ca_pem: bytes, federation_ca_pems: list[str]) -> None:
+    """The local listener's client CA: every certificate of the file is a CA certificate, and none is (or
+    shares its key with) a federation TLS CA, whose holders could then issue operator certificates for
+    this node. Raises PkiError naming the fault."""
+    fed = {_spki(c) for pem in federation_ca_pems for c in _pem_certs(pem.encode())}
+    for cert in _pem_certs(ca_pem):
+        name = cert.subject.rfc4514_string()
+        try:
+            bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            bc = None
+        if bc is None or not bc.ca:
+            raise PkiError(f"{name} is not a CA certificate (basicConstraints CA:true): the local listener needs "
+                           "this node's local CA")
+        if _spki(cert) in fed:
+            raise PkiError(f"{name} is a federation TLS CA of the manifest: the local listener must trust this "
+                           "node's own local CA only")

@@ -24,6 +24,7 @@ from adapters import get_adapter
 from gateway import logging as tlog
 from gateway.audit import facade as audit_facade
 from gateway.config import Config
+from gateway.core.csrf import Origin, listener_origins
 from gateway.core.envelope import (
     Limits,
 )
@@ -34,6 +35,7 @@ from gateway.core.retry import CircuitBreaker
 from gateway.crypto.chunks import encrypted_size
 from gateway.crypto.hpke import EncKey
 from gateway.crypto.keys import Ed25519Key, SigningKey
+from gateway.crypto.pki import PkiError, check_key_matches, check_local_ca, check_node_certificate
 from gateway.crypto.tls import node_cert_refusal, peer_node_id, server_context
 from gateway.metrics import Metrics
 from gateway.node.api import ApiMixin
@@ -45,6 +47,7 @@ from gateway.node.witness import WitnessMixin
 from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
 from gateway.store.db import Database, StorageUnavailable
+from gateway.store.lock import DataDirLock, DataDirLocked
 from gateway.transport.delivery import Delivery, make_delivery
 from gateway.transport.listener import Listener, ListenLimits, serve
 from gateway.transport.local import local_app, ops_app
@@ -57,7 +60,7 @@ class NodeError(Exception):
 
 
 def _load_signing_key(path: Path, fed: Federation, node_id: str) -> SigningKey:
-    pem = path.read_bytes()
+    pem = _read(path, "signing key")
     for ref in fed.keys.values():
         k = ref.key
         if ref.node == node_id and k.use == "sig" and k.alg in ("EdDSA", "ES256") and k.jwk is not None:
@@ -71,7 +74,7 @@ def _load_signing_key(path: Path, fed: Federation, node_id: str) -> SigningKey:
 
 
 def _load_enc_key(path: Path, fed: Federation, node_id: str) -> dict[str, EncKey]:
-    data = path.read_bytes()
+    data = _read(path, "encryption key")
     out: dict[str, EncKey] = {}
     for ref in fed.keys.values():
         k = ref.key
@@ -87,6 +90,47 @@ def _load_enc_key(path: Path, fed: Federation, node_id: str) -> dict[str, EncKey
     return out
 
 
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise NodeError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+
+
+def _load_audit_key(path: Path, fed: Federation, node_id: str) -> Ed25519Key:
+    try:
+        key = Ed25519Key.from_pem(_read(path, "audit key"))
+    except (ValueError, TypeError) as exc:
+        raise NodeError(f"{path}: keys.audit: not an unencrypted PEM Ed25519 private key ({exc})") from None
+    for ref in fed.keys.values():
+        if ref.node == node_id and ref.key.use == "audit" and ref.key.public_key == key.public_b64:
+            return key
+    raise NodeError(f"{path}: keys.audit: this audit key is not an audit key of {node_id!r} in the manifest")
+
+
+def _check_tls_files(cfg: Config, fed: Federation, node_id: str) -> None:
+    """The node's TLS certificate names this node, is ECDSA P-256, chains to a manifest tls_ca, is not
+    revoked and matches the TLS key; the local listener's client CA is a CA and not a federation CA."""
+    cert_path, key_path = cfg.resolve(cfg.keys.tls_cert), cfg.resolve(cfg.keys.tls_key)
+    cert_pem = _read(cert_path, "TLS certificate")
+    try:
+        serial = check_node_certificate(cert_pem, node_id, fed.manifest.tls_ca)
+    except PkiError as exc:
+        raise NodeError(f"{cert_path}: keys.tls_cert: {exc}") from None
+    if fed.is_serial_revoked(int(serial, 16)):
+        raise NodeError(f"{cert_path}: keys.tls_cert: the TLS certificate (serial {serial}) is revoked in manifest version "
+                        f"{fed.version}")
+    try:
+        check_key_matches(cert_pem, _read(key_path, "TLS private key"))
+    except PkiError as exc:
+        raise NodeError(f"{key_path}: keys.tls_key: {exc}") from None
+    ca_path = cfg.resolve(cfg.keys.local_ca)
+    try:
+        check_local_ca(_read(ca_path, "local CA"), fed.manifest.tls_ca)
+    except PkiError as exc:
+        raise NodeError(f"{ca_path}: keys.local_ca: {exc}") from None
+
+
 
 class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, WitnessMixin):
     """A running Traza node."""
@@ -97,10 +141,25 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         self.clock = clock
         self.log = tlog.get_logger(node=self.id)
         self.data_dir = cfg.resolve(cfg.node.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # database, blobs: evidence
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # database, blobs: evidence
+            # one process per data dir, for the node's whole life (released by stop(), or by the kernel)
+            self.data_lock = DataDirLock(self.data_dir)
+        except DataDirLocked as exc:
+            raise NodeError(str(exc)) from None
+        except OSError as exc:
+            raise NodeError(f"{cfg.path}: node.data_dir: {self.data_dir}: {exc.strerror}") from None
+        try:
+            self._init(cfg)
+        except BaseException:
+            self.data_lock.release()
+            raise
+
+    def _init(self, cfg: Config) -> None:
         lim = cfg.limits
         self.limits = Limits(max_envelope=lim.max_envelope, clock_skew=lim.clock_skew, max_ttl=lim.max_ttl)
         self.max_request = lim.max_request
+        self._local_origins = listener_origins(cfg.listen.local, cfg.listen.local_origins)
         # trust: the anchor (or the authority set saved after a rotation), the newest manifest saved by
         # this node, then the configured one if it is newer
         anchor_path = self.data_dir / "trust-anchor.json"
@@ -127,7 +186,8 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
             raise NodeError(f"{cfg.path}: node.id: {self.id!r} is not a node of the manifest")
         self.signer = _load_signing_key(cfg.resolve(cfg.keys.sig), fed, self.id)
         self.enc_keys = _load_enc_key(cfg.resolve(cfg.keys.enc), fed, self.id)
-        self.audit_key = Ed25519Key.from_pem(cfg.resolve(cfg.keys.audit).read_bytes())
+        self.audit_key = _load_audit_key(cfg.resolve(cfg.keys.audit), fed, self.id)
+        _check_tls_files(cfg, fed, self.id)
         self.tls_cert = cfg.resolve(cfg.keys.tls_cert)
         self.tls_key = cfg.resolve(cfg.keys.tls_key)
         # store and audit share one database
@@ -206,6 +266,9 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         node = peer_node_id(cert_der) if cert_der is not None else None
         assert node is not None
         return node
+
+    def local_origins(self) -> frozenset[Origin]:
+        return self._local_origins
 
     def shed_load(self) -> float | None:
         if self.queue_depth >= self.cfg.limits.max_queue:
@@ -319,6 +382,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
             self.log.error("audit.write_failed", audit_event="node.stopped", backlog=len(pending) - 1,
                            error=str(exc)[:300])
         self.db.close()
+        self.data_lock.release()
 
 
 

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.core import strictjson
+from gateway.core.csrf import REQUEST_HEADER, Origin, csrf_refusal
 from gateway.core.errors import Code, TrazaError
 from gateway.core.params import INT64_MIN, int_param
 from gateway.crypto.tls import peer_local_identity
@@ -52,6 +53,9 @@ class LocalBackend(Protocol):
     async def audit_bundle(self, jti: str) -> bytes | None: ...
 
     def local_denied(self, path: str, remote: str, reason: str) -> None: ...
+
+    def local_origins(self) -> frozenset[Origin]:
+        """The origins browsers use to reach the local listener (the same-origin check of gateway.core.csrf)."""
 
     def checkpoint_text(self) -> str: ...
 
@@ -95,6 +99,15 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
             reason = "no local client certificate" if ident is None else f"role {ident[0]!r} may not call this route"
             backend.local_denied(request.path, request.remote or "", reason)
             return problem(403, "forbidden", reason)
+        # cross-site request forgery (gateway.core.csrf): the same-origin check and, for operator and
+        # auditor actions, the X-Traza-Request header a browser form cannot send
+        origin = request.headers.getall("Origin", None)
+        why = csrf_refusal(request.method, request.path, ", ".join(origin) if origin else None,
+                           request.headers.get("Sec-Fetch-Site"), request.headers.get(REQUEST_HEADER),
+                           backend.local_origins())
+        if why is not None:
+            backend.local_denied(request.path, request.remote or "", why)
+            return problem(403, "forbidden", why)
         request[ROLE], request[WHO] = ident
         try:
             return await handler(request)

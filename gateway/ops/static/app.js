@@ -130,8 +130,11 @@ class ApiError extends Error {
   }
 }
 
+// Every call carries X-Traza-Request: the node refuses operator and auditor actions (POST) without it, a
+// header no cross-site form can send (gateway/core/csrf.py); the browser adds Origin and Sec-Fetch-Site.
 async function api(path, options = {}) {
-  const resp = await fetch(path, { credentials: "same-origin", ...options });
+  const headers = { "X-Traza-Request": "dashboard", ...(options.headers || {}) };
+  const resp = await fetch(path, { credentials: "same-origin", ...options, headers });
   const type = resp.headers.get("Content-Type") || "";
   const body = type.includes("json") ? await resp.json() : await resp.text();
   if (!resp.ok) {
