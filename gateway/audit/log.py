@@ -25,8 +25,8 @@ from gateway.core.canonical import CanonicalError, canonical_bytes
 from gateway.core.merkle import CompactRange, leaf_hash
 from gateway.core.timeutil import rfc3339
 
-# SPEC §7.1, plus witness.fork_detected: SPEC §7.3 requires an audit entry on the witness for a fork
-# and §7.1 names no event for it.
+# SPEC §7.1 (with the 1.1 additions witness.fork_detected, local.rejected and store.check_failed: the
+# node's own start-up check found its store damaged and the operator started it anyway).
 EVENTS: frozenset[str] = frozenset(
     {
         "envelope.accepted",
@@ -46,6 +46,7 @@ EVENTS: frozenset[str] = frozenset(
         "node.stopped",
         "witness.fork_detected",
         "local.rejected",
+        "store.check_failed",
     }
 )
 RESERVED = ("idx", "ts", "node")
