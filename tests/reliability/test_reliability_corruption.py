@@ -373,3 +373,8 @@ def test_healthy_node_starts_and_its_check_is_fast_with_100k_entries(store: Stor
     stop(proc)
     with AuditReader(store.db) as r:
         assert not r.entries(event="store.check_failed")
+
+
+def test_override_needs_a_reason(built: Store, capsys) -> None:
+    assert traza(["run", "--config", str(built.node.config), "--accept-damaged-store", " "]) == 2
+    assert "--accept-damaged-store needs a reason" in capsys.readouterr().err
