@@ -10,12 +10,18 @@ with :class:`ForkRefused`:
 
 The functions here run inside a transaction the caller owns (``BEGIN IMMEDIATE``); :class:`Publisher`
 wraps them with its own connection and transactions, and signs at most every ``interval`` seconds.
+
+:class:`CheckpointFile` keeps the node's latest checkpoint (as served, with its cosignatures) in a file
+outside the database too, written atomically and never moved back, for the start-up check
+(``gateway.audit.selfcheck``) and ``traza audit verify --db``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
 import sqlite3
 import threading
 import time
@@ -35,12 +41,18 @@ from gateway.core.note import (
     NoteVerifier,
     checkpoint_text,
     encode_add_checkpoint,
+    parse_checkpoint_text,
+    parse_note,
     parse_signature_lines,
     sign_ed25519,
 )
 from gateway.crypto.keys import Ed25519Key, ed25519_verify
 
 log = structlog.get_logger("traza.audit")
+
+# The node's copy of its latest signed checkpoint, outside its database (beside it in data_dir), read by
+# the start-up check (gateway.audit.selfcheck).
+CHECKPOINT_FILE = "last-checkpoint"
 
 
 class ForkRefused(AuditError):
@@ -243,3 +255,65 @@ class Publisher:
         at = self._clock() if now is None else now
         with self._lock, transaction(self._conn) as conn:
             return store_cosignatures(conn, size, body, witnesses, at)
+
+
+# -- the copy of the latest checkpoint kept outside the database ------------------------------------
+
+
+def read_checkpoint_file(path: Path) -> tuple[str, int, bytes] | None:
+    """``(served note, size, root)`` from the file, or None if there is none. Raises AuditError naming the
+    file if it cannot be read or is not a checkpoint (its signatures are checked by :func:`check_store`)."""
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditError(f"{path}: cannot be read ({exc})") from None
+    try:
+        cp = parse_checkpoint_text(parse_note(text).text)
+    except NoteError as exc:
+        raise AuditError(f"{path}: not a signed checkpoint ({exc})") from None
+    return text, cp.size, cp.root
+
+
+def write_checkpoint_file(path: Path, served: str) -> None:
+    """Replace the file with ``served`` atomically and durably: temporary file, fsync, rename, fsync of the
+    folder (so that after a crash the file holds the old or the new checkpoint, whole)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, served.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class CheckpointFile:
+    """The node's copy of its latest checkpoint as served; never moves back to a smaller size."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._size = 0
+
+    def save(self, served: str, size: int) -> bool:
+        """Write ``served`` (the checkpoint of ``size`` with its cosignatures) unless a larger one is kept;
+        True if written. Blocking (fsync): call it from a worker thread on the event loop."""
+        with self._lock:
+            if size < self._size:
+                return False
+            if self._size == 0:  # first use: what is on disk
+                with contextlib.suppress(AuditError):
+                    have = read_checkpoint_file(self.path)
+                    if have is not None and have[1] > size:
+                        self._size = have[1]
+                        return False
+            write_checkpoint_file(self.path, served)
+            self._size = size
+            return True

@@ -8,17 +8,26 @@ durable together (SPEC §4.1). All functions here only issue statements inside t
 Keys and names come from the manifest: a node's log origin and its witness (cosigner) name are both
 ``traza/<federation>/<node>``, and both are signed with the node's ``audit`` Ed25519 key (checkpoint
 signatures have key id type 0x01, cosignatures 0x04, so the two never collide).
+
+With ``checkpoint_file``, the latest checkpoint (with the cosignatures collected for it) is also kept in
+that file outside the database, rewritten atomically after each commit that signs a checkpoint or stores
+cosignatures, and brought up to the database's latest at construction: the start-up check
+(``gateway.audit.selfcheck``) compares the log with it, so a lost tail of the database is noticed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+import structlog
 
 from gateway.audit import log as audit_log
 from gateway.audit.bundle import build_bundle, encode_bundle
-from gateway.audit.checkpoints import publish_checkpoint, store_cosignatures, witness_request
+from gateway.audit.checkpoints import CheckpointFile, publish_checkpoint, store_cosignatures, witness_request
 from gateway.audit.db import AuditError, create_schema, set_meta
 from gateway.audit.reader import MAX_PAGE, AuditReader, StoredCheckpoint
 from gateway.audit.tree import log_size
@@ -32,6 +41,8 @@ from gateway.crypto.keys import Ed25519Key
 from gateway.store.crashpoints import crash_point
 
 T = TypeVar("T")
+
+log = structlog.get_logger("traza.audit")
 
 
 class SharedDatabase(Protocol):
@@ -57,7 +68,15 @@ def audit_keys(fed: Federation, node: str) -> list[bytes]:
 
 
 class NodeAudit:
-    def __init__(self, db: SharedDatabase, *, node: str, federation: str, key: Ed25519Key) -> None:
+    def __init__(
+        self,
+        db: SharedDatabase,
+        *,
+        node: str,
+        federation: str,
+        key: Ed25519Key,
+        checkpoint_file: Path | None = None,
+    ) -> None:
         self.db = db
         self.node = node
         self.origin = origin_for(federation, node)
@@ -80,6 +99,11 @@ class NodeAudit:
             return alert_count(conn)
 
         self.forks_detected = db.write_sync(init)
+        self.checkpoint_file = None if checkpoint_file is None else CheckpointFile(checkpoint_file)
+        if self.checkpoint_file is not None:
+            latest = db.read_sync(lambda c: AuditReader(c).checkpoint())
+            if latest is not None:
+                self.checkpoint_file.save(latest.served(), latest.size)
 
     # -- appending (inside the caller's write) ----------------------------------------------------
 
@@ -125,7 +149,21 @@ class NodeAudit:
                 crash_point("checkpoint.before_commit")
             return None if size is None else AuditReader(conn).checkpoint(size)
 
-        return await self.db.write(fn)
+        cp = await self.db.write(fn)
+        if cp is not None:
+            await self._keep(cp)
+        return cp
+
+    async def _keep(self, cp: StoredCheckpoint) -> None:
+        """After the commit: copy ``cp`` (as served) to the checkpoint file. A failure is logged, not
+        raised: the checkpoint is signed and durable; only the outside copy lags behind."""
+        if self.checkpoint_file is None:
+            return
+        try:
+            await asyncio.to_thread(self.checkpoint_file.save, cp.served(), cp.size)
+        except OSError as exc:
+            log.error("audit.checkpoint_file_failed", file=str(self.checkpoint_file.path), size=cp.size,
+                      error=str(exc))
 
     def served_checkpoint(self) -> str:
         """``GET /v1/audit/checkpoint`` body; raises AuditError before the first checkpoint."""
@@ -163,6 +201,10 @@ class NodeAudit:
                 return store_cosignatures(conn, size, body, witnesses, now)
 
             stored.update(await self.db.write(fn))
+        if stored:
+            latest = await self.db.read(lambda c: AuditReader(c).checkpoint())
+            if latest is not None:
+                await self._keep(latest)
         return sorted(stored)
 
     # -- this node as a witness of its peers ------------------------------------------------------------

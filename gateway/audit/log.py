@@ -25,8 +25,8 @@ from gateway.core.canonical import CanonicalError, canonical_bytes
 from gateway.core.merkle import CompactRange, leaf_hash
 from gateway.core.timeutil import rfc3339
 
-# SPEC §7.1, plus witness.fork_detected (SPEC §7.3 requires an audit entry on the witness for a fork)
-# and node.task_failed (a supervised loop of the node failed and was restarted; issue #11).
+# SPEC §7.1 (with the 1.1 additions witness.fork_detected, local.rejected, receipt.overdue and
+# store.check_failed), plus node.task_failed (a supervised loop of the node failed and was restarted; issue #11).
 EVENTS: frozenset[str] = frozenset(
     {
         "envelope.accepted",
@@ -48,6 +48,7 @@ EVENTS: frozenset[str] = frozenset(
         "local.rejected",
         "node.task_failed",
         "receipt.overdue",
+        "store.check_failed",
     }
 )
 RESERVED = ("idx", "ts", "node")

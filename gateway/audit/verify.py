@@ -59,6 +59,7 @@ class VerifyReport:
     cosignatures: int = 0
     latest_size: int = 0
     latest_root: bytes = b""
+    root: bytes = b""  # the root recomputed from every entry (size ``size``)
     witnesses: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
 
@@ -209,10 +210,15 @@ def verify_log(
     min_cosignatures: int = 0,
     consistency: Callable[[int, int], list[bytes]] | None = None,
     progress: Callable[[int], None] | None = None,
+    check_content: bool = True,
 ) -> VerifyReport:
     """Verify a log from its entries ``(index, entry bytes, stored leaf hash or None)`` in index order
     and its checkpoints. ``log_keys``/``witness_keys`` pin trusted keys (else the keys recorded with
-    each checkpoint are used); ``consistency(old, new)`` returns a stored consistency proof."""
+    each checkpoint are used); ``consistency(old, new)`` returns a stored consistency proof.
+
+    ``check_content=False`` skips the per-entry JSON checks (canonical form, ``idx``, ``node``) and keeps
+    the hashes, the tree and the checkpoints: about four times faster, for the node's start-up check
+    (``gateway.audit.selfcheck``), where every entry was written by the node itself."""
     report = VerifyReport(node=node, origin=origin)
     sized = sorted(
         ((checkpoint_size(rec), i, rec) for i, rec in enumerate(checkpoints)), key=lambda t: (t[0], t[1])
@@ -242,9 +248,10 @@ def verify_log(
             raise VerifyFailed(
                 f"index {idx}", "entry bytes do not match the stored leaf hash (entry edited)", index=idx
             )
-        problem = _entry_check(idx, raw, node)
-        if problem is not None:
-            raise VerifyFailed(f"index {idx}", problem, index=idx)
+        if check_content:
+            problem = _entry_check(idx, raw, node)
+            if problem is not None:
+                raise VerifyFailed(f"index {idx}", problem, index=idx)
         cr.append(h)
         expected += 1
         if progress is not None and expected % 10000 == 0:
@@ -256,6 +263,7 @@ def verify_log(
     if progress is not None:
         progress(expected)
     report.size = expected
+    report.root = cr.root()
     if pos < len(sized):
         size, _, _ = sized[pos]
         raise VerifyFailed(

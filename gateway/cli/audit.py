@@ -5,20 +5,23 @@ evidence bundles. A log is read from its database file (``--db``) or from a runn
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import sqlite3
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from gateway.audit.bundle import BundleError, build_bundle, encode_bundle, verify_bundle
-from gateway.audit.checkpoints import ed25519_note_verifier
+from gateway.audit.checkpoints import CHECKPOINT_FILE, ed25519_note_verifier, read_checkpoint_file
 from gateway.audit.db import AuditError
 from gateway.audit.reader import AuditReader
-from gateway.audit.verify import CheckpointRecord, VerifyFailed, VerifyReport, verify_log
+from gateway.audit.selfcheck import quick_check
+from gateway.audit.verify import CheckpointRecord, VerifyFailed, VerifyReport, checkpoint_size, verify_log
 from gateway.cli.main import CheckFailed, UsageError
 from gateway.core.b64 import b64_decode, b64_encode
 from gateway.core.merkle import ProofError, leaf_hash, verify_inclusion
@@ -62,12 +65,12 @@ def register(sub: Any) -> None:
     )
     v.add_argument("--min-cosignatures", type=int, default=0, metavar="N", help="require N per checkpoint")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
-    v.set_defaults(func=_verify)
+    v.set_defaults(func=_one_line(_verify))
 
     s = verbs.add_parser("show", help="print the audit entries about one message (JSON lines)")
     source(s)
     s.add_argument("--jti", required=True, metavar="ID", help="message id")
-    s.set_defaults(func=_show)
+    s.set_defaults(func=_one_line(_show))
 
     pr = verbs.add_parser("prove", help="print and check the inclusion proof of one entry")
     source(pr)
@@ -75,13 +78,13 @@ def register(sub: Any) -> None:
     pr.add_argument(
         "--size", type=int, metavar="N", help="tree size (default: the latest checkpoint covering I)"
     )
-    pr.set_defaults(func=_prove)
+    pr.set_defaults(func=_one_line(_prove))
 
     e = verbs.add_parser("export", help="write the evidence bundle (SPEC §7.4) of one message")
     source(e)
     e.add_argument("--jti", required=True, metavar="ID", help="message id")
     e.add_argument("-o", "--output", required=True, type=Path, metavar="FILE", help="bundle file to write")
-    e.set_defaults(func=_export)
+    e.set_defaults(func=_one_line(_export))
 
     b = verbs.add_parser("verify-bundle", help="verify an evidence bundle offline and print what it proves")
     b.add_argument("file", type=Path, metavar="FILE")
@@ -95,6 +98,19 @@ def register(sub: Any) -> None:
 
 
 # -- sources -----------------------------------------------------------------------------------------
+
+
+def _one_line(verb: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A database that turns out unreadable midway (a malformed page, not a database) is one line, exit 1."""
+
+    @functools.wraps(verb)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return verb(args)
+        except sqlite3.DatabaseError as exc:
+            raise CheckFailed(f"{args.db}: the database cannot be read ({exc})") from None
+
+    return run
 
 
 def _open_db(path: Path) -> AuditReader:
@@ -201,12 +217,18 @@ def _verify(args: argparse.Namespace) -> int:
     log_keys, witnesses = _keys(args)
     if args.db is not None:
         with _open_db(args.db) as reader:
+            found = quick_check(reader.conn)
+            if found is not None:
+                raise CheckFailed(f"{args.db}: PRAGMA quick_check: {found}")
             records = [
                 CheckpointRecord(
                     cp.served(), cp.public_key, {n: k for n, k, _ in cp.cosignatures}, (cp.size, cp.root)
                 )
                 for cp in reader.checkpoints()
             ]
+            kept = _kept_checkpoint(args.db, records)
+            if kept is not None:
+                records.append(kept)
             bar, progress = _progress(reader.size(), not args.no_progress)
             try:
                 with bar:
@@ -222,9 +244,14 @@ def _verify(args: argparse.Namespace) -> int:
                         progress=progress,
                     )
             except VerifyFailed as exc:
-                raise CheckFailed(f"audit log {args.db} does not verify: {exc}") from None
+                where = ""
+                in_db = {r.recorded[0] for r in records if r.recorded is not None}
+                if kept is not None and exc.checkpoint_size == checkpoint_size(kept) not in in_db:
+                    where = f" (the checkpoint kept in {args.db.parent / CHECKPOINT_FILE})"
+                raise CheckFailed(f"audit log {args.db} does not verify: {exc}{where}") from None
         source = str(args.db)
     else:
+        kept = None
         if log_keys is None:
             raise UsageError("--url needs --log-key (the node's audit key from the manifest)")
         http = _Http(args)
@@ -241,7 +268,26 @@ def _verify(args: argparse.Namespace) -> int:
             raise CheckFailed(f"audit log at {args.url} does not verify: {exc}") from None
         source = args.url
     _print_report(source, report, pinned=log_keys is not None)
+    if args.db is not None and kept is not None:
+        print(f"   {args.db.parent / CHECKPOINT_FILE} (the node's copy of its last checkpoint) verified too")
     return 0
+
+
+def _kept_checkpoint(db: Path, records: list[CheckpointRecord]) -> CheckpointRecord | None:
+    """The copy of the node's last checkpoint kept beside its database (``last-checkpoint``), if there is
+    one, to check the log against too: a log shorter than it lost its tail. Its log key is the one recorded
+    with the database's latest checkpoint (or ``--log-key``); its cosignatures are checked with the witness
+    keys recorded in the database."""
+    try:
+        kept = read_checkpoint_file(db.parent / CHECKPOINT_FILE)
+    except AuditError as exc:
+        raise CheckFailed(str(exc)) from None
+    if kept is None or any(r.served == kept[0] for r in records):
+        return None
+    witnesses: dict[str, str] = {}
+    for r in records:
+        witnesses.update(r.witness_keys)
+    return CheckpointRecord(kept[0], records[-1].log_key if records else None, witnesses)
 
 
 def _print_report(source: str, r: VerifyReport, *, pinned: bool) -> None:

@@ -80,13 +80,18 @@ def _problem(status: int, doc: Any) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway import logging as tlog
-    from gateway.node import NodeError, run_node
+    from gateway.node import NodeError, StoreDamaged, run_node
     from gateway.ops import install
 
     cfg = _cfg(args)
+    reason = args.accept_damaged_store
+    if reason is not None and not reason.strip():
+        raise UsageError("--accept-damaged-store needs a reason (it is recorded in the audit log)")
     tlog.configure(cfg.log.format, cfg.log.level)
     try:
-        return asyncio.run(run_node(cfg, setup=install))
+        return asyncio.run(run_node(cfg, setup=install, accept_damaged_store=reason))
+    except StoreDamaged as exc:  # the operator must decide: exit 2 (docs/reliability.md)
+        raise UsageError(str(exc)) from None
     except NodeError as exc:
         # a node that cannot be this node (files, keys, certificates, data_dir in use): bad usage, exit 2
         raise UsageError(str(exc)) from None
@@ -327,6 +332,9 @@ def cmd_queue(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run one node", description="Run one Traza node until SIGINT/SIGTERM.")
     p.add_argument("--config", required=True, help="node TOML config file")
+    p.add_argument("--accept-damaged-store", metavar="REASON",
+                   help="start even though the start-up check found the store damaged; REASON and what was "
+                        "found are recorded as a store.check_failed audit entry (docs/reliability.md)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("send", help="submit a message through the local API",

@@ -16,6 +16,6 @@ declared in ``state``:
 - ``witness``: checkpoints, witnessing (SPEC §7.3) and manifest polling.
 """
 
-from gateway.node.core import Node, NodeError, run_node
+from gateway.node.core import Node, NodeError, StoreDamaged, run_node
 
-__all__ = ["Node", "NodeError", "run_node"]
+__all__ = ["Node", "NodeError", "StoreDamaged", "run_node"]

@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from functools import partial
@@ -23,6 +24,8 @@ from aiohttp import web
 from adapters import get_adapter
 from gateway import logging as tlog
 from gateway.audit import facade as audit_facade
+from gateway.audit import selfcheck
+from gateway.audit.checkpoints import CHECKPOINT_FILE
 from gateway.config import Config
 from gateway.core.csrf import Origin, listener_origins
 from gateway.core.envelope import (
@@ -57,6 +60,10 @@ from gateway.trust.trusted import ManifestRejected, TrustAnchor, TrustedManifest
 
 class NodeError(Exception):
     """Startup failure with a message naming the file and reason."""
+
+
+class StoreDamaged(NodeError):
+    """The start-up check found the node's own store damaged (``traza run`` exits 2)."""
 
 
 def _load_signing_key(path: Path, fed: Federation, node_id: str) -> SigningKey:
@@ -135,7 +142,8 @@ def _check_tls_files(cfg: Config, fed: Federation, node_id: str) -> None:
 class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, WitnessMixin):
     """A running Traza node."""
 
-    def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.time,
+                 accept_damaged_store: str | None = None) -> None:
         self.cfg = cfg
         self.id = cfg.node.id
         self.clock = clock
@@ -150,12 +158,12 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         except OSError as exc:
             raise NodeError(f"{cfg.path}: node.data_dir: {self.data_dir}: {exc.strerror}") from None
         try:
-            self._init(cfg)
+            self._init(cfg, accept_damaged_store)
         except BaseException:
             self.data_lock.release()
             raise
 
-    def _init(self, cfg: Config) -> None:
+    def _init(self, cfg: Config, accept_damaged_store: str | None) -> None:
         lim = cfg.limits
         self.limits = Limits(max_envelope=lim.max_envelope, clock_skew=lim.clock_skew, max_ttl=lim.max_ttl)
         self.max_request = lim.max_request
@@ -190,10 +198,27 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         _check_tls_files(cfg, fed, self.id)
         self.tls_cert = cfg.resolve(cfg.keys.tls_cert)
         self.tls_key = cfg.resolve(cfg.keys.tls_key)
+        # the store checks itself before it is opened for writing (docs/reliability.md)
+        self.store_report = selfcheck.check_node_store(self.data_dir, fed, self.id, self.audit_key)
+        if not self.store_report.ok:
+            if accept_damaged_store is None:
+                raise StoreDamaged(self.store_report.refusal())
+            selfcheck.set_aside(self.data_dir / CHECKPOINT_FILE, self.clock())
+        else:
+            self.log.info("store.checked", entries=self.store_report.size,
+                          signed_size=self.store_report.signed_size, seconds=round(self.store_report.seconds, 3))
         # store and audit share one database
-        self.db = Database(self.data_dir / "node.db", on_fatal=self._storage_fatal)
-        self.db.migrate(st.SCHEMA)
-        self.audit = audit_facade.NodeAudit(self.db, node=self.id, federation=fed.name, key=self.audit_key)
+        try:
+            self.db = Database(self.data_dir / "node.db", on_fatal=self._storage_fatal)
+            self.db.migrate(st.SCHEMA)
+            self.audit = audit_facade.NodeAudit(self.db, node=self.id, federation=fed.name, key=self.audit_key,
+                                                checkpoint_file=self.data_dir / CHECKPOINT_FILE)
+        except sqlite3.DatabaseError as exc:
+            raise StoreDamaged(f"{self.data_dir / 'node.db'}: the database cannot be opened ({exc})") from None
+        if not self.store_report.ok:
+            incident = self.store_report.incident(accept_damaged_store or "")
+            self.db.write_sync(lambda c: self.audit.stage(c, [incident], self.clock()))
+            self.log.warning("store.check_failed", detail=incident["detail"], reason=incident["reason"])
         self.adapter = get_adapter(cfg.adapter.name)
         # blobs as they travel (ciphertext when encrypted) and plaintext blobs of the national system
         # max_blob limits the plaintext (SPEC §11): a blob travels as its TZB1 ciphertext, a little larger
@@ -386,11 +411,13 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
 
 
 
-async def run_node(cfg: Config, *, setup: Callable[[Node], None] | None = None) -> int:
+async def run_node(cfg: Config, *, setup: Callable[[Node], None] | None = None,
+                   accept_damaged_store: str | None = None) -> int:
     """Run one node until SIGINT/SIGTERM, or until it must stop itself (a failed fsync); ``setup`` lets
-    higher layers (gateway.ops) add to it first. Returns the process exit status (0, or 75 when the
-    node stopped itself)."""
-    node = Node(cfg)
+    higher layers (gateway.ops) add to it first; ``accept_damaged_store`` (the operator's reason) starts it
+    even if its store check fails. Returns the process exit status (0, or 75 when the node stopped
+    itself)."""
+    node = Node(cfg, accept_damaged_store=accept_damaged_store)
     if setup is not None:
         setup(node)
     await node.start()
