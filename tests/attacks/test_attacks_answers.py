@@ -10,21 +10,18 @@ the offline evidence bundle verifier.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from kit.nodes import bundle_of, entries, started
 from kit.waiting import eventually
 
 from gateway.audit.bundle import BundleError, verify_bundle
-from gateway.audit.db import AuditError
 from gateway.config import load_config
 from gateway.core.envelope import build_envelope, token_digest
 from gateway.core.errors import Code, TrazaError
@@ -34,7 +31,6 @@ from gateway.core.timeutil import rfc3339_seconds
 from gateway.localfed import NodeSpec, build
 from gateway.node import Node
 from gateway.store import relay as st
-from gateway.transport.peer import Problem
 
 # --- the rule as an exchange table ----------------------------------------------------------------------
 
@@ -100,15 +96,6 @@ SPECS = [NodeSpec("latam-hub", "hub", "BR"), NodeSpec("eu-hub", "hub", "NL"),
          NodeSpec("it", "national", "IT", hub="eu-hub")]
 
 
-@contextlib.asynccontextmanager
-async def started(cfg_path: Path) -> AsyncIterator[Node]:
-    node = Node(load_config(cfg_path))
-    await node.start()
-    try:
-        yield node
-    finally:
-        await node.stop()
-
 
 async def forge(node: Node, *, mt: str, to: str, body: dict[str, Any], irt: str) -> str:
     """``node`` signs and sends an answer of its own making (what a dishonest node can always do)."""
@@ -119,17 +106,6 @@ async def forge(node: Node, *, mt: str, to: str, body: dict[str, Any], irt: str)
     return str(jti)
 
 
-async def bundle_of(node: Node, jti: str) -> bytes | None:
-    """The message's evidence bundle once a checkpoint covers its entries."""
-    try:
-        return await node.audit_bundle(jti)
-    except (AuditError, Problem):  # 409 not_checkpointed until then
-        return None
-
-
-async def entries(node: Node, **query: str) -> list[dict[str, Any]]:
-    doc = await node.audit_entries({**query, "limit": "1000"})
-    return [json.loads(base64.b64decode(e["entry"])) for e in doc["entries"]]
 
 
 async def rejected_at(node: Node, jti: str) -> dict[str, Any] | None:

@@ -6,18 +6,15 @@ chain to the TLS peer verified) refused later (route, policy, payload) does name
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
 from kit.federation import KNOWN_TYPES, NOW, make_federation
+from kit.nodes import bundle_of, entries, started
 from kit.waiting import eventually
 
-from gateway.audit.db import AuditError
 from gateway.config import load_config
 from gateway.core.envelope import build_envelope, encode_envelope, verify_envelope
 from gateway.core.errors import Code, TrazaError
@@ -25,34 +22,14 @@ from gateway.crypto.keys import verifier_for
 from gateway.crypto.tls import client_context
 from gateway.localfed import NodeSpec, build
 from gateway.node import Node
-from gateway.transport.peer import PeerClient, Problem
+from gateway.transport.peer import PeerClient
 
 LIMITS = {"retry_min": 0.05, "retry_max": 0.3, "checkpoint_interval": 0.2}
 SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),
          NodeSpec("es", "national", "ES", hub="hub"), NodeSpec("co", "national", "CO", hub="hub")]
 
 
-@contextlib.asynccontextmanager
-async def started(cfg_path: Path) -> AsyncIterator[Node]:
-    node = Node(load_config(cfg_path))
-    await node.start()
-    try:
-        yield node
-    finally:
-        await node.stop()
 
-
-async def bundle_of(node: Node, jti: str) -> bytes | None:
-    """The message's evidence bundle once a checkpoint covers its entries."""
-    try:
-        return await node.audit_bundle(jti)
-    except (AuditError, Problem):  # 409 not_checkpointed until then
-        return None
-
-
-async def entries(node: Node, **query: str) -> list[dict[str, Any]]:
-    doc = await node.audit_entries({**query, "limit": "1000"})
-    return [json.loads(base64.b64decode(e["entry"])) for e in doc["entries"]]
 
 
 async def test_badly_signed_envelope_carrying_a_victims_id_does_not_enter_its_evidence(tmp_path: Path) -> None:

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from kit.nodes import started
 from kit.waiting import eventually
 
 from gateway.config import Config, load_config
@@ -91,15 +91,6 @@ def inject(node: Node) -> FaultyConnection:
     node.db._conn = fc  # type: ignore[assignment]  # read by the writer thread for the next transaction
     return fc
 
-
-@contextlib.asynccontextmanager
-async def started(cfg_path: Path) -> AsyncIterator[Node]:
-    node = Node(load_config(cfg_path))
-    await node.start()
-    try:
-        yield node
-    finally:
-        await node.stop()
 
 
 async def outbox_count(node: Node) -> int:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from kit.nodes import started
 from kit.waiting import eventually
 
 from gateway.cli.main import main as traza
@@ -27,15 +26,6 @@ SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub
          NodeSpec("es", "national", "ES", hub="hub")]
 BODY = msgspec.json.encode({"title": "t", "text": "x"})
 
-
-@contextlib.asynccontextmanager
-async def started(cfg_path: Path) -> AsyncIterator[Node]:
-    node = Node(load_config(cfg_path))
-    await node.start()
-    try:
-        yield node
-    finally:
-        await node.stop()
 
 
 async def call(cfg: Config, method: str, path: str) -> tuple[int, Any]:

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
 from core.message_examples import example
+from kit.nodes import started
 from kit.waiting import eventually
 
 from gateway.cli.main import main as traza
@@ -49,15 +47,6 @@ async def actions(node: Node, jti: str) -> list[dict[str, Any]]:
     doc = await node.audit_entries({"jti": jti, "event": "operator.action", "limit": "100"})
     return [json.loads(base64.b64decode(e["entry"])) for e in doc["entries"]]
 
-
-@contextlib.asynccontextmanager
-async def started(cfg_path: Path) -> AsyncIterator[Node]:
-    node = Node(load_config(cfg_path))
-    await node.start()
-    try:
-        yield node
-    finally:
-        await node.stop()
 
 
 async def test_retry_of_an_expired_dead_letter_is_refused_and_audited_a_live_one_is_queued_again(tmp_path, capsys):
