@@ -35,6 +35,8 @@ DOCUMENTED = {
     "traza_connections_timed_out_total": "Connections closed because a client was too slow sending request "
                                          "headers or a request body, by listener and phase",
     "traza_connections_open": "Connections open now (in a TLS handshake or after), by listener",
+    "traza_expiry_seconds": "Seconds until something of this node expires (negative once expired), by what: "
+                            "tls_certificate, local_ca, federation_ca_<n>, manifest, key:<kid>",
 }
 
 
@@ -69,6 +71,7 @@ class Metrics:
         self.task_restarts = Counter("traza_task_restarts", d["traza_task_restarts_total"], ["task"], registry=r)
         self.storage_up = Gauge("traza_storage_up", d["traza_storage_up"], registry=r)
         self.audit_backlog = Gauge("traza_audit_backlog", d["traza_audit_backlog"], registry=r)
+        self.expiry = Gauge("traza_expiry_seconds", d["traza_expiry_seconds"], ["what"], registry=r)
         self.receipts_overdue = Gauge("traza_receipts_overdue", d["traza_receipts_overdue"], registry=r)
 
     def render(self) -> tuple[bytes, str]:

@@ -3,10 +3,12 @@
 :class:`WitnessCore` is the whole ``POST /v1/witness/add-checkpoint`` decision without HTTP:
 
 1. :meth:`WitnessCore.check` (no I/O): the origin is a known log (404), the body and checkpoint are well
-   formed (400), the log's key signed it (403), ``old_size <= size`` (400), no proof from size 0 (400);
-2. :meth:`WitnessCore.apply` (inside the caller's ``BEGIN IMMEDIATE`` transaction): ``old_size`` equals
-   the stored size (409, body ``<size>\\n``, ``text/x.tlog.size``), the consistency proof from the stored
-   checkpoint verifies (422), equal sizes have equal roots (409); then the new size and root are stored.
+   formed (400), the log's key signed it (403), ``old_size <= size`` (400), no proof from size 0 and none
+   between equal sizes (422);
+2. :meth:`WitnessCore.apply` (inside the caller's ``BEGIN IMMEDIATE`` transaction): a checkpoint of the
+   stored size has the stored root (422, a fork), ``old_size`` equals the stored size (409, body
+   ``<size>\\n``, ``text/x.tlog.size``), the consistency proof from the stored checkpoint verifies (422);
+   then the new size and root are stored.
    Check and update are one transaction, so concurrent requests cannot roll the stored size back;
 3. :meth:`WitnessCore.cosign`: the tlog-cosignature v1 line (timestamped Ed25519, key id type 0x04).
 
@@ -134,10 +136,11 @@ class WitnessCore:
             raise WitnessError(403, f"checkpoint from {origin}: {exc}") from None
         if old_size > cp.size:
             raise WitnessError(400, f"old size {old_size} is larger than the checkpoint size {cp.size}")
+        # C2SP tlog-witness as amended in July 2026 (SPEC §7.3, 1.1): a proof that cannot verify is a 422
         if old_size == 0 and proof:
-            raise WitnessError(400, "a consistency proof from size 0 must be empty")
+            raise WitnessError(422, "a consistency proof from size 0 must be empty")
         if old_size == cp.size and proof:
-            raise WitnessError(400, "equal sizes need an empty consistency proof")
+            raise WitnessError(422, "equal sizes need an empty consistency proof")
         return Checked(origin, old_size, tuple(proof), text, note, cp)
 
     def apply(self, conn: sqlite3.Connection, req: Checked, now: float) -> WitnessError | None:
@@ -154,12 +157,7 @@ class WitnessCore:
             # a signed checkpoint of the cosigned size with another root: a fork, whatever old size
             # the client believed
             self._fork(conn, req, "same_size_different_root", known_text, now)
-            return WitnessError(
-                409,
-                f"fork: {req.origin} signed two roots for size {cp.size}",
-                body=f"{known_size}\n",
-                fork=True,
-            )
+            return WitnessError(422, f"fork: {req.origin} signed two roots for size {cp.size}", fork=True)
         if req.old_size != known_size:
             return WitnessError(
                 409, f"old size {req.old_size} is not the cosigned size {known_size}", body=f"{known_size}\n"
@@ -287,7 +285,7 @@ class Witness(WitnessCore):
     ) -> str:
         """Verify ``checkpoint_text`` (a signed note) from ``origin`` against the stored state, store it,
         and return this witness's cosignature line. Raises :class:`WitnessError` (404, 403, 400, 409,
-        422 as in C2SP tlog-witness)."""
+        422 as in C2SP tlog-witness as amended in July 2026)."""
         at = self._clock() if now is None else now
         req = self.check(origin, old_size, consistency_proof, checkpoint_text)
         with transaction(self._conn) as conn:

@@ -24,6 +24,7 @@ from gateway.core.envelope import (
 )
 from gateway.core.errors import Code, TrazaError
 from gateway.core.timeutil import rfc3339_seconds
+from gateway.node.expiry import expiries
 from gateway.node.state import _NodeState, _rfc3339
 from gateway.store import relay as st
 from gateway.transport.peer import Problem
@@ -243,4 +244,10 @@ class ApiMixin(_NodeState):
         m.inbox_depth.set(self.db.read_sync(
             lambda c: c.execute("SELECT count(*) FROM inbox WHERE taken_at IS NULL").fetchone()[0]))
         m.audit_entries.set(self.db.read_sync(lambda c: c.execute("SELECT count(*) FROM audit_entries").fetchone()[0]))
+        m.expiry.clear()  # a rotated key or a replaced CA leaves no stale series behind
+        try:
+            for e in expiries(self):
+                m.expiry.labels(e.id).set(e.not_after - now)
+        except (TrazaError, OSError) as exc:  # an unreadable certificate: the other metrics still go out
+            self.log.warning("metrics.expiry_failed", detail=str(exc)[:300])
         return m.render()

@@ -279,6 +279,9 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
     def manifest_document(self) -> bytes:
         return self.trust.served()
 
+    def manifest_etag(self) -> str:
+        return self.trust.etag()
+
     # --- peer identity and load shedding -------------------------------------------------------------
 
     def identify_peer(self, cert_der: bytes | None) -> str:

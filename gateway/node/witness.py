@@ -103,11 +103,15 @@ class WitnessMixin(_NodeState):
             if src is None:
                 continue
             try:
-                status, data, _ = await self._client(src).request("GET", "/v1/manifest")
-                if status != 200:
+                cl = self._client(src)
+                got = await cl.get_manifest()
+                if got is None:  # 304: unchanged since the last poll
                     continue
+                data, etag = got
+                cl.manifest_etag = None  # until this one is applied (a refused one is fetched again)
                 mbytes, sbytes = split_served(data)
                 self.apply_manifest(mbytes, sbytes, source=f"peer:{src}")
+                cl.manifest_etag = etag
             except (PeerUnavailable, ValueError) as exc:
                 self.log.debug("manifest.poll_failed", peer=src, detail=str(exc)[:200])
             except ManifestRejected as exc:

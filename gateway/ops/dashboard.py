@@ -32,10 +32,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.core.errors import Code, TrazaError
-from gateway.core.timeutil import parse_rfc3339, rfc3339
-from gateway.crypto.pki import PkiError, cert_info
+from gateway.core.timeutil import rfc3339
 from gateway.node import Node
+from gateway.node.expiry import expiries
 from gateway.transport.local import ROLE, WHO
 from gateway.transport.peer import problem
 
@@ -155,33 +154,14 @@ def _days_left(ts: float, now: float) -> float:
 
 
 def expiry_items(node: Node, now: float, warn_days: float = WARN_DAYS) -> list[dict[str, Any]]:
-    """What expires: the node's TLS certificate, the local CA, the federation TLS CA(s), the manifest in
-    force (which carries the revocation list, so the two expire together) and this node's manifest keys.
-    Each item: ``{"what", "not_after", "days_left", "level"}``, level ``ok``, ``warning`` or ``expired``."""
-    items: list[tuple[str, float]] = []
-
-    def cert(what: str, pem: bytes) -> None:
-        try:
-            items.append((what, cert_info(pem).not_after.timestamp()))
-        except PkiError as exc:
-            raise TrazaError(Code.INTERNAL, f"{what}: {exc}") from None
-
-    cert(f"TLS certificate of {node.id} ({node.tls_cert})", node.tls_cert.read_bytes())
-    local_ca = node.cfg.resolve(node.cfg.keys.local_ca)
-    cert(f"local CA of {node.id} ({local_ca})", local_ca.read_bytes())
-    fed = node.fed
-    for i, pem in enumerate(fed.manifest.tls_ca):
-        cert(f"federation TLS CA {i + 1} of {len(fed.manifest.tls_ca)}", pem.encode())
-    items.append((f"manifest version {fed.version} and its revocation list", fed.expires_at))
-    me = fed.node(node.id)
-    for k in me.keys if me is not None else ():
-        if k.not_after:
-            items.append((f"key {k.kid}", parse_rfc3339(k.not_after)))
+    """What expires (:func:`gateway.node.expiry.expiries`, which also feeds ``traza_expiry_seconds``), for
+    the dashboard. Each item: ``{"id", "what", "not_after", "days_left", "level"}``, level ``ok``,
+    ``warning`` or ``expired``."""
     out = []
-    for what, ts in items:
-        left = _days_left(ts, now)
-        level = "expired" if ts <= now else "warning" if left <= warn_days else "ok"
-        out.append({"what": what, "not_after": rfc3339(ts), "days_left": left, "level": level})
+    for e in expiries(node):
+        left = _days_left(e.not_after, now)
+        level = "expired" if e.not_after <= now else "warning" if left <= warn_days else "ok"
+        out.append({"id": e.id, "what": e.what, "not_after": rfc3339(e.not_after), "days_left": left, "level": level})
     return sorted(out, key=lambda x: x["days_left"])
 
 

@@ -162,6 +162,9 @@ class PeerBackend(Protocol):
 
     def manifest_document(self) -> bytes: ...
 
+    def manifest_etag(self) -> str:
+        """The ``ETag`` of :meth:`manifest_document` (SPEC §4.4, 1.1)."""
+
     def checkpoint_text(self) -> str: ...
 
     async def consistency_proof(self, old: int, new: int) -> list[str]: ...
@@ -173,6 +176,17 @@ class PeerBackend(Protocol):
 
     def blob_stored(self, sha: str, length: int, source: str) -> None:
         """A blob upload completed (for logs and metrics)."""
+
+
+def etag_matches(if_none_match: list[str], etag: str) -> bool:
+    """RFC 9110 §13.1.2: does an ``If-None-Match`` field (each of its lines a comma-separated list of entity
+    tags, or ``*``) name ``etag``? The comparison is weak: a ``W/`` prefix is ignored."""
+    for line in if_none_match:
+        for tag in line.split(","):
+            tag = tag.strip()
+            if tag == "*" or tag.removeprefix("W/") == etag:
+                return True
+    return False
 
 
 def _peer_cert(request: web.Request) -> bytes | None:
@@ -343,7 +357,12 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
         return web.Response(body=_json.encode(BatchResponse(results=results)), content_type="application/json")
 
     async def get_manifest(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=backend.manifest_document(), content_type="application/json")
+        # SPEC §4.4 (1.1): a poller naming the manifest it holds gets 304 and no body
+        etag = backend.manifest_etag()
+        if etag_matches(request.headers.getall("If-None-Match", []), etag):
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(body=backend.manifest_document(), content_type="application/json",
+                            headers={"ETag": etag})
 
     async def get_checkpoint(request: web.Request) -> web.StreamResponse:
         return web.Response(text=backend.checkpoint_text(), content_type="text/plain")
@@ -426,6 +445,12 @@ class CheckedConnector(TCPConnector):
         return conn
 
 
+# seconds a client keeps an idle connection to a peer: longer than the default manifest poll (30 s), so
+# an unchanged-manifest poll (a 304) needs no new TLS handshake, and shorter than the servers' default
+# keepalive_timeout (60 s), so the client, not the server, closes an idle connection
+KEEPALIVE = 45.0
+
+
 class PeerClient:
     """Keep-alive mTLS client to one peer. Before every request the server's certificate must name that
     peer with an ECDSA P-256 key, and pass ``check`` (the node's: the live manifest's revocation list);
@@ -439,11 +464,14 @@ class PeerClient:
         self._timeout = ClientTimeout(total=timeout, connect=min(10.0, timeout))
         self._session: ClientSession | None = None
         self._check: ServerCheck = check or (lambda der: node_cert_refusal(der, None, peer))
+        # the ETag of the last manifest taken from this peer and applied (or already in force): the next
+        # GET /v1/manifest names it in If-None-Match, and an unchanged manifest comes back as a bare 304
+        self.manifest_etag: str | None = None
 
     def _sess(self) -> ClientSession:
         if self._session is None or self._session.closed:
             self._session = ClientSession(
-                connector=CheckedConnector(self._check, ssl=self._ssl, limit=4, keepalive_timeout=30),
+                connector=CheckedConnector(self._check, ssl=self._ssl, limit=4, keepalive_timeout=KEEPALIVE),
                 timeout=self._timeout,
                 json_serialize=lambda o: _json.encode(o).decode(),
             )
@@ -463,6 +491,19 @@ class PeerClient:
                 return resp.status, data, dict(resp.headers)
         except (TimeoutError, ClientError, OSError, ssl.SSLError) as exc:
             raise PeerUnavailable(f"{self.peer}: {type(exc).__name__}: {exc}") from None
+
+    async def get_manifest(self) -> tuple[bytes, str | None] | None:
+        """``GET /v1/manifest`` (SPEC §4.4) with ``If-None-Match: <manifest_etag>`` once one is known:
+        None when the peer answers 304 (the manifest is unchanged), else the body and its ETag (the
+        caller sets :attr:`manifest_etag` to it once the manifest is applied). PeerUnavailable otherwise."""
+        headers = {"If-None-Match": self.manifest_etag} if self.manifest_etag else None
+        status, data, resp_headers = await self.request("GET", "/v1/manifest", headers=headers)
+        if status == 304 and self.manifest_etag:
+            return None
+        if status != 200:
+            raise PeerUnavailable(f"{self.peer}: GET /v1/manifest: HTTP {status}: {data[:200].decode('utf-8', 'replace')}")
+        # header names are case-insensitive; aiohttp sends this one as "Etag"
+        return data, next((v for k, v in resp_headers.items() if k.lower() == "etag"), None)
 
     async def send_batch(self, envelopes: list[bytes], *, timeout: float | None = None) -> list[Result]:
         body = b'{"envelopes":[' + b",".join(envelopes) + b"]}"

@@ -25,6 +25,7 @@ A manifest is accepted only if, in this order (the numbers match the comments in
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ from typing import Any
 import msgspec
 
 from gateway.core import strictjson
-from gateway.core.b64 import b64_decode, b64_encode
+from gateway.core.b64 import b64_decode, b64_encode, b64url_encode
 from gateway.core.canonical import CanonicalError, canonical_bytes
 from gateway.core.manifest import Authorities, Federation, Manifest, ManifestError, decode_manifest
 from gateway.core.timeutil import parse_rfc3339, rfc3339_seconds
@@ -297,6 +298,7 @@ class TrustedManifest:
         self._federation: Federation | None = None
         self._raw = b""
         self._sig_raw = b""
+        self._served: tuple[bytes, bytes, bytes, str] | None = None  # (raw, sig_raw, body, etag)
         self.last_report: dict[str, SignatureReport] = {}
 
     # ---- read side ----------------------------------------------------------------------------
@@ -344,11 +346,24 @@ class TrustedManifest:
 
     def served(self) -> bytes:
         """The ``GET /v1/manifest`` body (SPEC §4.4): ``{"manifest": {...}, "signatures": [...]}``."""
-        doc = {
-            "manifest": msgspec.json.decode(self.raw),
-            "signatures": [{"kid": s.kid, "sig": s.sig} for s in parse_signatures(self.sig_raw)],
-        }
-        return canonical_bytes(doc)
+        return self._served_pair()[0]
+
+    def etag(self) -> str:
+        """The ``ETag`` of :meth:`served` (SPEC §4.4, 1.1): a strong entity tag, the b64url SHA-256 of the
+        served body, which is made of ``manifest.json`` and ``manifest.sig`` and of nothing else."""
+        return self._served_pair()[1]
+
+    def _served_pair(self) -> tuple[bytes, str]:
+        raw, sig_raw = self.raw, self.sig_raw
+        cached = self._served
+        if cached is None or cached[0] is not raw or cached[1] is not sig_raw:
+            doc = {
+                "manifest": msgspec.json.decode(raw),
+                "signatures": [{"kid": s.kid, "sig": s.sig} for s in parse_signatures(sig_raw)],
+            }
+            body = canonical_bytes(doc)
+            cached = self._served = (raw, sig_raw, body, f'"{b64url_encode(hashlib.sha256(body).digest())}"')
+        return cached[2], cached[3]
 
     # ---- write side ---------------------------------------------------------------------------
 

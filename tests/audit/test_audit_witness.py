@@ -77,7 +77,7 @@ def test_witness_refusals_follow_tlog_witness(make_node):
     assert wb.handle(b"garbage")[0] == 400
     with pytest.raises(WitnessError) as e:
         wb.add_checkpoint(a.origin, 0, [b"\0" * 32], a.publisher.reader.checkpoint().note)
-    assert e.value.status == 400
+    assert e.value.status == 422  # a non-empty proof from size 0 (C2SP as amended, July 2026)
     assert wb.forks_detected == 0
     assert wb.latest(a.origin)[0] == 5  # nothing changed by refused requests
 
@@ -102,7 +102,7 @@ def test_b_detects_a_presenting_inconsistent_checkpoints_and_logs_it(make_node):
     assert any(e["log_level"] == "error" and e["event"] == "audit.witness.fork_detected" for e in logs)
     # 2. two roots for one size: the fork's size-9 checkpoint
     status, ctype, body = wb.handle(fork.publisher.witness_request(b.origin, old_size=9, size=9))
-    assert (status, ctype, body) == (409, "text/x.tlog.size", b"9\n")
+    assert (status, ctype) == (422, "text/plain") and b"two roots for size 9" in body
     assert wb.forks_detected == 2
     alerts = wb.alerts()
     assert [x["kind"] for x in alerts] == ["inconsistent", "same_size_different_root"]
@@ -157,3 +157,65 @@ def test_witness_requires_its_own_transaction_state(make_node):
     assert again.handle(body)[:3] == (409, "text/x.tlog.size", b"1\n")
     assert isinstance(again.verifier(), NoteVerifier)
     assert AuditAppender  # imported API surface
+
+
+# --- C2SP tlog-witness as amended in July 2026 (C2SP#280, SPEC §7.3 1.1): the three 422s -------------------
+
+
+def test_the_proof_must_be_empty_if_the_old_size_is_zero_otherwise_422(make_node):
+    """"The proof MUST be empty if the old size is zero ... the witness MUST respond with a
+    "422 Unprocessable Entity" HTTP status code." (was 400)"""
+    a, b = make_node("mx"), make_node("es")
+    wb = b.witness({a.origin: a.key.public_raw})
+    a.append(5)
+    a.publish()
+    body = encode_add_checkpoint(0, [b"\0" * 32], a.publisher.reader.checkpoint().note)
+    status, ctype, text = wb.handle(body)
+    assert (status, ctype) == (422, "text/plain") and b"size 0 must be empty" in text
+    assert wb.latest(a.origin) is None or wb.latest(a.origin)[0] == 0  # nothing stored
+    assert wb.handle(a.publisher.witness_request(b.origin))[0] == 200  # the empty proof is accepted
+
+
+def test_if_the_consistency_proof_does_not_verify_the_witness_responds_422(make_node):
+    """"If the Merkle Consistency Proof doesn't verify, the witness MUST respond with a
+    "422 Unprocessable Entity" HTTP status code." (also a proof given between two equal sizes, which
+    RFC 9162 §2.1.4.2 never verifies; that was 400)"""
+    a, b = make_node("mx"), make_node("es")
+    wb = b.witness({a.origin: a.key.public_raw})
+    a.append(5)
+    a.publish()
+    assert wb.handle(a.publisher.witness_request(b.origin))[0] == 200
+    a.append(4)
+    a.publish()
+    good = a.publisher.witness_request(b.origin, old_size=5)
+    lines = good.split(b"\n")
+    lines[1] = b"A" * 43 + b"="  # the proof's first hash replaced by another well-formed one
+    status, ctype, text = wb.handle(b"\n".join(lines))
+    assert (status, ctype) == (422, "text/plain") and b"not consistent" in text
+    # a non-empty proof between equal sizes does not verify either
+    same = encode_add_checkpoint(5, [b"\0" * 32], a.publisher.reader.checkpoint(5).note)
+    assert wb.handle(same)[:2] == (422, "text/plain")
+    assert wb.latest(a.origin)[0] == 5
+    assert wb.handle(good)[0] == 200
+
+
+def test_a_checkpoint_of_the_witness_size_with_another_root_gets_422_and_is_a_fork(make_node):
+    """"If the old size matches the checkpoint size, the witness MUST check that the root hashes are also
+    identical. If they don't match, the witness MUST respond with a "422 Unprocessable Entity" HTTP status
+    code." (was 409 with the size body; whatever old size the client names, it is a fork)"""
+    a, b = make_node("mx"), make_node("es")
+    wb = b.witness({a.origin: a.key.public_raw})
+    a.append(9)
+    a.publish()
+    assert wb.handle(a.publisher.witness_request(b.origin))[0] == 200
+    fork = make_node("mx", key=a.key, db=a.db.parent / "mx-fork.db")
+    fork.appender.append_sync([message_event(1000 + i, jti=f"forged-{i}") for i in range(9)])
+    fork.publish()
+    for old in (9, 0):  # the witness's size, or a client that does not know it
+        status, ctype, text = wb.handle(fork.publisher.witness_request(b.origin, old_size=old, size=9))
+        assert (status, ctype) == (422, "text/plain") and b"fork" in text, (old, status, text)
+    assert wb.forks_detected == 2 and wb.latest(a.origin) == (9, a.publisher.reader.root(9))
+    # the 409 keeps its C2SP body for a stale old size of the genuine log
+    a.append(1)
+    a.publish()
+    assert wb.handle(a.publisher.witness_request(b.origin, old_size=3))[:3] == (409, "text/x.tlog.size", b"9\n")

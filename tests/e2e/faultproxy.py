@@ -1,6 +1,6 @@
 """A TCP proxy on 127.0.0.1 that loses answers, for end-to-end fault tests.
 
-It relays bytes both ways without looking inside them, so TLS (and the mTLS identities of both ends)
+It relays bytes both ways without looking inside them (and counts them: ``bytes_up``, ``bytes_down``), so TLS (and the mTLS identities of both ends)
 passes through unchanged. For the first ``cut_first`` connections it drops the answer: when bytes come
 back from the upstream server *after* ``answered()`` has grown since the connection was opened (the
 caller makes ``answered()`` count what the server durably answered, e.g. audit entries), the proxy
@@ -26,6 +26,8 @@ class FaultProxy:
         self.target_port: int | None = None  # set before the first client connects
         self.connections = 0  # connections accepted
         self.cuts = 0  # answers dropped
+        self.bytes_up = 0  # bytes relayed client -> server (TLS records included)
+        self.bytes_down = 0  # bytes relayed server -> client
         self.errors: list[str] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -109,6 +111,7 @@ class FaultProxy:
 
         async def upstream() -> None:  # client -> server, always whole
             while data := await c_reader.read(65536):
+                self.bytes_up += len(data)
                 u_writer.write(data)
                 await u_writer.drain()
             with contextlib.suppress(OSError):
@@ -120,6 +123,7 @@ class FaultProxy:
                     self.cuts += 1
                     abort_both()
                     return
+                self.bytes_down += len(data)
                 c_writer.write(data)
                 await c_writer.drain()
             with contextlib.suppress(OSError):

@@ -77,3 +77,26 @@ def test_throughput_counts_envelopes_per_interval_and_latency_per_peer(node: Nod
     assert len(s.samples) == 5
     later = s.recent_latency(now=t0 + 45)["hub"]
     assert later["mean_ms"] == pytest.approx(20.0) and later["recent_ms"] is None  # nothing in the last minute
+
+
+def test_expiry_is_exported_as_traza_expiry_seconds_from_the_same_items(node: Node) -> None:
+    """Issue #12: what the dashboard warns about is also ``traza_expiry_seconds{what}`` (seconds left,
+    negative once expired), one series per item, from the one computation."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    now = time.time()
+    node.clock = lambda: now
+    items = expiry_items(node, now)
+    text, _ = node.metrics_text()
+    fam = {f.name: f for f in text_string_to_metric_families(text.decode())}["traza_expiry_seconds"]
+    got = {s.labels["what"]: s.value for s in fam.samples}
+    assert set(got) == {i["id"] for i in items}
+    assert {"tls_certificate", "local_ca", "federation_ca_1", "manifest", "key:mx/sig/1"} <= set(got)
+    for i in items:
+        assert abs(got[i["id"]] - i["days_left"] * DAY) < 0.01 * DAY, i
+    # a day after the manifest expired, its series is negative
+    later = now + got["manifest"] + DAY
+    node.clock = lambda: later
+    text, _ = node.metrics_text()
+    fam = {f.name: f for f in text_string_to_metric_families(text.decode())}["traza_expiry_seconds"]
+    assert -DAY - 1 < {s.labels["what"]: s.value for s in fam.samples}["manifest"] < -DAY + 1
