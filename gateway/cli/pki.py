@@ -1,5 +1,5 @@
 """`traza pki` verbs: create a federation folder, add nodes, issue local certificates, revoke, rotate
-authorities. Thin: the work is in ``gateway.trust.pki``. Private keys are written 0600 and never printed."""
+node keys and authorities. Thin: the work is in ``gateway.trust.pki``. Private keys are written 0600 and never printed."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from gateway.trust.pki import (
     DEFAULT_POLICY,
     KINDS,
     LOCAL_ROLES,
+    OVERLAP_DAYS,
     SIG_ALGS,
     FederationDir,
     FederationDirError,
@@ -112,6 +113,17 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    with failures():
+        res = FederationDir(args.dir).rotate_key(args.node, args.use, now=time.time(), overlap_days=args.overlap)
+    print(f"new key {res.kid}: {res.file} (0600); {_version_note(res.version, res.started)}")
+    if res.retiring:
+        print(f"  {', '.join(res.retiring)} keep(s) verifying until {res.not_after}, then are refused")
+    print("next: traza manifest sign DIR --authority NAME (threshold); the node loads the new key when it applies "
+          "the manifest (or on SIGHUP)")
+    return 0
+
+
 def _add(sub: Any, name: str, help_: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
     p.set_defaults(func=func)
@@ -157,6 +169,14 @@ def register(sub: Any) -> None:
     g = q.add_mutually_exclusive_group(required=True)
     g.add_argument("--kid", help="key id, e.g. es/sig/1")
     g.add_argument("--cert-serial", help="certificate serial number in hex")
+
+    q = _add(verbs, "rotate-key", "a node's next sig, enc or audit key in the draft; the old one ends after an overlap",
+             cmd_rotate_key)
+    q.add_argument("dir", type=Path, metavar="DIR")
+    q.add_argument("node", metavar="NODE")
+    q.add_argument("--use", choices=("sig", "enc", "audit"), required=True)
+    q.add_argument("--overlap", type=float, default=OVERLAP_DAYS, metavar="DAYS",
+                   help=f"days the old key keeps verifying (default {OVERLAP_DAYS})")
 
     q = _add(verbs, "rotate-authorities", "replace the authorities in the draft (old and new sets must sign)",
              cmd_rotate)

@@ -69,6 +69,8 @@ from gateway.trust.trusted import (
 FORMAT = "traza-federation-dir/v1"
 MANIFEST_DAYS = 90
 SIG_KEY_DAYS = 365
+OVERLAP_DAYS = 30  # default overlap of a rotated key: the old one keeps verifying this long
+ROTATABLE = ("sig", "enc", "audit")
 AUTHORITY_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 KINDS = ("national", "hub", "service")
 SIG_ALGS = ("EdDSA", "ES256")
@@ -164,6 +166,16 @@ class VerifyResult:
     new: SignatureReport | None  # the new authorities' count when the manifest rotates them
     anchor: Path
     signatures: int  # entries in manifest.sig
+
+
+@dataclass(frozen=True)
+class RotateResult:
+    kid: str  # the new key
+    file: Path  # its private key file (0600)
+    retiring: list[str]  # older keys that now end at not_after
+    not_after: str
+    version: int
+    started: bool
 
 
 @dataclass(frozen=True)
@@ -581,6 +593,78 @@ class FederationDir:
         info["local_clients"].append(row)
         write_public(info_path, _json_file(info))
         return files.dir / row["cert"], files.dir / row["key"], row["serial"]
+
+    # ---- key rotation ----
+    def rotate_key(
+        self, node_id: str, use: str, *, now: float, overlap_days: float = OVERLAP_DAYS
+    ) -> RotateResult:
+        """A new ``use`` key for ``node_id`` with the next key id (``<node>/<use>/<n+1>``), written beside the
+        node's others (0600) and added to the draft with ``not_before`` = now; every older unrevoked key of
+        that use gets ``not_after`` = now + overlap (or keeps an earlier one). ``node.json`` then names
+        the new key. Verifiers accept the old key until its ``not_after``; a revoked key never."""
+        settings = self._require()
+        if use not in ROTATABLE:
+            raise FederationUsageError(f"--use {use!r} is not one of {', '.join(ROTATABLE)}")
+        if not 0 <= overlap_days <= 365:
+            raise FederationUsageError(f"--overlap {overlap_days:g} is not within 0..365 days")
+        _, draft = self.read_draft()
+        entry = next((n for n in draft["nodes"] if n["id"] == node_id), None)
+        if entry is None:
+            raise FederationDirError(f"{self.manifest_path}: node {node_id!r} is not in the manifest")
+        info_path = self.node_dir(node_id) / "node.json"
+        try:
+            info = json.loads(info_path.read_bytes())
+        except FileNotFoundError:
+            raise FederationDirError(f"{info_path}: node {node_id!r} has no files here") from None
+        revoked = set(draft["revoked"]["kids"])
+        mine = [k for k in entry["keys"] if k["use"] == use]
+        n = max((int(k["kid"].rsplit("/", 1)[1]) for k in mine), default=0) + 1
+        kid = f"{node_id}/{use}/{n}"
+        live = [k for k in mine if k["kid"] not in revoked]
+        last = max(mine, key=lambda k: int(k["kid"].rsplit("/", 1)[1]), default=None)
+        rel = f"keys/{use}-{n}.key"
+        path = self.node_dir(node_id) / rel
+        if path.exists():
+            raise FederationDirError(f"{path}: already exists but {kid} is not in the manifest; remove it first")
+        new_entry: dict[str, Any]
+        secret: bytes
+        if use == "sig":
+            alg = (last or {}).get("alg") or settings.get("sig_alg", "EdDSA")
+            sk = SigningKey.generate(kid, alg)
+            new_entry = {"kid": kid, "use": "sig", "alg": alg, "jwk": sk.public_jwk(),
+                         "not_before": rfc3339_seconds(now), "not_after": rfc3339_seconds(now + SIG_KEY_DAYS * 86400)}
+            secret, desc = sk.private_pem(), {"kid": kid, "alg": alg, "file": rel}
+        elif use == "enc":
+            kem = (last or {}).get("kem") or settings.get("kem", "MLKEM768_X25519")
+            ek = EncKey.generate(kid, kem)
+            new_entry = {**ek.manifest_entry(), "not_before": rfc3339_seconds(now)}
+            secret, desc = ek.private_bytes(), {"kid": kid, "kem": kem, "file": rel}
+        else:
+            ak = Ed25519Key.generate()
+            new_entry = {"kid": kid, "use": "audit", "alg": "Ed25519", "public_key": ak.public_b64,
+                         "not_before": rfc3339_seconds(now)}
+            secret, desc = ak.private_pem(), {"kid": kid, "alg": "Ed25519", "file": rel}
+        ends = now + overlap_days * 86400
+        retiring = [k["kid"] for k in live if not k.get("not_after") or parse_rfc3339(k["not_after"]) > ends]
+
+        def mutate(obj: dict[str, Any]) -> None:
+            node = next(x for x in obj["nodes"] if x["id"] == node_id)
+            for k in node["keys"]:
+                if k["kid"] in retiring:
+                    k["not_after"] = rfc3339_seconds(ends)
+            node["keys"].append(new_entry)
+
+        write_private(_secret_dir(self.node_dir(node_id) / "keys") / f"{use}-{n}.key", secret)
+        try:
+            version, started = self._edit(mutate, now)
+        except BaseException:
+            path.unlink(missing_ok=True)  # no key file without its manifest entry
+            raise
+        info.setdefault("previous", []).append(info[use])
+        info[use] = desc
+        write_public(info_path, _json_file(info))
+        return RotateResult(kid=kid, file=path, retiring=retiring, not_after=rfc3339_seconds(ends),
+                            version=version, started=started)
 
     # ---- revocation ----
     def revoke(self, *, now: float, kid: str | None = None, cert_serial: str | None = None) -> tuple[int, bool] | None:

@@ -210,6 +210,51 @@ def test_revoke_rotate_and_bump(tmp_path, run):
     assert rc == 1 and "not a federation folder" in err
 
 
+def test_rotate_key_sig_enc_audit(tmp_path, run):
+    d = tmp_path / "fed"
+    assert run("pki", "init-federation", d, "--authorities", "eu,mx", "--threshold", "2")[0] == 0
+    for node in NODES[1:2] + NODES[3:]:
+        assert run("pki", "add-node", d, *node)[0] == 0
+    assert run("manifest", "sign", d, "--authority", "eu")[0] == 0
+    assert run("manifest", "sign", d, "--authority", "mx")[0] == 0
+    before = {p: p.read_bytes() for p in (d / "nodes" / "es" / "keys").iterdir()}
+    for use in ("sig", "enc", "audit"):
+        rc, out, err = run("pki", "rotate-key", d, "es", "--use", use, "--overlap", "10")
+        assert rc == 0, err
+        assert f"new key es/{use}/2" in out and f"es/{use}/1 keep(s) verifying until" in out
+        f = d / "nodes" / "es" / "keys" / f"{use}-2.key"
+        assert f.stat().st_mode & 0o777 == 0o600
+    assert {p: p.read_bytes() for p in before} == before  # the old key files stay, unchanged
+    info = json.loads((d / "nodes" / "es" / "node.json").read_bytes())
+    assert info["sig"]["kid"] == "es/sig/2" and info["sig"]["alg"] == "EdDSA" and info["enc"]["kem"] == "X25519"
+    assert [p["kid"] for p in info["previous"]] == ["es/sig/1", "es/enc/1", "es/audit/1"]
+    m = json.loads((d / "manifest.json").read_bytes())
+    assert m["version"] == 2
+    keys = {k["kid"]: k for n in m["nodes"] if n["id"] == "es" for k in n["keys"]}
+    assert set(keys) == {f"es/{u}/{n}" for u in ("sig", "enc", "audit") for n in (1, 2)}
+    assert all(keys[f"es/{u}/2"]["not_before"] < keys[f"es/{u}/1"]["not_after"]
+                                for u in ("sig", "enc", "audit"))
+    when = dt.datetime.fromisoformat(keys["es/sig/1"]["not_after"].replace("Z", "+00:00"))
+    assert abs((when - dt.datetime.now(dt.UTC)).total_seconds() - 10 * 86400) < 60
+    # the draft is signed as today; revoked and replaced keys count on
+    assert run("manifest", "sign", d, "--authority", "eu")[0] == 0
+    rc, out, _ = run("manifest", "sign", d, "--authority", "mx")
+    assert rc == 0 and "published" in out
+    assert run("pki", "revoke", d, "--kid", "es/sig/2")[0] == 0
+    rc, out, err = run("pki", "rotate-key", d, "es", "--use", "sig")
+    assert rc == 0 and "new key es/sig/3" in out and "es/sig/2" not in out  # a revoked key needs no overlap
+    rc, _, err = run("pki", "rotate-key", d, "nobody", "--use", "sig")
+    assert rc == 1 and "node 'nobody' is not in the manifest" in err
+    rc, _, err = run("pki", "rotate-key", d, "es", "--use", "tls")
+    assert rc == 2
+    rc, _, err = run("pki", "rotate-key", d, "es", "--use", "sig", "--overlap", "400")
+    assert rc == 2 and "--overlap 400 is not within 0..365 days" in err
+    (d / "nodes" / "es" / "keys" / "enc-3.key").write_bytes(b"stray")
+    rc, _, err = run("pki", "rotate-key", d, "es", "--use", "enc")
+    assert rc == 1 and "enc-3.key: already exists" in err
+    assert not any(secret.decode("latin-1") in "".join(run.transcript) for secret in _secrets(d))
+
+
 def test_console_script_help_and_exit_codes(tmp_path):
     exe = Path(sys.executable).with_name("traza")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway.cli.main"]

@@ -1,0 +1,78 @@
+"""Attacks around node key rotation (issue #12): a rotated-out key used after its ``not_after``, a
+revoked key id, and the overlap in which the old key must still verify. Real federation folder
+(``traza pki``), real keys, the project's own envelope verifier on the published manifest."""
+
+from __future__ import annotations
+
+import pytest
+from kit.federation import KNOWN_TYPES, NOW
+
+from gateway.core.envelope import Envelope, build_envelope, encode_envelope, verify_envelope
+from gateway.core.errors import Code, TrazaError
+from gateway.core.manifest import Federation, decode_manifest
+from gateway.crypto.keys import SigningKey, verifier_for
+from gateway.trust.pki import FederationDir
+
+DAY = 86400.0
+ROTATED = NOW + DAY  # when es/sig/1 was rotated (overlap 30 days: es/sig/1 ends at ROTATED + 30 days)
+
+
+def publish(fd: FederationDir, now: float) -> Federation:
+    fd.sign("eu", now=now)
+    res = fd.sign("mx", now=now)
+    assert res.published, res.status
+    return Federation(decode_manifest((fd.published_dir / "manifest.json").read_bytes()))
+
+
+@pytest.fixture(scope="module")
+def rotated(tmp_path_factory) -> tuple[FederationDir, SigningKey, SigningKey, Federation]:
+    fd = FederationDir.init(tmp_path_factory.mktemp("fed"), federation="traza-test", authorities=["eu", "mx"],
+                            threshold=2, now=NOW)
+    fd.add_node("eu-hub", kind="hub", country="BE", endpoint="https://127.0.0.1:7202", now=NOW)
+    fd.add_node("es", kind="national", country="ES", hub="eu-hub", endpoint="https://127.0.0.1:7102", now=NOW,
+                sig_alg="ES256")
+    publish(fd, NOW)
+    old_file = fd.node_files("es").sig_key
+    old = SigningKey.from_pem("es/sig/1", "ES256", old_file.read_bytes())
+    res = fd.rotate_key("es", "sig", now=ROTATED, overlap_days=30)
+    assert res.kid == "es/sig/2" and res.retiring == ["es/sig/1"]
+    new = SigningKey.from_pem("es/sig/2", "ES256", fd.node_files("es").sig_key.read_bytes())
+    return fd, old, new, publish(fd, ROTATED)
+
+
+def token(signer: SigningKey, now: float) -> Envelope:
+    return build_envelope(signer=signer, iss="es", aud="eu-hub", jti=f"j-{signer.kid}-{int(now)}", mt="notice",
+                          body=b'{"text": "x"}', now=now, ttl=3600)
+
+
+def check(fed: Federation, env: Envelope, now: float) -> None:
+    verify_envelope(encode_envelope(env), here="eu-hub", peer="es", fed=fed, now=now, key_verifier=verifier_for,
+                    known_types=KNOWN_TYPES)
+
+
+def test_token_signed_with_the_old_key_during_the_overlap_is_accepted(rotated):
+    _, old, new, fed = rotated
+    at = ROTATED + 29 * DAY
+    check(fed, token(old, at), at)  # messages in flight, or a node that has not yet loaded es/sig/2
+    check(fed, token(new, at), at)
+    assert fed.current_key("es", "sig", at).kid == "es/sig/2"
+
+
+def test_token_signed_with_the_old_key_after_its_not_after_is_refused(rotated):
+    _, old, new, fed = rotated
+    at = ROTATED + 30 * DAY + 1
+    with pytest.raises(TrazaError) as e:
+        check(fed, token(old, at), at)
+    assert e.value.code == Code.BAD_SIGNATURE and "es/sig/1" in e.value.detail and "expired" in e.value.detail
+    check(fed, token(new, at), at)
+
+
+def test_token_signed_with_a_revoked_key_is_refused_at_once(rotated, tmp_path):
+    fd, old, new, _ = rotated
+    at = ROTATED + DAY  # well inside the overlap
+    assert fd.revoke(now=at, kid="es/sig/1") is not None
+    fed = publish(fd, at)
+    with pytest.raises(TrazaError) as e:
+        check(fed, token(old, at), at)
+    assert e.value.code == Code.BAD_SIGNATURE and "es/sig/1" in e.value.detail and "revoked" in e.value.detail
+    check(fed, token(new, at), at)
