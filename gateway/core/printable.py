@@ -49,4 +49,5 @@ def _json_escape(m: re.Match[str]) -> str:
 
 def json_safe(text: str) -> str:
     """A JSON text (as written by any encoder) with the characters above written as ``\\uNNNN``."""
-    return text if text.isascii() else _JSON_UNSAFE_RE.sub(_json_escape, text)
+    # DEL is ASCII: the shortcut only holds for ASCII text without it
+    return text if text.isascii() and "\x7f" not in text else _JSON_UNSAFE_RE.sub(_json_escape, text)

@@ -49,6 +49,13 @@ def test_escape_controls_leaves_nothing_raw(text):
     assert not any(c in out for c in UNSAFE)
 
 
+def test_json_safe_escapes_del_in_ascii_text():
+    # found by the property below: DEL is ASCII, and an all-ASCII text used to be returned as it was
+    import json
+
+    assert json_safe(json.dumps({"\x7f": "a\x7fb"})) == '{"\\u007f": "a\\u007fb"}'
+
+
 @given(st.recursive(st.text() | st.integers() | st.none(),
                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(), c, max_size=3), max_leaves=8))
 def test_json_safe_reads_back_the_same_and_leaves_nothing_raw(value):
