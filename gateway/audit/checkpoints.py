@@ -25,7 +25,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import structlog
@@ -70,9 +70,23 @@ def cosignature_verifier(name: str, public_key: bytes) -> NoteVerifier:
 # -- inside the caller's transaction -------------------------------------------------------------------
 
 
-def sign_checkpoint(conn: sqlite3.Connection, *, origin: str, key: Ed25519Key, size: int, now: float) -> int:
+def _keys(key: Ed25519Key | Sequence[Ed25519Key]) -> list[Ed25519Key]:
+    keys = [key] if isinstance(key, Ed25519Key) else list(key)
+    if not keys:
+        raise AuditError("no audit key to sign checkpoints with")
+    return keys
+
+
+def sign_checkpoint(
+    conn: sqlite3.Connection, *, origin: str, key: Ed25519Key | Sequence[Ed25519Key], size: int, now: float
+) -> int:
     """Sign and store the checkpoint of ``size`` (or keep the existing identical one); return ``size``.
-    Raises :class:`ForkRefused` for the refusals of the module docstring."""
+    Raises :class:`ForkRefused` for the refusals of the module docstring.
+
+    ``key`` may be several audit keys (newest first) during a key rotation: the note then carries one
+    signature line per key (C2SP signed-note), so verifiers holding either key accept it; the first is
+    the one recorded with the checkpoint (and put in evidence bundles)."""
+    keys = _keys(key)
     if size < 1:
         raise AuditError("refusing to sign a checkpoint of the empty log")
     have = log_size(conn)
@@ -105,16 +119,18 @@ def sign_checkpoint(conn: sqlite3.Connection, *, origin: str, key: Ed25519Key, s
                 f"checkpoint of size {psize} ({exc})"
             ) from None
     text = checkpoint_text(origin, size, root)
-    note = Note(text, (sign_ed25519(text, origin, key.public_raw, key.sign),)).encode()
+    note = Note(text, tuple(sign_ed25519(text, origin, k.public_raw, k.sign) for k in keys)).encode()
     conn.execute(
         "INSERT INTO audit_checkpoints (size, root, note, public_key, signed_at) VALUES (?, ?, ?, ?, ?)",
-        (size, root, note, key.public_b64, now),
+        (size, root, note, keys[0].public_b64, now),
     )
     log.info("audit.checkpoint_signed", origin=origin, size=size, root=b64_encode(root))
     return size
 
 
-def publish_checkpoint(conn: sqlite3.Connection, *, origin: str, key: Ed25519Key, now: float) -> int | None:
+def publish_checkpoint(
+    conn: sqlite3.Connection, *, origin: str, key: Ed25519Key | Sequence[Ed25519Key], now: float
+) -> int | None:
     """Sign a checkpoint of the current log size if the log grew since the latest one; its size or None."""
     size = log_size(conn)
     row = conn.execute("SELECT max(size) FROM audit_checkpoints").fetchone()
@@ -186,13 +202,13 @@ class Publisher:
         path: str | Path,
         *,
         origin: str,
-        key: Ed25519Key,
+        key: Ed25519Key | Sequence[Ed25519Key],
         interval: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.origin = origin
         self.interval = interval
-        self._key = key
+        self._key = _keys(key)
         self._clock = clock
         self._conn = connect(path, check_same_thread=False)  # run() signs in a worker thread
         self._lock = threading.RLock()

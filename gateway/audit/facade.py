@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -74,15 +74,18 @@ class NodeAudit:
         *,
         node: str,
         federation: str,
-        key: Ed25519Key,
+        key: Ed25519Key | Sequence[Ed25519Key],
         checkpoint_file: Path | None = None,
     ) -> None:
         self.db = db
         self.node = node
         self.origin = origin_for(federation, node)
         self.federation = federation
-        self.key = key
-        self.witness = WitnessCore(name=self.origin, key=key, node=node, logs={})
+        self.keys: list[Ed25519Key] = []
+        self.key: Ed25519Key
+        self.witness = WitnessCore(name=self.origin, key=key if isinstance(key, Ed25519Key) else key[0],
+                                   node=node, logs={})
+        self.set_keys(key)
         self._fed_version: int | None = None
         # What this node last wrote, kept between transactions so that appending costs no reads: the
         # log's compact range and the evidence keys recorded. Both are dropped when the database
@@ -104,6 +107,15 @@ class NodeAudit:
             latest = db.read_sync(lambda c: AuditReader(c).checkpoint())
             if latest is not None:
                 self.checkpoint_file.save(latest.served(), latest.size)
+
+    def set_keys(self, key: Ed25519Key | Sequence[Ed25519Key]) -> None:
+        """The audit key(s) to sign checkpoints with, newest first (several during a rotation's overlap:
+        each checkpoint then carries every signature); the newest also cosigns as a witness."""
+        keys = [key] if isinstance(key, Ed25519Key) else list(key)
+        if not keys:
+            raise AuditError("no audit key")
+        self.keys, self.key = keys, keys[0]
+        self.witness.set_key(keys[0])
 
     # -- appending (inside the caller's write) ----------------------------------------------------
 
@@ -144,7 +156,7 @@ class NodeAudit:
         """Sign a checkpoint if the log grew (call every ``checkpoint_interval``)."""
 
         def fn(conn: sqlite3.Connection) -> StoredCheckpoint | None:
-            size = publish_checkpoint(conn, origin=self.origin, key=self.key, now=now)
+            size = publish_checkpoint(conn, origin=self.origin, key=self.keys, now=now)
             if size is not None:
                 crash_point("checkpoint.before_commit")
             return None if size is None else AuditReader(conn).checkpoint(size)

@@ -99,6 +99,10 @@ class WitnessCore:
         self._logs: dict[str, list[NoteVerifier]] = {}
         self.set_logs(logs)
 
+    def set_key(self, key: Ed25519Key) -> None:
+        """The key this witness cosigns with from now on (after an audit key rotation)."""
+        self._key = key
+
     def set_logs(self, logs: LogKeys) -> None:
         """Replace the known logs (e.g. when a new manifest is applied)."""
         table: dict[str, list[NoteVerifier]] = {}

@@ -165,6 +165,11 @@ def check_manifest(m: Manifest) -> None:
             raise ManifestError(f"manifest: policy.{mt}: senders and recipients must not be empty")
 
 
+def key_number(kid: str) -> int:
+    """The ``<n>`` of a key id ``<node>/<use>/<n>``."""
+    return int(kid.rsplit("/", 1)[1])
+
+
 class KeyRef(msgspec.Struct, frozen=True):
     """A manifest key with its owner and validity window as epoch seconds."""
 
@@ -201,21 +206,26 @@ class Federation:
     def node(self, node_id: str) -> Node | None:
         return self.nodes.get(node_id)
 
-    def current_key(self, node_id: str, use: KeyUse, now: float) -> NodeKey | None:
-        """The newest valid, unrevoked key of ``use`` for ``node_id`` at ``now``."""
-        best: tuple[int, NodeKey] | None = None
+    def valid_keys(self, node_id: str, use: KeyUse, now: float | None) -> list[NodeKey]:
+        """The unrevoked keys of ``use`` for ``node_id``, newest (highest key number) first; with ``now``,
+        only those within their ``not_before``..``not_after`` at ``now``."""
+        found: list[tuple[int, NodeKey]] = []
         for ref in self.keys.values():
             k = ref.key
             if ref.node != node_id or k.use != use or k.kid in self.revoked_kids:
                 continue
-            if (ref.not_before is not None and now < ref.not_before) or (
-                ref.not_after is not None and now > ref.not_after
+            if now is not None and (
+                (ref.not_before is not None and now < ref.not_before)
+                or (ref.not_after is not None and now > ref.not_after)
             ):
                 continue
-            n = int(k.kid.rsplit("/", 1)[1])
-            if best is None or n > best[0]:
-                best = (n, k)
-        return best[1] if best else None
+            found.append((key_number(k.kid), k))
+        return [k for _, k in sorted(found, key=lambda t: -t[0])]
+
+    def current_key(self, node_id: str, use: KeyUse, now: float) -> NodeKey | None:
+        """The newest valid, unrevoked key of ``use`` for ``node_id`` at ``now``."""
+        keys = self.valid_keys(node_id, use, now)
+        return keys[0] if keys else None
 
     def is_serial_revoked(self, serial: int) -> bool:
         return format(serial, "x") in self.revoked_serials

@@ -36,14 +36,13 @@ from gateway.core.manifest import Federation
 from gateway.core.ratelimit import LogBudget
 from gateway.core.retry import CircuitBreaker
 from gateway.crypto.chunks import encrypted_size
-from gateway.crypto.hpke import EncKey
-from gateway.crypto.keys import Ed25519Key, SigningKey
 from gateway.crypto.pki import PkiError, check_key_matches, check_local_ca, check_node_certificate
 from gateway.crypto.tls import node_cert_refusal, peer_node_id, server_context
 from gateway.metrics import Metrics
 from gateway.node.api import ApiMixin
 from gateway.node.blobs import BlobsMixin
 from gateway.node.forward import ForwardMixin
+from gateway.node.keys import KeyFileError, KeysMixin
 from gateway.node.origin import OriginMixin
 from gateway.node.receive import ReceiveMixin
 from gateway.node.witness import WitnessMixin
@@ -66,53 +65,11 @@ class StoreDamaged(NodeError):
     """The start-up check found the node's own store damaged (``traza run`` exits 2)."""
 
 
-def _load_signing_key(path: Path, fed: Federation, node_id: str) -> SigningKey:
-    pem = _read(path, "signing key")
-    for ref in fed.keys.values():
-        k = ref.key
-        if ref.node == node_id and k.use == "sig" and k.alg in ("EdDSA", "ES256") and k.jwk is not None:
-            try:
-                key = SigningKey.from_pem(k.kid, k.alg, pem)  # type: ignore[arg-type]
-            except ValueError:
-                continue
-            if key.public_jwk() == {f: v for f, v in k.jwk.items() if f in ("kty", "crv", "x", "y")}:
-                return key
-    raise NodeError(f"{path}: this signing key is not a sig key of {node_id!r} in the manifest")
-
-
-def _load_enc_key(path: Path, fed: Federation, node_id: str) -> dict[str, EncKey]:
-    data = _read(path, "encryption key")
-    out: dict[str, EncKey] = {}
-    for ref in fed.keys.values():
-        k = ref.key
-        if ref.node == node_id and k.use == "enc" and k.kem:
-            try:
-                key = EncKey.from_private_bytes(k.kid, k.kem, data)
-            except ValueError:
-                continue
-            if key.public_b64() == k.public_key:
-                out[k.kid] = key
-    if not out:
-        raise NodeError(f"{path}: this encryption key is not an enc key of {node_id!r} in the manifest")
-    return out
-
-
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
         raise NodeError(f"{path}: cannot read the {what} ({exc.strerror})") from None
-
-
-def _load_audit_key(path: Path, fed: Federation, node_id: str) -> Ed25519Key:
-    try:
-        key = Ed25519Key.from_pem(_read(path, "audit key"))
-    except (ValueError, TypeError) as exc:
-        raise NodeError(f"{path}: keys.audit: not an unencrypted PEM Ed25519 private key ({exc})") from None
-    for ref in fed.keys.values():
-        if ref.node == node_id and ref.key.use == "audit" and ref.key.public_key == key.public_b64:
-            return key
-    raise NodeError(f"{path}: keys.audit: this audit key is not an audit key of {node_id!r} in the manifest")
 
 
 def _check_tls_files(cfg: Config, fed: Federation, node_id: str) -> None:
@@ -139,7 +96,7 @@ def _check_tls_files(cfg: Config, fed: Federation, node_id: str) -> None:
 
 
 
-class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, WitnessMixin):
+class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, WitnessMixin, KeysMixin):
     """A running Traza node."""
 
     def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.time,
@@ -192,9 +149,10 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         fed = self.fed
         if fed.node(self.id) is None:
             raise NodeError(f"{cfg.path}: node.id: {self.id!r} is not a node of the manifest")
-        self.signer = _load_signing_key(cfg.resolve(cfg.keys.sig), fed, self.id)
-        self.enc_keys = _load_enc_key(cfg.resolve(cfg.keys.enc), fed, self.id)
-        self.audit_key = _load_audit_key(cfg.resolve(cfg.keys.audit), fed, self.id)
+        try:
+            self._load_keys()  # signing, encryption and audit keys (gateway/node/keys.py)
+        except KeyFileError as exc:
+            raise NodeError(str(exc)) from None
         _check_tls_files(cfg, fed, self.id)
         self.tls_cert = cfg.resolve(cfg.keys.tls_cert)
         self.tls_key = cfg.resolve(cfg.keys.tls_key)
@@ -211,7 +169,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         try:
             self.db = Database(self.data_dir / "node.db", on_fatal=self._storage_fatal)
             self.db.migrate(st.SCHEMA)
-            self.audit = audit_facade.NodeAudit(self.db, node=self.id, federation=fed.name, key=self.audit_key,
+            self.audit = audit_facade.NodeAudit(self.db, node=self.id, federation=fed.name, key=[k for _, k in self.keyring.audit],
                                                 checkpoint_file=self.data_dir / CHECKPOINT_FILE)
         except sqlite3.DatabaseError as exc:
             raise StoreDamaged(f"{self.data_dir / 'node.db'}: the database cannot be opened ({exc})") from None
@@ -266,6 +224,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
             self._save_trust()
             self.audit_event_bg({"event": "manifest.applied", "version": self.trust.version, "source": source})
             self.log.info("manifest.applied", version=self.trust.version, source=source)
+            self.reload_keys(f"manifest v{self.trust.version}")  # new keys of this node, without a restart
         return True
 
     def _save_trust(self) -> None:
@@ -429,6 +388,8 @@ async def run_node(cfg: Config, *, setup: Callable[[Node], None] | None = None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError):  # SIGHUP: re-read the key files (gateway/node/keys.py)
+        loop.add_signal_handler(signal.SIGHUP, node.reload_keys, "sighup")
     await stop.wait()
     await node.stop()
     return node.exit_code

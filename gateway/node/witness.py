@@ -116,3 +116,4 @@ class WitnessMixin(_NodeState):
                 self.log.debug("manifest.poll_failed", peer=src, detail=str(exc)[:200])
             except ManifestRejected as exc:
                 self.log.warning("manifest.rejected", source=f"peer:{src}", reason=str(exc))
+        self.reload_keys("manifest poll")  # keys become valid or expire with time, too
