@@ -55,16 +55,10 @@ class SharedDatabase(Protocol):
     def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
 
-def audit_keys(fed: Federation, node: str) -> list[bytes]:
-    """The unrevoked Ed25519 audit keys of ``node`` in the manifest."""
-    n = fed.node(node)
-    if n is None:
-        return []
-    return [
-        b64_decode(k.public_key)
-        for k in n.keys
-        if k.use == "audit" and k.public_key and k.kid not in fed.revoked_kids
-    ]
+def audit_keys(fed: Federation, node: str, now: float | None = None) -> list[bytes]:
+    """The unrevoked Ed25519 audit keys of ``node`` in the manifest, newest first; with ``now``, only those
+    within their ``not_before``..``not_after`` (a rotated-out key stops being trusted at its end)."""
+    return [b64_decode(k.public_key) for k in fed.valid_keys(node, "audit", now) if k.public_key]
 
 
 class NodeAudit:
@@ -86,7 +80,7 @@ class NodeAudit:
         self.witness = WitnessCore(name=self.origin, key=key if isinstance(key, Ed25519Key) else key[0],
                                    node=node, logs={})
         self.set_keys(key)
-        self._fed_version: int | None = None
+        self._logs: dict[str, list[bytes]] = {}
         # What this node last wrote, kept between transactions so that appending costs no reads: the
         # log's compact range and the evidence keys recorded. Both are dropped when the database
         # reports a rollback since they were taken (``rollbacks`` of gateway.store.db.Database), or
@@ -221,18 +215,18 @@ class NodeAudit:
 
     # -- this node as a witness of its peers ------------------------------------------------------------
 
-    def _sync_logs(self, fed: Federation) -> None:
-        if self._fed_version != fed.version:
-            self.witness.set_logs(
-                {origin_for(fed.name, n): audit_keys(fed, n) for n in fed.nodes if n != self.node}
-            )
-            self._fed_version = fed.version
+    def _sync_logs(self, fed: Federation, now: float) -> None:
+        """The peers' audit keys valid at ``now`` (changes with a new manifest, and with time)."""
+        logs = {origin_for(fed.name, n): audit_keys(fed, n, now) for n in fed.nodes if n != self.node}
+        if logs != self._logs:
+            self.witness.set_logs(logs)
+            self._logs = logs
 
     async def witness_add(
         self, peer: str, body: bytes, fed: Federation, now: float
     ) -> tuple[int, str, bytes]:
         """``POST /v1/witness/add-checkpoint`` from ``peer``: ``(status, content type, body)``."""
-        self._sync_logs(fed)
+        self._sync_logs(fed, now)
         try:
             req = self.witness.parse(body)
             checked = self.witness.check(None, req.old_size, req.proof, req.checkpoint)

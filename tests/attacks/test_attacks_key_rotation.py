@@ -76,3 +76,53 @@ def test_token_signed_with_a_revoked_key_is_refused_at_once(rotated, tmp_path):
         check(fed, token(old, at), at)
     assert e.value.code == Code.BAD_SIGNATURE and "es/sig/1" in e.value.detail and "revoked" in e.value.detail
     check(fed, token(new, at), at)
+
+
+async def _witnessed(tmp_path, keys, now):
+    """es signs a checkpoint with ``keys`` at ``now``; mx, as its witness, answers (status, body)."""
+    import copy
+
+    from kit.federation import make_federation
+
+    from gateway.audit.facade import NodeAudit
+    from gateway.core.canonical import canonical_bytes
+    from gateway.core.timeutil import rfc3339_seconds
+    from gateway.crypto.keys import Ed25519Key
+    from gateway.store.db import Database
+
+    tf = make_federation()
+    m = copy.deepcopy(tf.manifest)
+    es = next(n for n in m["nodes"] if n["id"] == "es")
+    new = Ed25519Key.generate()
+    for k in es["keys"]:
+        if k["kid"] == "es/audit/1":
+            k["not_after"] = rfc3339_seconds(NOW + 30 * DAY)
+    es["keys"].append({"kid": "es/audit/2", "use": "audit", "alg": "Ed25519", "public_key": new.public_b64,
+                       "not_before": rfc3339_seconds(NOW)})
+    fed = Federation(decode_manifest(canonical_bytes(m)))
+    signing = [{"old": tf.audit["es"], "new": new}[k] for k in keys]
+    dbs = {n: Database(tmp_path / n / "node.db") for n in ("es", "mx")}
+    try:
+        a_es = NodeAudit(dbs["es"], node="es", federation=fed.name, key=signing)
+        a_mx = NodeAudit(dbs["mx"], node="mx", federation=fed.name, key=tf.audit["mx"])
+        await dbs["es"].write(lambda c: a_es.stage(c, [{"event": "node.started"}], now))
+        assert await a_es.publish(now) is not None
+        _, body = await a_es.witness_request("mx")
+        status, _, answer = await a_mx.witness_add("es", body, fed, now)
+        return status, answer.decode()
+    finally:
+        for d in dbs.values():
+            d.close()
+
+
+async def test_checkpoint_signed_only_with_an_audit_key_past_its_not_after_is_refused_by_a_witness(tmp_path):
+    status, answer = await _witnessed(tmp_path, ["old"], NOW + 31 * DAY)
+    assert status == 403, answer
+    status, answer = await _witnessed(tmp_path / "later", ["new", "old"], NOW + 31 * DAY)
+    assert status == 200, answer
+
+
+async def test_checkpoint_signed_with_both_audit_keys_during_the_overlap_is_cosigned(tmp_path):
+    for i, keys in enumerate((["new", "old"], ["old"], ["new"])):
+        status, answer = await _witnessed(tmp_path / str(i), keys, NOW + DAY)
+        assert status == 200, (keys, answer)
