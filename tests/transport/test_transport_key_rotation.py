@@ -14,20 +14,17 @@ mTLS, from the files `traza pki` makes:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
 from core.message_examples import example
+from kit.nodes import started
 from kit.waiting import eventually
 
 from gateway.audit.bundle import NotCovered, verify_bundle
 from gateway.audit.checkpoints import ed25519_note_verifier
-from gateway.config import load_config
 from gateway.core.b64 import b64_decode
 from gateway.core.envelope import TYP_ENVELOPE
 from gateway.core.jws import parse_compact
@@ -41,16 +38,6 @@ LIMITS = {"retry_min": 0.05, "retry_max": 0.3, "checkpoint_interval": 0.2}
 SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),
          NodeSpec("es", "national", "ES", hub="hub", sig_alg="ES256")]
 BODY = msgspec.json.encode(example("notice"))
-
-
-@contextlib.asynccontextmanager
-async def started(cfg_path: Path) -> AsyncIterator[Node]:
-    node = Node(load_config(cfg_path))
-    await node.start()
-    try:
-        yield node
-    finally:
-        await node.stop()
 
 
 async def kid_at(node: Node, jti: str) -> str | None:
