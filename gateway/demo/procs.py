@@ -27,6 +27,25 @@ FOUR = [
 ]
 
 
+def wait_ready(proc: subprocess.Popen[bytes], ops_port: int, log: Path, *, timeout: float = 30.0,
+               name: str = "node") -> None:
+    """Until the node process answers 200 on its ``/readyz``; RuntimeError with the end of ``log`` if it
+    exits first, TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"node {name} exited with status {proc.returncode}; end of {log}:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"node {name} not ready on http://127.0.0.1:{ops_port}/readyz after {timeout} s (log: {log})")
+
+
 class Federation:
     """Nodes built by :func:`gateway.localfed.build` in ``root``, each run as its own process
     (``python -m gateway.cli.main run --config ...``), logging to ``root/<id>.log``."""
@@ -59,22 +78,8 @@ class Federation:
         self.wait_ready(node_id)
 
     def wait_ready(self, node_id: str, timeout: float = 30.0) -> None:
-        n = self.nodes[node_id]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            p = self.procs[node_id]
-            if p.poll() is not None:
-                tail = self.log_path(node_id).read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"node {node_id} exited with status {p.returncode}; end of {self.log_path(node_id)}:\n{tail}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{n.ops_port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"node {node_id} not ready on http://127.0.0.1:{n.ops_port}/readyz after {timeout} s "
-                           f"(log: {self.log_path(node_id)})")
+        wait_ready(self.procs[node_id], self.nodes[node_id].ops_port, self.log_path(node_id), timeout=timeout,
+                   name=node_id)
 
     def start_all(self) -> None:
         """Start every node at once, then wait until each is ready."""

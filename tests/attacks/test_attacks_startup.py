@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.config import load_config
 from gateway.crypto.pki import issue_node_cert, load_issued, make_federation_ca, make_local_ca
-from gateway.demo.procs import Federation
+from gateway.demo.procs import Federation, wait_ready
 from gateway.localfed import LocalNode, NodeSpec, build, free_ports, write_config
 from gateway.node import Node, NodeError
 from gateway.trust.pki import FederationDir
@@ -215,7 +214,7 @@ def test_second_traza_run_on_the_same_data_dir_exits_naming_the_first_pid(tmp_pa
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             port = int(load_config(second).listen.ops.rsplit(":", 1)[1])
-            _wait_ready(proc, port, tmp_path / "second.log")
+            wait_ready(proc, port, tmp_path / "second.log")
             assert lock_files[0].read_text().strip() == str(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -223,20 +222,3 @@ def test_second_traza_run_on_the_same_data_dir_exits_naming_the_first_pid(tmp_pa
             log.close()
     finally:
         fed.stop_all()
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], ops_port: int, log: Path, timeout: float = 30.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode}: {log.read_text(errors='replace')[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("not ready")
