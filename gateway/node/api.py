@@ -16,13 +16,10 @@ from adapters.base import AdapterError, media_type
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.audit.bundle import NotCovered
 from gateway.audit.db import AuditError
+from gateway.audit.tree import log_size
 from gateway.core import strictjson
-from gateway.core.envelope import (
-    NO_REPLY_TYPES,
-    decode_envelope,
-    token_digest,
-)
 from gateway.core.errors import Code, TrazaError
+from gateway.core.relay import DeadLetterAction, InboxAcked
 from gateway.core.timeutil import rfc3339_seconds
 from gateway.node.expiry import expiries
 from gateway.node.state import _NodeState, _rfc3339
@@ -39,32 +36,8 @@ class ApiMixin(_NodeState):
     async def inbox_ack(self, jti: str, who: str, status: str = "DELIVERED", detail: str | None = None) -> bool:
         """The national system has taken ``jti``: audit the delivery and send the receipt (once)."""
         now = self.clock()
-
-        def fn(conn: sqlite3.Connection) -> tuple[bool, str | None]:
-            """(taken now, the peer the receipt was queued for)"""
-            if not st.inbox_take(conn, jti, now):
-                return False, None
-            m = st.get_message(conn, jti)
-            assert m is not None
-            self.audit.stage(conn, [{"event": "envelope.delivered", "jti": jti, "mt": m.mt, "iss": m.iss,
-                                     "aud": m.aud, "dig": m.dig, "from": self.id, "to": who}], now)
-            st.set_state(conn, jti, "delivered", now, node=self.id, detail=who)
-            if m.mt not in NO_REPLY_TYPES:
-                token = decode_envelope(m.envelope).token
-                body = {"for": jti, "dig": token_digest(token), "status": status, "at": _rfc3339(now)}
-                if detail:
-                    body["detail"] = detail
-                rid = self._reply_in_txn(conn, mt="receipt", to=m.iss, irt=jti, cid=m.cid, now=now, source="node",
-                                         body=body)
-                return True, None if rid is None else st.outbox_peer(conn, rid)
-            return True, None
-
-        done, peer = await self.db.write(fn)
-        if done:
-            self.metrics.delivered.labels("message").inc()
-            if peer is not None:  # only the receipt's next hop has something new (no outbox scan per ack)
-                self._wake(peer)
-        return done
+        event = InboxAcked(jti=jti, who=who, status=status, detail=detail)
+        return (await self._decide(partial(self.relay.inbox_acked, event, now=now), now)).commands > 0
 
     async def message_status(self, jti: str) -> dict[str, Any] | None:
         def fn(conn: sqlite3.Connection) -> dict[str, Any] | None:
@@ -156,38 +129,12 @@ class ApiMixin(_NodeState):
         KeyError if there is no such dead letter, and TrazaError ``expired`` for a retry of a message whose
         signed ``exp`` has passed: nothing changes (the dead letter stays), and the refusal is audited."""
         now = self.clock()
-
-        def fn(conn: sqlite3.Connection) -> dict[str, Any]:
-            found = st.get_dead_letter(conn, dl_id)
-            if found is None:
-                raise KeyError(dl_id)
-            jti, peer = found
-            m = st.get_message(conn, jti)
-            assert m is not None
-            entry = {"event": "operator.action", "action": f"dead_letter.{action}", "jti": jti, "operator": operator}
-            if action == "retry" and m.exp <= now:
-                reason = (f"message {jti} expired at {rfc3339_seconds(m.exp)}; a signed expiry cannot be extended: "
-                          "discard it, and have the origin send a new message")
-                self.audit.stage(conn, [{**entry, "outcome": "refused", "reason": reason}], now)
-                return {"id": dl_id, "jti": jti, "action": action, "peer": peer, "refused": reason}
-            st.take_dead_letter(conn, dl_id)
-            self.audit.stage(conn, [entry], now)
-            if action == "retry" and peer:
-                st.enqueue(conn, jti, peer, now)
-                self._queued(+1)
-                st.set_state(conn, jti, "queued", now, node=self.id, detail=f"retried by {operator}")
-            else:
-                st.set_state(conn, jti, "discarded", now, node=self.id, detail=f"discarded by {operator}")
-            return {"id": dl_id, "jti": jti, "action": action, "peer": peer}
-
-        res = await self.db.write(fn)
-        if "refused" in res:
-            self.log.warning("operator.action", action=f"dead_letter.{action}", jti=res["jti"], operator=operator,
-                             outcome="refused", detail=res["refused"])
-            raise TrazaError(Code.EXPIRED, res["refused"])
-        if action == "retry" and res["peer"]:
-            self._wake(res["peer"])
-        return res
+        found = await self.db.read(lambda c: st.get_dead_letter(c, dl_id))
+        if found is None:
+            raise KeyError(dl_id)
+        event = DeadLetterAction(dl_id=dl_id, action="retry" if action == "retry" else "discard", operator=operator)
+        await self._operator_decision(partial(self.relay.dead_letter_action, event, now=now), now)
+        return {"id": dl_id, "jti": found[0], "action": action, "peer": found[1]}
 
     async def audit_entries(self, query: dict[str, str]) -> dict[str, Any]:
         try:
@@ -241,9 +188,8 @@ class ApiMixin(_NodeState):
         m.manifest_version.set(self.fed.version)
         m.storage_up.set(1 if self.db.healthy else 0)
         m.audit_backlog.set(len(self.audit_backlog))
-        m.inbox_depth.set(self.db.read_sync(
-            lambda c: c.execute("SELECT count(*) FROM inbox WHERE taken_at IS NULL").fetchone()[0]))
-        m.audit_entries.set(self.db.read_sync(lambda c: c.execute("SELECT count(*) FROM audit_entries").fetchone()[0]))
+        m.inbox_depth.set(self.db.read_sync(st.inbox_waiting))
+        m.audit_entries.set(self.db.read_sync(log_size))
         m.expiry.clear()  # a rotated key or a replaced CA leaves no stale series behind
         try:
             for e in expiries(self):

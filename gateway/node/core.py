@@ -34,6 +34,8 @@ from gateway.core.envelope import (
 from gateway.core.errors import Code, TrazaError
 from gateway.core.manifest import Federation
 from gateway.core.ratelimit import LogBudget
+from gateway.core.relay import Config as RelayConfig
+from gateway.core.relay import Relay
 from gateway.core.retry import CircuitBreaker
 from gateway.crypto.chunks import encrypted_size
 from gateway.crypto.pki import PkiError, check_key_matches, check_local_ca, check_node_certificate
@@ -45,6 +47,7 @@ from gateway.node.forward import ForwardMixin
 from gateway.node.keys import KeyFileError, KeysMixin
 from gateway.node.origin import OriginMixin
 from gateway.node.receive import ReceiveMixin
+from gateway.node.relay import Applier
 from gateway.node.witness import WitnessMixin
 from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
@@ -182,6 +185,11 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         # max_blob limits the plaintext (SPEC §11): a blob travels as its TZB1 ciphertext, a little larger
         self.blobs = BlobStore(self.data_dir / "blobs", encrypted_size(lim.max_blob))
         self.plain_blobs = BlobStore(self.data_dir / "local-blobs", lim.max_blob)
+        # the relay's rules (pure, gateway/core/relay.py) and what applies their commands (gateway/node/relay.py)
+        self.relay = Relay(RelayConfig(here=self.id, retry_min=lim.retry_min, retry_max=lim.retry_max))
+        self.applier = Applier(here=self.id, db=self.db, audit=self.audit, fed=lambda: self.fed,
+                               signer=lambda: self.signer, blobs=self.blobs, reply=self._reply_in_txn,
+                               evidence_keys=self._signing_keys, on_effects=self._run_effects)
         self._blobs_at: set[tuple[str, str]] = set()  # (peer, sha) known to be complete at the peer
         self._uploads: dict[tuple[str, str], asyncio.Task[int]] = {}  # blob uploads in progress
         self._upload_locks: dict[str, asyncio.Lock] = {}

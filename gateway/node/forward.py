@@ -19,8 +19,17 @@ from gateway.core.envelope import (
     decode_envelope,
     verify_ack,
 )
-from gateway.core.errors import Code, TrazaError
-from gateway.core.retry import CircuitBreaker, next_attempt_at
+from gateway.core.errors import TrazaError
+from gateway.core.relay import (
+    BlobsRefused,
+    PeerAnswered,
+    PeerResult,
+    PeerUnreachable,
+    QueueExpired,
+    Resend,
+    Row,
+)
+from gateway.core.retry import CircuitBreaker
 from gateway.crypto.keys import verifier_for
 from gateway.crypto.tls import CertRefusal, client_context, node_cert_refusal
 from gateway.node.blobs import _blob_refs
@@ -79,21 +88,21 @@ class ForwardMixin(_NodeState):
                 continue
             expired = [r for r in rows if r[4] <= now]
             live = [r for r in rows if r[4] > now]
+            # (the error messages a dead letter sends back wake their own queue once committed)
             if expired:
-                await self.db.write(partial(self._expire, rows=expired, peer=peer, now=now))
-                await self._wake_all_outbox()  # the error messages it queued may go to a peer never woken
+                await self._decide(partial(self.relay.expired, QueueExpired(peer, _rows(expired)), now=now), now)
             if not live:
                 continue
             live, blocked, pending, blob_err, blob_bytes, refused = self._push_blobs(peer, live)
             if refused:  # the peer will never take a blob these name (413): the messages fail, no retry
-                await self.db.write(partial(self._refuse_rows, rows=refused, peer=peer, now=self.clock()))
-                await self._wake_all_outbox()  # the error messages _give_up queued
+                t = self.clock()
+                await self._decide(partial(self.relay.blobs_refused,
+                                           BlobsRefused(peer, [(_row(r), why) for r, why in refused]), now=t), t)
             if blocked:
                 breaker.failure(self.clock(), rand=random.random())
                 self.count("blob_upload_failures")
                 self.log.warning("blob.upload_failed", peer=peer, detail=(blob_err or "")[:300], queued=len(blocked))
-                await self.db.write(partial(self._retry_later, rows=blocked, peer=peer, error=blob_err or "blob upload failed",
-                                            now=self.clock(), retry_after=None))
+                await self._retry_later(peer, blocked, blob_err or "blob upload failed", None)
             if not live:
                 if pending:  # only envelopes whose blobs are still uploading: wait for an upload or a wake-up
                     ev.clear()
@@ -112,8 +121,7 @@ class ForwardMixin(_NodeState):
                 self.metrics.peer_up.labels(peer).set(0)
                 self.count("forward_failures")
                 self.log.warning("peer.unavailable", peer=peer, detail=str(exc)[:200], queued=len(live))
-                await self.db.write(partial(self._retry_later, rows=live, peer=peer, error=str(exc), now=self.clock(),
-                                            retry_after=exc.retry_after))
+                await self._retry_later(peer, live, str(exc), exc.retry_after)
                 continue
             crash_point("forward.before_settle")
             breaker.success()
@@ -122,89 +130,37 @@ class ForwardMixin(_NodeState):
             self.latency_samples.append(time.monotonic() - t0)
             if len(self.latency_samples) > 1000:
                 del self.latency_samples[:500]
-            await self.db.write(partial(self._settle, rows=live, results=results, peer=peer, now=self.clock()))
-            if any(r.status == "rejected" for r in results):
-                await self._wake_all_outbox()  # the error messages _give_up queued
+            t = self.clock()
+            answered = self._check_answers(peer, live, results, t)
+            await self._decide(partial(self.relay.answered, answered, now=t), t)
 
-    def _retry_later(self, conn: sqlite3.Connection, rows: list[Any], peer: str, error: str, now: float,
-                     retry_after: float | None) -> None:
-        lim = self.cfg.limits
-        for _seq, jti, attempts, _env, exp in rows:
-            at = next_attempt_at(now, attempts + 1, exp, rand=random.random(), base=lim.retry_min, cap=lim.retry_max)
-            if at is not None and retry_after:
-                at = max(at, now + retry_after)
-            if at is None or at >= exp:
-                at = float(exp)  # one last look at expiry time, then it expires
-            st.reschedule(conn, jti, at, error[:500])
+    async def _retry_later(self, peer: str, rows: list[Any], error: str, retry_after: float | None) -> None:
+        """Per-message back-off with jitter (gateway.core.relay.Relay.unreachable)."""
+        now = self.clock()
+        event = PeerUnreachable(peer=peer, rows=_rows(rows), error=error, retry_after=retry_after,
+                                rand=[random.random() for _ in rows])
+        await self._decide(lambda _view: self.relay.unreachable(event, now), now)
 
-    def _expire(self, conn: sqlite3.Connection, rows: list[Any], peer: str, now: float) -> None:
-        for _seq, jti, _attempts, _env_bytes, _exp in rows:
-            m = st.get_message(conn, jti)
-            if m is None:
-                continue
-            fields = {"jti": jti, "mt": m.mt, "iss": m.iss, "aud": m.aud, "dig": m.dig, "from": self.id, "to": peer}
-            self.audit.stage(conn, [{"event": "envelope.expired", **fields}], now)
-            self._give_up(conn, m, peer, Code.EXPIRED, f"expired in the queue for {peer}", now)
-
-    def _give_up(self, conn: sqlite3.Connection, m: st.StoredMessage, peer: str | None, code: Code, detail: str,
-                 now: float) -> None:
-        st.dead_letter(conn, m.jti, peer, code.value, detail, now)
-        self._queued(-1)
-        self.audit.stage(conn, [{"event": "envelope.dead_lettered", "jti": m.jti, "mt": m.mt, "iss": m.iss,
-                                 "aud": m.aud, "dig": m.dig, "code": code.value, "to": peer}], now)
-        st.set_state(conn, m.jti, "failed" if m.iss == self.id else "dead", now, node=self.id, detail=f"{code.value}: {detail}")
-        if m.mt not in NO_REPLY_TYPES and m.iss != self.id:
-            self._reply_in_txn(conn, mt="error", to=m.iss, irt=m.jti, cid=m.cid, now=now, source="node",
-                               body={"for": m.jti, "code": code.value, "at": _rfc3339(now), "by": self.id,
-                                     "detail": detail})
-
-    def _refuse_rows(self, conn: sqlite3.Connection, rows: list[tuple[Any, str]], peer: str, now: float) -> None:
-        for row, why in rows:
-            m = st.get_message(conn, row[1])
-            if m is not None:
-                self._give_up(conn, m, peer, Code.TOO_LARGE, why[:500], now)
-
-    def _settle(self, conn: sqlite3.Connection, rows: list[Any], results: list[Result], peer: str, now: float) -> None:
+    def _check_answers(self, peer: str, rows: list[Any], results: list[Result], now: float) -> PeerAnswered:
+        """The peer's answers, each ack verified (signed by ``peer``, to us, for that envelope's token)."""
         by_jti = {r.jti: r for r in results}
+        checked = []
         for _seq, jti, _attempts, env_bytes, _exp in rows:
-            m = st.get_message(conn, jti)
-            if m is None:
-                continue
             res = by_jti.get(jti)
-            token = decode_envelope(bytes(env_bytes)).token
             if res is None:
-                st.reschedule(conn, jti, now + self.cfg.limits.retry_min, "no result for this envelope")
                 continue
+            idx = error = None
             if res.status in ("accepted", "duplicate") and res.ack:
                 try:
-                    ack = verify_ack(res.ack, fed=self.fed, expected_iss=peer, expected_aud=self.id, jti=jti,
-                                     token=token, now=now, key_verifier=verifier_for)
+                    idx = verify_ack(res.ack, fed=self.fed, expected_iss=peer, expected_aud=self.id, jti=jti,
+                                     token=decode_envelope(bytes(env_bytes)).token, now=now,
+                                     key_verifier=verifier_for).idx
                 except TrazaError as err:
-                    st.reschedule(conn, jti, now + self.cfg.limits.retry_min, f"invalid ack: {err.detail}")
-                    continue
-                st.dequeue(conn, jti)
-                self.metrics.forwarded.labels(m.mt, peer, res.status).inc()
-                self.audit.stage_evidence(conn, jti, ack=res.ack, keys=self._signing_keys(peer))
-                self._queued(-1)
-                self.audit.stage(conn, [{"event": "envelope.forwarded", "jti": jti, "mt": m.mt, "iss": m.iss,
-                                         "aud": m.aud, "dig": m.dig, "from": self.id, "to": peer,
-                                         "ack_idx": ack.idx}], now)
-                conn.execute("UPDATE messages SET state='forwarded', updated_at=? WHERE jti=? AND state='queued'",
-                             (now, jti))
-                st.add_timeline(conn, jti, "forwarded", now, node=peer, detail=res.ack)
-            elif res.status == "rejected" and res.error is not None and res.error.code == Code.BLOB_MISSING.value:
-                # we uploaded its blobs, yet the peer lacks one (it lost it, or our record is stale): upload again
-                for ref in _blob_refs(bytes(env_bytes)):
-                    self._blobs_at.discard((peer, ref.sha256))
-                st.reschedule(conn, jti, now + self.cfg.limits.retry_min, f"{peer}: {res.error.detail}"[:500])
-            elif res.status == "rejected":
-                rej = res.error
-                self.metrics.forwarded.labels(m.mt, peer, "rejected").inc()
-                code = Code(rej.code) if rej and rej.code in Code._value2member_map_ else Code.INTERNAL
-                self._give_up(conn, m, peer, code, f"rejected by {peer}: {rej.detail if rej else ''}", now)
-            else:
-                st.reschedule(conn, jti, now + self.cfg.limits.retry_min, f"unexpected result {res.status}")
-
+                    error = err.detail
+            checked.append(PeerResult(jti=jti, status=res.status, ack=res.ack, ack_idx=idx, ack_error=error,
+                                      code=res.error.code if res.error else None,
+                                      detail=res.error.detail if res.error else None))
+        return PeerAnswered(peer, [_row(r, blobs=True) for r in rows], checked)
 
     # --- receipt watchdog (issue #11) ------------------------------------------------------------------
 
@@ -240,36 +196,25 @@ class ForwardMixin(_NodeState):
 
     async def resend(self, jti: str, operator: str) -> dict[str, Any]:
         """Operator: offer an overdue message again to its first hop, the same envelope and ``jti`` (a hop
-        that already holds it answers ``duplicate``; nothing is delivered twice). Audited."""
+        that already holds it answers ``duplicate``; nothing is delivered twice). Audited, refusals too."""
         now = self.clock()
-
-        def fn(conn: sqlite3.Connection) -> dict[str, Any]:
-            m = st.get_message(conn, jti)
-            refused = None
-            if m is None or m.iss != self.id:
-                raise TrazaError(Code.MALFORMED, f"no message {jti} sent from this node")
-            if m.exp <= now:
-                refused = f"message {jti} expired at {_rfc3339(m.exp)}; a signed expiry cannot be extended"
-            elif m.state != "forwarded" or st.in_outbox(conn, jti):
-                refused = f"message {jti} is {m.state}: only a forwarded message waiting for its receipt is resent"
-            fields = {"event": "operator.action", "action": "message.resend", "operator": operator, "jti": jti,
-                      "mt": m.mt, "iss": m.iss, "aud": m.aud, "dig": m.dig, "to": m.next_hop}
-            if refused:
-                self.audit.stage(conn, [{**fields, "outcome": "refused", "reason": refused}], now)
-                return {"refused": refused, "expired": m.exp <= now}
-            self.audit.stage(conn, [fields], now)
-            assert m.next_hop is not None
-            st.enqueue(conn, jti, m.next_hop, now)
-            self._queued(+1)
-            st.set_state(conn, jti, "queued", now, node=self.id, detail=f"resent by {operator}")
-            return {"jti": jti, "action": "resend", "peer": m.next_hop}
-
-        res = await self.db.write(fn)
-        if "refused" in res:
-            raise TrazaError(Code.EXPIRED if res["expired"] else Code.POLICY_DENIED, res["refused"])
-        self._wake(res["peer"])
-        return res
+        # KeyError: no such message sent from this node
+        await self._operator_decision(partial(self.relay.resend, Resend(jti=jti, operator=operator), now=now), now)
+        m = await self.db.read(lambda c: st.get_message(c, jti))
+        assert m is not None and m.next_hop is not None
+        return {"jti": jti, "action": "resend", "peer": m.next_hop}
 
     async def _wake_all_outbox(self) -> None:
         for p in await self.db.read(st.outbox_peers):
             self._wake(p)
+
+
+def _row(r: Any, *, blobs: bool = False) -> Row:
+    """An outbox row (seq, jti, attempts, envelope, exp) as the relay's rules see it."""
+    _seq, jti, attempts, env_bytes, exp = r
+    shas = tuple(ref.sha256 for ref in _blob_refs(bytes(env_bytes))) if blobs else ()
+    return Row(jti=jti, attempts=attempts, exp=exp, blobs=shas)
+
+
+def _rows(rows: list[Any]) -> list[Row]:
+    return [_row(r) for r in rows]

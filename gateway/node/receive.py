@@ -16,19 +16,15 @@ import msgspec
 
 from gateway.core import strictjson
 from gateway.core.b64 import b64url_decode
-from gateway.core.envelope import (
-    Verified,
-    append_hop,
-    encode_envelope,
-    make_ack,
-    verify_envelope,
-)
+from gateway.core.envelope import Verified, verify_envelope
 from gateway.core.errors import Code, TrazaError
+from gateway.core.events import EnvelopeRejected, as_entry
 from gateway.core.messages import MESSAGE_TYPES, decode_body
-from gateway.core.policy import ANSWER_TYPES, Answer, Sent, check_answer
+from gateway.core.policy import ANSWER_TYPES, Answer
+from gateway.core.relay import Arrived, Received, Refused
 from gateway.crypto.keys import verifier_for
+from gateway.node.relay import Applied
 from gateway.node.state import _NodeState
-from gateway.store import relay as st
 from gateway.store.blobs import BlobError
 from gateway.store.crashpoints import crash_point
 from gateway.transport.peer import ErrorBody as EB
@@ -86,14 +82,20 @@ class ReceiveMixin(_NodeState):
                 except OSError as exc:
                     checked[i] = (TrazaError(Code.INTERNAL, f"blobs of {item.claims.jti}: {exc}", jti=item.claims.jti),
                                   item.claims.jti)
-        results = await self.db.write(lambda conn: self._commit_received(conn, peer, checked, now))
+        items: list[Arrived | Refused] = [
+            _arrived(i, item) if isinstance(item, Verified) else Refused.of(i, *item) for i, item in enumerate(checked)]
+        batch = [item if isinstance(item, Verified) else None for item in checked]
+
+        def commit(conn: sqlite3.Connection) -> Applied:
+            applied = self.applier.decide(conn, lambda view: self.relay.received(Received(peer, items), view, now),
+                                          now, batch=batch, peer=peer)
+            crash_point("receive.before_commit")
+            return applied
+
+        answers = (await self.db.write(commit)).answers  # wake-ups run after the commit, from the commands
         crash_point("receive.after_commit")
-        for v in checked:
-            if isinstance(v, Verified):
-                if v.next_hop:
-                    self._wake(v.next_hop)
-                else:
-                    self.inbox_event.set()
+        results = [Result(jti=a.jti, status=a.status, ack=a.ack,
+                          error=EB(code=a.code, detail=a.detail or "") if a.code is not None else None) for a in answers]
         for item, r in zip(checked, results, strict=True):
             mt = item.claims.mt if isinstance(item, Verified) else "unknown"
             self.metrics.received.labels(mt, peer, r.status).inc()
@@ -110,121 +112,23 @@ class ReceiveMixin(_NodeState):
         """A whole batch refused before any envelope was looked at: one audit entry, durable before the
         answer, and nothing else kept (SPEC §4.1, §11)."""
         now = self.clock()
-        event = {"event": "envelope.rejected", "from": peer, "to": self.id, "code": err.code.value,
-                 "detail": err.detail, **({"envelopes": envelopes} if envelopes is not None else {})}
-        await self.db.write(lambda conn: self.audit.stage(conn, [event], now))
+        event = EnvelopeRejected(from_=peer, to=self.id, code=err.code.value, detail=err.detail, envelopes=envelopes)
+        await self.db.write(lambda conn: self.audit.stage(conn, [as_entry(event)], now))
         self.metrics.received.labels("batch", peer, "rejected").inc()
         self.log.warning("batch.rejected", peer=peer, code=err.code.value, envelopes=envelopes)
 
-    def _commit_received(self, conn: sqlite3.Connection, peer: str,
-                         checked: list[Verified | tuple[TrazaError, str | None]], now: float) -> list[Result]:
-        out: list[Result] = []
-        seen: dict[str, Result] = {}
-        for item in checked:
-            if not isinstance(item, Verified):
-                err, jti = item
-                # only a verified message id indexes the entry (and so the message's evidence); an id read
-                # from an envelope that did not verify is recorded as a claim (issue #10 item 9)
-                ids = {"jti": err.jti} if err.jti is not None else {"claimed_jti": jti} if jti is not None else {}
-                self.audit.stage(conn, [{"event": "envelope.rejected", **ids, "from": peer, "to": self.id,
-                                         "code": err.code.value, "detail": err.detail}], now)
-                out.append(Result(jti=jti, status="rejected", error=EB(code=err.code.value, detail=err.public_detail)))
-                continue
-            v = item
-            c = v.claims
-            if c.jti in seen:
-                out.append(seen[c.jti])
-                continue
-            if v.next_hop is None and c.mt in ANSWER_TYPES:
-                try:  # SPEC §5 "Who may answer": refused answers change no state
-                    self._check_answer(conn, v)
-                except TrazaError as err:
-                    self.audit.stage(conn, [{"event": "envelope.rejected", **self._msg_fields(v), "from": peer,
-                                             "to": self.id, "for": v.body.for_, "code": err.code.value,
-                                             "detail": err.detail}], now)
-                    out.append(Result(jti=c.jti, status="rejected",
-                                      error=EB(code=err.code.value, detail=err.public_detail)))
-                    continue
-            existing = st.get_message(conn, c.jti)
-            if existing is not None:
-                if existing.dig == v.dig and existing.ack is not None:
-                    self.audit.stage(conn, [{"event": "envelope.duplicate", **self._msg_fields(v), "from": peer,
-                                             "to": self.id}], now)
-                    out.append(Result(jti=c.jti, status="duplicate", ack=existing.ack))
-                else:
-                    detail = "message id already used by a different envelope"
-                    self.audit.stage(conn, [{"event": "envelope.rejected", **self._msg_fields(v), "from": peer,
-                                             "to": self.id, "code": Code.MALFORMED.value, "detail": detail}], now)
-                    out.append(Result(jti=c.jti, status="rejected", error=EB(code="malformed", detail=detail)))
-                continue
-            res = self._store_accepted(conn, v, peer, now)
-            seen[c.jti] = res
-            out.append(res)
-        crash_point("receive.before_commit")
-        return out
 
-    def _check_answer(self, conn: sqlite3.Connection, v: Verified) -> None:
-        """SPEC §5 "Who may answer" for a receipt or error addressed to this node (gateway.core.policy)."""
-        c, body = v.claims, v.body
-        m = st.get_message(conn, body.for_)
-        sent = Sent(jti=m.jti, iss=m.iss, aud=m.aud, dig=m.dig) if m is not None else None
-        nodes = self.fed.nodes
-        route = self.fed.route(m.iss, m.aud) if m is not None and m.iss in nodes and m.aud in nodes else []
-        check_answer(Answer(mt=c.mt, jti=c.jti, iss=c.iss, aud=c.aud, irt=c.irt, for_=body.for_,
-                            dig=getattr(body, "dig", None), by=getattr(body, "by", None)),
-                     sent, here=self.id, route=route)
-
-    def _store_accepted(self, conn: sqlite3.Connection, v: Verified, peer: str, now: float) -> Result:
-        c = v.claims
-        env = v.envelope
-        if v.next_hop is not None:
-            env = append_hop(env, signer=self.signer, here=self.id, jti=c.jti, came_from=peer, to=v.next_hop,
-                             received_at=now)
-        (idx,) = self.audit.stage(conn, [{"event": "envelope.accepted", **self._msg_fields(v), "from": peer,
-                                         "to": v.next_hop or self.id}], now)
-        ack = make_ack(self.signer, here=self.id, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now)
-        self.audit.stage_evidence(conn, c.jti, envelope={"token": env.token, "hops": list(env.hops)}, ack=ack,
-                                  keys=self._signing_keys(c.iss, *(h.iss for h in v.hops), self.id))
-        for b in c.blobs or []:
-            self.blobs.note_expiry(b.sha256, c.exp)
-        local = v.next_hop is None
-        state = "received" if local else "queued"
-        data = encode_envelope(env)
-        st.insert_message(conn, st.StoredMessage(
-            jti=c.jti, dig=v.dig, mt=c.mt, iss=c.iss, aud=c.aud, cid=c.cid, irt=c.irt, cls=c.cls, exp=c.exp,
-            envelope=data, size=len(data), received_from=peer, received_at=now, ack=ack, ack_idx=idx,
-            state=state, next_hop=v.next_hop, updated_at=now))
-        st.add_timeline(conn, c.jti, "accepted", now, node=self.id, detail=f"from {peer}")
-        if local:
-            self._deliver_locally(conn, v, now)
-        else:
-            assert v.next_hop is not None
-            st.enqueue(conn, c.jti, v.next_hop, now)
-            self._queued(+1)
-        return Result(jti=c.jti, status="accepted", ack=ack)
-
-    def _deliver_locally(self, conn: sqlite3.Connection, v: Verified, now: float) -> None:
-        """Recipient side: receipts and errors update our own messages; the rest goes to the inbox."""
-        c = v.claims
-        body = v.body
-        if c.mt == "receipt":
-            target = body.for_
-            # recorded under the message the receipt is for, so that message's evidence includes it
-            self.audit.stage(conn, [{"event": "receipt.received", "jti": target, "mt": c.mt, "iss": c.iss,
-                                     "aud": c.aud, "dig": v.dig, "receipt": c.jti, "status": body.status}], now)
-            # the answer rule (_check_answer) has checked that ``target`` is our message
-            self.audit.stage_evidence(conn, target, receipt={"token": v.envelope.token,
-                                                             "payload": v.envelope.payload})
-            st.set_state(conn, target, "delivered", now, node=c.iss, detail=f"receipt {body.status}")
-            st.set_state(conn, c.jti, "consumed", now, node=self.id)
-            return
-        if c.mt == "error":
-            st.set_state(conn, body.for_, "failed", now, node=body.by, detail=f"{body.code}: {body.detail or ''}")
-            st.set_state(conn, c.jti, "consumed", now, node=self.id)
-            return
-        assert v.plaintext is not None
-        st.to_inbox(conn, c.jti, v.plaintext, now)
-
+def _arrived(index: int, v: Verified) -> Arrived:
+    """The relay's view of a verified envelope: its ids, and the signed facts of an answer addressed here."""
+    c, body = v.claims, v.body
+    arrived = Arrived(index=index, jti=c.jti, dig=v.dig, mt=c.mt, iss=c.iss, aud=c.aud, cid=c.cid,
+                      next_hop=v.next_hop)
+    if v.next_hop is not None or c.mt not in ANSWER_TYPES or body is None:
+        return arrived
+    answer = Answer(mt=c.mt, jti=c.jti, iss=c.iss, aud=c.aud, irt=c.irt, for_=body.for_,
+                    dig=getattr(body, "dig", None), by=getattr(body, "by", None))
+    return msgspec.structs.replace(arrived, answer=answer, status=getattr(body, "status", None),
+                                   code=getattr(body, "code", None), detail=getattr(body, "detail", None))
 
 
 def _best_effort_jti(raw: bytes) -> str | None:

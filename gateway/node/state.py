@@ -14,7 +14,7 @@ import collections
 import contextlib
 import functools
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,17 +23,21 @@ from aiohttp import web
 from adapters.base import Adapter, Attachment
 from gateway.audit import facade as audit_facade
 from gateway.config import Config
+from gateway.core import relay as core_relay
 from gateway.core.envelope import (
     BlobRef,
     Limits,
     Verified,
 )
+from gateway.core.errors import Fault, TrazaError
 from gateway.core.manifest import Federation
 from gateway.core.retry import CircuitBreaker
 from gateway.crypto.hpke import EncKey
 from gateway.crypto.keys import Ed25519Key, SigningKey
 from gateway.metrics import Metrics
+from gateway.node.relay import Applied, Applier
 from gateway.node.supervise import supervised
+from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
 from gateway.store.db import Database
 from gateway.transport.delivery import Delivery
@@ -87,6 +91,8 @@ class _NodeState:
     latency_samples: list[float]
     local_routes: list[Callable[[web.Application], None]]
     delivery: Delivery | None
+    relay: core_relay.Relay
+    applier: Applier
 
     # --- trust ---------------------------------------------------------------------------------------
 
@@ -156,6 +162,50 @@ class _NodeState:
 
     def _apply_queued(self, n: int) -> None:
         self.queue_depth = max(0, self.queue_depth + n)
+
+    def _run_effects(self, effects: list[core_relay.Effect], queued: int) -> None:
+        """After a commit: the in-memory effects of the relay's commands (gateway/core/relay.py), and the
+        change the committed rows made to the outbox size."""
+        self._apply_queued(queued)
+        for e in effects:
+            match e:
+                case core_relay.Wake(peer=peer):
+                    self._wake(peer)
+                case core_relay.WakeInbox():
+                    self.inbox_event.set()
+                case core_relay.Count(what="forwarded", labels=labels):
+                    self.metrics.forwarded.labels(*labels).inc()
+                case core_relay.Count(what="delivered", labels=labels):
+                    self.metrics.delivered.labels(*labels).inc()
+                case core_relay.ForgetBlobAt(peer=peer, sha=sha):
+                    self._blobs_at.discard((peer, sha))
+                case _:
+                    raise TypeError(f"unknown effect {e!r}")
+
+    async def _operator_decision(self, decide: Callable[[st.StoreView], list[core_relay.Command]],
+                                 now: float) -> None:
+        """An operator's action: applied, or refused with its audit entry kept and TrazaError raised after
+        the commit (KeyError when it names nothing)."""
+
+        def fn(conn: sqlite3.Connection) -> core_relay.Refusal | None:
+            view = st.StoreView(conn, self.fed)
+            try:
+                commands = decide(view)
+            except core_relay.Refusal as refusal:
+                self.applier.apply(conn, refusal.writes, now)
+                return refusal
+            self.applier.apply(conn, commands, now)
+            return None
+
+        refusal = await self.db.write(fn)
+        if refusal is not None:
+            self.log.warning("operator.refused", detail=refusal.detail)
+            raise TrazaError(refusal.code, refusal.detail, fault=Fault.OPERATOR)
+
+    async def _decide(self, decide: Callable[[st.StoreView], list[core_relay.Command]], now: float,
+                      batch: Sequence[Verified | None] = (), peer: str | None = None) -> Applied:
+        """One write: the relay's decision on a view of the store, its commands applied, effects after commit."""
+        return await self.db.write(lambda conn: self.applier.decide(conn, decide, now, batch=batch, peer=peer))
 
     def _supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         """Start a long-running loop under :func:`gateway.node.supervise.supervised`."""

@@ -14,6 +14,9 @@ from typing import Any
 
 import msgspec
 
+from gateway.core import relay
+from gateway.core.manifest import Federation
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     jti TEXT PRIMARY KEY,
@@ -121,8 +124,13 @@ def insert_message(conn: sqlite3.Connection, m: StoredMessage) -> None:
 
 
 def set_state(conn: sqlite3.Connection, jti: str, state: str, now: float, *, node: str | None = None,
-              detail: str | None = None) -> None:
-    conn.execute("UPDATE messages SET state=?, updated_at=? WHERE jti=?", (state, now, jti))
+              detail: str | None = None, only_from: str | None = None) -> None:
+    """Set the message's state (only from state ``only_from`` if given) and add a timeline step named
+    ``state`` (always)."""
+    if only_from is None:
+        conn.execute("UPDATE messages SET state=?, updated_at=? WHERE jti=?", (state, now, jti))
+    else:
+        conn.execute("UPDATE messages SET state=?, updated_at=? WHERE jti=? AND state=?", (state, now, jti, only_from))
     add_timeline(conn, jti, state, now, node=node, detail=detail)
 
 
@@ -168,8 +176,9 @@ def next_due_at(conn: sqlite3.Connection, peer: str) -> float | None:
     return None if row is None else row[0]
 
 
-def dequeue(conn: sqlite3.Connection, jti: str) -> None:
-    conn.execute("DELETE FROM outbox WHERE jti=?", (jti,))
+def dequeue(conn: sqlite3.Connection, jti: str) -> int:
+    """Remove ``jti`` from the outbox; the number of rows removed (0 or 1)."""
+    return conn.execute("DELETE FROM outbox WHERE jti=?", (jti,)).rowcount
 
 
 def reschedule(conn: sqlite3.Connection, jti: str, next_at: float, error: str) -> None:
@@ -218,6 +227,11 @@ def inbox_page(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[i
     ).fetchall()
 
 
+def inbox_waiting(conn: sqlite3.Connection) -> int:
+    """Messages in the inbox the national system has not taken yet."""
+    return int(conn.execute("SELECT count(*) FROM inbox WHERE taken_at IS NULL").fetchone()[0])
+
+
 def inbox_take(conn: sqlite3.Connection, jti: str, now: float) -> bool:
     """Mark taken; False if it was already taken (idempotent) — raises KeyError if unknown."""
     row = conn.execute("SELECT taken_at FROM inbox WHERE jti=?", (jti,)).fetchone()
@@ -244,13 +258,15 @@ def inbox_pushed(conn: sqlite3.Connection, jti: str, now: float) -> None:
 # --- dead letters --------------------------------------------------------------------------------------
 
 
-def dead_letter(conn: sqlite3.Connection, jti: str, peer: str | None, code: str, detail: str, now: float) -> None:
-    conn.execute("DELETE FROM outbox WHERE jti=?", (jti,))
+def dead_letter(conn: sqlite3.Connection, jti: str, peer: str | None, code: str, detail: str, now: float) -> int:
+    """Move ``jti`` from the outbox to the dead letters; the number of outbox rows removed."""
+    removed = dequeue(conn, jti)
     conn.execute(
         "INSERT INTO dead_letters(jti, peer, code, detail, at) VALUES (?,?,?,?,?) "
         "ON CONFLICT(jti) DO UPDATE SET peer=excluded.peer, code=excluded.code, detail=excluded.detail, at=excluded.at",
         (jti, peer, code, detail, now),
     )
+    return removed
 
 
 def dead_letters(conn: sqlite3.Connection, limit: int = 500) -> list[dict[str, Any]]:
@@ -331,3 +347,62 @@ def kv_put(conn: sqlite3.Connection, k: str, v: bytes) -> None:
 
 def counts_by_state(conn: sqlite3.Connection) -> dict[str, int]:
     return {r[0]: r[1] for r in conn.execute("SELECT state, count(*) FROM messages GROUP BY state")}
+
+
+# --- the relay's commands (gateway.core.relay) -----------------------------------------------------------
+
+
+class StoreView:
+    """:class:`gateway.core.relay.View` over the store, inside the transaction that applies the decision."""
+
+    def __init__(self, conn: sqlite3.Connection, fed: Federation) -> None:
+        self.conn = conn
+        self.fed = fed
+
+    def message(self, jti: str) -> relay.Known | None:
+        m = get_message(self.conn, jti)
+        if m is None:
+            return None
+        return relay.Known(jti=m.jti, dig=m.dig, mt=m.mt, iss=m.iss, aud=m.aud, cid=m.cid, exp=m.exp, state=m.state,
+                           next_hop=m.next_hop, ack=m.ack)
+
+    def route(self, iss: str, aud: str) -> list[str]:
+        nodes = self.fed.nodes
+        return self.fed.route(iss, aud) if iss in nodes and aud in nodes else []
+
+    def in_outbox(self, jti: str) -> bool:
+        return in_outbox(self.conn, jti)
+
+    def inbox_taken(self, jti: str) -> bool | None:
+        row = self.conn.execute("SELECT taken_at FROM inbox WHERE jti=?", (jti,)).fetchone()
+        return None if row is None else row[0] is not None
+
+    def dead_letter(self, dl_id: int) -> tuple[str, str | None] | None:
+        return get_dead_letter(self.conn, dl_id)
+
+
+def apply(conn: sqlite3.Connection, cmd: relay.Write, now: float) -> int:
+    """Apply one of the relay's store commands inside the caller's transaction; the change it made to the
+    size of the outbox (from the rows it touched: counters follow committed state, issue #11 F2). Commands
+    that need more than SQL (StoreReceived, Reply, Audit, evidence, AnswerPeer) are the node's; TypeError."""
+    match cmd:
+        case relay.Enqueue(jti=jti, peer=peer):
+            enqueue(conn, jti, peer, now)
+            return 1
+        case relay.Dequeue(jti=jti):
+            return -dequeue(conn, jti)
+        case relay.Reschedule(jti=jti, at=at, error=error):
+            reschedule(conn, jti, at, error)
+        case relay.DeadLetter(jti=jti, peer=peer, code=code, detail=detail):
+            return -dead_letter(conn, jti, peer, code, detail, now)
+        case relay.TakeDeadLetter(dl_id=dl_id):
+            take_dead_letter(conn, dl_id)
+        case relay.SetState(jti=jti, state=state, node=node, detail=detail, only_from=only_from):
+            set_state(conn, jti, state, now, node=node, detail=detail, only_from=only_from)
+        case relay.Timeline(jti=jti, step=step, node=node, detail=detail):
+            add_timeline(conn, jti, step, now, node=node, detail=detail)
+        case relay.TakeInbox(jti=jti):
+            inbox_take(conn, jti, now)
+        case _:
+            raise TypeError(f"not a store command: {type(cmd).__name__}")
+    return 0

@@ -16,7 +16,7 @@ from aiohttp import web
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.core import strictjson
 from gateway.core.csrf import REQUEST_HEADER, Origin, csrf_refusal
-from gateway.core.errors import Code, TrazaError
+from gateway.core.errors import Code, TrazaError, http_status
 from gateway.core.params import INT64_MIN, int_param
 from gateway.crypto.tls import peer_local_identity
 from gateway.store.blobs import BadBlobName, BlobStore
@@ -112,9 +112,7 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
         try:
             return await handler(request)
         except TrazaError as err:
-            status = {Code.SCHEMA_INVALID: 422, Code.UNKNOWN_TYPE: 422, Code.MALFORMED: 400,
-                      Code.TOO_LARGE: 413, Code.OVERLOADED: 503}.get(err.code, 422)
-            return problem(status, err.code, err.detail)
+            return problem(http_status(err, "local"), err.code, err.detail)
         except StorageUnavailable as exc:
             return storage_response(exc)
 
@@ -169,26 +167,17 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
                 return json_response(await backend.ops_dead_letter(dl_id, action, request[WHO]))
             except KeyError:
                 return problem(404, "not_found", f"no dead letter {dl_id}")
-            except TrazaError as err:
-                if err.code is Code.EXPIRED:
-                    # a retry of a message whose signed exp has passed: the dead letter stays as it was.
-                    # 409 here only (HTTP_STATUS and the peer API keep their own mapping of `expired`)
-                    return problem(409, err.code, err.detail)
-                raise
-
+            # a TrazaError goes to guard(): a retry refused after the signed expiry is 409 there
+            # (gateway.core.errors.http_status), and the dead letter stays as it was
 
         return act
 
     async def resend(request: web.Request) -> web.StreamResponse:
         jti = request.match_info["id"]
-        try:
+        try:  # refused (audited, nothing changed): 409 from guard()
             return json_response(await backend.resend(jti, request[WHO]))
-        except TrazaError as err:
-            if err.code in (Code.EXPIRED, Code.POLICY_DENIED):  # refused, audited, nothing changed
-                return problem(409, err.code, err.detail)
-            if err.code is Code.MALFORMED:
-                return problem(404, "not_found", err.detail)
-            raise
+        except KeyError:
+            return problem(404, "not_found", f"no message {jti} sent from this node")
 
     async def entries(request: web.Request) -> web.StreamResponse:
         return json_response(await backend.audit_entries(dict(request.query)))

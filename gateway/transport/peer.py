@@ -28,7 +28,7 @@ from aiohttp.connector import Connection
 from aiohttp.typedefs import Middleware
 
 from gateway.core import strictjson
-from gateway.core.errors import HTTP_STATUS, Code, TrazaError
+from gateway.core.errors import Code, TrazaError, http_status
 from gateway.core.params import int_param
 from gateway.crypto.tls import CertRefusal, node_cert_refusal
 from gateway.logging import get_logger
@@ -85,7 +85,7 @@ def problem(status: int, code: Code | str, detail: str, headers: dict[str, str] 
 
 
 def error_response(err: TrazaError, headers: dict[str, str] | None = None) -> web.Response:
-    return problem(HTTP_STATUS.get(err.code, 400), err.code, err.public_detail, headers)
+    return problem(http_status(err), err.code, err.public_detail, headers)
 
 
 def storage_response(exc: StorageUnavailable) -> web.Response:

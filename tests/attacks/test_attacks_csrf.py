@@ -42,12 +42,12 @@ async def mx_with_a_dead_letter(tmp_path: Path) -> AsyncIterator[tuple[Node, Con
     try:
         jti = await node.submit(mt="notice", to="hub", body=msgspec.json.encode(example("notice")), system="test")
 
-        def give_up(conn: Any) -> None:
-            m = st.get_message(conn, jti)
-            st.dequeue(conn, jti)
-            node._give_up(conn, m, "hub", Code.POLICY_DENIED, "made a dead letter for this test", node.clock())
+        now = node.clock()
 
-        await node.db.write(give_up)
+        def give_up(view: Any) -> Any:
+            return node.relay.give_up(view.message(jti), "hub", Code.POLICY_DENIED, "made a dead letter for this test", now)
+
+        await node._decide(give_up, now)
         [dl] = await node.db.read(st.dead_letters)
         yield node, cfg, dl["id"]
     finally:

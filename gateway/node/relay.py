@@ -1,0 +1,130 @@
+"""Applying the relay's commands (:mod:`gateway.core.relay`): the writes inside the caller's transaction,
+the effects after it commits.
+
+:class:`Applier` holds what the writes need beyond SQL (the signing key of the moment, the audit log,
+the blob store, the reply builder, the evidence keys); :meth:`Applier.decide_and_apply` reads a
+:class:`~gateway.store.relay.StoreView`, asks the pure rules for commands and applies them, then
+registers the effects (wake-ups, counters, the outbox size the rows actually changed) with
+``Database.after_commit``: a rolled-back write leaves neither a wake-up nor a counter behind.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gateway.audit.facade import NodeAudit
+from gateway.core import relay
+from gateway.core.envelope import Verified, append_hop, encode_envelope, make_ack
+from gateway.core.events import EnvelopeAccepted, as_entry
+from gateway.core.manifest import Federation
+from gateway.crypto.keys import SigningKey
+from gateway.store import relay as st
+from gateway.store.blobs import BlobStore
+from gateway.store.db import Database
+
+ReplyFn = Callable[..., "str | None"]
+
+
+class Applied:
+    """What applying a decision produced: the ack of each stored batch item (by jti) and the answers to the
+    peer, in batch order."""
+
+    def __init__(self) -> None:
+        self.acks: dict[str, str] = {}
+        self.answers: list[relay.AnswerPeer] = []
+        self.commands = 0  # how many commands the decision returned (0: it changed nothing)
+
+
+class Applier:
+    """Applies the relay's commands for one node (explicit dependencies, no node attributes)."""
+
+    def __init__(self, *, here: str, db: Database, audit: NodeAudit, fed: Callable[[], Federation],
+                 signer: Callable[[], SigningKey], blobs: BlobStore, reply: ReplyFn,
+                 evidence_keys: Callable[..., list[dict[str, Any]]],
+                 on_effects: Callable[[list[relay.Effect], int], None]) -> None:
+        self.here = here
+        self.db = db
+        self.audit = audit
+        self.fed = fed
+        self.signer = signer
+        self.blobs = blobs
+        self.reply = reply
+        self.evidence_keys = evidence_keys
+        self.on_effects = on_effects
+
+    def decide(self, conn: sqlite3.Connection, decide: Callable[[st.StoreView], list[relay.Command]], now: float,
+               batch: Sequence[Verified | None] = (), peer: str | None = None) -> Applied:
+        """Inside a write: run ``decide`` on a view of the store, then :meth:`apply` its commands."""
+        return self.apply(conn, decide(st.StoreView(conn, self.fed())), now, batch=batch, peer=peer)
+
+    def apply(self, conn: sqlite3.Connection, commands: Sequence[relay.Command], now: float,
+              batch: Sequence[Verified | None] = (), peer: str | None = None) -> Applied:
+        """Apply the writes of ``commands`` in order inside the caller's transaction (``batch`` holds the
+        verified envelopes the commands name by index, ``peer`` the node that sent them); register the
+        effects to run after the commit."""
+        out = Applied()
+        out.commands = len(commands)
+        effects: list[relay.Effect] = []
+        delta = 0
+        for cmd in commands:
+            match cmd:
+                case relay.Wake() | relay.WakeInbox() | relay.Count() | relay.ForgetBlobAt():
+                    effects.append(cmd)
+                case relay.Audit(event=event):
+                    self.audit.stage(conn, [as_entry(event)], now)
+                case relay.StoreReceived():
+                    v = batch[cmd.index]
+                    assert v is not None and peer is not None
+                    out.acks[cmd.jti] = self._store_received(conn, v, peer, cmd, now)
+                case relay.ToInbox(index=index, jti=jti):
+                    v = batch[index]
+                    assert v is not None and v.plaintext is not None
+                    st.to_inbox(conn, jti, v.plaintext, now)
+                case relay.RecordReceipt(index=index, for_=target):
+                    v = batch[index]
+                    assert v is not None
+                    self.audit.stage_evidence(conn, target, receipt={"token": v.envelope.token,
+                                                                     "payload": v.envelope.payload})
+                case relay.RecordAck(jti=jti, ack=ack, peer=to):
+                    self.audit.stage_evidence(conn, jti, ack=ack, keys=self.evidence_keys(to))
+                case relay.Reply(mt=mt, to=to, irt=irt, cid=cid, body=body):
+                    # the reply builder counts its own outbox row (it also serves the local API)
+                    rid = self.reply(conn, mt=mt, to=to, body=body, irt=irt, cid=cid, now=now, source="node")
+                    hop = st.outbox_peer(conn, rid) if rid is not None else None
+                    if hop is not None:
+                        effects.append(relay.Wake(hop))
+                case relay.AnswerPeer():
+                    out.answers.append(cmd if cmd.status != "accepted" or cmd.ack else
+                                       relay.AnswerPeer(index=cmd.index, jti=cmd.jti, status="accepted",
+                                                        ack=out.acks[cmd.jti or ""]))
+                case _:
+                    delta += st.apply(conn, cmd, now)
+        self.db.after_commit(lambda: self.on_effects(effects, delta))
+        return out
+
+    def _store_received(self, conn: sqlite3.Connection, v: Verified, peer: str, cmd: relay.StoreReceived,
+                        now: float) -> str:
+        """Append our hop (relayed), audit ``envelope.accepted``, sign the ack with its index, record the
+        evidence and insert the message; the ack."""
+        c = v.claims
+        env = v.envelope
+        signer = self.signer()
+        if cmd.next_hop is not None:
+            env = append_hop(env, signer=signer, here=self.here, jti=c.jti, came_from=peer, to=cmd.next_hop,
+                             received_at=now)
+        (idx,) = self.audit.stage(conn, [as_entry(EnvelopeAccepted(jti=c.jti, mt=c.mt, iss=c.iss, aud=c.aud, dig=v.dig,
+                                                                   from_=peer, to=cmd.next_hop or self.here))], now)
+        ack = make_ack(signer, here=self.here, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now)
+        self.audit.stage_evidence(conn, c.jti, envelope={"token": env.token, "hops": list(env.hops)}, ack=ack,
+                                  keys=self.evidence_keys(c.iss, *(h.iss for h in v.hops), self.here))
+        # before the commit, on purpose: a rollback leaves a blob kept a little longer, never one purged early
+        for b in c.blobs or []:
+            self.blobs.note_expiry(b.sha256, c.exp)
+        data = encode_envelope(env)
+        st.insert_message(conn, st.StoredMessage(
+            jti=c.jti, dig=v.dig, mt=c.mt, iss=c.iss, aud=c.aud, cid=c.cid, irt=c.irt, cls=c.cls, exp=c.exp,
+            envelope=data, size=len(data), received_from=peer, received_at=now, ack=ack, ack_idx=idx,
+            state=cmd.state, next_hop=cmd.next_hop, updated_at=now))
+        return ack
