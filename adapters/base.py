@@ -16,21 +16,11 @@ from typing import Any, Protocol, runtime_checkable
 import msgspec
 
 from gateway.core import messages
-from gateway.core.codes import MESSAGE_ID_PATTERN, NODE_ID_PATTERN
+from gateway.core.codes import CLASSIFICATIONS, HANDLING_CODES, MESSAGE_ID_PATTERN, NODE_ID_PATTERN, PURPOSES
 from gateway.core.errors import TrazaError
 from gateway.core.timeutil import parse_rfc3339
 
 FORMAT_VERSION = 1
-HANDLING_CODES = ("H0", "H1", "H2", "H3")
-CLASSIFICATIONS = ("UNCLASSIFIED", "BASIC_PROTECTION_LEVEL", "RESTREINT_UE", "CONFIDENTIEL_UE")
-PURPOSES = (
-    "PREVENTION",
-    "INVESTIGATION",
-    "DETECTION",
-    "PROSECUTION",
-    "EXECUTION_OF_PENALTIES",
-    "SAFEGUARDING_PUBLIC_SECURITY",
-)
 MAX_TTL_SECONDS = 30 * 24 * 3600
 # Envelope fields a national system may set when it submits (SPEC §6 standard form).
 ENVELOPE_FIELDS = ("to", "handling", "classification", "purpose", "reply_to", "ttl_seconds")

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from gateway.core.codes import NODE_ID
 from gateway.core.csrf import parse_origin
-from gateway.core.manifest import NODE_ID
 
 
 class ConfigError(ValueError):

@@ -33,6 +33,7 @@ from gateway.audit.reader import MAX_PAGE, AuditReader, StoredCheckpoint
 from gateway.audit.tree import log_size
 from gateway.audit.witness import WitnessCore, WitnessError, alert_count
 from gateway.core.b64 import b64_decode, b64_encode
+from gateway.core.events import Event, as_entry
 from gateway.core.manifest import Federation
 from gateway.core.merkle import CompactRange
 from gateway.core.note import origin_for
@@ -124,8 +125,10 @@ class NodeAudit:
             return False
         return True
 
-    def stage(self, conn: sqlite3.Connection, events: Iterable[Mapping[str, Any]], now: float) -> list[int]:
-        """Append entries in the current transaction; their indices (see ``gateway.audit.log.stage``)."""
+    def stage(self, conn: sqlite3.Connection, typed: Iterable[Event], now: float) -> list[int]:
+        """Append typed events (gateway.core.events) in the current transaction; their indices (see
+        ``gateway.audit.log.stage``)."""
+        events = [as_entry(e) for e in typed]
         self._cache_valid()
         if self._seen_rollbacks is None:  # a database that does not count rollbacks: no caching
             return audit_log.stage(conn, events, node=self.node, now=now)

@@ -21,36 +21,15 @@ import msgspec
 
 from gateway.audit.db import AuditError, connect, set_meta, transaction, value_sha256
 from gateway.audit.tree import load_range, log_size
+from gateway.core import events
 from gateway.core.canonical import CanonicalError, canonical_bytes
 from gateway.core.merkle import CompactRange, leaf_hash
 from gateway.core.timeutil import rfc3339
 
 # SPEC §7.1 (with the 1.1 additions witness.fork_detected, local.rejected, receipt.overdue and
-# store.check_failed), plus node.task_failed (a supervised loop of the node failed and was restarted; issue #11).
-EVENTS: frozenset[str] = frozenset(
-    {
-        "envelope.accepted",
-        "envelope.rejected",
-        "envelope.duplicate",
-        "envelope.forwarded",
-        "envelope.delivered",
-        "receipt.received",
-        "envelope.expired",
-        "envelope.dead_lettered",
-        "operator.action",
-        "auth.denied",
-        "manifest.applied",
-        "key.rotated",
-        "payload.purged",
-        "node.started",
-        "node.stopped",
-        "witness.fork_detected",
-        "local.rejected",
-        "node.task_failed",
-        "receipt.overdue",
-        "store.check_failed",
-    }
-)
+# store.check_failed), plus node.task_failed (a supervised loop of the node failed and was restarted; issue #11):
+# one definition, the typed events of gateway/core/events.py
+EVENTS: frozenset[str] = events.EVENTS  # the tags of gateway.core.events.AuditEvent
 RESERVED = ("idx", "ts", "node")
 STRING_FIELDS = ("jti", "mt", "iss", "aud", "from", "to", "dig", "code")
 MAX_ENTRY_BYTES = 16 * 1024

@@ -32,7 +32,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from gateway.audit.checkpoints import CHECKPOINT_FILE, read_checkpoint_file
 from gateway.audit.db import AuditError
@@ -41,6 +40,7 @@ from gateway.audit.reader import AuditReader
 from gateway.audit.tree import root_at
 from gateway.audit.verify import CheckpointRecord, VerifyFailed, verify_log
 from gateway.core.b64 import b64_encode
+from gateway.core.events import StoreCheckFailed
 from gateway.core.manifest import Federation
 from gateway.core.note import origin_for
 from gateway.crypto.keys import Ed25519Key
@@ -71,16 +71,10 @@ class StoreReport:
             "traza run --config FILE --accept-damaged-store REASON"
         )
 
-    def incident(self, reason: str) -> dict[str, Any]:
+    def incident(self, reason: str) -> StoreCheckFailed:
         """The ``store.check_failed`` audit event an accepted override records."""
-        return {
-            "event": "store.check_failed",
-            "detail": self.problems[0],
-            "problems": len(self.problems),
-            "entries": self.size,
-            "signed_size": self.signed_size,
-            "reason": reason,
-        }
+        return StoreCheckFailed(detail=self.problems[0], problems=len(self.problems), entries=self.size,
+                                signed_size=self.signed_size, reason=reason)
 
 
 def quick_check(conn: sqlite3.Connection) -> str | None:

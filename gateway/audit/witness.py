@@ -35,6 +35,7 @@ from gateway.audit.checkpoints import cosignature_verifier, ed25519_note_verifie
 from gateway.audit.db import connect, transaction
 from gateway.audit.log import stage
 from gateway.core.b64 import b64_decode, b64_encode
+from gateway.core.events import WitnessForkDetected, as_entry
 from gateway.core.merkle import ProofError, verify_consistency
 from gateway.core.note import (
     AddCheckpoint,
@@ -191,15 +192,9 @@ class WitnessCore:
 
     def _fork(self, conn: sqlite3.Connection, req: Checked, kind: str, known: str | None, now: float) -> None:
         cp = req.checkpoint
-        event = {
-            "event": "witness.fork_detected",
-            "origin": req.origin,
-            "kind": kind,
-            "size": cp.size,
-            "root": b64_encode(cp.root),
-            "old_size": req.old_size,
-        }
-        (idx,) = stage(conn, [event], node=self.node, now=now)
+        event = WitnessForkDetected(origin=req.origin, kind=kind, size=cp.size, root=b64_encode(cp.root),
+                                    old_size=req.old_size)
+        (idx,) = stage(conn, [as_entry(event)], node=self.node, now=now)
         conn.execute(
             "INSERT INTO audit_witness_alerts (origin, kind, detected_at, known_checkpoint, presented_checkpoint, "
             "old_size, proof, audit_idx) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

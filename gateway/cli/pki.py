@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.main import CheckFailed, UsageError
+from gateway.core.codes import CLASSIFICATIONS
 from gateway.crypto.pki import PkiError
 from gateway.trust.pki import (
     DEFAULT_POLICY,
@@ -24,7 +25,6 @@ from gateway.trust.pki import (
 )
 from gateway.trust.trusted import ManifestRejected
 
-CLASSIFICATIONS = ("UNCLASSIFIED", "BASIC_PROTECTION_LEVEL", "RESTREINT_UE", "CONFIDENTIEL_UE")
 KEM_CHOICES = ("MLKEM768_X25519", "X25519")
 
 

@@ -10,14 +10,16 @@ cited in ``docs/messages.md`` (NCIC, OpenFMC, IBIN, Interpol iARMS).
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Literal, get_args
 
 # --- value formats (regular expressions; msgspec applies them with ``re.search``, hence the anchors) ---
 
 # ISO 3166-1 alpha-2, upper case (SPEC §1).
 COUNTRY_PATTERN = r"^[A-Z]{2}$"
-# Node id (SPEC §1).
+# Node id (SPEC §1): the one definition (manifests, configs, certificates, bodies).
 NODE_ID_PATTERN = r"^[a-z][a-z0-9-]{1,31}$"
+NODE_ID = re.compile(NODE_ID_PATTERN)
 # Message id: a lower-case UUIDv7 string (SPEC §1, RFC 9562).
 MESSAGE_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 # Unpadded base64url of a 32-byte SHA-256 digest: 43 characters, the last one carrying 2 zero bits
@@ -27,6 +29,28 @@ SHA256_B64URL_PATTERN = r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"
 EU_CATEGORY_PATTERN = r"^[ABC](?:[1-9][0-9]?)?$"
 # A deliberately loose e-mail shape: something@something, no whitespace.
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
+
+# --- the envelope's protective marking (SPEC §3): the one definition of each list ---
+
+# Handling codes (SPEC §3, the reference's definitions): H0 none ... H3 restricted, with restrictions.
+HandlingCode = Literal["H0", "H1", "H2", "H3"]
+HANDLING_CODES: tuple[str, ...] = get_args(HandlingCode)
+# EU classification levels, lowest first (the order ``max_classification`` compares by).
+Classification = Literal["UNCLASSIFIED", "BASIC_PROTECTION_LEVEL", "RESTREINT_UE", "CONFIDENTIEL_UE"]
+CLASSIFICATIONS: tuple[str, ...] = get_args(Classification)
+CLASSIFICATION_ORDER: dict[str, int] = {c: i for i, c in enumerate(CLASSIFICATIONS)}
+DEFAULT_CLASSIFICATION: Classification = "BASIC_PROTECTION_LEVEL"
+# Purposes of processing of the Law Enforcement Directive (EU) 2016/680, Art. 1(1).
+Purpose = Literal[
+    "PREVENTION",
+    "INVESTIGATION",
+    "DETECTION",
+    "PROSECUTION",
+    "EXECUTION_OF_PENALTIES",
+    "SAFEGUARDING_PUBLIC_SECURITY",
+]
+PURPOSES: tuple[str, ...] = get_args(Purpose)
+DEFAULT_PURPOSE: Purpose = "INVESTIGATION"
 
 # --- shared Firearm object ---
 

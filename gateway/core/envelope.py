@@ -14,30 +14,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Collection
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import msgspec
 
 from gateway.core import strictjson
 from gateway.core.b64 import b64url_decode, b64url_encode
+from gateway.core.codes import CLASSIFICATION_ORDER, Classification, HandlingCode, Purpose
 from gateway.core.errors import Code, TrazaError
 from gateway.core.jws import Compact, VerifyFn, encode_compact, parse_compact
-from gateway.core.manifest import CLASSIFICATION_ORDER, Federation, NodeKey
+from gateway.core.manifest import Federation, NodeKey
 
 TYP_ENVELOPE = "traza-envelope+jwt"
 TYP_HOP = "traza-hop+jwt"
 TYP_ACK = "traza-ack+jwt"
 
-HandlingCode = Literal["H0", "H1", "H2", "H3"]
-Classification = Literal["UNCLASSIFIED", "BASIC_PROTECTION_LEVEL", "RESTREINT_UE", "CONFIDENTIEL_UE"]
-Purpose = Literal[
-    "PREVENTION",
-    "INVESTIGATION",
-    "DETECTION",
-    "PROSECUTION",
-    "EXECUTION_OF_PENALTIES",
-    "SAFEGUARDING_PUBLIC_SECURITY",
-]
 SUITES = {
     "MLKEM768_X25519": "MLKEM768_X25519/HKDF_SHA256/AES_256_GCM",
     "X25519": "X25519/HKDF_SHA256/AES_256_GCM",

@@ -1,8 +1,8 @@
-"""Typed audit events of the relay (SPEC §7.1): one msgspec tagged union, tagged by ``event``.
+"""Typed audit events (SPEC §7.1 and its 1.1 additions): one msgspec tagged union, tagged by ``event``.
 
-The relay's decisions (:mod:`gateway.core.relay`) name what goes into the audit log with these types
-instead of dict literals, so that a misspelt field or a missing one is a type error, not an entry that
-an auditor cannot query. :func:`as_entry` turns one into the mapping the audit log stores (fields left
+Everything that goes into a node's audit log is one of these types instead of a dict literal, so that a
+misspelt field or a missing one is a type error, not an entry that an auditor cannot query; the set of
+event names the log accepts (:data:`EVENTS`) is the set of tags. :func:`as_entry` turns one into the mapping the audit log stores (fields left
 at their default ``None`` are left out; ``from``/``to``/``for`` keep their wire names).
 """
 
@@ -102,8 +102,88 @@ class OperatorAction(Event, frozen=True, kw_only=True, tag="operator.action"):
     reason: str | None = None
 
 
+class AuthDenied(Event, frozen=True, kw_only=True, tag="auth.denied"):
+    """A request refused before it reached the relay (peer or local listener)."""
+
+    listener: str
+    detail: str
+    remote: str
+    code: str | None = None
+    path: str | None = None
+
+
+class ManifestApplied(Event, frozen=True, kw_only=True, tag="manifest.applied"):
+    version: int
+    source: str
+
+
+class KeyRotated(Event, frozen=True, kw_only=True, tag="key.rotated"):
+    """The keys of one use this node holds changed (newest first in ``keys``)."""
+
+    use: str
+    kid: str
+    keys: list[str]
+    previous: list[str]
+    reason: str
+
+
+class PayloadPurged(Event, frozen=True, kw_only=True, tag="payload.purged"):
+    """Content (a body, a blob, a ciphertext) removed after its retention; digests stay."""
+
+    jti: str
+    what: str
+    sha256: str | None = None
+
+
+class NodeStarted(Event, frozen=True, kw_only=True, tag="node.started"):
+    manifest_version: int
+    endpoint: str
+
+
+class NodeStopped(Event, frozen=True, kw_only=True, tag="node.stopped"):
+    pass
+
+
+class WitnessForkDetected(Event, frozen=True, kw_only=True, tag="witness.fork_detected"):
+    origin: str
+    kind: str
+    size: int
+    root: str
+    old_size: int | None = None
+
+
+class LocalRejected(Event, frozen=True, kw_only=True, tag="local.rejected"):
+    """A file of the national system's drop folder refused before it became a message."""
+
+    file: str
+    code: str
+    detail: str
+
+
+class NodeTaskFailed(Event, frozen=True, kw_only=True, tag="node.task_failed"):
+    """A supervised loop of the node failed and was restarted (issue #11)."""
+
+    task: str
+    detail: str
+
+
+class StoreCheckFailed(Event, frozen=True, kw_only=True, tag="store.check_failed"):
+    """The start-up store check failed and an operator started the node anyway (``reason``)."""
+
+    detail: str
+    problems: int
+    entries: int
+    signed_size: int
+    reason: str
+
+
 AuditEvent = (EnvelopeAccepted | EnvelopeRejected | EnvelopeDuplicate | EnvelopeForwarded | EnvelopeExpired
-              | EnvelopeDeadLettered | EnvelopeDelivered | ReceiptReceived | ReceiptOverdue | OperatorAction)
+              | EnvelopeDeadLettered | EnvelopeDelivered | ReceiptReceived | ReceiptOverdue | OperatorAction | AuthDenied
+              | ManifestApplied | KeyRotated | PayloadPurged | NodeStarted | NodeStopped | WitnessForkDetected
+              | LocalRejected | NodeTaskFailed | StoreCheckFailed)
+
+# the event names an audit log accepts: the tags of the union
+EVENTS: frozenset[str] = frozenset(str(t.__struct_config__.tag) for t in AuditEvent.__args__)
 
 
 def as_entry(event: Event) -> dict[str, Any]:

@@ -13,22 +13,15 @@ from typing import Any, Literal
 import msgspec
 
 from gateway.core import strictjson
+from gateway.core.codes import NODE_ID, Classification
 from gateway.core.errors import TrazaError
 from gateway.core.timeutil import parse_rfc3339
 
 NodeKind = Literal["national", "hub", "service"]
 KeyUse = Literal["sig", "enc", "audit", "tls"]
-Classification = Literal["UNCLASSIFIED", "BASIC_PROTECTION_LEVEL", "RESTREINT_UE", "CONFIDENTIEL_UE"]
-CLASSIFICATION_ORDER: dict[str, int] = {
-    "UNCLASSIFIED": 0,
-    "BASIC_PROTECTION_LEVEL": 1,
-    "RESTREINT_UE": 2,
-    "CONFIDENTIEL_UE": 3,
-}
 SigAlg = Literal["EdDSA", "ES256"]
 Kem = Literal["MLKEM768_X25519", "X25519"]
 
-NODE_ID = re.compile(r"^[a-z][a-z0-9-]{1,31}$")
 KID = re.compile(r"^(?:[a-z][a-z0-9-]{1,31}/(?:sig|enc|audit|tls)|auth/[a-z][a-z0-9-]{0,31})/[1-9][0-9]*$")
 
 

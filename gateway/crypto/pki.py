@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
-from gateway.core.manifest import NODE_ID
+from gateway.core.codes import NODE_ID
 from gateway.crypto.tls import (
     LOCAL_NAME,
     LOCAL_ROLES,

@@ -30,7 +30,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID
 
-from gateway.core.manifest import NODE_ID, Federation
+from gateway.core.codes import NODE_ID
+from gateway.core.manifest import Federation
 
 NODE_URI_PREFIX = "urn:traza:node:"
 LOCAL_URI_PREFIX = "urn:traza:local:"

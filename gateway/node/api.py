@@ -18,7 +18,9 @@ from gateway.audit.bundle import NotCovered
 from gateway.audit.db import AuditError
 from gateway.audit.tree import log_size
 from gateway.core import strictjson
+from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
 from gateway.core.errors import Code, TrazaError
+from gateway.core.events import AuthDenied
 from gateway.core.relay import DeadLetterAction, InboxAcked
 from gateway.core.timeutil import rfc3339_seconds
 from gateway.node.expiry import expiries
@@ -75,7 +77,7 @@ class ApiMixin(_NodeState):
         body = msgspec.json.encode(tr.body)
         return await self.submit(
             mt=tr.mt, to=to, body=body, system=system, hc=env.get("handling") or "H0",
-            cls=env.get("classification") or "BASIC_PROTECTION_LEVEL", pur=env.get("purpose") or "INVESTIGATION",
+            cls=env.get("classification") or DEFAULT_CLASSIFICATION, pur=env.get("purpose") or DEFAULT_PURPOSE,
             irt=env.get("reply_to"), ttl=env.get("ttl_seconds"), attachments=attachments or None)
 
     async def local_inbox(self, after: int, limit: int) -> dict[str, Any]:
@@ -159,8 +161,7 @@ class ApiMixin(_NodeState):
             raise Problem(404, "not_found", f"no evidence bundle for message {jti!r} on this node: {exc}") from None
 
     def local_denied(self, path: str, remote: str, reason: str) -> None:
-        self.audit_event_bg({"event": "auth.denied", "listener": "local", "path": path, "remote": remote,
-                             "detail": reason})
+        self.audit_event_bg(AuthDenied(listener="local", path=path, remote=remote, detail=reason))
         self.metrics.auth_denied.labels("local").inc()
         self.log.warning("auth.denied", listener="local", path=path, detail=reason)
 

@@ -36,6 +36,7 @@ from gateway.crypto.chunks import (
     seal_content_key,
 )
 from gateway.node.state import _NodeState
+from gateway.store import relay as st
 from gateway.store.blobs import BadBlobName, BlobError, BlobStore, BlobTooLarge
 from gateway.transport.peer import BlobRefused, PeerUnavailable
 
@@ -192,22 +193,23 @@ class BlobsMixin(_NodeState):
             raise TrazaError(Code.SCHEMA_INVALID, f"attachment {att.name}: digest or length differs from the adapter's")
         return {"sha256": sha, "len": n, "ct": att.media_type, "name": att.name}
 
-    def _push_blobs(self, peer: str, rows: list[Any]) -> tuple[list[Any], list[Any], list[asyncio.Task[int]], str | None, int,
-                                                           list[tuple[Any, str]]]:
+    def _push_blobs(self, peer: str, rows: list[st.OutboxRow]) -> tuple[
+            list[st.OutboxRow], list[st.OutboxRow], list[asyncio.Task[int]], str | None, int,
+            list[tuple[st.OutboxRow, str]]]:
         """Before envelopes go to ``peer``, it must hold every blob they name. Uploads run as their own
         tasks (one at a time per peer), so envelopes without blobs are not held up behind a large file.
         Returns (rows ready to send, rows whose upload failed, uploads in progress, last error, bytes of
         the blobs the ready rows name, rows with a blob the peer refuses for good and why)."""
-        ready: list[Any] = []
-        blocked: list[Any] = []
-        refused: list[tuple[Any, str]] = []
+        ready: list[st.OutboxRow] = []
+        blocked: list[st.OutboxRow] = []
+        refused: list[tuple[st.OutboxRow, str]] = []
         refusals: dict[str, str] = {}  # sha -> why the peer refuses it for good
         pending: dict[str, asyncio.Task[int]] = {}
         error: str | None = None
         outcome: dict[str, bool | None] = {}  # True complete at the peer, False failed, None uploading
         ready_bytes = 0
         for row in rows:
-            refs = _blob_refs(bytes(row[3]))
+            refs = _blob_refs(row.envelope)
             for ref in refs:
                 if ref.sha256 in outcome:
                     continue

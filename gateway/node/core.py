@@ -32,6 +32,7 @@ from gateway.core.envelope import (
     Limits,
 )
 from gateway.core.errors import Code, TrazaError
+from gateway.core.events import AuthDenied, Event, ManifestApplied, NodeStarted, NodeStopped
 from gateway.core.manifest import Federation
 from gateway.core.ratelimit import LogBudget
 from gateway.core.relay import Config as RelayConfig
@@ -179,7 +180,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         if not self.store_report.ok:
             incident = self.store_report.incident(accept_damaged_store or "")
             self.db.write_sync(lambda c: self.audit.stage(c, [incident], self.clock()))
-            self.log.warning("store.check_failed", detail=incident["detail"], reason=incident["reason"])
+            self.log.warning("store.check_failed", detail=incident.detail, reason=incident.reason)
         self.adapter = get_adapter(cfg.adapter.name)
         # blobs as they travel (ciphertext when encrypted) and plaintext blobs of the national system
         # max_blob limits the plaintext (SPEC §11): a blob travels as its TZB1 ciphertext, a little larger
@@ -230,7 +231,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
             return False
         if not initial:
             self._save_trust()
-            self.audit_event_bg({"event": "manifest.applied", "version": self.trust.version, "source": source})
+            self.audit_event_bg(ManifestApplied(version=self.trust.version, source=source))
             self.log.info("manifest.applied", version=self.trust.version, source=source)
             self.reload_keys(f"manifest v{self.trust.version}")  # new keys of this node, without a restart
         return True
@@ -300,7 +301,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
                           self.cfg.listen.local, local_ctx)
         await self._serve("ops", ops_app(self), self.cfg.listen.ops, None)
         self.queue_depth = await self.db.read(st.queue_total)
-        self.audit_event_bg({"event": "node.started", "manifest_version": fed.version, "endpoint": me.endpoint})
+        self.audit_event_bg(NodeStarted(manifest_version=fed.version, endpoint=me.endpoint))
         for p in await self.db.read(st.outbox_peers):
             self._wake(p)
         self.tasks.append(self._supervise("checkpoints", self._checkpoint_loop))
@@ -319,8 +320,8 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
             add(app)
 
     def _denied(self, request: web.Request, err: TrazaError) -> None:
-        self.audit_event_bg({"event": "auth.denied", "listener": "peer", "code": err.code.value,
-                             "detail": err.detail, "remote": request.remote or ""})
+        self.audit_event_bg(AuthDenied(listener="peer", code=err.code.value, detail=err.detail,
+                                       remote=request.remote or ""))
         self.metrics.auth_denied.labels("peer").inc()
         self.log.warning("auth.denied", listener="peer", code=err.code.value, detail=err.detail)
 
@@ -370,7 +371,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
             listener.abort_all()
         for cl in self.clients.values():
             await cl.close()
-        pending = [*self.audit_backlog, (self.clock(), {"event": "node.stopped"})]
+        pending: list[tuple[float, Event]] = [*self.audit_backlog, (self.clock(), NodeStopped())]
         try:
             await self.db.write(partial(self._stage_backlog, items=pending))
         except Exception as exc:

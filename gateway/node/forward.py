@@ -20,6 +20,7 @@ from gateway.core.envelope import (
     verify_ack,
 )
 from gateway.core.errors import TrazaError
+from gateway.core.events import ReceiptOverdue
 from gateway.core.relay import (
     BlobsRefused,
     PeerAnswered,
@@ -86,8 +87,8 @@ class ForwardMixin(_NodeState):
             if not breaker.allow(now):
                 await asyncio.sleep(0.2)
                 continue
-            expired = [r for r in rows if r[4] <= now]
-            live = [r for r in rows if r[4] > now]
+            expired = [r for r in rows if r.exp <= now]
+            live = [r for r in rows if r.exp > now]
             # (the error messages a dead letter sends back wake their own queue once committed)
             if expired:
                 await self._decide(partial(self.relay.expired, QueueExpired(peer, _rows(expired)), now=now), now)
@@ -115,7 +116,7 @@ class ForwardMixin(_NodeState):
             try:
                 # a recipient decrypts the blobs before it acks: allow for that (at 16 MiB/s, beyond the usual 30 s)
                 results = await self._client(peer).send_batch(
-                    [bytes(r[3]) for r in live], timeout=30.0 + blob_bytes / (16 * 1024 * 1024) if blob_bytes else None)
+                    [r.envelope for r in live], timeout=30.0 + blob_bytes / (16 * 1024 * 1024) if blob_bytes else None)
             except PeerUnavailable as exc:
                 breaker.failure(self.clock(), rand=random.random())
                 self.metrics.peer_up.labels(peer).set(0)
@@ -134,18 +135,19 @@ class ForwardMixin(_NodeState):
             answered = self._check_answers(peer, live, results, t)
             await self._decide(partial(self.relay.answered, answered, now=t), t)
 
-    async def _retry_later(self, peer: str, rows: list[Any], error: str, retry_after: float | None) -> None:
+    async def _retry_later(self, peer: str, rows: list[st.OutboxRow], error: str, retry_after: float | None) -> None:
         """Per-message back-off with jitter (gateway.core.relay.Relay.unreachable)."""
         now = self.clock()
         event = PeerUnreachable(peer=peer, rows=_rows(rows), error=error, retry_after=retry_after,
                                 rand=[random.random() for _ in rows])
         await self._decide(lambda _view: self.relay.unreachable(event, now), now)
 
-    def _check_answers(self, peer: str, rows: list[Any], results: list[Result], now: float) -> PeerAnswered:
+    def _check_answers(self, peer: str, rows: list[st.OutboxRow], results: list[Result], now: float) -> PeerAnswered:
         """The peer's answers, each ack verified (signed by ``peer``, to us, for that envelope's token)."""
         by_jti = {r.jti: r for r in results}
         checked = []
-        for _seq, jti, _attempts, env_bytes, _exp in rows:
+        for row in rows:
+            jti = row.jti
             res = by_jti.get(jti)
             if res is None:
                 continue
@@ -153,7 +155,7 @@ class ForwardMixin(_NodeState):
             if res.status in ("accepted", "duplicate") and res.ack:
                 try:
                     idx = verify_ack(res.ack, fed=self.fed, expected_iss=peer, expected_aud=self.id, jti=jti,
-                                     token=decode_envelope(bytes(env_bytes)).token, now=now,
+                                     token=decode_envelope(row.envelope).token, now=now,
                                      key_verifier=verifier_for).idx
                 except TrazaError as err:
                     error = err.detail
@@ -181,9 +183,9 @@ class ForwardMixin(_NodeState):
             late = st.mark_overdue(conn, origin=self.id, forwarded_before=now - timeout, now=now,
                                    no_receipt=NO_REPLY_TYPES)
             for m in late:
-                self.audit.stage(conn, [{"event": "receipt.overdue", "jti": m.jti, "mt": m.mt, "iss": m.iss,
-                                         "aud": m.aud, "dig": m.dig, "to": m.next_hop,
-                                         "forwarded_at": _rfc3339(m.updated_at), "after_s": int(timeout)}], now)
+                self.audit.stage(conn, [ReceiptOverdue(jti=m.jti, mt=m.mt, iss=m.iss, aud=m.aud, dig=m.dig,
+                                                       to=m.next_hop, forwarded_at=_rfc3339(m.updated_at),
+                                                       after_s=int(timeout))], now)
                 st.add_timeline(conn, m.jti, "overdue", now, node=self.id,
                                 detail=f"no receipt {int(now - m.updated_at)} s after it was forwarded")
             return [m.jti for m in late]
@@ -209,12 +211,11 @@ class ForwardMixin(_NodeState):
             self._wake(p)
 
 
-def _row(r: Any, *, blobs: bool = False) -> Row:
-    """An outbox row (seq, jti, attempts, envelope, exp) as the relay's rules see it."""
-    _seq, jti, attempts, env_bytes, exp = r
-    shas = tuple(ref.sha256 for ref in _blob_refs(bytes(env_bytes))) if blobs else ()
-    return Row(jti=jti, attempts=attempts, exp=exp, blobs=shas)
+def _row(r: st.OutboxRow, *, blobs: bool = False) -> Row:
+    """An outbox row as the relay's rules see it."""
+    shas = tuple(ref.sha256 for ref in _blob_refs(r.envelope)) if blobs else ()
+    return Row(jti=r.jti, attempts=r.attempts, exp=r.exp, blobs=shas)
 
 
-def _rows(rows: list[Any]) -> list[Row]:
+def _rows(rows: list[st.OutboxRow]) -> list[Row]:
     return [_row(r) for r in rows]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.core.events import KeyRotated
 from gateway.core.manifest import Federation, KeyUse, NodeKey, key_number
 from gateway.crypto.hpke import EncKey
 from gateway.crypto.keys import Ed25519Key, SigningKey
@@ -196,6 +197,7 @@ class KeysMixin(_NodeState):
         diff = changes(self.keyring, ring)
         self._use_keyring(ring)
         for c in diff:
-            self.audit_event_bg({"event": "key.rotated", **c, "reason": reason})
+            self.audit_event_bg(KeyRotated(use=c["use"], kid=c["kid"], keys=c["keys"], previous=c["previous"],
+                                           reason=reason))
             self.log.info("key.rotated", reason=reason, **c)
         return diff

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
 from gateway.core.envelope import (
     BlobRef,
     Envelope,
@@ -22,6 +23,7 @@ from gateway.core.envelope import (
     verify_envelope,
 )
 from gateway.core.errors import Code, TrazaError
+from gateway.core.events import EnvelopeAccepted
 from gateway.core.ids import uuid7
 from gateway.core.messages import MESSAGE_TYPES, decode_body
 from gateway.core.policy import ANSWER_TYPES
@@ -36,7 +38,7 @@ class OriginMixin(_NodeState):
     # --- originating (local API) ---------------------------------------------------------------------
 
     async def submit(self, *, mt: str, to: str, body: bytes, system: str, hc: str = "H0",
-                     cls: str = "BASIC_PROTECTION_LEVEL", pur: str = "INVESTIGATION", irt: str | None = None,
+                     cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
                      ttl: int | None = None, cid: str | None = None,
                      attachments: list[dict[str, Any]] | None = None) -> str:
         """Build, sign (and encrypt when the route crosses a hub) a message from this node. Raises
@@ -74,7 +76,7 @@ class OriginMixin(_NodeState):
         return v.claims.jti
 
     def _build(self, *, mt: str, to: str, body: bytes, now: float, ttl: int, hc: str = "H0",
-               cls: str = "BASIC_PROTECTION_LEVEL", pur: str = "INVESTIGATION", irt: str | None = None,
+               cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
                cid: str | None = None, jti: str | None = None, blobs: list[BlobRef] | None = None) -> Envelope:
         jti = jti or uuid7(now, os.urandom(10))
         kw = self._seal_kw(mt, to, now)
@@ -105,8 +107,9 @@ class OriginMixin(_NodeState):
         for b in c.blobs or []:
             self.blobs.note_expiry(b.sha256, c.exp)
         data = encode_envelope(v.envelope)
-        (idx,) = self.audit.stage(conn, [{"event": "envelope.accepted", **self._msg_fields(v), "from": source,
-                                         "to": v.next_hop}], now)
+        assert v.next_hop is not None
+        (idx,) = self.audit.stage(conn, [EnvelopeAccepted(jti=c.jti, mt=c.mt, iss=c.iss, aud=c.aud, dig=v.dig,
+                                                          from_=source, to=v.next_hop)], now)
         self.audit.stage_evidence(conn, c.jti, envelope={"token": v.envelope.token, "hops": []},
                                   keys=self._signing_keys(self.id))
         st.insert_message(conn, st.StoredMessage(

@@ -18,7 +18,7 @@ from gateway.core import strictjson
 from gateway.core.b64 import b64url_decode
 from gateway.core.envelope import Verified, verify_envelope
 from gateway.core.errors import Code, TrazaError
-from gateway.core.events import EnvelopeRejected, as_entry
+from gateway.core.events import EnvelopeRejected
 from gateway.core.messages import MESSAGE_TYPES, decode_body
 from gateway.core.policy import ANSWER_TYPES, Answer
 from gateway.core.relay import Arrived, Received, Refused
@@ -113,7 +113,7 @@ class ReceiveMixin(_NodeState):
         answer, and nothing else kept (SPEC §4.1, §11)."""
         now = self.clock()
         event = EnvelopeRejected(from_=peer, to=self.id, code=err.code.value, detail=err.detail, envelopes=envelopes)
-        await self.db.write(lambda conn: self.audit.stage(conn, [as_entry(event)], now))
+        await self.db.write(lambda conn: self.audit.stage(conn, [event], now))
         self.metrics.received.labels("batch", peer, "rejected").inc()
         self.log.warning("batch.rejected", peer=peer, code=err.code.value, envelopes=envelopes)
 

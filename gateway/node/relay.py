@@ -17,7 +17,7 @@ from typing import Any
 from gateway.audit.facade import NodeAudit
 from gateway.core import relay
 from gateway.core.envelope import Verified, append_hop, encode_envelope, make_ack
-from gateway.core.events import EnvelopeAccepted, as_entry
+from gateway.core.events import EnvelopeAccepted
 from gateway.core.manifest import Federation
 from gateway.crypto.keys import SigningKey
 from gateway.store import relay as st
@@ -73,7 +73,7 @@ class Applier:
                 case relay.Wake() | relay.WakeInbox() | relay.Count() | relay.ForgetBlobAt():
                     effects.append(cmd)
                 case relay.Audit(event=event):
-                    self.audit.stage(conn, [as_entry(event)], now)
+                    self.audit.stage(conn, [event], now)
                 case relay.StoreReceived():
                     v = batch[cmd.index]
                     assert v is not None and peer is not None
@@ -114,8 +114,8 @@ class Applier:
         if cmd.next_hop is not None:
             env = append_hop(env, signer=signer, here=self.here, jti=c.jti, came_from=peer, to=cmd.next_hop,
                              received_at=now)
-        (idx,) = self.audit.stage(conn, [as_entry(EnvelopeAccepted(jti=c.jti, mt=c.mt, iss=c.iss, aud=c.aud, dig=v.dig,
-                                                                   from_=peer, to=cmd.next_hop or self.here))], now)
+        (idx,) = self.audit.stage(conn, [EnvelopeAccepted(jti=c.jti, mt=c.mt, iss=c.iss, aud=c.aud, dig=v.dig,
+                                                          from_=peer, to=cmd.next_hop or self.here)], now)
         ack = make_ack(signer, here=self.here, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now)
         self.audit.stage_evidence(conn, c.jti, envelope={"token": env.token, "hops": list(env.hops)}, ack=ack,
                                   keys=self.evidence_keys(c.iss, *(h.iss for h in v.hops), self.here))

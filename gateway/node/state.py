@@ -24,12 +24,14 @@ from adapters.base import Adapter, Attachment
 from gateway.audit import facade as audit_facade
 from gateway.config import Config
 from gateway.core import relay as core_relay
+from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
 from gateway.core.envelope import (
     BlobRef,
     Limits,
     Verified,
 )
 from gateway.core.errors import Fault, TrazaError
+from gateway.core.events import Event, NodeTaskFailed
 from gateway.core.manifest import Federation
 from gateway.core.retry import CircuitBreaker
 from gateway.crypto.hpke import EncKey
@@ -82,7 +84,7 @@ class _NodeState:
     runners: list[web.AppRunner]
     inbox_event: asyncio.Event
     queue_depth: int
-    audit_backlog: collections.deque[tuple[float, dict[str, Any]]]
+    audit_backlog: collections.deque[tuple[float, Event]]
     _disk_checked: float
     _disk_ok: bool
     stopping: asyncio.Event
@@ -116,7 +118,7 @@ class _NodeState:
                 out.append({"kid": ref.key.kid, "alg": ref.key.alg, "jwk": ref.key.jwk})
         return out
 
-    def audit_event_bg(self, event: dict[str, Any]) -> None:
+    def audit_event_bg(self, event: Event) -> None:
         """Append an audit entry from outside a write (group-committed; the caller does not wait). If the
         write fails the event is kept in ``audit_backlog`` and written by the supervised flush loop once
         the store takes writes again: a node event is never dropped silently (issue #11, F5)."""
@@ -126,13 +128,13 @@ class _NodeState:
             exc = fut.exception()
             if exc is not None:
                 self.audit_backlog.append((at, event))
-                self.log.error("audit.write_failed", audit_event=event.get("event"), error=str(exc)[:300],
+                self.log.error("audit.write_failed", audit_event=event.__struct_config__.tag, error=str(exc)[:300],
                                backlog=len(self.audit_backlog))
 
         try:
             self.db.submit(lambda conn: self.audit.stage(conn, [event], at)).add_done_callback(done)
         except RuntimeError:  # the database is closed (the node is stopping): say so, do not lose it silently
-            self.log.error("audit.write_failed", audit_event=event.get("event"), error="database closed")
+            self.log.error("audit.write_failed", audit_event=event.__struct_config__.tag, error="database closed")
 
     async def _audit_backlog_loop(self) -> None:
         """Write the node events whose first write failed, oldest first, every second."""
@@ -151,7 +153,7 @@ class _NodeState:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
 
-    def _stage_backlog(self, conn: sqlite3.Connection, items: list[tuple[float, dict[str, Any]]]) -> None:
+    def _stage_backlog(self, conn: sqlite3.Connection, items: list[tuple[float, Event]]) -> None:
         for at, event in items:
             self.audit.stage(conn, [event], at)
 
@@ -215,8 +217,7 @@ class _NodeState:
     def _task_crashed(self, name: str, exc: BaseException) -> None:
         self.metrics.task_restarts.labels(name).inc()
         self.count("task_restarts")
-        self.audit_event_bg({"event": "node.task_failed", "task": name,
-                             "detail": f"{type(exc).__name__}: {exc}"[:500]})
+        self.audit_event_bg(NodeTaskFailed(task=name, detail=f"{type(exc).__name__}: {exc}"[:500]))
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -237,11 +238,12 @@ class _NodeState:
 
         def _import_attachment(self, att: Attachment) -> dict[str, Any]: ...
 
-        def _push_blobs(self, peer: str, rows: list[Any]) -> tuple[list[Any], list[Any], list[asyncio.Task[int]], str | None, int,
-                                                                   list[tuple[Any, str]]]: ...
+        def _push_blobs(self, peer: str, rows: list[st.OutboxRow]) -> tuple[
+                list[st.OutboxRow], list[st.OutboxRow], list[asyncio.Task[int]], str | None, int,
+                list[tuple[st.OutboxRow, str]]]: ...
 
         async def submit(self, *, mt: str, to: str, body: bytes, system: str, hc: str = "H0",
-                         cls: str = "BASIC_PROTECTION_LEVEL", pur: str = "INVESTIGATION", irt: str | None = None,
+                         cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
                          ttl: int | None = None, cid: str | None = None,
                          attachments: list[dict[str, Any]] | None = None) -> str: ...
 

@@ -147,28 +147,38 @@ def timeline(conn: sqlite3.Connection, jti: str) -> list[dict[str, Any]]:
 # --- outbox --------------------------------------------------------------------------------------------
 
 
+class OutboxRow(msgspec.Struct, frozen=True):
+    """A message waiting in the outbox for a peer: queue position, id, tries so far, the envelope as it
+    travels, its signed expiry."""
+
+    seq: int
+    jti: str
+    attempts: int
+    envelope: bytes
+    exp: int
+
+
+_DUE = ("SELECT o.seq, o.jti, o.attempts, m.envelope, m.exp FROM outbox o JOIN messages m ON m.jti=o.jti "
+        "WHERE o.peer=? ")
+
+
 def enqueue(conn: sqlite3.Connection, jti: str, peer: str, now: float) -> None:
     conn.execute("INSERT INTO outbox(jti, peer, next_at) VALUES (?,?,?)", (jti, peer, now))
 
 
-def due(conn: sqlite3.Connection, peer: str, now: float, limit: int) -> list[tuple[int, str, int, bytes, int]]:
-    """Oldest-first outbox rows for ``peer`` that are due: (seq, jti, attempts, envelope, exp)."""
-    return conn.execute(
-        "SELECT o.seq, o.jti, o.attempts, m.envelope, m.exp FROM outbox o JOIN messages m ON m.jti=o.jti "
-        "WHERE o.peer=? AND o.next_at<=? ORDER BY o.seq LIMIT ?",
-        (peer, now, limit),
-    ).fetchall()
+def due(conn: sqlite3.Connection, peer: str, now: float, limit: int) -> list[OutboxRow]:
+    """Oldest-first outbox rows for ``peer`` that are due."""
+    rows = conn.execute(_DUE + "AND o.next_at<=? ORDER BY o.seq LIMIT ?", (peer, now, limit)).fetchall()
+    return [OutboxRow(s, j, a, bytes(e), x) for s, j, a, e, x in rows]
 
 
-def due_fifo(conn: sqlite3.Connection, peer: str, now: float, limit: int) -> list[tuple[int, str, int, bytes, int]]:
+def due_fifo(conn: sqlite3.Connection, peer: str, now: float, limit: int) -> list[OutboxRow]:
     """If any outbox row for ``peer`` is due at ``now``, the oldest ``limit`` rows for ``peer`` whether due
     or not (the queue to a peer is FIFO: after an outage, rows retried on jittered schedules still go in
     the order they were queued); else ``[]``. Rows as :func:`due`. One statement, one snapshot."""
-    return conn.execute(
-        "SELECT o.seq, o.jti, o.attempts, m.envelope, m.exp FROM outbox o JOIN messages m ON m.jti=o.jti "
-        "WHERE o.peer=? AND EXISTS (SELECT 1 FROM outbox d WHERE d.peer=? AND d.next_at<=?) ORDER BY o.seq LIMIT ?",
-        (peer, peer, now, limit),
-    ).fetchall()
+    rows = conn.execute(_DUE + "AND EXISTS (SELECT 1 FROM outbox d WHERE d.peer=? AND d.next_at<=?) "  # noqa: S608 - fixed text
+                        "ORDER BY o.seq LIMIT ?", (peer, peer, now, limit)).fetchall()
+    return [OutboxRow(s, j, a, bytes(e), x) for s, j, a, e, x in rows]
 
 
 def next_due_at(conn: sqlite3.Connection, peer: str) -> float | None:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -33,6 +33,7 @@ import structlog
 from adapters.base import Adapter, AdapterError, media_type
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.core.errors import Code, TrazaError
+from gateway.core.events import Event, LocalRejected
 from gateway.core.retry import backoff
 from gateway.core.timeutil import rfc3339
 from gateway.store import relay as st
@@ -41,7 +42,7 @@ from gateway.store.db import Database
 if TYPE_CHECKING:
     from gateway.config import Config
 
-REJECTED_EVENT = "local.rejected"
+REJECTED_EVENT = str(LocalRejected.__struct_config__.tag)
 # statuses that say "later", not "this message is wrong"
 _TRANSIENT_4XX = (408, 429)
 _BATCH = 100
@@ -82,7 +83,7 @@ class DeliveryNode(Protocol):
 
     async def local_submit(self, content_type: str, data: bytes, system: str) -> str: ...
 
-    def audit_event_bg(self, event: dict[str, Any]) -> None: ...
+    def audit_event_bg(self, event: Event) -> None: ...
 
 
 def make_delivery(node: DeliveryNode, cfg: Config) -> Delivery | None:
@@ -539,9 +540,8 @@ class DropDelivery:
         os.replace(work, self.rejected / name)
         _fsync_dir(self.rejected)
         _fsync_dir(self.submitting)
-        event = {"event": REJECTED_EVENT, "file": work.name, "code": code,
-                 "detail": (f"{field}: {reason}" if field else reason)[:2000]}
-        self.node.audit_event_bg(event)
+        self.node.audit_event_bg(LocalRejected(file=work.name, code=code,
+                                               detail=(f"{field}: {reason}" if field else reason)[:2000]))
         log.error("drop.rejected", node=self.node.id, file=work.name, code=code, field=field, reason=reason[:500],
                   moved_to=str(self.rejected / name))
 

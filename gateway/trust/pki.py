@@ -40,10 +40,9 @@ from typing import Any
 import msgspec
 
 from gateway.core.canonical import canonical_bytes
+from gateway.core.codes import CLASSIFICATION_ORDER, NODE_ID
 from gateway.core.manifest import (
-    CLASSIFICATION_ORDER,
     KID,
-    NODE_ID,
     Federation,
     Manifest,
     ManifestError,

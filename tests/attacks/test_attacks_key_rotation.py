@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from kit.federation import KNOWN_TYPES, NOW
 
+from gateway.core import events as ev
 from gateway.core.envelope import Envelope, build_envelope, encode_envelope, verify_envelope
 from gateway.core.errors import Code, TrazaError
 from gateway.core.manifest import Federation, decode_manifest
@@ -105,7 +106,7 @@ async def _witnessed(tmp_path, keys, now):
     try:
         a_es = NodeAudit(dbs["es"], node="es", federation=fed.name, key=signing)
         a_mx = NodeAudit(dbs["mx"], node="mx", federation=fed.name, key=tf.audit["mx"])
-        await dbs["es"].write(lambda c: a_es.stage(c, [{"event": "node.started"}], now))
+        await dbs["es"].write(lambda c: a_es.stage(c, [ev.NodeStarted(manifest_version=1, endpoint="https://127.0.0.1:1")], now))
         assert await a_es.publish(now) is not None
         _, body = await a_es.witness_request("mx")
         status, _, answer = await a_mx.witness_add("es", body, fed, now)

@@ -12,11 +12,14 @@ from gateway.audit.bundle import verify_bundle
 from gateway.audit.facade import NodeAudit
 from gateway.audit.log import decode_entry
 from gateway.cli.main import main
+from gateway.core import events as ev
 from gateway.core.b64 import b64_decode
 from gateway.core.envelope import make_ack, token_digest
 from gateway.core.jws import parse_compact
 from gateway.core.merkle import leaf_hash, verify_inclusion
 from gateway.store.db import Database
+
+STARTED = ev.NodeStarted(manifest_version=1, endpoint="https://127.0.0.1:1")
 
 
 def _msg(v_jti: str, token: str) -> dict:
@@ -35,7 +38,7 @@ async def test_node_audit_end_to_end(tmp_path):
     # the relay: store + audit entry + evidence in one write (one transaction, one fsync)
     def accept(conn):
         (idx,) = es.stage(
-            conn, [{"event": "envelope.accepted", **_msg(jti, env.token), "from": "eu-hub", "to": "es"}], NOW
+            conn, [ev.EnvelopeAccepted(**_msg(jti, env.token), from_="eu-hub", to="es")], NOW
         )
         ack = make_ack(tf.signers["es"], here="es", peer="eu-hub", jti=jti, token=env.token, idx=idx, now=NOW)
         es.stage_evidence(
@@ -52,7 +55,7 @@ async def test_node_audit_end_to_end(tmp_path):
 
     idxs = await asyncio.gather(*(dbs["es"].write(accept) for _ in range(1)))
     await asyncio.gather(
-        *(dbs["es"].write(lambda c: es.stage(c, [{"event": "node.started"}], NOW)) for _ in range(20))
+        *(dbs["es"].write(lambda c: es.stage(c, [STARTED], NOW)) for _ in range(20))
     )
     assert idxs == [0]
     cp = await es.publish(NOW + 5)
@@ -89,7 +92,7 @@ async def test_node_audit_end_to_end(tmp_path):
     fork_db = Database(tmp_path / "fork" / "node.db")
     fork = NodeAudit(fork_db, node="es", federation=fed.name, key=tf.audit["es"])
     await asyncio.gather(
-        *(fork_db.write(lambda c: fork.stage(c, [{"event": "node.stopped"}], NOW)) for _ in range(30))
+        *(fork_db.write(lambda c: fork.stage(c, [ev.NodeStopped()], NOW)) for _ in range(30))
     )
     await fork.publish(NOW)
     _, fbody = await fork.witness_request("mx", old_size=21)

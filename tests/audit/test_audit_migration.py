@@ -18,6 +18,7 @@ from gateway.audit.db import SCHEMA_VERSION, AuditError, connect, connect_readon
 from gateway.audit.facade import NodeAudit
 from gateway.audit.log import stage_evidence
 from gateway.cli.main import main
+from gateway.core import events as ev
 from gateway.core.envelope import build_envelope, make_ack, token_digest
 from gateway.core.ids import uuid7
 from gateway.core.jws import parse_compact
@@ -211,14 +212,14 @@ async def test_node_opens_a_v1_database_and_its_bundles_still_verify(tmp_path, c
                                                                                 "payload": receipt.payload}}
 
     def accept(conn):
-        (idx,) = es.stage(conn, [{"event": "envelope.accepted", **fields, "from": "eu-hub", "to": "es"}], NOW)
+        (idx,) = es.stage(conn, [ev.EnvelopeAccepted(**fields, from_="eu-hub", to="es")], NOW)
         ack = make_ack(tf.signers["es"], here="es", peer="eu-hub", jti=jti, token=env.token, idx=idx, now=NOW)
         es.stage_evidence(conn, jti, ack=ack, keys=keys, **evidence)
-        es.stage(conn, [{"event": "envelope.delivered", **fields, "from": "es", "to": "system"}], NOW + 1)
+        es.stage(conn, [ev.EnvelopeDelivered(**fields, from_="es", to="system")], NOW + 1)
         return ack
 
     ack = await db.write(accept)
-    await db.write(lambda c: es.stage(c, [{"event": "node.started"}], NOW))
+    await db.write(lambda c: es.stage(c, [ev.NodeStarted(manifest_version=1, endpoint="https://127.0.0.1:1")], NOW))
     assert await es.publish(NOW + 5) is not None
     bundle_v2 = json.loads(await es.bundle(jti))
     db.close()

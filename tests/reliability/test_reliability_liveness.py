@@ -19,6 +19,7 @@ from kit.nodes import started
 from kit.waiting import eventually
 
 from gateway.config import Config, load_config
+from gateway.core.events import AuthDenied
 from gateway.core.retry import CircuitBreaker
 from gateway.crypto.tls import client_context
 from gateway.localfed import NodeSpec, build
@@ -250,8 +251,7 @@ async def test_node_event_whose_write_fails_is_kept_and_written_later(tmp_path: 
     async with started(built["hub"].config) as hub:
         fc = inject(hub)
         fc.fail(commit_of("INSERT INTO audit_entries"), sqlite_error(10, "disk I/O error"), times=1)
-        hub.audit_event_bg({"event": "auth.denied", "listener": "peer", "code": "peer_mismatch",
-                            "detail": "test", "remote": "127.0.0.1"})
+        hub.audit_event_bg(AuthDenied(listener="peer", code="peer_mismatch", detail="test", remote="127.0.0.1"))
         await eventually(lambda: _entries(hub, "auth.denied"), timeout=20.0)
         assert fc.raised == 1 and not hub.audit_backlog
 

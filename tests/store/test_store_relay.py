@@ -36,10 +36,10 @@ def test_due_fifo_gives_the_oldest_rows_of_a_peer_once_any_is_due(db):
                              st.reschedule(c, "c", 103.0, "down")))
     assert db.read_sync(lambda c: st.due_fifo(c, "latam-hub", 102.0, 10)) == []
     rows = db.read_sync(lambda c: st.due_fifo(c, "latam-hub", 103.0, 10))
-    assert [r[1] for r in rows] == ["a", "b", "c"]  # queue order, not retry order
-    assert [r[1] for r in db.read_sync(lambda c: st.due(c, "latam-hub", 103.0, 10))] == ["c"]
-    assert [r[1] for r in db.read_sync(lambda c: st.due_fifo(c, "latam-hub", 300.0, 2))] == ["a", "b"]
-    assert [r[1] for r in db.read_sync(lambda c: st.due_fifo(c, "eu-hub", 100.0, 10))] == ["x"]
+    assert [r.jti for r in rows] == ["a", "b", "c"]  # queue order, not retry order
+    assert [r.jti for r in db.read_sync(lambda c: st.due(c, "latam-hub", 103.0, 10))] == ["c"]
+    assert [r.jti for r in db.read_sync(lambda c: st.due_fifo(c, "latam-hub", 300.0, 2))] == ["a", "b"]
+    assert [r.jti for r in db.read_sync(lambda c: st.due_fifo(c, "eu-hub", 100.0, 10))] == ["x"]
 
 
 def test_outbox_peer_names_the_next_hop_until_dequeued(db):
