@@ -246,6 +246,14 @@ class Timeline(msgspec.Struct, frozen=True, kw_only=True):
     detail: str | None = None
 
 
+class DropTransit(msgspec.Struct, frozen=True):
+    """A relaying node's copy is no longer needed once the next hop acknowledged it (SPEC §11, 1.1): drop
+    the payload (and the blob ciphertext no other held message names); evidence keeps token, hops, acks."""
+
+    jti: str
+    blobs: tuple[str, ...] = ()
+
+
 class ToInbox(msgspec.Struct, frozen=True):
     index: int
     jti: str
@@ -296,7 +304,7 @@ class AnswerPeer(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Write = (StoreReceived | Enqueue | Dequeue | Reschedule | DeadLetter | TakeDeadLetter | SetState | Timeline
-         | ToInbox | TakeInbox | RecordAck | RecordReceipt | Reply | Audit | AnswerPeer)
+         | DropTransit | ToInbox | TakeInbox | RecordAck | RecordReceipt | Reply | Audit | AnswerPeer)
 
 # --- commands: effects, run after the commit ---------------------------------------------------------
 
@@ -316,6 +324,12 @@ class Count(msgspec.Struct, frozen=True, kw_only=True):
     labels: tuple[str, ...] = ()
 
 
+class PurgeBlob(msgspec.Struct, frozen=True):
+    """Delete blob ``sha`` of the travelling store: no message held here names it any more."""
+
+    sha: str
+
+
 class ForgetBlobAt(msgspec.Struct, frozen=True):
     """Our record that ``peer`` holds blob ``sha`` is stale (it said blob_missing)."""
 
@@ -323,7 +337,7 @@ class ForgetBlobAt(msgspec.Struct, frozen=True):
     sha: str
 
 
-Effect = Wake | WakeInbox | Count | ForgetBlobAt
+Effect = Wake | WakeInbox | Count | ForgetBlobAt | PurgeBlob
 Command = Write | Effect
 
 
@@ -435,11 +449,16 @@ class Relay:
                 if res.ack_error is not None or res.ack_idx is None:
                     out.append(Reschedule(row.jti, retry_at, f"invalid ack: {res.ack_error}"))
                     continue
+                transit = self.here not in (m.iss, m.aud)
                 out += [Dequeue(row.jti), Count(what="forwarded", labels=(m.mt, peer, res.status)),
                         RecordAck(row.jti, res.ack, peer),
                         Audit(ev.EnvelopeForwarded(jti=m.jti, mt=m.mt, iss=m.iss, aud=m.aud, dig=m.dig,
                                                    from_=self.here, to=peer, ack_idx=res.ack_idx)),
-                        SetState(jti=row.jti, state="forwarded", node=peer, detail=res.ack, only_from="queued")]
+                        # the origin's timeline shows the ack itself; a relay keeps it in the evidence only
+                        SetState(jti=row.jti, state="forwarded", node=peer, only_from="queued",
+                                 detail=f"acked by {peer} at its log index {res.ack_idx}" if transit else res.ack)]
+                if transit:  # a transit copy: the next hop holds it now (SPEC §11, 1.1)
+                    out.append(DropTransit(row.jti, row.blobs))
             elif res.status == "rejected" and res.code == Code.BLOB_MISSING.value:
                 # we uploaded its blobs, yet the peer lacks one (it lost it, or our record is stale): again
                 out += [ForgetBlobAt(peer, sha) for sha in row.blobs]
@@ -574,8 +593,8 @@ class Relay:
 
 
 def writes(commands: Sequence[Command]) -> list[Write]:
-    return [c for c in commands if not isinstance(c, Wake | WakeInbox | Count | ForgetBlobAt)]
+    return [c for c in commands if not isinstance(c, Wake | WakeInbox | Count | ForgetBlobAt | PurgeBlob)]
 
 
 def effects(commands: Sequence[Command]) -> list[Effect]:
-    return [c for c in commands if isinstance(c, Wake | WakeInbox | Count | ForgetBlobAt)]
+    return [c for c in commands if isinstance(c, Wake | WakeInbox | Count | ForgetBlobAt | PurgeBlob)]

@@ -198,8 +198,9 @@ class Demo:
         return jti
 
     def check_hubs(self) -> None:
-        """Look into the blob store (``data/<hub>/blobs/``) of every hub that relayed a file: it must hold
-        ``TZB1`` ciphertext and no slice of the plaintext (first 512 bytes, 256 from the middle, the last 256)."""
+        """Look into the blob store (``data/<hub>/blobs/``) of every hub that relayed a file: it holds ``TZB1``
+        ciphertext and no slice of the plaintext (first 512 bytes, 256 from the middle, the last 256), or
+        nothing at all once the next hop acknowledged the message (its transit copy dropped, SPEC §11)."""
         for b in self.blobs.values():
             if b.source is None or b.hubs is not None:
                 continue
@@ -216,15 +217,20 @@ class Demo:
                         cipher += fh.read(4) == b"TZB1"
                     if slices and _contains_any(f, slices):
                         raise DemoError(f"{hub}: {f} holds plaintext of {b.name} (message {b.jti} {b.frm} → {b.to})")
-                if not cipher:
-                    raise DemoError(f"{hub}: no TZB1 ciphertext in {folder} although it relayed {b.name} "
-                                    f"(message {b.jti})")
+                if cipher < len(files):
+                    raise DemoError(f"{hub}: {folder} holds a blob that is not TZB1 ciphertext although it relayed "
+                                    f"{b.name} (message {b.jti})")
                 local = self.fed.nodes[hub].data_dir / "local-blobs"
                 if local.is_dir() and (held := [f.name for f in local.iterdir() if f.is_file()]):
                     raise DemoError(f"{hub}: {local} holds plaintext blobs {held}; a hub decrypts nothing")
-                b.hubs[hub] = "ciphertext"
-                self.say(hub, f"relayed {b.name} as ciphertext: {cipher} TZB1 blob(s) in {folder.name}/, no slice of "
-                              f"the file in them, nothing in local-blobs/")
+                if cipher:
+                    b.hubs[hub] = "ciphertext"
+                    self.say(hub, f"relayed {b.name} as ciphertext: {cipher} TZB1 blob(s) in {folder.name}/, no slice "
+                                  f"of the file in them, nothing in local-blobs/")
+                else:
+                    b.hubs[hub] = "dropped"
+                    self.say(hub, f"relayed {b.name} as ciphertext and dropped it once the next hop had it: nothing "
+                                  f"in {folder.name}/ or local-blobs/")
 
 
     def take_attachments(self, node: str, m: dict[str, Any]) -> None:
@@ -487,9 +493,10 @@ class Demo:
         self.out.print(t)
         self.out.print(f"rejected: {s['rejected']}   mean latency submit → recipient inbox: {s['mean_latency_ms']} ms")
         b = s["blobs"]
-        hubs = sorted({h for f in b["files"] for h, what in f["hubs"].items() if what == "ciphertext"})
-        self.out.print(f"blobs: {b['count']} file(s), {b['bytes']:,} bytes through the local API; ciphertext only at "
-                       f"{', '.join(hubs) or '-'}; fetched by the recipient, digest verified: {b['verified']}")
+        hubs = sorted({h for f in b["files"] for h in f["hubs"]})
+        self.out.print(f"blobs: {b['count']} file(s), {b['bytes']:,} bytes through the local API; ciphertext only "
+                       f"(dropped once relayed) at {', '.join(hubs) or '-'}; fetched by the recipient, digest "
+                       f"verified: {b['verified']}")
         o = Table(title="Traced origins of the 20 seized pistols")
         o.add_column("country")
         o.add_column("pistols", justify="right")

@@ -70,8 +70,11 @@ class Applier:
         delta = 0
         for cmd in commands:
             match cmd:
-                case relay.Wake() | relay.WakeInbox() | relay.Count() | relay.ForgetBlobAt():
+                case relay.Wake() | relay.WakeInbox() | relay.Count() | relay.ForgetBlobAt() | relay.PurgeBlob():
                     effects.append(cmd)
+                case relay.DropTransit(jti=jti, blobs=shas):
+                    st.drop_payload(conn, jti)
+                    effects += [relay.PurgeBlob(sha) for sha in shas if not st.blob_held(conn, sha)]
                 case relay.Audit(event=event):
                     self.audit.stage(conn, [event], now)
                 case relay.StoreReceived():
@@ -127,4 +130,6 @@ class Applier:
             jti=c.jti, dig=v.dig, mt=c.mt, iss=c.iss, aud=c.aud, cid=c.cid, irt=c.irt, cls=c.cls, exp=c.exp,
             envelope=data, size=len(data), received_from=peer, received_at=now, ack=ack, ack_idx=idx,
             state=cmd.state, next_hop=cmd.next_hop, updated_at=now))
+        if cmd.next_hop is not None and c.blobs:  # a transit copy: its blobs go once no held message names them
+            st.note_blobs(conn, c.jti, [b.sha256 for b in c.blobs])
         return ack

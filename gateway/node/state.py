@@ -181,6 +181,9 @@ class _NodeState:
                     self.metrics.delivered.labels(*labels).inc()
                 case core_relay.ForgetBlobAt(peer=peer, sha=sha):
                     self._blobs_at.discard((peer, sha))
+                case core_relay.PurgeBlob(sha=sha):
+                    self.blobs.delete(sha)
+                    self.count("blobs_dropped")
                 case _:
                     raise TypeError(f"unknown effect {e!r}")
 

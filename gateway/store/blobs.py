@@ -301,8 +301,10 @@ class BlobStore:
                 yield piece
 
     def delete(self, sha: str) -> None:
+        """Remove blob ``sha`` (complete or partial) and its expiry note."""
         self.path(sha).unlink(missing_ok=True)
         (self.root / f"{sha}.part").unlink(missing_ok=True)
+        (self.root / ".exp" / check_name(sha)).unlink(missing_ok=True)
 
     def names(self) -> list[str]:
         """Complete blobs in this store."""

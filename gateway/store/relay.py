@@ -78,6 +78,11 @@ CREATE TABLE IF NOT EXISTS timeline (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS timeline_jti ON timeline(jti);
+CREATE TABLE IF NOT EXISTS message_blobs (
+    sha TEXT NOT NULL,
+    jti TEXT NOT NULL REFERENCES messages(jti),
+    PRIMARY KEY (sha, jti)
+);
 CREATE TABLE IF NOT EXISTS kv (
     k TEXT PRIMARY KEY,
     v BLOB NOT NULL
@@ -142,6 +147,26 @@ def add_timeline(conn: sqlite3.Connection, jti: str, state: str, now: float, *, 
 def timeline(conn: sqlite3.Connection, jti: str) -> list[dict[str, Any]]:
     rows = conn.execute("SELECT at, state, node, detail FROM timeline WHERE jti=? ORDER BY id", (jti,)).fetchall()
     return [{"at": r[0], "state": r[1], "node": r[2], "detail": r[3]} for r in rows]
+
+
+# --- transit copies (SPEC §11, 1.1) -----------------------------------------------------------------------
+
+
+def note_blobs(conn: sqlite3.Connection, jti: str, shas: Iterable[str]) -> None:
+    """Message ``jti`` (relayed through here) names blobs ``shas``."""
+    conn.executemany("INSERT OR IGNORE INTO message_blobs(sha, jti) VALUES (?, ?)", [(s, jti) for s in shas])
+
+
+def drop_payload(conn: sqlite3.Connection, jti: str) -> None:
+    """Forget the envelope as it travelled (payload and hops; evidence keeps token, hops and acks): the
+    space is reused by later rows. The message row stays (dedupe: id, digest, the ack we gave)."""
+    conn.execute("UPDATE messages SET envelope=X'' WHERE jti=?", (jti,))
+
+
+def blob_held(conn: sqlite3.Connection, sha: str) -> bool:
+    """Does a message still held here in full (its payload not dropped) name blob ``sha``?"""
+    return conn.execute("SELECT 1 FROM message_blobs b JOIN messages m ON m.jti=b.jti "
+                        "WHERE b.sha=? AND length(m.envelope)>0 LIMIT 1", (sha,)).fetchone() is not None
 
 
 # --- outbox --------------------------------------------------------------------------------------------

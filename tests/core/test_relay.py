@@ -182,9 +182,9 @@ def row(jti: str = "m1", attempts: int = 0, exp: float = NOW + 3600, blobs: tupl
 
 SETTLE = [
     ("verified ack", r.PeerResult(jti="m1", status="accepted", ack="A", ack_idx=7),
-     ["Dequeue", "Count", "RecordAck", "Audit", "SetState"]),
+     ["Dequeue", "Count", "RecordAck", "Audit", "SetState", "DropTransit"]),
     ("duplicate with a verified ack", r.PeerResult(jti="m1", status="duplicate", ack="A", ack_idx=3),
-     ["Dequeue", "Count", "RecordAck", "Audit", "SetState"]),
+     ["Dequeue", "Count", "RecordAck", "Audit", "SetState", "DropTransit"]),
     ("ack that does not verify", r.PeerResult(jti="m1", status="accepted", ack="A", ack_error="bad signature"),
      ["Reschedule"]),
     ("accepted without an ack", r.PeerResult(jti="m1", status="accepted"), ["Reschedule"]),
@@ -208,6 +208,20 @@ def test_settle_table(result, expected):
             assert c.only_from == "queued"  # a receipt that overtook the ack is not undone
         if isinstance(c, r.ForgetBlobAt):
             assert c == r.ForgetBlobAt("es", "S1")
+
+
+# transit copies (SPEC §11, 1.1): who drops the payload once the next hop acked it
+TRANSIT = [("a relay", HUB, True), ("the origin", ORIGIN, False), ("the recipient of an answer", RECIPIENT, False)]
+
+
+@pytest.mark.parametrize(("rules", "drops"), [t[1:] for t in TRANSIT], ids=[t[0] for t in TRANSIT])
+def test_only_a_relay_drops_its_copy_once_acked(rules, drops):
+    held = known(iss="mx", aud="es") if rules is not RECIPIENT else known(iss="es", aud="mx")
+    acked = r.PeerResult(jti="m1", status="accepted", ack="A", ack_idx=1)
+    out = rules.answered(r.PeerAnswered("x", [row(blobs=("S1", "S2"))], [acked]), Store(messages={"m1": held}), NOW)
+    assert [c for c in out if isinstance(c, r.DropTransit)] == ([r.DropTransit("m1", ("S1", "S2"))] if drops else [])
+    [forwarded] = [c for c in out if isinstance(c, r.SetState)]
+    assert (forwarded.detail == "A") is not drops  # the origin's timeline shows the ack; a relay's only its index
 
 
 def test_no_result_for_an_envelope_offers_it_again():

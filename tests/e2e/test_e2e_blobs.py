@@ -96,16 +96,19 @@ def test_four_x3p_files_relayed_through_two_hubs(fed, tmp_path):
     status, data = fetch(fed, "es", att["url"])
     assert status == 200 and data == extra.read_bytes() and att["name"] == "photo.bin"
 
-    # the hubs held the blobs, but only as ciphertext: no plaintext file (nor a slice of one) is in them
+    # what travelled (the blobs the origin sent, by the names the hubs stored them under) is ciphertext
+    # only: no plaintext file (nor a slice of one) is in it
     plain = [(VECTORS / f).read_bytes() for f in FILES] + [extra.read_bytes()]
+    sent = [p.read_bytes() for p in (fed.nodes["mx"].data_dir / "blobs").iterdir() if p.is_file()]
+    assert len(sent) == len(plain)
+    for b in sent:
+        assert b[:4] == b"TZB1"
+        for p in plain:
+            assert p[:512] not in b and p[len(p) // 2 : len(p) // 2 + 256] not in b
+    # the hubs held them only until the next hop acknowledged the message (transit copies, SPEC §11, 1.1)
     for hub in ("latam-hub", "eu-hub"):
         root = fed.nodes[hub].data_dir
-        stored = [p.read_bytes() for p in (root / "blobs").iterdir() if p.is_file()]
-        assert len(stored) == len(plain), hub
-        for b in stored:
-            assert b[:4] == b"TZB1"
-            for p in plain:
-                assert p[:512] not in b and p[len(p) // 2 : len(p) // 2 + 256] not in b
+        assert [p.name for p in (root / "blobs").iterdir() if p.is_file()] == [], hub
         local = root / "local-blobs"
         assert not local.exists() or not [p for p in local.iterdir() if p.is_file()]
     # the origin kept the plaintext it was given and the ciphertext it sent

@@ -57,6 +57,8 @@ def test_trace_request_and_response_through_both_hubs_with_receipts(fed):
         con.close()
         assert blobs
         for b in blobs:
+            if not b:
+                continue  # a transit copy dropped once the next hop acked it (SPEC §11, 1.1)
             env = json.loads(b)
             payload = base64.urlsafe_b64decode(env["payload"] + "==")
             assert serial not in payload and serial not in b

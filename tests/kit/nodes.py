@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -39,3 +40,16 @@ async def bundle_of(node: Node, jti: str) -> bytes | None:
         return await node.audit_bundle(jti)
     except (AuditError, Problem):  # 409 not_checkpointed until then
         return None
+
+
+async def attach(node: Node, tmp: Path, size: int) -> dict[str, Any]:
+    """A file of ``size`` random bytes put into the node's plaintext blob store, as an attachment."""
+    f = tmp / f"scan-{size}.bin"
+    f.write_bytes(os.urandom(size))
+    sha, n = node.plain_blobs.put_file(f)
+    return {"sha256": sha, "len": n, "ct": "application/octet-stream", "name": f.name}
+
+
+async def state(node: Node, jti: str) -> str | None:
+    """The message's state at ``node`` (None if it does not hold it)."""
+    return (await node.message_status(jti) or {}).get("state")

@@ -6,13 +6,13 @@ real mTLS on 127.0.0.1."""
 from __future__ import annotations
 
 import contextlib
-import os
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from kit.nodes import attach, state
 from kit.waiting import eventually
 
 from gateway.config import load_config
@@ -41,17 +41,6 @@ async def running(*paths: Path) -> AsyncIterator[list[Node]]:
     finally:
         for n in nodes:
             await n.stop()
-
-
-async def attach(node: Node, tmp: Path, size: int) -> dict[str, Any]:
-    f = tmp / f"scan-{size}.bin"
-    f.write_bytes(os.urandom(size))
-    sha, n = node.plain_blobs.put_file(f)
-    return {"sha256": sha, "len": n, "ct": "application/octet-stream", "name": f.name}
-
-
-async def state(node: Node, jti: str) -> str | None:
-    return (await node.message_status(jti) or {}).get("state")
 
 
 async def test_blob_of_exactly_max_blob_plaintext_relays_through_hubs_with_the_same_limit(tmp_path: Path) -> None:
