@@ -1,5 +1,5 @@
 """`traza pki` verbs: create a federation folder, add nodes, issue local certificates, revoke, rotate
-node keys and authorities. Thin: the work is in ``gateway.trust.pki``. Private keys are written 0600 and never printed."""
+node keys and authorities, renew TLS certificates and roll the federation CA over. Thin: the work is in ``gateway.trust.pki``. Private keys are written 0600 and never printed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.cli.main import CheckFailed, UsageError
 from gateway.core.codes import CLASSIFICATIONS
-from gateway.crypto.pki import PkiError
+from gateway.crypto.pki import CA_DAYS, MAX_LEAF_DAYS, PkiError
 from gateway.trust.pki import (
     DEFAULT_POLICY,
     KINDS,
@@ -124,6 +124,51 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_renew_tls(args: argparse.Namespace) -> int:
+    with failures():
+        fd = FederationDir(args.dir)
+        if args.local:
+            role, sep, name = args.local.partition(":")
+            if not sep:
+                raise UsageError(f"--local {args.local!r}: give ROLE:NAME, e.g. system:default")
+            res = fd.renew_local(args.node, role, name, now=time.time(), days=args.days)
+        else:
+            res = fd.renew_tls(args.node, now=time.time(), days=args.days)
+    what = f"local {args.local} certificate of {args.node}" if args.local else f"TLS certificate of {args.node}"
+    print(f"new {what}: {res.cert} (serial {res.serial}, replaces {res.previous}; valid until {res.not_after})")
+    print(f"  key: {res.key} (0600); issuer {res.issuer}")
+    if args.local:
+        print("next: give both files to that client (it presents the new certificate from its next connection); "
+              f"the old one stays valid until it expires or is revoked (traza pki revoke --cert-serial {res.previous})")
+    else:
+        print(f"next: copy both files beside the node's certificate ({res.cert.name}, {res.key.name}); the node swaps "
+              "it in at its next manifest poll or on SIGHUP, without a restart or a dropped connection")
+        if not res.ca_published:
+            print("  warning: its CA is not in the published manifest yet: sign and publish the manifest with it "
+                  "(traza pki new-ca) and let every node apply it before installing this certificate")
+    return 0
+
+
+def cmd_new_ca(args: argparse.Namespace) -> int:
+    with failures():
+        res = FederationDir(args.dir).new_ca(now=time.time(), days=args.days)
+    print(f"new federation TLS CA {res.number}: {res.cert}; {_version_note(res.version, res.started)}")
+    print(f"  tls_ca now lists {len(res.tls_ca)}: {'; '.join(res.tls_ca)}")
+    print("next (CA rollover): 1. sign and publish this manifest, and let every node apply it (they then trust "
+          "both CAs); 2. traza pki renew-tls DIR NODE for every node (issued under the new CA) and install them; "
+          "3. traza pki retire-ca DIR, sign and publish")
+    return 0
+
+
+def cmd_retire_ca(args: argparse.Namespace) -> int:
+    with failures():
+        res = FederationDir(args.dir).retire_ca(now=time.time(), force=args.force)
+    print(f"removed from tls_ca: {'; '.join(res.removed)}; {_version_note(res.version, res.started)}")
+    print(f"  tls_ca now lists {res.tls_ca[0]} only; once this manifest is published, certificates of the retired "
+          "CA(s) are refused by every node at once")
+    return 0
+
+
 def _add(sub: Any, name: str, help_: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
     p.set_defaults(func=func)
@@ -184,3 +229,20 @@ def register(sub: Any) -> None:
     q.add_argument("--authorities", required=True, help="comma-separated names of the new set")
     q.add_argument("--threshold", type=int, required=True)
     q.add_argument("--rekey", help="comma-separated names that get a new key (n+1)")
+
+    q = _add(verbs, "renew-tls", "a new TLS certificate for a node (or one of its local clients), beside the old one",
+             cmd_renew_tls)
+    q.add_argument("dir", type=Path, metavar="DIR")
+    q.add_argument("node", metavar="NODE")
+    q.add_argument("--local", metavar="ROLE:NAME", help="renew this local API client certificate instead, "
+                   "e.g. system:default")
+    q.add_argument("--days", type=int, default=MAX_LEAF_DAYS, help=f"validity in days (default {MAX_LEAF_DAYS})")
+
+    q = _add(verbs, "new-ca", "CA rollover step 1: a new federation TLS CA, trusted beside the current one",
+             cmd_new_ca)
+    q.add_argument("dir", type=Path, metavar="DIR")
+    q.add_argument("--days", type=int, default=CA_DAYS, help=f"validity in days (default {CA_DAYS})")
+
+    q = _add(verbs, "retire-ca", "CA rollover step 3: remove every CA but the newest from tls_ca", cmd_retire_ca)
+    q.add_argument("dir", type=Path, metavar="DIR")
+    q.add_argument("--force", action="store_true", help="even if some node's certificate is still from an old CA")

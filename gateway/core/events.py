@@ -118,13 +118,18 @@ class ManifestApplied(Event, frozen=True, kw_only=True, tag="manifest.applied"):
 
 
 class KeyRotated(Event, frozen=True, kw_only=True, tag="key.rotated"):
-    """The keys of one use this node holds changed (newest first in ``keys``)."""
+    """The keys of one use this node holds changed: sig, enc, audit (newest first in ``keys``), or its TLS
+    certificate (``serial``, ``previous_serial``, the ``file`` now used and its ``not_after``)."""
 
     use: str
     kid: str
-    keys: list[str]
     previous: list[str]
     reason: str
+    keys: list[str] | None = None
+    serial: str | None = None
+    previous_serial: str | None = None
+    file: str | None = None
+    not_after: int | None = None
 
 
 class PayloadPurged(Event, frozen=True, kw_only=True, tag="payload.purged"):

@@ -177,9 +177,11 @@ def _issue_leaf(
     return Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def make_federation_ca(federation: str, *, now: dt.datetime, days: int = CA_DAYS) -> Issued:
-    """The federation TLS CA (its certificate goes into the manifest ``tls_ca``)."""
-    return _make_ca(f"{federation} federation TLS CA", federation, now, days)
+def make_federation_ca(federation: str, *, now: dt.datetime, days: int = CA_DAYS, number: int = 1) -> Issued:
+    """The federation TLS CA (its certificate goes into the manifest ``tls_ca``); ``number`` > 1 for the
+    next CAs of a rollover, named apart (``... TLS CA 2``) so that both can be trusted side by side."""
+    suffix = "" if number == 1 else f" {number}"
+    return _make_ca(f"{federation} federation TLS CA{suffix}", federation, now, days)
 
 
 def issue_node_cert(

@@ -4,9 +4,14 @@ Both sides: TLS 1.3 only, a certificate required and verified against the given 
 hostname check. A peer's identity is the SAN URI of its certificate (``urn:traza:node:<id>`` for nodes,
 ``urn:traza:local:<role>:<name>`` for local clients), read with :func:`peer_node_id` /
 :func:`peer_local_identity` after the handshake and compared with the manifest by the caller; the caller
-also checks :func:`cert_serial_hex` against the manifest revocation list on every request, since the
-revocation list changes without a restart and is not a CA-signed CRL that OpenSSL could load
+also checks :func:`cert_serial_hex` against the manifest revocation list, and the issuer against the
+manifest ``tls_ca``, on every request, since both change without a restart (the revocation list is not a
+CA-signed CRL that OpenSSL could load, and OpenSSL cannot drop a CA from a context's store)
 (:func:`node_cert_refusal` is that check, shared by the server and the client).
+
+Certificate renewal and CA rollover without a restart (issue #12): :func:`reload_cert_chain` puts a renewed
+certificate into the very contexts the listeners and clients use (new handshakes present it, open
+connections continue) and :func:`add_trusted_cas` adds a CA the manifest now lists.
 
 Key exchange groups (Mozilla "modern"): both contexts offer and accept only :data:`TLS_GROUPS` (the hybrid
 post-quantum ``X25519MLKEM768`` first when the linked OpenSSL has it, 3.5 or later). Python 3.11's ``ssl``
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID
 
@@ -154,6 +160,51 @@ def client_context(cert_pem_path: str | Path, key_path: str | Path, ca_pems: lis
     return _base_context(False, cert_pem_path, key_path, ca_pems)
 
 
+def reload_cert_chain(ctx: ssl.SSLContext, cert_pem_path: str | Path, key_path: str | Path) -> None:
+    """Put a new certificate and key into an existing context: handshakes from now on present it, while
+    connections already open keep the certificate they were made with (OpenSSL copies the context's
+    certificate into each connection when it is created). Raises ValueError naming the files."""
+    try:
+        ctx.load_cert_chain(str(cert_pem_path), str(key_path))
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"cannot load TLS certificate {cert_pem_path} with key {key_path}: {exc}") from None
+
+
+def add_trusted_cas(ctx: ssl.SSLContext, ca_pems: list[str]) -> None:
+    """Add CA certificates to a context's trust store (a CA added to the manifest ``tls_ca``, e.g. the
+    new CA of a rollover). OpenSSL can add, not remove: a CA removed from the manifest stays in the store
+    until the next start, and :func:`node_cert_refusal` refuses its certificates on every request."""
+    try:
+        ctx.load_verify_locations(cadata="\n".join(ca_pems))
+    except ssl.SSLError as exc:
+        raise ValueError(f"tls_ca: cannot load CA certificates: {exc}") from None
+
+
+_X509_V_FLAG_USE_CHECK_TIME = 0x2
+
+
+def set_verify_time(ctx: ssl.SSLContext, when: float | None) -> None:
+    """Make OpenSSL check certificate validity on ``ctx`` at ``when`` (POSIX seconds) instead of the system
+    clock, for connections made from now on; None returns to the system clock. Only for nodes running on
+    an injected clock (a simulation of months in seconds): in production the system clock is used."""
+    lib = _libssl()
+    try:
+        get_param, set_time, clear = lib.SSL_CTX_get0_param, lib.X509_VERIFY_PARAM_set_time, \
+            lib.X509_VERIFY_PARAM_clear_flags
+    except AttributeError as exc:
+        raise TLSSetupError(f"OpenSSL has no verify-time API: {exc}") from None
+    get_param.argtypes, get_param.restype = [ctypes.c_void_p], ctypes.c_void_p
+    set_time.argtypes, set_time.restype = [ctypes.c_void_p, ctypes.c_int64], None
+    clear.argtypes, clear.restype = [ctypes.c_void_p, ctypes.c_ulong], ctypes.c_int
+    param = get_param(_ssl_ctx_pointer(ctx))
+    if not param:
+        raise TLSSetupError("SSL_CTX_get0_param returned no verify parameters")
+    if when is None:
+        clear(param, _X509_V_FLAG_USE_CHECK_TIME)
+    else:
+        set_time(param, int(when))
+
+
 def peer_cert_der(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> bytes | None:
     """The DER certificate the peer presented on a TLS connection, or None."""
     return ssl_object.getpeercert(binary_form=True)
@@ -224,7 +275,8 @@ def is_ecdsa_p256(cert_der: bytes) -> bool:
 
 class CertRefusal(NamedTuple):
     """Why a node certificate is not acceptable now: ``reason`` is a short class for logs and metrics
-    (``no_certificate``, ``bad_certificate``, ``unknown_node``, ``wrong_node``, ``bad_key``, ``revoked``),
+    (``no_certificate``, ``bad_certificate``, ``unknown_node``, ``wrong_node``, ``bad_key``, ``revoked``,
+    ``unknown_ca``),
     ``detail`` says which certificate and why."""
 
     reason: str
@@ -234,7 +286,8 @@ class CertRefusal(NamedTuple):
 def node_cert_refusal(cert_der: bytes | None, fed: Federation | None, expected: str | None = None) -> CertRefusal | None:
     """The SPEC §4 checks of a node certificate that the TLS handshake cannot make, against the manifest
     in force: the SAN names exactly one node of ``fed`` (``expected`` when given: the server a client meant
-    to reach), the key is ECDSA P-256, and the serial is not revoked. None when acceptable. Called by the
+    to reach), the key is ECDSA P-256, the serial is not revoked, and it is issued by a ``tls_ca`` of
+    ``fed`` (:func:`issued_by_any`). None when acceptable. Called by the
     peer server after each handshake and on every request, and by the peer client on every request (new
     and kept-alive connections alike), so a manifest applied at run time takes effect at once.
     Without ``fed`` (a client with no manifest, e.g. in tests) only the SAN and the key are checked."""
@@ -254,7 +307,31 @@ def node_cert_refusal(cert_der: bytes | None, fed: Federation | None, expected: 
         return CertRefusal("bad_key", f"certificate of {node} is not an ECDSA P-256 key")
     if fed is not None and fed.is_serial_revoked(serial):
         return CertRefusal("revoked", f"certificate of {node} is revoked (serial {serial_hex(serial)})")
+    if fed is not None and not issued_by_any(cert_der, tuple(fed.manifest.tls_ca)):
+        return CertRefusal("unknown_ca", f"certificate of {node} (serial {serial_hex(serial)}) is not issued by a "
+                                         f"tls_ca of manifest version {fed.version}")
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def issued_by_any(cert_der: bytes, ca_pems: tuple[str, ...]) -> bool:
+    """True if the certificate is signed by one of ``ca_pems`` (the manifest ``tls_ca`` in force). OpenSSL
+    checked the chain at the handshake against the CAs the context held then; this is asked again on
+    every request because a CA removed from the manifest (the end of a CA rollover) must stop being
+    trusted at once, on connections already open too. Cached: a pure function of its arguments."""
+    cert = _load(cert_der)
+    for pem in ca_pems:
+        try:
+            cas = x509.load_pem_x509_certificates(pem.encode())
+        except ValueError:
+            continue
+        for ca in cas:
+            try:
+                cert.verify_directly_issued_by(ca)
+            except (InvalidSignature, ValueError, TypeError):
+                continue
+            return True
+    return False
 
 
 def cert_not_after(cert_der: bytes) -> float:

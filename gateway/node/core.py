@@ -39,8 +39,8 @@ from gateway.core.relay import Config as RelayConfig
 from gateway.core.relay import Relay
 from gateway.core.retry import CircuitBreaker
 from gateway.crypto.chunks import encrypted_size
-from gateway.crypto.pki import PkiError, check_key_matches, check_local_ca, check_node_certificate
-from gateway.crypto.tls import node_cert_refusal, peer_node_id, server_context
+from gateway.crypto.pki import PkiError, check_local_ca
+from gateway.crypto.tls import node_cert_refusal, peer_node_id
 from gateway.metrics import Metrics
 from gateway.node.api import ApiMixin
 from gateway.node.blobs import BlobsMixin
@@ -49,6 +49,7 @@ from gateway.node.keys import KeyFileError, KeysMixin
 from gateway.node.origin import OriginMixin
 from gateway.node.receive import ReceiveMixin
 from gateway.node.relay import Applier
+from gateway.node.tls import TlsFileError, TlsMixin
 from gateway.node.witness import WitnessMixin
 from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
@@ -76,22 +77,9 @@ def _read(path: Path, what: str) -> bytes:
         raise NodeError(f"{path}: cannot read the {what} ({exc.strerror})") from None
 
 
-def _check_tls_files(cfg: Config, fed: Federation, node_id: str) -> None:
-    """The node's TLS certificate names this node, is ECDSA P-256, chains to a manifest tls_ca, is not
-    revoked and matches the TLS key; the local listener's client CA is a CA and not a federation CA."""
-    cert_path, key_path = cfg.resolve(cfg.keys.tls_cert), cfg.resolve(cfg.keys.tls_key)
-    cert_pem = _read(cert_path, "TLS certificate")
-    try:
-        serial = check_node_certificate(cert_pem, node_id, fed.manifest.tls_ca)
-    except PkiError as exc:
-        raise NodeError(f"{cert_path}: keys.tls_cert: {exc}") from None
-    if fed.is_serial_revoked(int(serial, 16)):
-        raise NodeError(f"{cert_path}: keys.tls_cert: the TLS certificate (serial {serial}) is revoked in manifest version "
-                        f"{fed.version}")
-    try:
-        check_key_matches(cert_pem, _read(key_path, "TLS private key"))
-    except PkiError as exc:
-        raise NodeError(f"{key_path}: keys.tls_key: {exc}") from None
+def _check_local_ca(cfg: Config, fed: Federation) -> None:
+    """The local listener's client CA is a CA and not a federation CA. (The node's own certificate is
+    chosen and checked by gateway/node/tls.py.)"""
     ca_path = cfg.resolve(cfg.keys.local_ca)
     try:
         check_local_ca(_read(ca_path, "local CA"), fed.manifest.tls_ca)
@@ -99,12 +87,14 @@ def _check_tls_files(cfg: Config, fed: Federation, node_id: str) -> None:
         raise NodeError(f"{ca_path}: keys.local_ca: {exc}") from None
 
 
-
-class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, WitnessMixin, KeysMixin):
+class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, WitnessMixin, KeysMixin, TlsMixin):
     """A running Traza node."""
 
     def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.time,
-                 accept_damaged_store: str | None = None) -> None:
+                 accept_damaged_store: str | None = None, tls_at_clock: bool = False) -> None:
+        """``clock`` replaces the system time (tests and simulations); with ``tls_at_clock`` OpenSSL also
+        checks certificate validity at ``clock()`` (re-pinned at each TLS reload) instead of the system
+        time. Production uses neither."""
         self.cfg = cfg
         self.id = cfg.node.id
         self.clock = clock
@@ -119,12 +109,12 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         except OSError as exc:
             raise NodeError(f"{cfg.path}: node.data_dir: {self.data_dir}: {exc.strerror}") from None
         try:
-            self._init(cfg, accept_damaged_store)
+            self._init(cfg, accept_damaged_store, tls_at_clock)
         except BaseException:
             self.data_lock.release()
             raise
 
-    def _init(self, cfg: Config, accept_damaged_store: str | None) -> None:
+    def _init(self, cfg: Config, accept_damaged_store: str | None, tls_at_clock: bool) -> None:
         lim = cfg.limits
         self.limits = Limits(max_envelope=lim.max_envelope, clock_skew=lim.clock_skew, max_ttl=lim.max_ttl)
         self.max_request = lim.max_request
@@ -157,9 +147,11 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
             self._load_keys()  # signing, encryption and audit keys (gateway/node/keys.py)
         except KeyFileError as exc:
             raise NodeError(str(exc)) from None
-        _check_tls_files(cfg, fed, self.id)
-        self.tls_cert = cfg.resolve(cfg.keys.tls_cert)
-        self.tls_key = cfg.resolve(cfg.keys.tls_key)
+        try:  # the node's TLS certificate: the configured one or a renewed one beside it (gateway/node/tls.py)
+            self._init_tls(at_clock=tls_at_clock)
+        except TlsFileError as exc:
+            raise NodeError(str(exc)) from None
+        _check_local_ca(cfg, fed)
         # the store checks itself before it is opened for writing (docs/reliability.md)
         self.store_report = selfcheck.check_node_store(self.data_dir, fed, self.id, self.audit_key)
         if not self.store_report.ok:
@@ -234,6 +226,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
             self.audit_event_bg(ManifestApplied(version=self.trust.version, source=source))
             self.log.info("manifest.applied", version=self.trust.version, source=source)
             self.reload_keys(f"manifest v{self.trust.version}")  # new keys of this node, without a restart
+            self.reload_tls(f"manifest v{self.trust.version}")  # its CAs, and a certificate it now accepts
         return True
 
     def _save_trust(self) -> None:
@@ -250,6 +243,12 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
     def manifest_etag(self) -> str:
         return self.trust.etag()
 
+    def reload_files(self, reason: str) -> None:
+        """SIGHUP: re-read the key files (gateway/node/keys.py) and the TLS certificate files
+        (gateway/node/tls.py) against the manifest in force."""
+        self.reload_keys(reason)
+        self.reload_tls(reason)
+
     # --- peer identity and load shedding -------------------------------------------------------------
 
     def identify_peer(self, cert_der: bytes | None) -> str:
@@ -257,7 +256,8 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         (SPEC §4: a node of the manifest, ECDSA P-256, not revoked); TrazaError otherwise."""
         refusal = node_cert_refusal(cert_der, self.fed)
         if refusal is not None:
-            code = Code.UNKNOWN_NODE if refusal.reason in ("unknown_node", "bad_certificate") else Code.PEER_MISMATCH
+            code = (Code.UNKNOWN_NODE if refusal.reason in ("unknown_node", "bad_certificate", "unknown_ca")
+                    else Code.PEER_MISMATCH)
             raise TrazaError(code, refusal.detail)
         node = peer_node_id(cert_der) if cert_der is not None else None
         assert node is not None
@@ -290,13 +290,13 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         self._loop = asyncio.get_running_loop()
         fed = self.fed
         me = fed.nodes[self.id]
-        peer_ctx = server_context(self.tls_cert, self.tls_key, fed.manifest.tls_ca)
+        peer_ctx = self.server_tls_context("peer", fed.manifest.tls_ca)
         app = peer_app(self, on_denied=self._denied)
         self._log_budget = LogBudget(lines=20, window=10.0)  # refusal and timeout lines, per listener
         # after each handshake on the peer listener: a node of the manifest in force, P-256, not revoked
         await self._serve("peer", app, self.cfg.listen.peer, peer_ctx,
                           check_peer=lambda der: node_cert_refusal(der, self.fed))
-        local_ctx = server_context(self.tls_cert, self.tls_key, [self.cfg.resolve(self.cfg.keys.local_ca).read_text()])
+        local_ctx = self.server_tls_context("local", [self.cfg.resolve(self.cfg.keys.local_ca).read_text()])
         await self._serve("local", local_app(self, max_request=self.max_request, extra_routes=self._add_local_routes),
                           self.cfg.listen.local, local_ctx)
         await self._serve("ops", ops_app(self), self.cfg.listen.ops, None)
@@ -397,8 +397,8 @@ async def run_node(cfg: Config, *, setup: Callable[[Node], None] | None = None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    with contextlib.suppress(NotImplementedError):  # SIGHUP: re-read the key files (gateway/node/keys.py)
-        loop.add_signal_handler(signal.SIGHUP, node.reload_keys, "sighup")
+    with contextlib.suppress(NotImplementedError):  # SIGHUP: re-read the key and certificate files
+        loop.add_signal_handler(signal.SIGHUP, node.reload_files, "sighup")
     await stop.wait()
     await node.stop()
     return node.exit_code

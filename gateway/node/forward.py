@@ -32,7 +32,7 @@ from gateway.core.relay import (
 )
 from gateway.core.retry import CircuitBreaker
 from gateway.crypto.keys import verifier_for
-from gateway.crypto.tls import CertRefusal, client_context, node_cert_refusal
+from gateway.crypto.tls import CertRefusal, node_cert_refusal
 from gateway.node.blobs import _blob_refs
 from gateway.node.state import _NodeState, _rfc3339
 from gateway.store import relay as st
@@ -58,8 +58,8 @@ class ForwardMixin(_NodeState):
         if node is None:
             raise PeerUnavailable(f"{peer} is no longer in the manifest")
         if cl is None or cl.endpoint != node.endpoint.rstrip("/"):
-            ctx = client_context(self.tls_cert, self.tls_key, self.fed.manifest.tls_ca)
-            cl = self.clients[peer] = PeerClient(peer, node.endpoint, ctx, check=partial(self._server_refusal, peer))
+            cl = self.clients[peer] = PeerClient(peer, node.endpoint, self.client_tls_context(),
+                                                 check=partial(self._server_refusal, peer))
         return cl
 
     def _server_refusal(self, peer: str, cert_der: bytes | None) -> CertRefusal | None:

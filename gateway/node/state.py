@@ -14,6 +14,7 @@ import collections
 import contextlib
 import functools
 import sqlite3
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -264,6 +265,10 @@ class _NodeState:
         async def _manifest_loop(self) -> None: ...
 
         def reload_keys(self, reason: str) -> list[dict[str, Any]]: ...
+
+        def reload_tls(self, reason: str) -> dict[str, Any] | None: ...
+
+        def client_tls_context(self) -> ssl.SSLContext: ...
 
         async def _blob_purge_loop(self, interval: float = 600.0) -> None: ...
 

@@ -117,3 +117,4 @@ class WitnessMixin(_NodeState):
             except ManifestRejected as exc:
                 self.log.warning("manifest.rejected", source=f"peer:{src}", reason=str(exc))
         self.reload_keys("manifest poll")  # keys become valid or expire with time, too
+        self.reload_tls("manifest poll")  # and a renewed TLS certificate put beside the old one

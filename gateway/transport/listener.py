@@ -355,10 +355,13 @@ class GuardedRequestHandler(RequestHandler):
         self._g_arm_header()
 
     def data_received(self, data: bytes) -> None:
-        self._g_last_rx = self._loop.time()
-        if self._g_body is None or self._g_body.is_eof():
-            self._g_body = None
-            self._g_arm_header()  # bytes of a new request
+        # aiohttp itself feeds b"" as it drains its queue of parsed requests: no byte from the client,
+        # so no new request (a handler slower than header_timeout is not a header trickler)
+        if data:
+            self._g_last_rx = self._loop.time()
+            if self._g_body is None or self._g_body.is_eof():
+                self._g_body = None
+                self._g_arm_header()  # bytes of a new request
         before = self._request_count
         super().data_received(data)
         if self._request_count != before and self._messages:

@@ -11,11 +11,14 @@ This is what ``traza pki ...`` and ``traza manifest ...`` operate on (layout in 
     DIR/history/                   every published version and every anchor it replaced
     DIR/authorities/<name>/<n>.key Ed25519 private key of auth/<name>/<n>            (0600)
     DIR/ca/ca.pem, ca/ca.key       federation TLS CA                                   (key 0600)
+    DIR/ca/ca-<n>.{pem,key}        the next federation CAs (`pki new-ca`, a CA rollover) (key 0600)
     DIR/nodes/<id>/node.json       public index of the node's keys and files
     DIR/nodes/<id>/tls/{cert.pem,cert.key,ca.pem}                                      (key 0600)
+    DIR/nodes/<id>/tls/cert-<n>.{pem,key}   renewed node certificates (`pki renew-tls`)  (key 0600)
     DIR/nodes/<id>/keys/{sig-<n>.key,enc-<n>.key,audit-<n>.key}                        (0600)
     DIR/nodes/<id>/local/{ca.pem,ca.key}                                               (key 0600)
     DIR/nodes/<id>/local/clients/<role>-<name>.{pem,key}                               (key 0600)
+    DIR/nodes/<id>/local/clients/<role>-<name>@<n>.{pem,key}  renewed (`pki renew-tls --local`) (0600)
 
 Every private key file, and only those, ends in ``.key``; it is written with ``write_private`` (mode
 0600, in 0700 folders) and never printed. Every function takes
@@ -173,6 +176,27 @@ class RotateResult:
     file: Path  # its private key file (0600)
     retiring: list[str]  # older keys that now end at not_after
     not_after: str
+    version: int
+    started: bool
+
+
+@dataclass(frozen=True)
+class RenewResult:
+    cert: Path  # the new certificate (beside the old one)
+    key: Path  # its private key (0600)
+    serial: str  # hex, the revocation-list form
+    previous: str  # serial of the certificate it replaces
+    issuer: str
+    not_after: str
+    ca_published: bool  # the issuing CA is in the last published manifest's tls_ca (else peers refuse it)
+
+
+@dataclass(frozen=True)
+class CaResult:
+    number: int  # ca/ca-<n>
+    cert: Path
+    tls_ca: list[str]  # subjects of the draft's tls_ca after the change
+    removed: list[str]  # subjects removed (retire-ca)
     version: int
     started: bool
 
@@ -497,7 +521,7 @@ class FederationDir:
             raise FederationUsageError("--peers: a node is repeated")
 
         when = _dt(now)
-        ca = x509pki.load_issued(self.ca_cert_path.read_bytes(), self.ca_key_path.read_bytes())
+        ca = self.current_ca()
         tls = x509pki.issue_node_cert(ca, node_id, now=when)
         sig = SigningKey.generate(f"{node_id}/sig/1", sig_alg)  # type: ignore[arg-type]
         enc = EncKey.generate(f"{node_id}/enc/1", kem)
@@ -592,6 +616,192 @@ class FederationDir:
         info["local_clients"].append(row)
         write_public(info_path, _json_file(info))
         return files.dir / row["cert"], files.dir / row["key"], row["serial"]
+
+    # ---- TLS certificates: renewal and the federation CA rollover ----
+    def _cas(self) -> list[tuple[int, Path, Path]]:
+        """(n, certificate, key) of each federation CA made here, oldest first: ``ca/ca.pem`` is 1, then
+        ``ca/ca-<n>.pem`` (``new-ca``)."""
+        out = [(1, self.ca_cert_path, self.ca_key_path)]
+        for p in self.ca_cert_path.parent.glob("ca-*.pem"):
+            m = re.fullmatch(r"ca-([1-9][0-9]*)\.pem", p.name)
+            if m and int(m.group(1)) > 1:
+                out.append((int(m.group(1)), p, p.with_suffix(".key")))
+        return sorted(out)
+
+    def current_ca(self) -> x509pki.Issued:
+        """The newest federation CA, with its key: what issues node certificates (add-node, renew-tls)."""
+        _, cert, key = self._cas()[-1]
+        try:
+            return x509pki.load_issued(cert.read_bytes(), key.read_bytes())
+        except OSError as exc:
+            raise FederationDirError(f"{exc.filename}: cannot read the federation CA ({exc.strerror})") from None
+        except (ValueError, x509pki.PkiError) as exc:
+            raise FederationDirError(f"{cert}: not a usable federation CA ({exc})") from None
+
+    def _published_tls_ca(self) -> list[str]:
+        pub = self._published()
+        if pub is None:
+            return []
+        try:
+            return list(msgspec.json.decode(pub[0])["tls_ca"])
+        except (msgspec.DecodeError, KeyError, TypeError):
+            return []
+
+    def renew_tls(self, node_id: str, *, now: float, days: int = x509pki.MAX_LEAF_DAYS) -> RenewResult:
+        """A new TLS certificate for ``node_id`` (new key, new serial, the same names) from the newest
+        federation CA, written beside the old one as ``tls/cert-<n>.pem`` / ``cert-<n>.key``; ``node.json``
+        then names it. The manifest does not change (it lists CAs and revoked serials, not node
+        certificates): copy both files beside the node's certificate and it swaps them in at its next
+        manifest poll or on SIGHUP, without a restart."""
+        self._require()
+        _, draft = self.read_draft()
+        if not any(n["id"] == node_id for n in draft["nodes"]):
+            raise FederationDirError(f"{self.manifest_path}: node {node_id!r} is not in the manifest")
+        files = self.node_files(node_id)
+        ca = self.current_ca()
+        if ca.cert_pem.decode("ascii") not in draft["tls_ca"]:
+            raise FederationDirError(
+                f"{self._cas()[-1][1]}: the newest federation CA is not in the draft's tls_ca; add it back or "
+                "retire it before renewing")
+        try:
+            old = x509pki.cert_info(files.tls_cert.read_bytes())
+        except OSError as exc:
+            raise FederationDirError(f"{files.tls_cert}: cannot read the current certificate ({exc.strerror})") from None
+        except x509pki.PkiError as exc:
+            raise FederationDirError(f"{files.tls_cert}: {exc}") from None
+        try:
+            issued = x509pki.issue_node_cert(
+                ca, node_id, now=_dt(now), days=days,
+                dns_names=tuple(d for d in old.san_dns if d != "localhost"),
+                ip_addresses=tuple(i for i in old.san_ips if i != "127.0.0.1"))
+        except x509pki.PkiError as exc:
+            raise FederationUsageError(str(exc)) from None
+        tls_dir = files.dir / "tls"
+        numbers = [1] + [int(m.group(1)) for p in tls_dir.glob("cert-*.pem")
+                         if (m := re.fullmatch(r"cert-([1-9][0-9]*)\.pem", p.name))]
+        n = max(numbers) + 1
+        cert, key = tls_dir / f"cert-{n}.pem", tls_dir / f"cert-{n}.key"
+        write_private(key, issued.key_pem)
+        write_public(cert, issued.cert_pem)
+        write_public(tls_dir / "ca.pem", "".join(draft["tls_ca"]).encode("ascii"))
+        info_path = files.dir / "node.json"
+        info = json.loads(info_path.read_bytes())
+        info.setdefault("previous_tls", []).append(info["tls"])
+        info["tls"] = {"cert": f"tls/cert-{n}.pem", "key": f"tls/cert-{n}.key", "ca": "tls/ca.pem",
+                       "serial": issued.serial_hex}
+        write_public(info_path, _json_file(info))
+        new = x509pki.cert_info(issued.cert_pem)
+        return RenewResult(cert=cert, key=key, serial=issued.serial_hex, previous=old.serial_hex, issuer=new.issuer,
+                           not_after=rfc3339_seconds(new.not_after.timestamp()),
+                           ca_published=ca.cert_pem.decode("ascii") in self._published_tls_ca())
+
+    def renew_local(self, node_id: str, role: str, name: str, *, now: float,
+                    days: int = x509pki.MAX_LEAF_DAYS) -> RenewResult:
+        """A new local API client certificate for ``<role>:<name>`` (new key, new serial) from the node's
+        local CA, written beside the old one as ``local/clients/<role>-<name>@<n>.pem`` / ``.key`` (``@``
+        cannot occur in a name, so no other client's files are touched); ``node.json`` then names it. The
+        node needs nothing: its local listener trusts the local CA, not a certificate."""
+        self._require()
+        files = self.node_files(node_id)
+        ident = f"{role}:{name}"
+        if ident not in files.clients:
+            have = ", ".join(sorted(files.clients)) or "none"
+            raise FederationDirError(f"{files.dir / 'node.json'}: node {node_id!r} has no local certificate {ident!r} "
+                                     f"(it has: {have}); issue one with `traza pki issue-local`")
+        ca = x509pki.load_issued(files.local_ca.read_bytes(), files.local_ca_key.read_bytes())
+        try:
+            issued = x509pki.issue_local_cert(ca, role, name, now=_dt(now), days=days)
+        except x509pki.PkiError as exc:
+            raise FederationUsageError(str(exc)) from None
+        d = files.dir / "local" / "clients"
+        base = f"{role}-{name}"
+        n = 2
+        while (d / f"{base}@{n}.pem").exists() or (d / f"{base}@{n}.key").exists():
+            n += 1
+        cert, key = d / f"{base}@{n}.pem", d / f"{base}@{n}.key"
+        write_private(key, issued.key_pem)
+        write_public(cert, issued.cert_pem)
+        info_path = files.dir / "node.json"
+        info = json.loads(info_path.read_bytes())
+        row = next(r for r in info["local_clients"] if r["role"] == role and r["name"] == name)
+        previous = row["serial"]
+        row.setdefault("previous", []).append({k: row[k] for k in ("cert", "key", "serial")})
+        row.update({"cert": f"local/clients/{base}@{n}.pem", "key": f"local/clients/{base}@{n}.key",
+                    "serial": issued.serial_hex})
+        write_public(info_path, _json_file(info))
+        new = x509pki.cert_info(issued.cert_pem)
+        return RenewResult(cert=cert, key=key, serial=issued.serial_hex, previous=previous, issuer=new.issuer,
+                           not_after=rfc3339_seconds(new.not_after.timestamp()), ca_published=True)
+
+    def new_ca(self, *, now: float, days: int = x509pki.CA_DAYS) -> CaResult:
+        """Step 1 of a federation CA rollover: a new federation TLS CA (``ca/ca-<n>.pem``), added to the
+        draft's ``tls_ca`` beside the current one. Once the manifest carrying both is published and
+        applied everywhere, every node trusts certificates from either CA; ``renew-tls`` then issues
+        under the new one; ``retire-ca`` (step 3) removes the old. Refused while ``tls_ca`` already lists
+        more than one CA (a rollover in progress)."""
+        settings = self._require()
+        _, draft = self.read_draft()
+        if len(draft["tls_ca"]) > 1:
+            raise FederationDirError(
+                f"{self.manifest_path}: tls_ca already lists {len(draft['tls_ca'])} CAs (a rollover is in progress); "
+                "finish it with `traza pki retire-ca` first")
+        if not 1 <= days <= 20 * 366:
+            raise FederationUsageError(f"--days {days} is not within 1..{20 * 366}")
+        n = self._cas()[-1][0] + 1
+        ca = x509pki.make_federation_ca(settings["federation"], now=_dt(now), days=days, number=n)
+        cert, key = self.ca_cert_path.parent / f"ca-{n}.pem", self.ca_cert_path.parent / f"ca-{n}.key"
+        if cert.exists() or key.exists():
+            raise FederationDirError(f"{cert}: already exists; remove it first")
+        pem = ca.cert_pem.decode("ascii")
+
+        def mutate(obj: dict[str, Any]) -> None:
+            obj["tls_ca"] = [*obj["tls_ca"], pem]
+
+        write_private(key, ca.key_pem)
+        write_public(cert, ca.cert_pem)
+        try:
+            version, started = self._edit(mutate, now)
+        except BaseException:
+            cert.unlink(missing_ok=True)
+            key.unlink(missing_ok=True)
+            raise
+        return CaResult(number=n, cert=cert, tls_ca=[*map(_subject, draft["tls_ca"]), _subject(pem)], removed=[],
+                        version=version, started=started)
+
+    def retire_ca(self, *, now: float, force: bool = False) -> CaResult:
+        """Step 3 of a federation CA rollover: remove every CA but the newest from the draft's ``tls_ca``.
+        Refused while a node's current certificate (``node.json``) is not issued by the newest CA, unless
+        ``force``: published, the manifest makes every node refuse those certificates at once."""
+        self._require()
+        _, draft = self.read_draft()
+        n, cert_path, _ = self._cas()[-1]
+        current = cert_path.read_text("ascii")
+        if current not in draft["tls_ca"]:
+            raise FederationDirError(f"{cert_path}: the newest federation CA is not in the draft's tls_ca")
+        old = [pem for pem in draft["tls_ca"] if pem != current]
+        if not old:
+            raise FederationDirError(f"{self.manifest_path}: tls_ca lists only the newest CA ({_subject(current)}); "
+                                     "nothing to retire")
+        behind = []
+        for node in draft["nodes"]:
+            try:
+                f = self.node_files(node["id"])
+                ok = x509pki.verify_issued_by(f.tls_cert.read_bytes(), current.encode("ascii"))
+            except (FederationDirError, OSError, ValueError):
+                ok = False
+            if not ok:
+                behind.append(node["id"])
+        if behind and not force:
+            raise FederationDirError(
+                f"the certificates of {', '.join(behind)} are not issued by the newest CA ({cert_path}): run "
+                "`traza pki renew-tls DIR NODE` for each and install them first (or --force)")
+
+        def mutate(obj: dict[str, Any]) -> None:
+            obj["tls_ca"] = [current]
+
+        version, started = self._edit(mutate, now)
+        return CaResult(number=n, cert=cert_path, tls_ca=[_subject(current)], removed=[_subject(p) for p in old],
+                        version=version, started=started)
 
     # ---- key rotation ----
     def rotate_key(
@@ -853,6 +1063,13 @@ class FederationDir:
             federation=fed, raw=raw, trusted=rep["trusted"], new=rep.get("new"), anchor=anchor_path,
             signatures=len(parse_signatures(sig_raw)),
         )
+
+
+def _subject(pem: str) -> str:
+    try:
+        return x509pki.cert_info(pem.encode("ascii")).subject
+    except (x509pki.PkiError, UnicodeError):
+        return "(unreadable certificate)"
 
 
 def federation_summary(fed: Federation) -> list[str]:

@@ -155,3 +155,38 @@ async def test_connections_over_the_cap_are_refused_at_once(hub):
     w2.write(GET)
     assert (await read_response(r2)).startswith(b"HTTP/1.1 200")
     w2.close()
+
+
+async def test_request_answered_later_than_the_header_timeout_is_not_cut():
+    """A complete request whose answer takes longer than header_timeout (a 4 GiB attachment encrypted at
+    submission takes ~15 s) is answered, not closed as a header trickler: aiohttp feeds the handler an
+    empty chunk when it drains its queue, which must not re-arm the header timer."""
+    from aiohttp import web
+
+    from gateway.transport.listener import Listener, ListenLimits, serve
+
+    async def slow(request: web.Request) -> web.Response:
+        await request.read()
+        await asyncio.sleep(1.0)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/slow", slow)
+    timeouts: list[tuple[str, ...]] = []
+    listener = Listener("local", ListenLimits(header_timeout=0.3), on_refused=lambda *a: None,
+                        on_timeout=lambda *a: timeouts.append(a))
+    from gateway.localfed import free_ports
+
+    port = free_ports(1)[0]
+    runner = await serve(app, "127.0.0.1", port, None, listener)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b'{"a": 1}'
+        writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        head = await asyncio.wait_for(read_response(reader), 10.0)
+        writer.close()
+    finally:
+        await runner.cleanup()
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert timeouts == []

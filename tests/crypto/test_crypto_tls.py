@@ -18,6 +18,7 @@ from gateway.crypto.tls import (
     peer_local_identity,
     peer_node_id,
     server_context,
+    set_verify_time,
 )
 
 
@@ -196,3 +197,19 @@ def test_tls12_client_is_refused(ca: CA, pki: dict[str, tuple[Path, Path]]) -> N
         talk(old, port)
     assert res.done.wait(5)
     assert isinstance(res.error, ssl.SSLError)
+
+
+def test_verify_time_pinned_past_the_certificates_end_refuses_it_and_unpinning_restores(
+        ca: CA, pki: dict[str, tuple[Path, Path]]) -> None:
+    """``set_verify_time`` (nodes on an injected clock, issue #12): OpenSSL checks validity at the pinned
+    time, not the system clock; None goes back to the system clock."""
+    client = client_context(*pki["es"], [ca.pem])
+    set_verify_time(client, NOT_AFTER.timestamp() + 86400)
+    port, res = serve_once(server_context(*pki["mx"], [ca.pem]))
+    with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
+        talk(client, port)
+    assert res.done.wait(5)
+    set_verify_time(client, None)
+    port, res = serve_once(server_context(*pki["mx"], [ca.pem]))
+    assert talk(client, port)[1] == "mx"
+    assert res.done.wait(5) and res.error is None

@@ -18,9 +18,10 @@ from gateway.transport.peer import Problem
 
 
 @contextlib.asynccontextmanager
-async def started(cfg_path: Path) -> AsyncIterator[Node]:
-    """The node of ``cfg_path``, started (listeners and loops) until the block ends."""
-    node = Node(load_config(cfg_path))
+async def started(cfg_path: Path, **kw: Any) -> AsyncIterator[Node]:
+    """The node of ``cfg_path``, started (listeners and loops) until the block ends; ``kw`` goes to
+    :class:`Node` (e.g. ``clock=``, ``tls_at_clock=``)."""
+    node = Node(load_config(cfg_path), **kw)
     await node.start()
     try:
         yield node
