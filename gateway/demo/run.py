@@ -20,8 +20,9 @@ from rich.text import Text
 
 from adapters.standard import MEDIA_TYPE as STANDARD
 from gateway.audit.bundle import BundleError, verify_bundle
+from gateway.cli.client import local_connection, upload_attachments
 from gateway.cli.main import CheckFailed, UsageError
-from gateway.cli.node import local_connection, upload_attachments, x3p_message
+from gateway.cli.node import x3p_message
 from gateway.config import Config
 from gateway.core.b64 import b64url_encode
 from gateway.core.messages import validate_body
