@@ -5,6 +5,7 @@ resumable blob uploads."""
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import ssl
@@ -14,9 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.main import CheckFailed, UsageError
-from gateway.config import Config
+from gateway.config import Config, ConfigError, load_config
 from gateway.core.csrf import REQUEST_HEADER
 from gateway.store.blobs import file_digest
+
+
+def node_config(args: argparse.Namespace) -> Config:
+    """The node config named by ``--config``; a bad file is bad usage (exit 2) naming file, key, reason."""
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def local_tls(cfg: Config, role: str = "system") -> ssl.SSLContext:
@@ -67,6 +76,16 @@ def problem_text(status: int, doc: Any) -> str:
     if isinstance(doc, dict) and "detail" in doc:
         return f"HTTP {status} {doc.get('code', '')}: {doc['detail']}"
     return f"HTTP {status}: {doc}"
+
+
+def call(cfg: Config, role: str, method: str, path: str, body: bytes | None = None, *,
+         ok: tuple[int, ...] = (200,), content_type: str = "application/json") -> Any:
+    """:func:`local_request`, the decoded answer when its status is in ``ok``; otherwise CheckFailed
+    (exit 1) with the node's problem in one line."""
+    status, doc = local_request(cfg, role, method, path, body, content_type)
+    if status not in ok:
+        raise CheckFailed(problem_text(status, doc))
+    return doc
 
 
 def upload_attachment(cfg: Config, path: Path, *, sha: str | None = None, length: int | None = None,

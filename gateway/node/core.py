@@ -46,6 +46,7 @@ from gateway.node.keys import KeyFileError, KeysMixin
 from gateway.node.origin import OriginMixin
 from gateway.node.receive import ReceiveMixin
 from gateway.node.witness import WitnessMixin
+from gateway.store import lookup
 from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
 from gateway.store.db import Database, StorageUnavailable
@@ -169,6 +170,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         try:
             self.db = Database(self.data_dir / "node.db", on_fatal=self._storage_fatal)
             self.db.migrate(st.SCHEMA)
+            self.db.migrate(lookup.SCHEMA)
             self.audit = audit_facade.NodeAudit(self.db, node=self.id, federation=fed.name, key=[k for _, k in self.keyring.audit],
                                                 checkpoint_file=self.data_dir / CHECKPOINT_FILE)
         except sqlite3.DatabaseError as exc:
