@@ -14,6 +14,7 @@ from rich.text import Text
 from gateway.cli import client
 from gateway.cli.main import CheckFailed, UsageError
 from gateway.cli.output import console, fields, print_json, styled, table, text
+from gateway.core.b64 import b64url_decode
 from gateway.core.printable import printable
 
 
@@ -111,6 +112,17 @@ def cmd_inbox_ack(args: argparse.Namespace) -> int:
 # -- message and conversation ----------------------------------------------------------------------------
 
 
+def step_detail(detail: Any) -> Any:
+    """A timeline step's detail for a person: a hop's signed ack (a compact JWS) as who signed it."""
+    if isinstance(detail, str) and detail.count(".") == 2 and len(detail) > 80:
+        try:
+            header = json.loads(b64url_decode(detail.split(".")[0]))
+            return f"ack signed by {header['kid']} (--json shows it)"
+        except (ValueError, KeyError, TypeError):
+            pass
+    return detail
+
+
 def cmd_message_show(args: argparse.Namespace) -> int:
     cfg = client.node_config(args)
     m = client.call(cfg, "system", "GET", f"/local/v1/messages/{_q(args.id)}")
@@ -121,7 +133,8 @@ def cmd_message_show(args: argparse.Namespace) -> int:
                    ("conversation", m.get("conversation")), ("reply to", m.get("reply_to")),
                    ("state", styled(m.get("state")))])
     steps = table(["at", "state", "node", "detail"],
-                  ([s.get("at"), styled(s.get("state")), s.get("node"), s.get("detail")] for s in m.get("timeline") or []),
+                  ([s.get("at"), styled(s.get("state")), s.get("node"), step_detail(s.get("detail"))]
+                   for s in m.get("timeline") or []),
                   title="timeline", ids=["at"])
     console().print(Group(head, Text(""), steps))
     return 0

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from gateway.core.printable import json_safe, printable
 
-PIPE_WIDTH = 240  # columns of a table written to a pipe or a file
+PIPE_WIDTH = 200  # columns of a table written to a pipe or a file
 
 
 def no_color() -> bool:
