@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters.standard import MEDIA_TYPE as STANDARD
+from gateway.cli.client import local_tls
 from gateway.crypto import hpke
 from gateway.crypto.keys import SigningKey, verifier_for
 from gateway.demo.procs import FOUR, Federation
@@ -65,18 +66,17 @@ def _remaining(ctx: _Ctx, what: str) -> float:
 
 
 def _client_ssl(fed: Federation, node: str, role: str | None) -> ssl.SSLContext:
-    """TLS client context with ``node``'s ``role`` client cert (or its peer TLS cert when role is None)."""
+    """TLS client context with ``node``'s ``role`` client cert (the CLI's local-API client, from the node's
+    config), or its peer TLS cert when role is None."""
+    if role is not None:
+        return local_tls(fed.config(node), role)
     f = FederationDir(fed.root / "pki").node_files(node)
     manifest = json.loads((fed.root / "pki" / "published" / "manifest.json").read_text())
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.check_hostname = False
     ctx.load_verify_locations(cadata="\n".join(manifest["tls_ca"]))
-    if role is None:
-        ctx.load_cert_chain(str(f.tls_cert), str(f.tls_key))
-    else:
-        cert, key = f.clients[f"{role}:default"]
-        ctx.load_cert_chain(str(cert), str(key))
+    ctx.load_cert_chain(str(f.tls_cert), str(f.tls_key))
     return ctx
 
 
