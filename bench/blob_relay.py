@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters.standard import MEDIA_TYPE as STANDARD
+from gateway.cli.client import local_connection, local_request, upload_attachment
 from gateway.cli.main import CheckFailed
-from gateway.cli.node import local_connection, local_request, upload_attachment
 from gateway.config import Config
 from gateway.core.b64 import b64url_encode
 from gateway.demo.procs import Federation

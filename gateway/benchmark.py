@@ -18,6 +18,7 @@ import ssl
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters.standard import MEDIA_TYPE as STANDARD
+from gateway.cli.client import local_tls
 from gateway.crypto import hpke
 from gateway.crypto.keys import SigningKey, verifier_for
 from gateway.demo.procs import FOUR, Federation
@@ -41,10 +43,19 @@ class BenchError(Exception):
     """The benchmark could not finish (a node died, a step timed out, a request was refused)."""
 
 
+Progress = Callable[[str, int, int], None]
+"""``progress(phase, done, total)``: called as the benchmark advances (`traza bench` on a terminal)."""
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    return None
+
+
 @dataclass
 class _Ctx:
     fed: Federation
     deadline: float
+    progress: Progress = _no_progress
 
 
 def _remaining(ctx: _Ctx, what: str) -> float:
@@ -55,18 +66,17 @@ def _remaining(ctx: _Ctx, what: str) -> float:
 
 
 def _client_ssl(fed: Federation, node: str, role: str | None) -> ssl.SSLContext:
-    """TLS client context with ``node``'s ``role`` client cert (or its peer TLS cert when role is None)."""
+    """TLS client context with ``node``'s ``role`` client cert (the CLI's local-API client, from the node's
+    config), or its peer TLS cert when role is None."""
+    if role is not None:
+        return local_tls(fed.config(node), role)
     f = FederationDir(fed.root / "pki").node_files(node)
     manifest = json.loads((fed.root / "pki" / "published" / "manifest.json").read_text())
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.check_hostname = False
     ctx.load_verify_locations(cadata="\n".join(manifest["tls_ca"]))
-    if role is None:
-        ctx.load_cert_chain(str(f.tls_cert), str(f.tls_key))
-    else:
-        cert, key = f.clients[f"{role}:default"]
-        ctx.load_cert_chain(str(cert), str(key))
+    ctx.load_cert_chain(str(f.tls_cert), str(f.tls_key))
     return ctx
 
 
@@ -123,6 +133,7 @@ async def _feed(ctx: _Ctx, n: int, size: int, concurrency: int) -> tuple[float, 
                     if r.status != 201:
                         raise BenchError(f"mx refused a bench message: HTTP {r.status}: {doc}")
                 sent[doc["id"]] = t
+                ctx.progress("sending mx → es", len(sent), n)
         t0 = time.time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return t0, sent
@@ -171,6 +182,7 @@ async def _wait_delivered(ctx: _Ctx, n: int, sent: dict[str, float]) -> tuple[fl
     while True:
         _remaining(ctx, "waiting for delivery at es")
         got = {j: t for j, t in _rows(db, "SELECT jti, delivered_at FROM inbox") if j in sent}
+        ctx.progress("delivered at es", len(got), n)
         if len(got) >= n:
             return max(got.values()), [(got[j] - sent[j]) * 1000 for j in got]
         await asyncio.sleep(0.1)
@@ -181,6 +193,7 @@ async def _wait_receipts(ctx: _Ctx, sent: dict[str, float]) -> int:
     while True:
         _remaining(ctx, "waiting for receipts at mx")
         done = sum(1 for (j,) in _rows(db, "SELECT jti FROM messages WHERE state = 'delivered'") if j in sent)
+        ctx.progress("receipts back at mx", done, len(sent))
         if done >= len(sent):
             return done
         await asyncio.sleep(0.1)
@@ -341,8 +354,12 @@ def crypto_floor(fed: Federation, size: int, rounds: int = 200) -> float:
     return (os.cpu_count() or 1) / per
 
 
-def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None = None) -> dict[str, Any]:
-    """Run the whole benchmark; returns the SPEC §11 JSON object. Stops every process it started."""
+def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None = None,
+        progress: Progress | None = None) -> dict[str, Any]:
+    """Run the whole benchmark; returns the SPEC §11 JSON object. Stops every process it started.
+    ``progress(phase, done, total)`` follows it: nodes started, messages sent, delivered, receipts, the
+    null relay, the crypto floor."""
+    report = progress or _no_progress
     if messages < 1 or size < 1:
         raise BenchError(f"--messages and --size must be positive (got {messages}, {size})")
     tmp = None
@@ -351,10 +368,12 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
         workdir = Path(tmp.name)
     try:
         fed = Federation(workdir, FOUR, log_format="json")
-        ctx = _Ctx(fed, time.monotonic() + timeout)
+        ctx = _Ctx(fed, time.monotonic() + timeout, report)
+        report("starting 4 nodes", 0, len(fed.nodes))
         # CPU of the four node processes during the Traza phase only (start-up excluded), read from
         # /proc/<pid>/stat: RUSAGE_CHILDREN would count them only after they exit, start-up included.
         fed.start_all()
+        report("starting 4 nodes", len(fed.nodes), len(fed.nodes))
         pids = [p.pid for p in fed.procs.values()]
         stat0 = _proc_cpu(pids)
         try:
@@ -366,8 +385,12 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
         finally:
             fed.stop_all()
         cpu = stat1 - stat0
+        report("null relay", 0, 1)
         null_eps = asyncio.run(_null_relay(ctx, envs))
+        report("null relay", 1, 1)
+        report("crypto floor", 0, 1)
         floor = crypto_floor(fed, size)
+        report("crypto floor", 1, 1)
         eps = res["eps"]
         return {"messages": messages, "size": size, "null_relay_eps": round(null_eps, 1), "traza_eps": round(eps, 1),
                 "ratio": round(eps / null_eps, 4), "floor_eps": round(floor, 1), "floor_ratio": round(eps / floor, 4),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import MutableMapping
@@ -101,7 +102,9 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
     if use_json:
         tail: list[Any] = [_dict_tracebacks, render_json]
     else:
-        tail = [_console_exception, escape_console, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+        # colour on a terminal, unless NO_COLOR is set to anything but "" (https://no-color.org)
+        colors = stream.isatty() and os.environ.get("NO_COLOR", "") == ""
+        tail = [_console_exception, escape_console, structlog.dev.ConsoleRenderer(colors=colors)]
     structlog.configure(
         processors=shared + tail,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),

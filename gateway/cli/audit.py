@@ -65,6 +65,8 @@ def register(sub: Any) -> None:
     )
     v.add_argument("--min-cosignatures", type=int, default=0, metavar="N", help="require N per checkpoint")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.add_argument("--json", action="store_true",
+                   help="print the report as one JSON object (a failed check: one line on stderr, exit 1)")
     v.set_defaults(func=_one_line(_verify))
 
     s = verbs.add_parser("show", help="print the audit entries about one message (JSON lines)")
@@ -88,6 +90,8 @@ def register(sub: Any) -> None:
 
     b = verbs.add_parser("verify-bundle", help="verify an evidence bundle offline and print what it proves")
     b.add_argument("file", type=Path, metavar="FILE")
+    b.add_argument("--json", action="store_true",
+                   help='print {"ok", "file", "jti", "node", "size", "root", "proven", "notes"}')
     b.set_defaults(func=_verify_bundle)
 
     def run(args: argparse.Namespace) -> int:
@@ -267,9 +271,19 @@ def _verify(args: argparse.Namespace) -> int:
         except VerifyFailed as exc:
             raise CheckFailed(f"audit log at {args.url} does not verify: {exc}") from None
         source = args.url
+    kept_file = args.db.parent / CHECKPOINT_FILE if args.db is not None and kept is not None else None
+    if args.json:
+        print(json_safe(json.dumps({
+            "ok": True, "source": source, "origin": report.origin, "node": report.node, "size": report.size,
+            "root": b64_encode(report.root), "checkpoints": report.checkpoints, "latest_size": report.latest_size,
+            "latest_root": b64_encode(report.latest_root), "cosignatures": report.cosignatures,
+            "witnesses": sorted(report.witnesses), "log_key_pinned": log_keys is not None,
+            "kept_checkpoint": None if kept_file is None else str(kept_file), "warnings": list(report.warnings),
+        }, ensure_ascii=False)))
+        return 0
     _print_report(source, report, pinned=log_keys is not None)
-    if args.db is not None and kept is not None:
-        print(f"   {args.db.parent / CHECKPOINT_FILE} (the node's copy of its last checkpoint) verified too")
+    if kept_file is not None:
+        print(f"   {kept_file} (the node's copy of its last checkpoint) verified too")
     return 0
 
 
@@ -425,6 +439,11 @@ def _verify_bundle(args: argparse.Namespace) -> int:
         report = verify_bundle(data)
     except BundleError as exc:
         raise CheckFailed(f"{args.file} does not verify: {exc}") from None
+    if args.json:
+        print(json_safe(json.dumps({"ok": True, "file": str(args.file), "jti": report.jti, "node": report.node,
+                                    "size": report.size, "root": report.root, "proven": report.proven,
+                                    "notes": report.notes}, ensure_ascii=False)))
+        return 0
     print(printable(f"OK {args.file}: evidence about message {report.jti} on node {report.node}"))
     for line in report.proven:  # the bundle's words (an attacker may have made the file)
         print(f" - {printable(line)}")

@@ -20,6 +20,7 @@ VERB_MODULES: tuple[str, ...] = (
     "audit",
     "adapter",
     "node",
+    "messages",
     "demo",
     "bench",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     fed = res.federation
     lines = federation_summary(fed)
     days = (parse_rfc3339(fed.manifest.expires_at) - now) / 86400
+    if args.json:
+        m = fed.manifest
+        print(json.dumps({
+            "ok": True, "federation": m.federation, "version": m.version, "issued_at": m.issued_at,
+            "expires_at": m.expires_at, "expires_in_days": round(days, 1),
+            "nodes": [{"id": n.id, "kind": n.kind, "country": n.country, "hub": n.hub} for n in m.nodes],
+            "authorities": [k.kid for k in m.authorities.keys], "threshold": res.trusted.threshold,
+            "valid_signatures": res.trusted.valid, "signatures": res.signatures,
+            "rotation": None if res.new is None else {"valid_signatures": res.new.valid, "threshold": res.new.threshold},
+            "revoked": {"kids": len(m.revoked.kids), "cert_serials": len(m.revoked.cert_serials)},
+            "anchor": str(res.anchor)}, ensure_ascii=False))
+        return 0
     print(f"manifest OK: {lines[0]}")
     for line in lines[1:]:
         print(f"  {line}")
@@ -74,6 +87,9 @@ def register(sub: Any) -> None:
                                      "with every SPEC §2 rule; exit 1 naming what failed.")
     q.add_argument("dir", type=Path, metavar="DIR")
     q.add_argument("--anchor", type=Path, help="trust anchor file (default DIR/trust-anchor.json)")
+    q.add_argument("--json", action="store_true",
+                   help="print the verified manifest's summary as one JSON object (a failed check: one line on "
+                        "stderr, exit 1)")
     q.set_defaults(func=cmd_verify)
 
     q = verbs.add_parser("bump", help="start a new manifest version (renewal, before changes)",

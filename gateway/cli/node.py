@@ -4,78 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
-import ssl
 import sys
-import urllib.error
-import urllib.request
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
+from gateway.cli import client
 from gateway.cli.main import CheckFailed, UsageError
-from gateway.config import Config, ConfigError, load_config
-from gateway.core.csrf import REQUEST_HEADER
+from gateway.cli.output import console, dict_table, fields, print_json, rows_of, styled, table
 from gateway.core.printable import printable
-from gateway.store.blobs import file_digest
-
-
-def _cfg(args: argparse.Namespace) -> Config:
-    try:
-        return load_config(args.config)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def local_tls(cfg: Config, role: str = "system") -> ssl.SSLContext:
-    """TLS 1.3 client context for the node's local API with the configured client certificate of ``role``
-    (the server is checked against the federation CA of the manifest)."""
-    cert = getattr(cfg.client, f"{role}_cert")
-    key = getattr(cfg.client, f"{role}_key")
-    if not cert or not key:
-        raise UsageError(f"{cfg.path}: client.{role}_cert and client.{role}_key are needed for this verb")
-    manifest = json.loads(cfg.resolve(cfg.trust.manifest).read_text())
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.check_hostname = False
-    ctx.load_verify_locations(cadata="\n".join(manifest["tls_ca"]))
-    ctx.load_cert_chain(str(cfg.resolve(cert)), str(cfg.resolve(key)))
-    return ctx
-
-
-def local_connection(cfg: Config, role: str = "system", *, timeout: float = 120) -> http.client.HTTPSConnection:
-    """A connection to the node's local API as ``role``, for streamed requests (blobs)."""
-    host, port = cfg.listen.local.rsplit(":", 1)
-    return http.client.HTTPSConnection(host.strip("[]"), int(port), context=local_tls(cfg, role), timeout=timeout)
-
-
-def local_request(cfg: Config, role: str, method: str, path: str, body: bytes | None = None,
-                  content_type: str = "application/json") -> tuple[int, Any]:
-    """Call the node's local API with the configured client certificate of ``role``."""
-    ctx = local_tls(cfg, role)
-    url = f"https://{cfg.listen.local}{path}"
-    # X-Traza-Request: operator and auditor actions need it (gateway.core.csrf); harmless elsewhere
-    headers = {REQUEST_HEADER: "traza-cli", **({"Content-Type": content_type} if body is not None else {})}
-    req = urllib.request.Request(url, data=body, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, context=ctx, timeout=60) as resp:  # noqa: S310
-            raw = resp.read()
-            status = resp.status
-    except urllib.error.HTTPError as exc:
-        raw, status = exc.read(), exc.code
-    except (urllib.error.URLError, OSError) as exc:
-        raise CheckFailed(f"cannot reach the local API at {url}: {exc}") from None
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode("utf-8", "replace")
-
-
-def _problem(status: int, doc: Any) -> str:
-    if isinstance(doc, dict) and "detail" in doc:
-        return f"HTTP {status} {doc.get('code', '')}: {doc['detail']}"
-    return f"HTTP {status}: {doc}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -83,7 +22,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.node import NodeError, StoreDamaged, run_node
     from gateway.ops import install
 
-    cfg = _cfg(args)
+    cfg = client.node_config(args)
     reason = args.accept_damaged_store
     if reason is not None and not reason.strip():
         raise UsageError("--accept-damaged-store needs a reason (it is recorded in the audit log)")
@@ -100,62 +39,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
 
 
-def upload_attachment(cfg: Config, path: Path, *, sha: str | None = None, length: int | None = None,
-                      progress: Any = None) -> tuple[str, int, int]:
-    """Upload ``path`` to the node's local blob store (``PUT /local/v1/blobs/<sha>``, streamed, resuming
-    from what the node already holds). Returns (sha256, length, bytes sent). ``progress(done, total)``
-    is called as bytes go out."""
-    if sha is None or length is None:
-        sha, length = file_digest(path)
-    where = f"https://{cfg.listen.local}/local/v1/blobs/{sha}"
-
-    def conn() -> http.client.HTTPSConnection:
-        return local_connection(cfg)
-
-    try:
-        c = conn()
-        c.request("HEAD", f"/local/v1/blobs/{sha}")
-        r = c.getresponse()
-        r.read()
-        if r.status != 200:
-            raise CheckFailed(f"{path}: HEAD {where}: HTTP {r.status}")
-        have = int(r.getheader("Traza-Received-Bytes", "0") or 0)
-        if r.getheader("Traza-Blob-Complete") == "true":
-            if progress:
-                progress(length, length)
-            c.close()
-            return sha, length, 0
-        start = have if 0 < have <= length else 0
-        c.putrequest("PUT", f"/local/v1/blobs/{sha}")
-        c.putheader("Content-Type", "application/octet-stream")
-        c.putheader("Content-Length", str(length - start))
-        if start:
-            c.putheader("Content-Range", f"bytes {start}-{length - 1}/{length}")
-        c.endheaders()
-        done = start
-        if progress:
-            progress(done, length)
-        with path.open("rb") as f:
-            f.seek(start)
-            while done < length and (piece := f.read(min(1024 * 1024, length - done))):
-                c.send(piece)
-                done += len(piece)
-                if progress:
-                    progress(done, length)
-        r = c.getresponse()
-        raw = r.read()
-        c.close()
-    except (OSError, http.client.HTTPException) as exc:
-        raise CheckFailed(f"{path}: upload to {where} failed: {exc} (run the command again to resume)") from None
-    if r.status not in (200, 201):
-        try:
-            doc: Any = json.loads(raw)
-        except ValueError:
-            doc = raw.decode("utf-8", "replace")
-        raise CheckFailed(f"{path}: upload refused: {_problem(r.status, doc)}")
-    return sha, length, length - start
-
-
 def _media_type_of(path: Path) -> str:
     import mimetypes
 
@@ -164,38 +47,6 @@ def _media_type_of(path: Path) -> str:
 
         return X3P_MEDIA_TYPE
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-
-
-def upload_attachments(cfg: Config, files: list[tuple[Path, str]], *, show: bool = False) -> list[dict[str, Any]]:
-    """Upload each (path, media type) to the node's local blob store (:func:`upload_attachment`: streamed,
-    resuming), with a progress bar on stderr when ``show``; returns the standard form's ``attachments``
-    (``[{"sha256", "len", "ct", "name"}]``). Used by `traza send` and by `traza demo`'s national systems."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    out: list[dict[str, Any]] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True), disable=not show, transient=False) as bar:
-        for path, ct in files:
-            try:
-                size = path.stat().st_size
-            except OSError as exc:
-                raise UsageError(f"{path}: {exc.strerror}") from None
-            task = bar.add_task(f"hashing {path.name}", total=size)
-            sha, n = file_digest(path)
-            bar.update(task, description=f"uploading {path.name}", completed=0)
-            sha, n, _sent = upload_attachment(cfg, path, sha=sha, length=n,
-                                              progress=lambda done, total, t=task: bar.update(t, completed=done, total=total))
-            bar.update(task, description=f"uploaded {path.name}", completed=n)
-            out.append({"sha256": sha, "len": n, "ct": ct, "name": path.name})
-    return out
 
 
 def x3p_message(path: Path, sidecar: str | Path | None = None, *, to: str | None = None, mt: str | None = None,
@@ -237,7 +88,7 @@ def _x3p_form(args: argparse.Namespace, path: Path) -> tuple[dict[str, Any], lis
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    cfg = _cfg(args)
+    cfg = client.node_config(args)
     path = Path(args.body)
     attach = [Path(a) for a in args.attach or []]
     files: list[tuple[Path, str]] = []
@@ -270,62 +121,83 @@ def cmd_send(args: argparse.Namespace) -> int:
             msg["ttl_seconds"] = args.ttl
         files += [(a, _media_type_of(a)) for a in attach]
         if files:
-            msg["attachments"] = upload_attachments(cfg, files, show=not args.no_progress)
+            msg["attachments"] = client.upload_attachments(cfg, files, show=not args.no_progress)
         ct, payload = STANDARD_CT, json.dumps(msg).encode()
-    status, doc = local_request(cfg, "system", "POST", "/local/v1/messages", payload, ct)
+    status, doc = client.local_request(cfg, "system", "POST", "/local/v1/messages", payload, ct)
     if status != 201:
-        raise CheckFailed(f"{path}: refused: {_problem(status, doc)}")
-    print(json.dumps(doc) if args.json else f"submitted {doc['id']} (status: {doc['status_url']})")
-    return 0
-
-
-def _print(doc: Any, as_json: bool) -> None:
-    if as_json or not isinstance(doc, (dict, list)):
-        print(json.dumps(doc, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    rows = doc if isinstance(doc, list) else next((v for v in doc.values() if isinstance(v, list)), None)
-    if rows and isinstance(rows[0], dict):
-        t = Table()
-        for k in rows[0]:
-            t.add_column(Text(printable(str(k))))
-        for r in rows:  # a peer's words as plain text: no control characters, no rich markup
-            t.add_row(*(Text(printable(str(r.get(k, "")))) for k in rows[0]))
-        Console().print(t)
+        raise CheckFailed(f"{path}: refused: {client.problem_text(status, doc)}")
+    if args.json:
+        print(json.dumps(doc))
+    elif args.quiet:
+        print(doc["id"])
     else:
-        print(json.dumps(doc, indent=2))
-
-
-def _view(args: argparse.Namespace, what: str) -> int:
-    cfg = _cfg(args)
-    status, doc = local_request(cfg, "operator", "GET", f"/ops/v1/{what}")
-    if status != 200:
-        raise CheckFailed(_problem(status, doc))
-    _print(doc, args.json)
+        print(f"submitted {doc['id']}; follow it with: traza message show --config {args.config} {doc['id']}")
     return 0
 
 
-def cmd_queue(args: argparse.Namespace) -> int:
-    if args.action == "list":
-        return _view(args, "dead-letters" if args.dead else "overdue" if args.overdue else "queues")
-    if args.id is None:
-        what = "a message id" if args.action == "resend" else "a dead-letter id"
-        raise UsageError(f"queue {args.action} needs {what}")
+def cmd_status(args: argparse.Namespace) -> int:
+    doc = client.call(client.node_config(args), "operator", "GET", "/ops/v1/status")
+    if args.json:
+        print_json(doc)
+        return 0
+    rows = [("node", doc.get("node")), ("federation", doc.get("federation")),
+            ("manifest", f"version {doc.get('manifest_version')}, expires {doc.get('manifest_expires_at')}"),
+            ("queue depth", doc.get("queue_depth")), ("messages", doc.get("messages") or {}),
+            ("counters", doc.get("counters") or {})]
+    console().print(fields(rows))
+    return 0
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    doc = client.call(client.node_config(args), "operator", "GET", "/ops/v1/peers")
+    if args.json:
+        print_json(doc)
+        return 0
+    peers = rows_of(doc, "peers")
+    out = console()
+    if not peers:
+        out.print("no linked peer")
+        return 0
+    out.print(table(["peer", "kind", "status", "failures", "endpoint"],
+                    ([p.get("id"), p.get("kind"), styled(p.get("status")), p.get("failures"), p.get("endpoint")]
+                     for p in peers)))
+    out.print("up: exchanging; down: failing, left alone until a cooldown ends; probing: one trial exchange; "
+              "unknown: no exchange since the node started", style="dim", markup=False)
+    return 0
+
+
+LISTS = {"queues": ("queues", "no message queued for any peer"),
+         "dead-letters": ("dead_letters", "no dead letter"),
+         "overdue": ("overdue", "no message waiting for its receipt past limits.receipt_overdue")}
+
+
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    what = "dead-letters" if args.dead else "overdue" if args.overdue else "queues"
+    doc = client.call(client.node_config(args), "operator", "GET", f"/ops/v1/{what}")
+    if args.json:
+        print_json(doc)
+        return 0
+    key, empty = LISTS[what]
+    console().print(dict_table(rows_of(doc, key), empty=empty))
+    return 0
+
+
+def cmd_queue_action(args: argparse.Namespace) -> int:
     if args.action == "resend":
-        path = f"/ops/v1/messages/{args.id}/resend"
+        path = f"/ops/v1/messages/{urllib.parse.quote(args.id, safe='')}/resend"
     else:
         try:
             path = f"/ops/v1/dead-letters/{int(args.id)}/{args.action}"
         except ValueError:
             raise UsageError(f"queue {args.action}: dead-letter id {args.id!r} is not an integer") from None
-    cfg = _cfg(args)
-    status, doc = local_request(cfg, "operator", "POST", path, b"")
-    if status != 200:
-        raise CheckFailed(_problem(status, doc))
-    _print(doc, True)
+    doc = client.call(client.node_config(args), "operator", "POST", path, b"")
+    if args.json:
+        print_json(doc)
+        return 0
+    done = {"retry": "queued again", "discard": "discarded", "resend": "offered again"}[args.action]
+    what = f"dead letter {doc.get('id')} (message {doc.get('jti')})" if args.action != "resend" else f"message {doc.get('jti')}"
+    to = f" for {doc.get('peer')}" if doc.get("peer") and args.action != "discard" else ""
+    console().print(printable(f"{what}: {done}{to}; audited as operator.action"), markup=False)
     return 0
 
 
@@ -354,24 +226,36 @@ def register(sub: Any) -> None:
                    help="for an X3P file: the submission fields (default: the .json beside the .x3p file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while attachments upload")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="print the message id only (ID=$(traza send ... -q))")
     p.add_argument("body", metavar="BODY.json|FILE.x3p",
                    help="the message body (JSON), or an X3P file sent as ballistic.submission with the file attached")
     p.set_defaults(func=cmd_send)
 
-    for verb, what in (("status", "status"), ("peers", "peers")):
-        p = sub.add_parser(verb, help=f"operator view: {what}")
-        p.add_argument("--config", required=True)
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(func=lambda a, w=what: _view(a, w))
-
-    p = sub.add_parser("queue", help="operator: outbox queues and dead letters")
-    p.add_argument("action", choices=["list", "retry", "discard", "resend"])
-    p.add_argument("id", nargs="?", help="dead-letter id (retry, discard) or message id (resend)")
-    p.add_argument("--dead", action="store_true", help="list dead letters instead of queues")
-    p.add_argument("--overdue", action="store_true",
-                   help="list messages forwarded without a receipt after limits.receipt_overdue")
+    p = sub.add_parser("status", help="operator view: the node, its manifest, messages by state, counters")
     p.add_argument("--config", required=True)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_queue)
+    p.add_argument("--json", action="store_true", help="print the local API's JSON instead of a table")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("peers", help="operator view: linked peers, up / down / probing")
+    p.add_argument("--config", required=True)
+    p.add_argument("--json", action="store_true",
+                   help="print the local API's JSON (with the circuit breaker's `state` beside `status`)")
+    p.set_defaults(func=cmd_peers)
 
-
+    p = sub.add_parser("queue", help="operator: outbox queues, dead letters, messages without a receipt")
+    verbs = p.add_subparsers(dest="action", metavar="VERB", required=True)
+    q = verbs.add_parser("list", help="messages queued per peer (or --dead, --overdue)")
+    q.add_argument("--dead", action="store_true", help="list dead letters instead of queues")
+    q.add_argument("--overdue", action="store_true",
+                   help="list messages forwarded without a receipt after limits.receipt_overdue")
+    q.add_argument("--config", required=True)
+    q.add_argument("--json", action="store_true", help="print the local API's JSON instead of a table")
+    q.set_defaults(func=cmd_queue_list)
+    for action, what, help_ in (
+            ("retry", "dead-letter id", "queue a dead letter again (audited)"),
+            ("discard", "dead-letter id", "discard a dead letter (audited)"),
+            ("resend", "message id", "offer an overdue message again to its first hop, same id (audited)")):
+        q = verbs.add_parser(action, help=help_)
+        q.add_argument("--config", required=True)
+        q.add_argument("--json", action="store_true", help="print the local API's JSON")
+        q.add_argument("id", metavar="ID", help=what)
+        q.set_defaults(func=cmd_queue_action)

@@ -67,7 +67,10 @@ def _run_check(args: argparse.Namespace) -> int:
         decode_body(args.type, data)
     except TrazaError as exc:
         raise CheckFailed(f"{args.file}: {args.type}: {exc.code.value}: {exc.detail}") from None
-    print(f"{args.file}: valid {args.type} (schema version {SCHEMA_VERSION})")
+    if args.json:
+        print(json.dumps({"file": args.file, "type": args.type, "valid": True, "schema_version": SCHEMA_VERSION}))
+    else:
+        print(f"{args.file}: valid {args.type} (schema version {SCHEMA_VERSION})")
     return 0
 
 
@@ -96,6 +99,8 @@ def register(sub: Any) -> None:
     )
     ck.add_argument("type", metavar="TYPE", help=f"message type, one of: {', '.join(MESSAGE_TYPES)}")
     ck.add_argument("file", metavar="FILE", help="the body as UTF-8 JSON ('-' for standard input)")
+    ck.add_argument("--json", action="store_true",
+                    help='print {"file", "type", "valid", "schema_version"} (a failed check: one line on stderr, exit 1)')
     ck.set_defaults(func=_run_check)
 
     def run(args: argparse.Namespace) -> int:

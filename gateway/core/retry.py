@@ -23,6 +23,16 @@ def next_attempt_at(now: float, attempt: int, exp: float, *, rand: float, base: 
 
 State = Literal["closed", "open", "half_open"]
 
+# what the breaker's state means to a person reading `traza peers`: the peer answers (up), is left alone
+# after failures until its cooldown ends (down), or gets one trial exchange (probing); "idle" is a peer
+# this node has not exchanged with since it started
+PEER_STATUS: dict[str, str] = {"closed": "up", "open": "down", "half_open": "probing", "idle": "unknown"}
+
+
+def peer_status(state: str) -> str:
+    """``up``, ``down``, ``probing`` or ``unknown`` for a breaker state (or ``idle``)."""
+    return PEER_STATUS.get(state, state)
+
 
 class CircuitBreaker:
     """Per-peer breaker: opens after ``threshold`` consecutive failures, lets one probe through after its

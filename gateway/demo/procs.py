@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from gateway.cli.node import local_request
+from gateway.cli.client import local_request
 from gateway.config import Config, load_config
 from gateway.localfed import LocalNode, NodeSpec, build
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -20,8 +22,9 @@ from rich.text import Text
 
 from adapters.standard import MEDIA_TYPE as STANDARD
 from gateway.audit.bundle import BundleError, verify_bundle
+from gateway.cli.client import local_connection, upload_attachments
 from gateway.cli.main import CheckFailed, UsageError
-from gateway.cli.node import local_connection, upload_attachments, x3p_message
+from gateway.cli.node import x3p_message
 from gateway.config import Config
 from gateway.core.b64 import b64url_encode
 from gateway.core.messages import validate_body
@@ -504,6 +507,9 @@ class Demo:
         for c, n in s["origins"].items():
             o.add_row(Text(printable(story.COUNTRY_NAMES.get(c, c))), str(n), f"{100 * n / story.SEIZED:.0f} %")
         self.out.print(o)
+        self.print_where(s)
+
+    def print_where(self, s: dict[str, Any]) -> None:
         self.out.rule("Where to look")
         for n in s["nodes"]:
             self.out.print(f"[b]{n['id']:>13}[/b] {n['kind']:8} local API {n['local']}  ops {n['ops']}/metrics  "
@@ -540,8 +546,48 @@ class Demo:
                        f"{d['url']}api/whoami", soft_wrap=True)
 
 
-def run_demo(*, directory: Path | None, once: bool, as_json: bool) -> dict[str, Any]:
-    """Play the scenario; returns the summary. Without ``once`` keeps the nodes running until Ctrl-C."""
+def traza_command() -> str:
+    """How the person who started the demo runs `traza`: ``traza`` if that is this one on the PATH, else
+    its full path (``.venv/bin/traza`` before ``. .venv/bin/activate``)."""
+    here = Path(sys.executable).parent / "traza"
+    found = shutil.which("traza")
+    if found and Path(found).resolve() == here.resolve():
+        return "traza"
+    return str(here) if here.exists() else "traza"
+
+
+def print_next_steps(out: Console, root: Path, fed: Federation, *, kept: bool, story: bool) -> None:
+    """What to do with the running federation, and what Ctrl-C will do (stop every node; keep or delete
+    the folder)."""
+    traza = traza_command()
+    cfg = {n: fed.nodes[n].config for n in ("mx", "es")}
+    sample = Path(__file__).resolve().parents[2] / "docs" / "examples" / "trace.request.json"
+    body = str(sample) if sample.is_file() else "BODY.json"
+    out.rule("Your turn")
+    if traza != "traza":
+        out.print(f"`traza` is not on your PATH: use {traza}, or first run: . {Path(traza).parent}/activate",
+                  soft_wrap=True, markup=False)
+    if story:
+        out.print("the demo keeps playing every national system: what arrives is acknowledged (the receipt goes "
+                  "back) and answered; run with --no-story to read and acknowledge messages yourself",
+                  soft_wrap=True, markup=False)
+    else:
+        out.print("no national system is played: what you send waits in the recipient's inbox until you "
+                  "acknowledge it", soft_wrap=True, markup=False)
+    for line in (f"ID=$({traza} send --config {cfg['mx']} --to es --type trace.request -q {body})",
+                 f"{traza} inbox list --config {cfg['es']}",
+                 f"{traza} inbox ack --config {cfg['es']} $ID",
+                 f"{traza} message show --config {cfg['mx']} $ID"):
+        out.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
+    stop = (f"Ctrl-C stops every node and keeps {root} (configs, keys, databases, logs; restart a node with "
+            f"{traza} run --config {root / 'nodes'}/<node>.toml)" if kept else
+            f"Ctrl-C stops every node and deletes the temporary folder {root}: run with --dir DIR to keep it")
+    out.print(stop, soft_wrap=True, markup=False)
+
+
+def run_demo(*, directory: Path | None, once: bool, as_json: bool, story: bool = True) -> dict[str, Any]:
+    """Play the scenario (unless not ``story``: the federation only); returns the summary. Without ``once``
+    keeps the nodes running until Ctrl-C, playing every national system after the story if there was one."""
     console = Console(stderr=as_json, highlight=False)
     if not console.is_terminal:
         console.width = 160  # a log file or a pipe: do not wrap at 80 columns
@@ -550,7 +596,7 @@ def run_demo(*, directory: Path | None, once: bool, as_json: bool) -> dict[str, 
         tmp = tempfile.TemporaryDirectory(prefix="traza-demo-")
         root = Path(tmp.name)
     else:
-        root = directory.resolve()
+        root = directory.expanduser().resolve()
         if root.exists() and any(root.iterdir()):
             raise DemoError(f"{root}: --dir must be a new or empty folder")
         root.mkdir(parents=True, exist_ok=True)
@@ -560,10 +606,14 @@ def run_demo(*, directory: Path | None, once: bool, as_json: bool) -> dict[str, 
     demo = Demo(root, console, keep=directory is not None)
     try:
         demo.start()
-        demo.play()
+        if story:
+            demo.play()
         result = demo.summary()
-        demo.print_summary(result)
-        if directory is not None:
+        if story:
+            demo.print_summary(result)
+        else:
+            demo.print_where(result)
+        if directory is not None and story:
             path = demo.evidence()
             result["evidence"] = str(path)
             console.print(f"evidence bundle of the first trace request (from es): {path}\n"
@@ -572,13 +622,15 @@ def run_demo(*, directory: Path | None, once: bool, as_json: bool) -> dict[str, 
         result["dashboard"] = dash
         demo.print_dashboard(dash, running=not once)
         if not once:
+            print_next_steps(console, root, demo.fed, kept=directory is not None, story=story)
             console.print("[bold]federation running; Ctrl-C to stop[/bold]")
             try:
                 while True:
-                    demo.pump()
+                    if story:
+                        demo.pump()
                     time.sleep(0.5)
             except KeyboardInterrupt:
-                console.print("stopping all nodes")
+                console.print("stopping all nodes" + (f"; {root} is kept" if directory is not None else ""))
         return result
     finally:
         demo.fed.stop_all()

@@ -19,14 +19,20 @@ from gateway.audit.db import AuditError
 from gateway.audit.tree import log_size
 from gateway.core import strictjson
 from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
+from gateway.core.envelope import NO_REPLY_TYPES
 from gateway.core.errors import Code, TrazaError
 from gateway.core.events import AuthDenied
 from gateway.core.relay import DeadLetterAction, InboxAcked
+from gateway.core.retry import peer_status
 from gateway.core.timeutil import rfc3339_seconds
 from gateway.node.expiry import expiries
 from gateway.node.state import _NodeState, _rfc3339
+from gateway.store import lookup
 from gateway.store import relay as st
 from gateway.transport.peer import Problem
+
+# states of a message this node sent that end without an answer (gateway.node.forward, receive)
+FAILED_STATES = frozenset({"failed", "dead", "discarded"})
 
 
 class ApiMixin(_NodeState):
@@ -46,8 +52,9 @@ class ApiMixin(_NodeState):
             m = st.get_message(conn, jti)
             if m is None:
                 return None
+            steps = [{**step, "at": _rfc3339(step["at"])} for step in st.timeline(conn, jti)]
             return {"id": jti, "type": m.mt, "from": m.iss, "to": m.aud, "conversation": m.cid, "state": m.state,
-                    "reply_to": m.irt, "timeline": st.timeline(conn, jti)}
+                    "reply_to": m.irt, "timeline": steps}
 
         return await self.db.read(fn)
 
@@ -80,21 +87,63 @@ class ApiMixin(_NodeState):
             cls=env.get("classification") or DEFAULT_CLASSIFICATION, pur=env.get("purpose") or DEFAULT_PURPOSE,
             irt=env.get("reply_to"), ttl=env.get("ttl_seconds"), attachments=attachments or None)
 
+    def _inbox_item(self, row: lookup.InboxRow) -> dict[str, Any]:
+        """One delivered message as the inbox shows it: the national form (``content``) and its metadata."""
+        seq, jti, body, delivered_at, mt, iss, cid, _taken, _irt = row
+        meta = {"id": jti, "from": iss, "conversation": cid, "delivered_at": _rfc3339(delivered_at)}
+        # the payload may have been purged after its retention (a taken message): no content then
+        content = None if body is None else self.adapter.from_standard(mt, msgspec.json.decode(body), meta).decode("utf-8")
+        item: dict[str, Any] = {"id": jti, "type": mt, "from": iss, "conversation": cid,
+                "delivered_at": _rfc3339(delivered_at), "content_type": self.adapter.output_content_type,
+                "content": content, "cursor": seq}
+        files = self.plain_blobs.read_index(jti)
+        if files:  # an extension of SPEC §6: the blobs the message carried, decrypted (docs/blobs.md)
+            item["attachments"] = [{**f, "url": f"/local/v1/blobs/{f['sha256']}"} for f in files]
+        return item
+
     async def local_inbox(self, after: int, limit: int) -> dict[str, Any]:
         rows = await self.inbox_page(after, limit)
-        out = []
-        for seq, jti, body, delivered_at, mt, iss, cid in rows:
-            meta = {"id": jti, "from": iss, "conversation": cid, "delivered_at": _rfc3339(delivered_at)}
-            content = self.adapter.from_standard(mt, msgspec.json.decode(body), meta)
-            item = {"id": jti, "type": mt, "from": iss, "conversation": cid,
-                    "delivered_at": _rfc3339(delivered_at), "content_type": self.adapter.output_content_type,
-                    "content": content.decode("utf-8"), "cursor": seq}
-            files = self.plain_blobs.read_index(jti)
-            if files:  # an extension of SPEC §6: the blobs the message carried, decrypted (docs/blobs.md)
-                item["attachments"] = [{**f, "url": f"/local/v1/blobs/{f['sha256']}"} for f in files]
-            out.append(item)
+        out = [self._inbox_item((*row, None, None)) for row in rows]
         nxt = out[-1]["cursor"] if out else after
         return {"messages": out, "next": str(nxt)}
+
+    async def local_inbox_message(self, jti: str) -> dict[str, Any] | None:
+        """One message delivered to this node, acknowledged or not (``acknowledged_at``); None if none."""
+        row = await self.db.read(lambda c: lookup.inbox_message(c, jti))
+        if row is None:
+            return None
+        return {**self._inbox_item(row), "reply_to": row[8],
+                "acknowledged_at": None if row[7] is None else _rfc3339(row[7])}
+
+    async def conversation(self, cid: str) -> dict[str, Any] | None:
+        """Conversation ``cid`` on this node (SPEC §6): each message this node's national system sent in it,
+        with its state and the answers delivered here (``reply_to`` it); ``received``: what was delivered
+        here in it answering none of them. None if this node has no message of the conversation."""
+        def fn(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], list[lookup.InboxRow]]:
+            return (lookup.conversation_sent(conn, cid, self.id, NO_REPLY_TYPES),
+                    lookup.conversation_inbox(conn, cid))
+
+        sent, delivered = await self.db.read(fn)
+        if not sent and not delivered:
+            return None
+        ours = {m["id"] for m in sent}
+        answers: dict[str, list[dict[str, Any]]] = {}
+        received = []
+        for row in delivered:
+            item = {**self._inbox_item(row), "reply_to": row[8],
+                    "acknowledged_at": None if row[7] is None else _rfc3339(row[7])}
+            irt = row[8]
+            if irt is not None and irt in ours:
+                answers.setdefault(irt, []).append(item)
+            else:
+                received.append(item)
+        messages = [{**m, "sent_at": _rfc3339(m["sent_at"]), "answers": answers.get(m["id"], [])} for m in sent]
+        failed = sum(m["state"] in FAILED_STATES for m in messages)
+        answered = sum(bool(m["answers"]) for m in messages)
+        return {"conversation": cid, "messages": messages, "received": received,
+                "summary": {"recipients": len({m["to"] for m in messages}), "answered": answered,
+                            "pending": sum(not m["answers"] and m["state"] not in FAILED_STATES for m in messages),
+                            "failed": failed}}
 
     async def ops_view(self, what: str) -> Any:
         now = self.clock()
@@ -109,7 +158,8 @@ class ApiMixin(_NodeState):
         if what == "dead-letters":
             rows = await self.db.read(st.dead_letters)
             # the signed expiry: a dead letter whose exp has passed cannot be retried (ops_dead_letter)
-            return {"dead_letters": [{**d, "exp": rfc3339_seconds(d["exp"]), "expired": d["exp"] <= now}
+            return {"dead_letters": [{**d, "at": _rfc3339(d["at"]), "exp": rfc3339_seconds(d["exp"]),
+                                      "expired": d["exp"] <= now}
                                      for d in rows]}
         if what == "peers":
             peers = []
@@ -117,8 +167,9 @@ class ApiMixin(_NodeState):
                 if nid == self.id or not self.fed.linked(self.id, nid):
                     continue
                 br = self.breakers.get(nid)
+                state = br.state(now) if br else "idle"
                 peers.append({"id": nid, "kind": node.kind, "endpoint": node.endpoint,
-                              "state": br.state(now) if br else "idle",
+                              "status": peer_status(state), "state": state,
                               "failures": br.failures if br else 0})
             return {"peers": peers}
         counts = await self.db.read(st.counts_by_state)

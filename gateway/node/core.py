@@ -51,6 +51,7 @@ from gateway.node.receive import ReceiveMixin
 from gateway.node.relay import Applier
 from gateway.node.tls import TlsFileError, TlsMixin
 from gateway.node.witness import WitnessMixin
+from gateway.store import lookup
 from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
 from gateway.store.db import Database, StorageUnavailable
@@ -165,6 +166,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         try:
             self.db = Database(self.data_dir / "node.db", on_fatal=self._storage_fatal)
             self.db.migrate(st.SCHEMA)
+            self.db.migrate(lookup.SCHEMA)
             self.audit = audit_facade.NodeAudit(self.db, node=self.id, federation=fed.name, key=[k for _, k in self.keyring.audit],
                                                 checkpoint_file=self.data_dir / CHECKPOINT_FILE)
         except sqlite3.DatabaseError as exc:

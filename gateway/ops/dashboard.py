@@ -279,9 +279,6 @@ class Dashboard:
         st = await self.node.message_status(jti)
         if st is None:
             return _problem(404, "not_found", f"no message {jti} on this node")
-        for step in st["timeline"]:
-            if isinstance(step.get("at"), (int, float)):
-                step["at"] = rfc3339(step["at"])
         return _json(st)
 
 

@@ -37,6 +37,12 @@ class LocalBackend(Protocol):
 
     async def local_inbox(self, after: int, limit: int) -> dict[str, Any]: ...
 
+    async def local_inbox_message(self, jti: str) -> dict[str, Any] | None:
+        """One message delivered to this node, acknowledged or not; None if none."""
+
+    async def conversation(self, cid: str) -> dict[str, Any] | None:
+        """The messages of conversation ``cid`` this node sent and received; None if none."""
+
     async def inbox_ack(self, jti: str, who: str, status: str = "DELIVERED", detail: str | None = None) -> bool: ...
 
     async def ops_view(self, what: str) -> Any: ...
@@ -136,6 +142,18 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
         limit = min(max(int_param(request.query.get("limit"), "limit", default=100, lo=INT64_MIN), 1), 1000)
         return json_response(await backend.local_inbox(after, limit))
 
+    async def inbox_message(request: web.Request) -> web.StreamResponse:
+        doc = await backend.local_inbox_message(request.match_info["id"])
+        if doc is None:
+            return problem(404, "not_found", f"no inbox message {request.match_info['id']} on this node")
+        return json_response(doc)
+
+    async def conversation(request: web.Request) -> web.StreamResponse:
+        doc = await backend.conversation(request.match_info["cid"])
+        if doc is None:
+            return problem(404, "not_found", f"no conversation {request.match_info['cid']} on this node")
+        return json_response(doc)
+
     async def inbox_ack(request: web.Request) -> web.StreamResponse:
         status, detail = "DELIVERED", None
         if request.can_read_body:
@@ -227,6 +245,8 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
     r.add_post("/local/v1/messages", submit)
     r.add_get("/local/v1/messages/{id}", status)
     r.add_get("/local/v1/inbox", inbox)
+    r.add_get("/local/v1/inbox/{id}", inbox_message)
+    r.add_get("/local/v1/conversations/{cid}", conversation)
     r.add_post("/local/v1/inbox/{id}/ack", inbox_ack)
     for what in ("status", "peers", "queues", "dead-letters", "overdue"):
         r.add_get(f"/ops/v1/{what}", ops(what))

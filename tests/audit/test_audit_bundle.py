@@ -121,6 +121,10 @@ def test_exported_bundle_verifies_offline(scenario, tmp_path, capsys):
         "receipt from es to mx: DELIVERED",
     ]:
         assert fact in text, fact
+    assert main(["audit", "verify-bundle", "--json", str(out)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["ok"], doc["jti"], doc["node"], doc["file"]) == (True, jti, "es", str(out)), doc
+    assert any("receipt from es to mx: DELIVERED" in line for line in doc["proven"]) and isinstance(doc["notes"], list)
 
 
 def test_any_flipped_byte_fails(scenario, tmp_path, capsys):

@@ -72,6 +72,17 @@ def test_intact_log_verifies(logged, capsys):
     assert rc == 0, out
 
 
+def test_intact_log_verifies_with_a_json_report(logged, capsys):
+    a, b = logged
+    rc, out, err = _verify(a.db, capsys, "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert (doc["ok"], doc["size"], doc["checkpoints"], doc["cosignatures"], doc["witnesses"]) == (
+        True, 25, 3, 3, [b.origin]), doc
+    assert doc["source"] == str(a.db) and doc["log_key_pinned"] is False and doc["latest_size"] == 22
+    assert any("22..24" in w for w in doc["warnings"]), doc
+
+
 def test_truncated_log(logged, capsys, tmp_path):
     db = _copy(logged[0].db, tmp_path / "t.db")
     _sql(db, ("DELETE FROM audit_entries WHERE idx >= 20",))

@@ -99,6 +99,13 @@ def test_federation_lifecycle_and_byte_flips(tmp_path, run):
     assert "2 valid of threshold 2" in out and "expires" in out
     rc, out, err = run("manifest", "verify", d, "--anchor", d / "trust-anchor.json")
     assert rc == 0, err
+    rc, out, err = run("manifest", "verify", d, "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert (doc["ok"], doc["federation"], doc["version"], doc["threshold"], doc["valid_signatures"]) == (
+        True, "traza-demo", 1, 2, 2), doc
+    assert sorted(n["id"] for n in doc["nodes"]) == ["es", "eu-hub", "latam-hub", "mx"]
+    assert doc["expires_at"].endswith("Z") and doc["anchor"] == str(d / "trust-anchor.json"), doc
 
     # Flip bytes of manifest.json: every 97th byte plus the first and the last.
     good = (d / "manifest.json").read_bytes()

@@ -95,3 +95,16 @@ def test_check_unknown_type_or_missing_file(tmp_path, capsys):
     assert "unknown message type" in capsys.readouterr().err
     assert main(["schema", "check", "notice", str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_check_json_reports_the_result(tmp_path, capsys):
+    f = tmp_path / "request.json"
+    f.write_text(json.dumps(EXAMPLES["trace.request"]), encoding="utf-8")
+    assert main(["schema", "check", "--json", "trace.request", str(f)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc == {"file": str(f), "type": "trace.request", "valid": True, "schema_version": doc["schema_version"]}
+    bad = tmp_path / "answer.json"
+    bad.write_text(json.dumps(set_path(example("firearm.status.answer"), "hits[0].record_status", "FELONY")))
+    assert main(["schema", "check", "firearm.status.answer", str(bad), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "`$.hits[0].record_status`" in err  # a failed check: one line on stderr, exit 1

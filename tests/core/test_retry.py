@@ -35,3 +35,17 @@ def test_circuit_breaker_opens_probes_and_closes():
     assert cb.allow(23.5)
     cb.success()
     assert cb.state(24) == "closed" and cb.allow(24)
+
+
+def test_a_peer_status_is_up_down_or_probing_for_a_person_and_the_breaker_state_stays_beside_it():
+    from gateway.core.retry import peer_status
+
+    b = CircuitBreaker(threshold=2, cooldown=10.0)
+    assert peer_status("idle") == "unknown"
+    assert peer_status(b.state(0.0)) == "up"
+    b.failure(1.0)
+    b.failure(2.0)
+    assert peer_status(b.state(3.0)) == "down"
+    assert peer_status(b.state(2.0 + b.cooldown)) == "probing"
+    b.success()
+    assert peer_status(b.state(100.0)) == "up"

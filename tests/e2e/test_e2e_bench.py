@@ -28,3 +28,53 @@ def test_bench_refuses_a_non_positive_count():
     r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "bench", "--messages", "0", "--json"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "--messages" in r.stderr
+
+
+def on_a_terminal(argv: list[str], timeout: float) -> tuple[int, str]:
+    """Run ``argv`` with stdout and stderr on a pseudo-terminal; returns (exit status, what it showed)."""
+    import os
+    import threading
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen(argv, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "TERM": "xterm", "COLUMNS": "120"})
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO once the process has closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        rc = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(5)
+        os.close(master)
+    return rc, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_bench_shows_its_progress_on_a_terminal_and_not_on_a_pipe():
+    import re
+
+    argv = [sys.executable, "-m", "gateway.cli.main", "bench", "--messages", "60", "--size", "256", "--json",
+            "--timeout", "50"]
+    rc, shown = on_a_terminal(argv, timeout=60)
+    assert rc == 0, shown[-3000:]
+    for phase in ("starting 4 nodes", "sending mx → es", "delivered at es", "receipts back at mx"):
+        assert phase in shown, (phase, shown[-3000:])
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", shown)
+    doc = json.loads(re.findall(r"^\{.*\}\s*$", plain, re.M)[-1])  # the JSON object, after the progress
+    assert doc["messages"] == 60
+    r = subprocess.run([*argv[:5], "2", "--json", "--timeout", "50"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "sending mx" not in r.stderr + r.stdout, r.stderr  # a pipe: no progress

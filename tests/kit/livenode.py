@@ -18,7 +18,7 @@ from typing import Any
 
 from fedproc import Federation  # tests/e2e helper
 
-from gateway.cli.node import local_tls
+from gateway.cli.client import local_tls
 from gateway.crypto.tls import client_context
 from gateway.localfed import NodeSpec
 from gateway.trust.pki import FederationDir

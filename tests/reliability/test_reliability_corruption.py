@@ -46,8 +46,8 @@ from gateway.audit.checkpoints import (
 from gateway.audit.db import connect as audit_connect
 from gateway.audit.db import transaction
 from gateway.audit.reader import AuditReader
+from gateway.cli.client import local_request
 from gateway.cli.main import main as traza
-from gateway.cli.node import local_request
 from gateway.config import load_config
 from gateway.core.note import origin_for
 from gateway.crypto.keys import Ed25519Key

@@ -15,8 +15,8 @@ import msgspec
 from kit.nodes import started
 from kit.waiting import eventually
 
+from gateway.cli.client import local_request
 from gateway.cli.main import main as traza
-from gateway.cli.node import local_request
 from gateway.config import Config, load_config
 from gateway.localfed import NodeSpec, build
 from gateway.node import Node

@@ -21,8 +21,8 @@ from core.message_examples import example
 from kit.nodes import started
 from kit.waiting import eventually
 
+from gateway.cli.client import local_request
 from gateway.cli.main import main as traza
-from gateway.cli.node import local_request
 from gateway.config import Config, load_config
 from gateway.localfed import NodeSpec, build
 from gateway.node import Node
@@ -76,6 +76,7 @@ async def test_retry_of_an_expired_dead_letter_is_refused_and_audited_a_live_one
         dead = await eventually(lambda: _find(dead_letters(cfg), short), timeout=20.0)
         assert dead["code"] == "expired" and dead["expired"] is True, dead
         assert dead["exp"].endswith("Z") and len(dead["exp"]) == 20, dead
+        assert dead["at"].endswith("Z") and dead["at"][:4].isdigit() and "T" in dead["at"], dead  # RFC 3339
 
         status, doc = await call(cfg, "POST", f"/ops/v1/dead-letters/{dead['id']}/retry")
         assert status == 409, doc

@@ -46,7 +46,7 @@ from typing import Any
 import pytest
 from kit.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path
 
-from gateway.cli.node import local_request
+from gateway.cli.client import local_request
 from gateway.config import Config, load_config
 
 STANDARD = "application/vnd.traza.message+json"

@@ -246,7 +246,7 @@ async function refreshOperator() {
       if (window.confirm(`Discard dead letter ${d.id} (message ${d.jti})? This is audited.`)) deadLetter(d.id, "discard");
     });
     actions.append(retry, " ", discard);
-    const tr = row([d.id, d.jti, d.type, d.peer, d.code, d.detail, new Date(d.at * 1000).toISOString(), actions],
+    const tr = row([d.id, d.jti, d.type, d.peer, d.code, d.detail, d.at, actions],
       "dead-letter");
     tr.dataset.id = d.id;
     return tr;
