@@ -31,7 +31,7 @@ from gateway.store import lookup
 from gateway.store import relay as st
 from gateway.transport.peer import Problem
 
-# states of a message this node sent that end without an answer (gateway.node.forward, receive)
+# states of a message this node sent that end without an answer (gateway.core.relay)
 FAILED_STATES = frozenset({"failed", "dead", "discarded"})
 
 
@@ -69,7 +69,7 @@ class ApiMixin(_NodeState):
         if mtype == STANDARD_CT and b'"attachments"' in data:
             # the standard form may name blobs uploaded first with PUT /local/v1/blobs (docs/blobs.md)
             if isinstance(doc, dict) and "attachments" in doc:
-                attachments = self._check_attachments(doc.pop("attachments"))
+                attachments = self.origin.check_attachments(doc.pop("attachments"))
                 data = msgspec.json.encode(doc)
         try:
             tr = self.adapter.to_standard(data, content_type)
@@ -80,7 +80,7 @@ class ApiMixin(_NodeState):
         if not to:
             raise TrazaError(Code.SCHEMA_INVALID, "no recipient - at `$.to`")
         for att in tr.attachments:
-            attachments.append(await asyncio.to_thread(self._import_attachment, att))
+            attachments.append(await asyncio.to_thread(self.origin.import_attachment, att))
         body = msgspec.json.encode(tr.body)
         return await self.submit(
             mt=tr.mt, to=to, body=body, system=system, hc=env.get("handling") or "H0",
@@ -166,7 +166,7 @@ class ApiMixin(_NodeState):
             for nid, node in sorted(self.fed.nodes.items()):
                 if nid == self.id or not self.fed.linked(self.id, nid):
                     continue
-                br = self.breakers.get(nid)
+                br = self.outbound.breakers.get(nid)
                 state = br.state(now) if br else "idle"
                 peers.append({"id": nid, "kind": node.kind, "endpoint": node.endpoint,
                               "status": peer_status(state), "state": state,

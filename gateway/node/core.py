@@ -27,7 +27,9 @@ from gateway.audit import facade as audit_facade
 from gateway.audit import selfcheck
 from gateway.audit.checkpoints import CHECKPOINT_FILE
 from gateway.config import Config
-from gateway.core.csrf import Origin, listener_origins
+from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
+from gateway.core.csrf import Origin as WebOrigin
+from gateway.core.csrf import listener_origins
 from gateway.core.envelope import (
     Limits,
 )
@@ -37,18 +39,17 @@ from gateway.core.manifest import Federation
 from gateway.core.ratelimit import LogBudget
 from gateway.core.relay import Config as RelayConfig
 from gateway.core.relay import Relay
-from gateway.core.retry import CircuitBreaker
 from gateway.crypto.chunks import encrypted_size
 from gateway.crypto.pki import PkiError, check_local_ca
 from gateway.crypto.tls import node_cert_refusal, peer_node_id
 from gateway.metrics import Metrics
 from gateway.node.api import ApiMixin
-from gateway.node.blobs import BlobsMixin
-from gateway.node.forward import ForwardMixin
+from gateway.node.inbound import Inbound
 from gateway.node.keys import KeyFileError, KeysMixin
-from gateway.node.origin import OriginMixin
-from gateway.node.receive import ReceiveMixin
+from gateway.node.origin import Origin
+from gateway.node.outbound import Outbound
 from gateway.node.relay import Applier
+from gateway.node.services import Shared
 from gateway.node.tls import TlsFileError, TlsMixin
 from gateway.node.witness import WitnessMixin
 from gateway.store import lookup
@@ -59,7 +60,7 @@ from gateway.store.lock import DataDirLock, DataDirLocked
 from gateway.transport.delivery import Delivery, make_delivery
 from gateway.transport.listener import Listener, ListenLimits, serve
 from gateway.transport.local import local_app, ops_app
-from gateway.transport.peer import PeerClient, peer_app
+from gateway.transport.peer import PeerClient, Result, peer_app
 from gateway.trust.trusted import ManifestRejected, TrustAnchor, TrustedManifest
 
 
@@ -88,8 +89,9 @@ def _check_local_ca(cfg: Config, fed: Federation) -> None:
         raise NodeError(f"{ca_path}: keys.local_ca: {exc}") from None
 
 
-class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, WitnessMixin, KeysMixin, TlsMixin):
-    """A running Traza node."""
+class Node(ApiMixin, WitnessMixin, KeysMixin, TlsMixin):
+    """A running Traza node: it wires the services (``inbound``, ``outbound``, ``origin``; see
+    gateway/node/services.py) and owns start and stop; the API backends are its own methods."""
 
     def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.time,
                  accept_damaged_store: str | None = None, tls_at_clock: bool = False) -> None:
@@ -180,19 +182,27 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         # max_blob limits the plaintext (SPEC §11): a blob travels as its TZB1 ciphertext, a little larger
         self.blobs = BlobStore(self.data_dir / "blobs", encrypted_size(lim.max_blob))
         self.plain_blobs = BlobStore(self.data_dir / "local-blobs", lim.max_blob)
-        # the relay's rules (pure, gateway/core/relay.py) and what applies their commands (gateway/node/relay.py)
-        self.relay = Relay(RelayConfig(here=self.id, retry_min=lim.retry_min, retry_max=lim.retry_max))
-        self.applier = Applier(here=self.id, db=self.db, audit=self.audit, fed=lambda: self.fed,
-                               signer=lambda: self.signer, blobs=self.blobs, reply=self._reply_in_txn,
-                               evidence_keys=self._signing_keys, on_effects=self._run_effects)
-        self._blobs_at: set[tuple[str, str]] = set()  # (peer, sha) known to be complete at the peer
-        self._uploads: dict[tuple[str, str], asyncio.Task[int]] = {}  # blob uploads in progress
-        self._upload_locks: dict[str, asyncio.Lock] = {}
         self.metrics = Metrics()
-        self.clients: dict[str, PeerClient] = {}
-        self.breakers: dict[str, CircuitBreaker] = {}
-        self.wake: dict[str, asyncio.Event] = {}
-        self.forwarders: dict[str, asyncio.Task[None]] = {}
+        self.stopping = asyncio.Event()
+        self.counters: dict[str, int] = {}
+        # the relay's rules (pure, gateway/core/relay.py) and the services that use them, each with the
+        # dependencies it names (gateway/node/services.py); the applier of the rules' commands comes last
+        # because replies are made by the origin service
+        self.relay = Relay(RelayConfig(here=self.id, retry_min=lim.retry_min, retry_max=lim.retry_max))
+        # the clock through the node: tests (and the 400-day run) move a node's time by replacing node.clock
+        self.shared = Shared(cfg=cfg, here=self.id, clock=lambda: self.clock(), log=self.log, db=self.db, audit=self.audit,
+                             trust=self.trust, metrics=self.metrics, rules=self.relay, stopping=self.stopping,
+                             count=self.count, supervise=self._supervise)
+        self.outbound = Outbound(self.shared, blobs=self.blobs, client_tls=self.client_tls_context)
+        self.inbound = Inbound(self.shared, limits=self.limits, blobs=self.blobs, plain_blobs=self.plain_blobs,
+                               enc_keys=lambda: self.enc_keys)
+        self.origin = Origin(self.shared, limits=self.limits, signer=lambda: self.signer, blobs=self.blobs,
+                             plain_blobs=self.plain_blobs, wake=self.outbound.wake, queued=self._queued,
+                             evidence_keys=self._signing_keys)
+        self.applier = self.shared.applier = Applier(
+            here=self.id, db=self.db, audit=self.audit, fed=lambda: self.fed, signer=lambda: self.signer,
+            blobs=self.blobs, reply=self.origin.reply_in_txn, evidence_keys=self._signing_keys,
+            on_effects=self._run_effects)
         self.tasks: list[asyncio.Task[Any]] = []
         self.runners: list[web.AppRunner] = []
         self.listeners: dict[str, Listener] = {}  # peer, local, ops: connection guards (transport/listener.py)
@@ -203,14 +213,60 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._disk_checked = 0.0
         self._disk_ok = True
-        self.stopping = asyncio.Event()
         self.fatal = asyncio.Event()  # set when the node must stop itself (run_node then exits non-zero)
         self.ready = False
-        self.counters: dict[str, int] = {}
-        self.latency_samples: list[float] = []
         # routes added to the local listener by higher layers (the dashboard of gateway.ops)
         self.local_routes: list[Callable[[web.Application], None]] = []
         self.delivery: Delivery | None = None
+
+    # --- the services, as the transports and the API backends see them ---------------------------------
+
+    async def receive_batch(self, peer: str, raws: list[Any]) -> list[Result]:
+        return await self.inbound.receive_batch(peer, raws)
+
+    async def refuse_batch(self, peer: str, err: TrazaError, envelopes: int | None) -> None:
+        await self.inbound.refuse_batch(peer, err, envelopes)
+
+    @property
+    def max_batch(self) -> int:
+        return self.inbound.max_batch
+
+    def peer_blobs(self) -> BlobStore:
+        return self.blobs
+
+    def local_blobs(self) -> BlobStore:
+        return self.plain_blobs
+
+    def blob_stored(self, sha: str, length: int, source: str) -> None:
+        self.count("blobs_stored")
+        self.log.info("blob.stored", sha256=sha, len=length, source=source)
+
+    async def submit(self, *, mt: str, to: str, body: bytes, system: str, hc: str = "H0",
+                     cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
+                     ttl: int | None = None, cid: str | None = None,
+                     attachments: list[dict[str, Any]] | None = None) -> str:
+        return await self.origin.submit(mt=mt, to=to, body=body, system=system, hc=hc, cls=cls, pur=pur, irt=irt,
+                                        ttl=ttl, cid=cid, attachments=attachments)
+
+    async def resend(self, jti: str, operator: str) -> dict[str, Any]:
+        return await self.origin.resend(jti, operator)
+
+    async def check_receipts(self, now: float) -> list[str]:
+        return await self.origin.check_receipts(now)
+
+    def _reply_in_txn(self, conn: sqlite3.Connection, *, mt: str, to: str, body: dict[str, Any], irt: str,
+                      cid: str, now: float, source: str) -> str | None:
+        return self.origin.reply_in_txn(conn, mt=mt, to=to, body=body, irt=irt, cid=cid, now=now, source=source)
+
+    def _wake(self, peer: str) -> None:
+        self.outbound.wake(peer)
+
+    def _client(self, peer: str) -> PeerClient:
+        return self.outbound.client(peer)
+
+    @property
+    def clients(self) -> dict[str, PeerClient]:
+        return self.outbound.clients
 
     # --- trust ---------------------------------------------------------------------------------------
 
@@ -265,7 +321,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         assert node is not None
         return node
 
-    def local_origins(self) -> frozenset[Origin]:
+    def local_origins(self) -> frozenset[WebOrigin]:
         return self._local_origins
 
     def shed_load(self) -> float | None:
@@ -304,13 +360,12 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         await self._serve("ops", ops_app(self), self.cfg.listen.ops, None)
         self.queue_depth = await self.db.read(st.queue_total)
         self.audit_event_bg(NodeStarted(manifest_version=fed.version, endpoint=me.endpoint))
-        for p in await self.db.read(st.outbox_peers):
-            self._wake(p)
+        await self.outbound.wake_all()
         self.tasks.append(self._supervise("checkpoints", self._checkpoint_loop))
         self.tasks.append(self._supervise("manifest", self._manifest_loop))
-        self.tasks.append(self._supervise("blob-purge", self._blob_purge_loop))
+        self.tasks.append(self._supervise("blob-purge", self.outbound.purge_loop))
         self.tasks.append(self._supervise("audit-backlog", self._audit_backlog_loop))
-        self.tasks.append(self._supervise("receipt-watchdog", self._receipt_watchdog_loop))
+        self.tasks.append(self._supervise("receipt-watchdog", self.origin.watchdog_loop))
         self.delivery = make_delivery(self, self.cfg)
         if self.delivery is not None:
             self.tasks.append(self._supervise("delivery", self.delivery.run))
@@ -360,19 +415,17 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
 
     async def stop(self) -> None:
         self.stopping.set()
-        for ev in self.wake.values():
-            ev.set()
-        for t in [*self.forwarders.values(), *self.tasks, *self._uploads.values()]:
+        for t in self.tasks:
             t.cancel()
-        for t in [*self.forwarders.values(), *self.tasks, *self._uploads.values()]:
+        for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        await self.outbound.stop()
         for r in self.runners:
             await r.cleanup()
         for listener in self.listeners.values():
             listener.abort_all()
-        for cl in self.clients.values():
-            await cl.close()
+        await self.outbound.close()
         pending: list[tuple[float, Event]] = [*self.audit_backlog, (self.clock(), NodeStopped())]
         try:
             await self.db.write(partial(self._stage_backlog, items=pending))

@@ -21,24 +21,25 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from adapters.base import Adapter, Attachment
+from adapters.base import Adapter
 from gateway.audit import facade as audit_facade
 from gateway.config import Config
 from gateway.core import relay as core_relay
 from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
 from gateway.core.envelope import (
-    BlobRef,
     Limits,
     Verified,
 )
-from gateway.core.errors import Fault, TrazaError
 from gateway.core.events import Event, NodeTaskFailed
 from gateway.core.manifest import Federation
-from gateway.core.retry import CircuitBreaker
 from gateway.crypto.hpke import EncKey
 from gateway.crypto.keys import Ed25519Key, SigningKey
 from gateway.metrics import Metrics
+from gateway.node.inbound import Inbound
+from gateway.node.origin import Origin
+from gateway.node.outbound import Outbound
 from gateway.node.relay import Applied, Applier
+from gateway.node.services import Shared
 from gateway.node.supervise import supervised
 from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
@@ -73,14 +74,7 @@ class _NodeState:
     adapter: Adapter
     blobs: BlobStore
     plain_blobs: BlobStore
-    _blobs_at: set[tuple[str, str]]
-    _uploads: dict[tuple[str, str], asyncio.Task[int]]
-    _upload_locks: dict[str, asyncio.Lock]
     metrics: Metrics
-    clients: dict[str, PeerClient]
-    breakers: dict[str, CircuitBreaker]
-    wake: dict[str, asyncio.Event]
-    forwarders: dict[str, asyncio.Task[None]]
     tasks: list[asyncio.Task[Any]]
     runners: list[web.AppRunner]
     inbox_event: asyncio.Event
@@ -91,11 +85,14 @@ class _NodeState:
     stopping: asyncio.Event
     ready: bool
     counters: dict[str, int]
-    latency_samples: list[float]
     local_routes: list[Callable[[web.Application], None]]
     delivery: Delivery | None
     relay: core_relay.Relay
     applier: Applier
+    shared: Shared
+    inbound: Inbound
+    outbound: Outbound
+    origin: Origin
 
     # --- trust ---------------------------------------------------------------------------------------
 
@@ -173,7 +170,7 @@ class _NodeState:
         for e in effects:
             match e:
                 case core_relay.Wake(peer=peer):
-                    self._wake(peer)
+                    self.outbound.wake(peer)
                 case core_relay.WakeInbox():
                     self.inbox_event.set()
                 case core_relay.Count(what="forwarded", labels=labels):
@@ -181,7 +178,7 @@ class _NodeState:
                 case core_relay.Count(what="delivered", labels=labels):
                     self.metrics.delivered.labels(*labels).inc()
                 case core_relay.ForgetBlobAt(peer=peer, sha=sha):
-                    self._blobs_at.discard((peer, sha))
+                    self.outbound.blobs_at.discard((peer, sha))
                 case core_relay.PurgeBlob(sha=sha):
                     self.blobs.delete(sha)
                     self.count("blobs_dropped")
@@ -190,28 +187,11 @@ class _NodeState:
 
     async def _operator_decision(self, decide: Callable[[st.StoreView], list[core_relay.Command]],
                                  now: float) -> None:
-        """An operator's action: applied, or refused with its audit entry kept and TrazaError raised after
-        the commit (KeyError when it names nothing)."""
-
-        def fn(conn: sqlite3.Connection) -> core_relay.Refusal | None:
-            view = st.StoreView(conn, self.fed)
-            try:
-                commands = decide(view)
-            except core_relay.Refusal as refusal:
-                self.applier.apply(conn, refusal.writes, now)
-                return refusal
-            self.applier.apply(conn, commands, now)
-            return None
-
-        refusal = await self.db.write(fn)
-        if refusal is not None:
-            self.log.warning("operator.refused", detail=refusal.detail)
-            raise TrazaError(refusal.code, refusal.detail, fault=Fault.OPERATOR)
+        await self.shared.operator_decision(decide, now)
 
     async def _decide(self, decide: Callable[[st.StoreView], list[core_relay.Command]], now: float,
                       batch: Sequence[Verified | None] = (), peer: str | None = None) -> Applied:
-        """One write: the relay's decision on a view of the store, its commands applied, effects after commit."""
-        return await self.db.write(lambda conn: self.applier.decide(conn, decide, now, batch=batch, peer=peer))
+        return await self.shared.decide(decide, now, batch=batch, peer=peer)
 
     def _supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         """Start a long-running loop under :func:`gateway.node.supervise.supervised`."""
@@ -232,20 +212,6 @@ class _NodeState:
 
         def apply_manifest(self, mbytes: bytes, sbytes: bytes, *, source: str, initial: bool = False) -> bool: ...
 
-        def _check_blobs(self, v: Verified) -> None: ...
-
-        def _open_blobs(self, v: Verified) -> None: ...
-
-        def _outgoing_blobs(self, attachments: list[dict[str, Any]], jti: str, enc_to: Any) -> list[BlobRef]: ...
-
-        def _check_attachments(self, items: Any) -> list[dict[str, Any]]: ...
-
-        def _import_attachment(self, att: Attachment) -> dict[str, Any]: ...
-
-        def _push_blobs(self, peer: str, rows: list[st.OutboxRow]) -> tuple[
-                list[st.OutboxRow], list[st.OutboxRow], list[asyncio.Task[int]], str | None, int,
-                list[tuple[st.OutboxRow, str]]]: ...
-
         async def submit(self, *, mt: str, to: str, body: bytes, system: str, hc: str = "H0",
                          cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
                          ttl: int | None = None, cid: str | None = None,
@@ -258,8 +224,6 @@ class _NodeState:
 
         def _client(self, peer: str) -> PeerClient: ...
 
-        async def _wake_all_outbox(self) -> None: ...
-
         async def _checkpoint_loop(self) -> None: ...
 
         async def _manifest_loop(self) -> None: ...
@@ -270,7 +234,6 @@ class _NodeState:
 
         def client_tls_context(self) -> ssl.SSLContext: ...
 
-        async def _blob_purge_loop(self, interval: float = 600.0) -> None: ...
 
 
 def _rfc3339(ts: float) -> str:

@@ -202,7 +202,7 @@ async def test_disk_full_answers_503_with_retry_after_and_recovers_by_itself(tmp
 
 
 def _one_envelope(mx: Node, hub: Node) -> bytes:
-    env = mx._build(mt="notice", to="es", body=BODY, now=hub.clock(), ttl=600)
+    env = mx.origin._build(mt="notice", to="es", body=BODY, now=hub.clock(), ttl=600)
     from gateway.core.envelope import encode_envelope
     return b'{"envelopes":[' + encode_envelope(env) + b"]}"
 
