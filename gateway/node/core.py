@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -87,13 +88,27 @@ def _check_tls_files(cfg: Config, fed: Federation, node_id: str) -> None:
     try:
         check_key_matches(cert_pem, _read(key_path, "TLS private key"))
     except PkiError as exc:
-        raise NodeError(f"{key_path}: keys.tls_key: {exc}") from None
+        raise NodeError(f"{key_path}: keys.tls_key: {exc}: set keys.tls_key to the key issued with {cert_path.name} "
+                        f"(keys.tls_cert), e.g. {cert_path.with_suffix('.key')}") from None
     ca_path = cfg.resolve(cfg.keys.local_ca)
     try:
         check_local_ca(_read(ca_path, "local CA"), fed.manifest.tls_ca)
     except PkiError as exc:
-        raise NodeError(f"{ca_path}: keys.local_ca: {exc}") from None
+        raise NodeError(f"{ca_path}: keys.local_ca: {exc}: set keys.local_ca to this node's local CA certificate "
+                        "(<pki>/nodes/<node>/local/ca.pem, made by `traza pki add-node`)") from None
 
+
+
+def _listen_failure(exc: OSError, name: str) -> str:
+    """Why a listener could not bind, and what to do, in plain words."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"the address is already in use (another process listens there): stop that process or set "
+                f"listen.{name} to a free port")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"no network interface of this host has that address: set listen.{name} to one of its addresses"
+    if exc.errno == errno.EACCES:
+        return f"permission denied (ports below 1024 need privileges): set listen.{name} to a port above 1023"
+    return f"{exc.strerror or exc}"
 
 
 class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, WitnessMixin, KeysMixin):
@@ -127,13 +142,15 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         self._local_origins = listener_origins(cfg.listen.local, cfg.listen.local_origins)
         # trust: the anchor (or the authority set saved after a rotation), the newest manifest saved by
         # this node, then the configured one if it is newer
-        anchor_path = self.data_dir / "trust-anchor.json"
+        anchor_path, anchor_key = self.data_dir / "trust-anchor.json", "the authority set saved after a rotation"
         if not anchor_path.exists():
-            anchor_path = cfg.resolve(cfg.trust.anchor)
+            anchor_path, anchor_key = cfg.resolve(cfg.trust.anchor), "trust.anchor"
         try:
             anchor = TrustAnchor.from_json(anchor_path.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise NodeError(f"{anchor_path}: {exc}") from None
+        except OSError as exc:
+            raise NodeError(f"{anchor_path}: {anchor_key}: cannot read it ({exc.strerror})") from None
+        except (ValueError, ManifestRejected) as exc:
+            raise NodeError(f"{anchor_path}: {anchor_key}: {exc}") from None
         self.trust = TrustedManifest(anchor)
         self.manifest_path = cfg.resolve(cfg.trust.manifest)
         self._manifest_mtime = 0.0
@@ -284,13 +301,23 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         peer_ctx = server_context(self.tls_cert, self.tls_key, fed.manifest.tls_ca)
         app = peer_app(self, on_denied=self._denied)
         self._log_budget = LogBudget(lines=20, window=10.0)  # refusal and timeout lines, per listener
-        # after each handshake on the peer listener: a node of the manifest in force, P-256, not revoked
-        await self._serve("peer", app, self.cfg.listen.peer, peer_ctx,
-                          check_peer=lambda der: node_cert_refusal(der, self.fed))
-        local_ctx = server_context(self.tls_cert, self.tls_key, [self.cfg.resolve(self.cfg.keys.local_ca).read_text()])
-        await self._serve("local", local_app(self, max_request=self.max_request, extra_routes=self._add_local_routes),
-                          self.cfg.listen.local, local_ctx)
-        await self._serve("ops", ops_app(self), self.cfg.listen.ops, None)
+        try:
+            # after each handshake on the peer listener: a node of the manifest in force, P-256, not revoked
+            await self._serve("peer", app, self.cfg.listen.peer, peer_ctx,
+                              check_peer=lambda der: node_cert_refusal(der, self.fed))
+            local_ctx = server_context(self.tls_cert, self.tls_key,
+                                       [self.cfg.resolve(self.cfg.keys.local_ca).read_text()])
+            await self._serve("local", local_app(self, max_request=self.max_request, extra_routes=self._add_local_routes),
+                              self.cfg.listen.local, local_ctx)
+            await self._serve("ops", ops_app(self), self.cfg.listen.ops, None)
+        except NodeError:
+            # a listener could not start: give back the ports already taken, the store and the data dir
+            for r in self.runners:
+                await r.cleanup()
+            self.runners.clear()
+            self.db.close()
+            self.data_lock.release()
+            raise
         self.queue_depth = await self.db.read(st.queue_total)
         self.audit_event_bg({"event": "node.started", "manifest_version": fed.version, "endpoint": me.endpoint})
         for p in await self.db.read(st.outbox_peers):
@@ -326,7 +353,10 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
                               max_connections=lim.max_connections)
         listener = Listener(name, limits, on_refused=self._refused, on_timeout=self._timed_out, check_peer=check_peer)
         host, port = addr.rsplit(":", 1)
-        self.runners.append(await serve(app, host.strip("[]"), int(port), ctx, listener))
+        try:
+            self.runners.append(await serve(app, host.strip("[]"), int(port), ctx, listener))
+        except OSError as exc:
+            raise NodeError(f"{self.cfg.path}: listen.{name}: cannot listen on {addr}: {_listen_failure(exc, name)}") from None
         self.listeners[name] = listener
         self.metrics.connections_open.labels(name).set_function(lambda: listener.open)
 
