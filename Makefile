@@ -4,13 +4,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit venv clean
+.PHONY: demo test lint typecheck unit venv clean constraints
 
-$(STAMP): pyproject.toml
+# pyproject.toml gives version ranges; constraints.txt the exact versions `make demo` and `make test`
+# install, so both stay reproducible (`make constraints` writes it again from the working .venv)
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+constraints:
+	{ echo "# Exact versions of every package of .venv (made by \`make constraints\`: pip freeze, without Traza)."; \
+	  echo "# \`make\` installs with them: pip install -c constraints.txt -e '.[test]'"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -i '^traza[ =@]'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 # sslyze (the TLS scan of tests/attacks/test_attacks_tls.py) in a venv of its own: it pins a cryptography
 # older than the one Traza pins, so it cannot live in .venv (the test runs it as a separate process)

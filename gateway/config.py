@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from adapters import ADAPTERS
 from gateway.core.codes import NODE_ID
 from gateway.core.csrf import parse_origin
 
@@ -177,6 +178,9 @@ def load_config(path: Path | str) -> Config:
         key = m.group(1) if m else "(top level)"
         reason = _PATH_RE.sub("", msg).strip().rstrip("-").strip()
         raise ConfigError(f"{path}: {key or '(top level)'}: {reason}") from None
+    if cfg.adapter.name not in ADAPTERS:
+        raise ConfigError(f"{path}: adapter.name: unknown adapter {cfg.adapter.name!r}; set it to one of "
+                          f"{', '.join(sorted(ADAPTERS))} (docs/adapters.md)")
     if not NODE_ID.match(cfg.node.id):
         raise ConfigError(f"{path}: node.id: {cfg.node.id!r} does not match {NODE_ID.pattern}")
     _check_delivery(path, cfg)

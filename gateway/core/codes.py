@@ -13,10 +13,20 @@ from __future__ import annotations
 import re
 from typing import Literal, get_args
 
+from iso3166 import countries_by_alpha2
+
 # --- value formats (regular expressions; msgspec applies them with ``re.search``, hence the anchors) ---
 
-# ISO 3166-1 alpha-2, upper case (SPEC §1).
+# ISO 3166-1 alpha-2, upper case (SPEC §1): the shape; :func:`is_country` says whether the code is assigned.
 COUNTRY_PATTERN = r"^[A-Z]{2}$"
+
+
+def is_country(code: str) -> bool:
+    """``code`` is an ISO 3166-1 alpha-2 code in use (officially assigned, and XK, Kosovo, as the EU and
+    Interpol use it), from the maintained ``iso3166`` package (pure data, no I/O): not ZZ, QQ, EU or UK."""
+    return code in countries_by_alpha2
+
+
 # Node id (SPEC §1): the one definition (manifests, configs, certificates, bodies).
 NODE_ID_PATTERN = r"^[a-z][a-z0-9-]{1,31}$"
 NODE_ID = re.compile(NODE_ID_PATTERN)

@@ -378,7 +378,8 @@ def verify_envelope(
         if fed.node(getattr(claims, who)) is None:
             raise TrazaError(Code.UNKNOWN_NODE, f"{who} {getattr(claims, who)!r} is not a node of the manifest")
     if claims.iss == claims.aud:
-        raise TrazaError(Code.ROUTE_VIOLATION, "iss and aud are the same node")
+        raise TrazaError(Code.ROUTE_VIOLATION, f"the message is addressed to its own sender {claims.iss!r}: "
+                         "sender and recipient must be different nodes")
 
     # 6. Hop chain (SPEC §3.3).
     hop_claims: list[HopClaims] = []

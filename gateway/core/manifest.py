@@ -13,7 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from gateway.core import strictjson
-from gateway.core.codes import NODE_ID, Classification
+from gateway.core.codes import NODE_ID, Classification, is_country
 from gateway.core.errors import TrazaError
 from gateway.core.timeutil import parse_rfc3339
 
@@ -131,8 +131,9 @@ def check_manifest(m: Manifest) -> None:
         if n.id in seen:
             raise ManifestError(f"{where}: duplicate node id")
         seen.add(n.id)
-        if not re.match(r"^[A-Z]{2}$", n.country):
-            raise ManifestError(f"{where}: country must be ISO 3166-1 alpha-2 upper case")
+        if not re.match(r"^[A-Z]{2}$", n.country) or not is_country(n.country):
+            raise ManifestError(f"{where}: country {n.country!r} is not an ISO 3166-1 alpha-2 code (upper case, "
+                                "e.g. MX)")
         if n.kind == "hub":
             if n.hub is not None:
                 raise ManifestError(f"{where}: a hub has no hub")

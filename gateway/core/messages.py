@@ -21,6 +21,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from msgspec import Meta
+from msgspec import inspect as mi
 
 from gateway.core import strictjson
 from gateway.core.codes import (
@@ -63,6 +64,7 @@ from gateway.core.codes import (
     TopographyRegion,
     TraceStatus,
     Twist,
+    is_country,
 )
 from gateway.core.errors import Code, TrazaError
 
@@ -613,9 +615,94 @@ def _relative(path: str, rel: str) -> str:
     return path + rel if rel.startswith("[") else f"{path}.{rel}"
 
 
+_STEP = re.compile(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
+
+
+def _unwrap(t: mi.Type) -> mi.Type:
+    while isinstance(t, mi.Metadata):
+        t = t.type
+    return t
+
+
+def _type_at(cls: type[msgspec.Struct], path: str) -> mi.Type | None:
+    """The msgspec type of the value at JSON ``path`` (``$.a.b[0]``) in a body of Struct ``cls``."""
+    t: mi.Type = mi.type_info(cls)
+    for m in _STEP.finditer(path.removeprefix("$")):
+        name = m.group(1) or (msgspec.json.decode(m.group(3)) if m.group(3) else None)
+        u = _unwrap(t)
+        options = list(u.types) if isinstance(u, mi.UnionType) else [u]
+        found: mi.Type | None = None
+        for opt in map(_unwrap, options):
+            if name is not None and isinstance(opt, mi.StructType):
+                found = next((f.type for f in opt.fields if f.encode_name == name), None)
+            elif name is None and isinstance(opt, mi.ListType):
+                found = opt.item_type
+            if found is not None:
+                break
+        if found is None:
+            return None
+        t = found
+    return t
+
+
+def _allowed(t: mi.Type | None) -> list[str]:
+    """The values a closed list (Literal or enum, maybe optional) admits; [] for anything else."""
+    if t is None:
+        return []
+    t = _unwrap(t)
+    if isinstance(t, mi.UnionType):
+        return [v for sub in t.types for v in _allowed(sub)]
+    if isinstance(t, mi.LiteralType):
+        return [str(v) for v in t.values]
+    if isinstance(t, mi.EnumType):
+        return [str(e.value) for e in t.cls]
+    return []
+
+
+def _members(t: mi.Type | None) -> list[str]:
+    """The member names of the object type ``t`` (maybe optional); [] if it is not an object."""
+    if t is None:
+        return []
+    t = _unwrap(t)
+    if isinstance(t, mi.UnionType):
+        return next((ms for ms in map(_members, t.types) if ms), [])
+    return [f.encode_name for f in t.fields] if isinstance(t, mi.StructType) else []
+
+
+def _field_name(path: str) -> str:
+    """The last member name of a JSON path: ``illicit_basis`` for ``$.illicit_basis[1]``."""
+    names = [m.group(1) or str(msgspec.json.decode(m.group(3))) for m in _STEP.finditer(path)
+             if m.group(1) or m.group(3)]
+    return names[-1] if names else "body"
+
+
+def _explain(mt: str, path: str, reason: str) -> str:
+    """msgspec's reason with what a person needs to fix it: the values a code list allows, or the members
+    an object has (and, at the top level, the message type a stray member belongs to)."""
+    cls = MESSAGE_TYPES[mt]
+    if reason.startswith("Invalid enum value"):
+        allowed = _allowed(_type_at(cls, path))
+        if allowed:
+            return f"{reason} for {_field_name(path)}; allowed: {', '.join(allowed)}"
+        return reason
+    m = _FIELD_FAULT.match(reason)
+    if m and reason.startswith("Object contains unknown"):
+        name = m.group("name")
+        hint = ""
+        if path == "$":
+            owners = [other for other, c in MESSAGE_TYPES.items()
+                      if other != mt and name in (f.encode_name for f in msgspec.structs.fields(c))]
+            if owners:
+                hint = f"; {' and '.join(owners)} has it, {mt} does not: is `type` right?"
+        members = _members(_type_at(cls, path))
+        return f"{reason}{hint}" + (f" (members here: {', '.join(members)})" if members else "")
+    return reason
+
+
 def _schema_error(mt: str, exc: msgspec.ValidationError) -> BodyInvalid:
     """Turn msgspec's ``"<reason> - at `$.path`"`` into a BodyInvalid whose path names the member at
-    fault: a missing or unknown member, or the member a conditional rule is about."""
+    fault: a missing or unknown member, or the member a conditional rule is about; the reason says what
+    a code list allows and what members an object has (:func:`_explain`)."""
     msg = str(exc)
     reason, sep, tail = msg.rpartition(" - at `")
     if sep and tail.endswith("`"):
@@ -627,8 +714,57 @@ def _schema_error(mt: str, exc: msgspec.ValidationError) -> BodyInvalid:
         return BodyInvalid(mt, _relative(path, cause.field), cause.reason)
     m = _FIELD_FAULT.match(reason)
     if m:
-        return BodyInvalid(mt, _member(path, m.group("name")), reason)
-    return BodyInvalid(mt, path, reason)
+        return BodyInvalid(mt, _member(path, m.group("name")), _explain(mt, path, reason))
+    return BodyInvalid(mt, path, _explain(mt, path, reason))
+
+
+def _is_country_type(t: mi.Type) -> bool:
+    t = _unwrap(t)
+    if isinstance(t, mi.UnionType):
+        return any(_is_country_type(sub) for sub in t.types)
+    if isinstance(t, mi.ListType):
+        return _is_country_type(t.item_type)
+    return isinstance(t, mi.StrType) and t.pattern == COUNTRY_PATTERN
+
+
+_COUNTRY_FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
+
+
+def _country_fields(cls: type) -> tuple[tuple[str, str, bool], ...]:
+    """(attribute, member name, holds a country code) of every field of Struct ``cls``, cached."""
+    found = _COUNTRY_FIELDS.get(cls)
+    if found is None:
+        info = mi.type_info(cls)
+        assert isinstance(info, mi.StructType)
+        found = tuple((f.name, f.encode_name, _is_country_type(f.type)) for f in info.fields)
+        _COUNTRY_FIELDS[cls] = found
+    return found
+
+
+def _country_fault(value: Any, path: str) -> tuple[str, str] | None:
+    """(path, reason) of the first country code in a decoded body that ISO 3166-1 does not assign. The
+    pattern ``^[A-Z]{2}$`` is checked while decoding; this is the list itself (:func:`codes.is_country`)."""
+    if isinstance(value, msgspec.Struct):
+        for attr, member, country in _country_fields(type(value)):
+            v = getattr(value, attr)
+            at = _member(path, member)
+            if country:
+                for i, code in enumerate(v if isinstance(v, list) else [v]):
+                    if isinstance(code, str) and not is_country(code):
+                        where = f"{at}[{i}]" if isinstance(v, list) else at
+                        return where, (f"{code!r} is not an ISO 3166-1 alpha-2 country code (e.g. MX, ES, AT, US); "
+                                       f"set {member} to the code of a country")
+            elif v is not None:
+                fault = _country_fault(v, at)
+                if fault:
+                    return fault
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, msgspec.Struct):
+                fault = _country_fault(item, f"{path}[{i}]")
+                if fault:
+                    return fault
+    return None
 
 
 def _unknown(mt: str) -> TrazaError:
@@ -660,6 +796,9 @@ def decode_body(mt: str, data: bytes) -> msgspec.Struct:
         raise _schema_error(mt, exc) from None
     except msgspec.DecodeError as exc:
         raise BodyInvalid(mt, "$", f"body is not valid UTF-8 JSON ({exc})") from None
+    fault = _country_fault(body, "$")
+    if fault:
+        raise BodyInvalid(mt, *fault)
     return body
 
 

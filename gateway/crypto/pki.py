@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -320,11 +321,29 @@ def pkcs12_bundle(cert_pem: bytes, key_pem: bytes, password: str, *, ca_pem: byt
 # --- start-up checks of a node's own TLS files (SPEC §4, §6) ---------------------------------------------
 
 
+_PEM_LABEL = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+
+
+def pem_mismatch(pem: bytes, wanted: str) -> str:
+    """Why ``pem`` is not the ``wanted`` PEM object (``CERTIFICATE`` or ``PRIVATE KEY``), in plain words:
+    the file holds the other kind, or no PEM block at all."""
+    labels = [m.decode() for m in _PEM_LABEL.findall(pem)]
+    if not labels:
+        return "not a PEM file (no -----BEGIN ...----- line)"
+    if wanted == "CERTIFICATE" and any(lb.endswith("PRIVATE KEY") for lb in labels):
+        return "this file holds a private key, not a certificate"
+    if wanted == "PRIVATE KEY" and "CERTIFICATE" in labels:
+        return "this file holds a certificate, not a private key"
+    return f"holds a PEM {labels[0]}, not a {wanted}"
+
+
 def _pem_certs(pem: bytes) -> list[x509.Certificate]:
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise PkiError(pem_mismatch(pem, "CERTIFICATE"))
     try:
         return x509.load_pem_x509_certificates(pem)
     except ValueError as exc:
-        raise PkiError(f"not a PEM X.509 certificate ({exc})") from None
+        raise PkiError(f"not a readable PEM X.509 certificate ({str(exc).split('. See ')[0]})") from None
 
 
 def _spki(cert: x509.Certificate) -> bytes:
@@ -361,10 +380,12 @@ def check_node_certificate(cert_pem: bytes, node_id: str, ca_pems: list[str]) ->
 def check_key_matches(cert_pem: bytes, key_pem: bytes) -> None:
     """Raise PkiError unless ``key_pem`` is the unencrypted private key of the certificate ``cert_pem``."""
     cert = _pem_certs(cert_pem)[0]
+    if not re.search(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----", key_pem):
+        raise PkiError(pem_mismatch(key_pem, "PRIVATE KEY"))
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError) as exc:
-        raise PkiError(f"not an unencrypted PEM private key ({exc})") from None
+        raise PkiError(f"not an unencrypted PEM private key ({str(exc).split('. See ')[0]})") from None
     pub = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     if pub != _spki(cert):
         raise PkiError(f"this private key does not match the TLS certificate ({cert.subject.rfc4514_string()})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -86,7 +87,20 @@ def _check_local_ca(cfg: Config, fed: Federation) -> None:
     try:
         check_local_ca(_read(ca_path, "local CA"), fed.manifest.tls_ca)
     except PkiError as exc:
-        raise NodeError(f"{ca_path}: keys.local_ca: {exc}") from None
+        raise NodeError(f"{ca_path}: keys.local_ca: {exc}: set keys.local_ca to this node's local CA certificate "
+                        "(<pki>/nodes/<node>/local/ca.pem, made by `traza pki add-node`)") from None
+
+
+def _listen_failure(exc: OSError, name: str) -> str:
+    """Why a listener could not bind, and what to do, in plain words."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"the address is already in use (another process listens there): stop that process or set "
+                f"listen.{name} to a free port")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"no network interface of this host has that address: set listen.{name} to one of its addresses"
+    if exc.errno == errno.EACCES:
+        return f"permission denied (ports below 1024 need privileges): set listen.{name} to a port above 1023"
+    return f"{exc.strerror or exc}"
 
 
 class Node(ApiMixin, WitnessMixin, KeysMixin, TlsMixin):
@@ -124,13 +138,15 @@ class Node(ApiMixin, WitnessMixin, KeysMixin, TlsMixin):
         self._local_origins = listener_origins(cfg.listen.local, cfg.listen.local_origins)
         # trust: the anchor (or the authority set saved after a rotation), the newest manifest saved by
         # this node, then the configured one if it is newer
-        anchor_path = self.data_dir / "trust-anchor.json"
+        anchor_path, anchor_key = self.data_dir / "trust-anchor.json", "the authority set saved after a rotation"
         if not anchor_path.exists():
-            anchor_path = cfg.resolve(cfg.trust.anchor)
+            anchor_path, anchor_key = cfg.resolve(cfg.trust.anchor), "trust.anchor"
         try:
             anchor = TrustAnchor.from_json(anchor_path.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise NodeError(f"{anchor_path}: {exc}") from None
+        except OSError as exc:
+            raise NodeError(f"{anchor_path}: {anchor_key}: cannot read it ({exc.strerror})") from None
+        except (ValueError, ManifestRejected) as exc:
+            raise NodeError(f"{anchor_path}: {anchor_key}: {exc}") from None
         self.trust = TrustedManifest(anchor)
         self.manifest_path = cfg.resolve(cfg.trust.manifest)
         self._manifest_mtime = 0.0
@@ -351,13 +367,22 @@ class Node(ApiMixin, WitnessMixin, KeysMixin, TlsMixin):
         peer_ctx = self.server_tls_context("peer", fed.manifest.tls_ca)
         app = peer_app(self, on_denied=self._denied)
         self._log_budget = LogBudget(lines=20, window=10.0)  # refusal and timeout lines, per listener
-        # after each handshake on the peer listener: a node of the manifest in force, P-256, not revoked
-        await self._serve("peer", app, self.cfg.listen.peer, peer_ctx,
-                          check_peer=lambda der: node_cert_refusal(der, self.fed))
-        local_ctx = self.server_tls_context("local", [self.cfg.resolve(self.cfg.keys.local_ca).read_text()])
-        await self._serve("local", local_app(self, max_request=self.max_request, extra_routes=self._add_local_routes),
-                          self.cfg.listen.local, local_ctx)
-        await self._serve("ops", ops_app(self), self.cfg.listen.ops, None)
+        try:
+            # after each handshake on the peer listener: a node of the manifest in force, P-256, not revoked
+            await self._serve("peer", app, self.cfg.listen.peer, peer_ctx,
+                              check_peer=lambda der: node_cert_refusal(der, self.fed))
+            local_ctx = self.server_tls_context("local", [self.cfg.resolve(self.cfg.keys.local_ca).read_text()])
+            await self._serve("local", local_app(self, max_request=self.max_request, extra_routes=self._add_local_routes),
+                              self.cfg.listen.local, local_ctx)
+            await self._serve("ops", ops_app(self), self.cfg.listen.ops, None)
+        except NodeError:
+            # a listener could not start: give back the ports already taken, the store and the data dir
+            for r in self.runners:
+                await r.cleanup()
+            self.runners.clear()
+            self.db.close()
+            self.data_lock.release()
+            raise
         self.queue_depth = await self.db.read(st.queue_total)
         self.audit_event_bg(NodeStarted(manifest_version=fed.version, endpoint=me.endpoint))
         await self.outbound.wake_all()
@@ -392,7 +417,10 @@ class Node(ApiMixin, WitnessMixin, KeysMixin, TlsMixin):
                               max_connections=lim.max_connections)
         listener = Listener(name, limits, on_refused=self._refused, on_timeout=self._timed_out, check_peer=check_peer)
         host, port = addr.rsplit(":", 1)
-        self.runners.append(await serve(app, host.strip("[]"), int(port), ctx, listener))
+        try:
+            self.runners.append(await serve(app, host.strip("[]"), int(port), ctx, listener))
+        except OSError as exc:
+            raise NodeError(f"{self.cfg.path}: listen.{name}: cannot listen on {addr}: {_listen_failure(exc, name)}") from None
         self.listeners[name] = listener
         self.metrics.connections_open.labels(name).set_function(lambda: listener.open)
 

@@ -90,7 +90,9 @@ def _candidate(cert: Path, key: Path, fed: Federation, node: str, now: float, wh
     try:
         check_key_matches(pem, read(key, "tls_key"))
     except PkiError as exc:
-        raise PkiError(f"{key}: {what}tls_key: {exc}") from None
+        hint = (f": set keys.tls_key to the key issued with {cert.name} (keys.tls_cert), e.g. {cert.with_suffix('.key')}"
+                if what == "keys." else "")
+        raise PkiError(f"{key}: {what}tls_key: {exc}{hint}") from None
     return TlsChoice(cert, key, serial, number, info.not_before.timestamp(), info.not_after.timestamp())
 
 

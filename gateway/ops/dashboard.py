@@ -10,12 +10,18 @@ the role(s) it names and refuses (and audits, as ``auth.denied``) the other.
 |---|---|---|
 | ``GET /ui/`` | operator, auditor | the page |
 | ``GET /ui/static/{name}`` | operator, auditor | ``app.js``, ``style.css``, ``favicon.svg`` |
+| ``GET /ui/static/i18n/{lang}.json`` | operator, auditor | the page's texts in ``en`` or ``es`` |
 | ``GET /ui/api/whoami`` | operator, auditor | role, name, node, federation, log origin and audit keys |
 | ``GET /ui/api/peers`` | operator | linked peers with breaker state, last exchange, hop latency |
 | ``GET /ui/api/throughput`` | operator | envelopes per interval over the last ten minutes |
 | ``GET /ui/api/rejections`` | operator | recent ``envelope.rejected`` audit entries with their codes |
 | ``GET /ui/api/expiry`` | operator | certificates, manifest (and its revocation list), keys: when they expire |
 | ``GET /ui/api/messages/{id}`` | auditor, operator | the message's state and timeline on this node |
+
+The page is in English or Spanish (Mexico's operators and auditors are among the first users): every text
+comes from one catalogue per language, ``static/i18n/<lang>.json``. The server writes the language the
+browser prefers (``Accept-Language``, :func:`choose_language`) into ``<html lang>``; the page keeps a
+reader's choice from its switch in ``localStorage``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from gateway.transport.local import ROLE, WHO
 from gateway.transport.peer import problem
 
 STATIC = Path(__file__).resolve().parent / "static"
+LANGUAGES = ("en", "es")  # the catalogues of static/i18n; the first is the default
 STATIC_TYPES = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -149,6 +156,26 @@ class Sampler:
             await asyncio.sleep(self.interval)
 
 
+def choose_language(accept_language: str | None) -> str:
+    """The dashboard language for an ``Accept-Language`` header (RFC 9110 §12.5.4): the first of
+    :data:`LANGUAGES` by the header's weights (``es-MX``, ``es`` and ``es-419`` are ``es``), else English."""
+    best: tuple[float, int, str] | None = None
+    for pos, item in enumerate((accept_language or "").split(",")):
+        tag, _, params = item.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        primary = tag.strip().lower().split("-")[0]
+        if primary in LANGUAGES and q > 0 and (best is None or (q, -pos) > (best[0], best[1])):
+            best = (q, -pos, primary)
+    return best[2] if best else LANGUAGES[0]
+
+
 def _days_left(ts: float, now: float) -> float:
     return round((ts - now) / 86400, 2)
 
@@ -181,6 +208,7 @@ class Dashboard:
         r.add_get("/ui", self.redirect)
         r.add_get("/ui/", self.page)
         r.add_get("/ui/static/{name}", self.static)
+        r.add_get("/ui/static/i18n/{lang}.json", self.catalogue)
         r.add_get("/ui/api/whoami", self.whoami)
         r.add_get("/ui/api/peers", self._only(("operator",), self.peers))
         r.add_get("/ui/api/throughput", self._only(("operator",), self.throughput))
@@ -219,7 +247,16 @@ class Dashboard:
         raise web.HTTPFound("/ui/", headers=SECURITY_HEADERS)
 
     async def page(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(body=(STATIC / "index.html").read_bytes(), content_type="text/html",
+        lang = choose_language(request.headers.get("Accept-Language"))
+        html = (STATIC / "index.html").read_bytes().replace(b'<html lang="en">', f'<html lang="{lang}">'.encode(), 1)
+        return web.Response(body=html, content_type="text/html", charset="utf-8",
+                            headers={**SECURITY_HEADERS, "Content-Language": lang, "Vary": "Accept-Language"})
+
+    async def catalogue(self, request: web.Request) -> web.StreamResponse:
+        lang = request.match_info["lang"]
+        if lang not in LANGUAGES:
+            return _problem(404, "not_found", f"no catalogue {lang!r} (languages: {', '.join(LANGUAGES)})")
+        return web.Response(body=(STATIC / "i18n" / f"{lang}.json").read_bytes(), content_type="application/json",
                             charset="utf-8", headers=SECURITY_HEADERS)
 
     async def static(self, request: web.Request) -> web.StreamResponse:

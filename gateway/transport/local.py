@@ -100,6 +100,10 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
     @web.middleware
     async def authorise(request: web.Request, handler: Handler) -> web.StreamResponse:
         ident = _role(request)
+        if ident is not None and request.match_info.http_exception is not None:
+            # no such route (404) or method (405), whatever the caller's role: the guard answers it as
+            # application/problem+json, as on the other listeners
+            raise request.match_info.http_exception
         allowed = next((roles for prefix, roles in ROUTE_ROLES.items() if request.path.startswith(prefix)), ())
         if ident is None or ident[0] not in allowed:
             reason = "no local client certificate" if ident is None else f"role {ident[0]!r} may not call this route"
@@ -274,12 +278,15 @@ def ops_app(backend: OpsBackend) -> web.Application:
     """Operations listener without authentication: bind it to an operations address only."""
 
     async def healthz(request: web.Request) -> web.StreamResponse:
-        return json_response({"status": "ok"} if backend.healthy() else {"status": "failing"},
-                             200 if backend.healthy() else 503)
+        if backend.healthy():
+            return json_response({"status": "ok"})
+        return problem(503, "stopping", "the node is stopping")
 
     async def readyz(request: web.Request) -> web.StreamResponse:
         ok, why = backend.is_ready()
-        return json_response({"ready": ok, "detail": why}, 200 if ok else 503)
+        if ok:
+            return json_response({"ready": True, "detail": why})
+        return problem(503, "not_ready", why)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         body, ctype = backend.metrics_text()

@@ -43,7 +43,7 @@ from typing import Any
 import msgspec
 
 from gateway.core.canonical import canonical_bytes
-from gateway.core.codes import CLASSIFICATION_ORDER, NODE_ID
+from gateway.core.codes import CLASSIFICATION_ORDER, NODE_ID, is_country
 from gateway.core.manifest import (
     KID,
     Federation,
@@ -482,8 +482,9 @@ class FederationDir:
             raise FederationUsageError(f"node id {node_id!r} does not match {NODE_ID.pattern}")
         if kind not in KINDS:
             raise FederationUsageError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
-        if not re.match(r"^[A-Z]{2}$", country):
-            raise FederationUsageError(f"--country {country!r} is not an ISO 3166-1 alpha-2 code")
+        if not re.match(r"^[A-Z]{2}$", country) or not is_country(country):
+            raise FederationUsageError(f"--country {country!r} is not an ISO 3166-1 alpha-2 country code "
+                                       "(e.g. MX, ES, NL)")
         if not re.match(r"^https://[^\s/?#]+(:[0-9]{1,5})?/?$", endpoint):
             raise FederationUsageError(f"--endpoint {endpoint!r} must be https://host[:port]")
         if max_classification not in CLASSIFICATION_ORDER:
@@ -1004,7 +1005,7 @@ class FederationDir:
         if signed:
             write_public(self.sig_path, encode_signatures(sigs))
         try:
-            res = self.verify(now=now)
+            res = self.verify(now=now, check_published=False)
         except (ManifestRejected, FederationDirError) as exc:
             reason = exc.reason if isinstance(exc, ManifestRejected) else str(exc)
             return SignResult(signed, already, draft["version"], False, f"not yet valid: {reason}")
@@ -1026,10 +1027,13 @@ class FederationDir:
             write_public(self.anchor_path, new_anchor.to_json())
 
     # ---- verification ----
-    def verify(self, *, now: float, anchor: Path | None = None, skew: float = 120.0) -> VerifyResult:
+    def verify(self, *, now: float, anchor: Path | None = None, skew: float = 120.0,
+               check_published: bool = True) -> VerifyResult:
         """Check ``manifest.json``/``manifest.sig`` with :class:`TrustedManifest` against the trust anchor
         (default ``DIR/trust-anchor.json``), after the last published manifest when there is one (so a
-        rollback below it is refused). Raises ManifestRejected naming what failed."""
+        rollback below it is refused). A published manifest whose signatures do not verify (altered after
+        it was published) bounds no version; it is reported as such unless ``check_published`` is false
+        (``sign``, which publishes a verified manifest over it). Raises ManifestRejected naming what failed."""
         self._require()
         anchor_path = (anchor or self.anchor_path).absolute()
         ta = self.read_anchor(anchor_path)
@@ -1043,11 +1047,17 @@ class FederationDir:
             raise FederationDirError(f"{self.sig_path}: missing (no authority has signed)") from None
         tm = TrustedManifest(ta, skew=skew)
         pub = self._published()
+        published_fault: str | None = None
         if pub is not None and pub[0] != raw:
             try:
                 tm.update(pub[0], pub[1], now, skew=skew)
-            except ManifestRejected:
-                tm = TrustedManifest(ta, skew=skew)  # e.g. expired: compare version numbers below
+            except ManifestRejected as exc:
+                tm = TrustedManifest(ta, skew=skew)
+                if not _validly_signed(ta, *pub):
+                    # altered or damaged after it was published: it proves nothing, not even a version
+                    published_fault = exc.reason
+                    pub = None
+            if pub is not None and not tm.has_manifest:  # validly signed but e.g. expired: compare versions
                 try:
                     pub_version = int(parse_json(pub[0], "published manifest.json")["version"])
                     new_version = parse_json(raw, "manifest.json").get("version")
@@ -1058,6 +1068,11 @@ class FederationDir:
                         f"version {new_version} is not greater than published version {pub_version} (rollback)"
                     ) from None
         fed = tm.update(raw, sig_raw, now, skew=skew)
+        if published_fault is not None and check_published:
+            raise ManifestRejected(
+                f"{self.published_dir / 'manifest.json'}: the published manifest's signature does not verify "
+                f"({published_fault.removeprefix('manifest.sig: ')}): it was altered or damaged after it was "
+                "published; `traza manifest sign DIR --authority NAME` publishes this verified manifest again")
         rep = tm.last_report
         return VerifyResult(
             federation=fed, raw=raw, trusted=rep["trusted"], new=rep.get("new"), anchor=anchor_path,
@@ -1070,6 +1085,15 @@ def _subject(pem: str) -> str:
         return x509pki.cert_info(pem.encode("ascii")).subject
     except (x509pki.PkiError, UnicodeError):
         return "(unreadable certificate)"
+
+
+def _validly_signed(anchor: TrustAnchor, raw: bytes, sig_raw: bytes) -> bool:
+    """The manifest bytes carry the anchor's threshold of valid signatures (whether or not still valid)."""
+    try:
+        valid, _ = anchor.count_valid(check_canonical(raw), parse_signatures(sig_raw))
+    except ManifestRejected:
+        return False
+    return valid >= anchor.threshold
 
 
 def federation_summary(fed: Federation) -> list[str]:

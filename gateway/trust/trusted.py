@@ -210,6 +210,12 @@ class TrustAnchor:
 
     @classmethod
     def from_dict(cls, doc: Any) -> TrustAnchor:
+        if isinstance(doc, dict) and {"manifest", "signatures"} <= set(doc):
+            raise ManifestRejected("this is a signed manifest, not a trust anchor: point it at the federation's "
+                                   "trust-anchor.json (beside published/ in the PKI folder)")
+        if isinstance(doc, dict) and {"nodes", "authorities"} <= set(doc):
+            raise ManifestRejected("this is a manifest, not a trust anchor: point it at the federation's "
+                                   "trust-anchor.json (beside published/ in the PKI folder)")
         if not isinstance(doc, dict) or set(doc) != {"federation", "threshold", "keys"}:
             raise ManifestRejected('trust anchor: expected exactly {"federation", "threshold", "keys"}')
         if not isinstance(doc["federation"], str) or not isinstance(doc["keys"], list):

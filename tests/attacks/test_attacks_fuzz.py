@@ -15,17 +15,16 @@ import json
 from pathlib import Path
 
 import pytest
-import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kit.livenode import Live, Reply
 
 from gateway.core.b64 import b64url_encode
-from gateway.trust.pki import FederationDir
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 schema = schemathesis.openapi.from_path(DOC)
+schemathesis.serializer.alias("application/x-x3p", "application/octet-stream")  # binary, as octet-stream
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 
 FUZZ = settings(max_examples=30, deadline=None, derandomize=True, database=None,
@@ -44,30 +43,10 @@ def live(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sessions(live):
     """One requests session per caller: the peer (eu-hub's certificate), each local role, the ops port."""
-    cfg = live.fed.config(live.target)
-    peer = FederationDir(live.fed.root / "pki").node_files(live.peer)
-    out: dict[str, requests.Session] = {}
-    for name, cert in [("peer", (str(peer.tls_cert), str(peer.tls_key)))] + [
-        (role, (str(cfg.resolve(getattr(cfg.client, f"{role}_cert"))), str(cfg.resolve(getattr(cfg.client, f"{role}_key")))))
-        for role in ("system", "operator", "auditor")
-    ] + [("ops", None)]:
-        s = requests.Session()
-        s.verify = False  # the node's certificate names it by SAN URI only; the client certificate is what matters here
-        s.cert = cert
-        out[name] = s
+    out = live.sessions()
     yield out
     for s in out.values():
         s.close()
-
-
-def caller(live: Live, path: str) -> tuple[str, str]:
-    """(base URL, session name) for a path: /v1/ on the peer listener, /healthz etc. on the ops one,
-    the rest on the local listener with the role the route admits."""
-    if path.startswith("/v1/"):
-        return live.base("peer"), "peer"
-    if path in ("/healthz", "/readyz", "/metrics"):
-        return live.base("ops"), "ops"
-    return live.base("local"), live.local_role(path)
 
 
 def assert_no_500(status: int, ctype: str, body: bytes, what: str) -> None:
@@ -85,7 +64,7 @@ def assert_no_500(status: int, ctype: str, body: bytes, what: str) -> None:
 @schema.parametrize()
 @FUZZ
 def test_no_operation_answers_500(case, live, sessions):
-    base, who = caller(live, case.operation.path)
+    base, who = live.caller(case.operation.path)
     response = case.call(base_url=base, session=sessions[who], timeout=15, verify=False)
     ctype = next((v[0] if isinstance(v, list) else v for k, v in response.headers.items() if k.lower() == "content-type"), "")
     assert_no_500(response.status_code, ctype, response.content,

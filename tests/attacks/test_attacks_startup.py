@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tomllib
@@ -35,11 +36,15 @@ def fed(tmp_path_factory) -> tuple[Path, dict[str, LocalNode]]:
     return root, build(root, SPECS)
 
 
-def variant(fed: tuple[Path, dict[str, LocalNode]], name: str, node: str = "mx", **keys: Path | str) -> Path:
-    """A copy of ``node``'s config with ``keys`` replaced and its own data_dir; returns its path."""
+def variant(fed: tuple[Path, dict[str, LocalNode]], name: str, node: str = "mx",
+            sections: dict[str, dict[str, Any]] | None = None, **keys: Path | str) -> Path:
+    """A copy of ``node``'s config with ``keys`` (and the members of ``sections``) replaced and its own
+    data_dir; returns its path."""
     root, nodes = fed
     doc: dict[str, Any] = tomllib.loads(nodes[node].config.read_text())
     doc["keys"].update({k: str(v) for k, v in keys.items()})
+    for section, members in (sections or {}).items():
+        doc.setdefault(section, {}).update(members)
     doc["node"]["data_dir"] = str(root / "variants" / name / "data")
     out = root / "variants" / name / f"{node}.toml"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -154,15 +159,62 @@ def test_node_with_its_own_files_starts(fed):
     node.data_lock.release()
 
 
-def test_cli_run_with_another_nodes_tls_certificate_exits_2_with_one_line(fed):
-    es = files(fed, "es")
-    cfg = variant(fed, "cli-es-tls", tls_cert=es.tls_cert, tls_key=es.tls_key)
+def run_exits_2_with_one_line(cfg: Path, *must: str) -> str:
+    """``traza run --config cfg`` as a real process: exit status 2, no traceback, and exactly one line on
+    stderr (besides the node's JSON log records) that holds every string of ``must``; returns it."""
     r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg)],
                        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "Traceback" not in r.stderr, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.lstrip().startswith("{")]
-    assert len(lines) == 1 and str(es.tls_cert) in lines[0], r.stderr
+    assert len(lines) == 1, r.stderr
+    for part in must:
+        assert part in lines[0], lines[0]
+    return lines[0]
+
+
+def test_cli_run_with_another_nodes_tls_certificate_exits_2_with_one_line(fed):
+    es = files(fed, "es")
+    run_exits_2_with_one_line(variant(fed, "cli-es-tls", tls_cert=es.tls_cert, tls_key=es.tls_key), str(es.tls_cert))
+
+
+# --- issue #14: the five start-up failures a newcomer met, each one line and exit 2 ---------------------
+
+
+def test_cli_run_with_an_unknown_adapter_exits_2_naming_the_key_and_the_adapters(fed):
+    cfg = variant(fed, "cli-adapter", sections={"adapter": {"name": "nope"}})
+    run_exits_2_with_one_line(cfg, str(cfg), "adapter.name", "'nope'", "standard", "es", "mx")
+
+
+def test_cli_run_with_local_ca_pointing_at_a_key_exits_2_with_one_line(fed):
+    mx = files(fed, "mx")
+    key = mx.tls_cert.parent / "cert.key"
+    line = run_exits_2_with_one_line(variant(fed, "cli-local-ca-key", local_ca=key), str(key), "keys.local_ca")
+    assert "private key" in line, line
+
+
+def test_cli_run_with_a_tls_key_that_does_not_match_exits_2_with_one_line(fed):
+    es = files(fed, "es")
+    run_exits_2_with_one_line(variant(fed, "cli-tls-key", tls_key=es.tls_key), str(es.tls_key), "keys.tls_key",
+                              "does not match")
+
+
+def test_cli_run_with_trust_anchor_pointing_at_the_manifest_exits_2_with_one_line(fed):
+    _, nodes = fed
+    manifest = Path(tomllib.loads(nodes["mx"].config.read_text())["trust"]["manifest"])
+    cfg = variant(fed, "cli-anchor", sections={"trust": {"anchor": str(manifest)}})
+    line = run_exits_2_with_one_line(cfg, str(manifest), "trust.anchor")
+    assert "manifest" in line.split("trust.anchor", 1)[1], line  # says what the file is instead
+
+
+def test_cli_run_on_a_port_in_use_exits_2_naming_the_listener_and_the_address(fed):
+    cfg = variant(fed, "cli-port")
+    peer = tomllib.loads(cfg.read_text())["listen"]["peer"]
+    host, port = peer.rsplit(":", 1)
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        run_exits_2_with_one_line(cfg, str(cfg), "listen.peer", peer, "in use")
 
 
 # --- one process per data_dir ------------------------------------------------------------------------
@@ -222,3 +274,24 @@ def test_second_traza_run_on_the_same_data_dir_exits_naming_the_first_pid(tmp_pa
             log.close()
     finally:
         fed.stop_all()
+
+
+async def test_a_listener_that_cannot_start_gives_back_the_ports_and_the_data_dir(fed):
+    """The local port is taken: the node refuses to start (NodeError naming listen.local) after its peer
+    listener was already listening; that port and the data dir are free again for the next attempt."""
+    cfg_path = variant(fed, "port-local")
+    cfg = load_config(cfg_path)
+    host, port = cfg.listen.local.rsplit(":", 1)
+    node = Node(cfg)
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        with pytest.raises(NodeError) as info:
+            await node.start()
+    assert "listen.local" in str(info.value) and "already in use" in str(info.value), info.value
+    peer_host, peer_port = cfg.listen.peer.rsplit(":", 1)
+    with socket.socket() as again:  # the peer listener's port was given back
+        again.bind((peer_host, int(peer_port)))
+    second = Node(load_config(cfg_path))  # and the data dir's lock
+    second.db.close()
+    second.data_lock.release()

@@ -273,3 +273,52 @@ def test_console_script_help_and_exit_codes(tmp_path):
     r = subprocess.run([*cmd, "pki", "init-federation", str(tmp_path / "f")], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2
+
+
+def _published_federation(d: Path, run: Run) -> None:
+    assert run("pki", "init-federation", d, "--authorities", "eu,mx,ameripol", "--threshold", "2")[0] == 0
+    for node in NODES[:3]:
+        rc, _, err = run("pki", "add-node", d, *node)
+        assert rc == 0, err
+    for who in ("eu", "ameripol"):
+        rc, _, err = run("manifest", "sign", d, "--authority", who)
+        assert rc == 0, err
+    assert (d / "published" / "manifest.json").read_bytes() == (d / "manifest.json").read_bytes()
+
+
+def test_manifest_verify_of_an_altered_published_manifest_says_its_signature_does_not_verify(tmp_path, run):
+    """Not "rollback": the copy nodes fetch was altered after it was published; signing publishes it again."""
+    d = tmp_path / "fed"
+    _published_federation(d, run)
+    published = d / "published" / "manifest.json"
+    published.write_bytes(published.read_bytes().replace(b'"country":"MX"', b'"country":"ES"', 1))
+    rc, out, err = run("manifest", "verify", d)
+    assert rc == 1 and out == "", (rc, out, err)
+    assert "rollback" not in err, err
+    assert str(published) in err and "does not verify" in err and "manifest sign" in err, err
+    rc, _, err = run("manifest", "sign", d, "--authority", "eu")  # already signed: publishes the good one again
+    assert rc == 0, err
+    assert run("manifest", "verify", d)[0] == 0
+
+
+def test_manifest_verify_still_refuses_a_real_rollback(tmp_path, run):
+    """A manifest older than the published one, both validly signed: that is a rollback."""
+    d = tmp_path / "fed"
+    _published_federation(d, run)
+    v1 = {p.name: p.read_bytes() for p in (d / "manifest.json", d / "manifest.sig")}
+    assert run("manifest", "bump", d)[0] == 0
+    for who in ("eu", "ameripol"):
+        assert run("manifest", "sign", d, "--authority", who)[0] == 0
+    for name, data in v1.items():
+        (d / name).write_bytes(data)
+    rc, _, err = run("manifest", "verify", d)
+    assert rc == 1 and "rollback" in err, err
+
+
+@pytest.mark.parametrize("code", ["ZZ", "QQ", "EU"])
+def test_add_node_with_a_country_not_in_iso_3166_1_is_refused(tmp_path, run, code):
+    d = tmp_path / "fed"
+    assert run("pki", "init-federation", d, "--authorities", "eu,mx", "--threshold", "1")[0] == 0
+    rc, _, err = run("pki", "add-node", d, "mx", "--kind", "national", "--country", code,
+                     "--endpoint", "https://127.0.0.1:7101")
+    assert rc == 2 and f"--country {code!r}" in err and "ISO 3166-1" in err, (rc, err)

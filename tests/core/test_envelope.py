@@ -155,3 +155,12 @@ def test_too_large(tf):
     with pytest.raises(TrazaError) as e:
         verify(tf, env, "latam-hub", "mx")
     assert e.value.code is Code.TOO_LARGE
+
+
+def test_a_message_addressed_to_its_own_sender_says_so_in_plain_words(tf):
+    env = tf.send("mx", "mx", "notice", encrypt=False)
+    with pytest.raises(TrazaError) as e:
+        verify(tf, env, "mx", "mx")
+    assert e.value.code is Code.ROUTE_VIOLATION
+    assert "iss" not in e.value.detail and "aud" not in e.value.detail, e.value.detail
+    assert "mx" in e.value.detail and "sender" in e.value.detail and "recipient" in e.value.detail, e.value.detail

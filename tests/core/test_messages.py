@@ -178,7 +178,9 @@ def test_error_detail_format():
     with pytest.raises(TrazaError) as ei:
         m.decode_body("trace.response", raw(body))
     assert ei.value.code is Code.SCHEMA_INVALID
-    assert ei.value.detail == "Invalid enum value 'SHIPPED' - at `$.custody_chain[1].event`"
+    assert ei.value.detail == (
+        "Invalid enum value 'SHIPPED' for event; allowed: DEACTIVATED, DESTROYED, EXPORTED, IMPORTED, MANUFACTURED, "
+        "REPORTED_LOST, REPORTED_STOLEN, RETAIL_SALE, TRANSFERRED_TO_DEALER - at `$.custody_chain[1].event`")
     assert ei.value.public_detail == ei.value.detail
 
 

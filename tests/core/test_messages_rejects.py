@@ -123,7 +123,7 @@ def test_unknown_member_at_top_level(mt):
     body["priority"] = "URGENT"
     e = rejected(mt, body)
     assert e.path == "$.priority"
-    assert e.reason == "Object contains unknown field `priority`"
+    assert e.reason.startswith("Object contains unknown field `priority` (members here: "), e.reason
 
 
 @pytest.mark.parametrize("mt", [mt for mt, at in UNKNOWN_AT.items() if at])
@@ -389,3 +389,51 @@ def test_validate_body_is_strict_about_types():
     assert rejected("firearm.status.answer", body).path == "$.hit_confirmation_required"
     body = set_path(example("trace.request"), "firearm.year_of_manufacture", 2019.0)
     assert rejected("trace.request", body).path == "$.firearm.year_of_manufacture"
+
+
+# --- issue #14: errors that say what to do -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mt", "member", "value", "allowed"), [
+    ("trace.request", "request_kind", "TRACER", ["TRACE", "OBLITERATED_SERIAL_REFERRAL"]),
+    ("trace.request", "firearm.type", "PR", ["P", "R", "S"]),
+    ("trace.request", "illicit_basis[1]", "STOLEN", ["UNLICENSED_TRANSFER"]),
+    ("receipt", "status", "ACCEPTED", ["DELIVERED", "REFUSED_BY_SYSTEM"]),
+])
+def test_an_enum_error_names_the_member_and_lists_the_allowed_values(mt, member, value, allowed):
+    e = rejected(mt, set_path(example(mt), member, value))
+    assert f"Invalid enum value {value!r}" in e.reason, e.reason
+    name = member.rsplit(".", 1)[-1].split("[")[0]
+    assert name in e.reason, e.reason
+    for v in allowed:
+        assert v in e.reason, e.reason
+
+
+def test_a_member_of_another_message_type_says_the_type_may_be_wrong():
+    # a trace.request body sent as trace.response: its first member is not a trace.response member
+    e = rejected("trace.response", example("trace.request"))
+    assert e.path == "$.request_kind"
+    assert "trace.request" in e.reason and "`type`" in e.reason, e.reason
+
+
+def test_an_unknown_member_lists_the_members_of_its_object():
+    e = rejected("notice", {**example("notice"), "priority": "URGENT"})
+    assert "`priority`" in e.reason and "title" in e.reason and "text" in e.reason, e.reason
+
+
+@pytest.mark.parametrize(("mt", "member", "value"), [
+    ("trace.request", "firearm.country_of_manufacture", "ZZ"),
+    ("trace.request", "recovery.location.country", "QQ"),
+    ("ballistic.submission", "correlation.countries[1]", "AA"),
+    ("licence.verify.query", "issuing_state", "EU"),
+    ("trace.response", "custody_chain[2].country", "UK"),
+])
+def test_a_country_code_not_assigned_in_iso_3166_1_is_refused(mt, member, value):
+    e = rejected(mt, set_path(example(mt), member, value))
+    assert e.path == f"$.{member}"
+    assert repr(value) in e.reason and "ISO 3166-1" in e.reason, e.reason
+
+
+@pytest.mark.parametrize("code", ["MX", "ES", "AT", "US", "XK", "GB"])
+def test_assigned_country_codes_are_accepted(code):
+    m.decode_body("trace.request", raw(set_path(example("trace.request"), "firearm.country_of_manufacture", code)))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import requests
 from fedproc import Federation  # tests/e2e helper
 
 from gateway.cli.client import local_tls
@@ -44,8 +45,9 @@ class Reply:
 class Live:
     """``target`` (es) running as a process, with ``peer`` (eu-hub) as the caller of its peer API."""
 
-    def __init__(self, root: Path, *, target: str = "es", peer: str = "eu-hub", **kw: Any) -> None:
-        self.fed = Federation(root, SPECS, **kw)
+    def __init__(self, root: Path, *, target: str = "es", peer: str = "eu-hub", specs: list[NodeSpec] | None = None,
+                 **kw: Any) -> None:
+        self.fed = Federation(root, specs or SPECS, **kw)
         self.target, self.peer = target, peer
         self.node = self.fed.nodes[target]
         f = FederationDir(root / "pki").node_files(peer)
@@ -93,6 +95,38 @@ class Live:
                 return Reply(r.status, dict(r.headers), r.read())
         except urllib.error.HTTPError as exc:
             return Reply(exc.code, dict(exc.headers), exc.read())
+
+    def listener_of(self, path: str) -> str:
+        """The listener that serves ``path``: /v1/ on the peer listener (its /v1/audit/checkpoint also on
+        the local one, for auditors), /healthz, /readyz and /metrics on the ops one, the rest local."""
+        if path.startswith("/v1/"):
+            return "peer"
+        if path in ("/healthz", "/readyz", "/metrics"):
+            return "ops"
+        return "local"
+
+    def sessions(self) -> dict[str, requests.Session]:
+        """One ``requests`` session per caller, as schemathesis wants them: ``peer`` (the peer node's
+        certificate), ``system``, ``operator`` and ``auditor`` (the local client certificates) and ``ops``
+        (no certificate). The caller closes them."""
+        cfg = self.fed.config(self.target)
+        peer = FederationDir(self.fed.root / "pki").node_files(self.peer)
+        certs: dict[str, tuple[str, str] | None] = {"peer": (str(peer.tls_cert), str(peer.tls_key)), "ops": None}
+        for role in ("system", "operator", "auditor"):
+            certs[role] = (str(cfg.resolve(getattr(cfg.client, f"{role}_cert"))),
+                           str(cfg.resolve(getattr(cfg.client, f"{role}_key"))))
+        out: dict[str, requests.Session] = {}
+        for name, cert in certs.items():
+            s = requests.Session()
+            s.verify = False  # the node's certificate names it by SAN URI only; the client certificate is what matters
+            s.cert = cert
+            out[name] = s
+        return out
+
+    def caller(self, path: str) -> tuple[str, str]:
+        """(base URL, session name of :meth:`sessions`) of the caller that may call ``path``."""
+        listener = self.listener_of(path)
+        return self.base(listener), self.local_role(path) if listener == "local" else listener
 
     def local_role(self, path: str) -> str:
         """The role that may call a local-listener ``path``."""

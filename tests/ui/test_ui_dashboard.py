@@ -168,11 +168,11 @@ def browser(scene: Scene) -> Iterator[Any]:
             b.close()
 
 
-def _page(browser: Any, scene: Scene, role: str, node: str = "mx") -> tuple[Any, Any, list[str]]:
+def _page(browser: Any, scene: Scene, role: str, node: str = "mx", locale: str = "en-US") -> tuple[Any, Any, list[str]]:
     url, bundles = (scene.url, scene.bundles) if node == "mx" else (scene.es_url, scene.es_bundles)
     ctx = browser.new_context(
         client_certificates=[{"origin": url, "pfxPath": str(bundles[role]), "passphrase": scene.password}],
-        ignore_https_errors=True, viewport={"width": 1280, "height": 1100})
+        ignore_https_errors=True, viewport={"width": 1280, "height": 1100}, locale=locale)
     page = ctx.new_page()
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
@@ -452,6 +452,73 @@ def test_auditor_at_the_recipient_sees_the_route_across_hops(scene: Scene, brows
         expect(page.locator("#route .sig.verified")).to_have_count(2)
         page.screenshot(path=str(ARTIFACTS / "auditor-es-route-tampered.png"), full_page=True)
         page.unroute("**/audit/v1/bundle*")
+        assert not problems, problems
+    finally:
+        ctx.close()
+
+
+# --- in Spanish (issue #14: Mexico's operators and auditors are among the first users) -------------------
+
+CATALOGUES = {lang: json.loads((Path(__file__).resolve().parents[2] / "gateway" / "ops" / "static" / "i18n"
+                                / f"{lang}.json").read_text(encoding="utf-8")) for lang in ("en", "es")}
+
+
+def _english_left(text: str) -> list[str]:
+    """English texts of the catalogue (phrases without placeholders that Spanish words differently) that
+    appear in ``text``: none may, on a page in Spanish."""
+    en, es = CATALOGUES["en"], CATALOGUES["es"]
+    return [v for k, v in en.items() if " " in v and "{" not in v and v != es[k] and v in text]
+
+
+def test_the_dashboard_is_in_spanish_for_a_spanish_browser_and_switches(scene: Scene, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    ctx, page, problems = _page(browser, scene, "operator", locale="es-MX")
+    try:
+        resp = page.goto(f"{scene.url}/ui/")
+        assert resp is not None and resp.headers.get("content-language") == "es"
+        expect(page.locator("html")).to_have_attribute("lang", "es")
+        expect(page.locator("#whoami")).to_have_text("sesión iniciada como operator default")
+        expect(page.locator("#panel-peers h2")).to_have_text("Pares")
+        expect(page.locator("#panel-dead-letters h2")).to_have_text("Mensajes no entregables")
+        expect(page.locator("#peers thead th").nth(3)).to_have_text("último intercambio")
+        expect(page.locator("#status")).to_contain_text("versión del manifiesto")
+        expect(page.locator("#throughput-note")).to_contain_text("enviados 4")
+        expect(page.locator("#dead-letters tr.dead-letter").first.get_by_role("button", name="Reintentar")).to_be_attached()
+        expect(page.get_by_role("button", name="Español")).to_have_attribute("aria-pressed", "true")
+        page.wait_for_timeout(300)  # the operator view is filled in
+        left = _english_left(page.locator("body").inner_text())
+        assert not left, left
+        assert page.title() == "Traza mx: operator"
+        page.screenshot(path=str(ARTIFACTS / "operator-es.png"), full_page=True)
+
+        # the switch: English at once, and kept for the next visit
+        page.get_by_role("button", name="English").click()
+        expect(page.locator("#whoami")).to_have_text("signed in as operator default")
+        expect(page.locator("#panel-peers h2")).to_have_text("Peers")
+        expect(page.locator("html")).to_have_attribute("lang", "en")
+        page.reload()
+        expect(page.locator("#panel-peers h2")).to_have_text("Peers")
+        expect(page.locator("#dead-letters tr.dead-letter").first.get_by_role("button", name="Retry")).to_be_attached()
+        page.get_by_role("button", name="Español").click()
+        expect(page.locator("#panel-peers h2")).to_have_text("Pares")
+        assert not problems, problems
+    finally:
+        ctx.close()
+
+    # an auditor with a Spanish browser: the search, the timeline and the proofs checked in the page
+    ctx, page, problems = _page(browser, scene, "auditor", locale="es")
+    try:
+        page.goto(f"{scene.url}/ui/?jti={scene.first}")
+        expect(page.locator("#whoami")).to_have_text("sesión iniciada como auditor default")
+        expect(page.get_by_role("button", name="Buscar")).to_be_visible()
+        expect(page.locator("#entries .proof.verified").first).to_contain_text("prueba verificada", timeout=30_000)
+        expect(page.locator("#checkpoint")).to_contain_text("firma verificada con mx/audit/1")
+        expect(page.locator("#route .sig.verified").first).to_contain_text("firma verificada", timeout=30_000)
+        page.wait_for_timeout(300)
+        left = _english_left(page.locator("body").inner_text())
+        assert not left, left
+        page.screenshot(path=str(ARTIFACTS / "auditor-es.png"), full_page=True)
         assert not problems, problems
     finally:
         ctx.close()

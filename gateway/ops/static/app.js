@@ -3,6 +3,69 @@
 "use strict";
 
 // ---------------------------------------------------------------------------------------------------
+// Languages: every text of the page comes from one catalogue per language (/ui/static/i18n/<lang>.json,
+// "{name}" placeholders). The language is the reader's choice (the switch, kept in localStorage), else
+// the one the server chose from Accept-Language (<html lang>), else the browser's, else English.
+
+const LANGUAGES = ["en", "es"];
+const catalogues = {};
+let lang = "en";
+
+// t(KEY, {name: value}): the text of KEY in the current language, its {name} placeholders filled in
+function t(key, vars = {}) {
+  const text = (catalogues[lang] || {})[key] ?? (catalogues.en || {})[key];
+  if (text === undefined) {
+    console.error(`dashboard: no text for ${key}`);
+    return key;
+  }
+  return text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+}
+
+// N_(KEY): marks a key chosen at run time (the test of the catalogues finds every key in a t() or N_())
+const N_ = (key) => key;
+
+function pickLanguage() {
+  let stored = null;
+  try { stored = localStorage.getItem("traza.lang"); } catch (e) { /* storage disabled: not kept */ }
+  const wanted = [stored, document.documentElement.lang, ...(navigator.languages || [navigator.language])];
+  for (const tag of wanted) {
+    const primary = String(tag || "").toLowerCase().split("-")[0];
+    if (LANGUAGES.includes(primary)) return primary;
+  }
+  return "en";
+}
+
+async function loadCatalogues() {
+  await Promise.all(LANGUAGES.map(async (code) => {
+    const resp = await fetch(`/ui/static/i18n/${code}.json`, { credentials: "same-origin" });
+    if (!resp.ok) throw new Error(`/ui/static/i18n/${code}.json: ${resp.status}`);
+    catalogues[code] = await resp.json();
+  }));
+}
+
+// The page's fixed texts (data-i18n, data-i18n-<attribute>) and the language switch.
+function applyLanguage() {
+  document.documentElement.lang = lang;
+  for (const e of document.querySelectorAll("[data-i18n]")) e.textContent = t(e.dataset.i18n);
+  for (const e of document.querySelectorAll("*")) {
+    for (const a of e.getAttributeNames()) {
+      if (a.startsWith("data-i18n-")) e.setAttribute(a.slice("data-i18n-".length), t(e.getAttribute(a)));
+    }
+  }
+  const nav = document.getElementById("lang-switch");
+  nav.replaceChildren(...LANGUAGES.map((code) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.lang = code;
+    b.dataset.lang = code;
+    b.textContent = catalogues[code]["lang.self"];
+    b.setAttribute("aria-pressed", String(code === lang));
+    b.addEventListener("click", () => switchLanguage(code));
+    return b;
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------------
 // RFC 9162 Merkle proofs and C2SP signed notes, checked here in the browser (a port of
 // gateway/core/merkle.py verify_inclusion and gateway/core/note.py).
 
@@ -44,21 +107,21 @@ function bitLength(n) { let b = 0; while (n > 0n) { n >>= 1n; b++; } return b; }
 function popCount(n) { let c = 0; while (n > 0n) { c += Number(n & 1n); n >>= 1n; } return c; }
 
 function checkSize(name, value) {
-  if (value < 0n || value > MAX_SIZE) throw new Error(`${name} ${value} is not an integer in 0..2^64-1`);
+  if (value < 0n || value > MAX_SIZE) throw new Error(t("err.size_range", { name, value }));
 }
 
 // The root implied by an inclusion proof (RFC 9162 §2.1.3.2); throws on any malformed input.
 async function rootFromInclusionProof(index, size, leaf, proof) {
   index = BigInt(index); size = BigInt(size);
   checkSize("index", index); checkSize("size", size);
-  if (index >= size) throw new Error(`index ${index} is beyond the tree size ${size}`);
-  if (leaf.length !== 32) throw new Error("leaf hash is not 32 bytes");
+  if (index >= size) throw new Error(t("err.index_beyond", { index, size }));
+  if (leaf.length !== 32) throw new Error(t("err.leaf_length"));
   const inner = bitLength(index ^ (size - 1n));
   const border = popCount(index >> BigInt(inner));
   if (proof.length !== inner + border) {
-    throw new Error(`inclusion proof has ${proof.length} hashes, the tree shape needs ${inner + border}`);
+    throw new Error(t("err.proof_length", { n: proof.length, need: inner + border }));
   }
-  proof.forEach((h, i) => { if (h.length !== 32) throw new Error(`proof hash ${i} is not 32 bytes`); });
+  proof.forEach((h, i) => { if (h.length !== 32) throw new Error(t("err.proof_hash_length", { i })); });
   let res = leaf;
   for (let i = 0; i < inner; i++) {
     res = ((index >> BigInt(i)) & 1n) === 0n ? await nodeHash(res, proof[i]) : await nodeHash(proof[i], res);
@@ -70,25 +133,25 @@ async function rootFromInclusionProof(index, size, leaf, proof) {
 async function verifyInclusion(index, size, leaf, proof, root) {
   const calc = await rootFromInclusionProof(index, size, leaf, proof);
   if (!equalBytes(calc, root)) {
-    throw new Error(`inclusion proof of index ${index} does not lead to the root of size ${size}`);
+    throw new Error(t("err.not_root", { index, size }));
   }
 }
 
 // A served checkpoint: note text (origin, size, base64 root), a blank line, signature lines "— name sig".
 function parseCheckpoint(note) {
   const cut = note.indexOf("\n\n");
-  if (cut < 0) throw new Error("checkpoint has no signature block");
+  if (cut < 0) throw new Error(t("err.cp_no_signatures"));
   const text = note.slice(0, cut + 1);
   const lines = text.slice(0, -1).split("\n");
-  if (lines.length < 3) throw new Error(`checkpoint has ${lines.length} lines, needs origin, size and root hash`);
-  if (!/^(0|[1-9][0-9]*)$/.test(lines[1])) throw new Error(`checkpoint size ${JSON.stringify(lines[1])} is not a decimal`);
+  if (lines.length < 3) throw new Error(t("err.cp_lines", { n: lines.length }));
+  if (!/^(0|[1-9][0-9]*)$/.test(lines[1])) throw new Error(t("err.cp_size", { size: JSON.stringify(lines[1]) }));
   const root = b64decode(lines[2]);
-  if (root.length !== 32) throw new Error("checkpoint root hash is not 32 bytes");
+  if (root.length !== 32) throw new Error(t("err.cp_root"));
   const sigs = [];
   for (const line of note.slice(cut + 2).split("\n")) {
     if (!line) continue;
     const m = /^\u2014 (\S+) (\S+)$/.exec(line);
-    if (!m) throw new Error(`malformed signature line ${JSON.stringify(line)}`);
+    if (!m) throw new Error(t("err.cp_sig_line", { line: JSON.stringify(line) }));
     sigs.push({ name: m[1], blob: b64decode(m[2]) });
   }
   return { text, origin: lines[0], size: BigInt(lines[1]), root, sigs };
@@ -96,7 +159,7 @@ function parseCheckpoint(note) {
 
 // The log's Ed25519 signature (key id = first 4 bytes of SHA-256(name || 0x0A || 0x01 || key)).
 async function verifyCheckpointSignature(cp, keys) {
-  if (!crypto.subtle || !("verify" in crypto.subtle)) throw new Error("this browser has no WebCrypto");
+  if (!crypto.subtle || !("verify" in crypto.subtle)) throw new Error(t("err.no_webcrypto"));
   for (const k of keys) {
     const pub = b64decode(k.public_key);
     const id = (await sha256(concat(enc.encode(cp.origin), new Uint8Array([0x0a, 0x01]), pub))).slice(0, 4);
@@ -106,12 +169,12 @@ async function verifyCheckpointSignature(cp, keys) {
     try {
       key = await crypto.subtle.importKey("raw", pub, { name: "Ed25519" }, false, ["verify"]);
     } catch (e) {
-      throw new Error(`this browser cannot check Ed25519 signatures (${e.message})`);
+      throw new Error(t("err.no_ed25519", { error: e.message }));
     }
     if (await crypto.subtle.verify({ name: "Ed25519" }, key, sig.blob.slice(4), enc.encode(cp.text))) return k.kid;
-    throw new Error(`the signature by ${k.kid} does not verify`);
+    throw new Error(t("err.sig_bad", { kid: k.kid }));
   }
-  throw new Error(`no signature of ${cp.origin} by an audit key of the manifest`);
+  throw new Error(t("err.cp_no_log_sig", { origin: cp.origin }));
 }
 
 window.TrazaProofs = { rootFromInclusionProof, verifyInclusion, parseCheckpoint, verifyCheckpointSignature,
@@ -139,7 +202,8 @@ async function api(path, options = {}) {
   const body = type.includes("json") ? await resp.json() : await resp.text();
   if (!resp.ok) {
     const detail = body && body.detail ? body.detail : String(body).slice(0, 200);
-    throw new ApiError(`${options.method || "GET"} ${path}: ${resp.status} ${detail}`, resp.status, detail);
+    throw new ApiError(t("api.error", { method: options.method || "GET", path, status: resp.status, detail }),
+                       resp.status, detail);
   }
   return body;
 }
@@ -187,12 +251,12 @@ function fillList(id, pairs) {
   $(id).replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", k), el("dd", v)]));
 }
 
-const ms = (v) => (v === null || v === undefined ? "—" : `${v} ms`);
+const ms = (v) => (v === null || v === undefined ? "—" : t("unit.ms", { n: v }));
 
 function age(seconds) {
-  if (seconds < 90) return `${Math.round(seconds)} s`;
-  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
-  return `${(seconds / 3600).toFixed(1)} h`;
+  if (seconds < 90) return t("unit.s", { n: Math.round(seconds) });
+  if (seconds < 5400) return t("unit.min", { n: Math.round(seconds / 60) });
+  return t("unit.h", { n: (seconds / 3600).toFixed(1) });
 }
 
 function shortId(text) {
@@ -208,53 +272,55 @@ async function refreshOperator() {
     api("/ui/api/rejections"), api("/ui/api/expiry"), api("/ui/api/throughput"),
   ]);
   fillList("status", [
-    ["federation", status.federation],
-    ["manifest version", status.manifest_version],
-    ["manifest expires", status.manifest_expires_at],
-    ["queued envelopes", status.queue_depth],
-    ["messages by state", Object.entries(status.messages || {}).map(([k, v]) => `${k} ${v}`).join(", ") || "none"],
+    [t("status.federation"), status.federation],
+    [t("status.manifest_version"), status.manifest_version],
+    [t("status.manifest_expires"), status.manifest_expires_at],
+    [t("status.queued"), status.queue_depth],
+    [t("status.by_state"), Object.entries(status.messages || {}).map(([k, v]) => `${k} ${v}`).join(", ") || t("status.none")],
   ]);
   const warn = expiry.items.filter((i) => i.level !== "ok");
+  const first = expiry.items[0];
   $("warnings").replaceChildren(...(warn.length ? warn.map((i) => el("li",
-    `${i.level === "expired" ? "EXPIRED" : "expires soon"}: ${i.what}, not after ${i.not_after} (${i.days_left} days)`,
-    i.level)) : [el("li", `nothing expires within ${expiry.warn_days} days (first: ${expiry.items[0] ? `${expiry.items[0].what}, in ${Math.floor(expiry.items[0].days_left)} days` : "—"})`, "ok")]));
+    i.level === "expired" ? t("expiry.expired", { what: i.what, not_after: i.not_after, days: i.days_left })
+      : t("expiry.soon", { what: i.what, not_after: i.not_after, days: i.days_left }),
+    i.level)) : [el("li", t("expiry.none", { days: expiry.warn_days,
+      first: first ? t("expiry.first", { what: first.what, days: Math.floor(first.days_left) }) : "—" }), "ok")]));
 
   fillTable("peers", peers.peers.map((p) => row([
-    p.id, p.kind, p.state, p.up === null ? "none yet" : p.up ? "ok" : "failed",
+    p.id, p.kind, p.state, p.up === null ? t("peers.last.none") : p.up ? t("peers.last.ok") : t("peers.last.failed"),
     ms(p.recent_ms), ms(p.mean_ms), p.failures,
-  ], `peer state-${p.state}`)), "no linked peers");
+  ], `peer state-${p.state}`)), t("peers.empty"));
 
   fillTable("queues", queues.queues.map((q) => row([q.peer, q.depth, age(q.oldest_age_s), q.retrying], "queue")),
-    "every queue is empty");
+    t("queues.empty"));
 
   fillTable("dead-letters", dead.dead_letters.map((d) => {
     const actions = el("span");
-    const retry = el("button", "Retry", "retry");
+    const retry = el("button", t("dl.retry"), "retry");
     retry.type = "button";
     if (d.expired) {
       // a signed expiry cannot be extended: the node refuses such a retry (409 expired)
       retry.disabled = true;
-      retry.title = `Message ${d.jti} expired at ${d.exp}; a signed expiry cannot be extended: ` +
-        "discard it, and have the origin send a new message.";
+      retry.title = t("dl.retry.expired", { jti: d.jti, exp: d.exp });
     } else {
-      retry.title = `Queue message ${d.jti} again for ${d.peer} (expires at ${d.exp})`;
+      retry.title = t("dl.retry.title", { jti: d.jti, peer: d.peer, exp: d.exp });
     }
     retry.addEventListener("click", () => deadLetter(d.id, "retry"));
-    const discard = el("button", "Discard", "discard");
+    const discard = el("button", t("dl.discard"), "discard");
     discard.type = "button";
     discard.addEventListener("click", () => {
-      if (window.confirm(`Discard dead letter ${d.id} (message ${d.jti})? This is audited.`)) deadLetter(d.id, "discard");
+      if (window.confirm(t("dl.discard.confirm", { id: d.id, jti: d.jti }))) deadLetter(d.id, "discard");
     });
     actions.append(retry, " ", discard);
     const tr = row([d.id, d.jti, d.type, d.peer, d.code, d.detail, d.at, actions],
       "dead-letter");
     tr.dataset.id = d.id;
     return tr;
-  }), "no dead letters");
+  }), t("dl.empty"));
 
   fillTable("rejections", rejections.rejections.map((r) => row(
-    [r.index, r.ts, r.code, r.from, r.jti ?? (r.claimed_jti ? `${r.claimed_jti} (claimed, not verified)` : ""),
-     r.detail], "rejection")), "no rejections");
+    [r.index, r.ts, r.code, r.from, r.jti ?? (r.claimed_jti ? t("rej.claimed", { jti: r.claimed_jti }) : ""),
+     r.detail], "rejection")), t("rej.empty"));
 
   drawChart(tp);
 }
@@ -266,13 +332,14 @@ async function deadLetter(id, action) {
     const res = await api(`/ops/v1/dead-letters/${encodeURIComponent(id)}/${action}`, { method: "POST" });
     actionRefused = null;
     showError(null);
-    notify(`dead letter ${res.id} (message ${res.jti}): ${action === "retry" ? "queued again" : "discarded"}; audited as operator.action`);
+    notify(action === "retry" ? t("dl.retried", { id: res.id, jti: res.jti }) : t("dl.discarded", { id: res.id, jti: res.jti }));
     await refreshOperator();
   } catch (err) {
     if (err instanceof ApiError && err.detail) {
       // e.g. 409 expired: the server's own words; the dead letter is still there
       notify(null);
-      actionRefused = `dead letter ${id}: ${action} refused: ${err.detail}`;
+      actionRefused = action === "retry" ? t("dl.retry.refused", { id, detail: err.detail })
+        : t("dl.discard.refused", { id, detail: err.detail });
       showError(actionRefused);
       await refreshOperator().catch(() => {});  // the 5 s refresh reports a failing view
     } else {
@@ -288,6 +355,11 @@ function svg(tag, attrs, text) {
   return e;
 }
 
+// the series the node samples (gateway/ops/dashboard.py Sampler.SERIES), by name
+const SERIES = { received: N_("series.received"), forwarded: N_("series.forwarded"), submitted: N_("series.submitted"),
+                 delivered: N_("series.delivered"), rejected: N_("series.rejected") };
+const seriesName = (s) => (SERIES[s] ? t(SERIES[s]) : s);
+
 function drawChart(tp) {
   const chart = $("chart");
   const W = 640, H = 200, L = 40, B = 20, T = 10;
@@ -302,8 +374,8 @@ function drawChart(tp) {
     svg("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }),
     svg("text", { x: L - 4, y: T + 8, class: "tick", "text-anchor": "end" }, String(max)),
     svg("text", { x: L - 4, y: H - B, class: "tick", "text-anchor": "end" }, "0"),
-    svg("text", { x: L, y: H - 4, class: "tick" }, `${Math.round(tp.window_s / 60)} min ago`),
-    svg("text", { x: W - 10, y: H - 4, class: "tick", "text-anchor": "end" }, "now"),
+    svg("text", { x: L, y: H - 4, class: "tick" }, t("chart.ago", { n: Math.round(tp.window_s / 60) })),
+    svg("text", { x: W - 10, y: H - 4, class: "tick", "text-anchor": "end" }, t("chart.now")),
   ];
   for (const s of tp.series) {
     const line = pts.map((p, i) => `${x(i).toFixed(1)},${y(p[s]).toFixed(1)}`).join(" ");
@@ -311,21 +383,24 @@ function drawChart(tp) {
     pts.forEach((p, i) => { if (p[s]) parts.push(svg("circle", { cx: x(i), cy: y(p[s]), r: 3, class: `dot s-${s}` })); });
   }
   chart.replaceChildren(...parts);
-  $("legend").replaceChildren(...tp.series.map((s) => el("span", s, `key s-${s}`)));
+  $("legend").replaceChildren(...tp.series.map((s) => el("span", seriesName(s), `key s-${s}`)));
   const total = (s) => pts.reduce((n, p) => n + p[s], 0);
   const minutes = Math.max(1, Math.round((pts.length * tp.interval_s) / 60));
   $("throughput-note").textContent = pts.length
-    ? `envelopes per ${tp.interval_s} s; last ${minutes} min: ` + tp.series.map((s) => `${s} ${total(s)}`).join(", ")
-    : "collecting the first samples…";
+    ? t("chart.note", { interval: tp.interval_s, minutes,
+                        totals: tp.series.map((s) => `${seriesName(s)} ${total(s)}`).join(", ") })
+    : t("chart.collecting");
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Auditor view
 
 let searchSeq = 0;
+let lastSearch = null;
 
 async function search(jti) {
   const seq = ++searchSeq;
+  lastSearch = jti;
   showError(null);
   const panel = $("panel-message");
   panel.hidden = false;
@@ -338,13 +413,14 @@ async function search(jti) {
     api(`/audit/v1/entries?jti=${q}&limit=1000`),
   ]);
   if (status.missing) {
-    fillList("msg-summary", [["on this node", status.missing]]);
-    fillTable("timeline", [], "no timeline: the message is not stored on this node");
+    fillList("msg-summary", [[t("msg.on_this_node"), status.missing]]);
+    fillTable("timeline", [], t("timeline.not_here"));
   } else {
-    fillList("msg-summary", [["type", status.type], ["from", status.from], ["to", status.to],
-      ["state", status.state], ["conversation", status.conversation], ["reply to", status.reply_to || "—"]]);
-    fillTable("timeline", status.timeline.map((t) => row([t.at, t.state, t.node, shortId(t.detail)], "step")),
-      "no timeline");
+    fillList("msg-summary", [[t("msg.type"), status.type], [t("msg.from"), status.from], [t("msg.to"), status.to],
+      [t("msg.state"), status.state], [t("msg.conversation"), status.conversation],
+      [t("msg.reply_to"), status.reply_to || "—"]]);
+    fillTable("timeline", status.timeline.map((s) => row([s.at, s.state, s.node, shortId(s.detail)], "step")),
+      t("timeline.empty"));
   }
   const decoded = entries.entries.map((e) => {
     const bytes = b64decode(e.entry);
@@ -352,16 +428,16 @@ async function search(jti) {
   });
   const cells = new Map();
   fillTable("entries", decoded.map((e) => {
-    const cell = el("span", "checking…", "proof pending");
+    const cell = el("span", t("check.pending"), "proof pending");
     cells.set(e.index, cell);
     return row([e.index, e.doc.ts, e.doc.event, e.doc.from, e.doc.to, e.doc.code, cell], "entry");
-  }), "no audit entries name this message");
+  }), t("entries.empty"));
   $("route-notes").replaceChildren();
   if (!decoded.length) {
-    fillTable("route", [], "no audit entries name this message: this node has no evidence of its route");
+    fillTable("route", [], t("route.no_entries"));
     return;
   }
-  fillTable("route", [], "waiting for a checkpoint that covers the message's entries…");
+  fillTable("route", [], t("route.waiting"));
   // the evidence bundle is built against the latest checkpoint: fetch it once that covers every entry
   const cp = await coveringCheckpoint(seq, decoded[decoded.length - 1].index);
   if (!cp) return;
@@ -373,7 +449,7 @@ async function coveringCheckpoint(seq, last) {
   for (let attempt = 0; ; attempt++) {
     const cp = parseCheckpoint(await api("/v1/audit/checkpoint"));
     if (cp.size > BigInt(last) || attempt >= 20) return cp;
-    $("checkpoint").textContent = `waiting for a checkpoint that covers entry ${last} (latest size ${cp.size})…`;
+    $("checkpoint").textContent = t("checkpoint.waiting", { last, size: cp.size });
     await new Promise((r) => setTimeout(r, 1000));
     if (seq !== searchSeq) return null;
   }
@@ -382,29 +458,31 @@ async function coveringCheckpoint(seq, last) {
 // Check the checkpoint's signature with the node's audit key from the manifest, then each entry's
 // inclusion proof against its root.
 async function checkProofs(cp, decoded, cells) {
-  let sigText;
+  let sigText, sigOk = false;
   try {
     const kid = await verifyCheckpointSignature(cp, me.log.keys);
-    sigText = `signature verified with ${kid}`;
+    sigText = t("checkpoint.sig_ok", { kid });
+    sigOk = true;
   } catch (err) {
-    sigText = `SIGNATURE NOT VERIFIED: ${err.message}`;
+    sigText = t("checkpoint.sig_bad", { error: err.message });
   }
-  $("checkpoint").textContent = `checkpoint ${cp.origin}, size ${cp.size}, root ${b64encode(cp.root)}: ${sigText}`;
-  $("checkpoint").className = sigText.startsWith("signature verified") ? "ok" : "bad";
+  $("checkpoint").textContent = t("checkpoint.line", { origin: cp.origin, size: cp.size, root: b64encode(cp.root),
+                                                      sig: sigText });
+  $("checkpoint").className = sigOk ? "ok" : "bad";
   for (const e of decoded) {
     const cell = cells.get(e.index);
     if (BigInt(e.index) >= cp.size) {
-      cell.textContent = "not yet in a checkpoint";
+      cell.textContent = t("proof.not_yet");
       cell.className = "proof pending";
       continue;
     }
     try {
       const proof = await api(`/audit/v1/proof/inclusion?index=${e.index}&size=${cp.size}`);
       await verifyInclusion(e.index, cp.size, await leafHash(e.bytes), proof.hashes.map(b64decode), cp.root);
-      cell.textContent = `proof verified (${proof.hashes.length} hashes, tree size ${cp.size})`;
+      cell.textContent = t("proof.ok", { n: proof.hashes.length, size: cp.size });
       cell.className = "proof verified";
     } catch (err) {
-      cell.textContent = `proof FAILED: ${err.message}`;
+      cell.textContent = t("proof.failed", { error: err.message });
       cell.className = "proof failed";
     }
   }
@@ -431,20 +509,20 @@ const JWS_ALGS = {
 // A compact JWS decoded; `check()` resolves to the kid whose key verified it, or throws saying why.
 function openJws(token, typ, keys) {
   const parts = token.split(".");
-  if (parts.length !== 3) throw new Error(`a ${typ} is not a compact JWS`);
+  if (parts.length !== 3) throw new Error(t("err.jws_compact", { typ }));
   const [h, p, s] = parts;
   const header = JSON.parse(utf8.decode(b64urlDecode(h)));
   const claims = JSON.parse(utf8.decode(b64urlDecode(p)));
   async function check() {
-    if (header.typ !== typ) throw new Error(`typ ${header.typ} is not ${typ}`);
+    if (header.typ !== typ) throw new Error(t("err.jws_typ", { typ: header.typ, want: typ }));
     const key = keys.find((k) => k.kid === header.kid);
-    if (!key) throw new Error(`key ${header.kid} is not in the bundle`);
+    if (!key) throw new Error(t("err.jws_no_key", { kid: header.kid }));
     const alg = JWS_ALGS[key.alg];
-    if (!alg || header.alg !== key.alg) throw new Error(`header alg ${header.alg} does not fit ${key.kid} (${key.alg})`);
-    if (key.kid.split("/")[0] !== claims.iss) throw new Error(`key ${key.kid} does not belong to ${claims.iss}`);
+    if (!alg || header.alg !== key.alg) throw new Error(t("err.jws_alg", { alg: header.alg, kid: key.kid, key_alg: key.alg }));
+    if (key.kid.split("/")[0] !== claims.iss) throw new Error(t("err.jws_owner", { kid: key.kid, iss: claims.iss }));
     const pub = await crypto.subtle.importKey("jwk", key.jwk, alg.key, false, ["verify"]);
     if (!(await crypto.subtle.verify(alg.verify, pub, b64urlDecode(s), enc.encode(`${h}.${p}`)))) {
-      throw new Error(`the signature by ${key.kid} does not verify`);
+      throw new Error(t("err.sig_bad", { kid: key.kid }));
     }
     return key.kid;
   }
@@ -456,7 +534,7 @@ async function showRoute(seq, jti, decoded) {
   try {
     b = await api(`/audit/v1/bundle?jti=${encodeURIComponent(jti)}`);
   } catch (err) {
-    fillTable("route", [], `no evidence bundle: ${err.message}`);
+    fillTable("route", [], t("route.no_bundle", { error: err.message }));
     return;
   }
   if (seq !== searchSeq) return;
@@ -470,84 +548,88 @@ async function showRoute(seq, jti, decoded) {
   for (const a of acks) if (!order.includes(a.claims.iss)) order.push(a.claims.iss);
   if (!order.includes(o.aud)) order.push(o.aud);
   const at = (node) => order.indexOf(node);
-  const forThis = (c, what) => { if (c.jti !== jti) throw new Error(`${what} is for message ${c.jti}`); };
+  const forThis = (c, what) => { if (c.jti !== jti) throw new Error(t("err.other_message", { what, jti: c.jti })); };
 
-  const rows = [{ pos: 0, rank: 0, t: o.iat, node: o.iss, what: `signed and sent by ${o.iss} to ${o.aud} (${o.mt})`,
-    evidence: "origin token", check: async () => { forThis(o, "the token"); return `signature verified (${await origin.check()})`; } }];
+  const rows = [{ pos: 0, rank: 0, t: o.iat, node: o.iss, what: t("route.sent", { iss: o.iss, aud: o.aud, mt: o.mt }),
+    evidence: t("route.ev.token"), check: async () => {
+      forThis(o, t("route.the_token"));
+      return t("route.sig_ok", { kid: await origin.check() });
+    } }];
   hops.forEach((h, i) => {
     const c = h.claims, before = i ? b.envelope.hops[i - 1] : b.envelope.token;
-    const prevName = i ? `hop record ${i}` : "the origin token";
-    rows.push({ pos: at(c.iss), rank: 1, t: c.iat, node: c.iss, what: `received from ${c.from} and relayed to ${c.to}`,
-      evidence: `hop record ${i + 1} (time: received)`, check: async () => {
+    const prevName = i ? t("route.hop_n", { n: i }) : t("route.the_token");
+    rows.push({ pos: at(c.iss), rank: 1, t: c.iat, node: c.iss, what: t("route.relayed", { from: c.from, to: c.to }),
+      evidence: t("route.ev.hop", { n: i + 1 }), check: async () => {
         const kid = await h.check();
-        forThis(c, "the hop record");
-        if (c.prev !== (await digest(before))) throw new Error(`signed by ${kid}, but prev does not chain to ${prevName}`);
-        return `signature verified (${kid}), chains to ${prevName}`;
+        forThis(c, t("route.the_hop"));
+        if (c.prev !== (await digest(before))) throw new Error(t("err.hop_chain", { kid, prev: prevName }));
+        return t("route.sig_ok_chain", { kid, prev: prevName });
       } });
   });
   for (const a of acks) {
     const c = a.claims;
-    rows.push({ pos: at(c.iss), rank: 2, t: c.iat, node: c.iss, what: `accepted from ${c.aud} (ack idx ${c.idx})`,
-      evidence: `ack: entry ${c.idx} of ${c.iss === here ? "this node's log (above)" : `${c.iss}'s log`}`, check: async () => {
+    rows.push({ pos: at(c.iss), rank: 2, t: c.iat, node: c.iss, what: t("route.accepted", { aud: c.aud, idx: c.idx }),
+      evidence: c.iss === here ? t("route.ev.ack_here", { idx: c.idx }) : t("route.ev.ack_there", { idx: c.idx, node: c.iss }),
+      check: async () => {
         const kid = await a.check();
-        forThis(c, "the ack");
-        if (c.dig !== dig) throw new Error(`signed by ${kid}, but it acknowledges another token`);
-        return `signature verified (${kid}), acknowledges this token`;
+        forThis(c, t("route.the_ack"));
+        if (c.dig !== dig) throw new Error(t("err.ack_other", { kid }));
+        return t("route.sig_ok_ack", { kid });
       } });
   }
   for (const e of decoded.filter((x) => x.doc.event === "envelope.delivered")) {
-    rows.push({ pos: at(here), rank: 3, t: entrySeconds(e.doc.ts), node: here, what: `delivered to ${here}'s national system`,
-      evidence: `entry ${e.index} of this node's log`, log: true });
+    rows.push({ pos: at(here), rank: 3, t: entrySeconds(e.doc.ts), node: here, what: t("route.delivered", { node: here }),
+      evidence: t("route.ev.entry", { index: e.index }), log: true });
   }
   if (b.receipt) {
     const r = openJws(b.receipt.token, "traza-envelope+jwt", keys), c = r.claims;
     const payload = b64urlDecode(b.receipt.payload);
     const got = decoded.find((x) => x.doc.event === "receipt.received" && x.doc.receipt === c.jti);
-    let status = got ? `${got.doc.status}, received here at ${isoSeconds(entrySeconds(got.doc.ts))} (entry ${got.index})`
-      : "status in its encrypted body";
+    let status = got ? t("route.receipt_got", { status: got.doc.status, at: isoSeconds(entrySeconds(got.doc.ts)),
+                                                index: got.index })
+      : t("route.receipt_encrypted");
     const body = c.pld && c.pld.enc === null ? JSON.parse(utf8.decode(payload)) : null;
-    if (body) status = `${body.status} at ${body.at}`;
-    rows.push({ pos: at(c.iss), rank: 4, t: c.iat, node: c.iss, what: `receipt ${status}, sent to ${c.aud}`,
-      evidence: `receipt ${c.jti}`, check: async () => {
+    if (body) status = t("route.receipt_status", { status: body.status, at: body.at });
+    rows.push({ pos: at(c.iss), rank: 4, t: c.iat, node: c.iss, what: t("route.receipt", { status, aud: c.aud }),
+      evidence: t("route.ev.receipt", { jti: c.jti }), check: async () => {
         const kid = await r.check();
-        if (c.mt !== "receipt" || c.irt !== jti) throw new Error(`a ${c.mt} replying to ${c.irt}, not a receipt for ${jti}`);
+        if (c.mt !== "receipt" || c.irt !== jti) throw new Error(t("err.not_receipt", { mt: c.mt, irt: c.irt, jti }));
         if (c.pld.len !== payload.length || c.pld.sha256 !== b64url(await sha256(payload))) {
-          throw new Error(`signed by ${kid}, but the payload does not match its digest`);
+          throw new Error(t("err.payload_digest", { kid }));
         }
-        if (body && (body.for !== jti || body.dig !== dig)) throw new Error("the receipt body is for another message or token");
-        return `signature verified (${kid}), payload digest matches`;
+        if (body && (body.for !== jti || body.dig !== dig)) throw new Error(t("err.receipt_other"));
+        return t("route.sig_ok_receipt", { kid });
       } });
   }
   rows.sort((x, y) => x.pos - y.pos || x.rank - y.rank || x.t - y.t);
 
   const checks = [];
   fillTable("route", rows.map((r) => {
-    const cell = el("span", r.log ? "in this node's log: see its inclusion proof above" : "checking…", "sig pending");
+    const cell = el("span", r.log ? t("route.in_log") : t("check.pending"), "sig pending");
     if (!r.log) {
       checks.push(r.check().then((text) => { cell.textContent = text; cell.className = "sig verified"; },
-        (err) => { cell.textContent = `NOT verified: ${err.message}`; cell.className = "sig failed"; }));
+        (err) => { cell.textContent = t("route.not_verified", { error: err.message }); cell.className = "sig failed"; }));
     }
     const tr = row([isoSeconds(r.t), r.node, r.what, r.evidence, cell], "hop");
     tr.dataset.t = String(r.t);
     return tr;
-  }), "the evidence bundle holds nothing about the route");
+  }), t("route.empty"));
 
   // what this node cannot prove, and whose auditor can
   const notes = [];
   const earlier = order.slice(0, Math.max(0, at(here)));
   const list = (names, word) => names.length > 1 ? `${names.slice(0, -1).join(", ")} ${word} ${names.at(-1)}` : names[0];
   if (earlier.length > 1) {
-    notes.push(`Earlier hops: the acks exchanged among ${list(earlier, "and")} are in their logs: ask the auditor of ${list(earlier, "or")}.`);
+    notes.push(t("notes.earlier", { all: list(earlier, t("word.and")), any: list(earlier, t("word.or")) }));
   }
   const mine = hops.find((h) => h.claims.iss === here);
   const next = mine ? mine.claims.to : order[at(here) + 1];
   if (here !== o.aud && next) {
-    notes.push(`Later hops: ask the auditor of ${next}, the next node${next === o.aud ? "" : `, then onwards to ${o.aud}`}.`);
+    notes.push(next === o.aud ? t("notes.later_last", { next }) : t("notes.later", { next, aud: o.aud }));
   }
-  if (here === o.aud) notes.push(`The receipt's arrival at ${o.iss}: ask the auditor of ${o.iss}.`);
-  if (here === o.iss && !b.receipt) notes.push(`No receipt from ${o.aud} in this node's log yet.`);
-  notes.push("Signatures are checked with the keys in the bundle as this node serves it; "
-    + "traza audit verify-bundle checks the downloaded file offline.");
+  if (here === o.aud) notes.push(t("notes.receipt_arrival", { iss: o.iss }));
+  if (here === o.iss && !b.receipt) notes.push(t("notes.no_receipt", { aud: o.aud }));
+  notes.push(t("notes.keys"));
   $("route-notes").replaceChildren(...notes.map((n) => el("li", n)));
   await Promise.all(checks);
 }
@@ -557,17 +639,41 @@ async function showRoute(seq, jti, decoded) {
 
 let me = null;
 
+function showWhoami() {
+  $("node-name").textContent = t("header.node", { node: me.node, federation: me.federation });
+  $("whoami").textContent = t("whoami.signed_in", { role: me.role, name: me.name });
+  document.title = t("page.title.node", { node: me.node, role: me.role });
+}
+
+// The reader picked a language: kept for the next visits; everything on screen is written again in it.
+function switchLanguage(code) {
+  if (code === lang) return;
+  lang = code;
+  try { localStorage.setItem("traza.lang", code); } catch (e) { /* storage disabled: this page only */ }
+  applyLanguage();
+  if (!me) return;
+  showWhoami();
+  if (me.role === "operator") refreshOperator().then(() => showError(actionRefused), showError);
+  else if (lastSearch) search(lastSearch).catch(showError);
+}
+
 async function main() {
+  lang = pickLanguage();
+  try {
+    await loadCatalogues();
+  } catch (err) {
+    document.body.prepend(String(err.message));  // no catalogue, no words: say which file is missing
+    return;
+  }
+  applyLanguage();
   try {
     me = await api("/ui/api/whoami");
   } catch (err) {
-    $("whoami").textContent = "not signed in";
+    $("whoami").textContent = t("whoami.not_signed_in");
     showError(err);
     return;
   }
-  $("node-name").textContent = `${me.node} (${me.federation})`;
-  $("whoami").textContent = `signed in as ${me.role} ${me.name}`;
-  document.title = `Traza ${me.node}: ${me.role}`;
+  showWhoami();
   if (me.role === "operator") {
     $("operator-view").hidden = false;
     // a refused operator action stays on screen until the next action; a failed refresh shows until one works
