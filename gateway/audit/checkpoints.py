@@ -183,12 +183,52 @@ def store_cosignatures(
             if not v.check(text, sig):
                 raise AuditError(f"cosignature of {sig.name} on checkpoint size {size} does not verify")
             conn.execute(
-                "INSERT OR REPLACE INTO audit_cosignatures (size, name, public_key, line, received_at) "
+                "INSERT OR IGNORE INTO audit_cosignatures (size, name, public_key, line, received_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (size, sig.name, b64_encode(witnesses[sig.name]), sig.line(), now),
             )
+            compact_cosignatures(conn, since=now, name=sig.name)
             stored.append(sig.name)
     return stored
+
+
+DAY = 86400
+
+
+def compact_cosignatures(conn: sqlite3.Connection, *, since: float | None = None, name: str | None = None) -> int:
+    """Per witness (``name``, or every one), keep the newest cosignature and the first of each UTC day
+    (SPEC §7.2, 1.1); delete the others received from ``since`` on (every one if None), and from the day
+    of each witness's newest cosignature before ``since`` (which stopped being the newest). Run after each
+    stored cosignature (with ``since`` = now) it keeps at most one a day plus the newest, whatever the
+    refresh period, touching a few rows. Returns the number of rows deleted."""
+    by_name, name_args = ("name = ? AND ", [name]) if name is not None else ("", [])
+    start = -1.0
+    if since is not None:
+        row = conn.execute(
+            f"SELECT min(m) FROM (SELECT max(received_at) AS m FROM audit_cosignatures WHERE {by_name}"
+            "received_at < ? GROUP BY name)",
+            [*name_args, since],
+        ).fetchone()
+        earliest = since if row[0] is None else min(since, float(row[0]))
+        start = float(int(earliest // DAY) * DAY)
+    where, args = f"{by_name}received_at >= ?", [*name_args, start]
+    cur = conn.execute(
+        "DELETE FROM audit_cosignatures WHERE id IN (SELECT id FROM ("
+        " SELECT id,"
+        "  row_number() OVER (PARTITION BY name, CAST(received_at / 86400 AS INTEGER) ORDER BY received_at, id)"
+        "   AS nth_of_day,"
+        "  row_number() OVER (PARTITION BY name ORDER BY received_at DESC, id DESC) AS nth_newest"
+        f" FROM audit_cosignatures WHERE {where})"
+        " WHERE nth_of_day > 1 AND nth_newest > 1)",
+        args,
+    )
+    return int(cur.rowcount)
+
+
+def newest_cosignatures(conn: sqlite3.Connection) -> dict[str, float]:
+    """When the newest cosignature of each witness (key name) was received."""
+    rows = conn.execute("SELECT name, max(received_at) FROM audit_cosignatures GROUP BY name").fetchall()
+    return {str(n): float(t) for n, t in rows}
 
 
 # -- with its own connection -----------------------------------------------------------------------------
