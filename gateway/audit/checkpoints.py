@@ -193,6 +193,23 @@ def store_cosignatures(
 
 
 DAY = 86400
+# per witness, the newest cosignature received before a time (for one witness, or for every one: then the
+# earliest of those)
+_PREVIOUS_NEWEST = {
+    True: "SELECT max(received_at) FROM audit_cosignatures WHERE name = ? AND received_at < ?",
+    False: "SELECT min(m) FROM (SELECT max(received_at) AS m FROM audit_cosignatures WHERE received_at < ? "
+           "GROUP BY name)",
+}
+_KEEP = (
+    "DELETE FROM audit_cosignatures WHERE id IN (SELECT id FROM ("
+    " SELECT id,"
+    "  row_number() OVER (PARTITION BY name, CAST(received_at / 86400 AS INTEGER) ORDER BY received_at, id)"
+    "   AS nth_of_day,"
+    "  row_number() OVER (PARTITION BY name ORDER BY received_at DESC, id DESC) AS nth_newest"
+    "  FROM audit_cosignatures WHERE {}) WHERE nth_of_day > 1 AND nth_newest > 1)"
+)
+# delete every cosignature that is neither its witness's newest nor the first of its UTC day
+_COMPACT = {True: _KEEP.format("name = ? AND received_at >= ?"), False: _KEEP.format("received_at >= ?")}
 
 
 def compact_cosignatures(conn: sqlite3.Connection, *, since: float | None = None, name: str | None = None) -> int:
@@ -201,27 +218,13 @@ def compact_cosignatures(conn: sqlite3.Connection, *, since: float | None = None
     of each witness's newest cosignature before ``since`` (which stopped being the newest). Run after each
     stored cosignature (with ``since`` = now) it keeps at most one a day plus the newest, whatever the
     refresh period, touching a few rows. Returns the number of rows deleted."""
-    by_name, name_args = ("name = ? AND ", [name]) if name is not None else ("", [])
+    one = name is not None  # one witness: both statements use the index (name, received_at)
     start = -1.0
     if since is not None:
-        row = conn.execute(
-            f"SELECT min(m) FROM (SELECT max(received_at) AS m FROM audit_cosignatures WHERE {by_name}"
-            "received_at < ? GROUP BY name)",
-            [*name_args, since],
-        ).fetchone()
+        row = conn.execute(_PREVIOUS_NEWEST[one], (name, since) if one else (since,)).fetchone()
         earliest = since if row[0] is None else min(since, float(row[0]))
         start = float(int(earliest // DAY) * DAY)
-    where, args = f"{by_name}received_at >= ?", [*name_args, start]
-    cur = conn.execute(
-        "DELETE FROM audit_cosignatures WHERE id IN (SELECT id FROM ("
-        " SELECT id,"
-        "  row_number() OVER (PARTITION BY name, CAST(received_at / 86400 AS INTEGER) ORDER BY received_at, id)"
-        "   AS nth_of_day,"
-        "  row_number() OVER (PARTITION BY name ORDER BY received_at DESC, id DESC) AS nth_newest"
-        f" FROM audit_cosignatures WHERE {where})"
-        " WHERE nth_of_day > 1 AND nth_newest > 1)",
-        args,
-    )
+    cur = conn.execute(_COMPACT[one], (name, start) if one else (start,))
     return int(cur.rowcount)
 
 

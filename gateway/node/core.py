@@ -305,6 +305,7 @@ class Node(ReceiveMixin, BlobsMixin, OriginMixin, ForwardMixin, ApiMixin, Witnes
         for p in await self.db.read(st.outbox_peers):
             self._wake(p)
         self.tasks.append(self._supervise("checkpoints", self._checkpoint_loop))
+        self.tasks.append(self._supervise("witnesses", self._witness_loop))
         self.tasks.append(self._supervise("manifest", self._manifest_loop))
         self.tasks.append(self._supervise("blob-purge", self._blob_purge_loop))
         self.tasks.append(self._supervise("audit-backlog", self._audit_backlog_loop))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,10 @@ from gateway.transport.peer import Problem
 
 
 @contextlib.asynccontextmanager
-async def started(cfg_path: Path) -> AsyncIterator[Node]:
-    """The node of ``cfg_path``, started (listeners and loops) until the block ends."""
-    node = Node(load_config(cfg_path))
+async def started(cfg_path: Path, *, clock: Callable[[], float] | None = None) -> AsyncIterator[Node]:
+    """The node of ``cfg_path``, started (listeners and loops) until the block ends; ``clock`` injects the
+    time it reads (default: the real clock)."""
+    node = Node(load_config(cfg_path)) if clock is None else Node(load_config(cfg_path), clock=clock)
     await node.start()
     try:
         yield node

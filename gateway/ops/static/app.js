@@ -213,6 +213,7 @@ async function refreshOperator() {
     ["manifest expires", status.manifest_expires_at],
     ["queued envelopes", status.queue_depth],
     ["messages by state", Object.entries(status.messages || {}).map(([k, v]) => `${k} ${v}`).join(", ") || "none"],
+    ["witness cosignatures", (status.witnesses || []).map((w) => `${w.id} ${w.age_s === null ? "none yet" : age(w.age_s)}${w.stale ? " STALE" : ""}`).join(", ") || "no witness"],
   ]);
   const warn = expiry.items.filter((i) => i.level !== "ok");
   $("warnings").replaceChildren(...(warn.length ? warn.map((i) => el("li",
