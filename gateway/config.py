@@ -86,6 +86,9 @@ class LimitsSection(_C, frozen=True):
     default_ttl: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 7 * 86400
     max_ttl: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 30 * 86400
     checkpoint_interval: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    # every witness is asked to cosign the latest checkpoint this often, even when the log is quiet;
+    # stale after 3 x (SPEC §7.2, 1.1)
+    witness_refresh: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 60.0
     retry_min: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0
     retry_max: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 300.0
     # a message forwarded this many seconds ago without a receipt or error is marked overdue

@@ -35,6 +35,14 @@ DOCUMENTED = {
     "traza_connections_timed_out_total": "Connections closed because a client was too slow sending request "
                                          "headers or a request body, by listener and phase",
     "traza_connections_open": "Connections open now (in a TLS handshake or after), by listener",
+    "traza_witness_cosignature_age_seconds": "Seconds since this witness's newest cosignature of this node's "
+                                             "checkpoints (if it never cosigned, since there was one to cosign), "
+                                             "by witness",
+    "traza_witness_stale": "1 while the witness's newest cosignature is older than 3 x witness_refresh, by witness",
+    "traza_store_check_ok": "1 when the start-up check of the node's store passed, 0 when the node was started "
+                            "anyway with a damaged store (--accept-damaged-store)",
+    "traza_data_free_bytes": "Bytes free (for the node's user) on the file system of the node's data folder",
+    "traza_data_size_bytes": "Size in bytes of the file system of the node's data folder",
     "traza_expiry_seconds": "Seconds until something of this node expires (negative once expired), by what: "
                             "tls_certificate, local_ca, federation_ca_<n>, manifest, key:<kid>",
 }
@@ -72,6 +80,12 @@ class Metrics:
         self.storage_up = Gauge("traza_storage_up", d["traza_storage_up"], registry=r)
         self.audit_backlog = Gauge("traza_audit_backlog", d["traza_audit_backlog"], registry=r)
         self.expiry = Gauge("traza_expiry_seconds", d["traza_expiry_seconds"], ["what"], registry=r)
+        self.witness_age = Gauge("traza_witness_cosignature_age_seconds", d["traza_witness_cosignature_age_seconds"],
+                                 ["witness"], registry=r)
+        self.witness_stale = Gauge("traza_witness_stale", d["traza_witness_stale"], ["witness"], registry=r)
+        self.store_check_ok = Gauge("traza_store_check_ok", d["traza_store_check_ok"], registry=r)
+        self.data_free = Gauge("traza_data_free_bytes", d["traza_data_free_bytes"], registry=r)
+        self.data_size = Gauge("traza_data_size_bytes", d["traza_data_size_bytes"], registry=r)
         self.receipts_overdue = Gauge("traza_receipts_overdue", d["traza_receipts_overdue"], registry=r)
 
     def render(self) -> tuple[bytes, str]:

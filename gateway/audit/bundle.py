@@ -206,6 +206,7 @@ class BundleReport:
     root: str
     proven: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    newest_cosignature: int | None = None  # timestamp of the newest witness cosignature (SPEC §7.2, 1.1)
 
 
 def _b64(text: str, what: str) -> bytes:
@@ -325,6 +326,7 @@ def verify_bundle(raw: bytes) -> BundleReport:
                 raise BundleError(f"cosignature by witness {w.name} does not verify")
             ts = cosignature_timestamp(s)
             report.proven.append(f"witness {w.name} cosigned this checkpoint at {rfc3339_seconds(ts)}")
+            report.newest_cosignature = max(ts, report.newest_cosignature or ts)
     if not b.keys.witnesses:
         report.notes.append("no witness cosignature: the checkpoint is only as good as the node's own word")
     # 4. entries in the tree

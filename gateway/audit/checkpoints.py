@@ -183,12 +183,55 @@ def store_cosignatures(
             if not v.check(text, sig):
                 raise AuditError(f"cosignature of {sig.name} on checkpoint size {size} does not verify")
             conn.execute(
-                "INSERT OR REPLACE INTO audit_cosignatures (size, name, public_key, line, received_at) "
+                "INSERT OR IGNORE INTO audit_cosignatures (size, name, public_key, line, received_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (size, sig.name, b64_encode(witnesses[sig.name]), sig.line(), now),
             )
+            compact_cosignatures(conn, since=now, name=sig.name)
             stored.append(sig.name)
     return stored
+
+
+DAY = 86400
+# per witness, the newest cosignature received before a time (for one witness, or for every one: then the
+# earliest of those)
+_PREVIOUS_NEWEST = {
+    True: "SELECT max(received_at) FROM audit_cosignatures WHERE name = ? AND received_at < ?",
+    False: "SELECT min(m) FROM (SELECT max(received_at) AS m FROM audit_cosignatures WHERE received_at < ? "
+           "GROUP BY name)",
+}
+_KEEP = (
+    "DELETE FROM audit_cosignatures WHERE id IN (SELECT id FROM ("
+    " SELECT id,"
+    "  row_number() OVER (PARTITION BY name, CAST(received_at / 86400 AS INTEGER) ORDER BY received_at, id)"
+    "   AS nth_of_day,"
+    "  row_number() OVER (PARTITION BY name ORDER BY received_at DESC, id DESC) AS nth_newest"
+    "  FROM audit_cosignatures WHERE {}) WHERE nth_of_day > 1 AND nth_newest > 1)"
+)
+# delete every cosignature that is neither its witness's newest nor the first of its UTC day
+_COMPACT = {True: _KEEP.format("name = ? AND received_at >= ?"), False: _KEEP.format("received_at >= ?")}
+
+
+def compact_cosignatures(conn: sqlite3.Connection, *, since: float | None = None, name: str | None = None) -> int:
+    """Per witness (``name``, or every one), keep the newest cosignature and the first of each UTC day
+    (SPEC §7.2, 1.1); delete the others received from ``since`` on (every one if None), and from the day
+    of each witness's newest cosignature before ``since`` (which stopped being the newest). Run after each
+    stored cosignature (with ``since`` = now) it keeps at most one a day plus the newest, whatever the
+    refresh period, touching a few rows. Returns the number of rows deleted."""
+    one = name is not None  # one witness: both statements use the index (name, received_at)
+    start = -1.0
+    if since is not None:
+        row = conn.execute(_PREVIOUS_NEWEST[one], (name, since) if one else (since,)).fetchone()
+        earliest = since if row[0] is None else min(since, float(row[0]))
+        start = float(int(earliest // DAY) * DAY)
+    cur = conn.execute(_COMPACT[one], (name, start) if one else (start,))
+    return int(cur.rowcount)
+
+
+def newest_cosignatures(conn: sqlite3.Connection) -> dict[str, float]:
+    """When the newest cosignature of each witness (key name) was received."""
+    rows = conn.execute("SELECT name, max(received_at) FROM audit_cosignatures GROUP BY name").fetchall()
+    return {str(n): float(t) for n, t in rows}
 
 
 # -- with its own connection -----------------------------------------------------------------------------

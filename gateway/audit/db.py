@@ -1,9 +1,9 @@
 """The audit log's SQLite schema and connection helpers (tables are prefixed ``audit_``).
 
 One SQLite file (WAL, synchronous=FULL) may hold the audit tables beside other tables of the node (so the
-relay can store an envelope and its audit entry in one transaction). Schema, version 2:
+relay can store an envelope and its audit entry in one transaction). Schema, version 3:
 
-- ``audit_meta(key, value)``: ``schema`` (``2``), ``node`` (the node id written into every entry),
+- ``audit_meta(key, value)``: ``schema`` (``3``), ``node`` (the node id written into every entry),
   ``origin`` (checkpoint origin ``traza/<federation>/<node>``).
 - ``audit_entries(idx, entry, leaf_hash, jti, event)``: the log. ``idx`` is the leaf index (0, 1, ...
   without gaps), ``entry`` the exact canonical JSON bytes, ``leaf_hash`` = SHA-256(0x00 || entry).
@@ -12,8 +12,12 @@ relay can store an envelope and its audit entry in one transaction). Schema, ver
   root or proof is a fold of at most ~2·log2(n) of these rows.
 - ``audit_checkpoints(size, root, note, public_key, signed_at)``: every checkpoint this node signed, as
   a signed note; ``size`` is the primary key, so one size can never hold two roots.
-- ``audit_cosignatures(size, name, public_key, line, received_at)``: witness cosignature lines
-  (tlog-cosignature v1) collected for a checkpoint, with the witness key they were verified with.
+- ``audit_cosignatures(id, size, name, public_key, line, received_at)``: witness cosignature lines
+  (tlog-cosignature v1) collected for a checkpoint, with the witness key they were verified with. A
+  witness cosigns the same checkpoint again at every refresh while the log is quiet (SPEC §7.2, 1.1), so
+  one ``(size, name)`` may hold several lines; per witness the newest and the first of each UTC day are
+  kept (``gateway.audit.checkpoints.compact_cosignatures``), and a checkpoint is served with each
+  witness's newest line.
 - ``audit_witness_state(origin, size, root, checkpoint, updated_at)``: as a witness, the latest
   checkpoint cosigned for each peer log.
 - ``audit_witness_alerts(id, origin, kind, detected_at, known_checkpoint, presented_checkpoint,
@@ -24,9 +28,10 @@ relay can store an envelope and its audit entry in one transaction). Schema, ver
   is recorded once per ``(jti, kind)``: the unique index holds ``value_sha256`` (SHA-256 of the UTF-8
   value), not the value itself, which would store every token and hop chain a second time.
 
-Versions: 1 had ``UNIQUE (jti, kind, value)`` and no ``value_sha256``. Opening a version 1 database
-read-write migrates it in place, in one transaction (:func:`migrate_schema`); read-only readers accept
-both versions (they read ``kind`` and ``value`` only).
+Versions: 1 had ``UNIQUE (jti, kind, value)`` and no ``value_sha256``; 2 keyed ``audit_cosignatures`` on
+``(size, name)`` (one line per witness and checkpoint, replaced by each new one). Opening an older
+database read-write migrates it in place, in one transaction (:func:`migrate_schema`); read-only readers
+accept every version (the columns they select are in all of them).
 """
 
 from __future__ import annotations
@@ -37,9 +42,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-SCHEMA_VERSION = "2"
-# versions a read-only reader can read (the columns it selects are the same in both)
-READABLE_VERSIONS = ("1", "2")
+SCHEMA_VERSION = "3"
+# versions a read-only reader can read (the columns it selects are the same in all)
+READABLE_VERSIONS = ("1", "2", "3")
 
 EVIDENCE_DDL = """CREATE TABLE IF NOT EXISTS audit_evidence (
     id INTEGER PRIMARY KEY,
@@ -48,6 +53,16 @@ EVIDENCE_DDL = """CREATE TABLE IF NOT EXISTS audit_evidence (
     value TEXT NOT NULL,
     value_sha256 BLOB NOT NULL CHECK (length(value_sha256) = 32),
     UNIQUE (jti, kind, value_sha256)
+)"""
+
+COSIGNATURES_DDL = """CREATE TABLE IF NOT EXISTS audit_cosignatures (
+    id INTEGER PRIMARY KEY,
+    size INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    line TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    UNIQUE (size, name, line)
 )"""
 
 SCHEMA = """
@@ -73,14 +88,6 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     public_key TEXT NOT NULL,
     signed_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS audit_cosignatures (
-    size INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    public_key TEXT NOT NULL,
-    line TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    PRIMARY KEY (size, name)
-);
 CREATE TABLE IF NOT EXISTS audit_witness_state (
     origin TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -100,7 +107,8 @@ CREATE TABLE IF NOT EXISTS audit_witness_alerts (
     audit_idx INTEGER
 );
 """
-SCHEMA += EVIDENCE_DDL + """;
+SCHEMA += EVIDENCE_DDL + ";\n" + COSIGNATURES_DDL + """;
+CREATE INDEX IF NOT EXISTS audit_cosignatures_name ON audit_cosignatures (name, received_at);
 CREATE TABLE IF NOT EXISTS audit_keys (kid TEXT PRIMARY KEY, alg TEXT NOT NULL, jwk TEXT NOT NULL);
 """
 
@@ -158,29 +166,40 @@ def check_schema_version(conn: sqlite3.Connection) -> None:
 
 def migrate_schema(conn: sqlite3.Connection) -> None:
     """Bring an existing audit database to :data:`SCHEMA_VERSION` inside the caller's transaction (so a
-    failure leaves it as it was). Version 1 -> 2: ``audit_evidence`` gains ``value_sha256`` (filled for
-    every row) and its unique key becomes ``(jti, kind, value_sha256)``. SQLite cannot drop a table's
-    UNIQUE constraint, so the table is rebuilt: create the new one, copy the rows (same ``id``), drop the
-    old one, rename. An unknown version is left untouched (:func:`check_schema_version` refuses it)."""
+    failure leaves it as it was), one version at a time. SQLite cannot drop a table's UNIQUE constraint or
+    primary key, so each step rebuilds its table: create the new one, copy the rows, drop the old one,
+    rename. An unknown version is left untouched (:func:`check_schema_version` refuses it).
+
+    - 1 -> 2: ``audit_evidence`` gains ``value_sha256`` (filled for every row, same ``id``) and its unique
+      key becomes ``(jti, kind, value_sha256)``;
+    - 2 -> 3: ``audit_cosignatures`` gets an ``id`` and ``UNIQUE (size, name, line)`` instead of the
+      primary key ``(size, name)``, so that a refreshed cosignature of the same checkpoint is a new row."""
     if not conn.in_transaction:
         raise AuditError("audit migrate_schema() must run inside the caller's transaction")
     version = get_meta(conn, "schema")
-    if version != "1":
-        return
-    conn.create_function("traza_value_sha256", 1, value_sha256, deterministic=True)
+    if version == "1":
+        conn.create_function("traza_value_sha256", 1, value_sha256, deterministic=True)
+        _rebuild(conn, "1", "2", "audit_evidence", EVIDENCE_DDL,
+                 "INSERT INTO audit_evidence_new (id, jti, kind, value, value_sha256) "
+                 "SELECT id, jti, kind, value, traza_value_sha256(value) FROM audit_evidence ORDER BY id")
+        version = "2"
+    if version == "2":
+        _rebuild(conn, "2", "3", "audit_cosignatures", COSIGNATURES_DDL,
+                 "INSERT INTO audit_cosignatures_new (size, name, public_key, line, received_at) "
+                 "SELECT size, name, public_key, line, received_at FROM audit_cosignatures "
+                 "ORDER BY received_at, size, name")
+
+
+def _rebuild(conn: sqlite3.Connection, old: str, new: str, table: str, ddl: str, copy: str) -> None:
     try:
-        conn.execute(EVIDENCE_DDL.replace("CREATE TABLE IF NOT EXISTS audit_evidence", "CREATE TABLE audit_evidence_v2", 1))
-        conn.execute(
-            "INSERT INTO audit_evidence_v2 (id, jti, kind, value, value_sha256) "
-            "SELECT id, jti, kind, value, traza_value_sha256(value) FROM audit_evidence ORDER BY id"
-        )
-        conn.execute("DROP TABLE audit_evidence")
-        conn.execute("ALTER TABLE audit_evidence_v2 RENAME TO audit_evidence")
-        conn.execute("UPDATE audit_meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+        conn.execute(ddl.replace(f"CREATE TABLE IF NOT EXISTS {table}", f"CREATE TABLE {table}_new", 1))
+        conn.execute(copy)
+        conn.execute(f"DROP TABLE {table}")
+        conn.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+        conn.execute("UPDATE audit_meta SET value=? WHERE key='schema'", (new,))
     except sqlite3.Error as exc:
         raise AuditError(
-            f"{_db_file(conn)}: migrating the audit schema from version 1 to {SCHEMA_VERSION} "
-            f"(table audit_evidence) failed: {exc}"
+            f"{_db_file(conn)}: migrating the audit schema from version {old} to {new} (table {table}) failed: {exc}"
         ) from exc
 
 

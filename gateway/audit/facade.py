@@ -27,7 +27,13 @@ import structlog
 
 from gateway.audit import log as audit_log
 from gateway.audit.bundle import build_bundle, encode_bundle
-from gateway.audit.checkpoints import CheckpointFile, publish_checkpoint, store_cosignatures, witness_request
+from gateway.audit.checkpoints import (
+    CheckpointFile,
+    newest_cosignatures,
+    publish_checkpoint,
+    store_cosignatures,
+    witness_request,
+)
 from gateway.audit.db import AuditError, create_schema, set_meta
 from gateway.audit.reader import MAX_PAGE, AuditReader, StoredCheckpoint
 from gateway.audit.tree import log_size
@@ -197,9 +203,11 @@ class NodeAudit:
         return await self.db.read(fn)
 
     async def add_cosignatures(
-        self, witness: str, size: int, body: bytes, fed: Federation, now: float
+        self, witness: str, size: int, body: bytes, fed: Federation, now: float, *, keep: bool = True
     ) -> list[str]:
-        """Keep the cosignature lines peer ``witness`` returned for the checkpoint of ``size``."""
+        """Keep the cosignature lines peer ``witness`` returned for the checkpoint of ``size`` (and, per
+        witness, only its newest and the first of each UTC day: ``compact_cosignatures``). ``keep=False``
+        leaves rewriting the checkpoint file to the caller (:meth:`keep_latest`, once for several)."""
         name = origin_for(fed.name, witness)
         keys = audit_keys(fed, witness)
         stored: set[str] = set()
@@ -210,11 +218,19 @@ class NodeAudit:
                 return store_cosignatures(conn, size, body, witnesses, now)
 
             stored.update(await self.db.write(fn))
-        if stored:
-            latest = await self.db.read(lambda c: AuditReader(c).checkpoint())
-            if latest is not None:
-                await self._keep(latest)
+        if stored and keep:
+            await self.keep_latest()
         return sorted(stored)
+
+    async def keep_latest(self) -> None:
+        """Copy the latest checkpoint, with the cosignatures collected for it, to the checkpoint file."""
+        latest = await self.db.read(lambda c: AuditReader(c).checkpoint())
+        if latest is not None:
+            await self._keep(latest)
+
+    async def newest_cosignatures(self) -> dict[str, float]:
+        """Witness key name -> when its newest cosignature of this node's checkpoints was received."""
+        return await self.db.read(newest_cosignatures)
 
     # -- this node as a witness of its peers ------------------------------------------------------------
 

@@ -164,10 +164,14 @@ class AuditReader:
     # -- checkpoints ---------------------------------------------------------------------------------
 
     def _cosigs(self, size: int) -> tuple[tuple[str, str, str], ...]:
+        """Each witness's newest cosignature of the checkpoint of ``size`` (a quiet log is cosigned again
+        at every refresh: the older lines are kept, one a day, but not served)."""
         rows = self.conn.execute(
-            "SELECT name, public_key, line FROM audit_cosignatures WHERE size=? ORDER BY name", (size,)
+            "SELECT name, public_key, line, max(received_at) FROM audit_cosignatures WHERE size=? "
+            "GROUP BY name ORDER BY name",
+            (size,),
         ).fetchall()
-        return tuple((str(n), str(k), str(line)) for n, k, line in rows)
+        return tuple((str(n), str(k), str(line)) for n, k, line, _ in rows)
 
     def _stored(self, row: tuple[Any, ...]) -> StoredCheckpoint:
         size, root, note, key, at = row

@@ -7,6 +7,7 @@ index or the checkpoint at fault.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from gateway.core.canonical import CanonicalError, canonical_bytes
 from gateway.core.merkle import CompactRange, ProofError, leaf_hash, verify_consistency
 from gateway.core.note import (
     NoteError,
+    cosignature_timestamp,
     node_of_origin,
     parse_checkpoint_text,
     parse_note,
@@ -61,6 +63,9 @@ class VerifyReport:
     latest_root: bytes = b""
     root: bytes = b""  # the root recomputed from every entry (size ``size``)
     witnesses: set[str] = field(default_factory=set)
+    # per witness, the timestamp (POSIX seconds) of its newest valid cosignature: how fresh the
+    # witnessing is (SPEC §7.2, 1.1)
+    newest_cosignatures: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -107,8 +112,10 @@ class _CheckpointChecker:
         self.report = report
         self.prev: tuple[int, bytes] | None = None
 
-    def check(self, rec: CheckpointRecord, ordinal: int, size: int, root: bytes) -> None:
-        """Check one checkpoint, reached when the recomputed tree has ``size`` leaves and ``root``."""
+    def check(self, rec: CheckpointRecord, ordinal: int, size: int, root: bytes, *, latest: bool) -> None:
+        """Check one checkpoint, reached when the recomputed tree has ``size`` leaves and ``root``. Only the
+        ``latest`` (largest) one must carry ``min_cosignatures``: older ones keep one cosignature a day per
+        witness (SPEC §7.2, 1.1), and the consistency proofs tie each of them to the latest."""
         where = f"checkpoint #{ordinal} (size {size})"
 
         def fail(detail: str) -> VerifyFailed:
@@ -161,7 +168,10 @@ class _CheckpointChecker:
                     raise fail(f"cosignature of witness {sig.name!r} does not verify")
             good += 1
             self.report.witnesses.add(sig.name)
-        if good < self.min_cosignatures:
+            with contextlib.suppress(NoteError):
+                ts = cosignature_timestamp(sig)
+                self.report.newest_cosignatures[sig.name] = max(ts, self.report.newest_cosignatures.get(sig.name, ts))
+        if latest and good < self.min_cosignatures:
             raise fail(f"{good} valid cosignatures, at least {self.min_cosignatures} required")
         self.report.cosignatures += good
         # root against the recomputed tree
@@ -258,7 +268,7 @@ def verify_log(
             progress(expected)
         while pos < len(sized) and sized[pos][0] == expected:
             ordinal += 1
-            checker.check(sized[pos][2], ordinal, expected, cr.root())
+            checker.check(sized[pos][2], ordinal, expected, cr.root(), latest=sized[pos][0] == sized[-1][0])
             pos += 1
     if progress is not None:
         progress(expected)

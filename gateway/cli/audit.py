@@ -9,6 +9,7 @@ import functools
 import json
 import sqlite3
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,6 +28,7 @@ from gateway.core.b64 import b64_decode, b64_encode
 from gateway.core.merkle import ProofError, leaf_hash, verify_inclusion
 from gateway.core.note import NoteError, open_checkpoint, parse_checkpoint_text, parse_note
 from gateway.core.printable import json_safe, printable
+from gateway.core.timeutil import duration_text, rfc3339_seconds
 
 
 def register(sub: Any) -> None:
@@ -63,7 +65,7 @@ def register(sub: Any) -> None:
         help="trusted witness key (cosignature key name = base64 Ed25519 key); repeatable. "
         "Default with --db: the keys recorded with each cosignature",
     )
-    v.add_argument("--min-cosignatures", type=int, default=0, metavar="N", help="require N per checkpoint")
+    v.add_argument("--min-cosignatures", type=int, default=0, metavar="N", help="require N valid cosignatures on the latest checkpoint (older ones keep one a day per witness)")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.add_argument("--json", action="store_true",
                    help="print the report as one JSON object (a failed check: one line on stderr, exit 1)")
@@ -313,6 +315,11 @@ def _print_report(source: str, r: VerifyReport, *, pinned: bool) -> None:
         )
         who = printable(", ".join(sorted(r.witnesses))) or "none"
         print(f"   {r.cosignatures} witness cosignatures verified (witnesses: {who})")
+        if r.newest_cosignatures:  # how fresh the witnessing is (SPEC §7.2, 1.1)
+            now = time.time()
+            fresh = "; ".join(f"{n} at {rfc3339_seconds(t)} ({duration_text(now - t)} ago)"
+                              for n, t in sorted(r.newest_cosignatures.items()))
+            print(printable(f"   newest cosignature per witness: {fresh}"))
     if not pinned:
         print(
             "   note: log key taken from the database itself; pin it with --log-key to check it against the manifest"
@@ -447,6 +454,10 @@ def _verify_bundle(args: argparse.Namespace) -> int:
     print(printable(f"OK {args.file}: evidence about message {report.jti} on node {report.node}"))
     for line in report.proven:  # the bundle's words (an attacker may have made the file)
         print(f" - {printable(line)}")
+    if report.newest_cosignature is not None:  # how fresh the witnessing is (SPEC §7.2, 1.1)
+        ts = report.newest_cosignature
+        print(f" - the newest witness cosignature is from {rfc3339_seconds(ts)}, "
+              f"{duration_text(time.time() - ts)} before this check")
     for line in report.notes:
         print(f"   note: {printable(line)}")
     return 0

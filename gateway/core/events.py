@@ -157,6 +157,19 @@ class WitnessForkDetected(Event, frozen=True, kw_only=True, tag="witness.fork_de
     old_size: int | None = None
 
 
+class WitnessStale(Event, frozen=True, kw_only=True, tag="witness.stale"):
+    """A witness's newest cosignature of this node's checkpoints is older than 3 x ``witness_refresh``
+    (SPEC §7.2, 1.1): recorded once per episode; the episode ends with its next cosignature."""
+
+    witness: str  # node id
+    name: str  # its cosigner key name, traza/<federation>/<node>
+    cosigned_at: str | None = None  # RFC 3339 of its newest cosignature (None: it never cosigned)
+    age_s: int
+    refresh_s: int
+    failures: int  # requests failed since its last cosignature
+    last_error: str | None = None
+
+
 class LocalRejected(Event, frozen=True, kw_only=True, tag="local.rejected"):
     """A file of the national system's drop folder refused before it became a message."""
 
@@ -185,7 +198,7 @@ class StoreCheckFailed(Event, frozen=True, kw_only=True, tag="store.check_failed
 AuditEvent = (EnvelopeAccepted | EnvelopeRejected | EnvelopeDuplicate | EnvelopeForwarded | EnvelopeExpired
               | EnvelopeDeadLettered | EnvelopeDelivered | ReceiptReceived | ReceiptOverdue | OperatorAction | AuthDenied
               | ManifestApplied | KeyRotated | PayloadPurged | NodeStarted | NodeStopped | WitnessForkDetected
-              | LocalRejected | NodeTaskFailed | StoreCheckFailed)
+              | WitnessStale | LocalRejected | NodeTaskFailed | StoreCheckFailed)
 
 # the event names an audit log accepts: the tags of the union
 EVENTS: frozenset[str] = frozenset(str(t.__struct_config__.tag) for t in AuditEvent.__args__)

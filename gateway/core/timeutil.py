@@ -20,3 +20,16 @@ def parse_rfc3339(text: str) -> float:
     if dt.tzinfo is None:
         raise ValueError(f"timestamp without offset: {text!r}")
     return dt.timestamp()
+
+
+def duration_text(seconds: float) -> str:
+    """A short human duration: ``42 s``, ``12 min``, ``3.5 h``, ``18.2 days`` (negative: ``in the future``)."""
+    if seconds < 0:
+        return f"{duration_text(-seconds)} in the future"
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

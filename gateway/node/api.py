@@ -6,9 +6,10 @@ operator views and dead-letter actions, audit queries, health, readiness and Pro
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -16,6 +17,7 @@ from adapters.base import AdapterError, media_type
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.audit.bundle import NotCovered
 from gateway.audit.db import AuditError
+from gateway.audit.selfcheck import StoreReport
 from gateway.audit.tree import log_size
 from gateway.core import strictjson
 from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
@@ -36,6 +38,11 @@ FAILED_STATES = frozenset({"failed", "dead", "discarded"})
 
 
 class ApiMixin(_NodeState):
+    # from Node and WitnessMixin (declared here for the type checker; state.py is the shared declaration)
+    store_report: StoreReport
+    if TYPE_CHECKING:
+        def witness_status(self) -> list[dict[str, Any]]: ...
+
     # --- local delivery ------------------------------------------------------------------------------
 
     async def inbox_page(self, after: int, limit: int) -> list[tuple[int, str, bytes, float, str, str, str]]:
@@ -175,7 +182,7 @@ class ApiMixin(_NodeState):
         counts = await self.db.read(st.counts_by_state)
         return {"node": self.id, "federation": self.fed.name, "manifest_version": self.fed.version,
                 "manifest_expires_at": self.fed.manifest.expires_at, "queue_depth": self.queue_depth,
-                "messages": counts, "counters": dict(self.counters)}
+                "messages": counts, "counters": dict(self.counters), "witnesses": self.witness_status()}
 
     async def ops_dead_letter(self, dl_id: int, action: str, operator: str) -> dict[str, Any]:
         """Retry (queue again) or discard dead letter ``dl_id``; audited as ``operator.action``. Raises
@@ -242,6 +249,19 @@ class ApiMixin(_NodeState):
         m.audit_backlog.set(len(self.audit_backlog))
         m.inbox_depth.set(self.db.read_sync(st.inbox_waiting))
         m.audit_entries.set(self.db.read_sync(log_size))
+        m.store_check_ok.set(1 if self.store_report.ok else 0)
+        try:
+            disk = shutil.disk_usage(self.data_dir)
+            m.data_free.set(disk.free)
+            m.data_size.set(disk.total)
+        except OSError as exc:
+            self.log.warning("metrics.disk_failed", detail=str(exc)[:300])
+        m.witness_age.clear()  # a witness unlinked by a new manifest leaves no series behind
+        m.witness_stale.clear()
+        for w in self.witness_status():
+            if w["age_s"] is not None:
+                m.witness_age.labels(w["id"]).set(w["age_s"])
+            m.witness_stale.labels(w["id"]).set(1 if w["stale"] else 0)
         m.expiry.clear()  # a rotated key or a replaced CA leaves no stale series behind
         try:
             for e in expiries(self):

@@ -387,6 +387,7 @@ class Node(ApiMixin, WitnessMixin, KeysMixin, TlsMixin):
         self.audit_event_bg(NodeStarted(manifest_version=fed.version, endpoint=me.endpoint))
         await self.outbound.wake_all()
         self.tasks.append(self._supervise("checkpoints", self._checkpoint_loop))
+        self.tasks.append(self._supervise("witnesses", self._witness_loop))
         self.tasks.append(self._supervise("manifest", self._manifest_loop))
         self.tasks.append(self._supervise("blob-purge", self.outbound.purge_loop))
         self.tasks.append(self._supervise("audit-backlog", self._audit_backlog_loop))

@@ -18,6 +18,7 @@ from gateway.audit.reader import AuditReader
 from gateway.cli.main import main
 from gateway.core.envelope import append_hop, build_envelope, make_ack, token_digest
 from gateway.core.ids import uuid7
+from gateway.core.timeutil import rfc3339_seconds
 from gateway.crypto.keys import SigningKey
 
 BODY = json.dumps({"request_kind": "TRACE", "firearm": {"serial_number": "AB1234"}}).encode()
@@ -119,12 +120,15 @@ def test_exported_bundle_verifies_offline(scenario, tmp_path, capsys):
         "hop 1: eu-hub received it from mx and sent it to es",
         f"ack 1: es acknowledged this token to eu-hub, recorded as log entry {idx} (envelope.accepted)",
         "receipt from es to mx: DELIVERED",
+        # how fresh the witnessing is (SPEC §7.2, 1.1): the witnesses' clocks stand at T0
+        f"the newest witness cosignature is from {rfc3339_seconds(T0)}, ",
     ]:
         assert fact in text, fact
     assert main(["audit", "verify-bundle", "--json", str(out)]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert (doc["ok"], doc["jti"], doc["node"], doc["file"]) == (True, jti, "es", str(out)), doc
     assert any("receipt from es to mx: DELIVERED" in line for line in doc["proven"]) and isinstance(doc["notes"], list)
+    assert verify_bundle(out.read_bytes()).newest_cosignature == int(T0)
 
 
 def test_any_flipped_byte_fails(scenario, tmp_path, capsys):

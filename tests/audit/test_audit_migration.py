@@ -1,7 +1,8 @@
-"""Audit schema migration 1 -> 2 (``audit_evidence`` keyed on a SHA-256 of the value): a database written
-with the version 1 DDL (copied below as it was released) is migrated in place when the node or the audit
-tools open it read-write; its bundles still verify, repeats are still ignored, and a failed migration
-leaves the database as it was."""
+"""Audit schema migrations 1 -> 2 (``audit_evidence`` keyed on a SHA-256 of the value) and 2 -> 3
+(``audit_cosignatures`` may hold several lines per checkpoint and witness): a database written with the
+version 1 or 2 DDL (copied below as it was released) is migrated in place when the node or the audit tools
+open it read-write; its bundles still verify, repeats are still ignored, and a failed migration leaves the
+database as it was."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from kit.federation import NOW, make_federation
 
 from gateway.audit.bundle import verify_bundle
-from gateway.audit.db import SCHEMA_VERSION, AuditError, connect, connect_readonly, transaction
+from gateway.audit.db import EVIDENCE_DDL, SCHEMA_VERSION, AuditError, connect, connect_readonly, transaction
 from gateway.audit.facade import NodeAudit
 from gateway.audit.log import stage_evidence
 from gateway.cli.main import main
@@ -107,6 +108,9 @@ def _copy_as_v1(src, dst):
             conn.execute("INSERT OR IGNORE INTO audit_meta SELECT * FROM src.audit_meta WHERE key != 'schema'")
         elif t == "audit_evidence":
             conn.execute("INSERT INTO audit_evidence (id, jti, kind, value) SELECT id, jti, kind, value FROM src.audit_evidence")
+        elif t == "audit_cosignatures":
+            conn.execute("INSERT INTO audit_cosignatures SELECT size, name, public_key, line, received_at "
+                         "FROM src.audit_cosignatures")
         else:
             conn.execute(f"INSERT INTO {t} SELECT * FROM src.{t}")
     conn.execute("COMMIT")
@@ -152,7 +156,7 @@ def test_v1_database_is_migrated_in_place(tmp_path):
     assert _layout(conn) == _layout(connect(fresh))  # same table as a database created by this version
     assert _layout(conn)[1:] == ([("jti", "kind", "value_sha256")], SCHEMA_VERSION)
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert "audit_evidence_v2" not in names
+    assert "audit_evidence_new" not in names and "audit_cosignatures_new" not in names
 
     # a repeat is ignored, a new value is recorded
     jti = EVIDENCE[0][0]
@@ -168,11 +172,35 @@ def test_v1_database_is_migrated_in_place(tmp_path):
     conn.close()
 
 
+def test_v2_database_keeps_its_cosignatures_and_takes_refreshed_ones(tmp_path):
+    path = tmp_path / "v2.db"
+    v2 = V1_SCHEMA.replace(V1_SCHEMA[V1_SCHEMA.index("CREATE TABLE IF NOT EXISTS audit_evidence"):
+                                     V1_SCHEMA.index("CREATE TABLE IF NOT EXISTS audit_keys")], EVIDENCE_DDL + ";\n")
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.executescript(v2)
+    raw.execute("INSERT INTO audit_meta (key, value) VALUES ('schema', '2')")
+    rows = [(5, "traza/t/it", "k1", "\u2014 traza/t/it AAA\n", 100.0), (5, "traza/t/de", "k2", "\u2014 traza/t/de BBB\n", 101.0),
+            (9, "traza/t/it", "k1", "\u2014 traza/t/it CCC\n", 200.0)]
+    raw.executemany("INSERT INTO audit_cosignatures VALUES (?, ?, ?, ?, ?)", rows)
+    raw.close()
+    conn = connect(path)
+    assert conn.execute("SELECT value FROM audit_meta WHERE key='schema'").fetchone()[0] == SCHEMA_VERSION == "3"
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(audit_cosignatures)")]
+    assert cols == ["id", "size", "name", "public_key", "line", "received_at"]
+    assert conn.execute("SELECT size, name, public_key, line, received_at FROM audit_cosignatures ORDER BY id"
+                        ).fetchall() == rows
+    # a refreshed cosignature of the same checkpoint by the same witness is a row of its own now
+    conn.execute("INSERT INTO audit_cosignatures (size, name, public_key, line, received_at) VALUES "
+                 "(9, 'traza/t/it', 'k1', '\u2014 traza/t/it DDD\n', 260.0)")
+    assert conn.execute("SELECT count(*) FROM audit_cosignatures WHERE size=9").fetchone()[0] == 2
+    conn.close()
+
+
 def test_failed_migration_leaves_the_database_unchanged(tmp_path):
     path = tmp_path / "old.db"
     _v1_database(path, EVIDENCE)
     raw = sqlite3.connect(path, isolation_level=None)
-    raw.execute("CREATE TABLE audit_evidence_v2 (x)")  # in the way of the rebuild
+    raw.execute("CREATE TABLE audit_evidence_new (x)")  # in the way of the rebuild
     raw.close()
     with pytest.raises(AuditError, match=r"old\.db: migrating the audit schema from version 1 to 2 \(table audit_evidence\)"):
         connect(path)
@@ -189,7 +217,7 @@ def test_unknown_version_is_refused_untouched(tmp_path):
     raw.close()
     with pytest.raises(AuditError, match="audit schema version '99' is not supported"):
         connect(path)
-    with pytest.raises(AuditError, match=r"future\.db: audit schema version '99' is not one of 1, 2"):
+    with pytest.raises(AuditError, match=r"future\.db: audit schema version '99' is not one of 1, 2, 3"):
         connect_readonly(path)
     assert _layout(sqlite3.connect(path))[1:] == ([("jti", "kind", "value")], "99")
 

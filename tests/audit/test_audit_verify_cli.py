@@ -8,12 +8,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from audit.audit_kit import rewrite_log
+from audit.audit_kit import T0, rewrite_log
 
 from gateway.cli.main import main
 from gateway.core.b64 import b64_encode
 from gateway.core.merkle import leaf_hash
 from gateway.core.note import Note, checkpoint_text, sign_ed25519
+from gateway.core.timeutil import rfc3339_seconds
 
 
 @pytest.fixture
@@ -57,7 +58,9 @@ def test_intact_log_verifies(logged, capsys):
     a, b = logged
     rc, out, _ = _verify(a.db, capsys)
     assert rc == 0, out
-    assert "25 entries" in out and "3 checkpoints" in out and "3 witness cosignatures" in out
+    # B cosigned each of the 3 checkpoints the same day: its first of the day and its newest are kept
+    assert "25 entries" in out and "3 checkpoints" in out and "2 witness cosignatures" in out
+    assert f"newest cosignature per witness: {b.origin} at {rfc3339_seconds(T0)} (" in out
     assert "entries 22..24 are not covered" in out
     rc, out, _ = _verify(
         a.db,
@@ -77,8 +80,9 @@ def test_intact_log_verifies_with_a_json_report(logged, capsys):
     rc, out, err = _verify(a.db, capsys, "--json")
     assert rc == 0, err
     doc = json.loads(out)
+    # three checkpoints, one witness: compaction keeps the day's first cosignature and the newest (SPEC §7.2)
     assert (doc["ok"], doc["size"], doc["checkpoints"], doc["cosignatures"], doc["witnesses"]) == (
-        True, 25, 3, 3, [b.origin]), doc
+        True, 25, 3, 2, [b.origin]), doc
     assert doc["source"] == str(a.db) and doc["log_key_pinned"] is False and doc["latest_size"] == 22
     assert any("22..24" in w for w in doc["warnings"]), doc
 
@@ -181,7 +185,20 @@ def test_history_rewritten_and_every_checkpoint_resigned(logged, capsys, tmp_pat
     _sql(db, ("DELETE FROM audit_cosignatures",))
     assert _verify(db, capsys)[0] == 0
     rc, _, err = _verify(db, capsys, "--witness", f"{b.origin}={b.key.public_b64}", "--min-cosignatures", "1")
-    assert rc == 1 and "checkpoint #1 (size 10): 0 valid cosignatures, at least 1 required" in err
+    assert rc == 1 and "checkpoint #3 (size 22): 0 valid cosignatures, at least 1 required" in err
+
+
+def test_min_cosignatures_applies_to_the_latest_checkpoint(logged, capsys, tmp_path):
+    """Older checkpoints keep one cosignature a day per witness (compaction, SPEC §7.2): the latest one,
+    which the consistency proofs tie every earlier one to, must carry the cosignatures required."""
+    a, b = logged
+    db = _copy(a.db, tmp_path / "t.db")
+    pinned = ("--witness", f"{b.origin}={b.key.public_b64}", "--min-cosignatures", "1")
+    _sql(db, ("DELETE FROM audit_cosignatures WHERE size < 22",))
+    assert _verify(db, capsys, *pinned)[0] == 0
+    _sql(db, ("DELETE FROM audit_cosignatures WHERE size = 22",))
+    rc, _, err = _verify(db, capsys, *pinned)
+    assert rc == 1 and "checkpoint #3 (size 22): 0 valid cosignatures, at least 1 required" in err
 
 
 def test_wrong_pinned_log_key(logged, capsys, tmp_path):

@@ -339,6 +339,32 @@ def test_override_starts_the_damaged_node_and_records_store_check_failed(store: 
     assert _kept_size(store.data_dir) > 0
 
 
+def _metrics(node: Node) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text, _ = node.metrics_text()
+    return {s.name: s.value for f in text_string_to_metric_families(text.decode()) for s in f.samples}
+
+
+def test_the_store_check_and_the_free_disk_are_exported_for_alerts(store: Store) -> None:
+    """``traza_store_check_ok`` is 1 after a passed check and 0 when the node runs on a damaged store
+    (TrazaStoreCheckFailed); ``traza_data_free_bytes`` is the free space of the data folder's file system
+    (TrazaDiskNearlyFull)."""
+    for damaged in (False, True):
+        if damaged:
+            flip_bit_in_entry(store.db, 60)
+        node = Node(load_config(store.node.config), accept_damaged_store="test" if damaged else None)
+        try:
+            m = _metrics(node)
+            disk = shutil.disk_usage(store.data_dir)
+            assert m["traza_store_check_ok"] == (0 if damaged else 1)
+            assert abs(m["traza_data_free_bytes"] - disk.free) < 64 * 1024 * 1024
+            assert m["traza_data_size_bytes"] == disk.total
+        finally:
+            node.db.close()
+            node.data_lock.release()
+
+
 def test_healthy_node_starts_and_its_check_is_fast_with_100k_entries(store: Store) -> None:
     cfg = load_config(store.node.config)
     fed_name = json.loads(cfg.resolve(cfg.trust.manifest).read_text())["federation"]

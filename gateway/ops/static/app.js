@@ -277,6 +277,7 @@ async function refreshOperator() {
     [t("status.manifest_expires"), status.manifest_expires_at],
     [t("status.queued"), status.queue_depth],
     [t("status.by_state"), Object.entries(status.messages || {}).map(([k, v]) => `${k} ${v}`).join(", ") || t("status.none")],
+    [t("status.witnesses"), (status.witnesses || []).map((w) => `${w.id} ${w.age_s === null ? t("status.witness_none_yet") : age(w.age_s)}${w.stale ? " " + t("status.witness_stale") : ""}`).join(", ") || t("status.no_witness")],
   ]);
   const warn = expiry.items.filter((i) => i.level !== "ok");
   const first = expiry.items[0];
