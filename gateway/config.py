@@ -7,6 +7,7 @@ Relative paths are resolved against the config file's folder.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -203,3 +204,48 @@ def load_config(path: Path | str) -> Config:
         if not f.is_file():
             raise ConfigError(f"{path}: keys.{key}: file {f} does not exist")
     return cfg
+
+
+def set_client_certificate(path: Path | str, role: str, cert: Path, key: Path) -> tuple[str, str]:
+    """Point ``[client] <role>_cert`` / ``<role>_key`` of the node config at ``path`` to a renewed local
+    client certificate (``traza pki renew-tls --local ... --config``), editing only those two values so
+    that comments and layout stay; a relative value stays relative to the config's folder. Returns the
+    previous values. ConfigError naming the file and key if the config does not set them."""
+    path = Path(path)
+    cfg = load_config(path)
+    old_cert, old_key = getattr(cfg.client, f"{role}_cert", None), getattr(cfg.client, f"{role}_key", None)
+    if old_cert is None or old_key is None:
+        raise ConfigError(f"{path}: client.{role}_cert and client.{role}_key: not set; add them to [client] "
+                          f"({cert}, {key})")
+    base = path.resolve().parent
+
+    def value(new: Path, old: str) -> str:
+        if Path(old).is_absolute():
+            return str(new.resolve())
+        try:
+            return new.resolve().relative_to(base).as_posix()
+        except ValueError:
+            return os.path.relpath(new.resolve(), base)
+
+    lines = path.read_text().splitlines(keepends=True)
+    section, done = None, set()
+    for i, line in enumerate(lines):
+        head = re.match(r"\s*\[([^\]]+)\]", line)
+        if head:
+            section = head.group(1).strip()
+            continue
+        if section != "client":
+            continue
+        for field, new, old in ((f"{role}_cert", cert, old_cert), (f"{role}_key", key, old_key)):
+            m = re.match(rf'(\s*{field}\s*=\s*)"[^"]*"(.*)$', line, re.S)
+            if m:
+                lines[i] = f'{m.group(1)}"{value(new, old)}"{m.group(2)}'
+                done.add(field)
+    if len(done) != 2:
+        raise ConfigError(f"{path}: [client] {role}_cert / {role}_key: not written as key = \"value\" lines; "
+                          f"set them to {cert} and {key} by hand")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(lines))
+    os.replace(tmp, path)
+    load_config(path)  # still a valid config
+    return old_cert, old_key

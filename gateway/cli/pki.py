@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.main import CheckFailed, UsageError
+from gateway.config import ConfigError, load_config, set_client_certificate
 from gateway.core.codes import CLASSIFICATIONS
 from gateway.crypto.pki import CA_DAYS, MAX_LEAF_DAYS, PkiError
 from gateway.trust.pki import (
@@ -125,6 +126,17 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
 
 
 def cmd_renew_tls(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        if not args.local:
+            raise UsageError("--config goes with --local ROLE:NAME (it names the local client certificate a node "
+                             "config uses)")
+        try:  # before anything is issued: the config must be readable and set the two keys
+            client = load_config(args.config).client
+        except ConfigError as exc:
+            raise CheckFailed(str(exc)) from None
+        role = args.local.partition(":")[0]
+        if getattr(client, f"{role}_cert", None) is None or getattr(client, f"{role}_key", None) is None:
+            raise CheckFailed(f"{args.config}: client.{role}_cert and client.{role}_key: not set; add them to [client]")
     with failures():
         fd = FederationDir(args.dir)
         if args.local:
@@ -138,6 +150,13 @@ def cmd_renew_tls(args: argparse.Namespace) -> int:
     print(f"new {what}: {res.cert} (serial {res.serial}, replaces {res.previous}; valid until {res.not_after})")
     print(f"  key: {res.key} (0600); issuer {res.issuer}")
     if args.local:
+        if args.config is not None:
+            with failures():
+                try:
+                    old_cert, _ = set_client_certificate(args.config, role, res.cert, res.key)
+                except ConfigError as exc:
+                    raise CheckFailed(str(exc)) from None
+            print(f"  {args.config}: [client] {role}_cert and {role}_key now name it (were {old_cert})")
         print("next: give both files to that client (it presents the new certificate from its next connection); "
               f"the old one stays valid until it expires or is revoked (traza pki revoke --cert-serial {res.previous})")
     else:
@@ -146,6 +165,26 @@ def cmd_renew_tls(args: argparse.Namespace) -> int:
         if not res.ca_published:
             print("  warning: its CA is not in the published manifest yet: sign and publish the manifest with it "
                   "(traza pki new-ca) and let every node apply it before installing this certificate")
+    return 0
+
+
+def cmd_new_local_ca(args: argparse.Namespace) -> int:
+    with failures():
+        res = FederationDir(args.dir).new_local_ca(args.node, now=time.time(), days=args.days)
+    print(f"new local CA {res.number} of {args.node}: {res.cert}; it issues local client certificates from now on")
+    print(f"  {res.trust} (keys.local_ca) now holds {len(res.trusted)}: {'; '.join(res.trusted)}")
+    print(f"next (local CA rollover): 1. copy {res.trust.name} to the node (it trusts both CAs after SIGHUP or its next "
+          f"manifest poll); 2. traza pki renew-tls DIR {args.node} --local ROLE:NAME for every client, and give them the "
+          f"new files; 3. traza pki retire-local-ca DIR {args.node}, copy {res.trust.name} again")
+    return 0
+
+
+def cmd_retire_local_ca(args: argparse.Namespace) -> int:
+    with failures():
+        res = FederationDir(args.dir).retire_local_ca(args.node, now=time.time(), force=args.force)
+    print(f"removed from {res.trust}: {'; '.join(res.removed)}; it now holds {res.trusted[0]} only")
+    print(f"next: copy {res.trust.name} to the node as keys.local_ca: after SIGHUP or its next manifest poll, client "
+          "certificates of the retired CA are refused at once, on open connections too")
     return 0
 
 
@@ -237,6 +276,21 @@ def register(sub: Any) -> None:
     q.add_argument("--local", metavar="ROLE:NAME", help="renew this local API client certificate instead, "
                    "e.g. system:default")
     q.add_argument("--days", type=int, default=MAX_LEAF_DAYS, help=f"validity in days (default {MAX_LEAF_DAYS})")
+    q.add_argument("--config", type=Path, metavar="FILE", help="with --local: also point [client] ROLE_cert and "
+                   "ROLE_key of this node config at the new files")
+
+    q = _add(verbs, "new-local-ca", "local CA rollover step 1: a new local CA for a node, trusted beside the "
+             "current one", cmd_new_local_ca)
+    q.add_argument("dir", type=Path, metavar="DIR")
+    q.add_argument("node", metavar="NODE")
+    q.add_argument("--days", type=int, default=CA_DAYS, help=f"validity in days (default {CA_DAYS})")
+
+    q = _add(verbs, "retire-local-ca", "local CA rollover step 3: the node trusts only its current local CA",
+             cmd_retire_local_ca)
+    q.add_argument("dir", type=Path, metavar="DIR")
+    q.add_argument("node", metavar="NODE")
+    q.add_argument("--force", action="store_true", help="even if some local client certificate is still from "
+                   "the old CA")
 
     q = _add(verbs, "new-ca", "CA rollover step 1: a new federation TLS CA, trusted beside the current one",
              cmd_new_ca)

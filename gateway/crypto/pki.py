@@ -212,11 +212,12 @@ def issue_node_cert(
     return _issue_leaf(ca, f"{node_id}", sans, ekus, now, days)
 
 
-def make_local_ca(federation: str, node_id: str, *, now: dt.datetime, days: int = CA_DAYS) -> Issued:
-    """A node's local CA: it signs the certificates national systems, operators and auditors log in with."""
+def make_local_ca(federation: str, node_id: str, *, now: dt.datetime, days: int = CA_DAYS, number: int = 1) -> Issued:
+    """A node's local CA: it signs the certificates national systems, operators and auditors log in with;
+    ``number`` > 1 for the next CAs of a local CA rollover (``<node> local CA 2``)."""
     if not NODE_ID.match(node_id):
         raise PkiError(f"node id {node_id!r} does not match {NODE_ID.pattern}")
-    return _make_ca(f"{node_id} local CA", federation, now, days)
+    return _make_ca(f"{node_id} local CA{'' if number == 1 else f' {number}'}", federation, now, days)
 
 
 def issue_local_cert(ca: Issued, role: str, name: str, *, now: dt.datetime, days: int = MAX_LEAF_DAYS) -> Issued:

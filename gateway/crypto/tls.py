@@ -258,6 +258,15 @@ def cert_serial(cert_der: bytes) -> int:
     return _load(cert_der).serial_number
 
 
+def cert_serials_of(pem: str) -> list[str]:
+    """The serials (hex) of every certificate of a PEM text, in file order. ValueError if there is none."""
+    try:
+        certs = x509.load_pem_x509_certificates(pem.encode("ascii"))
+    except ValueError as exc:
+        raise ValueError(f"no readable PEM certificate ({exc})") from None
+    return [serial_hex(c.serial_number) for c in certs]
+
+
 def serial_hex(serial: int) -> str:
     """Canonical text of a serial in the manifest revocation list: lower-case hex, no leading zeros."""
     return format(serial, "x")
@@ -310,6 +319,28 @@ def node_cert_refusal(cert_der: bytes | None, fed: Federation | None, expected: 
     if fed is not None and not issued_by_any(cert_der, tuple(fed.manifest.tls_ca)):
         return CertRefusal("unknown_ca", f"certificate of {node} (serial {serial_hex(serial)}) is not issued by a "
                                          f"tls_ca of manifest version {fed.version}")
+    return None
+
+
+
+def local_cert_refusal(cert_der: bytes | None, local_cas: tuple[str, ...], fed: Federation | None) -> CertRefusal | None:
+    """The checks of a local API client certificate the handshake cannot make, against what is in force
+    now: issued by one of ``local_cas`` (the CAs of ``keys.local_ca`` the node last read: a CA retired by
+    ``traza pki retire-local-ca`` stops being trusted at once, on open connections too), and its serial
+    not revoked in the manifest ``fed``. The role is read separately (:func:`peer_local_identity`). None
+    when acceptable. Asked after each handshake on the local listener and on every request."""
+    if cert_der is None:
+        return CertRefusal("no_certificate", "no local client certificate")
+    try:
+        serial = cert_serial(cert_der)
+    except ValueError as exc:
+        return CertRefusal("bad_certificate", str(exc))
+    if not issued_by_any(cert_der, local_cas):
+        return CertRefusal("unknown_ca", f"local client certificate (serial {serial_hex(serial)}) is not issued by a "
+                                         "local CA this node trusts now (keys.local_ca)")
+    if fed is not None and fed.is_serial_revoked(serial):
+        return CertRefusal("revoked", f"local client certificate (serial {serial_hex(serial)}) is revoked in "
+                                      f"manifest version {fed.version}")
     return None
 
 

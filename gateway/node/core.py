@@ -371,9 +371,10 @@ class Node(ApiMixin, WitnessMixin, KeysMixin, TlsMixin):
             # after each handshake on the peer listener: a node of the manifest in force, P-256, not revoked
             await self._serve("peer", app, self.cfg.listen.peer, peer_ctx,
                               check_peer=lambda der: node_cert_refusal(der, self.fed))
-            local_ctx = self.server_tls_context("local", [self.cfg.resolve(self.cfg.keys.local_ca).read_text()])
+            # the local listener: clients of the local CAs in force, not revoked (gateway/node/tls.py)
+            local_ctx = self.server_tls_context("local", [self.local_ca_pem])
             await self._serve("local", local_app(self, max_request=self.max_request, extra_routes=self._add_local_routes),
-                              self.cfg.listen.local, local_ctx)
+                              self.cfg.listen.local, local_ctx, check_peer=self.local_client_refusal)
             await self._serve("ops", ops_app(self), self.cfg.listen.ops, None)
         except NodeError:
             # a listener could not start: give back the ports already taken, the store and the data dir

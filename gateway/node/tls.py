@@ -17,6 +17,15 @@ of the peer listener and the clients (a CA removed from it is refused by every r
 when a newer manifest is applied, at every manifest poll, and on SIGHUP. A new certificate is audited as
 ``key.rotated`` with ``use`` ``tls`` (SPEC §1 key use; §7.1), ``kid`` ``<node>/tls/<n>`` (n: 1 for the
 configured file, n for ``cert-<n>.pem``), its ``serial`` and the ``previous_serial``.
+
+The local listener's client CAs (``keys.local_ca``, one file that may hold several CAs during a local CA
+rollover: ``traza pki new-local-ca`` / ``retire-local-ca``) are re-read at the same moments: a CA the file
+now holds is added to the local listener's trust, and every local client certificate is checked after the
+handshake and on every request against the CAs of the file as last read and the manifest's revocations
+(``gateway.crypto.tls.local_cert_refusal``), so a retired CA or a revoked client certificate is refused at
+once, on open connections too. A change is audited as ``key.rotated`` with ``use`` ``local_ca`` (``keys``:
+the serials of the CAs now trusted, ``previous``: those before). A file that is unreadable or fails the
+start-up check (a CA, not a federation CA) is logged and the CAs in use stay.
 """
 
 from __future__ import annotations
@@ -29,10 +38,13 @@ from typing import Any
 
 from gateway.core.events import KeyRotated, as_entry
 from gateway.core.manifest import Federation
-from gateway.crypto.pki import PkiError, cert_info, check_key_matches, check_node_certificate
+from gateway.crypto.pki import PkiError, cert_info, check_key_matches, check_local_ca, check_node_certificate
 from gateway.crypto.tls import (
+    CertRefusal,
     add_trusted_cas,
+    cert_serials_of,
     client_context,
+    local_cert_refusal,
     reload_cert_chain,
     server_context,
     set_verify_time,
@@ -123,6 +135,7 @@ class TlsMixin(_NodeState):
     _tls_server: dict[str, ssl.SSLContext]
     _tls_client: ssl.SSLContext | None
     tls_at_clock: bool  # OpenSSL checks validity at self.clock() (simulations), not the system time
+    local_ca_pem: str  # keys.local_ca as last read (checked): the local listener's client CAs
 
     def _init_tls(self, *, at_clock: bool) -> None:
         """At start-up (raises TlsFileError)."""
@@ -135,6 +148,11 @@ class TlsMixin(_NodeState):
         self._tls_server = {}
         self._tls_client = None
         self.tls_at_clock = at_clock
+        self.local_ca_pem = self.cfg.resolve(self.cfg.keys.local_ca).read_text("ascii")  # checked by _init
+
+    def local_client_refusal(self, cert_der: bytes | None) -> CertRefusal | None:
+        """Why a local client certificate is not acceptable now (module docstring), or None."""
+        return local_cert_refusal(cert_der, (self.local_ca_pem,), self.fed)
 
     def _pin(self, ctx: ssl.SSLContext) -> ssl.SSLContext:
         if self.tls_at_clock:
@@ -169,8 +187,30 @@ class TlsMixin(_NodeState):
             self.log.error("tls.reload_failed", reason=reason, detail=str(exc)[:300])
             return None
 
+    def _reload_local_ca(self, reason: str) -> None:
+        path = self.cfg.resolve(self.cfg.keys.local_ca)
+        try:
+            pem = path.read_text("ascii")
+            if pem == self.local_ca_pem:
+                return
+            check_local_ca(pem.encode("ascii"), self.fed.manifest.tls_ca)
+            serials = cert_serials_of(pem)
+        except (OSError, UnicodeError, PkiError, ValueError) as exc:
+            self.log.warning("tls.local_ca_not_loaded", reason=reason, file=str(path), detail=str(exc)[:300])
+            return
+        previous = cert_serials_of(self.local_ca_pem)
+        local = self._tls_server.get("local")
+        if local is not None:
+            add_trusted_cas(local, [pem])
+        self.local_ca_pem = pem
+        changed = KeyRotated(use="local_ca", kid=f"{self.id}/local_ca/{serials[-1]}", keys=serials,
+                             previous=previous, file=str(path), reason=reason)
+        self.audit_event_bg(changed)
+        self.log.info("key.rotated", use="local_ca", reason=reason, keys=serials, previous=previous)
+
     def _reload_tls(self, reason: str) -> dict[str, Any] | None:
         k = self.cfg.keys
+        self._reload_local_ca(reason)
         cas = tuple(self.fed.manifest.tls_ca)
         if cas != self._tls_ca_loaded:
             added = [pem for pem in cas if pem not in self._tls_ca_loaded]

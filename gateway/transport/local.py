@@ -18,7 +18,7 @@ from gateway.core import strictjson
 from gateway.core.csrf import REQUEST_HEADER, Origin, csrf_refusal
 from gateway.core.errors import Code, TrazaError, http_status
 from gateway.core.params import INT64_MIN, int_param
-from gateway.crypto.tls import peer_local_identity
+from gateway.crypto.tls import CertRefusal, peer_local_identity
 from gateway.store.blobs import BadBlobName, BlobStore
 from gateway.store.db import StorageUnavailable
 from gateway.transport.peer import _peer_cert, blob_handlers, guard, problem, read_body, storage_response
@@ -60,6 +60,9 @@ class LocalBackend(Protocol):
 
     def local_denied(self, path: str, remote: str, reason: str) -> None: ...
 
+    def local_client_refusal(self, cert_der: bytes | None) -> CertRefusal | None:
+        """Why this local client certificate is not acceptable now (CA retired, serial revoked), or None."""
+
     def local_origins(self) -> frozenset[Origin]:
         """The origins browsers use to reach the local listener (the same-origin check of gateway.core.csrf)."""
 
@@ -78,9 +81,6 @@ def json_response(obj: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=_json.encode(obj), content_type="application/json")
 
 
-def _role(request: web.Request) -> tuple[str, str] | None:
-    der = _peer_cert(request)
-    return peer_local_identity(der) if der else None
 
 
 # the caller's role and name from its local client certificate, set by the authorisation middleware
@@ -99,7 +99,8 @@ ROUTE_ROLES: dict[str, tuple[str, ...]] = {
 def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable[[web.Application], None] | None = None) -> web.Application:
     @web.middleware
     async def authorise(request: web.Request, handler: Handler) -> web.StreamResponse:
-        ident = _role(request)
+        der = _peer_cert(request)
+        ident = peer_local_identity(der) if der else None
         if ident is not None and request.match_info.http_exception is not None:
             # no such route (404) or method (405), whatever the caller's role: the guard answers it as
             # application/problem+json, as on the other listeners
@@ -109,6 +110,11 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
             reason = "no local client certificate" if ident is None else f"role {ident[0]!r} may not call this route"
             backend.local_denied(request.path, request.remote or "", reason)
             return problem(403, "forbidden", reason)
+        # on every request, also on a connection opened before: its CA still trusted, not revoked since
+        refusal = backend.local_client_refusal(der)
+        if refusal is not None:
+            backend.local_denied(request.path, request.remote or "", refusal.detail)
+            return problem(403, "forbidden", refusal.detail)
         # cross-site request forgery (gateway.core.csrf): the same-origin check and, for operator and
         # auditor actions, the X-Traza-Request header a browser form cannot send
         origin = request.headers.getall("Origin", None)

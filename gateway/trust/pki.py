@@ -155,8 +155,9 @@ class NodeFiles:
     tls_cert: Path
     tls_key: Path
     tls_ca: Path
-    local_ca: Path
-    local_ca_key: Path
+    local_ca: Path  # the file the node trusts for its local clients (keys.local_ca): every local CA in force
+    local_ca_key: Path  # the key of the local CA that issues now
+    local_ca_cert: Path  # its certificate (the same file as local_ca outside a local CA rollover)
     clients: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # "<role>:<name>" -> (cert, key)
 
 
@@ -189,6 +190,15 @@ class RenewResult:
     issuer: str
     not_after: str
     ca_published: bool  # the issuing CA is in the last published manifest's tls_ca (else peers refuse it)
+
+
+@dataclass(frozen=True)
+class LocalCaResult:
+    number: int  # local/ca-<n>
+    cert: Path  # the local CA that issues from now on
+    trust: Path  # the file the node reads (keys.local_ca)
+    trusted: list[str]  # subjects of the CAs that file now holds
+    removed: list[str]  # subjects removed (retire-local-ca)
 
 
 @dataclass(frozen=True)
@@ -325,7 +335,8 @@ class FederationDir:
             enc_key=d / info["enc"]["file"], enc_kid=info["enc"]["kid"], kem=info["enc"]["kem"],
             audit_key=d / info["audit"]["file"], audit_kid=info["audit"]["kid"],
             tls_cert=d / info["tls"]["cert"], tls_key=d / info["tls"]["key"], tls_ca=d / info["tls"]["ca"],
-            local_ca=d / info["local_ca"]["cert"], local_ca_key=d / info["local_ca"]["key"],
+            local_ca=d / info["local_ca"].get("trust", info["local_ca"]["cert"]),
+            local_ca_key=d / info["local_ca"]["key"], local_ca_cert=d / info["local_ca"]["cert"],
             clients=clients,
         )
 
@@ -606,7 +617,7 @@ class FederationDir:
         key = f"{role}:{name}"
         if key in files.clients:
             raise FederationDirError(f"{files.clients[key][0]}: a {role} certificate named {name!r} already exists")
-        ca = x509pki.load_issued(files.local_ca.read_bytes(), files.local_ca_key.read_bytes())
+        ca = x509pki.load_issued(files.local_ca_cert.read_bytes(), files.local_ca_key.read_bytes())
         try:
             issued = x509pki.issue_local_cert(ca, role, name, now=_dt(now))
         except x509pki.PkiError as exc:
@@ -709,7 +720,7 @@ class FederationDir:
             have = ", ".join(sorted(files.clients)) or "none"
             raise FederationDirError(f"{files.dir / 'node.json'}: node {node_id!r} has no local certificate {ident!r} "
                                      f"(it has: {have}); issue one with `traza pki issue-local`")
-        ca = x509pki.load_issued(files.local_ca.read_bytes(), files.local_ca_key.read_bytes())
+        ca = x509pki.load_issued(files.local_ca_cert.read_bytes(), files.local_ca_key.read_bytes())
         try:
             issued = x509pki.issue_local_cert(ca, role, name, now=_dt(now), days=days)
         except x509pki.PkiError as exc:
@@ -733,6 +744,64 @@ class FederationDir:
         new = x509pki.cert_info(issued.cert_pem)
         return RenewResult(cert=cert, key=key, serial=issued.serial_hex, previous=previous, issuer=new.issuer,
                            not_after=rfc3339_seconds(new.not_after.timestamp()), ca_published=True)
+
+    # ---- a node's local CA: rollover (new-local-ca, renew-tls --local for each client, retire-local-ca) ----
+    def new_local_ca(self, node_id: str, *, now: float, days: int = x509pki.CA_DAYS) -> LocalCaResult:
+        """Step 1 of a local CA rollover: a new local CA for ``node_id`` (``local/ca-<n>.pem`` / ``.key``)
+        that issues local client certificates from now on, added to the file the node trusts
+        (``local/ca.pem``, ``keys.local_ca``) beside the current one. The node picks it up on SIGHUP or at
+        its next manifest poll. Refused while that file already holds more than one CA (a rollover in progress)."""
+        settings = self._require()
+        files = self.node_files(node_id)
+        held = files.local_ca.read_bytes()
+        if held.count(b"-----BEGIN CERTIFICATE-----") > 1:
+            raise FederationDirError(f"{files.local_ca}: already holds more than one local CA (a rollover is in "
+                                     "progress); finish it with `traza pki retire-local-ca` first")
+        if not 1 <= days <= 20 * 366:
+            raise FederationUsageError(f"--days {days} is not within 1..{20 * 366}")
+        local = files.dir / "local"
+        n = 2
+        while (local / f"ca-{n}.pem").exists() or (local / f"ca-{n}.key").exists():
+            n += 1
+        ca = x509pki.make_local_ca(settings["federation"], node_id, now=_dt(now), days=days, number=n)
+        info_path = files.dir / "node.json"
+        info = json.loads(info_path.read_bytes())
+        row = info["local_ca"]
+        if files.local_ca_cert == files.local_ca:  # the first rollover: keep the issuing CA in a file of its own
+            first = local / "ca-1.pem"
+            write_public(first, files.local_ca_cert.read_bytes())
+            row["cert"] = "local/ca-1.pem"
+        write_private(local / f"ca-{n}.key", ca.key_pem)
+        write_public(local / f"ca-{n}.pem", ca.cert_pem)
+        write_public(files.local_ca, held.rstrip(b"\n") + b"\n" + ca.cert_pem)
+        row.setdefault("previous", []).append({"cert": row["cert"], "key": row["key"]})
+        row.update({"cert": f"local/ca-{n}.pem", "key": f"local/ca-{n}.key", "trust": "local/ca.pem"})
+        write_public(info_path, _json_file(info))
+        return LocalCaResult(number=n, cert=local / f"ca-{n}.pem", trust=files.local_ca,
+                             trusted=_subjects(files.local_ca.read_bytes()), removed=[])
+
+    def retire_local_ca(self, node_id: str, *, now: float, force: bool = False) -> LocalCaResult:
+        """Step 3 of a local CA rollover: the file the node trusts keeps only the local CA that issues now.
+        Refused while a local client certificate ``node.json`` names is not issued by it, unless ``force``
+        (once the node re-reads the file, those clients are refused at once)."""
+        self._require()
+        files = self.node_files(node_id)
+        current = files.local_ca_cert.read_bytes()
+        held = files.local_ca.read_bytes()
+        if files.local_ca_cert == files.local_ca or held.count(b"-----BEGIN CERTIFICATE-----") < 2:
+            raise FederationDirError(f"{files.local_ca}: holds only the current local CA; nothing to retire")
+        behind = sorted(ident for ident, (cert, _) in files.clients.items()
+                        if not x509pki.verify_issued_by(cert.read_bytes(), current))
+        if behind and not force:
+            raise FederationDirError(
+                f"the local client certificates {', '.join(behind)} of {node_id} are not issued by the current local "
+                f"CA ({files.local_ca_cert}): run `traza pki renew-tls DIR {node_id} --local ROLE:NAME` for each and "
+                "give them to their holders first (or --force)")
+        before = _subjects(held)
+        write_public(files.local_ca, current)
+        after = _subjects(current)
+        return LocalCaResult(number=int(files.local_ca_cert.stem.rsplit("-", 1)[1]), cert=files.local_ca_cert,
+                             trust=files.local_ca, trusted=after, removed=[s for s in before if s not in after])
 
     def new_ca(self, *, now: float, days: int = x509pki.CA_DAYS) -> CaResult:
         """Step 1 of a federation CA rollover: a new federation TLS CA (``ca/ca-<n>.pem``), added to the
@@ -1078,6 +1147,15 @@ class FederationDir:
             federation=fed, raw=raw, trusted=rep["trusted"], new=rep.get("new"), anchor=anchor_path,
             signatures=len(parse_signatures(sig_raw)),
         )
+
+
+def _subjects(pem: bytes) -> list[str]:
+    return [x509pki.cert_info(c).subject for c in _split_pem(pem)]
+
+
+def _split_pem(pem: bytes) -> list[bytes]:
+    marker = b"-----BEGIN CERTIFICATE-----"
+    return [marker + part for part in pem.split(marker)[1:]]
 
 
 def _subject(pem: str) -> str:

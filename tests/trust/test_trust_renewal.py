@@ -5,6 +5,7 @@ as an operator runs them, checked on the files they write."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -102,3 +103,70 @@ def test_renew_tls_warns_while_the_new_ca_is_not_published(fd, capsys):
     assert "not in the published manifest" in capsys.readouterr().out
     with pytest.raises(FederationDirError, match="not in the manifest"):
         fd.renew_tls("nowhere", now=time.time())
+
+
+def test_local_ca_rollover_in_the_federation_folder(fd, capsys):
+    f = fd.node_files("es")
+    first = f.local_ca.read_bytes()
+    assert traza(["pki", "new-local-ca", str(fd.root), "es"]) == 0
+    out = capsys.readouterr().out
+    g = fd.node_files("es")
+    # the file the node trusts (keys.local_ca) holds both CAs; the new one issues from now on
+    assert g.local_ca == f.local_ca and g.local_ca.read_bytes().startswith(first.rstrip(b"\n"))
+    assert g.local_ca_cert.name == "ca-2.pem" and "es local CA 2" in pki.cert_info(g.local_ca_cert.read_bytes()).subject
+    assert (g.dir / "local" / "ca-1.pem").read_bytes() == first and g.local_ca_key.stat().st_mode & 0o777 == 0o600
+    assert "holds 2" in out and "retire-local-ca" in out
+    assert traza(["pki", "new-local-ca", str(fd.root), "es"]) == 1  # one rollover at a time
+    assert "rollover is in progress" in capsys.readouterr().err
+    # a client renewed now is issued by the new CA; retiring waits for every client
+    assert traza(["pki", "renew-tls", str(fd.root), "es", "--local", "system:default"]) == 0
+    cert, _ = fd.node_files("es").clients["system:default"]
+    assert pki.verify_issued_by(cert.read_bytes(), g.local_ca_cert.read_bytes())
+    capsys.readouterr()
+    assert traza(["pki", "retire-local-ca", str(fd.root), "es"]) == 1
+    err = capsys.readouterr().err
+    assert "auditor:default, operator:default" in err and "renew-tls" in err, err
+    for client in ("operator:default", "auditor:default"):
+        assert traza(["pki", "renew-tls", str(fd.root), "es", "--local", client]) == 0
+    assert traza(["pki", "retire-local-ca", str(fd.root), "es"]) == 0
+    assert g.local_ca.read_bytes() == g.local_ca_cert.read_bytes()
+    assert traza(["pki", "retire-local-ca", str(fd.root), "es"]) == 1  # nothing left to retire
+    # the next rollover starts from the current CA
+    assert traza(["pki", "new-local-ca", str(fd.root), "es"]) == 0
+    assert fd.node_files("es").local_ca_cert.name == "ca-3.pem"
+
+
+def test_retire_local_ca_force_leaves_old_clients_behind(fd, capsys):
+    assert traza(["pki", "new-local-ca", str(fd.root), "es"]) == 0
+    assert traza(["pki", "retire-local-ca", str(fd.root), "es", "--force"]) == 0
+    g = fd.node_files("es")
+    old, _ = g.clients["system:default"]
+    assert not pki.verify_issued_by(old.read_bytes(), g.local_ca.read_bytes())
+
+
+def test_renew_tls_local_with_config_points_the_client_section_at_the_new_files(fd, tmp_path, capsys):
+    cert, key = fd.node_files("es").clients["system:default"]
+    cfg = tmp_path / "es.toml"
+    for name in ("a.json", "m.json", "s", "e", "au", "c", "k", "l"):  # load_config wants the files to exist
+        (tmp_path / name).write_text("{}")
+    rel = lambda p: Path(os.path.relpath(p, tmp_path)).as_posix()  # noqa: E731
+    cfg.write_text(
+        '[node]\nid = "es"\ndata_dir = "data"\n'
+        '[trust]\nanchor = "a.json"\nmanifest = "m.json"\n'
+        '[keys]\nsig = "s"\nenc = "e"\naudit = "au"\ntls_cert = "c"\ntls_key = "k"\nlocal_ca = "l"\n'
+        '[listen]\npeer = "127.0.0.1:1"\nlocal = "127.0.0.1:2"\nops = "127.0.0.1:3"\n'
+        '[client]\n'
+        f'system_cert = "{rel(cert)}"   # role system\n'
+        f'system_key = "{rel(key)}"\n'
+        f'operator_cert = "{rel(cert)}"\noperator_key = "{rel(key)}"\n')
+    assert traza(["pki", "renew-tls", str(fd.root), "es", "--local", "system:default", "--config", str(cfg)]) == 0
+    new_cert, new_key = fd.node_files("es").clients["system:default"]
+    text = cfg.read_text()
+    assert f'system_cert = "{rel(new_cert)}"   # role system\n' in text and f'system_key = "{rel(new_key)}"\n' in text
+    assert f'operator_cert = "{rel(cert)}"' in text  # another role's lines are not touched
+    assert "now name it" in capsys.readouterr().out
+    # a config without the role's keys is refused before anything is issued
+    assert traza(["pki", "renew-tls", str(fd.root), "es", "--local", "auditor:default", "--config", str(cfg)]) == 1
+    assert "client.auditor_cert" in capsys.readouterr().err
+    assert fd.node_files("es").clients["auditor:default"][0].name == "auditor-default.pem"
+    assert traza(["pki", "renew-tls", str(fd.root), "es", "--config", str(cfg)]) == 2
