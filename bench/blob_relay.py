@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from adapters.standard import MEDIA_TYPE as STANDARD
-from gateway.cli.client import local_connection, local_request, upload_attachment
-from gateway.cli.main import CheckFailed
 from gateway.config import Config
 from gateway.core.b64 import b64url_encode
 from gateway.demo.procs import Federation
+from gateway.failures import CheckFailed
+from gateway.national.client import local_connection, local_request, upload_attachment
 
 MIB = 1024 * 1024
 _UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": MIB, "mib": MIB, "g": 1024**3, "gib": 1024**3}

@@ -27,10 +27,10 @@ import aiohttp
 from aiohttp import web
 
 from adapters.standard import MEDIA_TYPE as STANDARD
-from gateway.cli.client import local_tls
 from gateway.crypto import hpke
 from gateway.crypto.keys import SigningKey, verifier_for
 from gateway.demo.procs import FOUR, Federation
+from gateway.national.client import local_tls
 from gateway.trust.pki import FederationDir
 
 ROUTE = ("mx", "latam-hub", "eu-hub", "es")

@@ -18,9 +18,9 @@ from adapters import ADAPTERS, AdapterError, UnknownAdapter, get_adapter
 from adapters.base import Adapter, Translation, media_type
 from adapters.standard import from_form, load_json_object
 from adapters.x3p import X3P_MEDIA_TYPE, X3pAdapter
-from gateway.cli.main import CheckFailed, UsageError
 from gateway.core.messages import MESSAGE_TYPES
 from gateway.core.printable import json_safe, printable
+from gateway.failures import CheckFailed, UsageError
 
 
 def _adapter(name: str) -> Adapter:

@@ -23,12 +23,12 @@ from gateway.audit.db import AuditError
 from gateway.audit.reader import AuditReader
 from gateway.audit.selfcheck import quick_check
 from gateway.audit.verify import CheckpointRecord, VerifyFailed, VerifyReport, checkpoint_size, verify_log
-from gateway.cli.main import CheckFailed, UsageError
 from gateway.core.b64 import b64_decode, b64_encode
 from gateway.core.merkle import ProofError, leaf_hash, verify_inclusion
 from gateway.core.note import NoteError, open_checkpoint, parse_checkpoint_text, parse_note
 from gateway.core.printable import json_safe, printable
 from gateway.core.timeutil import duration_text, rfc3339_seconds
+from gateway.failures import CheckFailed, UsageError
 
 
 def register(sub: Any) -> None:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from gateway.cli.main import CheckFailed
+from gateway.failures import CheckFailed
 
 if TYPE_CHECKING:  # gateway.benchmark loads aiohttp: not at every `traza` start
     from gateway.benchmark import Progress as BenchProgress

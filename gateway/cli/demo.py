@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.main import CheckFailed
+from gateway.failures import CheckFailed
 
 
 def register(sub: Any) -> None:

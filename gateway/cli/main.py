@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway.core.printable import printable
+from gateway.failures import CheckFailed, UsageError
 
 # Modules under gateway.cli that each add one verb (group) to the parser.
 VERB_MODULES: tuple[str, ...] = (
@@ -26,12 +27,6 @@ VERB_MODULES: tuple[str, ...] = (
 )
 
 
-class CheckFailed(Exception):
-    """Raised by a verb when a check fails: printed on stderr, exit status 1."""
-
-
-class UsageError(Exception):
-    """Raised by a verb for bad usage found after parsing: exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

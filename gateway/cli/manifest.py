@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.main import CheckFailed
 from gateway.cli.pki import failures
 from gateway.core.timeutil import parse_rfc3339
+from gateway.failures import CheckFailed
 from gateway.trust.pki import FederationDir, federation_summary
 from gateway.trust.trusted import ManifestRejected
 

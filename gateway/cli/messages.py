@@ -11,11 +11,11 @@ from typing import Any
 from rich.console import Group
 from rich.text import Text
 
-from gateway.cli import client
-from gateway.cli.main import CheckFailed, UsageError
 from gateway.cli.output import console, fields, print_json, styled, table, text
 from gateway.core.b64 import b64url_decode
 from gateway.core.printable import printable
+from gateway.failures import CheckFailed, UsageError
+from gateway.national import client
 
 
 def _q(value: str) -> str:
@@ -30,7 +30,7 @@ def _hint(args: argparse.Namespace, verb: str, what: str = "ID") -> str:
 
 
 def cmd_inbox_list(args: argparse.Namespace) -> int:
-    cfg = client.node_config(args)
+    cfg = client.node_config(args.config)
     if args.limit < 1:
         raise UsageError(f"inbox list: --limit {args.limit} must be at least 1")
     doc = client.call(cfg, "system", "GET", f"/local/v1/inbox?after={args.after}&limit={args.limit}")
@@ -66,7 +66,7 @@ def _content(m: dict[str, Any]) -> Text:
 
 
 def cmd_inbox_show(args: argparse.Namespace) -> int:
-    cfg = client.node_config(args)
+    cfg = client.node_config(args.config)
     m = client.call(cfg, "system", "GET", f"/local/v1/inbox/{_q(args.id)}")
     if args.json:
         print_json(m)
@@ -88,7 +88,7 @@ def cmd_inbox_show(args: argparse.Namespace) -> int:
 
 
 def cmd_inbox_ack(args: argparse.Namespace) -> int:
-    cfg = client.node_config(args)
+    cfg = client.node_config(args.config)
     body = json.dumps({"status": "REFUSED_BY_SYSTEM", "detail": args.refuse} if args.refuse is not None
                       else {"status": "DELIVERED"}).encode()
     doc = client.call(cfg, "system", "POST", f"/local/v1/inbox/{_q(args.id)}/ack", body)
@@ -124,7 +124,7 @@ def step_detail(detail: Any) -> Any:
 
 
 def cmd_message_show(args: argparse.Namespace) -> int:
-    cfg = client.node_config(args)
+    cfg = client.node_config(args.config)
     m = client.call(cfg, "system", "GET", f"/local/v1/messages/{_q(args.id)}")
     if args.json:
         print_json(m)
@@ -141,7 +141,7 @@ def cmd_message_show(args: argparse.Namespace) -> int:
 
 
 def cmd_conversation_show(args: argparse.Namespace) -> int:
-    cfg = client.node_config(args)
+    cfg = client.node_config(args.config)
     doc = client.call(cfg, "system", "GET", f"/local/v1/conversations/{_q(args.cid)}")
     if args.json:
         print_json(doc)

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
-from gateway.cli import client
-from gateway.cli.main import CheckFailed, UsageError
 from gateway.cli.output import console, dict_table, fields, print_json, rows_of, styled, table
 from gateway.core.printable import printable
+from gateway.failures import CheckFailed, UsageError
+from gateway.national import client
+from gateway.national.x3p import x3p_message
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -22,7 +23,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.node import NodeError, StoreDamaged, run_node
     from gateway.ops import install
 
-    cfg = client.node_config(args)
+    cfg = client.node_config(args.config)
     reason = args.accept_damaged_store
     if reason is not None and not reason.strip():
         raise UsageError("--accept-damaged-store needs a reason (it is recorded in the audit log)")
@@ -49,35 +50,6 @@ def _media_type_of(path: Path) -> str:
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
-def x3p_message(path: Path, sidecar: str | Path | None = None, *, to: str | None = None, mt: str | None = None,
-                handling: str = "H0", classification: str = "BASIC_PROTECTION_LEVEL",
-                purpose: str = "INVESTIGATION") -> tuple[dict[str, Any], list[tuple[Path, str]], list[str]]:
-    """An X3P file (and its sidecar: ``sidecar`` or the ``.json`` beside it) read with the x3p adapter:
-    the standard form (``body.topography`` filled from the file; ``to`` wins over the sidecar's, the other
-    options fill what it leaves out), the files to attach as (path, media type), and the adapter's warnings.
-    Raises UsageError / CheckFailed naming the file and the fault."""
-    from adapters.base import AdapterError
-    from adapters.x3p import MT, X3pAdapter, sidecar_path
-
-    if mt and mt != MT:
-        raise UsageError(f"{path}: an X3P file is sent as {MT}, not {mt}")
-    defaults: dict[str, Any] = {"handling": handling, "classification": classification, "purpose": purpose}
-    if to:
-        defaults["to"] = to
-    try:
-        tr = X3pAdapter(defaults=defaults).translate_file(path, sidecar)
-    except AdapterError as exc:
-        hint = "" if sidecar or sidecar_path(path).exists() else \
-            f" (the submission fields come from --sidecar FILE or {sidecar_path(path).name} beside the file)"
-        raise CheckFailed(f"{path}: {exc}{hint}") from None
-    msg: dict[str, Any] = {"type": tr.mt, **tr.envelope(), "body": tr.body}
-    if to:
-        msg["to"] = to
-    if not msg.get("to"):
-        raise UsageError(f"{path}: --to is required (or `to` in the sidecar)")
-    return msg, [(Path(a.path or path), a.media_type) for a in tr.attachments], list(tr.warnings)
-
-
 def _x3p_form(args: argparse.Namespace, path: Path) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
     """`traza send FILE.x3p`: :func:`x3p_message` with the command's options; warnings go to stderr."""
     msg, files, warnings = x3p_message(path, args.sidecar, to=args.to, mt=args.type, handling=args.handling,
@@ -88,7 +60,7 @@ def _x3p_form(args: argparse.Namespace, path: Path) -> tuple[dict[str, Any], lis
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    cfg = client.node_config(args)
+    cfg = client.node_config(args.config)
     path = Path(args.body)
     attach = [Path(a) for a in args.attach or []]
     files: list[tuple[Path, str]] = []
@@ -136,7 +108,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    doc = client.call(client.node_config(args), "operator", "GET", "/ops/v1/status")
+    doc = client.call(client.node_config(args.config), "operator", "GET", "/ops/v1/status")
     if args.json:
         print_json(doc)
         return 0
@@ -149,7 +121,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
-    doc = client.call(client.node_config(args), "operator", "GET", "/ops/v1/peers")
+    doc = client.call(client.node_config(args.config), "operator", "GET", "/ops/v1/peers")
     if args.json:
         print_json(doc)
         return 0
@@ -173,7 +145,7 @@ LISTS = {"queues": ("queues", "no message queued for any peer"),
 
 def cmd_queue_list(args: argparse.Namespace) -> int:
     what = "dead-letters" if args.dead else "overdue" if args.overdue else "queues"
-    doc = client.call(client.node_config(args), "operator", "GET", f"/ops/v1/{what}")
+    doc = client.call(client.node_config(args.config), "operator", "GET", f"/ops/v1/{what}")
     if args.json:
         print_json(doc)
         return 0
@@ -190,7 +162,7 @@ def cmd_queue_action(args: argparse.Namespace) -> int:
             path = f"/ops/v1/dead-letters/{int(args.id)}/{args.action}"
         except ValueError:
             raise UsageError(f"queue {args.action}: dead-letter id {args.id!r} is not an integer") from None
-    doc = client.call(client.node_config(args), "operator", "POST", path, b"")
+    doc = client.call(client.node_config(args.config), "operator", "POST", path, b"")
     if args.json:
         print_json(doc)
         return 0

@@ -10,10 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.main import CheckFailed, UsageError
 from gateway.config import ConfigError, load_config, set_client_certificate
 from gateway.core.codes import CLASSIFICATIONS
 from gateway.crypto.pki import CA_DAYS, MAX_LEAF_DAYS, PkiError
+from gateway.failures import CheckFailed, UsageError
 from gateway.trust.pki import (
     DEFAULT_POLICY,
     KINDS,

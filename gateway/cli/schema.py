@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.main import CheckFailed, UsageError
 from gateway.core.errors import TrazaError
 from gateway.core.messages import MESSAGE_TYPES, SCHEMA_VERSION, decode_body, json_schemas
+from gateway.failures import CheckFailed, UsageError
 
 
 def schema_file_name(mt: str) -> str:

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from gateway.cli.client import local_request
 from gateway.config import Config, load_config
 from gateway.localfed import LocalNode, NodeSpec, build
+from gateway.national.client import local_request
 
 T = TypeVar("T")
 

@@ -22,15 +22,15 @@ from rich.text import Text
 
 from adapters.standard import MEDIA_TYPE as STANDARD
 from gateway.audit.bundle import BundleError, verify_bundle
-from gateway.cli.client import local_connection, upload_attachments
-from gateway.cli.main import CheckFailed, UsageError
-from gateway.cli.node import x3p_message
 from gateway.config import Config
 from gateway.core.b64 import b64url_encode
 from gateway.core.messages import validate_body
 from gateway.core.printable import printable
 from gateway.demo import story
 from gateway.demo.procs import Federation
+from gateway.failures import CheckFailed, UsageError
+from gateway.national.client import local_connection, upload_attachments
+from gateway.national.x3p import x3p_message
 from gateway.ops.login import node_login_bundles, one_time_password
 
 ANSWERERS = ("mx", "co", "es", "it", "de", "at", "be", "ro", "arms-registry")

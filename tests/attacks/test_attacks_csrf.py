@@ -22,10 +22,10 @@ import msgspec
 import pytest
 from core.message_examples import example
 
-from gateway.cli.client import local_tls
 from gateway.config import Config, load_config
 from gateway.core.errors import Code
 from gateway.localfed import NodeSpec, build
+from gateway.national.client import local_tls
 from gateway.node import Node
 from gateway.store import relay as st
 
@@ -155,7 +155,7 @@ async def test_cli_style_request_with_the_header_is_accepted(tmp_path):
     """`traza queue discard` (gateway.cli.node.local_request) sends the header and no Origin."""
     import asyncio
 
-    from gateway.cli.client import local_request
+    from gateway.national.client import local_request
 
     async with mx_with_a_dead_letter(tmp_path) as (node, cfg, dl):
         status, doc = await asyncio.to_thread(local_request, cfg, "operator", "POST",

@@ -115,7 +115,7 @@ def test_story_shares_and_bodies_are_valid() -> None:
     fa = pistols[5]["firearm"]
     validate_body("firearm.status.query", story.status_query(fa))
     validate_body("firearm.status.answer", story.status_answer(story.status_query(fa), fa))
-    from gateway.cli.node import x3p_message
+    from gateway.national.x3p import x3p_message
 
     (scan,) = story.x3p_scans()
     assert scan.is_file() and scan.with_suffix(".json").is_file()  # in the repository: no ../shared needed

@@ -19,9 +19,9 @@ from typing import Any
 import requests
 from fedproc import Federation  # tests/e2e helper
 
-from gateway.cli.client import local_tls
 from gateway.crypto.tls import client_context
 from gateway.localfed import NodeSpec
+from gateway.national.client import local_tls
 from gateway.trust.pki import FederationDir
 
 # the attacked node ``es`` and its hub ``eu-hub``, whose certificate the "peer" requests use

@@ -46,12 +46,12 @@ from gateway.audit.checkpoints import (
 from gateway.audit.db import connect as audit_connect
 from gateway.audit.db import transaction
 from gateway.audit.reader import AuditReader
-from gateway.cli.client import local_request
 from gateway.cli.main import main as traza
 from gateway.config import load_config
 from gateway.core.note import origin_for
 from gateway.crypto.keys import Ed25519Key
 from gateway.localfed import LocalNode, NodeSpec, build
+from gateway.national.client import local_request
 from gateway.node import Node
 
 SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),

@@ -212,7 +212,7 @@ async def _post_local(cfg: Config, body: bytes) -> tuple[int, bytes, dict[str, s
     import urllib.error
     import urllib.request
 
-    from gateway.cli.client import local_tls
+    from gateway.national.client import local_tls
 
     doc = json.dumps({"type": "notice", "to": "es", "handling": "H0", "classification": "BASIC_PROTECTION_LEVEL",
                       "purpose": "INVESTIGATION", "body": json.loads(body)}).encode()

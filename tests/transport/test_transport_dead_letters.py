@@ -21,10 +21,10 @@ from core.message_examples import example
 from kit.nodes import started
 from kit.waiting import eventually
 
-from gateway.cli.client import local_request
 from gateway.cli.main import main as traza
 from gateway.config import Config, load_config
 from gateway.localfed import NodeSpec, build
+from gateway.national.client import local_request
 from gateway.node import Node
 
 LIMITS = {"retry_min": 0.05, "retry_max": 0.3, "checkpoint_interval": 60.0}

@@ -46,8 +46,8 @@ from typing import Any
 import pytest
 from kit.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path
 
-from gateway.cli.client import local_request
 from gateway.config import Config, load_config
+from gateway.national.client import local_request
 
 STANDARD = "application/vnd.traza.message+json"
 READY_LINE = "federation running; Ctrl-C to stop"

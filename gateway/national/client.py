@@ -5,7 +5,6 @@ resumable blob uploads."""
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import ssl
@@ -14,16 +13,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.main import CheckFailed, UsageError
 from gateway.config import Config, ConfigError, load_config
 from gateway.core.csrf import REQUEST_HEADER
+from gateway.failures import CheckFailed, UsageError
 from gateway.store.blobs import file_digest
 
 
-def node_config(args: argparse.Namespace) -> Config:
-    """The node config named by ``--config``; a bad file is bad usage (exit 2) naming file, key, reason."""
+def node_config(path: str | Path) -> Config:
+    """The node config at ``path`` (a verb's ``--config``); a bad file is bad usage (exit 2) naming file,
+    key, reason."""
     try:
-        return load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
 
