@@ -42,8 +42,9 @@ VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "m
 
 class Scene:
     def __init__(self, fed: Federation, first: str, waiting: str, dead_jti: str, rejected_jti: str, password: str,
-                 bundles: dict[str, Path], es_bundles: dict[str, Path]) -> None:
+                 bundles: dict[str, Path], es_bundles: dict[str, Path], unanswered: str) -> None:
         self.fed, self.first, self.waiting, self.dead_jti = fed, first, waiting, dead_jti
+        self.unanswered = unanswered
         self.rejected_jti = rejected_jti
         self.password, self.bundles, self.es_bundles = password, bundles, es_bundles
         self.url = f"https://127.0.0.1:{fed.nodes['mx'].local_port}"
@@ -90,7 +91,7 @@ def _post_as(fed: Federation, as_node: str, to_node: str, body: bytes) -> tuple[
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     fed = Federation(tmp_path_factory.mktemp("ui"), SPECS,
-                     limits={"checkpoint_interval": 1.0, "retry_min": 0.2, "retry_max": 1.0})
+                     limits={"checkpoint_interval": 1.0, "retry_min": 0.2, "retry_max": 1.0, "receipt_overdue": 4.0})
     fed.start_all()
     try:
         # one message delivered with its receipt back at mx
@@ -100,6 +101,10 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         status, doc = fed.call("es", "system", "POST", f"/local/v1/inbox/{first}/ack", b"")
         assert status == 200, doc
         fed.wait_for(lambda: _state(fed, "mx", first) == "delivered")
+        # a request es's national system never takes: no receipt comes back, mx marks it overdue
+        unanswered = submit(fed, "mx", "es", "trace.request", example("trace.request"))
+        fed.wait_for(lambda: any(o["jti"] == unanswered for o in fed.call("mx", "operator", "GET",
+                                                                          "/ops/v1/overdue")[1]["overdue"]), timeout=30)
         # the hub rejects a RESTREINT_UE message above es's ceiling: a dead letter at mx that has not expired
         rejected = submit(fed, "mx", "es", "notice", example("notice"), classification="RESTREINT_UE")
         fed.wait_for(lambda: any(d["jti"] == rejected for d in _dead_letters(fed, "mx")), timeout=20)
@@ -114,7 +119,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         password = one_time_password()
         bundles = node_login_bundles(fed.config("mx"), password)
         es_bundles = node_login_bundles(fed.config("es"), password, roles=("auditor",))
-        yield Scene(fed, first, waiting, short, rejected, password, bundles, es_bundles)
+        yield Scene(fed, first, waiting, short, rejected, password, bundles, es_bundles, unanswered)
     finally:
         fed.stop_all()
 
@@ -222,9 +227,9 @@ def test_operator_sees_peers_and_queue_and_retries_a_dead_letter(scene: Scene, b
         assert int(queue.locator("td").nth(1).inner_text()) >= 1  # the waiting notice (and maybe more)
         expect(page.locator("#warnings li.ok")).to_have_count(1)
         expect(page.locator("#status")).to_contain_text("manifest version")
-        # since mx started: 4 messages submitted, 1 forwarded (1 rejected, then the hub went down), 1 receipt
-        expect(page.locator("#throughput-note")).to_contain_text("submitted 4")
-        expect(page.locator("#throughput-note")).to_contain_text("forwarded 1")
+        # since mx started: 5 messages submitted, 2 forwarded (1 rejected, then the hub went down), 1 receipt
+        expect(page.locator("#throughput-note")).to_contain_text("submitted 5")
+        expect(page.locator("#throughput-note")).to_contain_text("forwarded 2")
         expect(page.locator("#chart .s-submitted").first).to_be_attached()
         # the expired dead letter: its Retry is disabled, and says why
         gone = next(d for d in _dead_letters(fed, "mx") if d["jti"] == scene.dead_jti)
@@ -483,7 +488,8 @@ def test_the_dashboard_is_in_spanish_for_a_spanish_browser_and_switches(scene: S
         expect(page.locator("#panel-dead-letters h2")).to_have_text("Mensajes no entregables")
         expect(page.locator("#peers thead th").nth(3)).to_have_text("último intercambio")
         expect(page.locator("#status")).to_contain_text("versión del manifiesto")
-        expect(page.locator("#throughput-note")).to_contain_text("enviados 4")
+        expect(page.locator("#throughput-note")).to_contain_text("enviados 5")
+        expect(page.locator("#panel-overdue h2")).to_have_text("Acuses de recibo atrasados")
         expect(page.locator("#dead-letters tr.dead-letter").first.get_by_role("button", name="Reintentar")).to_be_attached()
         expect(page.get_by_role("button", name="Español")).to_have_attribute("aria-pressed", "true")
         page.wait_for_timeout(300)  # the operator view is filled in
@@ -519,6 +525,40 @@ def test_the_dashboard_is_in_spanish_for_a_spanish_browser_and_switches(scene: S
         left = _english_left(page.locator("body").inner_text())
         assert not left, left
         page.screenshot(path=str(ARTIFACTS / "auditor-es.png"), full_page=True)
+        assert not problems, problems
+    finally:
+        ctx.close()
+
+
+def test_operator_sees_a_receipt_overdue_and_resends_the_message(scene: Scene, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    fed = scene.fed
+    ctx, page, problems = _page(browser, scene, "operator")
+    try:
+        page.goto(f"{scene.url}/ui/")
+        row = page.locator(f'#overdue tr.overdue[data-jti="{scene.unanswered}"]')
+        expect(row).to_have_count(1)
+        cells = row.locator("td")
+        expect(cells.nth(1)).to_have_text("trace.request")
+        expect(cells.nth(2)).to_have_text("es")
+        expect(cells.nth(3)).to_have_text("hub")
+        assert cells.nth(6).inner_text().endswith("Z")  # overdue since, RFC 3339
+        button = row.get_by_role("button", name="Resend")
+        expect(button).to_be_enabled()
+        page.screenshot(path=str(ARTIFACTS / "operator-overdue.png"), full_page=True)
+        button.click()
+        expect(page.locator("#notice")).to_have_text(f"message {scene.unanswered}: offered again to hub; audited as "
+                                                     "operator.action")
+
+        def resends() -> list[dict[str, Any]]:
+            status, doc = fed.call("mx", "auditor", "GET", "/audit/v1/entries?event=operator.action&limit=1000")
+            assert status == 200, doc
+            entries = [json.loads(base64.b64decode(e["entry"])) for e in doc["entries"]]
+            return [e for e in entries if e.get("action") == "message.resend" and e.get("jti") == scene.unanswered]
+
+        fed.wait_for(lambda: len(resends()) == 1)
+        assert resends()[0]["operator"] == "default"
         assert not problems, problems
     finally:
         ctx.close()

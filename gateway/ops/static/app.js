@@ -267,9 +267,9 @@ function shortId(text) {
 // Operator view
 
 async function refreshOperator() {
-  const [status, peers, queues, dead, rejections, expiry, tp] = await Promise.all([
+  const [status, peers, queues, dead, rejections, expiry, tp, overdue] = await Promise.all([
     api("/ops/v1/status"), api("/ui/api/peers"), api("/ops/v1/queues"), api("/ops/v1/dead-letters"),
-    api("/ui/api/rejections"), api("/ui/api/expiry"), api("/ui/api/throughput"),
+    api("/ui/api/rejections"), api("/ui/api/expiry"), api("/ui/api/throughput"), api("/ops/v1/overdue"),
   ]);
   fillList("status", [
     [t("status.federation"), status.federation],
@@ -319,6 +319,22 @@ async function refreshOperator() {
     return tr;
   }), t("dl.empty"));
 
+  // receipts overdue (the receipt watchdog): Resend offers the same envelope again to its first hop
+  fillTable("overdue", overdue.overdue.map((o) => {
+    const resend = el("button", t("od.resend"), "resend");
+    resend.type = "button";
+    if (o.expired) {
+      resend.disabled = true;  // the node refuses to resend a message past its signed expiry
+      resend.title = t("od.resend.expired", { jti: o.jti, exp: o.exp });
+    } else {
+      resend.title = t("od.resend.title", { jti: o.jti, peer: o.next_hop, exp: o.exp });
+    }
+    resend.addEventListener("click", () => resendMessage(o.jti));
+    const tr = row([o.jti, o.type, o.to, o.next_hop, o.state, o.forwarded_at, o.overdue_since, resend], "overdue");
+    tr.dataset.jti = o.jti;
+    return tr;
+  }), t("od.empty"));
+
   fillTable("rejections", rejections.rejections.map((r) => row(
     [r.index, r.ts, r.code, r.from, r.jti ?? (r.claimed_jti ? t("rej.claimed", { jti: r.claimed_jti }) : ""),
      r.detail], "rejection")), t("rej.empty"));
@@ -343,6 +359,23 @@ async function deadLetter(id, action) {
         : t("dl.discard.refused", { id, detail: err.detail });
       showError(actionRefused);
       await refreshOperator().catch(() => {});  // the 5 s refresh reports a failing view
+    } else {
+      showError(err);
+    }
+  }
+}
+
+async function resendMessage(jti) {
+  try {
+    const res = await api(`/ops/v1/messages/${encodeURIComponent(jti)}/resend`, { method: "POST" });
+    showError(null);
+    notify(t("od.resent", { jti: res.jti, peer: res.peer }));
+    await refreshOperator();
+  } catch (err) {
+    if (err instanceof ApiError && err.detail) {
+      notify(null);
+      showError(t("od.resend.refused", { jti, detail: err.detail }));
+      await refreshOperator().catch(() => {});
     } else {
       showError(err);
     }
