@@ -38,7 +38,7 @@ FAILED_STATES = frozenset({"failed", "dead", "discarded"})
 
 
 class ApiMixin(_NodeState):
-    # from Node and WitnessMixin (declared here for the type checker; state.py is the shared declaration)
+    # from Node (declared here for the type checker; state.py is the shared declaration)
     store_report: StoreReport
     if TYPE_CHECKING:
         def witness_status(self) -> list[dict[str, Any]]: ...

@@ -27,6 +27,7 @@ from gateway import logging as tlog
 from gateway.audit import facade as audit_facade
 from gateway.audit import selfcheck
 from gateway.audit.checkpoints import CHECKPOINT_FILE
+from gateway.audit.reader import StoredCheckpoint
 from gateway.config import Config
 from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
 from gateway.core.csrf import Origin as WebOrigin
@@ -52,7 +53,7 @@ from gateway.node.outbound import Outbound
 from gateway.node.relay import Applier
 from gateway.node.services import Shared
 from gateway.node.tls import TlsFileError, TlsMixin
-from gateway.node.witness import WitnessMixin
+from gateway.node.witness import Witnessing
 from gateway.store import lookup
 from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
@@ -61,8 +62,8 @@ from gateway.store.lock import DataDirLock, DataDirLocked
 from gateway.transport.delivery import Delivery, make_delivery
 from gateway.transport.listener import Listener, ListenLimits, serve
 from gateway.transport.local import local_app, ops_app
-from gateway.transport.peer import PeerClient, Result, peer_app
-from gateway.trust.trusted import ManifestRejected, TrustAnchor, TrustedManifest
+from gateway.transport.peer import PeerClient, PeerUnavailable, Result, peer_app
+from gateway.trust.trusted import ManifestRejected, TrustAnchor, TrustedManifest, split_served
 
 
 class NodeError(Exception):
@@ -103,9 +104,10 @@ def _listen_failure(exc: OSError, name: str) -> str:
     return f"{exc.strerror or exc}"
 
 
-class Node(ApiMixin, WitnessMixin, KeysMixin, TlsMixin):
-    """A running Traza node: it wires the services (``inbound``, ``outbound``, ``origin``; see
-    gateway/node/services.py) and owns start and stop; the API backends are its own methods."""
+class Node(ApiMixin, KeysMixin, TlsMixin):
+    """A running Traza node: it wires the services (``inbound``, ``outbound``, ``origin``, ``witnessing``;
+    see gateway/node/services.py), keeps the manifest in force up to date, and owns start and stop; the
+    API backends are its own methods."""
 
     def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.time,
                  accept_damaged_store: str | None = None, tls_at_clock: bool = False) -> None:
@@ -215,6 +217,7 @@ class Node(ApiMixin, WitnessMixin, KeysMixin, TlsMixin):
         self.origin = Origin(self.shared, limits=self.limits, signer=lambda: self.signer, blobs=self.blobs,
                              plain_blobs=self.plain_blobs, wake=self.outbound.wake, queued=self._queued,
                              evidence_keys=self._signing_keys)
+        self.witnessing = Witnessing(self.shared, client=self.outbound.client, audit_event=self.audit_event_bg)
         self.applier = self.shared.applier = Applier(
             here=self.id, db=self.db, audit=self.audit, fed=lambda: self.fed, signer=lambda: self.signer,
             blobs=self.blobs, reply=self.origin.reply_in_txn, evidence_keys=self._signing_keys,
@@ -317,6 +320,69 @@ class Node(ApiMixin, WitnessMixin, KeysMixin, TlsMixin):
     def manifest_etag(self) -> str:
         return self.trust.etag()
 
+    # --- the manifest in force: a newer one from the configured file or a hub (SPEC §2, §4.4) ---------
+
+    async def _manifest_loop(self) -> None:
+        interval = self.cfg.trust.manifest_poll_seconds
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+            if self.stopping.is_set():
+                break
+            await self.poll_manifest()
+
+    async def poll_manifest(self) -> None:
+        # a newer manifest dropped into the configured file by an operator
+        with contextlib.suppress(OSError):
+            mtime = self.manifest_path.stat().st_mtime
+            if mtime != self._manifest_mtime:
+                self._manifest_mtime = mtime
+                try:
+                    self._apply_manifest_files(self.manifest_path, self.manifest_path.with_name("manifest.sig"))
+                except ManifestRejected as exc:
+                    self.log.warning("manifest.rejected", source=str(self.manifest_path), reason=str(exc))
+        me = self.fed.nodes[self.id]
+        sources = [me.hub] if me.hub else [n.id for n in self.fed.manifest.nodes if n.kind == "hub" and n.id != self.id]
+        for src in sources:
+            if src is None:
+                continue
+            try:
+                cl = self._client(src)
+                got = await cl.get_manifest()
+                if got is None:  # 304: unchanged since the last poll
+                    continue
+                data, etag = got
+                cl.manifest_etag = None  # until this one is applied (a refused one is fetched again)
+                mbytes, sbytes = split_served(data)
+                self.apply_manifest(mbytes, sbytes, source=f"peer:{src}")
+                cl.manifest_etag = etag
+            except (PeerUnavailable, ValueError) as exc:
+                self.log.debug("manifest.poll_failed", peer=src, detail=str(exc)[:200])
+            except ManifestRejected as exc:
+                self.log.warning("manifest.rejected", source=f"peer:{src}", reason=str(exc))
+        self.reload_keys("manifest poll")  # keys become valid or expire with time, too
+        self.reload_tls("manifest poll")  # and a renewed TLS certificate put beside the old one
+
+    # --- witnessing (gateway/node/witness.py): what the peer and local APIs and the tests call ------------
+
+    def checkpoint_text(self) -> str:
+        return self.witnessing.checkpoint_text()
+
+    async def consistency_proof(self, old: int, new: int) -> list[str]:
+        return await self.witnessing.consistency_proof(old, new)
+
+    async def witness_add_checkpoint(self, peer: str, body: bytes) -> tuple[int, str, bytes]:
+        return await self.witnessing.witness_add_checkpoint(peer, body)
+
+    async def checkpoint_tick(self) -> StoredCheckpoint | None:
+        return await self.witnessing.checkpoint_tick()
+
+    async def witness_tick(self) -> list[str]:
+        return await self.witnessing.witness_tick()
+
+    def witness_status(self) -> list[dict[str, Any]]:
+        return self.witnessing.witness_status()
+
     def reload_files(self, reason: str) -> None:
         """SIGHUP: re-read the key files (gateway/node/keys.py) and the TLS certificate files
         (gateway/node/tls.py) against the manifest in force."""
@@ -387,8 +453,8 @@ class Node(ApiMixin, WitnessMixin, KeysMixin, TlsMixin):
         self.queue_depth = await self.db.read(st.queue_total)
         self.audit_event_bg(NodeStarted(manifest_version=fed.version, endpoint=me.endpoint))
         await self.outbound.wake_all()
-        self.tasks.append(self._supervise("checkpoints", self._checkpoint_loop))
-        self.tasks.append(self._supervise("witnesses", self._witness_loop))
+        self.tasks.append(self._supervise("checkpoints", self.witnessing.checkpoint_loop))
+        self.tasks.append(self._supervise("witnesses", self.witnessing.witness_loop))
         self.tasks.append(self._supervise("manifest", self._manifest_loop))
         self.tasks.append(self._supervise("blob-purge", self.outbound.purge_loop))
         self.tasks.append(self._supervise("audit-backlog", self._audit_backlog_loop))

@@ -1,7 +1,7 @@
 """Shared state of a node and the helpers every part of it uses.
 
 :class:`_NodeState` declares the attributes ``Node.__init__`` (``gateway.node.core``) sets, so that
-each mixin of ``Node`` (receive, blobs, origin, forward, api, witness) is type-checked against them;
+each mixin of ``Node`` (api, keys, tls) is type-checked against them;
 it holds the few helpers all of them call (``fed``, ``count``, ``audit_event_bg``, the audit field
 helpers) and, under ``TYPE_CHECKING`` only, the signatures of the methods one mixin calls on another.
 Nothing here runs on its own.
@@ -223,8 +223,6 @@ class _NodeState:
         def _wake(self, peer: str) -> None: ...
 
         def _client(self, peer: str) -> PeerClient: ...
-
-        async def _checkpoint_loop(self) -> None: ...
 
         async def _manifest_loop(self) -> None: ...
 
