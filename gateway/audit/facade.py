@@ -271,6 +271,10 @@ class NodeAudit:
             lambda c: AuditReader(c).entries_json(start=start, end=end, jti=jti, event=event, limit=limit)
         )
 
+    async def recent(self, event: str, limit: int) -> list[tuple[int, bytes]]:
+        """The newest ``limit`` entries of ``event``, newest first (the dashboard's recent rejections)."""
+        return await self.db.read(lambda c: AuditReader(c).entries(event=event, limit=limit, newest_first=True))
+
     async def inclusion(self, index: int, size: int | None) -> dict[str, Any]:
         """``GET /audit/v1/proof/inclusion?index=&size=`` (size defaults to the latest checkpoint's)."""
 

@@ -102,8 +102,9 @@ class AuditReader:
         jti: str | None = None,
         event: str | None = None,
         limit: int = MAX_PAGE,
+        newest_first: bool = False,
     ) -> list[tuple[int, bytes]]:
-        """Entries with ``start <= idx < end`` (and the given jti/event), oldest first."""
+        """Entries with ``start <= idx < end`` (and the given jti/event), oldest first (or newest first)."""
         sql = "SELECT idx, entry FROM audit_entries WHERE idx >= ?"
         args: list[Any] = [start]
         if end is not None:
@@ -115,7 +116,7 @@ class AuditReader:
         if event is not None:
             sql += " AND event = ?"
             args.append(event)
-        sql += " ORDER BY idx LIMIT ?"
+        sql += " ORDER BY idx DESC LIMIT ?" if newest_first else " ORDER BY idx LIMIT ?"
         args.append(max(0, min(limit, MAX_PAGE)))
         return [(int(i), bytes(e)) for i, e in self.conn.execute(sql, args)]
 

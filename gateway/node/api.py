@@ -27,7 +27,7 @@ from gateway.core.events import AuthDenied
 from gateway.core.relay import DeadLetterAction, InboxAcked
 from gateway.core.retry import peer_status
 from gateway.core.timeutil import rfc3339_seconds
-from gateway.node.expiry import expiries
+from gateway.node.expiry import Expiry, expiries
 from gateway.node.state import _NodeState, _rfc3339
 from gateway.store import lookup
 from gateway.store import relay as st
@@ -195,6 +195,18 @@ class ApiMixin(_NodeState):
         event = DeadLetterAction(dl_id=dl_id, action="retry" if action == "retry" else "discard", operator=operator)
         await self._operator_decision(partial(self.relay.dead_letter_action, event, now=now), now)
         return {"id": dl_id, "jti": found[0], "action": action, "peer": found[1]}
+
+    # --- what the dashboard sees (gateway.ops.dashboard.DashboardNode) ----------------------------------
+
+    @property
+    def log_origin(self) -> str:
+        return self.audit.origin
+
+    def expiries(self) -> list[Expiry]:
+        return expiries(self)
+
+    async def recent_audit_entries(self, event: str, limit: int) -> list[tuple[int, bytes]]:
+        return await self.audit.recent(event, limit)
 
     async def audit_entries(self, query: dict[str, str]) -> dict[str, Any]:
         try:

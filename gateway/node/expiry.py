@@ -33,7 +33,11 @@ def expiries(node: _NodeState) -> list[Expiry]:
 
     cert("tls_certificate", f"TLS certificate of {node.id} ({node.tls_cert})", node.tls_cert.read_bytes())
     local_ca = node.cfg.resolve(node.cfg.keys.local_ca)
-    cert("local_ca", f"local CA of {node.id} ({local_ca})", local_ca.read_bytes())
+    marker = b"-----BEGIN CERTIFICATE-----"
+    cas = [marker + part for part in local_ca.read_bytes().split(marker)[1:]] or [local_ca.read_bytes()]
+    for i, ca_pem in enumerate(cas):  # several during a local CA rollover (traza pki new-local-ca)
+        n = "" if i == 0 else f"_{i + 1}"
+        cert(f"local_ca{n}", f"local CA{n.replace('_', ' ')} of {node.id} ({local_ca})", ca_pem)
     fed = node.fed
     for i, pem in enumerate(fed.manifest.tls_ca):
         cert(f"federation_ca_{i + 1}", f"federation TLS CA {i + 1} of {len(fed.manifest.tls_ca)}", pem.encode())

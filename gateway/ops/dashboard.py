@@ -34,13 +34,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from gateway.core.manifest import Federation
 from gateway.core.timeutil import rfc3339
-from gateway.node import Node
-from gateway.node.expiry import expiries
+from gateway.metrics import Metrics
+from gateway.node.expiry import Expiry
 from gateway.transport.local import ROLE, WHO
 from gateway.transport.peer import problem
 
@@ -56,6 +57,38 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+class DashboardNode(Protocol):
+    """What the dashboard sees of a node (``gateway.node.Node`` is one): its identity and manifest, its
+    metrics and clock, the operator and auditor views it already serves, and where routes are added."""
+
+    id: str
+    metrics: Metrics
+    local_routes: list[Callable[[web.Application], None]]
+
+    @property
+    def fed(self) -> Federation: ...
+
+    @property
+    def log_origin(self) -> str:
+        """The origin line of this node's audit-log checkpoints."""
+
+    def clock(self) -> float: ...
+
+    def expiries(self) -> list[Expiry]:
+        """What expires on the node (also ``traza_expiry_seconds``)."""
+
+    async def ops_view(self, what: str) -> dict[str, Any]: ...
+
+    async def message_status(self, jti: str) -> dict[str, Any] | None: ...
+
+    async def recent_audit_entries(self, event: str, limit: int) -> list[tuple[int, bytes]]:
+        """The newest ``limit`` audit entries of ``event``, newest first: (index, entry JSON)."""
+
+    def local_denied(self, path: str, remote: str, reason: str) -> None: ...
+
+
 SAMPLE_INTERVAL = 5.0  # seconds between throughput samples
 KEEP_SECONDS = 600.0  # ten minutes of samples
 RECENT_SECONDS = 60.0  # the window of "recent" hop latency
@@ -94,7 +127,7 @@ class Sampler:
 
     SERIES = ("received", "forwarded", "submitted", "delivered", "rejected")
 
-    def __init__(self, node: Node, *, interval: float = SAMPLE_INTERVAL, keep: float = KEEP_SECONDS) -> None:
+    def __init__(self, node: DashboardNode, *, interval: float = SAMPLE_INTERVAL, keep: float = KEEP_SECONDS) -> None:
         self.node = node
         self.interval = interval
         self.keep = keep
@@ -180,12 +213,12 @@ def _days_left(ts: float, now: float) -> float:
     return round((ts - now) / 86400, 2)
 
 
-def expiry_items(node: Node, now: float, warn_days: float = WARN_DAYS) -> list[dict[str, Any]]:
+def expiry_items(items: list[Expiry], now: float, warn_days: float = WARN_DAYS) -> list[dict[str, Any]]:
     """What expires (:func:`gateway.node.expiry.expiries`, which also feeds ``traza_expiry_seconds``), for
     the dashboard. Each item: ``{"id", "what", "not_after", "days_left", "level"}``, level ``ok``,
     ``warning`` or ``expired``."""
     out = []
-    for e in expiries(node):
+    for e in items:
         left = _days_left(e.not_after, now)
         level = "expired" if e.not_after <= now else "warning" if left <= warn_days else "ok"
         out.append({"id": e.id, "what": e.what, "not_after": rfc3339(e.not_after), "days_left": left, "level": level})
@@ -195,7 +228,7 @@ def expiry_items(node: Node, now: float, warn_days: float = WARN_DAYS) -> list[d
 class Dashboard:
     """The ``/ui`` routes of one node; :meth:`add_routes` is appended to ``node.local_routes``."""
 
-    def __init__(self, node: Node, *, interval: float = SAMPLE_INTERVAL, warn_days: float = WARN_DAYS) -> None:
+    def __init__(self, node: DashboardNode, *, interval: float = SAMPLE_INTERVAL, warn_days: float = WARN_DAYS) -> None:
         self.node = node
         self.sampler = Sampler(node, interval=interval)
         self.warn_days = warn_days
@@ -276,7 +309,7 @@ class Dashboard:
                 if k.use == "audit" and k.public_key and k.kid not in node.fed.revoked_kids]
         return _json({"role": request[ROLE], "name": request[WHO], "node": node.id,
                       "federation": node.fed.name, "manifest_version": node.fed.version,
-                      "log": {"origin": node.audit.origin, "keys": keys}})
+                      "log": {"origin": node.log_origin, "keys": keys}})
 
     async def peers(self, request: web.Request) -> web.StreamResponse:
         view = await self.node.ops_view("peers")
@@ -293,14 +326,8 @@ class Dashboard:
     async def rejections(self, request: web.Request) -> web.StreamResponse:
         """The most recent ``envelope.rejected`` entries of this node's audit log, newest first."""
 
-        def fn(conn: Any) -> list[tuple[int, bytes]]:
-            # newest first straight from the audit table (the auditor API pages oldest first)
-            rows = conn.execute("SELECT idx, entry FROM audit_entries WHERE event='envelope.rejected' "
-                                "ORDER BY idx DESC LIMIT ?", (MAX_REJECTIONS,)).fetchall()
-            return [(int(i), bytes(e)) for i, e in rows]
-
         out = []
-        for idx, raw in await self.node.db.read(fn):
+        for idx, raw in await self.node.recent_audit_entries("envelope.rejected", MAX_REJECTIONS):
             e = json.loads(raw)
             # ``claimed_jti``: the id an envelope that did not verify claimed to carry (never evidence)
             out.append({"index": idx, "ts": e.get("ts"), "code": e.get("code"), "jti": e.get("jti"),
@@ -309,7 +336,7 @@ class Dashboard:
 
     async def expiry(self, request: web.Request) -> web.StreamResponse:
         return _json({"warn_days": self.warn_days,
-                      "items": expiry_items(self.node, self.node.clock(), self.warn_days)})
+                      "items": expiry_items(self.node.expiries(), self.node.clock(), self.warn_days)})
 
     async def message(self, request: web.Request) -> web.StreamResponse:
         jti = request.match_info["id"]
@@ -319,7 +346,7 @@ class Dashboard:
         return _json(st)
 
 
-def install_dashboard(node: Node, **kw: Any) -> Dashboard:
+def install_dashboard(node: DashboardNode, **kw: Any) -> Dashboard:
     """Create the dashboard of ``node`` and add its routes to the local listener (before ``start``)."""
     d = Dashboard(node, **kw)
     node.local_routes.append(d.add_routes)

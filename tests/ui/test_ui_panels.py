@@ -28,7 +28,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
 
 def test_expiry_warns_within_the_window_and_flags_what_has_expired(node: Node) -> None:
     now = time.time()
-    items = expiry_items(node, now)
+    items = expiry_items(node.expiries(), now)
     whats = [i["what"] for i in items]
     assert any(w.startswith("TLS certificate of mx") for w in whats)
     assert any(w.startswith("local CA of mx") for w in whats)
@@ -40,12 +40,12 @@ def test_expiry_warns_within_the_window_and_flags_what_has_expired(node: Node) -
     manifest = next(i for i in items if "revocation list" in i["what"])
     left = manifest["days_left"]
     # 10 days before the manifest expires it is a warning; a day after, expired
-    soon = {i["what"]: i for i in expiry_items(node, now + (left - 10) * DAY)}
+    soon = {i["what"]: i for i in expiry_items(node.expiries(), now + (left - 10) * DAY)}
     assert soon[manifest["what"]]["level"] == "warning" and 9.9 < soon[manifest["what"]]["days_left"] <= 10.01
-    late = {i["what"]: i for i in expiry_items(node, now + (left + 1) * DAY)}
+    late = {i["what"]: i for i in expiry_items(node.expiries(), now + (left + 1) * DAY)}
     assert late[manifest["what"]]["level"] == "expired" and late[manifest["what"]]["days_left"] < 0
     assert late["federation TLS CA 1 of 1"]["level"] == "ok"  # CAs last years
-    assert {i["level"] for i in expiry_items(node, now + (left - 10) * DAY, warn_days=5)} <= {"ok", "expired"}
+    assert {i["level"] for i in expiry_items(node.expiries(), now + (left - 10) * DAY, warn_days=5)} <= {"ok", "expired"}
 
 
 def test_throughput_counts_envelopes_per_interval_and_latency_per_peer(node: Node) -> None:
@@ -86,7 +86,7 @@ def test_expiry_is_exported_as_traza_expiry_seconds_from_the_same_items(node: No
 
     now = time.time()
     node.clock = lambda: now
-    items = expiry_items(node, now)
+    items = expiry_items(node.expiries(), now)
     text, _ = node.metrics_text()
     fam = {f.name: f for f in text_string_to_metric_families(text.decode())}["traza_expiry_seconds"]
     got = {s.labels["what"]: s.value for s in fam.samples}
