@@ -11,9 +11,9 @@ from types import SimpleNamespace
 from rich.console import Console
 
 from gateway.cli import audit as cli_audit
-from gateway.cli import client as cli_client
 from gateway.cli import main as cli_main
 from gateway.demo.run import Demo
+from gateway.national import client as cli_client
 
 HOSTILE = "es\x1b[2J\x1b]0;owned\x07\x00\r\u2028\u2029\u0085\u009b31m\u202efdp.exe"
 RAW = ("\x1b", "\x00", "\x07", "\r", "\u2028", "\u2029", "\u0085", "\u009b", "\u202e")
