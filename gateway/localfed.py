@@ -91,13 +91,15 @@ def build(
     manifest_poll_seconds: float = 30.0,
     log_format: str = "json",
     endpoints: dict[str, str] | None = None,
+    groups: dict[str, list[str]] | None = None,
 ) -> dict[str, LocalNode]:
     """Create the federation in ``root``: ``root/pki`` (the federation folder), ``root/nodes/<id>.toml``
     and ``root/data/<id>``. Hubs are added first. Returns the nodes by id.
 
     ``endpoints`` replaces the manifest endpoint (the address every other node dials) of the named nodes,
     e.g. ``{"latam-hub": "https://127.0.0.1:<proxy port>"}`` to put a proxy in front of latam-hub; the
-    node still listens on its own peer port."""
+    node still listens on its own peer port. ``groups`` become the manifest's recipient groups (SPEC §2,
+    1.1)."""
     now = time.time() if now is None else now
     specs = sorted(specs, key=lambda s: (s.kind != "hub", s.id))
     endpoints = endpoints or {}
@@ -116,6 +118,8 @@ def build(
                     name=s.name or s.id)
         nodes[s.id] = LocalNode(spec=s, config=root / "nodes" / f"{s.id}.toml", data_dir=root / "data" / s.id,
                                 peer_port=p, local_port=lo, ops_port=ops)
+    for name, members in (groups or {}).items():
+        fd.set_group(name, members, now=now)
     for a in signers:
         fd.sign(a, now=now)
     (root / "nodes").mkdir(parents=True, exist_ok=True)

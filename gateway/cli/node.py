@@ -85,7 +85,7 @@ def cmd_send(args: argparse.Namespace) -> int:
                 body = json.loads(data)
             except ValueError as exc:
                 raise UsageError(f"{path}: not JSON: {exc}") from None
-            msg = {"type": args.type, "to": args.to, "handling": args.handling,
+            msg = {"type": args.type, "to": _recipients(args.to), "handling": args.handling,
                    "classification": args.classification, "purpose": args.purpose, "body": body}
         if args.reply_to:
             msg["reply_to"] = args.reply_to
@@ -100,11 +100,27 @@ def cmd_send(args: argparse.Namespace) -> int:
         raise CheckFailed(f"{path}: refused: {client.problem_text(status, doc)}")
     if args.json:
         print(json.dumps(doc))
+    elif "ids" in doc:  # a fan-out (SPEC §6, 1.1)
+        if args.quiet:
+            print("\n".join(doc["ids"]))
+        else:
+            print(f"submitted {len(doc['ids'])} messages in conversation {doc['conversation']}: {', '.join(doc['ids'])}; "
+                  f"gather the answers with: traza conversation show --config {args.config} {doc['conversation']}")
     elif args.quiet:
         print(doc["id"])
     else:
         print(f"submitted {doc['id']}; follow it with: traza message show --config {args.config} {doc['id']}")
     return 0
+
+
+def _recipients(to: str) -> str | list[str]:
+    """``--to``: one node id, ``es,it`` (a list: fan-out) or ``group:NAME``."""
+    if "," not in to:
+        return to
+    names = [n.strip() for n in to.split(",")]
+    if not all(names):
+        raise UsageError(f"--to {to!r}: an empty name between commas")
+    return names
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -184,7 +200,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("send", help="submit a message through the local API",
                        description="Submit a message to this node's local API as a national system.")
     p.add_argument("--config", required=True)
-    p.add_argument("--to", help="recipient node id")
+    p.add_argument("--to", help="recipient node id; es,it or group:NAME send one message to each (fan-out, "
+                   "one conversation)")
     p.add_argument("--type", help="message type, e.g. trace.request")
     p.add_argument("--handling", default="H0", choices=["H0", "H1", "H2", "H3"])
     p.add_argument("--classification", default="BASIC_PROTECTION_LEVEL")

@@ -168,6 +168,19 @@ def cmd_renew_tls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_group(args: argparse.Namespace) -> int:
+    members = [] if args.remove else _names(args.members)
+    if not args.remove and not members:
+        raise UsageError("--members: name at least one node (or --remove the group)")
+    with failures():
+        version, started = FederationDir(args.dir).set_group(args.name, members, now=time.time())
+    what = f"group {args.name}: {', '.join(members)}" if members else f"group {args.name} removed"
+    print(f"{what}; {_version_note(version, started)}")
+    print(f"next: traza manifest sign DIR --authority NAME (threshold); then `traza send --to group:{args.name}` "
+          "sends one message to each member")
+    return 0
+
+
 def cmd_new_local_ca(args: argparse.Namespace) -> int:
     with failures():
         res = FederationDir(args.dir).new_local_ca(args.node, now=time.time(), days=args.days)
@@ -278,6 +291,14 @@ def register(sub: Any) -> None:
     q.add_argument("--days", type=int, default=MAX_LEAF_DAYS, help=f"validity in days (default {MAX_LEAF_DAYS})")
     q.add_argument("--config", type=Path, metavar="FILE", help="with --local: also point [client] ROLE_cert and "
                    "ROLE_key of this node config at the new files")
+
+    q = _add(verbs, "group", "set a named recipient group of the draft (a fan-out target, group:NAME), or "
+             "remove it", cmd_group)
+    q.add_argument("dir", type=Path, metavar="DIR")
+    q.add_argument("name", metavar="NAME")
+    m = q.add_mutually_exclusive_group(required=True)
+    m.add_argument("--members", metavar="NODE,NODE...", help="its members, in order")
+    m.add_argument("--remove", action="store_true", help="remove the group")
 
     q = _add(verbs, "new-local-ca", "local CA rollover step 1: a new local CA for a node, trusted beside the "
              "current one", cmd_new_local_ca)

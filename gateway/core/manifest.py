@@ -25,6 +25,9 @@ Kem = Literal["MLKEM768_X25519", "X25519"]
 KID = re.compile(r"^(?:[a-z][a-z0-9-]{1,31}/(?:sig|enc|audit|tls)|auth/[a-z][a-z0-9-]{0,31})/[1-9][0-9]*$")
 
 
+GROUP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+
+
 class _S(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pass
 
@@ -61,11 +64,19 @@ class Node(_S, frozen=True, omit_defaults=True):
     kind: NodeKind
     country: str
     name: str
-    endpoint: str
     max_classification: Classification
     keys: list[NodeKey]
+    endpoint: str | None = None
+    endpoints: list[str] = []  # 1.1: the replicas of one node (SPEC §2); ``endpoint`` is the one-element case
     hub: str | None = None
     peers: list[str] = []
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every address of the node, ``endpoint`` first, then ``endpoints``, without repeats or a
+        trailing ``/``."""
+        given = ([self.endpoint] if self.endpoint else []) + list(self.endpoints)
+        return tuple(dict.fromkeys(u.rstrip("/") for u in given))
 
 
 class PolicyRule(_S, frozen=True, omit_defaults=True):
@@ -84,6 +95,7 @@ class Manifest(_S, frozen=True):
     revoked: Revoked
     nodes: list[Node]
     policy: dict[str, PolicyRule]
+    groups: dict[str, list[str]] = {}  # 1.1: named recipient lists (SPEC §2, §6)
 
 
 class ManifestError(ValueError):
@@ -142,6 +154,11 @@ def check_manifest(m: Manifest) -> None:
         for p in n.peers:
             if p not in ids:
                 raise ManifestError(f"{where}: peer {p!r} is not a node of the manifest")
+        if not n.urls:
+            raise ManifestError(f"{where}: no endpoint (give endpoint or endpoints)")
+        for url in n.urls:
+            if not re.match(r"^https://[^/\s]+(?:/\S*)?$", url):
+                raise ManifestError(f"{where}: endpoint {url!r} is not an https URL")
         for k in n.keys:
             if not k.kid.startswith(f"{n.id}/{k.use}/") or not KID.match(k.kid):
                 raise ManifestError(f"{where}: key {k.kid!r} must be named {n.id}/{k.use}/<n>")
@@ -157,6 +174,18 @@ def check_manifest(m: Manifest) -> None:
     for mt, rule in m.policy.items():
         if not rule.senders or not rule.recipients:
             raise ManifestError(f"manifest: policy.{mt}: senders and recipients must not be empty")
+    for name, members in m.groups.items():
+        where = f"manifest: groups.{name}"
+        if not GROUP_NAME.match(name):
+            raise ManifestError(f"{where}: {name!r} is not a group name ({GROUP_NAME.pattern})")
+        if not members:
+            raise ManifestError(f"{where}: empty")
+        for member in members:
+            if member not in ids:
+                raise ManifestError(f"{where}: {member!r} is not a node of the manifest")
+        dup = next((x for i, x in enumerate(members) if x in members[:i]), None)
+        if dup is not None:
+            raise ManifestError(f"{where}: repeats {dup!r}")
 
 
 def key_number(kid: str) -> int:
@@ -188,6 +217,7 @@ class Federation:
         self.revoked_kids = frozenset(manifest.revoked.kids)
         self.revoked_serials = frozenset(s.lower().lstrip("0") for s in manifest.revoked.cert_serials)
         self.expires_at = parse_rfc3339(manifest.expires_at)
+        self.groups: dict[str, tuple[str, ...]] = {g: tuple(ms) for g, ms in manifest.groups.items()}
 
     @property
     def name(self) -> str:

@@ -24,6 +24,7 @@ from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
 from gateway.core.envelope import NO_REPLY_TYPES
 from gateway.core.errors import Code, TrazaError
 from gateway.core.events import AuthDenied
+from gateway.core.fanout import recipients
 from gateway.core.relay import DeadLetterAction, InboxAcked
 from gateway.core.retry import peer_status
 from gateway.core.timeutil import rfc3339_seconds
@@ -68,11 +69,34 @@ class ApiMixin(_NodeState):
     # --- local API backend (SPEC §6) ----------------------------------------------------------------
 
     async def local_submit(self, content_type: str, data: bytes, system: str) -> str:
+        """One message from the national system (a drop-folder file): its id."""
+        ids, _ = await self._local_submission(content_type, data, system, fan_out=False)
+        return ids[0]
+
+    async def local_submit_request(self, content_type: str, data: bytes, system: str) -> dict[str, Any]:
+        """``POST /local/v1/messages`` (SPEC §6): ``{"id", "status_url"}``; for ``"to"`` a list or
+        ``group:NAME`` (1.1, the standard form), a fan-out: ``{"conversation", "ids"}``."""
+        ids, cid = await self._local_submission(content_type, data, system, fan_out=True)
+        if cid is None:
+            return {"id": ids[0], "status_url": f"/local/v1/messages/{ids[0]}"}
+        return {"conversation": cid, "ids": ids}
+
+    async def _local_submission(self, content_type: str, data: bytes, system: str, *,
+                                fan_out: bool) -> tuple[list[str], str | None]:
+        """The message ids and, for a fan-out, the conversation id."""
         attachments: list[dict[str, Any]] = []
         doc: Any = None
+        rcpts: list[str] | None = None
         mtype = media_type(content_type)
         if mtype.endswith(("/json", "+json")):  # strict JSON (SPEC §3.4): malformed (400) before the adapter
             doc = strictjson.loads(data, "submission")
+        if fan_out and mtype == STANDARD_CT and isinstance(doc, dict) and "to" in doc:
+            # "to": ["es", "it"] or "group:eu-registries" (SPEC §6, 1.1); the adapter checks the rest with
+            # the first recipient in its place
+            rcpts = recipients(doc["to"], self.fed.groups, here=self.id)
+            if rcpts is not None:
+                doc["to"] = rcpts[0]
+                data = msgspec.json.encode(doc)
         if mtype == STANDARD_CT and b'"attachments"' in data:
             # the standard form may name blobs uploaded first with PUT /local/v1/blobs (docs/blobs.md)
             if isinstance(doc, dict) and "attachments" in doc:
@@ -89,10 +113,11 @@ class ApiMixin(_NodeState):
         for att in tr.attachments:
             attachments.append(await asyncio.to_thread(self.origin.import_attachment, att))
         body = msgspec.json.encode(tr.body)
-        return await self.submit(
-            mt=tr.mt, to=to, body=body, system=system, hc=env.get("handling") or "H0",
+        ids, cid = await self.origin.submit_many(
+            mt=tr.mt, recipients=rcpts or [to], body=body, system=system, hc=env.get("handling") or "H0",
             cls=env.get("classification") or DEFAULT_CLASSIFICATION, pur=env.get("purpose") or DEFAULT_PURPOSE,
             irt=env.get("reply_to"), ttl=env.get("ttl_seconds"), attachments=attachments or None)
+        return ids, (cid if rcpts is not None else None)
 
     def _inbox_item(self, row: lookup.InboxRow) -> dict[str, Any]:
         """One delivered message as the inbox shows it: the national form (``content``) and its metadata."""
@@ -175,7 +200,7 @@ class ApiMixin(_NodeState):
                     continue
                 br = self.outbound.breakers.get(nid)
                 state = br.state(now) if br else "idle"
-                peers.append({"id": nid, "kind": node.kind, "endpoint": node.endpoint,
+                peers.append({"id": nid, "kind": node.kind, "endpoint": node.urls[0], "endpoints": list(node.urls),
                               "status": peer_status(state), "state": state,
                               "failures": br.failures if br else 0})
             return {"peers": peers}

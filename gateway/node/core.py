@@ -451,7 +451,7 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
             self.data_lock.release()
             raise
         self.queue_depth = await self.db.read(st.queue_total)
-        self.audit_event_bg(NodeStarted(manifest_version=fed.version, endpoint=me.endpoint))
+        self.audit_event_bg(NodeStarted(manifest_version=fed.version, endpoint=", ".join(me.urls)))
         await self.outbound.wake_all()
         self.tasks.append(self._supervise("checkpoints", self.witnessing.checkpoint_loop))
         self.tasks.append(self._supervise("witnesses", self.witnessing.witness_loop))

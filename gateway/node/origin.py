@@ -72,36 +72,67 @@ class Origin:
         """Build, sign (and encrypt when the route crosses a hub) a message from this node. Raises
         TrazaError (schema_invalid, unknown_node, policy_denied, ...) for what cannot be sent.
         ``attachments`` name complete blobs of the plaintext store (``sha256``, ``len``, ``ct``, ``name``)."""
+        ids, _ = await self.submit_many(mt=mt, recipients=[to], body=body, system=system, hc=hc, cls=cls, pur=pur,
+                                        irt=irt, ttl=ttl, cid=cid, attachments=attachments)
+        return ids[0]
+
+    async def submit_many(self, *, mt: str, recipients: list[str], body: bytes, system: str, hc: str = "H0",
+                          cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
+                          ttl: int | None = None, cid: str | None = None,
+                          attachments: list[dict[str, Any]] | None = None) -> tuple[list[str], str]:
+        """:meth:`submit` to each of ``recipients`` (SPEC §6, 1.1 fan-out): one envelope per recipient, all
+        in one conversation (``cid``, else the first message's id), stored in one transaction: every
+        envelope is built and verified first, so a recipient that cannot be sent to (unknown, refused by
+        policy, no encryption key...) fails the whole submission, naming it, and nothing is queued.
+        Returns the message ids, in the order of ``recipients``, and the conversation id."""
         now = self.s.clock()
         if mt in ANSWER_TYPES:  # SPEC §5: only the node answers, from what it saw happen
             raise TrazaError(Code.POLICY_DENIED, f"a national system cannot submit a {mt!r}: the node sends "
                              "receipts (after POST /local/v1/inbox/<id>/ack) and errors itself")
         decode_body(mt, body)
         fed = self.s.fed
-        if fed.node(to) is None:
-            raise TrazaError(Code.UNKNOWN_NODE, f"recipient {to!r} is not a node of the manifest")
+        fan_out = len(recipients) > 1
+        for to in recipients:
+            if fed.node(to) is None:
+                raise TrazaError(Code.UNKNOWN_NODE, f"recipient {to!r} is not a node of the manifest")
         if irt and cid is None:
             orig = await self.s.db.read(lambda c: st.get_message(c, irt))
             cid = orig.cid if orig else irt
-        jti = uuid7(now, os.urandom(10))
-        blobs = None
-        if attachments:
-            enc_to = fed.current_key(to, "enc", now) if self._seal_kw(mt, to, now) else None
+        verified: list[Verified] = []
+        for to in recipients:
+            jti = uuid7(now, os.urandom(10))
+            cid = cid or (jti if fan_out else None)
             try:
-                blobs = await asyncio.to_thread(self.outgoing_blobs, attachments, jti, enc_to)
-            except (OSError, BlobError) as exc:  # e.g. the uploaded file went away meanwhile
-                raise TrazaError(Code.BLOB_MISSING, f"attachments: {exc}") from None
-        env = self._build(mt=mt, to=to, body=body, now=now, hc=hc, cls=cls, pur=pur, irt=irt, cid=cid,
-                          ttl=ttl or self.s.cfg.limits.default_ttl, jti=jti, blobs=blobs)
-        v = verify_envelope(encode_envelope(env), here=self.s.here, peer=None, fed=fed, now=now,
-                            key_verifier=verifier_for, known_types=MESSAGE_TYPES, limits=self.limits)
-        await self.s.db.write(lambda conn: self.store_origin(conn, v, now, f"local:system:{system}"))
-        assert v.next_hop is not None
-        self.wake(v.next_hop)
-        self.s.count("messages_submitted")
-        self.s.metrics.submitted.labels(mt).inc()
-        self.s.log.info("envelope", jti=v.claims.jti, peer=v.next_hop, status="submitted", mt=mt)
-        return v.claims.jti
+                blobs = None
+                if attachments:
+                    enc_to = fed.current_key(to, "enc", now) if self._seal_kw(mt, to, now) else None
+                    try:
+                        blobs = await asyncio.to_thread(self.outgoing_blobs, attachments, jti, enc_to)
+                    except (OSError, BlobError) as exc:  # e.g. the uploaded file went away meanwhile
+                        raise TrazaError(Code.BLOB_MISSING, f"attachments: {exc}") from None
+                env = self._build(mt=mt, to=to, body=body, now=now, hc=hc, cls=cls, pur=pur, irt=irt, cid=cid,
+                                  ttl=ttl or self.s.cfg.limits.default_ttl, jti=jti, blobs=blobs)
+                verified.append(verify_envelope(encode_envelope(env), here=self.s.here, peer=None, fed=fed, now=now,
+                                                key_verifier=verifier_for, known_types=MESSAGE_TYPES,
+                                                limits=self.limits))
+            except TrazaError as exc:
+                if not fan_out:
+                    raise
+                raise TrazaError(exc.code, f"recipient {to}: {exc.detail} (nothing was sent)", fault=exc.fault) from None
+
+        def store(conn: sqlite3.Connection) -> None:
+            for v in verified:
+                self.store_origin(conn, v, now, f"local:system:{system}")
+
+        await self.s.db.write(store)
+        for v in verified:
+            assert v.next_hop is not None
+            self.wake(v.next_hop)
+            self.s.count("messages_submitted")
+            self.s.metrics.submitted.labels(mt).inc()
+            self.s.log.info("envelope", jti=v.claims.jti, peer=v.next_hop, status="submitted", mt=mt,
+                            **({"conversation": v.claims.cid} if fan_out else {}))
+        return [v.claims.jti for v in verified], verified[0].claims.cid
 
     def _build(self, *, mt: str, to: str, body: bytes, now: float, ttl: int, hc: str = "H0",
                cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,

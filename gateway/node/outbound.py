@@ -97,8 +97,8 @@ class Outbound:
         node = self.s.fed.node(peer)
         if node is None:
             raise PeerUnavailable(f"{peer} is no longer in the manifest")
-        if cl is None or cl.endpoint != node.endpoint.rstrip("/"):
-            cl = self.clients[peer] = PeerClient(peer, node.endpoint, self.client_tls(),
+        if cl is None or cl.endpoints != node.urls:  # a manifest may move or add replicas
+            cl = self.clients[peer] = PeerClient(peer, node.urls, self.client_tls(),
                                                  check=partial(self._server_refusal, peer))
         return cl
 

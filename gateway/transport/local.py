@@ -31,7 +31,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class LocalBackend(Protocol):
     """What the node offers the local API. Methods raise TrazaError for refusals."""
 
-    async def local_submit(self, content_type: str, data: bytes, system: str) -> str: ...
+    async def local_submit_request(self, content_type: str, data: bytes, system: str) -> dict[str, Any]:
+        """``POST /local/v1/messages``: ``{"id", "status_url"}``, or ``{"conversation", "ids"}`` (fan-out)."""
 
     async def message_status(self, jti: str) -> dict[str, Any] | None: ...
 
@@ -138,8 +139,8 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
             return problem(503, Code.OVERLOADED, "node is shedding load (queue or disk limit); retry later",
                            {"Retry-After": str(max(1, round(retry)))})
         data = await read_body(request, max_request)
-        jti = await backend.local_submit(request.content_type or STANDARD_CT, data, request[WHO])
-        return json_response({"id": jti, "status_url": f"/local/v1/messages/{jti}"}, status=201)
+        return json_response(await backend.local_submit_request(request.content_type or STANDARD_CT, data,
+                                                                request[WHO]), status=201)
 
     async def status(request: web.Request) -> web.StreamResponse:
         st = await backend.message_status(request.match_info["id"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -454,12 +454,23 @@ KEEPALIVE = 45.0
 class PeerClient:
     """Keep-alive mTLS client to one peer. Before every request the server's certificate must name that
     peer with an ECDSA P-256 key, and pass ``check`` (the node's: the live manifest's revocation list);
-    otherwise nothing is sent and the call fails with PeerUnavailable."""
+    otherwise nothing is sent and the call fails with PeerUnavailable.
 
-    def __init__(self, peer: str, endpoint: str, ssl_ctx: ssl.SSLContext, *, timeout: float = 30.0,
+    A peer may have several endpoints (SPEC §2, 1.1: replicas of one node sharing one store): requests
+    take them in turn (round robin), and a request that cannot reach one (connection refused, reset,
+    timeout, TLS failure) is tried on the next before PeerUnavailable is raised. Re-sending a batch to
+    another replica is safe: the receiving node deduplicates by message id. :attr:`endpoint` is the one
+    that answered last (a blob upload resumes there)."""
+
+    def __init__(self, peer: str, endpoint: str | Sequence[str], ssl_ctx: ssl.SSLContext, *, timeout: float = 30.0,
                  check: ServerCheck | None = None) -> None:
         self.peer = peer
-        self.endpoint = endpoint.rstrip("/")
+        urls = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        self.endpoints: tuple[str, ...] = tuple(dict.fromkeys(u.rstrip("/") for u in urls))
+        if not self.endpoints:
+            raise ValueError(f"{peer}: no endpoint")
+        self.endpoint = self.endpoints[0]
+        self._turn = 0
         self._ssl = ssl_ctx
         self._timeout = ClientTimeout(total=timeout, connect=min(10.0, timeout))
         self._session: ClientSession | None = None
@@ -485,12 +496,19 @@ class PeerClient:
         kw: dict[str, Any] = {}
         if timeout is not None:  # longer than the session's, e.g. while a recipient decrypts large blobs
             kw["timeout"] = ClientTimeout(total=timeout, connect=min(10.0, timeout))
-        try:
-            async with self._sess().request(method, self.endpoint + path, data=body, headers=h, **kw) as resp:
-                data = await resp.read()
-                return resp.status, data, dict(resp.headers)
-        except (TimeoutError, ClientError, OSError, ssl.SSLError) as exc:
-            raise PeerUnavailable(f"{self.peer}: {type(exc).__name__}: {exc}") from None
+        n = len(self.endpoints)
+        start, self._turn = self._turn, (self._turn + 1) % n
+        failures = []
+        for i in range(n):
+            url = self.endpoints[(start + i) % n]
+            try:
+                async with self._sess().request(method, url + path, data=body, headers=h, **kw) as resp:
+                    data = await resp.read()
+                    self.endpoint = url
+                    return resp.status, data, dict(resp.headers)
+            except (TimeoutError, ClientError, OSError, ssl.SSLError) as exc:
+                failures.append(f"{url}: {type(exc).__name__}: {exc}" if n > 1 else f"{type(exc).__name__}: {exc}")
+        raise PeerUnavailable(f"{self.peer}: {'; '.join(failures)}")
 
     async def get_manifest(self) -> tuple[bytes, str | None] | None:
         """``GET /v1/manifest`` (SPEC §4.4) with ``If-None-Match: <manifest_etag>`` once one is known:

@@ -946,6 +946,28 @@ class FederationDir:
                             version=version, started=started)
 
     # ---- revocation ----
+    def set_group(self, name: str, members: list[str], *, now: float) -> tuple[int, bool]:
+        """Set (or with no ``members`` remove) the recipient group ``name`` of the draft (SPEC §2, 1.1:
+        ``groups``; a submission to ``group:NAME`` fans out to its members). The manifest's checks apply:
+        members are nodes of the manifest, none repeated, the name ``[a-z][a-z0-9-]*``."""
+        self._require()
+        _, draft = self.read_draft()
+        if not members and name not in draft.get("groups", {}):
+            raise FederationUsageError(f"group {name!r}: not in the draft; give its members to create it")
+
+        def mutate(obj: dict[str, Any]) -> None:
+            groups = dict(obj.get("groups", {}))
+            if members:
+                groups[name] = list(members)
+            else:
+                groups.pop(name, None)
+            if groups:
+                obj["groups"] = groups
+            else:
+                obj.pop("groups", None)
+
+        return self._edit(mutate, now)
+
     def revoke(self, *, now: float, kid: str | None = None, cert_serial: str | None = None) -> tuple[int, bool] | None:
         """Add a kid or a certificate serial to the draft's revoked set. None if it already was."""
         self._require()

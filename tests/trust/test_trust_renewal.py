@@ -170,3 +170,17 @@ def test_renew_tls_local_with_config_points_the_client_section_at_the_new_files(
     assert "client.auditor_cert" in capsys.readouterr().err
     assert fd.node_files("es").clients["auditor:default"][0].name == "auditor-default.pem"
     assert traza(["pki", "renew-tls", str(fd.root), "es", "--config", str(cfg)]) == 2
+
+
+def test_pki_group_sets_and_removes_a_recipient_group(fd, capsys):
+    assert traza(["pki", "group", str(fd.root), "eu-registries", "--members", "es,eu-hub"]) == 0
+    assert decode_manifest(fd.manifest_path.read_bytes()).groups == {"eu-registries": ["es", "eu-hub"]}
+    assert "group:eu-registries" in capsys.readouterr().out
+    assert traza(["pki", "group", str(fd.root), "eu-registries", "--members", "es,fr"]) == 1
+    assert "'fr' is not a node of the manifest" in capsys.readouterr().err
+    assert traza(["pki", "group", str(fd.root), "eu-registries", "--remove"]) == 0
+    assert decode_manifest(fd.manifest_path.read_bytes()).groups == {}
+    assert traza(["pki", "group", str(fd.root), "eu-registries", "--remove"]) == 2
+    with pytest.raises(SystemExit) as info:  # argparse: one of --members and --remove is required
+        traza(["pki", "group", str(fd.root), "eu-registries"])
+    assert info.value.code == 2
