@@ -195,10 +195,23 @@ class StoreCheckFailed(Event, frozen=True, kw_only=True, tag="store.check_failed
     reason: str
 
 
+class EvidenceRequested(Event, frozen=True, kw_only=True, tag="evidence.requested"):
+    """``GET /v1/evidence/<jti>`` (SPEC §4.4, 1.1), audited on both sides: ``side`` ``served`` at the node
+    asked (``peer`` asked it), ``asked`` at the node asking (``peer`` was asked); ``outcome`` ``ok``,
+    ``refused`` (not on the message's route, or no such message) or ``failed`` (unreachable, not yet
+    checkpointed)."""
+
+    jti: str
+    peer: str
+    side: str
+    outcome: str
+    reason: str | None = None
+
+
 AuditEvent = (EnvelopeAccepted | EnvelopeRejected | EnvelopeDuplicate | EnvelopeForwarded | EnvelopeExpired
               | EnvelopeDeadLettered | EnvelopeDelivered | ReceiptReceived | ReceiptOverdue | OperatorAction | AuthDenied
               | ManifestApplied | KeyRotated | PayloadPurged | NodeStarted | NodeStopped | WitnessForkDetected
-              | WitnessStale | LocalRejected | NodeTaskFailed | StoreCheckFailed)
+              | WitnessStale | LocalRejected | NodeTaskFailed | StoreCheckFailed | EvidenceRequested)
 
 # the event names an audit log accepts: the tags of the union
 EVENTS: frozenset[str] = frozenset(str(t.__struct_config__.tag) for t in AuditEvent.__args__)

@@ -23,7 +23,7 @@ from gateway.core import strictjson
 from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
 from gateway.core.envelope import NO_REPLY_TYPES
 from gateway.core.errors import Code, TrazaError
-from gateway.core.events import AuthDenied
+from gateway.core.events import AuthDenied, EvidenceRequested
 from gateway.core.fanout import recipients
 from gateway.core.relay import DeadLetterAction, InboxAcked
 from gateway.core.retry import peer_status
@@ -32,7 +32,7 @@ from gateway.node.expiry import Expiry, expiries
 from gateway.node.state import _NodeState, _rfc3339
 from gateway.store import lookup
 from gateway.store import relay as st
-from gateway.transport.peer import Problem
+from gateway.transport.peer import PeerUnavailable, Problem
 
 # states of a message this node sent that end without an answer (gateway.core.relay)
 FAILED_STATES = frozenset({"failed", "dead", "discarded"})
@@ -254,6 +254,43 @@ class ApiMixin(_NodeState):
                           {"Retry-After": str(wait)}) from None
         except AuditError as exc:  # e.g. entries about this id but no envelope of it recorded here
             raise Problem(404, "not_found", f"no evidence bundle for message {jti!r} on this node: {exc}") from None
+
+    # --- evidence across hops (SPEC §4.4, 1.1) -----------------------------------------------------------
+
+    async def peer_evidence(self, peer: str, jti: str) -> bytes:
+        """``GET /v1/evidence/<jti>`` asked by ``peer``: this node's bundle of the message, only to a node on
+        its route (origin, hubs, recipient); 403 ``policy_denied`` otherwise, and for a message this node
+        does not hold (the same answer: a peer learns nothing of what it may not ask about). Audited."""
+        m = await self.db.read(lambda c: st.get_message(c, jti))
+        route = self.fed.route(m.iss, m.aud) if m is not None and m.iss in self.fed.nodes and m.aud in self.fed.nodes else []
+        if peer not in route:
+            reason = f"{peer} is not on the route of a message {jti} held here"
+            self.audit_event_bg(EvidenceRequested(jti=jti, peer=peer, side="served", outcome="refused", reason=reason))
+            self.log.warning("evidence.refused", peer=peer, jti=jti)
+            raise Problem(403, Code.POLICY_DENIED.value, reason)
+        try:
+            bundle = await self.audit_bundle(jti)
+        except Problem as exc:
+            self.audit_event_bg(EvidenceRequested(jti=jti, peer=peer, side="served", outcome="failed", reason=exc.detail))
+            raise
+        assert bundle is not None
+        self.audit_event_bg(EvidenceRequested(jti=jti, peer=peer, side="served", outcome="ok"))
+        return bundle
+
+    async def fetch_evidence(self, node: str, jti: str) -> bytes:
+        """Ask ``node`` for its evidence of message ``jti`` (the auditor's view across hops); audited here.
+        TrazaError for a refusal (its code), PeerUnavailable when it cannot be asked."""
+        try:
+            data = await self._client(node).get_evidence(jti)
+        except TrazaError as exc:
+            self.audit_event_bg(EvidenceRequested(jti=jti, peer=node, side="asked", outcome="refused", reason=exc.detail))
+            raise
+        except PeerUnavailable as exc:
+            self.audit_event_bg(EvidenceRequested(jti=jti, peer=node, side="asked", outcome="failed",
+                                                  reason=str(exc)[:300]))
+            raise
+        self.audit_event_bg(EvidenceRequested(jti=jti, peer=node, side="asked", outcome="ok"))
+        return data
 
     def local_denied(self, path: str, remote: str, reason: str) -> None:
         self.audit_event_bg(AuthDenied(listener="local", path=path, remote=remote, detail=reason))

@@ -174,6 +174,10 @@ class PeerBackend(Protocol):
     def peer_blobs(self) -> BlobStore:
         """The store of blobs as they travel (ciphertext when encrypted), for PUT/HEAD /v1/blobs."""
 
+    async def peer_evidence(self, peer: str, jti: str) -> bytes:
+        """``GET /v1/evidence/<jti>`` for ``peer``: this node's evidence bundle of the message; TrazaError
+        ``policy_denied`` for a peer not on its route; Problem 409 before a checkpoint covers it."""
+
     def blob_stored(self, sha: str, length: int, source: str) -> None:
         """A blob upload completed (for logs and metrics)."""
 
@@ -385,6 +389,10 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
         # accepts as a header, not as content_type
         return web.Response(status=status, body=out, headers={"Content-Type": ctype})
 
+    async def get_evidence(request: web.Request) -> web.StreamResponse:
+        data = await backend.peer_evidence(request[PEER], request.match_info["jti"])
+        return web.Response(body=data, content_type="application/json")
+
     blob_put, blob_head = blob_handlers(
         lambda: backend.peer_blobs(),
         on_stored=lambda request, sha, n: backend.blob_stored(sha, n, f"peer:{request[PEER]}"),
@@ -398,6 +406,7 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
     app.router.add_get("/v1/audit/checkpoint", get_checkpoint)
     app.router.add_get("/v1/audit/proof/consistency", get_consistency)
     app.router.add_post("/v1/witness/add-checkpoint", post_witness)
+    app.router.add_get("/v1/evidence/{jti}", get_evidence)
     if extra_routes:
         extra_routes(app)
     return app
@@ -522,6 +531,21 @@ class PeerClient:
             raise PeerUnavailable(f"{self.peer}: GET /v1/manifest: HTTP {status}: {data[:200].decode('utf-8', 'replace')}")
         # header names are case-insensitive; aiohttp sends this one as "Etag"
         return data, next((v for k, v in resp_headers.items() if k.lower() == "etag"), None)
+
+    async def get_evidence(self, jti: str) -> bytes:
+        """``GET /v1/evidence/<jti>`` (SPEC §4.4, 1.1): the peer's evidence bundle of the message. TrazaError
+        with the peer's code for a refusal it explains (403 policy_denied, 409 not_checkpointed, ...);
+        PeerUnavailable when it cannot be asked."""
+        status, data, _ = await self.request("GET", f"/v1/evidence/{jti}")
+        if status == 200:
+            return data
+        try:
+            doc = msgspec.json.decode(data)
+            code, detail = Code(doc["code"]), str(doc.get("detail", ""))
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+            raise PeerUnavailable(f"{self.peer}: GET /v1/evidence: HTTP {status}: "
+                                  f"{data[:200].decode('utf-8', 'replace')}") from None
+        raise TrazaError(code, f"{self.peer}: {detail}")
 
     async def send_batch(self, envelopes: list[bytes], *, timeout: float | None = None) -> list[Result]:
         body = b'{"envelopes":[' + b",".join(envelopes) + b"]}"

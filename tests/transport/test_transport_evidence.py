@@ -1,0 +1,66 @@
+"""``GET /v1/evidence/<jti>`` (SPEC §4.4, 1.1): a node answers a peer on the message's route (origin,
+hubs, recipient) with its evidence of that message (its audit entries with inclusion proofs to its
+latest cosigned checkpoint: the evidence bundle), and refuses every other peer with ``403
+policy_denied``; both sides audit it (``evidence.requested``). Real nodes in-process (mx -> hub -> es,
+and it, which is not on the route), real mTLS on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from core.message_examples import example
+from kit.nodes import entries, started, state
+from kit.waiting import eventually
+
+from gateway.audit.bundle import verify_bundle
+from gateway.core.errors import Code, TrazaError
+from gateway.localfed import NodeSpec, build
+
+SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),
+         NodeSpec("es", "national", "ES", hub="hub"), NodeSpec("it", "national", "IT", hub="hub")]
+LIMITS = {"retry_min": 0.05, "retry_max": 0.3, "checkpoint_interval": 60.0}
+BODY = msgspec.json.encode(example("notice"))
+
+
+@pytest.fixture
+def fed(tmp_path: Path) -> dict[str, Any]:
+    return build(tmp_path / "fed", SPECS, limits=LIMITS)
+
+
+async def test_nodes_on_the_route_get_each_others_evidence_others_are_refused_and_both_sides_audit(fed):
+    async with started(fed["hub"].config) as hub, started(fed["mx"].config) as mx, \
+            started(fed["es"].config) as es, started(fed["it"].config) as it:
+        jti = await mx.submit(mt="notice", to="es", body=BODY, system="test")
+        await eventually(lambda: _delivered(es, jti), timeout=20.0)
+        for n in (hub, es):
+            await n.checkpoint_tick()  # a checkpoint covers the message's entries (cosigned by peers)
+        # the origin asks the hub and the recipient: each answers with its own bundle, which verifies
+        for node in ("hub", "es"):
+            raw = await mx.fetch_evidence(node, jti)
+            report = verify_bundle(raw)
+            assert (report.node, report.jti) == (node, jti), report
+        # it is not on the route: refused, and the hub audits the refusal
+        with pytest.raises(TrazaError) as info:
+            await it.fetch_evidence("hub", jti)
+        assert info.value.code is Code.POLICY_DENIED and "not on the route" in info.value.detail, info.value
+        # a message the hub never saw: the same answer (no oracle of what a node holds)
+        with pytest.raises(TrazaError) as info:
+            await mx.fetch_evidence("hub", "01a21b13-0000-7000-8000-00000000f0f0")
+        assert info.value.code is Code.POLICY_DENIED
+        served = await eventually(lambda: _requests(hub, 3), timeout=10.0)
+        assert served == [("mx", "served", "ok"), ("it", "served", "refused"), ("mx", "served", "refused")], served
+        asked = await eventually(lambda: _requests(mx, 3), timeout=10.0)
+        assert asked == [("hub", "asked", "ok"), ("es", "asked", "ok"), ("hub", "asked", "refused")], asked
+
+
+async def _requests(node: Any, n: int) -> list[tuple[str, str, str]] | None:
+    """The node's evidence.requested entries (peer, side, outcome) once there are ``n`` of them."""
+    got = [(e["peer"], e["side"], e["outcome"]) for e in await entries(node, event="evidence.requested")]
+    return got if len(got) >= n else None
+
+
+async def _delivered(node: Any, jti: str) -> bool:
+    return await state(node, jti) is not None
