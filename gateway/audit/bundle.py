@@ -446,3 +446,89 @@ def verify_bundle(raw: bytes) -> BundleReport:
     if unused:
         raise BundleError(f"keys.signing lists keys no token uses: {', '.join(sorted(unused))}")
     return report
+
+
+# -- evidence across hops (SPEC §4.4, 1.1): one file holding every route node's bundle ------------------
+
+ROUTE_FORMAT = "traza-route-evidence/v1"
+
+
+NO_BUNDLE = msgspec.Raw(b"null")
+
+
+class RouteHop(_S, frozen=True, omit_defaults=True):
+    node: str
+    bundle: msgspec.Raw = NO_BUNDLE  # that node's traza-evidence/v1 bundle, as it sent it
+    missing: str | None = None  # why there is none (unreachable, refused, not yet checkpointed)
+
+
+class RouteBundle(_S, frozen=True):
+    format: str
+    jti: str
+    route: list[str]
+    hops: list[RouteHop]
+
+
+@dataclass
+class RouteReport:
+    jti: str
+    route: list[str]
+    hops: list[tuple[str, BundleReport | None, str | None]]  # (node, its report, or why it is missing)
+
+
+_route_decoder = msgspec.json.Decoder(RouteBundle)
+
+
+def encode_route_bundle(jti: str, route: list[str], parts: list[tuple[str, bytes | None, str | None]]) -> bytes:
+    """The route file: for each node of ``route`` (in order) its bundle bytes, or why there is none."""
+    hops = [RouteHop(node=n, bundle=NO_BUNDLE if b is None else msgspec.Raw(b.strip()), missing=why)
+            for n, b, why in parts]
+    doc = RouteBundle(format=ROUTE_FORMAT, jti=jti, route=route, hops=hops)
+    return msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"
+
+
+def is_route_bundle(raw: bytes) -> bool:
+    try:
+        doc = _json.decode(raw)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(doc, dict) and doc.get("format") == ROUTE_FORMAT
+
+
+def verify_route_bundle(raw: bytes) -> RouteReport:
+    """Verify every hop's bundle of a route file offline, each as :func:`verify_bundle` does, and that
+    they are all about one signed message (the same token) on the route the file names. BundleError
+    naming the hop (``hop 2 (latam-hub): ...``) at the first fault; a hop with no bundle is reported, not
+    an error (the file says why)."""
+    try:
+        doc = _route_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise BundleError(f"not a {ROUTE_FORMAT} file: {exc}") from None
+    if doc.format != ROUTE_FORMAT:
+        raise BundleError(f"format is {doc.format!r}, expected {ROUTE_FORMAT!r}")
+    if [h.node for h in doc.hops] != doc.route or len(set(doc.route)) != len(doc.route) or not doc.route:
+        raise BundleError(f"the hops ({', '.join(h.node for h in doc.hops)}) are not the route "
+                          f"({' -> '.join(doc.route)}) in order")
+    out: list[tuple[str, BundleReport | None, str | None]] = []
+    token: tuple[int, str] | None = None
+    for i, hop in enumerate(doc.hops, 1):
+        where = f"hop {i} ({hop.node})"
+        if bytes(hop.bundle) == b"null":
+            out.append((hop.node, None, hop.missing or "no bundle"))
+            continue
+        try:
+            report = verify_bundle(bytes(hop.bundle))
+            b = _decoder.decode(bytes(hop.bundle))
+        except BundleError as exc:
+            raise BundleError(f"{where}: {exc}") from None
+        if report.node != hop.node or report.jti != doc.jti:
+            raise BundleError(f"{where}: the bundle is evidence of node {report.node!r} about message "
+                              f"{report.jti!r}, not of {hop.node!r} about {doc.jti!r}")
+        if token is None:
+            token = (i, b.envelope.token)
+        elif b.envelope.token != token[1]:
+            raise BundleError(f"{where}: holds another token of message {doc.jti} than hop {token[0]}")
+        out.append((hop.node, report, None))
+    if token is None:
+        raise BundleError("no hop holds a bundle")
+    return RouteReport(jti=doc.jti, route=list(doc.route), hops=out)

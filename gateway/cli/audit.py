@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.audit.bundle import BundleError, build_bundle, encode_bundle, verify_bundle
+from gateway.audit.bundle import (
+    BundleError,
+    build_bundle,
+    encode_bundle,
+    is_route_bundle,
+    verify_bundle,
+    verify_route_bundle,
+)
 from gateway.audit.checkpoints import CHECKPOINT_FILE, ed25519_note_verifier, read_checkpoint_file
 from gateway.audit.db import AuditError
 from gateway.audit.reader import AuditReader
@@ -88,6 +95,8 @@ def register(sub: Any) -> None:
     source(e)
     e.add_argument("--jti", required=True, metavar="ID", help="message id")
     e.add_argument("-o", "--output", required=True, type=Path, metavar="FILE", help="bundle file to write")
+    e.add_argument("--route", action="store_true", help="with --url: every route node's evidence in one file "
+                   "(the node asks the others over the peer API; traza-route-evidence/v1)")
     e.set_defaults(func=_one_line(_export))
 
     b = verbs.add_parser("verify-bundle", help="verify an evidence bundle offline and print what it proves")
@@ -417,6 +426,21 @@ def _prove(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.route:
+        if args.db is not None:
+            raise UsageError("--route needs --url: the running node asks the other nodes of the route")
+        data = _Http(args).get("/audit/v1/route-bundle", jti=args.jti)
+        try:
+            route = verify_route_bundle(data)
+        except BundleError as exc:
+            raise CheckFailed(f"the route evidence of {args.jti} does not verify: {exc}") from None
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_bytes(data)
+        missing = [f"{n} ({why})" for n, r, why in route.hops if r is None]
+        print(f"wrote {args.output}: evidence of {len(route.hops) - len(missing)} of {len(route.hops)} nodes on the "
+              f"route {' -> '.join(route.route)}" + (f"; missing: {'; '.join(missing)}" if missing else "")
+              + f" (check with: traza audit verify-bundle {args.output})")
+        return 0
     if args.db is not None:
         with _open_db(args.db) as reader:
             try:
@@ -437,11 +461,34 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_route_bundle(args: argparse.Namespace, data: bytes) -> int:
+    try:
+        route = verify_route_bundle(data)
+    except BundleError as exc:
+        raise CheckFailed(f"{args.file} does not verify: {exc}") from None
+    if args.json:
+        print(json_safe(json.dumps({"ok": True, "file": str(args.file), "jti": route.jti, "route": route.route,
+                                    "hops": [{"node": n, "proven": r.proven if r else None, "missing": why}
+                                             for n, r, why in route.hops]}, ensure_ascii=False)))
+        return 0
+    print(printable(f"OK {args.file}: evidence about message {route.jti} along {' -> '.join(route.route)}"))
+    for i, (node, report, why) in enumerate(route.hops, 1):
+        if report is None:
+            print(printable(f" hop {i} ({node}): no evidence in the file: {why}"))
+            continue
+        print(printable(f" hop {i} ({node}): verified"))
+        for line in report.proven:
+            print(f"   - {printable(line)}")
+    return 0
+
+
 def _verify_bundle(args: argparse.Namespace) -> int:
     try:
         data = args.file.read_bytes()
     except OSError as exc:
         raise UsageError(f"{args.file}: {exc.strerror}") from None
+    if is_route_bundle(data):
+        return _verify_route_bundle(args, data)
     try:
         report = verify_bundle(data)
     except BundleError as exc:

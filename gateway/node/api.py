@@ -15,7 +15,7 @@ import msgspec
 
 from adapters.base import AdapterError, media_type
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
-from gateway.audit.bundle import NotCovered
+from gateway.audit.bundle import NotCovered, encode_route_bundle
 from gateway.audit.db import AuditError
 from gateway.audit.selfcheck import StoreReport
 from gateway.audit.tree import log_size
@@ -276,6 +276,27 @@ class ApiMixin(_NodeState):
         assert bundle is not None
         self.audit_event_bg(EvidenceRequested(jti=jti, peer=peer, side="served", outcome="ok"))
         return bundle
+
+    async def audit_route_bundle(self, jti: str) -> bytes:
+        """``GET /audit/v1/route-bundle?jti=`` (auditor): this node's bundle of the message and every other
+        route node's (asked with ``GET /v1/evidence``), in route order, in one file; a node that cannot
+        give its part is listed with the reason. Problem 404 for a message this node does not hold."""
+        m = await self.db.read(lambda c: st.get_message(c, jti))
+        if m is None or m.iss not in self.fed.nodes or m.aud not in self.fed.nodes:
+            raise Problem(404, "not_found", f"no message {jti!r} on this node")
+        route = self.fed.route(m.iss, m.aud)
+
+        async def part(node: str) -> tuple[str, bytes | None, str | None]:
+            try:
+                data = await self.audit_bundle(jti) if node == self.id else await self.fetch_evidence(node, jti)
+            except Problem as exc:
+                return node, None, f"{exc.code}: {exc.detail}"
+            except (TrazaError, PeerUnavailable) as exc:
+                return node, None, str(exc)[:300]
+            return node, data, None
+
+        parts = await asyncio.gather(*(part(n) for n in route))
+        return encode_route_bundle(jti, route, list(parts))
 
     async def fetch_evidence(self, node: str, jti: str) -> bytes:
         """Ask ``node`` for its evidence of message ``jti`` (the auditor's view across hops); audited here.

@@ -59,6 +59,9 @@ class LocalBackend(Protocol):
 
     async def audit_bundle(self, jti: str) -> bytes | None: ...
 
+    async def audit_route_bundle(self, jti: str) -> bytes:
+        """Every route node's evidence of ``jti`` in one file (traza-route-evidence/v1)."""
+
     def local_denied(self, path: str, remote: str, reason: str) -> None: ...
 
     def local_client_refusal(self, cert_der: bytes | None) -> CertRefusal | None:
@@ -230,6 +233,12 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
         return web.Response(body=data, content_type="application/json",
                             headers={"Content-Disposition": f'attachment; filename="evidence-{jti}.json"'})
 
+    async def route_bundle(request: web.Request) -> web.StreamResponse:
+        jti = request.query.get("jti", "")
+        data = await backend.audit_route_bundle(jti)
+        return web.Response(body=data, content_type="application/json",
+                            headers={"Content-Disposition": f'attachment; filename="route-evidence-{jti}.json"'})
+
     blob_put, blob_head = blob_handlers(
         lambda: backend.local_blobs(),
         on_stored=lambda request, sha, n: backend.blob_stored(sha, n, f"local:system:{request[WHO]}"),
@@ -267,6 +276,7 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
     r.add_get("/audit/v1/entries", entries)
     r.add_get("/audit/v1/proof/inclusion", inclusion)
     r.add_get("/audit/v1/bundle", bundle)
+    r.add_get("/audit/v1/route-bundle", route_bundle)
     r.add_get("/v1/audit/checkpoint", checkpoint)  # the same signed note the peer API serves, for auditors
     if extra_routes:
         extra_routes(app)

@@ -6,6 +6,7 @@ and it, which is not on the route), real mTLS on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from core.message_examples import example
 from kit.nodes import entries, started, state
 from kit.waiting import eventually
 
-from gateway.audit.bundle import verify_bundle
+from gateway.audit.bundle import BundleError, verify_bundle, verify_route_bundle
+from gateway.cli.main import main as traza
 from gateway.core.errors import Code, TrazaError
 from gateway.localfed import NodeSpec, build
 
@@ -64,3 +66,47 @@ async def _requests(node: Any, n: int) -> list[tuple[str, str, str]] | None:
 
 async def _delivered(node: Any, jti: str) -> bool:
     return await state(node, jti) is not None
+
+
+async def test_the_auditor_at_the_origin_gets_one_file_with_every_hops_evidence(fed, tmp_path, capsys):
+    async with started(fed["hub"].config) as hub, started(fed["mx"].config) as mx, started(fed["es"].config) as es:
+        jti = await mx.submit(mt="notice", to="es", body=BODY, system="test")
+        await eventually(lambda: _delivered(es, jti), timeout=20.0)
+        for n in (hub, es, mx):
+            await n.checkpoint_tick()
+        raw = await mx.audit_route_bundle(jti)
+    route = verify_route_bundle(raw)
+    assert route.route == ["mx", "hub", "es"] and all(r is not None for _, r, _ in route.hops), route
+    assert [r.node for _, r, _ in route.hops if r] == ["mx", "hub", "es"]
+    path = tmp_path / "route.json"
+    path.write_bytes(raw)
+    assert traza(["audit", "verify-bundle", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "along mx -> hub -> es" in out and "hop 2 (hub): verified" in out, out
+    # one changed character in any hop's part fails, naming that hop
+    doc = json.loads(raw)
+    for i, hop in enumerate(doc["hops"], 1):
+        bad = json.loads(raw)
+        cp = bad["hops"][i - 1]["bundle"]["checkpoint"]
+        sig_at = cp.rindex(" ") + 5  # inside the base64 of the last signature line
+        bad["hops"][i - 1]["bundle"]["checkpoint"] = cp[:sig_at] + ("A" if cp[sig_at] != "A" else "B") + cp[sig_at + 1:]
+        with pytest.raises(BundleError, match=rf"^hop {i} \({hop['node']}\): "):
+            verify_route_bundle(json.dumps(bad).encode())
+    # a hop's bundle swapped for another message's, or the hops reordered, fails too
+    swapped = json.loads(raw)
+    swapped["hops"][0], swapped["hops"][1] = swapped["hops"][1], swapped["hops"][0]
+    with pytest.raises(BundleError, match="not the route"):
+        verify_route_bundle(json.dumps(swapped).encode())
+
+
+async def test_a_hop_that_cannot_answer_is_listed_with_the_reason(fed):
+    async with started(fed["hub"].config) as hub, started(fed["mx"].config) as mx:
+        async with started(fed["es"].config) as es:
+            jti = await mx.submit(mt="notice", to="es", body=BODY, system="test")
+            await eventually(lambda: _delivered(es, jti), timeout=20.0)
+        for n in (hub, mx):
+            await n.checkpoint_tick()
+        raw = await mx.audit_route_bundle(jti)  # es is down
+    route = verify_route_bundle(raw)
+    missing = {n: why for n, r, why in route.hops if r is None}
+    assert list(missing) == ["es"] and "es" in missing["es"], missing
