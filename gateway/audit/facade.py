@@ -38,6 +38,7 @@ from gateway.audit.db import AuditError, create_schema, set_meta
 from gateway.audit.reader import MAX_PAGE, AuditReader, StoredCheckpoint
 from gateway.audit.tree import log_size
 from gateway.audit.witness import WitnessCore, WitnessError, alert_count
+from gateway.core.auditquery import parse_query
 from gateway.core.b64 import b64_decode, b64_encode
 from gateway.core.events import Event, as_entry
 from gateway.core.manifest import Federation
@@ -270,6 +271,12 @@ class NodeAudit:
         return await self.db.read(
             lambda c: AuditReader(c).entries_json(start=start, end=end, jti=jti, event=event, limit=limit)
         )
+
+    async def search(self, query: Mapping[str, str]) -> list[tuple[int, bytes]]:
+        """``GET /audit/v1/search`` (issue #16): entries matching the auditor's filters (TrazaError
+        ``malformed`` naming a bad parameter; gateway/core/auditquery.py)."""
+        q = parse_query(query)
+        return await self.db.read(lambda c: AuditReader(c).search(q))
 
     async def recent(self, event: str, limit: int) -> list[tuple[int, bytes]]:
         """The newest ``limit`` entries of ``event``, newest first (the dashboard's recent rejections)."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from gateway.audit import tree
 from gateway.audit.db import AuditError, connect_readonly, get_meta
+from gateway.core.auditquery import AuditQuery
 from gateway.core.b64 import b64_encode
 
 MAX_PAGE = 1000
@@ -119,6 +120,42 @@ class AuditReader:
         sql += " ORDER BY idx DESC LIMIT ?" if newest_first else " ORDER BY idx LIMIT ?"
         args.append(max(0, min(limit, MAX_PAGE)))
         return [(int(i), bytes(e)) for i, e in self.conn.execute(sql, args)]
+
+    def search(self, q: AuditQuery) -> list[tuple[int, bytes]]:
+        """Entries matching the auditor's query (gateway/core/auditquery.py), oldest first, from
+        ``q.start``, at most ``q.limit``. Text filters are case-insensitive parts; ``peer`` matches any node
+        the entry names (sender, recipient, origin, destination, peer)."""
+        field = "json_extract(CAST(entry AS TEXT), '$.{}')".format
+        sql: list[str] = ["idx >= ?"]
+        args: list[Any] = [q.start]
+        if q.since is not None:
+            sql.append(f"{field('ts')} >= ?")
+            args.append(q.since)
+        if q.until is not None:
+            sql.append(f"{field('ts')} < ?")
+            args.append(q.until)
+        if q.event is not None:
+            sql.append("event = ?")
+            args.append(q.event)
+        if q.mt is not None:
+            sql.append(f"{field('mt')} = ?")
+            args.append(q.mt)
+        if q.peer is not None:
+            sql.append("? IN (" + ", ".join(field(k) for k in ("from", "to", "iss", "aud", "peer")) + ")")
+            args.append(q.peer)
+        if q.outcome is not None:
+            sql.append(f"({field('code')} = ? OR {field('outcome')} = ? OR {field('status')} = ?)")
+            args += [q.outcome] * 3
+        for key, value in (("unit", q.unit), ("officer", q.officer), ("case", q.case)):
+            if value is not None:
+                # instr over lower(): a part, without LIKE's wildcards in what the auditor typed
+                sql.append(f"instr(lower(COALESCE({field(key)}, '')), lower(?)) > 0")
+                args.append(value)
+        # the clauses are this method's constant texts; every value the auditor gave is a bound parameter
+        where = " AND ".join(sql)
+        rows = self.conn.execute(
+            f"SELECT idx, entry FROM audit_entries WHERE {where} ORDER BY idx LIMIT ?", [*args, q.limit])  # noqa: S608
+        return [(int(i), bytes(e)) for i, e in rows]
 
     def entries_json(
         self,

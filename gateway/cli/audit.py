@@ -5,6 +5,7 @@ evidence bundles. A log is read from its database file (``--db``) or from a runn
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import json
 import sqlite3
@@ -30,7 +31,9 @@ from gateway.audit.db import AuditError
 from gateway.audit.reader import AuditReader
 from gateway.audit.selfcheck import quick_check
 from gateway.audit.verify import CheckpointRecord, VerifyFailed, VerifyReport, checkpoint_size, verify_log
+from gateway.core.auditquery import CSV_COLUMNS, csv_row, parse_query
 from gateway.core.b64 import b64_decode, b64_encode
+from gateway.core.errors import TrazaError
 from gateway.core.merkle import ProofError, leaf_hash, verify_inclusion
 from gateway.core.note import NoteError, open_checkpoint, parse_checkpoint_text, parse_note
 from gateway.core.printable import json_safe, printable
@@ -82,6 +85,19 @@ def register(sub: Any) -> None:
     source(s)
     s.add_argument("--jti", required=True, metavar="ID", help="message id")
     s.set_defaults(func=_one_line(_show))
+
+    se = verbs.add_parser("search", help="audit entries by time, event, message type, peer, outcome, requesting "
+                          "unit or officer, case reference (JSON lines, or CSV)")
+    source(se)
+    for name, meta, text in (("since", "TIME", "from this RFC 3339 time"), ("until", "TIME", "before this time"),
+                             ("event", "EVENT", "e.g. envelope.accepted"), ("type", "TYPE", "message type"),
+                             ("peer", "NODE", "a node the entry names"), ("outcome", "CODE", "a code or outcome"),
+                             ("unit", "TEXT", "part of the requesting unit"), ("officer", "TEXT", "part of the officer"),
+                             ("case", "TEXT", "part of a case reference issuer:number")):
+        se.add_argument(f"--{name}", metavar=meta, help=text)
+    se.add_argument("--limit", type=int, default=1000, metavar="N", help="at most N entries (default 1000)")
+    se.add_argument("--csv", action="store_true", help="CSV (one row per entry; formulas neutralised) instead of JSON lines")
+    se.set_defaults(func=_one_line(_search))
 
     pr = verbs.add_parser("prove", help="print and check the inclusion proof of one entry")
     source(pr)
@@ -349,6 +365,31 @@ def _show(args: argparse.Namespace) -> int:
     if not rows:
         raise CheckFailed(f"no audit entry is about message {args.jti}")
     for _, raw in rows:  # entries quote peers: what JSON leaves raw (U+2028, C1, bidi) is escaped
+        sys.stdout.write(json_safe(raw.decode("utf-8", "replace")) + "\n")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    filters = {k: v for k in ("since", "until", "event", "type", "peer", "outcome", "unit", "officer", "case")
+               if (v := getattr(args, k)) is not None}
+    filters["limit"] = str(args.limit)
+    if args.db is not None:
+        try:
+            query = parse_query(filters)
+        except TrazaError as exc:
+            raise UsageError(exc.detail) from None
+        with _open_db(args.db) as reader:
+            rows = reader.search(query)
+    else:
+        page = json.loads(_Http(args).get("/audit/v1/search", **filters))
+        rows = [(int(e["index"]), json.dumps(e["entry"], separators=(",", ":")).encode()) for e in page["entries"]]
+    if args.csv:
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(CSV_COLUMNS)
+        for i, raw in rows:
+            w.writerow([json_safe(c) for c in csv_row(i, json.loads(raw))])
+        return 0
+    for _, raw in rows:
         sys.stdout.write(json_safe(raw.decode("utf-8", "replace")) + "\n")
     return 0
 

@@ -28,8 +28,14 @@ class MessageEvent(Event, frozen=True, kw_only=True):
 
 
 class EnvelopeAccepted(MessageEvent, frozen=True, kw_only=True, tag="envelope.accepted"):
+    """At the origin, from a national system's submission, also who asked (gateway/core/auditquery.py):
+    the requesting ``unit`` and ``officer`` and the ``case`` references (``issuer:number``) the body names."""
+
     from_: str = msgspec.field(name="from")
     to: str
+    unit: str | None = None
+    officer: str | None = None
+    case: list[str] | None = None
 
 
 class EnvelopeRejected(Event, frozen=True, kw_only=True, tag="envelope.rejected"):

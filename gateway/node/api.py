@@ -239,6 +239,9 @@ class ApiMixin(_NodeState):
         except ValueError as exc:
             raise TrazaError(Code.MALFORMED, str(exc)) from None
 
+    async def audit_search(self, query: dict[str, str]) -> list[tuple[int, bytes]]:
+        return await self.audit.search(query)
+
     async def audit_inclusion(self, index: int, size: int | None) -> dict[str, Any]:
         try:
             return await self.audit.inclusion(index, size)

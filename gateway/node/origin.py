@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from adapters.base import Attachment
+from gateway.core.auditquery import requesting
 from gateway.core.b64 import b64url_encode
 from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
 from gateway.core.envelope import (
@@ -120,9 +121,11 @@ class Origin:
                     raise
                 raise TrazaError(exc.code, f"recipient {to}: {exc.detail} (nothing was sent)", fault=exc.fault) from None
 
+        who = requesting(msgspec.json.decode(body))  # who asked, for the audit log (never the body itself)
+
         def store(conn: sqlite3.Connection) -> None:
             for v in verified:
-                self.store_origin(conn, v, now, f"local:system:{system}")
+                self.store_origin(conn, v, now, f"local:system:{system}", who)
 
         await self.s.db.write(store)
         for v in verified:
@@ -161,14 +164,17 @@ class Origin:
             kw = {"seal": lambda pt, info: seal(kem, pub, pt, info), "enc_kem": kem, "enc_kid": ek.kid}
         return kw
 
-    def store_origin(self, conn: sqlite3.Connection, v: Verified, now: float, source: str) -> int:
+    def store_origin(self, conn: sqlite3.Connection, v: Verified, now: float, source: str,
+                     who: dict[str, Any] | None = None) -> int:
+        """Store a message made here, queued for its first hop; ``who`` asked (``unit``, ``officer``,
+        ``case``: gateway/core/auditquery.py) goes into its ``envelope.accepted`` entry."""
         c = v.claims
         for b in c.blobs or []:
             self.blobs.note_expiry(b.sha256, c.exp)
         data = encode_envelope(v.envelope)
         assert v.next_hop is not None
         (idx,) = self.s.audit.stage(conn, [EnvelopeAccepted(jti=c.jti, mt=c.mt, iss=c.iss, aud=c.aud, dig=v.dig,
-                                                          from_=source, to=v.next_hop)], now)
+                                                          from_=source, to=v.next_hop, **(who or {}))], now)
         self.s.audit.stage_evidence(conn, c.jti, envelope={"token": v.envelope.token, "hops": []},
                                   keys=self.evidence_keys(self.s.here))
         st.insert_message(conn, st.StoredMessage(

@@ -7,6 +7,8 @@ auditor). Every refused call is reported to the backend, which audits it (``auth
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -15,6 +17,7 @@ from aiohttp import web
 
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.core import strictjson
+from gateway.core.auditquery import CSV_COLUMNS, csv_row
 from gateway.core.csrf import REQUEST_HEADER, Origin, csrf_refusal
 from gateway.core.errors import Code, TrazaError, http_status
 from gateway.core.params import INT64_MIN, int_param
@@ -58,6 +61,9 @@ class LocalBackend(Protocol):
     async def audit_inclusion(self, index: int, size: int | None) -> dict[str, Any]: ...
 
     async def audit_bundle(self, jti: str) -> bytes | None: ...
+
+    async def audit_search(self, query: dict[str, str]) -> list[tuple[int, bytes]]:
+        """Entries matching an auditor's filters (gateway/core/auditquery.py): (index, entry JSON)."""
 
     async def audit_route_bundle(self, jti: str) -> bytes:
         """Every route node's evidence of ``jti`` in one file (traza-route-evidence/v1)."""
@@ -233,6 +239,27 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
         return web.Response(body=data, content_type="application/json",
                             headers={"Content-Disposition": f'attachment; filename="evidence-{jti}.json"'})
 
+    async def search(request: web.Request) -> web.StreamResponse:
+        # GET /audit/v1/search (issue #16): JSON, or CSV with format=csv (a spreadsheet's export)
+        query = dict(request.query)
+        fmt = query.get("format", "json")
+        if fmt not in ("json", "csv"):
+            return problem(400, "malformed", f"format: {fmt!r} is not json or csv")
+        rows = await backend.audit_search(query)
+        limit = int(query.get("limit") or 100)
+        nxt = rows[-1][0] + 1 if len(rows) == limit else None
+        if fmt == "json":
+            return json_response({"entries": [{"index": i, "entry": msgspec.json.decode(e)} for i, e in rows], "next": nxt})
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\r\n")
+        w.writerow(CSV_COLUMNS)
+        for i, e in rows:
+            w.writerow(csv_row(i, msgspec.json.decode(e)))
+        headers = {"Content-Disposition": 'attachment; filename="audit-search.csv"'}
+        if nxt is not None:
+            headers["Traza-Next"] = str(nxt)
+        return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8", headers=headers)
+
     async def route_bundle(request: web.Request) -> web.StreamResponse:
         jti = request.query.get("jti", "")
         data = await backend.audit_route_bundle(jti)
@@ -277,6 +304,7 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
     r.add_get("/audit/v1/proof/inclusion", inclusion)
     r.add_get("/audit/v1/bundle", bundle)
     r.add_get("/audit/v1/route-bundle", route_bundle)
+    r.add_get("/audit/v1/search", search)
     r.add_get("/v1/audit/checkpoint", checkpoint)  # the same signed note the peer API serves, for auditors
     if extra_routes:
         extra_routes(app)
