@@ -136,6 +136,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+STATS_TITLES = {"volume": "Messages by type, country pair and week", "trace_outcomes": "Trace outcomes by country of "
+                "manufacture", "response_times": "Response times per answering country (hours)",
+                "status_hits": "Status queries per answering country", "ballistic": "Ballistic hits"}
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    cfg = client.node_config(args.config)
+    if args.csv:
+        status, text = client.local_request(cfg, "operator", "GET", "/ops/v1/stats?format=csv")
+        if status != 200:
+            raise CheckFailed(client.problem_text(status, text))
+        sys.stdout.write(str(text).replace("\r\n", "\n"))
+        return 0
+    doc = client.call(cfg, "operator", "GET", "/ops/v1/stats")
+    if args.json:
+        print_json(doc)
+        return 0
+    out = console()
+    out.print(f"node {doc.get('node')}, {doc.get('generated_at')}; {doc.get('small_cells')}")
+    for key, title in STATS_TITLES.items():
+        rows = doc.get(key) or []
+        if not rows:
+            out.print(f"{title}: none")
+            continue
+        cols = list(rows[0])
+        out.print(table(cols, ([("—" if r[c] is None else r[c]) for c in cols] for r in rows), title=title))
+    return 0
+
+
 def cmd_peers(args: argparse.Namespace) -> int:
     doc = client.call(client.node_config(args.config), "operator", "GET", "/ops/v1/peers")
     if args.json:
@@ -224,6 +253,13 @@ def register(sub: Any) -> None:
     p.add_argument("--config", required=True)
     p.add_argument("--json", action="store_true", help="print the local API's JSON instead of a table")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("stats", help="insights for policy makers: messages by type, country pair and week, trace "
+                       "outcomes, response times, hit rates (aggregates; counts under 5 shown as <5)")
+    p.add_argument("--config", required=True)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print the local API's JSON")
+    g.add_argument("--csv", action="store_true", help="print every table as CSV (a `table` column first)")
+    p.set_defaults(func=cmd_stats)
     p = sub.add_parser("peers", help="operator view: linked peers, up / down / probing")
     p.add_argument("--config", required=True)
     p.add_argument("--json", action="store_true",

@@ -25,11 +25,13 @@ from gateway.core.envelope import NO_REPLY_TYPES
 from gateway.core.errors import Code, TrazaError
 from gateway.core.events import AuthDenied, EvidenceRequested
 from gateway.core.fanout import recipients
+from gateway.core.insights import Answer, Sent, insights
 from gateway.core.relay import DeadLetterAction, InboxAcked
 from gateway.core.retry import peer_status
 from gateway.core.timeutil import rfc3339_seconds
 from gateway.node.expiry import Expiry, expiries
 from gateway.node.state import _NodeState, _rfc3339
+from gateway.store import insights as si
 from gateway.store import lookup
 from gateway.store import relay as st
 from gateway.transport.peer import PeerUnavailable, Problem
@@ -238,6 +240,15 @@ class ApiMixin(_NodeState):
             return await self.audit.entries(query)
         except ValueError as exc:
             raise TrazaError(Code.MALFORMED, str(exc)) from None
+
+    async def insights(self) -> dict[str, Any]:
+        """``GET /ops/v1/stats`` (issue #16): aggregates of what this node holds, small cells suppressed."""
+        def fn(conn: sqlite3.Connection) -> tuple[list[Sent], list[Answer]]:
+            return si.sent_rows(conn), si.answer_rows(conn)
+
+        sent, answers = await self.db.read(fn)
+        countries = {n.id: n.country for n in self.fed.manifest.nodes}
+        return {"node": self.id, "generated_at": _rfc3339(self.clock()), **insights(sent, answers, countries)}
 
     async def audit_search(self, query: dict[str, str]) -> list[tuple[int, bytes]]:
         return await self.audit.search(query)

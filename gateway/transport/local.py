@@ -20,6 +20,7 @@ from gateway.core import strictjson
 from gateway.core.auditquery import CSV_COLUMNS, csv_row
 from gateway.core.csrf import REQUEST_HEADER, Origin, csrf_refusal
 from gateway.core.errors import Code, TrazaError, http_status
+from gateway.core.insights import csv_rows as insight_csv_rows
 from gateway.core.params import INT64_MIN, int_param
 from gateway.crypto.tls import CertRefusal, peer_local_identity
 from gateway.store.blobs import BadBlobName, BlobStore
@@ -61,6 +62,9 @@ class LocalBackend(Protocol):
     async def audit_inclusion(self, index: int, size: int | None) -> dict[str, Any]: ...
 
     async def audit_bundle(self, jti: str) -> bytes | None: ...
+
+    async def insights(self) -> dict[str, Any]:
+        """Aggregates for policy makers (gateway/core/insights.py), small cells suppressed."""
 
     async def audit_search(self, query: dict[str, str]) -> list[tuple[int, bytes]]:
         """Entries matching an auditor's filters (gateway/core/auditquery.py): (index, entry JSON)."""
@@ -239,6 +243,19 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
         return web.Response(body=data, content_type="application/json",
                             headers={"Content-Disposition": f'attachment; filename="evidence-{jti}.json"'})
 
+    async def stats(request: web.Request) -> web.StreamResponse:
+        # GET /ops/v1/stats (issue #16): JSON, or CSV with format=csv
+        fmt = request.query.get("format", "json")
+        if fmt not in ("json", "csv"):
+            return problem(400, "malformed", f"format: {fmt!r} is not json or csv")
+        doc = await backend.insights()
+        if fmt == "json":
+            return json_response(doc)
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\r\n").writerows(insight_csv_rows(doc))
+        return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition": 'attachment; filename="traza-stats.csv"'})
+
     async def search(request: web.Request) -> web.StreamResponse:
         # GET /audit/v1/search (issue #16): JSON, or CSV with format=csv (a spreadsheet's export)
         query = dict(request.query)
@@ -305,6 +322,7 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
     r.add_get("/audit/v1/bundle", bundle)
     r.add_get("/audit/v1/route-bundle", route_bundle)
     r.add_get("/audit/v1/search", search)
+    r.add_get("/ops/v1/stats", stats)
     r.add_get("/v1/audit/checkpoint", checkpoint)  # the same signed note the peer API serves, for auditors
     if extra_routes:
         extra_routes(app)

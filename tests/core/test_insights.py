@@ -1,0 +1,70 @@
+"""Insights for policy makers (issue #16): aggregates with small cells suppressed, on rows, pure."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from gateway.core.insights import Answer, Sent, count_cell, csv_rows, insights
+
+COUNTRIES = {"mx": "MX", "es": "ES", "it": "IT", "hub": "NL", "reg": "FR"}
+T0 = dt.datetime(2026, 11, 30, 9, tzinfo=dt.UTC).timestamp()  # a Monday, ISO week 2026-W49
+H = 3600.0
+
+
+def test_counts_under_five_are_suppressed_zero_is_not():
+    assert [count_cell(n) for n in (0, 1, 4, 5, 12)] == [0, "<5", "<5", 5, 12]
+
+
+def test_volume_by_type_country_pair_and_week():
+    msgs = [Sent(f"a{i}", "trace.request", "mx", "es", T0 + i) for i in range(6)]
+    msgs += [Sent("b", "trace.request", "mx", "it", T0), Sent("c", "notice", "es", "mx", T0 + 8 * 86400)]
+    v = insights(msgs, [], COUNTRIES)["volume"]
+    assert v == [
+        {"type": "notice", "from_country": "ES", "to_country": "MX", "week": "2026-W50", "messages": "<5"},
+        {"type": "trace.request", "from_country": "MX", "to_country": "ES", "week": "2026-W49", "messages": 6},
+        {"type": "trace.request", "from_country": "MX", "to_country": "IT", "week": "2026-W49", "messages": "<5"},
+    ]
+
+
+def test_trace_outcomes_and_response_times_per_answering_country():
+    sent = [Sent(f"q{i}", "trace.request", "mx", "es", T0) for i in range(6)] + [Sent("q9", "trace.request", "mx", "it", T0)]
+    answers = [Answer("trace.response", "es", T0 + (i + 1) * H, f"q{i}",
+                      {"status": "COMPLETED", "firearm_as_recorded": {"country_of_manufacture": "AT"}}) for i in range(6)]
+    answers.append(Answer("trace.response", "it", T0 + H, "q9", {"status": "NOT_FOUND", "status_reason": "x"}))
+    doc = insights(sent, answers, COUNTRIES)
+    assert doc["trace_outcomes"] == [{"country_of_manufacture": "AT", "status": "COMPLETED", "responses": 6},
+                                     {"country_of_manufacture": "unknown", "status": "NOT_FOUND", "responses": "<5"}]
+    es, it = doc["response_times"]
+    assert es == {"country": "ES", "answers": 6, "median_hours": 3.5, "p90_hours": 5.5}
+    assert it == {"country": "IT", "answers": "<5", "median_hours": None, "p90_hours": None}  # one case: hidden
+
+
+def test_an_answer_to_something_else_or_before_the_question_is_not_a_response_time():
+    sent = [Sent("n", "notice", "mx", "es", T0), Sent("q", "trace.request", "mx", "es", T0)]
+    answers = [Answer("trace.response", "es", T0 + H, "n", {"status": "COMPLETED"}),
+               Answer("trace.response", "es", T0 - H, "q", {"status": "COMPLETED"})]
+    assert insights(sent, answers, COUNTRIES)["response_times"] == []
+
+
+def test_status_hit_rates_and_ballistic_hits():
+    answers = [Answer("firearm.status.answer", "reg", T0, None, {"result": r})
+               for r in ["HIT", "NO_HIT", "NO_HIT", "MULTIPLE_HITS", "NO_HIT", "NO_HIT"]]
+    answers += [Answer("ballistic.hit", "es", T0, None, {"status": "CONFIRMED_HIT"})]
+    answers += [Answer("firearm.status.answer", "it", T0, None, None)]  # purged body: not counted
+    doc = insights([], answers, COUNTRIES)
+    # 2 hits of 6: the rate with its total would give the suppressed count away, so it is not shown
+    assert doc["status_hits"] == [{"country": "FR", "queries": 6, "hit": "<5", "multiple_hits": "<5", "no_hit": "<5",
+                                   "hit_rate": None}]
+    assert doc["ballistic"] == [{"status": "CONFIRMED_HIT", "hits": "<5"}]
+
+
+def test_a_hit_rate_is_shown_when_hits_and_misses_are_both_five_or_more():
+    answers = [Answer("firearm.status.answer", "reg", T0, None, {"result": r}) for r in ["HIT"] * 5 + ["NO_HIT"] * 7]
+    (row,) = insights([], answers, COUNTRIES)["status_hits"]
+    assert row == {"country": "FR", "queries": 12, "hit": 5, "multiple_hits": 0, "no_hit": 7, "hit_rate": 0.417}
+
+
+def test_csv_has_one_block_per_table():
+    doc = insights([Sent("a", "notice", "mx", "es", T0)], [], COUNTRIES)
+    assert csv_rows(doc) == [["table", "type", "from_country", "to_country", "week", "messages"],
+                             ["volume", "notice", "MX", "ES", "2026-W49", "<5"]]
