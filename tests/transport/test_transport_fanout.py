@@ -119,3 +119,48 @@ async def test_send_to_a_comma_list_from_the_cli(fed, tmp_path, capsys):
 
 async def _forwarded(node: Node, jti: str) -> bool:
     return await state(node, jti) == "forwarded"
+
+
+FIVE = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub")] + [
+    NodeSpec(n, "national", n.upper(), hub="hub") for n in ("es", "it", "de", "at")] + [
+    NodeSpec("registry", "service", "FR", hub="hub")]
+
+
+async def answer_all(node: Node) -> int:
+    """The national system of ``node`` answers every status query in its inbox (NO_HIT), once."""
+    done = 0
+    for m in (await node.local_inbox(0, 100))["messages"]:
+        if m["type"] == "firearm.status.query":
+            await node.submit(mt="firearm.status.answer", to=m["from"], irt=m["id"], system="registry",
+                              body=json.dumps({"result": "NO_HIT", "hit_confirmation_required": False}).encode())
+            await node.inbox_ack(m["id"], "registry")
+            done += 1
+    return done
+
+
+async def test_a_status_query_to_five_registries_gathers_four_answers_then_the_fifth(tmp_path):
+    fed = build(tmp_path / "fed", FIVE, limits=LIMITS,
+                groups={"registries": ["es", "it", "de", "at", "registry"]})
+    async with started(fed["hub"].config), started(fed["mx"].config) as mx, started(fed["es"].config) as es, \
+            started(fed["it"].config) as it, started(fed["de"].config) as de, \
+            started(fed["registry"].config) as registry:  # at is down
+        status, doc = await post(fed, "mx", query("group:registries"))
+        assert status == 201 and len(doc["ids"]) == 5, doc
+        cid = doc["conversation"]
+        for node in (es, it, de, registry):
+            await eventually(lambda node=node: answer_all(node), timeout=20.0)
+
+        async def summary(answered: int) -> dict[str, Any] | None:
+            view = await mx.conversation(cid)
+            return view if view is not None and view["summary"]["answered"] == answered else None
+
+        view = await eventually(lambda: summary(4), timeout=20.0)
+        assert view["summary"] == {"recipients": 5, "answered": 4, "pending": 1, "failed": 0}, view["summary"]
+        waiting = [m for m in view["messages"] if not m["answers"]]
+        assert [m["to"] for m in waiting] == ["at"]
+        # at comes back: the hub delivers the query it kept, at answers, the conversation is complete
+        async with started(fed["at"].config) as at:
+            await eventually(lambda: answer_all(at), timeout=30.0)
+            view = await eventually(lambda: summary(5), timeout=20.0)
+        assert view["summary"] == {"recipients": 5, "answered": 5, "pending": 0, "failed": 0}, view["summary"]
+        assert all(m["answers"][0]["type"] == "firearm.status.answer" for m in view["messages"])
