@@ -101,6 +101,10 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         status, doc = fed.call("es", "system", "POST", f"/local/v1/inbox/{first}/ack", b"")
         assert status == 200, doc
         fed.wait_for(lambda: _state(fed, "mx", first) == "delivered")
+        # es's national system answers the trace (a pistol made in Austria): mx's insights count it
+        traced = submit(fed, "es", "mx", "trace.response", example("trace.response"), reply_to=first)
+        fed.wait_for(lambda: any(m["id"] == traced for m in fed.call("mx", "system", "GET",
+                                                                       "/local/v1/inbox?after=0")[1]["messages"]))
         # a request es's national system never takes: no receipt comes back, mx marks it overdue
         unanswered = submit(fed, "mx", "es", "trace.request", example("trace.request"))
         fed.wait_for(lambda: any(o["jti"] == unanswered for o in fed.call("mx", "operator", "GET",
@@ -559,6 +563,27 @@ def test_operator_sees_a_receipt_overdue_and_resends_the_message(scene: Scene, b
 
         fed.wait_for(lambda: len(resends()) == 1)
         assert resends()[0]["operator"] == "default"
+        assert not problems, problems
+    finally:
+        ctx.close()
+
+
+def test_operator_sees_the_insights_with_small_cells_suppressed(scene: Scene, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    ctx, page, problems = _page(browser, scene, "operator")
+    try:
+        page.goto(f"{scene.url}/ui/")
+        origin = page.locator('#insights-origins tr.origin[data-country="AT"]')
+        expect(origin).to_have_count(1)
+        # one trace response: a count under 5 is never shown, nor a share of it
+        expect(origin.locator("td")).to_have_text(["AT", "<5", "—"])
+        expect(page.locator("#insights-note")).to_have_text(
+            "aggregates of what this node holds; counts under 5 shown as <5")
+        times = page.locator("#insights-times tr.response-time")
+        expect(times).to_have_count(1)
+        expect(times.locator("td")).to_have_text(["ES", "<5", "—", "—"])  # one answer: no median of one case
+        page.screenshot(path=str(ARTIFACTS / "operator-insights.png"), full_page=True)
         assert not problems, problems
     finally:
         ctx.close()

@@ -267,9 +267,10 @@ function shortId(text) {
 // Operator view
 
 async function refreshOperator() {
-  const [status, peers, queues, dead, rejections, expiry, tp, overdue] = await Promise.all([
+  const [status, peers, queues, dead, rejections, expiry, tp, overdue, stats] = await Promise.all([
     api("/ops/v1/status"), api("/ui/api/peers"), api("/ops/v1/queues"), api("/ops/v1/dead-letters"),
     api("/ui/api/rejections"), api("/ui/api/expiry"), api("/ui/api/throughput"), api("/ops/v1/overdue"),
+    api("/ops/v1/stats"),
   ]);
   fillList("status", [
     [t("status.federation"), status.federation],
@@ -335,6 +336,8 @@ async function refreshOperator() {
     return tr;
   }), t("od.empty"));
 
+  showInsights(stats);
+
   fillTable("rejections", rejections.rejections.map((r) => row(
     [r.index, r.ts, r.code, r.from, r.jti ?? (r.claimed_jti ? t("rej.claimed", { jti: r.claimed_jti }) : ""),
      r.detail], "rejection")), t("rej.empty"));
@@ -363,6 +366,33 @@ async function deadLetter(id, action) {
       showError(err);
     }
   }
+}
+
+// Insights (GET /ops/v1/stats): aggregates only, small cells already suppressed by the node ("<5", null)
+function showInsights(stats) {
+  $("insights-note").textContent = t("ins.note");
+  // per country: the sum of the cells shown and how many were suppressed (each holds 1 to 4 responses)
+  const origins = new Map();
+  for (const r of stats.trace_outcomes) {
+    const o = origins.get(r.country_of_manufacture) || { sum: 0, hidden: 0 };
+    if (typeof r.responses === "number") o.sum += r.responses; else o.hidden += 1;
+    origins.set(r.country_of_manufacture, o);
+  }
+  const shown = (o) => (o.hidden === 0 ? o.sum : o.sum === 0 && o.hidden === 1 ? "<5" : `≥${o.sum + o.hidden}`);
+  // a share only when no cell is suppressed (a share of the visible part would mislead)
+  const all = [...origins.values()];
+  const total = all.every((o) => o.hidden === 0) ? all.reduce((a, o) => a + o.sum, 0) : 0;
+  fillTable("insights-origins", [...origins.entries()].sort().map(([c, o]) => {
+    const share = total ? `${Math.round(100 * o.sum / total)} %` : "—";
+    const tr = row([c, shown(o), share], "origin");
+    tr.dataset.country = c;
+    return tr;
+  }), t("ins.empty"));
+  fillTable("insights-times", stats.response_times.map((r) => row(
+    [r.country, r.answers, r.median_hours ?? "—", r.p90_hours ?? "—"], "response-time")), t("ins.empty"));
+  fillTable("insights-hits", stats.status_hits.map((r) => row(
+    [r.country, r.queries, `${r.hit} + ${r.multiple_hits}`, r.hit_rate === null ? "—" : `${Math.round(1000 * r.hit_rate) / 10} %`],
+    "status-hits")), t("ins.empty"));
 }
 
 async function resendMessage(jti) {
