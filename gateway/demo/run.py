@@ -10,7 +10,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -120,14 +119,15 @@ class Demo:
         self.root = root
         self.keep = keep  # root survives the run (--dir): the summary may name files in it
         self.out = console
-        self.fed = Federation(root, story.NODES, limits={"checkpoint_interval": 1.0}, log_format="json")
+        self.fed = Federation(root, story.NODES, limits={"checkpoint_interval": 1.0}, log_format="json",
+                              groups=story.GROUPS)
         self.sent: dict[str, Sent] = {}
         self.rejected = 0
         self.cursor: dict[str, int] = dict.fromkeys(ANSWERERS, 0)
-        self.origins: Counter[str] = Counter()
         self.licences: dict[str, str] = {}  # country -> one export licence named in a trace response
         self.traced: dict[str, dict[str, Any]] = {}  # serial -> firearm
         self.first_trace: str | None = None
+        self.status_check: dict[str, Any] = {}  # the fan-out of step 2, as mx's conversation view gathers it
         self.blobs: dict[tuple[str, str], Blob] = {}  # (message id, plaintext sha256) -> the file sent
         self.t0 = time.monotonic()
 
@@ -169,6 +169,28 @@ class Demo:
         for a in attachments or []:
             self.blobs[(jti, a["sha256"])] = Blob(a["name"], a["sha256"], a["len"], frm, to, jti)
         return jti
+
+    def submit_group(self, frm: str, group: str, mt: str, body: dict[str, Any]) -> str:
+        """Submit one message to every member of a manifest group (a fan-out, SPEC §6 1.1): one envelope
+        each, one conversation; returns the conversation id."""
+        validate_body(mt, body)
+        msg = {"type": mt, "to": f"group:{group}", "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
+               "purpose": "INVESTIGATION", "body": body}
+        now = time.time()
+        status, doc = self.fed.call(frm, "system", "POST", "/local/v1/messages", json.dumps(msg).encode(), STANDARD)
+        if status != 201:
+            raise DemoError(f"{frm}: {mt} to group:{group} refused by the local API ({status}): {doc}")
+        members = [n for n in story.GROUPS[group] if n != frm]
+        for jti, to in zip(doc["ids"], members, strict=True):  # the ids come in the group's order
+            self.sent[jti] = Sent(jti, mt, frm, to, now)
+        return str(doc["conversation"])
+
+    def gathered(self, frm: str, cid: str) -> dict[str, Any]:
+        """The conversation ``cid`` as ``frm`` sees it (GET /local/v1/conversations/<cid>)."""
+        status, doc = self.fed.call(frm, "system", "GET", f"/local/v1/conversations/{cid}")
+        if status != 200:
+            raise DemoError(f"{frm}: GET /local/v1/conversations/{cid} answered {status}: {doc}")
+        return dict(doc)
 
     def submit_x3p(self, frm: str, to: str, scan: Path) -> str | None:
         """As a ballistics lab's system would: read the X3P file and its sidecar with the x3p adapter
@@ -324,19 +346,23 @@ class Demo:
             chain = body["custody_chain"]
             export = next(e for e in chain if e["event"] == "EXPORTED")
             country = export["country"]
-            self.origins[country] += 1
             self.licences.setdefault(country, export["document_ref"])
             self.say(node, f"answer from {frm}: {body['firearm_as_recorded']['serial_number']} made in "
                            f"{story.COUNTRY_NAMES[country]}, {' → '.join(e['event'] for e in chain)} "
                            f"(licence {export['document_ref']}, to {export['to_party']})")
-        elif mt == "firearm.status.query":
+        elif mt == "firearm.status.query" and node == "arms-registry":
             fa = self.traced.get(body["serial_number"], {})
             self.say(node, f"registry lookup {body['serial_number']}: [red]HIT, reported STOLEN in Italy (2024)[/red]")
             self.submit(node, frm, "firearm.status.answer", story.status_answer(body, fa), reply_to=m["id"])
-        elif mt == "firearm.status.answer":
+        elif mt == "firearm.status.query":
+            self.say(node, f"national register lookup {body['serial_number']}: no record")
+            self.submit(node, frm, "firearm.status.answer", story.status_no_hit(), reply_to=m["id"])
+        elif mt == "firearm.status.answer" and body.get("hits"):
             hit = body["hits"][0]
-            self.say(node, f"status answer: {body['result']} {hit['record_status']} ({hit['owner']['agency']}, "
-                           f"case {hit['owner']['case_no']})")
+            self.say(node, f"status answer from {frm}: {body['result']} {hit['record_status']} "
+                           f"({hit['owner']['agency']}, case {hit['owner']['case_no']})")
+        elif mt == "firearm.status.answer":
+            self.say(node, f"status answer from {frm}: {body['result']}")
         elif mt == "ballistic.submission":
             hit = story.ballistic_hit(body)
             other = hit["exhibits"][0]["exhibit_id"]
@@ -381,11 +407,22 @@ class Demo:
             self.say("mx", f"trace.request → {to}: {fa['make_name']} {fa['model']} {fa['serial_number']}")
         self.settle()
 
-        self.out.rule("2. Lost and stolen check")
+        self.out.rule("2. Lost and stolen check: every EU register at once")
         it_pistol = next(p["firearm"] for p in pistols if p["country"] == "IT")
-        self.say("mx", f"firearm.status.query → arms-registry: {it_pistol['serial_number']}")
-        self.submit("mx", "arms-registry", "firearm.status.query", story.status_query(it_pistol))
+        members = [n for n in story.GROUPS["eu-registries"] if n != "mx"]
+        self.say("mx", f"firearm.status.query → group:eu-registries ({', '.join(members)}): "
+                       f"{it_pistol['serial_number']}, one envelope each, one conversation")
+        cid = self.submit_group("mx", "eu-registries", "firearm.status.query", story.status_query(it_pistol))
         self.settle()
+        view = self.gathered("mx", cid)
+        results = {m["to"]: json.loads(m["answers"][0]["content"])["body"]["result"]
+                   for m in view["messages"] if m["answers"]}
+        hits = sorted(n for n, r in results.items() if r != "NO_HIT")
+        s = view["summary"]
+        self.say("mx", f"conversation {cid}: {s['recipients']} asked, {s['answered']} answered, {s['pending']} "
+                       f"pending: [red]{', '.join(f'{n} {results[n]}' for n in hits) or 'no hit'}[/red]; "
+                       f"NO_HIT at {', '.join(sorted(n for n in results if n not in hits))}")
+        self.status_check = {"conversation": cid, **s, "hits": hits}
 
         self.out.rule("3. Ballistics: cartridge-case scans (X3P) for correlation")
         for scan in story.x3p_scans():
@@ -466,13 +503,28 @@ class Demo:
             "hops": hops,
             "mean_latency_ms": round(1000 * sum(lat) / len(lat), 1) if lat else None,
             "by_type": by_type,
-            "origins": {**{c: self.origins.get(c, 0) for c in ("ES", "IT", "RO", "DE", "AT", "BE")},
-                        "other (not traced)": story.distribute()["other"]},
+            # from mx's own insights (GET /ops/v1/stats, small cells suppressed), not from the demo's counting
+            "origins": {**self.traced_origins(), "other (not traced)": story.distribute()["other"]},
+            "status_check": self.status_check,
             "blobs": self.blob_summary(),
             "first_trace_request": self.first_trace,
             "seconds": round(time.monotonic() - self.t0, 1),
             "nodes": nodes,
         }
+
+    def traced_origins(self) -> dict[str, int | str]:
+        """Trace responses at mx by country of manufacture, as ``GET /ops/v1/stats`` gives them (a count
+        under 5 is "<5")."""
+        status, doc = self.fed.call("mx", "operator", "GET", "/ops/v1/stats")
+        if status != 200:
+            raise DemoError(f"mx: GET /ops/v1/stats answered {status}: {doc}")
+        cells: dict[str, tuple[int, int]] = {}  # country -> (sum of the counts shown, cells suppressed)
+        for r in doc["trace_outcomes"]:
+            c, n = r["country_of_manufacture"], r["responses"]
+            total, hidden = cells.get(c, (0, 0))
+            cells[c] = (total + n, hidden) if isinstance(n, int) else (total, hidden + 1)
+        return {c: total if not hidden else "<5" if (total, hidden) == (0, 1) else f"≥{total + hidden}"
+                for c, (total, hidden) in cells.items()}
 
     def blob_summary(self) -> dict[str, Any]:
         files = []
@@ -500,12 +552,13 @@ class Demo:
         self.out.print(f"blobs: {b['count']} file(s), {b['bytes']:,} bytes through the local API; ciphertext only "
                        f"(dropped once relayed) at {', '.join(hubs) or '-'}; fetched by the recipient, digest "
                        f"verified: {b['verified']}")
-        o = Table(title="Traced origins of the 20 seized pistols")
+        o = Table(title="Traced origins of the 20 seized pistols (mx's insights: traza stats; counts under 5 as <5)")
         o.add_column("country")
         o.add_column("pistols", justify="right")
         o.add_column("share", justify="right")
         for c, n in s["origins"].items():
-            o.add_row(Text(printable(story.COUNTRY_NAMES.get(c, c))), str(n), f"{100 * n / story.SEIZED:.0f} %")
+            share = f"{100 * n / story.SEIZED:.0f} %" if isinstance(n, int) else "—"
+            o.add_row(Text(printable(story.COUNTRY_NAMES.get(c, c))), str(n), share)
         self.out.print(o)
         self.print_where(s)
 

@@ -22,6 +22,8 @@ COUNTRY_NAMES = {"ES": "Spain", "IT": "Italy", "RO": "Romania", "DE": "Germany",
                  "MX": "Mexico", "CO": "Colombia", "NL": "Netherlands", "other": "other countries"}
 CAPITALS = {"ES": "Madrid", "IT": "Roma", "RO": "București", "DE": "Eschborn", "AT": "Wien", "BE": "Bruxelles"}
 PRODUCERS = ("es", "it", "ro", "de", "at", "be")
+# the manifest's recipient groups (SPEC §2, 1.1): mx asks every EU register at once (a fan-out)
+GROUPS = {"eu-registries": ["es", "it", "ro", "de", "at", "be", "arms-registry"]}
 
 NODES: list[NodeSpec] = [
     NodeSpec("eu-hub", "hub", "NL", name="EU hub (Europol, The Hague)"),
@@ -168,6 +170,11 @@ def status_answer(query: dict[str, Any], firearm: dict[str, Any]) -> dict[str, A
         }],
         "hit_confirmation_required": True,
     }
+
+
+def status_no_hit() -> dict[str, Any]:
+    """What a national register answers for a serial it does not hold."""
+    return {"result": "NO_HIT", "hit_confirmation_required": False}
 
 
 def x3p_scans() -> list[Path]:
