@@ -9,7 +9,8 @@ PKCS#12 bundles and their one-time password. Those printed values, and nothing t
 what Chromium logs in with. At exit the JSON summary's "dashboard" key must name the same values.
 
 In headless Chromium (Debian's `chromium`, via Playwright):
-- operator: sees mx's peer latam-hub (its hub), a queue to it and a dead letter that can be retried. mx's
+- operator: sees mx's peer latam-hub (its hub), the traced origins of the demo's pistols in the insights
+  panel (Spain's 5, every other country <5), a queue to it and a dead letter that can be retried. mx's
   national system submits a `notice` to co classified RESTREINT_UE: mx and its next hop latam-hub may carry
   it, but co is accredited for BASIC_PROTECTION_LEVEL only (gateway/demo/story.py), so latam-hub rejects it
   and it becomes a dead letter at mx (`classification_exceeded`, not expired). Then latam-hub is frozen
@@ -255,6 +256,11 @@ def test_printed_demo_login_works_for_operator_and_auditor(tmp_path: Path) -> No
                 expect(queue.locator("td").nth(0)).to_have_text("latam-hub")
                 assert int(queue.locator("td").nth(1).inner_text()) >= 1  # the notice, waiting
                 expect(op.locator("#status")).to_contain_text("manifest version")
+                # the insights panel: the demo's traced origins as mx holds them, small cells suppressed
+                origins = op.locator("#insights-origins tr.origin")
+                expect(origins.and_(op.locator('[data-country="ES"]')).locator("td")).to_have_text(["ES", "5", "—"])
+                for country in ("AT", "BE", "DE", "IT", "RO"):
+                    expect(origins.and_(op.locator(f'[data-country="{country}"]')).locator("td").nth(1)).to_have_text("<5")
                 row = op.locator(f'#dead-letters tr.dead-letter[data-id="{first["id"]}"]')
                 expect(row).to_have_count(1)
                 expect(row).to_contain_text(secret)
