@@ -315,7 +315,7 @@ def test_auditor_finds_a_message_and_the_browser_verifies_its_proofs(scene: Scen
         expect(page.locator("#whoami")).to_have_text("signed in as auditor default")
         expect(page.locator("#operator-view")).to_be_hidden()
         page.fill("#jti", scene.first)
-        page.get_by_role("button", name="Search").click()
+        page.get_by_role("button", name="Search", exact=True).click()
         expect(page.locator("#msg-id")).to_have_text(scene.first)
         expect(page.locator("#msg-summary")).to_contain_text("delivered")
         steps = page.locator("#timeline tbody tr.step")
@@ -366,7 +366,7 @@ def test_auditor_finds_a_message_and_the_browser_verifies_its_proofs(scene: Scen
             route.fulfill(response=resp, json=doc)
 
         page.route("**/audit/v1/proof/inclusion*", flip_proof)
-        page.get_by_role("button", name="Search").click()
+        page.get_by_role("button", name="Search", exact=True).click()
         expect(page.locator("#entries .proof.failed")).to_have_count(n_entries)
         expect(page.locator("#entries .proof.failed").first).to_contain_text("does not lead to the root")
         expect(page.locator("#entries .proof.verified")).to_have_count(0)
@@ -380,7 +380,7 @@ def test_auditor_finds_a_message_and_the_browser_verifies_its_proofs(scene: Scen
             route.fulfill(response=resp, body="\n".join(lines))
 
         page.route("**/v1/audit/checkpoint", other_root)
-        page.get_by_role("button", name="Search").click()
+        page.get_by_role("button", name="Search", exact=True).click()
         expect(page.locator("#checkpoint")).to_contain_text("SIGNATURE NOT VERIFIED")
         expect(page.locator("#entries .proof.failed")).to_have_count(n_entries)
         page.unroute("**/v1/audit/checkpoint")
@@ -453,7 +453,7 @@ def test_auditor_at_the_recipient_sees_the_route_across_hops(scene: Scene, brows
             route.fulfill(response=resp, json=doc)
 
         page.route("**/audit/v1/bundle*", other_sender)
-        page.get_by_role("button", name="Search").click()
+        page.get_by_role("button", name="Search", exact=True).click()
         failed = page.locator("#route .sig.failed")
         expect(failed).to_have_count(1, timeout=30_000)
         expect(failed).to_have_text("NOT verified: the signature by hub/sig/1 does not verify")
@@ -521,7 +521,7 @@ def test_the_dashboard_is_in_spanish_for_a_spanish_browser_and_switches(scene: S
     try:
         page.goto(f"{scene.url}/ui/?jti={scene.first}")
         expect(page.locator("#whoami")).to_have_text("sesión iniciada como auditor default")
-        expect(page.get_by_role("button", name="Buscar")).to_be_visible()
+        expect(page.get_by_role("button", name="Buscar", exact=True)).to_be_visible()
         expect(page.locator("#entries .proof.verified").first).to_contain_text("prueba verificada", timeout=30_000)
         expect(page.locator("#checkpoint")).to_contain_text("firma verificada con mx/audit/1")
         expect(page.locator("#route .sig.verified").first).to_contain_text("firma verificada", timeout=30_000)
@@ -585,5 +585,36 @@ def test_operator_sees_the_insights_with_small_cells_suppressed(scene: Scene, br
         expect(times.locator("td")).to_have_text(["ES", "<5", "—", "—"])  # one answer: no median of one case
         page.screenshot(path=str(ARTIFACTS / "operator-insights.png"), full_page=True)
         assert not problems, problems
+    finally:
+        ctx.close()
+
+
+def test_auditor_searches_the_log_by_requesting_unit_and_downloads_csv(scene: Scene, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    ctx, page, problems = _page(browser, scene, "auditor")
+    try:
+        page.goto(f"{scene.url}/ui/")
+        form = page.locator("#log-search")
+        form.locator('input[name="unit"]').fill("rastreo")  # part of "Unidad de Rastreo de Armas", any case
+        form.locator('input[name="event"]').fill("envelope.accepted")
+        form.get_by_role("button", name="Search the log").click()
+        rows = page.locator("#log-results tr.log-entry")
+        # the three trace requests mx's system submitted (answered, unanswered, expired), nothing else
+        expect(rows).to_have_count(3)
+        expect(rows.first).to_contain_text("Unidad de Rastreo de Armas · Lic. María Hernández Ruiz · "
+                                           "FGR:FED/SIN/CLN/0004512/2026")
+        assert {rows.nth(i).locator("td").nth(3).inner_text() for i in range(3)} == {
+            scene.first, scene.unanswered, scene.dead_jti}
+        with page.expect_download() as dl:
+            page.locator("#log-search-csv").click()
+        text = Path(dl.value.path()).read_text()
+        assert text.splitlines()[0].startswith("index,ts,event,jti") and scene.first in text, text
+        # a bad filter: the node's words, no rows
+        form.locator('input[name="since"]').fill("yesterday")
+        form.get_by_role("button", name="Search the log").click()
+        expect(page.locator("#error")).to_contain_text("since: 'yesterday'")
+        page.screenshot(path=str(ARTIFACTS / "auditor-log-search.png"), full_page=True)
+        assert [p for p in problems if "HTTP 400" not in p and "status of 400" not in p] == [], problems
     finally:
         ctx.close()

@@ -300,7 +300,7 @@ def test_printed_demo_login_works_for_operator_and_auditor(tmp_path: Path) -> No
                     expect(au.locator("#whoami")).to_have_text("signed in as auditor default")
                     expect(au.locator("#operator-view")).to_be_hidden()
                     au.fill("#jti", first_trace)
-                    au.get_by_role("button", name="Search").click()
+                    au.get_by_role("button", name="Search", exact=True).click()
                     expect(au.locator("#msg-id")).to_have_text(first_trace)
                     expect(au.locator("#msg-summary")).to_contain_text("delivered")
                     verified = au.locator("#entries .proof.verified")

@@ -459,6 +459,26 @@ function drawChart(tp) {
 // ---------------------------------------------------------------------------------------------------
 // Auditor view
 
+// the log search (GET /audit/v1/search): filters as typed, results as a table, the same query as CSV
+async function searchLog(form) {
+  const params = new URLSearchParams();
+  for (const [k, v] of new FormData(form)) if (String(v).trim()) params.set(k, String(v).trim());
+  params.set("limit", "200");
+  const doc = await api(`/audit/v1/search?${params}`);
+  const csv = new URLSearchParams(params);
+  csv.set("format", "csv");
+  $("log-search-csv").href = `/audit/v1/search?${csv}`;
+  $("log-search-csv").hidden = false;
+  $("log-results").hidden = false;
+  fillTable("log-results", doc.entries.map(({ index, entry: e }) => {
+    const who = [e.unit, e.officer, ...(e.case || [])].filter(Boolean).join(" · ");
+    const tr = row([index, e.ts, e.event, e.jti ?? "", e.mt ?? "", e.from ?? e.iss ?? "", e.to ?? e.aud ?? "", who,
+                    e.code ?? e.outcome ?? ""], "log-entry");
+    tr.dataset.index = index;
+    return tr;
+  }), t("ls.none"));
+}
+
 let searchSeq = 0;
 let lastSearch = null;
 
@@ -750,6 +770,11 @@ async function main() {
       ev.preventDefault();
       const jti = $("jti").value.trim();
       if (jti) search(jti).catch(showError);
+    });
+    $("log-search").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      showError(null);
+      searchLog(ev.target).catch(showError);
     });
     const fromUrl = new URLSearchParams(location.search).get("jti");
     if (fromUrl) { $("jti").value = fromUrl; search(fromUrl).catch(showError); }
