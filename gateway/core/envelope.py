@@ -123,6 +123,7 @@ class Claims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     pld: PayloadInfo
     irt: str | None = None
     blobs: list[BlobRef] | None = None
+    hr: str | None = None  # handling restrictions (1.1, issue #15): required with hc H3
 
 
 class HopClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename={"from_": "from"}):
@@ -214,6 +215,7 @@ def build_envelope(
     hc: HandlingCode = "H0",
     cls: Classification = "BASIC_PROTECTION_LEVEL",
     pur: Purpose = "INVESTIGATION",
+    hr: str | None = None,
     cid: str | None = None,
     irt: str | None = None,
     seal: PayloadSealer | None = None,
@@ -247,6 +249,7 @@ def build_envelope(
         pld=PayloadInfo(sha256=sha256_b64url(payload), len=len(payload), ct=ct, enc=enc),
         irt=irt,
         blobs=blobs,
+        hr=hr,
     )
     header = {"alg": signer.alg, "kid": signer.kid, "typ": TYP_ENVELOPE}
     token = encode_compact(header, _claims_dict(claims), signer.sign)

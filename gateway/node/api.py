@@ -31,6 +31,7 @@ from gateway.node.expiry import expiries
 from gateway.node.state import _NodeState, _rfc3339
 from gateway.store import lookup
 from gateway.store import relay as st
+from gateway.transport.delivery import inbox_item
 from gateway.transport.peer import Problem
 
 # states of a message this node sent that end without an answer (gateway.core.relay)
@@ -45,8 +46,8 @@ class ApiMixin(_NodeState):
 
     # --- local delivery ------------------------------------------------------------------------------
 
-    async def inbox_page(self, after: int, limit: int) -> list[tuple[int, str, bytes, float, str, str, str]]:
-        return await self.db.read(lambda c: st.inbox_page(c, after, limit))
+    async def inbox_page(self, after: int, limit: int) -> list[lookup.InboxRow]:
+        return await self.db.read(lambda c: lookup.inbox_page(c, after, limit))
 
     async def inbox_ack(self, jti: str, who: str, status: str = "DELIVERED", detail: str | None = None) -> bool:
         """The national system has taken ``jti``: audit the delivery and send the receipt (once)."""
@@ -89,28 +90,18 @@ class ApiMixin(_NodeState):
         for att in tr.attachments:
             attachments.append(await asyncio.to_thread(self.origin.import_attachment, att))
         body = msgspec.json.encode(tr.body)
-        return await self.submit(
-            mt=tr.mt, to=to, body=body, system=system, hc=env.get("handling") or "H0",
+        return await self.origin.submit(
+            mt=tr.mt, to=to, body=body, system=system, hc=env.get("handling") or "H0", hr=env.get("handling_restrictions"),
             cls=env.get("classification") or DEFAULT_CLASSIFICATION, pur=env.get("purpose") or DEFAULT_PURPOSE,
             irt=env.get("reply_to"), ttl=env.get("ttl_seconds"), attachments=attachments or None)
 
     def _inbox_item(self, row: lookup.InboxRow) -> dict[str, Any]:
-        """One delivered message as the inbox shows it: the national form (``content``) and its metadata."""
-        seq, jti, body, delivered_at, mt, iss, cid, _taken, _irt = row
-        meta = {"id": jti, "from": iss, "conversation": cid, "delivered_at": _rfc3339(delivered_at)}
-        # the payload may have been purged after its retention (a taken message): no content then
-        content = None if body is None else self.adapter.from_standard(mt, msgspec.json.decode(body), meta).decode("utf-8")
-        item: dict[str, Any] = {"id": jti, "type": mt, "from": iss, "conversation": cid,
-                "delivered_at": _rfc3339(delivered_at), "content_type": self.adapter.output_content_type,
-                "content": content, "cursor": seq}
-        files = self.plain_blobs.read_index(jti)
-        if files:  # an extension of SPEC §6: the blobs the message carried, decrypted (docs/blobs.md)
-            item["attachments"] = [{**f, "url": f"/local/v1/blobs/{f['sha256']}"} for f in files]
-        return item
+        """One delivered message as the inbox shows it: the national form and its delivery metadata."""
+        return inbox_item(self.adapter, row, self.plain_blobs.read_index(row[1]))
 
     async def local_inbox(self, after: int, limit: int) -> dict[str, Any]:
         rows = await self.inbox_page(after, limit)
-        out = [self._inbox_item((*row, None, None)) for row in rows]
+        out = [self._inbox_item(row) for row in rows]
         nxt = out[-1]["cursor"] if out else after
         return {"messages": out, "next": str(nxt)}
 

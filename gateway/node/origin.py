@@ -68,7 +68,7 @@ class Origin:
     async def submit(self, *, mt: str, to: str, body: bytes, system: str, hc: str = "H0",
                      cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
                      ttl: int | None = None, cid: str | None = None,
-                     attachments: list[dict[str, Any]] | None = None) -> str:
+                     attachments: list[dict[str, Any]] | None = None, hr: str | None = None) -> str:
         """Build, sign (and encrypt when the route crosses a hub) a message from this node. Raises
         TrazaError (schema_invalid, unknown_node, policy_denied, ...) for what cannot be sent.
         ``attachments`` name complete blobs of the plaintext store (``sha256``, ``len``, ``ct``, ``name``)."""
@@ -92,7 +92,7 @@ class Origin:
             except (OSError, BlobError) as exc:  # e.g. the uploaded file went away meanwhile
                 raise TrazaError(Code.BLOB_MISSING, f"attachments: {exc}") from None
         env = self._build(mt=mt, to=to, body=body, now=now, hc=hc, cls=cls, pur=pur, irt=irt, cid=cid,
-                          ttl=ttl or self.s.cfg.limits.default_ttl, jti=jti, blobs=blobs)
+                          ttl=ttl or self.s.cfg.limits.default_ttl, jti=jti, blobs=blobs, hr=hr)
         v = verify_envelope(encode_envelope(env), here=self.s.here, peer=None, fed=fed, now=now,
                             key_verifier=verifier_for, known_types=MESSAGE_TYPES, limits=self.limits)
         await self.s.db.write(lambda conn: self.store_origin(conn, v, now, f"local:system:{system}"))
@@ -105,11 +105,13 @@ class Origin:
 
     def _build(self, *, mt: str, to: str, body: bytes, now: float, ttl: int, hc: str = "H0",
                cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
-               cid: str | None = None, jti: str | None = None, blobs: list[BlobRef] | None = None) -> Envelope:
+               cid: str | None = None, jti: str | None = None, blobs: list[BlobRef] | None = None,
+               hr: str | None = None) -> Envelope:
         jti = jti or uuid7(now, os.urandom(10))
         kw = self._seal_kw(mt, to, now)
         return build_envelope(signer=self.signer(), iss=self.s.here, aud=to, jti=jti, mt=mt, body=body, now=now,
-                              ttl=ttl, hc=hc, cls=cls, pur=pur, cid=cid, irt=irt, blobs=blobs, **kw)  # type: ignore[arg-type]
+                              ttl=ttl, hc=hc, cls=cls, pur=pur, cid=cid, irt=irt, blobs=blobs, hr=hr,  # type: ignore[arg-type]
+                              **kw)
 
     def _seal_kw(self, mt: str, to: str, now: float) -> dict[str, Any]:
         """build_envelope's sealing arguments when a message of type ``mt`` to ``to`` is encrypted, else {}."""

@@ -16,7 +16,7 @@ the role(s) it names and refuses (and audits, as ``auth.denied``) the other.
 | ``GET /ui/api/throughput`` | operator | envelopes per interval over the last ten minutes |
 | ``GET /ui/api/rejections`` | operator | recent ``envelope.rejected`` audit entries with their codes |
 | ``GET /ui/api/expiry`` | operator | certificates, manifest (and its revocation list), keys: when they expire |
-| ``GET /ui/api/messages/{id}`` | auditor, operator | the message's state and timeline on this node |
+| ``GET /ui/api/messages/{id}`` | auditor, operator | the message's state and timeline on this node, and its marking from the signed token (handling code, restrictions, classification, purpose; ``handling_notice`` for H1) |
 
 The page is in English or Spanish (Mexico's operators and auditors are among the first users): every text
 comes from one catalogue per language, ``static/i18n/<lang>.json``. The server writes the language the
@@ -38,9 +38,12 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.core.handling import marking, notice
 from gateway.core.timeutil import rfc3339
 from gateway.node import Node
 from gateway.node.expiry import expiries
+from gateway.store import lookup
+from gateway.transport.delivery import token_claims
 from gateway.transport.local import ROLE, WHO
 from gateway.transport.peer import problem
 
@@ -316,6 +319,13 @@ class Dashboard:
         st = await self.node.message_status(jti)
         if st is None:
             return _problem(404, "not_found", f"no message {jti} on this node")
+        # the marking from the signed token (issue #15): handling code and restrictions, classification,
+        # purpose; an H1 message carries its notice ("not for judicial proceedings ...")
+        found = await self.node.db.read(lambda c: lookup.token_of(c, jti))
+        claims = token_claims(found[1]) if found else None
+        if claims:
+            st.update({k: v for k, v in marking(claims).items() if k != "reply_to"})
+            st["handling_notice"] = notice(claims.get("hc"))
         return _json(st)
 
 
