@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from gateway.core import strictjson
+from gateway.core import handling, strictjson
 from gateway.core.b64 import b64url_decode, b64url_encode
 from gateway.core.codes import CLASSIFICATION_ORDER, Classification, HandlingCode, Purpose
 from gateway.core.errors import Code, TrazaError
@@ -439,6 +439,9 @@ def verify_envelope(
             raise TrazaError(Code.POLICY_DENIED, f"{claims.mt!r} may not be sent by a {iss_node.kind} node")
         if aud_node.kind not in rule.recipients:
             raise TrazaError(Code.POLICY_DENIED, f"{claims.mt!r} may not be sent to a {aud_node.kind} node")
+        # handling codes and purpose limitation (gateway.core.handling, issue #15)
+        handling.check_restrictions(claims.hc, claims.hr)
+        handling.check_purpose(claims.mt, claims.pur, rule.purposes)
         level = CLASSIFICATION_ORDER[claims.cls]
         for node in (here_node, fed.nodes[next_hop] if next_hop else None):
             if node is not None and level > CLASSIFICATION_ORDER[node.max_classification]:

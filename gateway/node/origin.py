@@ -21,11 +21,13 @@ from typing import Any
 import msgspec
 
 from adapters.base import Attachment
+from gateway.core import handling
 from gateway.core.b64 import b64url_encode
 from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
 from gateway.core.envelope import (
     NO_REPLY_TYPES,
     SUITES,
+    TYP_ENVELOPE,
     BlobEnc,
     BlobRef,
     Envelope,
@@ -36,8 +38,9 @@ from gateway.core.envelope import (
     verify_envelope,
 )
 from gateway.core.errors import Code, TrazaError
-from gateway.core.events import EnvelopeAccepted, ReceiptOverdue
+from gateway.core.events import EnvelopeAccepted, PolicyDenied, ReceiptOverdue
 from gateway.core.ids import uuid7
+from gateway.core.jws import parse_compact
 from gateway.core.messages import MESSAGE_TYPES, decode_body
 from gateway.core.policy import ANSWER_TYPES
 from gateway.core.relay import Resend
@@ -46,6 +49,7 @@ from gateway.crypto.chunks import encrypt_file, new_content_key, seal_content_ke
 from gateway.crypto.hpke import seal
 from gateway.crypto.keys import SigningKey, verifier_for
 from gateway.node.services import Shared
+from gateway.store import lookup
 from gateway.store import relay as st
 from gateway.store.blobs import BadBlobName, BlobError, BlobStore, BlobTooLarge
 
@@ -70,7 +74,8 @@ class Origin:
                      ttl: int | None = None, cid: str | None = None,
                      attachments: list[dict[str, Any]] | None = None, hr: str | None = None) -> str:
         """Build, sign (and encrypt when the route crosses a hub) a message from this node. Raises
-        TrazaError (schema_invalid, unknown_node, policy_denied, ...) for what cannot be sent.
+        TrazaError (schema_invalid, unknown_node, policy_denied, ...) for what cannot be sent; a refusal
+        by a handling or purpose rule (gateway.core.handling) is audited (``policy.denied``) first.
         ``attachments`` name complete blobs of the plaintext store (``sha256``, ``len``, ``ct``, ``name``)."""
         now = self.s.clock()
         if mt in ANSWER_TYPES:  # SPEC §5: only the node answers, from what it saw happen
@@ -80,6 +85,7 @@ class Origin:
         fed = self.s.fed
         if fed.node(to) is None:
             raise TrazaError(Code.UNKNOWN_NODE, f"recipient {to!r} is not a node of the manifest")
+        await self.check_handling(mt=mt, to=to, body=body, system=system, hc=hc, hr=hr, pur=pur, irt=irt, now=now)
         if irt and cid is None:
             orig = await self.s.db.read(lambda c: st.get_message(c, irt))
             cid = orig.cid if orig else irt
@@ -112,6 +118,36 @@ class Origin:
         return build_envelope(signer=self.signer(), iss=self.s.here, aud=to, jti=jti, mt=mt, body=body, now=now,
                               ttl=ttl, hc=hc, cls=cls, pur=pur, cid=cid, irt=irt, blobs=blobs, hr=hr,  # type: ignore[arg-type]
                               **kw)
+
+    async def check_handling(self, *, mt: str, to: str, body: bytes, system: str, hc: str, hr: str | None,
+                             pur: str, irt: str | None, now: float) -> None:
+        """The handling and purpose rules (gateway.core.handling) at submission; a refusal is audited as
+        ``policy.denied`` (durably, before the national system hears of it) and raised."""
+        ids = handling.linked_ids(mt, msgspec.json.decode(body), irt)
+        rule = self.s.fed.manifest.policy.get(mt)
+
+        def linked(conn: sqlite3.Connection) -> list[handling.Linked]:
+            out = []
+            for jti in ids:
+                found = lookup.token_of(conn, jti)
+                if found is not None and found[1]:
+                    claims = parse_compact(found[1], typ=TYP_ENVELOPE).claims
+                    out.append(handling.Linked(jti=jti, iss=found[0], hc=str(claims.get("hc"))))
+            return out
+
+        held = await self.s.db.read(linked) if ids else []
+        try:
+            handling.check_restrictions(hc, hr)
+            handling.check_purpose(mt, pur, rule.purposes if rule else None)
+            handling.check_onward(held, here=self.s.here, to=to)
+        except handling.HandlingRefused as exc:
+            h2 = next((m.jti for m in held if m.hc == "H2"), None) if exc.rule == handling.RULE_H2 else None
+            event = PolicyDenied(rule=exc.rule, code=exc.code.value, detail=exc.detail[:2000], mt=mt, to=to,
+                                 from_=f"local:system:{system}", handling=hc, purpose=pur, linked=h2)
+            await self.s.db.write(lambda conn: self.s.audit.stage(conn, [event], now))
+            self.s.log.warning("submission.refused", rule=exc.rule, code=exc.code.value, mt=mt, to=to,
+                               detail=exc.detail[:300])
+            raise
 
     def _seal_kw(self, mt: str, to: str, now: float) -> dict[str, Any]:
         """build_envelope's sealing arguments when a message of type ``mt`` to ``to`` is encrypted, else {}."""
