@@ -131,6 +131,7 @@ HEADER: list[tuple[str, str]] = [
     ("#type", "text"),
     ("@to", "text"),
     ("@handling", "text"),
+    ("@handling_restrictions", "text"),
     ("@classification", "text"),
     ("@purpose", "text"),
     ("@reply_to", "text"),

@@ -18,12 +18,13 @@ import msgspec
 from gateway.core import messages
 from gateway.core.codes import CLASSIFICATIONS, HANDLING_CODES, MESSAGE_ID_PATTERN, NODE_ID_PATTERN, PURPOSES
 from gateway.core.errors import TrazaError
+from gateway.core.handling import HandlingRefused, check_restrictions
 from gateway.core.timeutil import parse_rfc3339
 
 FORMAT_VERSION = 1
 MAX_TTL_SECONDS = 30 * 24 * 3600
 # Envelope fields a national system may set when it submits (SPEC §6 standard form).
-ENVELOPE_FIELDS = ("to", "handling", "classification", "purpose", "reply_to", "ttl_seconds")
+ENVELOPE_FIELDS = ("to", "handling", "handling_restrictions", "classification", "purpose", "reply_to", "ttl_seconds")
 # Delivery metadata the node gives when it delivers a message (SPEC §6 inbox).
 RECEIVED_FIELDS = ("id", "from", "conversation", "delivered_at")
 META_FIELDS = ENVELOPE_FIELDS + RECEIVED_FIELDS
@@ -80,6 +81,7 @@ class Translation:
     body: dict[str, Any]
     to: str | None = None
     handling: str | None = None
+    handling_restrictions: str | None = None
     classification: str | None = None
     purpose: str | None = None
     reply_to: str | None = None
@@ -165,6 +167,11 @@ def check_envelope_value(name: str, value: Any, national: str) -> Any:
     elif name == "handling":
         if value not in HANDLING_CODES:
             raise AdapterError(national, f"{value!r} is not a handling code ({', '.join(HANDLING_CODES)})")
+    elif name == "handling_restrictions":
+        try:
+            check_restrictions("H0", value)
+        except HandlingRefused as exc:
+            raise AdapterError(national, exc.detail.split(": ", 1)[1].split(" - at ", 1)[0]) from None
     elif name == "classification":
         if value not in CLASSIFICATIONS:
             raise AdapterError(national, f"{value!r} is not a classification ({', '.join(CLASSIFICATIONS)})")

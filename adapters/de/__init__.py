@@ -65,6 +65,7 @@ HEADER = {
     "#type": "Nachrichtentyp",
     "@to": "Empfaenger",
     "@handling": "Handhabungscode",
+    "@handling_restrictions": "Handhabungsbeschraenkungen",
     "@classification": "Einstufung",
     "@purpose": "Zweck",
     "@reply_to": "AntwortAuf",

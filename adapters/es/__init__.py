@@ -58,6 +58,7 @@ HEADER = {
     "#type": "Cabecera/TipoMensaje",
     "@to": "Cabecera/Destino",
     "@handling": "Cabecera/CodigoManejo",
+    "@handling_restrictions": "Cabecera/RestriccionesManejo",
     "@classification": "Cabecera/Clasificacion",
     "@purpose": "Cabecera/Finalidad",
     "@reply_to": "Cabecera/EnRespuestaA",

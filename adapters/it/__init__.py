@@ -65,6 +65,7 @@ HEADER = {
     "#type": "tipo_messaggio",
     "@to": "destinatario",
     "@handling": "codice_trattamento",
+    "@handling_restrictions": "restrizioni_trattamento",
     "@classification": "classifica",
     "@purpose": "finalita",
     "@reply_to": "in_risposta_a",

@@ -60,6 +60,7 @@ HEADER = {
     "#type": "tipo_mensaje",
     "@to": "destino",
     "@handling": "codigo_manejo",
+    "@handling_restrictions": "restricciones_manejo",
     "@classification": "clasificacion",
     "@purpose": "finalidad",
     "@reply_to": "en_respuesta_a",

@@ -39,6 +39,7 @@ ORDER = (
     "reply_to",
     "delivered_at",
     "handling",
+    "handling_restrictions",
     "classification",
     "purpose",
     "ttl_seconds",

@@ -31,6 +31,7 @@ from gateway.core.b64 import b64_decode, b64_encode, b64url_decode
 from gateway.core.canonical import CanonicalError, canonical_bytes
 from gateway.core.envelope import TYP_ACK, TYP_ENVELOPE, TYP_HOP, sha256_b64url, token_digest
 from gateway.core.errors import TrazaError
+from gateway.core.handling import MEANINGS, notice
 from gateway.core.jws import parse_compact
 from gateway.core.merkle import ProofError, leaf_hash, verify_inclusion
 from gateway.core.note import (
@@ -92,7 +93,7 @@ class BKeys(_S, frozen=True):
     signing: list[BSigningKey]
 
 
-class Bundle(_S, frozen=True):
+class Bundle(_S, frozen=True, omit_defaults=True):
     format: str
     jti: str
     node: str
@@ -102,6 +103,10 @@ class Bundle(_S, frozen=True):
     checkpoint: str
     entries: list[BEntry]
     keys: BKeys
+    # issue #15: the mark of an H1 message ("H1: not for judicial proceedings without the provider's
+    # permission"), so that the exported file carries it; the verifier derives it from the signed token
+    # and refuses a file whose mark differs from it
+    handling_notice: str | None = None
 
 
 _decoder = msgspec.json.Decoder(Bundle)
@@ -179,6 +184,7 @@ def build_bundle(reader: AuditReader, jti: str, *, size: int | None = None) -> B
         for i in indices
     ]
     return Bundle(
+        handling_notice=notice(parse_compact(envelope.token, typ=TYP_ENVELOPE).claims.get("hc")),
         format=FORMAT,
         jti=jti,
         node=node,
@@ -207,6 +213,8 @@ class BundleReport:
     proven: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     newest_cosignature: int | None = None  # timestamp of the newest witness cosignature (SPEC §7.2, 1.1)
+    handling: str | None = None  # the signed handling code of the message (issue #15)
+    handling_notice: str | None = None  # its mark, shown first by every view (H1)
 
 
 def _b64(text: str, what: str) -> bytes:
@@ -366,6 +374,18 @@ def verify_bundle(raw: bytes) -> BundleReport:
         f"message {b.jti} ({claims.get('mt')}) was signed by {claims.get('iss')} for {claims.get('aud')} "
         f"at {rfc3339_seconds(int(claims.get('iat', 0)))}; token digest {dig}"
     )
+    # the marking the provider signed (issue #15); an H1 mark in the file must be the token's
+    hc = claims.get("hc")
+    report.handling = hc if isinstance(hc, str) else None
+    report.handling_notice = notice(report.handling)
+    if b.handling_notice is not None and b.handling_notice != report.handling_notice:
+        raise BundleError(f"handling_notice {b.handling_notice!r} does not match the signed handling code {hc!r}")
+    if report.handling in MEANINGS:
+        marked = (f"marked {report.handling} by its provider {claims.get('iss')} ({MEANINGS[report.handling]}), "
+                  f"classification {claims.get('cls')}, purpose {claims.get('pur')}")
+        if claims.get("hr"):
+            marked += f"; handling restrictions: {claims.get('hr')}"
+        report.proven.append(marked)
     for idx in sorted(entries):
         v = entries[idx]
         detail = ", ".join(f"{k} {v[k]}" for k in ("from", "to", "code") if k in v)

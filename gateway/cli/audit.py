@@ -118,7 +118,7 @@ def register(sub: Any) -> None:
     b = verbs.add_parser("verify-bundle", help="verify an evidence bundle offline and print what it proves")
     b.add_argument("file", type=Path, metavar="FILE")
     b.add_argument("--json", action="store_true",
-                   help='print {"ok", "file", "jti", "node", "size", "root", "proven", "notes"}')
+                   help='print {"ok", "file", "jti", "node", "size", "root", "proven", "notes", "handling", "handling_notice"}')
     b.set_defaults(func=_verify_bundle)
 
     def run(args: argparse.Namespace) -> int:
@@ -499,6 +499,8 @@ def _export(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.output}: {len(report.proven)} facts proven (check with: traza audit verify-bundle {args.output})"
     )
+    if report.handling_notice:  # issue #15: every export of an H1 message is marked
+        print(f"! {report.handling_notice}")
     return 0
 
 
@@ -537,9 +539,12 @@ def _verify_bundle(args: argparse.Namespace) -> int:
     if args.json:
         print(json_safe(json.dumps({"ok": True, "file": str(args.file), "jti": report.jti, "node": report.node,
                                     "size": report.size, "root": report.root, "proven": report.proven,
-                                    "notes": report.notes}, ensure_ascii=False)))
+                                    "notes": report.notes, "handling": report.handling,
+                                    "handling_notice": report.handling_notice}, ensure_ascii=False)))
         return 0
     print(printable(f"OK {args.file}: evidence about message {report.jti} on node {report.node}"))
+    if report.handling_notice:  # from the signed token (issue #15), before anything else
+        print(f" ! {report.handling_notice}")
     for line in report.proven:  # the bundle's words (an attacker may have made the file)
         print(f" - {printable(line)}")
     if report.newest_cosignature is not None:  # how fresh the witnessing is (SPEC §7.2, 1.1)

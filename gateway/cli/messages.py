@@ -13,6 +13,7 @@ from rich.text import Text
 
 from gateway.cli.output import console, fields, print_json, styled, table, text
 from gateway.core.b64 import b64url_decode
+from gateway.core.handling import MEANINGS, notice
 from gateway.core.printable import printable
 from gateway.failures import CheckFailed, UsageError
 from gateway.national import client
@@ -65,6 +66,21 @@ def _content(m: dict[str, Any]) -> Text:
     return Text(printable(str(content), newlines=True))
 
 
+def _marking(m: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The message's marking from its signed token (issue #15): handling code with its meaning, restrictions,
+    classification, purpose; an H1 message carries its notice."""
+    hc = m.get("handling")
+    if not hc:
+        return []
+    rows: list[tuple[str, Any]] = [("handling", f"{hc}: {MEANINGS.get(hc, '?')}")]
+    if m.get("handling_restrictions"):
+        rows.append(("restrictions", printable(str(m["handling_restrictions"]))))
+    rows += [("classification", m.get("classification")), ("purpose", m.get("purpose"))]
+    if notice(hc):
+        rows.append(("notice", text(str(notice(hc)), "bold yellow")))
+    return rows
+
+
 def cmd_inbox_show(args: argparse.Namespace) -> int:
     cfg = client.node_config(args.config)
     m = client.call(cfg, "system", "GET", f"/local/v1/inbox/{_q(args.id)}")
@@ -76,6 +92,7 @@ def cmd_inbox_show(args: argparse.Namespace) -> int:
         ("message", m.get("id")), ("type", m.get("type")), ("from", m.get("from")),
         ("conversation", m.get("conversation")), ("reply to", m.get("reply_to")),
         ("delivered at", m.get("delivered_at")),
+        *_marking(m),
         ("acknowledged", ack if ack else text(f"not yet ({_hint(args, 'inbox ack', str(m.get('id')))} sends the "
                                                "receipt)", "yellow")),
     ]

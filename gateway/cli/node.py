@@ -87,6 +87,8 @@ def cmd_send(args: argparse.Namespace) -> int:
                 raise UsageError(f"{path}: not JSON: {exc}") from None
             msg = {"type": args.type, "to": _recipients(args.to), "handling": args.handling,
                    "classification": args.classification, "purpose": args.purpose, "body": body}
+        if args.handling_restrictions:
+            msg["handling_restrictions"] = args.handling_restrictions
         if args.reply_to:
             msg["reply_to"] = args.reply_to
         if args.ttl:
@@ -233,6 +235,8 @@ def register(sub: Any) -> None:
                    "one conversation)")
     p.add_argument("--type", help="message type, e.g. trace.request")
     p.add_argument("--handling", default="H0", choices=["H0", "H1", "H2", "H3"])
+    p.add_argument("--handling-restrictions", metavar="TEXT",
+                   help="the restrictions of an H3 message (required with --handling H3; docs/security.md)")
     p.add_argument("--classification", default="BASIC_PROTECTION_LEVEL")
     p.add_argument("--purpose", default="INVESTIGATION")
     p.add_argument("--reply-to", help="message id this replies to")

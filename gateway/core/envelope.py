@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from gateway.core import strictjson
+from gateway.core import handling, strictjson
 from gateway.core.b64 import b64url_decode, b64url_encode
 from gateway.core.codes import CLASSIFICATION_ORDER, Classification, HandlingCode, Purpose
 from gateway.core.errors import Code, TrazaError
@@ -123,6 +123,7 @@ class Claims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     pld: PayloadInfo
     irt: str | None = None
     blobs: list[BlobRef] | None = None
+    hr: str | None = None  # handling restrictions (1.1, issue #15): required with hc H3
 
 
 class HopClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename={"from_": "from"}):
@@ -214,6 +215,7 @@ def build_envelope(
     hc: HandlingCode = "H0",
     cls: Classification = "BASIC_PROTECTION_LEVEL",
     pur: Purpose = "INVESTIGATION",
+    hr: str | None = None,
     cid: str | None = None,
     irt: str | None = None,
     seal: PayloadSealer | None = None,
@@ -247,6 +249,7 @@ def build_envelope(
         pld=PayloadInfo(sha256=sha256_b64url(payload), len=len(payload), ct=ct, enc=enc),
         irt=irt,
         blobs=blobs,
+        hr=hr,
     )
     header = {"alg": signer.alg, "kid": signer.kid, "typ": TYP_ENVELOPE}
     token = encode_compact(header, _claims_dict(claims), signer.sign)
@@ -436,6 +439,9 @@ def verify_envelope(
             raise TrazaError(Code.POLICY_DENIED, f"{claims.mt!r} may not be sent by a {iss_node.kind} node")
         if aud_node.kind not in rule.recipients:
             raise TrazaError(Code.POLICY_DENIED, f"{claims.mt!r} may not be sent to a {aud_node.kind} node")
+        # handling codes and purpose limitation (gateway.core.handling, issue #15)
+        handling.check_restrictions(claims.hc, claims.hr)
+        handling.check_purpose(claims.mt, claims.pur, rule.purposes)
         level = CLASSIFICATION_ORDER[claims.cls]
         for node in (here_node, fed.nodes[next_hop] if next_hop else None):
             if node is not None and level > CLASSIFICATION_ORDER[node.max_classification]:

@@ -184,6 +184,22 @@ class LocalRejected(Event, frozen=True, kw_only=True, tag="local.rejected"):
     detail: str
 
 
+class PolicyDenied(Event, frozen=True, kw_only=True, tag="policy.denied"):
+    """A message refused at its origin's submission by a handling or purpose rule (issue #15,
+    ``gateway.core.handling``): which ``rule``, what was asked (type, recipient, marking) and by whom. At
+    the other nodes the same rules refuse an envelope as ``envelope.rejected`` with its code."""
+
+    rule: str
+    code: str
+    detail: str
+    mt: str
+    to: str
+    from_: str = msgspec.field(name="from")
+    handling: str
+    purpose: str
+    linked: str | None = None  # the H2 message it linked to (rule h2_onward)
+
+
 class NodeTaskFailed(Event, frozen=True, kw_only=True, tag="node.task_failed"):
     """A supervised loop of the node failed and was restarted (issue #11)."""
 
@@ -217,7 +233,8 @@ class EvidenceRequested(Event, frozen=True, kw_only=True, tag="evidence.requeste
 AuditEvent = (EnvelopeAccepted | EnvelopeRejected | EnvelopeDuplicate | EnvelopeForwarded | EnvelopeExpired
               | EnvelopeDeadLettered | EnvelopeDelivered | ReceiptReceived | ReceiptOverdue | OperatorAction | AuthDenied
               | ManifestApplied | KeyRotated | PayloadPurged | NodeStarted | NodeStopped | WitnessForkDetected
-              | WitnessStale | LocalRejected | NodeTaskFailed | StoreCheckFailed | EvidenceRequested)
+              | WitnessStale | LocalRejected | PolicyDenied | NodeTaskFailed | StoreCheckFailed
+              | EvidenceRequested)
 
 # the event names an audit log accepts: the tags of the union
 EVENTS: frozenset[str] = frozenset(str(t.__struct_config__.tag) for t in AuditEvent.__args__)

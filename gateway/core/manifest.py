@@ -13,7 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from gateway.core import strictjson
-from gateway.core.codes import NODE_ID, Classification, is_country
+from gateway.core.codes import NODE_ID, Classification, Purpose, is_country
 from gateway.core.errors import TrazaError
 from gateway.core.timeutil import parse_rfc3339
 
@@ -83,6 +83,9 @@ class PolicyRule(_S, frozen=True, omit_defaults=True):
     senders: list[NodeKind]
     recipients: list[NodeKind]
     encrypt_through_hubs: bool = False
+    # purpose limitation (issue #15, optional): the purposes (SPEC §3.1 ``pur``) allowed for this type;
+    # absent, every purpose is allowed (manifests written before it stay valid)
+    purposes: list[Purpose] | None = None
 
 
 class Manifest(_S, frozen=True):
@@ -174,6 +177,8 @@ def check_manifest(m: Manifest) -> None:
     for mt, rule in m.policy.items():
         if not rule.senders or not rule.recipients:
             raise ManifestError(f"manifest: policy.{mt}: senders and recipients must not be empty")
+        if rule.purposes is not None and not rule.purposes:
+            raise ManifestError(f"manifest: policy.{mt}.purposes: empty (leave it out to allow every purpose)")
     for name, members in m.groups.items():
         where = f"manifest: groups.{name}"
         if not GROUP_NAME.match(name):

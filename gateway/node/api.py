@@ -25,6 +25,7 @@ from gateway.core.envelope import NO_REPLY_TYPES
 from gateway.core.errors import Code, TrazaError
 from gateway.core.events import AuthDenied, EvidenceRequested
 from gateway.core.fanout import recipients
+from gateway.core.handling import marking, notice
 from gateway.core.insights import Answer, Sent, insights
 from gateway.core.relay import DeadLetterAction, InboxAcked
 from gateway.core.retry import peer_status
@@ -34,6 +35,7 @@ from gateway.node.state import _NodeState, _rfc3339
 from gateway.store import insights as si
 from gateway.store import lookup
 from gateway.store import relay as st
+from gateway.transport.delivery import inbox_item, token_claims
 from gateway.transport.peer import PeerUnavailable, Problem
 
 # states of a message this node sent that end without an answer (gateway.core.relay)
@@ -48,8 +50,8 @@ class ApiMixin(_NodeState):
 
     # --- local delivery ------------------------------------------------------------------------------
 
-    async def inbox_page(self, after: int, limit: int) -> list[tuple[int, str, bytes, float, str, str, str]]:
-        return await self.db.read(lambda c: st.inbox_page(c, after, limit))
+    async def inbox_page(self, after: int, limit: int) -> list[lookup.InboxRow]:
+        return await self.db.read(lambda c: lookup.inbox_page(c, after, limit))
 
     async def inbox_ack(self, jti: str, who: str, status: str = "DELIVERED", detail: str | None = None) -> bool:
         """The national system has taken ``jti``: audit the delivery and send the receipt (once)."""
@@ -63,8 +65,16 @@ class ApiMixin(_NodeState):
             if m is None:
                 return None
             steps = [{**step, "at": _rfc3339(step["at"])} for step in st.timeline(conn, jti)]
-            return {"id": jti, "type": m.mt, "from": m.iss, "to": m.aud, "conversation": m.cid, "state": m.state,
-                    "reply_to": m.irt, "timeline": steps}
+            out: dict[str, Any] = {"id": jti, "type": m.mt, "from": m.iss, "to": m.aud, "conversation": m.cid,
+                                   "state": m.state, "reply_to": m.irt, "timeline": steps}
+            # the marking from the signed token (issue #15): handling code and restrictions, classification,
+            # purpose; an H1 message carries its notice ("not for judicial proceedings ...")
+            found = lookup.token_of(conn, jti)
+            claims = token_claims(found[1]) if found else None
+            if claims:
+                out.update({k: v for k, v in marking(claims).items() if k != "reply_to"})
+                out["handling_notice"] = notice(claims.get("hc"))
+            return out
 
         return await self.db.read(fn)
 
@@ -117,27 +127,18 @@ class ApiMixin(_NodeState):
         body = msgspec.json.encode(tr.body)
         ids, cid = await self.origin.submit_many(
             mt=tr.mt, recipients=rcpts or [to], body=body, system=system, hc=env.get("handling") or "H0",
+            hr=env.get("handling_restrictions"),
             cls=env.get("classification") or DEFAULT_CLASSIFICATION, pur=env.get("purpose") or DEFAULT_PURPOSE,
             irt=env.get("reply_to"), ttl=env.get("ttl_seconds"), attachments=attachments or None)
         return ids, (cid if rcpts is not None else None)
 
     def _inbox_item(self, row: lookup.InboxRow) -> dict[str, Any]:
-        """One delivered message as the inbox shows it: the national form (``content``) and its metadata."""
-        seq, jti, body, delivered_at, mt, iss, cid, _taken, _irt = row
-        meta = {"id": jti, "from": iss, "conversation": cid, "delivered_at": _rfc3339(delivered_at)}
-        # the payload may have been purged after its retention (a taken message): no content then
-        content = None if body is None else self.adapter.from_standard(mt, msgspec.json.decode(body), meta).decode("utf-8")
-        item: dict[str, Any] = {"id": jti, "type": mt, "from": iss, "conversation": cid,
-                "delivered_at": _rfc3339(delivered_at), "content_type": self.adapter.output_content_type,
-                "content": content, "cursor": seq}
-        files = self.plain_blobs.read_index(jti)
-        if files:  # an extension of SPEC §6: the blobs the message carried, decrypted (docs/blobs.md)
-            item["attachments"] = [{**f, "url": f"/local/v1/blobs/{f['sha256']}"} for f in files]
-        return item
+        """One delivered message as the inbox shows it: the national form and its delivery metadata."""
+        return inbox_item(self.adapter, row, self.plain_blobs.read_index(row[1]))
 
     async def local_inbox(self, after: int, limit: int) -> dict[str, Any]:
         rows = await self.inbox_page(after, limit)
-        out = [self._inbox_item((*row, None, None)) for row in rows]
+        out = [self._inbox_item(row) for row in rows]
         nxt = out[-1]["cursor"] if out else after
         return {"messages": out, "next": str(nxt)}
 

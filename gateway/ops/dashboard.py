@@ -16,7 +16,7 @@ the role(s) it names and refuses (and audits, as ``auth.denied``) the other.
 | ``GET /ui/api/throughput`` | operator | envelopes per interval over the last ten minutes |
 | ``GET /ui/api/rejections`` | operator | recent ``envelope.rejected`` audit entries with their codes |
 | ``GET /ui/api/expiry`` | operator | certificates, manifest (and its revocation list), keys: when they expire |
-| ``GET /ui/api/messages/{id}`` | auditor, operator | the message's state and timeline on this node |
+| ``GET /ui/api/messages/{id}`` | auditor, operator | the message's state and timeline on this node, and its marking from the signed token (handling code, restrictions, classification, purpose; ``handling_notice`` for H1) |
 
 The page is in English or Spanish (Mexico's operators and auditors are among the first users): every text
 comes from one catalogue per language, ``static/i18n/<lang>.json``. The server writes the language the

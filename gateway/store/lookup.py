@@ -10,11 +10,28 @@ from typing import Any
 # applied after gateway.store.relay.SCHEMA: a conversation is found by its id without a full scan
 SCHEMA = "CREATE INDEX IF NOT EXISTS messages_cid ON messages(cid)"
 
-_INBOX = ("SELECT i.seq, i.jti, i.body, i.delivered_at, m.mt, m.iss, m.cid, i.taken_at, m.irt "
+# the origin token as stored with the envelope (its marking: handling code, restrictions, classification,
+# purpose, reply-to), without reading the payload into Python; NULL once the envelope was dropped
+_INBOX = ("SELECT i.seq, i.jti, i.body, i.delivered_at, m.mt, m.iss, m.cid, i.taken_at, m.irt, "
+          "CASE WHEN length(m.envelope)>0 THEN json_extract(CAST(m.envelope AS TEXT), '$.token') END "
           "FROM inbox i JOIN messages m ON m.jti=i.jti")
+_ORIGIN_AND_JWS = ("SELECT m.iss, CASE WHEN length(m.envelope)>0 THEN json_extract(CAST(m.envelope AS TEXT), '$.token') END "
+             "FROM messages m WHERE m.jti=?")
 
-InboxRow = tuple[int, str, bytes | None, float, str, str, str, float | None, str | None]
-"""(seq, jti, body, delivered_at, mt, iss, cid, taken_at, irt) of a message delivered to this node."""
+InboxRow = tuple[int, str, bytes | None, float, str, str, str, float | None, str | None, str | None]
+"""(seq, jti, body, delivered_at, mt, iss, cid, taken_at, irt, token) of a message delivered to this node."""
+
+
+def inbox_page(conn: sqlite3.Connection, after: int, limit: int) -> list[InboxRow]:
+    """Messages delivered here and not yet taken, after inbox position ``after``, oldest first."""
+    return conn.execute(_INBOX + " WHERE i.seq>? AND i.taken_at IS NULL ORDER BY i.seq LIMIT ?",
+                        (after, limit)).fetchall()
+
+
+def token_of(conn: sqlite3.Connection, jti: str) -> tuple[str, str | None] | None:
+    """(origin, token) of message ``jti`` held here (token None once its envelope was dropped); None if unknown."""
+    row: tuple[str, str | None] | None = conn.execute(_ORIGIN_AND_JWS, (jti,)).fetchone()
+    return row
 
 
 def inbox_message(conn: sqlite3.Connection, jti: str) -> InboxRow | None:

@@ -253,15 +253,6 @@ def to_inbox(conn: sqlite3.Connection, jti: str, body: bytes, now: float) -> int
     return int(cur.lastrowid or 0)
 
 
-def inbox_page(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[int, str, bytes, float, str, str, str]]:
-    """(seq, jti, body, delivered_at, mt, iss, cid) of messages not yet taken, oldest first."""
-    return conn.execute(
-        "SELECT i.seq, i.jti, i.body, i.delivered_at, m.mt, m.iss, m.cid FROM inbox i JOIN messages m ON m.jti=i.jti "
-        "WHERE i.seq>? AND i.taken_at IS NULL ORDER BY i.seq LIMIT ?",
-        (after, limit),
-    ).fetchall()
-
-
 def inbox_waiting(conn: sqlite3.Connection) -> int:
     """Messages in the inbox the national system has not taken yet."""
     return int(conn.execute("SELECT count(*) FROM inbox WHERE taken_at IS NULL").fetchone()[0])

@@ -21,10 +21,10 @@ import random
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import msgspec
@@ -32,17 +32,24 @@ import structlog
 
 from adapters.base import Adapter, AdapterError, media_type
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
+from gateway.core.envelope import TYP_ENVELOPE
 from gateway.core.errors import Code, TrazaError
 from gateway.core.events import Event, LocalRejected
+from gateway.core.handling import MARKING_FIELDS, delivery_meta
+from gateway.core.jws import parse_compact
 from gateway.core.retry import backoff
 from gateway.core.timeutil import rfc3339
-from gateway.store import relay as st
+from gateway.store import lookup
 from gateway.store.db import Database
 
 if TYPE_CHECKING:
     from gateway.config import Config
 
 REJECTED_EVENT = str(LocalRejected.__struct_config__.tag)
+# the marking of a message (gateway.core.handling.MARKING_FIELDS) as webhook headers
+WEBHOOK_MARKING_HEADERS = {"handling": "Traza-Handling", "handling_restrictions": "Traza-Handling-Restrictions",
+                           "classification": "Traza-Classification", "purpose": "Traza-Purpose",
+                           "reply_to": "Traza-Reply-To"}
 # statuses that say "later", not "this message is wrong"
 _TRANSIENT_4XX = (408, 429)
 _BATCH = 100
@@ -103,7 +110,8 @@ def make_delivery(node: DeliveryNode, cfg: Config) -> Delivery | None:
 
 @dataclass(frozen=True)
 class Pending:
-    """One message of the inbox, not yet taken, rendered in the node's national form."""
+    """One message of the inbox, not yet taken, rendered in the node's national form, with the delivery
+    metadata (``meta``: :func:`gateway.core.handling.delivery_meta`) written into it."""
 
     seq: int
     jti: str
@@ -112,6 +120,37 @@ class Pending:
     cid: str
     delivered_at: float
     content: bytes
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def token_claims(token: str | None) -> dict[str, Any] | None:
+    """The claims of an origin token this node stored after verifying it (None when it is gone)."""
+    if not token:
+        return None
+    claims: dict[str, Any] = parse_compact(token, typ=TYP_ENVELOPE).claims
+    return claims
+
+
+def row_meta(row: lookup.InboxRow) -> dict[str, Any]:
+    """The delivery metadata of an inbox row: the same in every delivery mode (SPEC §6, 1.1)."""
+    _seq, jti, _body, delivered_at, _mt, iss, cid, _taken, _irt, token = row
+    return delivery_meta(jti=jti, iss=iss, cid=cid, delivered_at=rfc3339(delivered_at), claims=token_claims(token))
+
+
+def inbox_item(adapter: Adapter, row: lookup.InboxRow, files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One delivered message as the local API shows it (``GET /local/v1/inbox``, ``/inbox/<id>``,
+    conversations): the national form (``content``, None once the payload was purged after its
+    retention), the delivery metadata beside it and ``files``, the blobs it carried (docs/blobs.md)."""
+    seq, jti, body, _delivered_at, mt, _iss, _cid, _taken, _irt, _token = row
+    meta = row_meta(row)
+    content = None if body is None else adapter.from_standard(mt, msgspec.json.decode(body), meta).decode("utf-8")
+    item: dict[str, Any] = {"id": jti, "type": mt, "from": meta["from"], "conversation": meta["conversation"],
+                            "delivered_at": meta["delivered_at"]}
+    item.update({k: meta.get(k) for k in MARKING_FIELDS})
+    item.update({"content_type": adapter.output_content_type, "content": content, "cursor": seq})
+    if files:
+        item["attachments"] = [{**f, "url": f"/local/v1/blobs/{f['sha256']}"} for f in files]
+    return item
 
 
 async def pending(node: DeliveryNode, after: int = 0, limit: int = _BATCH,
@@ -120,11 +159,14 @@ async def pending(node: DeliveryNode, after: int = 0, limit: int = _BATCH,
     the position to read on from (None when this was the last page). A message the adapter cannot write
     is logged as an error (once per id when ``reported`` is given) and left in the inbox: it is tried
     again on the next sweep, and the messages after it are still delivered."""
-    rows = await node.db.read(lambda c: st.inbox_page(c, after, limit))
+    rows = await node.db.read(lambda c: lookup.inbox_page(c, after, limit))
     out = []
-    for seq, jti, body, delivered_at, mt, iss, cid in rows:
-        meta = {"id": jti, "from": iss, "conversation": cid, "delivered_at": rfc3339(delivered_at)}
+    for row in rows:
+        seq, jti, body, delivered_at, mt, iss, cid, _taken, _irt, _token = row
+        if body is None:  # purged after its retention: nothing left to hand over
+            continue
         try:
+            meta = row_meta(row)
             content = node.adapter.from_standard(mt, msgspec.json.decode(body), meta)
         except Exception as exc:  # an adapter fault must not stop delivery of the others
             if reported is None or jti not in reported:
@@ -133,7 +175,7 @@ async def pending(node: DeliveryNode, after: int = 0, limit: int = _BATCH,
                 if reported is not None:
                     reported.add(jti)
             continue
-        out.append(Pending(seq, jti, mt, iss, cid, delivered_at, content))
+        out.append(Pending(seq, jti, mt, iss, cid, delivered_at, content, meta))
     return out, (rows[-1][0] if len(rows) == limit else None)
 
 
@@ -258,7 +300,9 @@ class WebhookDelivery:
         return max(0.0, min(nxt) - time.monotonic()) if nxt else self.sweep
 
     def headers(self, p: Pending) -> dict[str, str]:
-        return {
+        """The POST's headers: the delivery metadata beside the national form (which carries it too);
+        ``Traza-Handling-Restrictions`` is free text, percent-encoded UTF-8 (RFC 3986) to fit a header."""
+        h = {
             "Content-Type": self.node.adapter.output_content_type,
             "Traza-Message-Id": p.jti,
             "Traza-Message-Type": p.mt,
@@ -266,6 +310,11 @@ class WebhookDelivery:
             "Traza-Conversation": p.cid,
             "Traza-Delivered-At": rfc3339(p.delivered_at),
         }
+        for key, name in WEBHOOK_MARKING_HEADERS.items():
+            value = p.meta.get(key)
+            if value is not None:
+                h[name] = quote(value, safe=" ") if key == "handling_restrictions" else value
+        return h
 
     async def _post_one(self, session: aiohttp.ClientSession, p: Pending) -> bool:
         """POST one message; ack on 2xx. False when the server failed (stop this sweep)."""

@@ -30,13 +30,17 @@ def _key_entry(k: SigningKey) -> dict:
 
 @pytest.fixture
 def scenario(make_node, tmp_path):
+    return _scenario(make_node)
+
+
+def _scenario(make_node, hc: str = "H0"):
     es, it, de = make_node("es"), make_node("it"), make_node("de")
     mx_k = SigningKey.generate("mx/sig/1", "EdDSA")
     hub_k = SigningKey.generate("eu-hub/sig/1", "ES256")
     es_k = SigningKey.generate("es/sig/1", "EdDSA")
     jti = uuid7(T0, os.urandom(10))
     env = build_envelope(
-        signer=mx_k, iss="mx", aud="es", jti=jti, mt="trace.request", body=BODY, now=T0, ttl=86400
+        signer=mx_k, iss="mx", aud="es", jti=jti, mt="trace.request", body=BODY, now=T0, ttl=86400, hc=hc
     )
     env = append_hop(env, signer=hub_k, here="eu-hub", jti=jti, came_from="mx", to="es", received_at=T0 + 1)
     dig = token_digest(env.token)
@@ -227,3 +231,36 @@ def test_jwk_with_flipped_padding_bits_is_refused(scenario):
     key["jwk"]["y"] = y[:-1] + alphabet[alphabet.index(y[-1]) ^ 1]  # a padding bit: same 32 bytes, leniently
     with pytest.raises(BundleError, match="JWK y is not canonical base64url"):
         verify_bundle(json.dumps(d).encode())
+
+
+H1_TEXT = "H1: not for judicial proceedings without the provider's permission"
+
+
+def test_h1_evidence_is_marked_on_export_and_on_every_verification(make_node, tmp_path, capsys):
+    es, jti, _idx = _scenario(make_node, hc="H1")
+    out = tmp_path / f"{jti}.json"
+    assert main(["audit", "export", "--db", str(es.db), "--jti", jti, "-o", str(out)]) == 0
+    assert H1_TEXT in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["handling_notice"] == H1_TEXT  # the file itself carries the mark
+    assert main(["audit", "verify-bundle", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[1] == f" ! {H1_TEXT}", text
+    assert "marked H1 by its provider mx" in text
+    assert main(["audit", "verify-bundle", "--json", str(out)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["handling"], doc["handling_notice"]) == ("H1", H1_TEXT)
+    # the mark comes from the signed token: stripping it from the file does not remove it from the view
+    del data["handling_notice"]
+    stripped = tmp_path / "stripped.json"
+    stripped.write_text(json.dumps(data))
+    assert verify_bundle(stripped.read_bytes()).handling_notice == H1_TEXT
+
+
+def test_forged_handling_notice_in_a_bundle_is_refused(scenario, tmp_path):
+    es, jti, _idx = scenario
+    data = json.loads(encode_bundle(build_bundle(AuditReader(es.db), jti)))
+    assert "handling_notice" not in data and verify_bundle(json.dumps(data).encode()).handling_notice is None
+    data["handling_notice"] = H1_TEXT  # an H0 message passed off as H1 (or any other text)
+    with pytest.raises(BundleError, match="handling_notice"):
+        verify_bundle(json.dumps(data).encode())

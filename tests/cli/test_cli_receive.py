@@ -88,7 +88,8 @@ async def test_a_message_read_acknowledged_and_its_receipt_seen_with_the_cli(tmp
     body.write_text(json.dumps(example("notice")))
     async with started(built["hub"].config), started(mx), started(es):
         # `send --quiet` prints the id alone, for `ID=$(traza send ... --quiet)`
-        rc, out, err = await cli("send", "--config", mx, "--to", "es", "--type", "notice", "--quiet", body)
+        rc, out, err = await cli("send", "--config", mx, "--to", "es", "--type", "notice", "--quiet", "--handling", "H1",
+                                 body)
         assert rc == 0, err
         jti = out.strip()
         assert re.fullmatch(r"[0-9a-f-]{36}", jti), out
@@ -107,6 +108,9 @@ async def test_a_message_read_acknowledged_and_its_receipt_seen_with_the_cli(tmp
             rc, out, err = await cli(*argv)
             assert rc == 0, err
             assert jti in out and example("notice")["title"] in out and "not yet" in out, out
+            # the marking (issue #15): H1 with its notice, classification and purpose
+            assert "H1: not for judicial proceedings without the provider's permission" in " ".join(out.split()), out
+            assert "BASIC_PROTECTION_LEVEL" in out and "INVESTIGATION" in out, out
         shown = await cli.json("inbox", "show", "--config", es, jti)
         assert shown["id"] == jti and shown["acknowledged_at"] is None
         assert json.loads(shown["content"])["body"] == example("notice")

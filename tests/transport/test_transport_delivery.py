@@ -382,3 +382,76 @@ def test_config_delivery_errors_name_file_key_and_reason(tmp_path):
     assert with_delivery('mode = "drop"\n') == f"{path}: delivery.drop_dir: required when delivery.mode is 'drop'"
     assert "delivery.poll_seconds" in with_delivery('mode = "drop"\ndrop_dir = "d"\npoll_seconds = 0\n')
     assert with_delivery('mode = "drop"\ndrop_dir = "d"\n') == ""
+
+
+# --- delivery metadata: the marking arrives in every mode (SPEC §6 1.1, issue #15) --------------------
+
+RESTRICTIONS = "no contactar al titular antes del 31/01/2027 - do not contact the owner"
+MARKING = {"handling": "H3", "handling_restrictions": RESTRICTIONS, "classification": "RESTREINT_UE",
+           "purpose": "PROSECUTION"}
+
+
+async def send_marked(nodes: dict[str, Node], title: str) -> tuple[str, str]:
+    """Two notices it -> es marked H3 (with restrictions), RESTREINT_UE, PROSECUTION, the second a reply
+    to the first; returns (first id, second id)."""
+    kw: dict[str, Any] = {"hc": "H3", "hr": RESTRICTIONS, "cls": "RESTREINT_UE", "pur": "PROSECUTION"}
+    first = await nodes["it"].origin.submit(mt="notice", to="es", system="test",
+                                            body=msgspec.json.encode({**example("notice"), "title": title}), **kw)
+    second = await nodes["it"].origin.submit(mt="notice", to="es", system="test", irt=first,
+                                             body=msgspec.json.encode({**example("notice"), "title": title}), **kw)
+    return first, second
+
+
+def assert_marked(got: dict[str, Any], reply_to: str | None) -> None:
+    assert {k: got.get(k) for k in MARKING} == MARKING, got
+    assert got.get("reply_to") == reply_to, got
+
+
+async def test_inbox_items_carry_handling_restrictions_classification_purpose_and_reply_to(tmp_path):
+    built = build(tmp_path / "fed", specs({}), limits=LIMITS)
+    async with running(built) as nodes:
+        es = nodes["es"]
+        first, second = await send_marked(nodes, "marked for the inbox")
+        await eventually(lambda: in_inbox(es, second))
+        items = {m["id"]: m for m in (await es.local_inbox(0, 100))["messages"]}
+        assert_marked(items[first], None)
+        assert_marked(items[second], first)
+        # the national form (es XML) carries the same marking
+        back = get_adapter("es").to_standard(items[second]["content"].encode(), items[second]["content_type"])
+        assert_marked({**back.envelope(), **back.received}, first)
+        assert RESTRICTIONS in items[second]["content"]
+        # GET /local/v1/inbox/<id>, before and after the acknowledgement
+        one = await es.local_inbox_message(second)
+        assert one is not None
+        assert_marked(one, first)
+        assert await es.inbox_ack(second, who="local:system:test")
+        one = await es.local_inbox_message(second)
+        assert one is not None and one["acknowledged_at"] is not None
+        assert_marked(one, first)
+
+
+async def test_webhook_delivery_carries_the_marking_in_headers_and_national_body(tmp_path):
+    async with webhook_federation(tmp_path, lambda n, _r: 200) as (nodes, rec):
+        first, second = await send_marked(nodes, "marked for the webhook")
+        await eventually(lambda: has_state(nodes["it"], second, "delivered"))
+        post = next(p for p in rec.posts if p["headers"]["Traza-Message-Id"] == second)
+        h = post["headers"]
+        assert (h["Traza-Handling"], h["Traza-Classification"], h["Traza-Purpose"], h["Traza-Reply-To"]) == (
+            "H3", "RESTREINT_UE", "PROSECUTION", first)
+        from urllib.parse import unquote
+        assert unquote(h["Traza-Handling-Restrictions"]) == RESTRICTIONS
+        back = get_adapter("es").to_standard(post["body"], h["Content-Type"])
+        assert_marked({**back.envelope(), **back.received}, first)
+        post1 = next(p for p in rec.posts if p["headers"]["Traza-Message-Id"] == first)
+        assert "Traza-Reply-To" not in post1["headers"] and post1["headers"]["Traza-Handling"] == "H3"
+
+
+async def test_drop_folder_file_carries_the_marking(tmp_path):
+    built, drop = drop_federation(tmp_path)
+    async with running(built) as nodes:
+        first, second = await send_marked(nodes, "marked for the drop folder")
+        await eventually(lambda: has_state(nodes["it"], second, "delivered"))
+        data = (drop / "inbox" / f"{second}.xml").read_bytes()
+        assert b"<CodigoManejo>H3</CodigoManejo>" in data and RESTRICTIONS.encode() in data
+        back = get_adapter("es").to_standard(data, "application/vnd.traza.es+xml")
+        assert_marked({**back.envelope(), **back.received}, first)

@@ -149,6 +149,9 @@ def test_ui_routes_admit_their_roles_only_and_refusals_are_audited(scene: Scene)
     assert any(i["what"].startswith("TLS certificate of mx") for i in exp["items"])
     status, msg = fed.call("mx", "auditor", "GET", f"/ui/api/messages/{scene.first}")
     assert status == 200 and msg["state"] == "delivered" and msg["timeline"][0]["at"].endswith("Z")
+    # the marking from the signed token (issue #15): submitted H1, BASIC_PROTECTION_LEVEL, INVESTIGATION
+    assert (msg["handling"], msg["classification"], msg["purpose"]) == ("H1", "BASIC_PROTECTION_LEVEL", "INVESTIGATION")
+    assert msg["handling_notice"] == "H1: not for judicial proceedings without the provider's permission"
     assert fed.call("mx", "operator", "GET", "/ui/static/..%2fdashboard.py")[0] == 404
     assert fed.call("mx", "operator", "GET", "/ui/static/nothing.js")[0] == 404
 
@@ -318,6 +321,8 @@ def test_auditor_finds_a_message_and_the_browser_verifies_its_proofs(scene: Scen
         page.get_by_role("button", name="Search", exact=True).click()
         expect(page.locator("#msg-id")).to_have_text(scene.first)
         expect(page.locator("#msg-summary")).to_contain_text("delivered")
+        expect(page.locator("#msg-summary")).to_contain_text("INVESTIGATION")
+        expect(page.locator("#msg-notice")).to_have_text("H1: not for judicial proceedings without the provider's permission")
         steps = page.locator("#timeline tbody tr.step")
         expect(steps.first).to_be_visible()
         assert [s.strip() for s in steps.locator("td:nth-child(2)").all_inner_texts()][:1] == ["queued"]

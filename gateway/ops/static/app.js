@@ -479,6 +479,9 @@ async function searchLog(form) {
   }), t("ls.none"));
 }
 
+// the handling codes' meanings (Europol handling codes, ../shared/reference/domain-standards.md)
+const HANDLING = { H0: N_("handling.H0"), H1: N_("handling.H1"), H2: N_("handling.H2"), H3: N_("handling.H3") };
+
 let searchSeq = 0;
 let lastSearch = null;
 
@@ -498,11 +501,18 @@ async function search(jti) {
   ]);
   if (status.missing) {
     fillList("msg-summary", [[t("msg.on_this_node"), status.missing]]);
+    $("msg-notice").hidden = true;
     fillTable("timeline", [], t("timeline.not_here"));
   } else {
+    // the marking from the signed token (issue #15); an H1 message carries its notice on every view
+    const marking = status.handling ? [[t("msg.handling"), t(HANDLING[status.handling] || status.handling)],
+      [t("msg.handling_restrictions"), status.handling_restrictions || "—"],
+      [t("msg.classification"), status.classification], [t("msg.purpose"), status.purpose]] : [];
     fillList("msg-summary", [[t("msg.type"), status.type], [t("msg.from"), status.from], [t("msg.to"), status.to],
       [t("msg.state"), status.state], [t("msg.conversation"), status.conversation],
-      [t("msg.reply_to"), status.reply_to || "—"]]);
+      [t("msg.reply_to"), status.reply_to || "—"], ...marking]);
+    $("msg-notice").textContent = status.handling === "H1" ? t(HANDLING.H1) : "";
+    $("msg-notice").hidden = status.handling !== "H1";
     fillTable("timeline", status.timeline.map((s) => row([s.at, s.state, s.node, shortId(s.detail)], "step")),
       t("timeline.empty"));
   }
