@@ -11,31 +11,25 @@ import sqlite3
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from adapters.base import AdapterError, media_type
-from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.audit.bundle import NotCovered, encode_route_bundle
 from gateway.audit.db import AuditError
 from gateway.audit.selfcheck import StoreReport
 from gateway.audit.tree import log_size
-from gateway.core import strictjson
-from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
 from gateway.core.envelope import NO_REPLY_TYPES
 from gateway.core.errors import Code, TrazaError
 from gateway.core.events import AuthDenied, EvidenceRequested
-from gateway.core.fanout import recipients
 from gateway.core.handling import marking, notice
 from gateway.core.insights import Answer, Sent, insights
 from gateway.core.relay import DeadLetterAction, InboxAcked
 from gateway.core.retry import peer_status
 from gateway.core.timeutil import rfc3339_seconds
+from gateway.national.delivery import inbox_item, token_claims
+from gateway.national.submission import read_submission
 from gateway.node.expiry import Expiry, expiries
 from gateway.node.state import _NodeState, _rfc3339
 from gateway.store import insights as si
 from gateway.store import lookup
 from gateway.store import relay as st
-from gateway.transport.delivery import inbox_item, token_claims
 from gateway.transport.peer import PeerUnavailable, Problem
 
 # states of a message this node sent that end without an answer (gateway.core.relay)
@@ -95,42 +89,15 @@ class ApiMixin(_NodeState):
 
     async def _local_submission(self, content_type: str, data: bytes, system: str, *,
                                 fan_out: bool) -> tuple[list[str], str | None]:
-        """The message ids and, for a fan-out, the conversation id."""
-        attachments: list[dict[str, Any]] = []
-        doc: Any = None
-        rcpts: list[str] | None = None
-        mtype = media_type(content_type)
-        if mtype.endswith(("/json", "+json")):  # strict JSON (SPEC §3.4): malformed (400) before the adapter
-            doc = strictjson.loads(data, "submission")
-        if fan_out and mtype == STANDARD_CT and isinstance(doc, dict) and "to" in doc:
-            # "to": ["es", "it"] or "group:eu-registries" (SPEC §6, 1.1); the adapter checks the rest with
-            # the first recipient in its place
-            rcpts = recipients(doc["to"], self.fed.groups, here=self.id)
-            if rcpts is not None:
-                doc["to"] = rcpts[0]
-                data = msgspec.json.encode(doc)
-        if mtype == STANDARD_CT and b'"attachments"' in data:
-            # the standard form may name blobs uploaded first with PUT /local/v1/blobs (docs/blobs.md)
-            if isinstance(doc, dict) and "attachments" in doc:
-                attachments = self.origin.check_attachments(doc.pop("attachments"))
-                data = msgspec.json.encode(doc)
-        try:
-            tr = self.adapter.to_standard(data, content_type)
-        except AdapterError as exc:
-            raise TrazaError(Code.SCHEMA_INVALID, str(exc)) from None
-        env = tr.envelope()
-        to = env.get("to")
-        if not to:
-            raise TrazaError(Code.SCHEMA_INVALID, "no recipient - at `$.to`")
-        for att in tr.attachments:
+        """The message ids and, for a fan-out, the conversation id (gateway/national/submission.py reads it)."""
+        sub = read_submission(self.adapter, content_type, data, groups=self.fed.groups, here=self.id, fan_out=fan_out)
+        attachments = self.origin.check_attachments(sub.named) if sub.named is not None else []
+        for att in sub.files:
             attachments.append(await asyncio.to_thread(self.origin.import_attachment, att))
-        body = msgspec.json.encode(tr.body)
         ids, cid = await self.origin.submit_many(
-            mt=tr.mt, recipients=rcpts or [to], body=body, system=system, hc=env.get("handling") or "H0",
-            hr=env.get("handling_restrictions"),
-            cls=env.get("classification") or DEFAULT_CLASSIFICATION, pur=env.get("purpose") or DEFAULT_PURPOSE,
-            irt=env.get("reply_to"), ttl=env.get("ttl_seconds"), attachments=attachments or None)
-        return ids, (cid if rcpts is not None else None)
+            mt=sub.mt, recipients=sub.recipients, body=sub.body, system=system, hc=sub.hc, hr=sub.hr, cls=sub.cls,
+            pur=sub.pur, irt=sub.irt, ttl=sub.ttl, attachments=attachments or None)
+        return ids, (cid if sub.fan_out else None)
 
     def _inbox_item(self, row: lookup.InboxRow) -> dict[str, Any]:
         """One delivered message as the inbox shows it: the national form and its delivery metadata."""

@@ -45,6 +45,7 @@ from gateway.crypto.chunks import encrypted_size
 from gateway.crypto.pki import PkiError, check_local_ca
 from gateway.crypto.tls import node_cert_refusal, peer_node_id
 from gateway.metrics import Metrics
+from gateway.national.delivery import Delivery, make_delivery
 from gateway.node.api import ApiMixin
 from gateway.node.inbound import Inbound
 from gateway.node.keys import KeyFileError, KeysMixin
@@ -59,7 +60,6 @@ from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
 from gateway.store.db import Database, StorageUnavailable
 from gateway.store.lock import DataDirLock, DataDirLocked
-from gateway.transport.delivery import Delivery, make_delivery
 from gateway.transport.listener import Listener, ListenLimits, serve
 from gateway.transport.local import local_app, ops_app
 from gateway.transport.peer import PeerClient, PeerUnavailable, Result, peer_app

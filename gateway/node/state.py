@@ -35,6 +35,7 @@ from gateway.core.manifest import Federation
 from gateway.crypto.hpke import EncKey
 from gateway.crypto.keys import Ed25519Key, SigningKey
 from gateway.metrics import Metrics
+from gateway.national.delivery import Delivery
 from gateway.node.inbound import Inbound
 from gateway.node.origin import Origin
 from gateway.node.outbound import Outbound
@@ -44,7 +45,6 @@ from gateway.node.supervise import supervised
 from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
 from gateway.store.db import Database
-from gateway.transport.delivery import Delivery
 from gateway.transport.peer import PeerClient
 from gateway.trust.trusted import TrustedManifest
 

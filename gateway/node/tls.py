@@ -49,8 +49,8 @@ from gateway.crypto.tls import (
     server_context,
     set_verify_time,
 )
+from gateway.national.delivery import WebhookDelivery
 from gateway.node.state import _NodeState
-from gateway.transport.delivery import WebhookDelivery
 
 
 class TlsFileError(Exception):

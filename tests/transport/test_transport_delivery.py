@@ -28,14 +28,14 @@ from adapters import get_adapter
 from gateway.config import ConfigError, load_config
 from gateway.crypto.tls import peer_node_id
 from gateway.localfed import LocalNode, NodeSpec, build, free_ports
-from gateway.node import Node
-from gateway.transport.delivery import (
+from gateway.national.delivery import (
     REJECTED_EVENT,
     DropDelivery,
     WebhookDelivery,
     content_type_for,
     extension,
 )
+from gateway.node import Node
 
 ES_SAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "es" / "samples"
 
