@@ -133,21 +133,21 @@ def token_claims(token: str | None) -> dict[str, Any] | None:
 
 def row_meta(row: lookup.InboxRow) -> dict[str, Any]:
     """The delivery metadata of an inbox row: the same in every delivery mode (SPEC §6, 1.1)."""
-    _seq, jti, _body, delivered_at, _mt, iss, cid, _taken, _irt, token = row
-    return delivery_meta(jti=jti, iss=iss, cid=cid, delivered_at=rfc3339(delivered_at), claims=token_claims(token))
+    return delivery_meta(jti=row.jti, iss=row.iss, cid=row.cid, delivered_at=rfc3339(row.delivered_at),
+                         claims=token_claims(row.token))
 
 
 def inbox_item(adapter: Adapter, row: lookup.InboxRow, files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One delivered message as the local API shows it (``GET /local/v1/inbox``, ``/inbox/<id>``,
     conversations): the national form (``content``, None once the payload was purged after its
     retention), the delivery metadata beside it and ``files``, the blobs it carried (docs/blobs.md)."""
-    seq, jti, body, _delivered_at, mt, _iss, _cid, _taken, _irt, _token = row
     meta = row_meta(row)
-    content = None if body is None else adapter.from_standard(mt, msgspec.json.decode(body), meta).decode("utf-8")
-    item: dict[str, Any] = {"id": jti, "type": mt, "from": meta["from"], "conversation": meta["conversation"],
+    content = (None if row.body is None
+               else adapter.from_standard(row.mt, msgspec.json.decode(row.body), meta).decode("utf-8"))
+    item: dict[str, Any] = {"id": row.jti, "type": row.mt, "from": meta["from"], "conversation": meta["conversation"],
                             "delivered_at": meta["delivered_at"]}
     item.update({k: meta.get(k) for k in MARKING_FIELDS})
-    item.update({"content_type": adapter.output_content_type, "content": content, "cursor": seq})
+    item.update({"content_type": adapter.output_content_type, "content": content, "cursor": row.seq})
     if files:
         item["attachments"] = [{**f, "url": f"/local/v1/blobs/{f['sha256']}"} for f in files]
     return item

@@ -101,7 +101,7 @@ class ApiMixin(_NodeState):
 
     def _inbox_item(self, row: lookup.InboxRow) -> dict[str, Any]:
         """One delivered message as the inbox shows it: the national form and its delivery metadata."""
-        return inbox_item(self.adapter, row, self.plain_blobs.read_index(row[1]))
+        return inbox_item(self.adapter, row, self.plain_blobs.read_index(row.jti))
 
     async def local_inbox(self, after: int, limit: int) -> dict[str, Any]:
         rows = await self.inbox_page(after, limit)
@@ -114,8 +114,8 @@ class ApiMixin(_NodeState):
         row = await self.db.read(lambda c: lookup.inbox_message(c, jti))
         if row is None:
             return None
-        return {**self._inbox_item(row), "reply_to": row[8],
-                "acknowledged_at": None if row[7] is None else _rfc3339(row[7])}
+        return {**self._inbox_item(row), "reply_to": row.irt,
+                "acknowledged_at": None if row.taken_at is None else _rfc3339(row.taken_at)}
 
     async def conversation(self, cid: str) -> dict[str, Any] | None:
         """Conversation ``cid`` on this node (SPEC §6): each message this node's national system sent in it,
@@ -132,9 +132,9 @@ class ApiMixin(_NodeState):
         answers: dict[str, list[dict[str, Any]]] = {}
         received = []
         for row in delivered:
-            item = {**self._inbox_item(row), "reply_to": row[8],
-                    "acknowledged_at": None if row[7] is None else _rfc3339(row[7])}
-            irt = row[8]
+            item = {**self._inbox_item(row), "reply_to": row.irt,
+                    "acknowledged_at": None if row.taken_at is None else _rfc3339(row.taken_at)}
+            irt = row.irt
             if irt is not None and irt in ours:
                 answers.setdefault(irt, []).append(item)
             else:

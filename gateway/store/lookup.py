@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, NamedTuple
 
 # applied after gateway.store.relay.SCHEMA: a conversation is found by its id without a full scan
 SCHEMA = "CREATE INDEX IF NOT EXISTS messages_cid ON messages(cid)"
@@ -18,14 +18,29 @@ _INBOX = ("SELECT i.seq, i.jti, i.body, i.delivered_at, m.mt, m.iss, m.cid, i.ta
 _ORIGIN_AND_JWS = ("SELECT m.iss, CASE WHEN length(m.envelope)>0 THEN json_extract(CAST(m.envelope AS TEXT), '$.token') END "
              "FROM messages m WHERE m.jti=?")
 
-InboxRow = tuple[int, str, bytes | None, float, str, str, str, float | None, str | None, str | None]
-"""(seq, jti, body, delivered_at, mt, iss, cid, taken_at, irt, token) of a message delivered to this node."""
+class InboxRow(NamedTuple):
+    """A message delivered to this node, as the inbox reads it (typed, issue #11)."""
+
+    seq: int  # inbox position (the cursor)
+    jti: str
+    body: bytes | None  # the standard body, JSON; None once purged after its retention
+    delivered_at: float
+    mt: str
+    iss: str
+    cid: str
+    taken_at: float | None  # when the national system acknowledged it
+    irt: str | None
+    token: str | None  # the origin token (its marking); None once the envelope was dropped
+
+
+def _rows(cursor: sqlite3.Cursor) -> list[InboxRow]:
+    return [InboxRow(*r) for r in cursor.fetchall()]
 
 
 def inbox_page(conn: sqlite3.Connection, after: int, limit: int) -> list[InboxRow]:
     """Messages delivered here and not yet taken, after inbox position ``after``, oldest first."""
-    return conn.execute(_INBOX + " WHERE i.seq>? AND i.taken_at IS NULL ORDER BY i.seq LIMIT ?",
-                        (after, limit)).fetchall()
+    return _rows(conn.execute(_INBOX + " WHERE i.seq>? AND i.taken_at IS NULL ORDER BY i.seq LIMIT ?",
+                              (after, limit)))
 
 
 def token_of(conn: sqlite3.Connection, jti: str) -> tuple[str, str | None] | None:
@@ -36,13 +51,13 @@ def token_of(conn: sqlite3.Connection, jti: str) -> tuple[str, str | None] | Non
 
 def inbox_message(conn: sqlite3.Connection, jti: str) -> InboxRow | None:
     """The inbox row of ``jti``, taken (acknowledged) or not; None if it was never delivered here."""
-    row: InboxRow | None = conn.execute(f"{_INBOX} WHERE i.jti=?", (jti,)).fetchone()
-    return row
+    row = conn.execute(f"{_INBOX} WHERE i.jti=?", (jti,)).fetchone()
+    return None if row is None else InboxRow(*row)
 
 
 def conversation_inbox(conn: sqlite3.Connection, cid: str) -> list[InboxRow]:
     """Every message of conversation ``cid`` delivered to this node, taken or not, oldest first."""
-    return conn.execute(f"{_INBOX} WHERE m.cid=? ORDER BY i.seq", (cid,)).fetchall()
+    return _rows(conn.execute(f"{_INBOX} WHERE m.cid=? ORDER BY i.seq", (cid,)))
 
 
 def conversation_sent(conn: sqlite3.Connection, cid: str, origin: str, skip: frozenset[str]) -> list[dict[str, Any]]:
