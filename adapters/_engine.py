@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.base import AdapterError
-from gateway.core import strictjson
+from gateway.core.forms import strictjson
 
 Pattern = tuple[str | None, ...]
 Path = tuple[str | int, ...]

@@ -51,8 +51,7 @@ from adapters.base import (
 )
 from adapters.standard import MEDIA_TYPE as STANDARD_MEDIA_TYPE
 from adapters.standard import from_form, load_json_object
-from gateway.core.errors import TrazaError
-from gateway.core.messages import MESSAGE_TYPES
+from gateway.core.forms import MESSAGE_TYPES, TrazaError
 
 Leaf = tuple[Field, list[int], Any, str]  # field, list positions, national value, national name
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import get_args
 
 from adapters._engine import Row
-from gateway.core.codes import NcicGunType, NcicGunTypeDetail
+from gateway.core.forms import NcicGunType, NcicGunTypeDetail
 
 # Every code of the enumerations the national formats may write as words.
 CODES: dict[str, tuple[str, ...]] = {

@@ -15,11 +15,18 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from gateway.core import messages
-from gateway.core.codes import CLASSIFICATIONS, HANDLING_CODES, MESSAGE_ID_PATTERN, NODE_ID_PATTERN, PURPOSES
-from gateway.core.errors import TrazaError
-from gateway.core.handling import HandlingRefused, check_restrictions
-from gateway.core.timeutil import parse_rfc3339
+from gateway.core.forms import (
+    CLASSIFICATIONS,
+    HANDLING_CODES,
+    MESSAGE_ID_PATTERN,
+    NODE_ID_PATTERN,
+    PURPOSES,
+    HandlingRefused,
+    TrazaError,
+    check_restrictions,
+    messages,
+    parse_rfc3339,
+)
 
 FORMAT_VERSION = 1
 MAX_TTL_SECONDS = 30 * 24 * 3600

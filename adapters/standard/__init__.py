@@ -24,9 +24,7 @@ from adapters.base import (
     schema_error_reason,
     validated_body,
 )
-from gateway.core import strictjson
-from gateway.core.errors import TrazaError
-from gateway.core.messages import MESSAGE_TYPES
+from gateway.core.forms import MESSAGE_TYPES, TrazaError, strictjson
 
 MEDIA_TYPE = "application/vnd.traza.message+json"
 # Member order of the written form.

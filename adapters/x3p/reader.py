@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from adapters._xml import XmlRefused, parse_xml
-from gateway.core.b64 import b64url_encode
+from gateway.core.forms import b64url_encode
 
 X3P_NAMESPACE = "http://www.opengps.eu/2008/ISO5436_2"
 STANDARD_REVISION = "ISO5436 - 2000"
