@@ -42,7 +42,9 @@ class StoredCheckpoint:
 
 class AuditReader:
     def __init__(self, source: str | Path | sqlite3.Connection) -> None:
-        if isinstance(source, sqlite3.Connection):
+        """``source``: an open connection (SQLite's or :class:`gateway.store.pg.PgConnection`), kept open;
+        or a database file or ``postgresql://`` URL, opened read-only and closed by :meth:`close`."""
+        if not isinstance(source, str | Path):
             self.conn = source
             self._owned = False
         else:
@@ -167,11 +169,12 @@ class AuditReader:
         """Each witness's newest cosignature of the checkpoint of ``size`` (a quiet log is cosigned again
         at every refresh: the older lines are kept, one a day, but not served)."""
         rows = self.conn.execute(
-            "SELECT name, public_key, line, max(received_at) FROM audit_cosignatures WHERE size=? "
-            "GROUP BY name ORDER BY name",
+            "SELECT name, public_key, line FROM (SELECT name, public_key, line, row_number() OVER "
+            "(PARTITION BY name ORDER BY received_at DESC, line DESC) AS nth FROM audit_cosignatures WHERE size=?) "
+            "AS newest WHERE nth = 1 ORDER BY name",
             (size,),
         ).fetchall()
-        return tuple((str(n), str(k), str(line)) for n, k, line, _ in rows)
+        return tuple((str(n), str(k), str(line)) for n, k, line in rows)
 
     def _stored(self, row: tuple[Any, ...]) -> StoredCheckpoint:
         size, root, note, key, at = row

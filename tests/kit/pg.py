@@ -120,6 +120,13 @@ class Cluster:
         self._admin(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def tables(self, url: str) -> set[str]:
+        """The tables of the database at ``url``."""
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            return {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
         self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
