@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.store.db import MIGRATE_LOCK
-from gateway.store.dialect import dialect_of, is_url
+from gateway.store.dialect import StoreUrlError, dialect_of, is_url
 
 SCHEMA_VERSION = "3"
 # versions a read-only reader can read (the columns it selects are the same in all)
@@ -262,7 +262,7 @@ def _connect_readonly_pg(url: str) -> sqlite3.Connection:
 
     try:
         conn: Any = pg.connect(url, application_name="traza-audit-read")
-    except pg.StoreUrlError as exc:
+    except StoreUrlError as exc:
         raise AuditError(str(exc)) from None
     conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
     where = pg.redact(url)

@@ -119,6 +119,10 @@ def _pg_sql(text: str) -> str:
     return sql
 
 
+class StoreUrlError(ValueError):
+    """A ``[store] url`` that is malformed or names a server that cannot be reached (one line)."""
+
+
 SQLITE = Dialect()
 _POSTGRES: PostgresDialect | None = None
 

@@ -19,14 +19,10 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from gateway.store.dialect import PostgresDialect, postgresql
+from gateway.store.dialect import PostgresDialect, StoreUrlError, postgresql
 from gateway.store.dialect import redact as redact
 
 CONNECT_TIMEOUT = 10  # seconds to reach the server before the URL is called unreachable
-
-
-class StoreUrlError(ValueError):
-    """A ``[store] url`` that is malformed or names a server that cannot be reached (one line)."""
 
 
 def check_url(url: str) -> None:
