@@ -23,6 +23,7 @@ VERB_MODULES: tuple[str, ...] = (
     "messages",
     "demo",
     "bench",
+    "store",
 )
 
 
