@@ -117,8 +117,10 @@ def storage_error_kind(exc: BaseException) -> str | None:
         return "disk full"
     if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
         return "read-only server"
-    if isinstance(exc, psycopg.errors.AdminShutdown | psycopg.errors.CannotConnectNow):
-        return "server shutting down"
+    if isinstance(exc, psycopg.errors.AdminShutdown):
+        return "connection closed by the server"
+    if isinstance(exc, psycopg.errors.CannotConnectNow):
+        return "server starting or shutting down"
     if isinstance(exc, psycopg.OperationalError):
         return "connection lost"
     return None

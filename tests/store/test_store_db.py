@@ -55,3 +55,28 @@ async def test_a_failing_write_is_rolled_back_alone(store_target):
     with pytest.raises(db.dialect.IntegrityError):
         await db.write(_insert("a"))
     db.close()
+
+
+async def test_a_lost_postgresql_connection_is_a_503_and_the_writer_reconnects(pg_url):
+    """The server drops the writer's connection (a restart, a failover): the writes of that moment fail
+    as StorageUnavailable (503 + Retry-After), never as a crash, and the next ones commit on a new
+    connection without a restart."""
+    import psycopg
+
+    from gateway.store.db import StorageUnavailable
+
+    db = Database(pg_url)
+    db.migrate("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    await db.write(_insert("before"))
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE application_name = 'traza-write'").fetchall()
+    assert killed == [(True,)]
+    with pytest.raises(StorageUnavailable, match="PostgreSQL connection"):
+        await db.write(_insert("lost"))
+    assert not db.healthy
+    await db.write(_insert("after"))  # reconnected
+    assert db.healthy
+    rows = await db.read(lambda c: [r[0] for r in c.execute("SELECT v FROM t ORDER BY id")])
+    assert rows == ["before", "after"]
+    db.close()
