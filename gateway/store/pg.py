@@ -61,7 +61,8 @@ class PgConnection:
         self.dialect: PostgresDialect = postgresql()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
-        return PgCursor(self.raw.execute(self.dialect.sql(sql), params or None))
+        # always with parameters (maybe none): psycopg then turns the dialect's "%%" back into "%"
+        return PgCursor(self.raw.execute(self.dialect.sql(sql), tuple(params)))
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> PgCursor:
         cur = self.raw.cursor()
