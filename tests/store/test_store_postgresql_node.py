@@ -1,6 +1,6 @@
-"""A real node with its store on PostgreSQL (``[store] url``, issue #13): mx -> hub -> es where the hub's
-relay tables and audit log are in a PostgreSQL database, over real mTLS on 127.0.0.1; its log verifies
-with ``traza audit verify --db URL``. And the configuration errors of ``store.url``: each names the key,
+"""Real nodes with their stores on PostgreSQL (``[store] url``, issue #13): mx -> hub -> es, each node's
+relay tables and audit log in a PostgreSQL database of its own, over real mTLS on 127.0.0.1; the hub's log
+verifies with ``traza audit verify --db URL`` and is checked again at its restart. And the configuration errors of ``store.url``: each names the key,
 and ``traza run`` exits 2 with one line."""
 
 from __future__ import annotations
@@ -31,12 +31,17 @@ def with_store(cfg: Path, url: str) -> None:
     write_config(cfg, doc)
 
 
-async def test_a_hub_with_its_store_on_postgresql_relays_a_message_and_its_log_verifies(tmp_path, pg_url):
+async def test_a_hub_with_its_store_on_postgresql_relays_a_message_and_its_log_verifies(tmp_path, pg_url, pg_cluster, request):
     built = build(tmp_path / "fed", SPECS, limits=LIMITS)
     with_store(built["hub"].config, pg_url)
+    # the sender and the recipient on PostgreSQL too (submit, receipts, inbox, delivery)
+    for n in ("mx", "es"):
+        url = pg_cluster.create_database()
+        request.addfinalizer(lambda url=url: pg_cluster.drop_database(url))
+        with_store(built[n].config, url)
     async with started(built["hub"].config) as hub, started(built["mx"].config) as mx, \
             started(built["es"].config) as es:
-        assert hub.db.dialect.name == "postgresql"
+        assert {n.db.dialect.name for n in (hub, mx, es)} == {"postgresql"}
         jti = await mx.submit(mt="notice", to="es", body=msgspec.json.encode({"title": "t", "text": "x"}),
                               system="test")
         await eventually(lambda: es.inbox_page(0, 10), timeout=30.0)
