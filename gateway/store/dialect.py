@@ -7,7 +7,9 @@ PostgreSQL connection (:class:`gateway.store.pg.PgConnection`) passes every stat
 
 - the ``?`` placeholders into ``%s`` (and a literal ``%`` into ``%%``), outside quoted text;
 - ``INSERT OR IGNORE INTO t ...`` into ``INSERT INTO t ... ON CONFLICT DO NOTHING``;
-- ``BEGIN IMMEDIATE`` into ``BEGIN`` (PostgreSQL locks rows, not the database);
+- ``BEGIN IMMEDIATE`` into ``BEGIN`` followed by ``pg_advisory_xact_lock`` of :data:`WRITE_LOCK`
+  (:meth:`Dialect.begin_immediate`): as with SQLite, one writing transaction at a time per database, which
+  the audit log's appenders rely on (an entry's index is the log's size when it is written);
 
 and every schema script through :meth:`Dialect.script`, which maps the column types (``INTEGER`` is
 64-bit in SQLite: ``BIGINT``; ``REAL`` is a double: ``DOUBLE PRECISION``; ``BLOB``: ``BYTEA``), makes an
@@ -35,6 +37,10 @@ class Dialect:
 
     def sql(self, text: str) -> str:
         return text
+
+    def begin_immediate(self, text: str) -> bool:
+        """Is ``text`` SQLite's ``BEGIN IMMEDIATE`` (a writing transaction: the database's write lock)?"""
+        return text.strip().upper() == "BEGIN IMMEDIATE"
 
     def script(self, ddl: str) -> list[str]:
         """The statements of a schema script (``;``-separated), in this engine's spelling."""
@@ -88,10 +94,12 @@ class PostgresDialect(Dialect):
         return {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
 
 
+# the advisory lock a PostgreSQL writing transaction holds until it ends ("traza-w" in ASCII)
+WRITE_LOCK = 0x7472617A612D77
+
+
 @lru_cache(maxsize=2048)
 def _pg_sql(text: str) -> str:
-    if text.strip().upper() == "BEGIN IMMEDIATE":
-        return "BEGIN"
     out: list[str] = []
     quote: str | None = None
     for ch in text:

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from gateway.store.dialect import PostgresDialect, StoreUrlError, postgresql
+from gateway.store.dialect import WRITE_LOCK, PostgresDialect, StoreUrlError, postgresql
 from gateway.store.dialect import redact as redact
 
 CONNECT_TIMEOUT = 10  # seconds to reach the server before the URL is called unreachable
@@ -61,6 +61,9 @@ class PgConnection:
         self.dialect: PostgresDialect = postgresql()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
+        if self.dialect.begin_immediate(sql):  # SQLite's write lock: BEGIN, then the database's write lock
+            self.raw.execute("BEGIN")
+            return PgCursor(self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,)))
         # always with parameters (maybe none): psycopg then turns the dialect's "%%" back into "%"
         return PgCursor(self.raw.execute(self.dialect.sql(sql), tuple(params)))
 

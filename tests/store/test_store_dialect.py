@@ -15,7 +15,7 @@ def test_placeholders_and_insert_or_ignore_are_rewritten_outside_quoted_text():
         "INSERT INTO k (a, b) VALUES (%s, %s) ON CONFLICT DO NOTHING"
     assert d.sql("INSERT OR IGNORE INTO k (a) VALUES (?) RETURNING a") == \
         "INSERT INTO k (a) VALUES (%s) ON CONFLICT DO NOTHING RETURNING a"
-    assert d.sql("BEGIN IMMEDIATE") == "BEGIN"
+    assert d.begin_immediate("BEGIN IMMEDIATE") and not d.begin_immediate("BEGIN")
     assert SQLITE.sql("INSERT OR IGNORE INTO k VALUES (?)") == "INSERT OR IGNORE INTO k VALUES (?)"
 
 
@@ -37,3 +37,30 @@ def test_a_literal_percent_and_64_bit_integers_survive_on_postgresql(pg_url):
         assert conn.execute(f"SELECT {postgresql().trunc('?')}", (86399.9,)).fetchone() == (86399,)
     finally:
         conn.close()
+
+
+def test_begin_immediate_takes_the_write_lock_on_postgresql_as_on_sqlite(pg_url):
+    """SQLite's BEGIN IMMEDIATE lets one writing transaction at a time into the database; the audit log's
+    appenders rely on it (the next index is the log's size). On PostgreSQL it takes the same lock: a second
+    writer waits until the first commits."""
+    import threading
+
+    a, b = pg.connect(pg_url), pg.connect(pg_url)
+    try:
+        a.execute("BEGIN IMMEDIATE")
+        entered = threading.Event()
+
+        def second() -> None:
+            b.execute("BEGIN IMMEDIATE")
+            entered.set()
+            b.execute("COMMIT")
+
+        t = threading.Thread(target=second)
+        t.start()
+        assert not entered.wait(0.5)  # held by a
+        a.execute("COMMIT")
+        assert entered.wait(10)
+        t.join(10)
+    finally:
+        a.close()
+        b.close()
