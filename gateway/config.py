@@ -113,6 +113,13 @@ class ClientSection(_C, frozen=True):
     auditor_key: str | None = None
 
 
+class StoreSection(_C, frozen=True):
+    """Where the relay tables and the audit log live (docs/ha.md): by default the SQLite file
+    ``node.db`` in ``node.data_dir``; ``url = "postgresql://user@host:port/db"`` puts them in PostgreSQL."""
+
+    url: str | None = None
+
+
 class LogSection(_C, frozen=True):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -128,6 +135,7 @@ class Config(_C, frozen=True):
     limits: LimitsSection = LimitsSection()
     log: LogSection = LogSection()
     client: ClientSection = ClientSection()
+    store: StoreSection = StoreSection()
     path: str = ""  # the file it was read from (set by load_config)
 
     def resolve(self, p: str) -> Path:
@@ -161,6 +169,22 @@ def _check_delivery(path: Path, cfg: Config) -> None:
             raise ConfigError(f"{path}: delivery.drop_dir: {f} exists and is not a folder")
 
 
+def _check_store(path: Path, cfg: Config) -> None:
+    url = cfg.store.url
+    if url is None:
+        return
+    shown = re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)  # never print a password
+    if urlsplit(url).scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"{path}: store.url: {shown!r} is not a postgresql:// URL (leave store.url out for "
+                          "the SQLite file in node.data_dir)")
+    import psycopg
+
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"{path}: store.url: {shown!r}: {str(exc).strip().splitlines()[0]}") from None
+
+
 _PATH_RE = re.compile(r"at `\$\.?(.*)`")
 
 
@@ -188,6 +212,7 @@ def load_config(path: Path | str) -> Config:
     if not NODE_ID.match(cfg.node.id):
         raise ConfigError(f"{path}: node.id: {cfg.node.id!r} does not match {NODE_ID.pattern}")
     _check_delivery(path, cfg)
+    _check_store(path, cfg)
     for i, origin in enumerate(cfg.listen.local_origins):
         if parse_origin(origin) is None:
             raise ConfigError(f"{path}: listen.local_origins[{i}]: {origin!r} is not an origin https://host[:port]")

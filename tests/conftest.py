@@ -1,3 +1,42 @@
-"""Shared by every test module: the summary line for tests skipped because a system tool is missing."""
+"""Shared by every test module: the summary line for tests skipped because a system tool is missing, and
+the PostgreSQL fixtures (tests/kit/pg.py): ``pg_cluster`` (one server per session), ``pg_url`` (a fresh
+database per test) and ``store_target``, parametrised ``sqlite``/``postgresql``: what a store is opened
+on (a SQLite file path, or a PostgreSQL URL)."""
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kit.pg import Cluster
 from kit.skipsummary import pytest_terminal_summary  # noqa: F401 - a hook, registered by being here
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    try:
+        cluster = Cluster()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
+    with pg_cluster.database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """Where a store lives: ``<tmp>/node.db`` (SQLite) or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        yield tmp_path / "node.db"
+        return
+    cluster: Cluster = request.getfixturevalue("pg_cluster")
+    with cluster.database() as url:
+        yield url

@@ -47,6 +47,7 @@ from gateway.core.note import (
     sign_ed25519,
 )
 from gateway.crypto.keys import Ed25519Key, ed25519_verify
+from gateway.store.dialect import Dialect, dialect_of
 
 log = structlog.get_logger("traza.audit")
 
@@ -198,18 +199,24 @@ DAY = 86400
 _PREVIOUS_NEWEST = {
     True: "SELECT max(received_at) FROM audit_cosignatures WHERE name = ? AND received_at < ?",
     False: "SELECT min(m) FROM (SELECT max(received_at) AS m FROM audit_cosignatures WHERE received_at < ? "
-           "GROUP BY name)",
+           "GROUP BY name) AS newest",
 }
 _KEEP = (
     "DELETE FROM audit_cosignatures WHERE id IN (SELECT id FROM ("
     " SELECT id,"
-    "  row_number() OVER (PARTITION BY name, CAST(received_at / 86400 AS INTEGER) ORDER BY received_at, id)"
+    "  row_number() OVER (PARTITION BY name, {day} ORDER BY received_at, id)"
     "   AS nth_of_day,"
     "  row_number() OVER (PARTITION BY name ORDER BY received_at DESC, id DESC) AS nth_newest"
-    "  FROM audit_cosignatures WHERE {}) WHERE nth_of_day > 1 AND nth_newest > 1)"
+    "  FROM audit_cosignatures WHERE {where}) AS ranked WHERE nth_of_day > 1 AND nth_newest > 1)"
 )
-# delete every cosignature that is neither its witness's newest nor the first of its UTC day
-_COMPACT = {True: _KEEP.format("name = ? AND received_at >= ?"), False: _KEEP.format("received_at >= ?")}
+
+
+@functools.lru_cache(maxsize=8)
+def _compact_sql(dialect: Dialect, one: bool) -> str:
+    """Delete every cosignature that is neither its witness's newest nor the first of its UTC day (of one
+    witness, or of every one); the day is the integer part of ``received_at / 86400``."""
+    where = "name = ? AND received_at >= ?" if one else "received_at >= ?"
+    return _KEEP.format(day=dialect.trunc("received_at / 86400"), where=where)
 
 
 def compact_cosignatures(conn: sqlite3.Connection, *, since: float | None = None, name: str | None = None) -> int:
@@ -224,7 +231,7 @@ def compact_cosignatures(conn: sqlite3.Connection, *, since: float | None = None
         row = conn.execute(_PREVIOUS_NEWEST[one], (name, since) if one else (since,)).fetchone()
         earliest = since if row[0] is None else min(since, float(row[0]))
         start = float(int(earliest // DAY) * DAY)
-    cur = conn.execute(_COMPACT[one], (name, start) if one else (start,))
+    cur = conn.execute(_compact_sql(dialect_of(conn), one), (name, start) if one else (start,))
     return int(cur.rowcount)
 
 

@@ -41,6 +41,10 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from gateway.store.db import MIGRATE_LOCK
+from gateway.store.dialect import StoreUrlError, dialect_of, is_url
 
 SCHEMA_VERSION = "3"
 # versions a read-only reader can read (the columns it selects are the same in all)
@@ -124,7 +128,14 @@ class AuditError(Exception):
 
 def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """Open (creating if needed) a read-write audit database: WAL, synchronous=FULL, explicit
-    transactions (``isolation_level=None``), schema ensured."""
+    transactions (``isolation_level=None``), schema ensured. A ``postgresql://`` URL opens the audit
+    tables in that PostgreSQL database (:mod:`gateway.store.pg`, same statements)."""
+    if is_url(path):
+        from gateway.store import pg
+
+        pconn: Any = pg.connect(str(path), application_name="traza-audit")
+        ensure_schema(pconn)
+        return pconn  # type: ignore[no-any-return]  # the sqlite3.Connection surface
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=check_same_thread, timeout=30.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -139,6 +150,8 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     if _has_meta(conn) and get_meta(conn, "schema") == SCHEMA_VERSION:
         return
     with transaction(conn):
+        if dialect_of(conn).name == "postgresql":  # replicas starting together: one creates the tables
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATE_LOCK,))
         create_schema(conn)
 
 
@@ -149,9 +162,8 @@ def create_schema(conn: sqlite3.Connection) -> None:
         raise AuditError("audit create_schema() must run inside the caller's transaction")
     if _has_meta(conn):
         migrate_schema(conn)
-    for stmt in SCHEMA.split(";"):
-        if stmt.strip():
-            conn.execute(stmt)
+    for stmt in dialect_of(conn).script(SCHEMA):
+        conn.execute(stmt)
     conn.execute("INSERT OR IGNORE INTO audit_meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
     check_schema_version(conn)
 
@@ -212,12 +224,14 @@ def _db_file(conn: sqlite3.Connection) -> str:
 
 
 def _has_meta(conn: sqlite3.Connection) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='audit_meta'").fetchone()
-    return row is not None
+    return "audit_meta" in dialect_of(conn).tables(conn)
 
 
 def connect_readonly(path: str | Path) -> sqlite3.Connection:
-    """Open an audit database read-only from the file alone (an auditor's copy works too)."""
+    """Open an audit database read-only from the file alone (an auditor's copy works too), or the audit
+    tables of a PostgreSQL database (a ``postgresql://`` URL) in read-only transactions."""
+    if is_url(path):
+        return _connect_readonly_pg(str(path))
     p = Path(path)
     if not p.is_file():
         raise AuditError(f"{p}: no such database file")
@@ -241,6 +255,25 @@ def connect_readonly(path: str | Path) -> sqlite3.Connection:
             f"{p}: audit schema version {row[0] if row else None!r} is not one of {', '.join(READABLE_VERSIONS)}"
         )
     return conn
+
+
+def _connect_readonly_pg(url: str) -> sqlite3.Connection:
+    from gateway.store import pg
+
+    try:
+        conn: Any = pg.connect(url, application_name="traza-audit-read")
+    except StoreUrlError as exc:
+        raise AuditError(str(exc)) from None
+    conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    where = pg.redact(url)
+    if not _has_meta(conn):
+        conn.close()
+        raise AuditError(f"{where}: not a Traza audit database (no audit_meta table)")
+    version = get_meta(conn, "schema")
+    if version not in READABLE_VERSIONS:
+        conn.close()
+        raise AuditError(f"{where}: audit schema version {version!r} is not one of {', '.join(READABLE_VERSIONS)}")
+    return conn  # type: ignore[no-any-return]  # the sqlite3.Connection surface
 
 
 def get_meta(conn: sqlite3.Connection, key: str) -> str | None:

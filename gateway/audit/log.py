@@ -25,6 +25,7 @@ from gateway.core import events
 from gateway.core.canonical import CanonicalError, canonical_bytes
 from gateway.core.merkle import CompactRange, leaf_hash
 from gateway.core.timeutil import rfc3339
+from gateway.store.dialect import is_url
 
 # SPEC §7.1 (with the 1.1 additions witness.fork_detected, local.rejected, receipt.overdue and
 # store.check_failed), plus node.task_failed (a supervised loop of the node failed and was restarted; issue #11):
@@ -233,7 +234,7 @@ class AuditAppender:
     MAX_GROUP = 8192
 
     def __init__(self, path: str | Path, node: str, *, clock: Callable[[], float] = time.time) -> None:
-        self.path = Path(path)
+        self.path = path if is_url(path) else Path(path)
         self.node = node
         self._clock = clock
         self._conn = connect(self.path, check_same_thread=False)

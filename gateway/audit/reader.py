@@ -23,6 +23,7 @@ from gateway.audit import tree
 from gateway.audit.db import AuditError, connect_readonly, get_meta
 from gateway.core.auditquery import AuditQuery
 from gateway.core.b64 import b64_encode
+from gateway.store.dialect import dialect_of
 
 MAX_PAGE = 1000
 
@@ -43,7 +44,9 @@ class StoredCheckpoint:
 
 class AuditReader:
     def __init__(self, source: str | Path | sqlite3.Connection) -> None:
-        if isinstance(source, sqlite3.Connection):
+        """``source``: an open connection (SQLite's or :class:`gateway.store.pg.PgConnection`), kept open;
+        or a database file or ``postgresql://`` URL, opened read-only and closed by :meth:`close`."""
+        if not isinstance(source, str | Path):
             self.conn = source
             self._owned = False
         else:
@@ -125,7 +128,11 @@ class AuditReader:
         """Entries matching the auditor's query (gateway/core/auditquery.py), oldest first, from
         ``q.start``, at most ``q.limit``. Text filters are case-insensitive parts; ``peer`` matches any node
         the entry names (sender, recipient, origin, destination, peer)."""
-        field = "json_extract(CAST(entry AS TEXT), '$.{}')".format
+        d = dialect_of(self.conn)
+
+        def field(key: str) -> str:
+            return d.json_field("entry", key)
+
         sql: list[str] = ["idx >= ?"]
         args: list[Any] = [q.start]
         if q.since is not None:
@@ -149,7 +156,7 @@ class AuditReader:
         for key, value in (("unit", q.unit), ("officer", q.officer), ("case", q.case)):
             if value is not None:
                 # instr over lower(): a part, without LIKE's wildcards in what the auditor typed
-                sql.append(f"instr(lower(COALESCE({field(key)}, '')), lower(?)) > 0")
+                sql.append(d.contains(field(key)))
                 args.append(value)
         # the clauses are this method's constant texts; every value the auditor gave is a bound parameter
         where = " AND ".join(sql)
@@ -205,11 +212,12 @@ class AuditReader:
         """Each witness's newest cosignature of the checkpoint of ``size`` (a quiet log is cosigned again
         at every refresh: the older lines are kept, one a day, but not served)."""
         rows = self.conn.execute(
-            "SELECT name, public_key, line, max(received_at) FROM audit_cosignatures WHERE size=? "
-            "GROUP BY name ORDER BY name",
+            "SELECT name, public_key, line FROM (SELECT name, public_key, line, row_number() OVER "
+            "(PARTITION BY name ORDER BY received_at DESC, line DESC) AS nth FROM audit_cosignatures WHERE size=?) "
+            "AS newest WHERE nth = 1 ORDER BY name",
             (size,),
         ).fetchall()
-        return tuple((str(n), str(k), str(line)) for n, k, line, _ in rows)
+        return tuple((str(n), str(k), str(line)) for n, k, line in rows)
 
     def _stored(self, row: tuple[Any, ...]) -> StoredCheckpoint:
         size, root, note, key, at = row

@@ -44,6 +44,7 @@ from gateway.core.events import StoreCheckFailed
 from gateway.core.manifest import Federation
 from gateway.core.note import origin_for
 from gateway.crypto.keys import Ed25519Key
+from gateway.store.dialect import StoreUrlError, redact
 
 DB_FILE = "node.db"
 QUICK_CHECK_ROWS = 10  # findings PRAGMA quick_check lists at most (the first one is reported)
@@ -53,7 +54,7 @@ QUICK_CHECK_ROWS = 10  # findings PRAGMA quick_check lists at most (the first on
 class StoreReport:
     """What :func:`check_store` found: ``problems`` is empty when the store is sound."""
 
-    db: Path
+    db: Path | str  # a file, or a PostgreSQL URL without its password
     problems: list[str] = field(default_factory=list)
     size: int = 0  # entries in the log
     signed_size: int = 0  # the largest checkpoint size known to be signed (database or file)
@@ -122,11 +123,13 @@ def node_keys(fed: Federation, node: str, key: Ed25519Key) -> tuple[list[bytes],
     return mine, witnesses
 
 
-def check_node_store(data_dir: Path, fed: Federation, node: str, key: Ed25519Key) -> StoreReport:
-    """:func:`check_store` on ``data_dir/node.db`` and ``data_dir/last-checkpoint`` of ``node``."""
+def check_node_store(data_dir: Path, fed: Federation, node: str, key: Ed25519Key, *,
+                     db: Path | str | None = None) -> StoreReport:
+    """:func:`check_store` on ``data_dir/node.db`` (or ``db``: another file, a ``postgresql://`` URL) and
+    ``data_dir/last-checkpoint`` of ``node``."""
     log_keys, witnesses = node_keys(fed, node, key)
     return check_store(
-        data_dir / DB_FILE,
+        data_dir / DB_FILE if db is None else db,
         data_dir / CHECKPOINT_FILE,
         origin=origin_for(fed.name, node),
         log_keys=log_keys,
@@ -135,7 +138,7 @@ def check_node_store(data_dir: Path, fed: Federation, node: str, key: Ed25519Key
 
 
 def check_store(
-    db: Path,
+    db: Path | str,
     checkpoint_file: Path,
     *,
     origin: str,
@@ -143,9 +146,11 @@ def check_store(
     witness_keys: Mapping[str, bytes],
 ) -> StoreReport:
     """Check the store as the module docstring says; never raises for a damaged store (the problems are in
-    the report), never writes to the database."""
+    the report), never writes to the database. On PostgreSQL (``db`` a URL) step 1 is the server's (its
+    pages are checksummed and WAL-logged); a server that cannot be reached raises
+    :class:`gateway.store.dialect.StoreUrlError` (a configuration error, not a damaged store)."""
     t0 = time.perf_counter()
-    report = StoreReport(db=db)
+    report = StoreReport(db=db if isinstance(db, Path) else redact(db))
     try:
         _check(report, db, checkpoint_file, origin, log_keys, witness_keys)
     except VerifyFailed as exc:
@@ -154,13 +159,19 @@ def check_store(
         report.problems.append(str(exc))
     except sqlite3.DatabaseError as exc:  # a page quick_check does not read, or a file it cannot open
         report.problems.append(f"{db}: the database cannot be read ({exc})")
+    except StoreUrlError:
+        raise
+    except Exception as exc:
+        if not type(exc).__module__.startswith("psycopg"):
+            raise
+        report.problems.append(f"{report.db}: the database cannot be read ({str(exc).strip()})")
     report.seconds = time.perf_counter() - t0
     return report
 
 
 def _check(
     report: StoreReport,
-    db: Path,
+    db: Path | str,
     checkpoint_file: Path,
     origin: str,
     log_keys: Sequence[bytes],
@@ -169,6 +180,24 @@ def _check(
     kept = read_checkpoint_file(checkpoint_file)
     kept_size = 0 if kept is None else kept[1]
     report.signed_size = kept_size
+    if isinstance(db, str):  # PostgreSQL
+        from gateway.store import pg
+
+        pconn = pg.connect(db, application_name="traza-check")
+        try:
+            pconn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            if "audit_entries" not in pconn.dialect.tables(pconn):
+                if kept_size:
+                    report.problems.append(
+                        f"{report.db}: log has 0 entries (no audit tables) but checkpoint of size {kept_size} was "
+                        f"signed ({checkpoint_file})"
+                    )
+                return
+            _check_log(report, AuditReader(pconn), report.db, checkpoint_file, kept, origin, log_keys,  # type: ignore[arg-type]
+                       witness_keys)
+        finally:
+            pconn.close()
+        return
     if not db.exists():
         if kept_size:
             report.problems.append(
@@ -199,7 +228,7 @@ def _check(
 def _check_log(
     report: StoreReport,
     reader: AuditReader,
-    db: Path,
+    db: Path | str,
     checkpoint_file: Path,
     kept: tuple[str, int, bytes] | None,
     origin: str,

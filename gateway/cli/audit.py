@@ -39,6 +39,7 @@ from gateway.core.note import NoteError, open_checkpoint, parse_checkpoint_text,
 from gateway.core.printable import json_safe, printable
 from gateway.core.timeutil import duration_text, rfc3339_seconds
 from gateway.failures import CheckFailed, UsageError
+from gateway.store.dialect import is_url, redact
 
 
 def register(sub: Any) -> None:
@@ -49,7 +50,8 @@ def register(sub: Any) -> None:
 
     def source(q: argparse.ArgumentParser) -> None:
         g = q.add_mutually_exclusive_group(required=True)
-        g.add_argument("--db", type=Path, metavar="FILE", help="the node's database file (read-only)")
+        g.add_argument("--db", type=_db_source, metavar="FILE|URL",
+                       help="the node's database file, or its postgresql:// URL (read-only)")
         g.add_argument("--url", metavar="URL", help="a running node's local API, e.g. https://127.0.0.1:7201")
         q.add_argument("--cert", type=Path, help="auditor client certificate (PEM) for --url")
         q.add_argument("--key", type=Path, help="auditor client key (PEM) for --url")
@@ -131,6 +133,15 @@ def register(sub: Any) -> None:
 # -- sources -----------------------------------------------------------------------------------------
 
 
+def _db_source(text: str) -> Path | str:
+    """``--db``: a SQLite file, or a PostgreSQL database by its ``postgresql://`` URL."""
+    return text if is_url(text) else Path(text)
+
+
+def _db_name(db: Path | str) -> str:
+    return redact(db) if isinstance(db, str) else str(db)
+
+
 def _one_line(verb: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """A database that turns out unreadable midway (a malformed page, not a database) is one line, exit 1."""
 
@@ -138,13 +149,20 @@ def _one_line(verb: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
     def run(args: argparse.Namespace) -> int:
         try:
             return verb(args)
-        except sqlite3.DatabaseError as exc:
-            raise CheckFailed(f"{args.db}: the database cannot be read ({exc})") from None
+        except Exception as exc:
+            if not isinstance(exc, sqlite3.DatabaseError) and not type(exc).__module__.startswith("psycopg"):
+                raise
+            raise CheckFailed(f"{_db_name(args.db)}: the database cannot be read ({exc})") from None
 
     return run
 
 
-def _open_db(path: Path) -> AuditReader:
+def _open_db(path: Path | str) -> AuditReader:
+    if isinstance(path, str):  # PostgreSQL
+        try:
+            return AuditReader(path)
+        except AuditError as exc:
+            raise CheckFailed(str(exc)) from None
     if not path.is_file():
         raise UsageError(f"{path}: no such database file")
     try:
@@ -248,7 +266,7 @@ def _verify(args: argparse.Namespace) -> int:
     log_keys, witnesses = _keys(args)
     if args.db is not None:
         with _open_db(args.db) as reader:
-            found = quick_check(reader.conn)
+            found = quick_check(reader.conn) if isinstance(args.db, Path) else None  # PostgreSQL checks its pages
             if found is not None:
                 raise CheckFailed(f"{args.db}: PRAGMA quick_check: {found}")
             records = [
@@ -257,7 +275,7 @@ def _verify(args: argparse.Namespace) -> int:
                 )
                 for cp in reader.checkpoints()
             ]
-            kept = _kept_checkpoint(args.db, records)
+            kept = _kept_checkpoint(args.db, records) if isinstance(args.db, Path) else None
             if kept is not None:
                 records.append(kept)
             bar, progress = _progress(reader.size(), not args.no_progress)
@@ -279,8 +297,8 @@ def _verify(args: argparse.Namespace) -> int:
                 in_db = {r.recorded[0] for r in records if r.recorded is not None}
                 if kept is not None and exc.checkpoint_size == checkpoint_size(kept) not in in_db:
                     where = f" (the checkpoint kept in {args.db.parent / CHECKPOINT_FILE})"
-                raise CheckFailed(f"audit log {args.db} does not verify: {exc}{where}") from None
-        source = str(args.db)
+                raise CheckFailed(f"audit log {_db_name(args.db)} does not verify: {exc}{where}") from None
+        source = _db_name(args.db)
     else:
         kept = None
         if log_keys is None:
@@ -298,7 +316,7 @@ def _verify(args: argparse.Namespace) -> int:
         except VerifyFailed as exc:
             raise CheckFailed(f"audit log at {args.url} does not verify: {exc}") from None
         source = args.url
-    kept_file = args.db.parent / CHECKPOINT_FILE if args.db is not None and kept is not None else None
+    kept_file = args.db.parent / CHECKPOINT_FILE if isinstance(args.db, Path) and kept is not None else None
     if args.json:
         print(json_safe(json.dumps({
             "ok": True, "source": source, "origin": report.origin, "node": report.node, "size": report.size,

@@ -24,6 +24,7 @@ VERB_MODULES: tuple[str, ...] = (
     "messages",
     "demo",
     "bench",
+    "store",
 )
 
 

@@ -55,11 +55,12 @@ from gateway.node.relay import Applier
 from gateway.node.services import Shared
 from gateway.node.tls import TlsFileError, TlsMixin
 from gateway.node.witness import Witnessing
-from gateway.store import lookup
 from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
-from gateway.store.db import Database, StorageUnavailable
+from gateway.store.db import StorageUnavailable
+from gateway.store.dialect import StoreUrlError, redact
 from gateway.store.lock import DataDirLock, DataDirLocked
+from gateway.store.schema import StoreVersionError, open_store
 from gateway.transport.listener import Listener, ListenLimits, serve
 from gateway.transport.local import local_app, ops_app
 from gateway.transport.peer import PeerClient, PeerUnavailable, Result, peer_app
@@ -173,8 +174,13 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
         except TlsFileError as exc:
             raise NodeError(str(exc)) from None
         _check_local_ca(cfg, fed)
-        # the store checks itself before it is opened for writing (docs/reliability.md)
-        self.store_report = selfcheck.check_node_store(self.data_dir, fed, self.id, self.audit_key)
+        # the store checks itself before it is opened for writing (docs/reliability.md); it is the SQLite
+        # file in data_dir, or the PostgreSQL database of [store] url (docs/ha.md)
+        store = cfg.store.url or self.data_dir / selfcheck.DB_FILE
+        try:
+            self.store_report = selfcheck.check_node_store(self.data_dir, fed, self.id, self.audit_key, db=store)
+        except StoreUrlError as exc:
+            raise NodeError(f"{cfg.path}: store.url: {exc}") from None
         if not self.store_report.ok:
             if accept_damaged_store is None:
                 raise StoreDamaged(self.store_report.refusal())
@@ -184,13 +190,13 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
                           signed_size=self.store_report.signed_size, seconds=round(self.store_report.seconds, 3))
         # store and audit share one database
         try:
-            self.db = Database(self.data_dir / "node.db", on_fatal=self._storage_fatal)
-            self.db.migrate(st.SCHEMA)
-            self.db.migrate(lookup.SCHEMA)
+            self.db = open_store(store, on_fatal=self._storage_fatal)
             self.audit = audit_facade.NodeAudit(self.db, node=self.id, federation=fed.name, key=[k for _, k in self.keyring.audit],
                                                 checkpoint_file=self.data_dir / CHECKPOINT_FILE)
-        except sqlite3.DatabaseError as exc:
-            raise StoreDamaged(f"{self.data_dir / 'node.db'}: the database cannot be opened ({exc})") from None
+        except StoreUrlError as exc:
+            raise NodeError(f"{cfg.path}: store.url: {exc}") from None
+        except (sqlite3.DatabaseError, StoreVersionError) as exc:
+            raise StoreDamaged(f"{redact(str(store))}: the database cannot be opened ({exc})") from None
         if not self.store_report.ok:
             incident = self.store_report.incident(accept_damaged_store or "")
             self.db.write_sync(lambda c: self.audit.stage(c, [incident], self.clock()))

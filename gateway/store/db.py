@@ -25,6 +25,13 @@ SQLITE_CANTOPEN, SQLITE_READONLY, SQLITE_NOTADB, SQLITE_CORRUPT) callers get :cl
 A failed fsync (SQLITE_IOERR_FSYNC) is fatal: the page cache may no longer say what is on disk, so the
 database refuses every later write and ``on_fatal`` is called (the node exits non-zero and its supervisor
 restarts it); it never retries the fsync and carries on.
+
+Two engines (issue #13): ``Database(path)`` is the SQLite file; ``Database("postgresql://...")`` runs the
+same group commit on PostgreSQL (:mod:`gateway.store.pg`): the writer thread holds one connection,
+readers take theirs from a pool, every statement goes through the engine's :attr:`dialect`
+(:mod:`gateway.store.dialect`), so the relay store and the audit log are the same code on both. On
+PostgreSQL a lost connection, a full disk or a read-only server is :class:`StorageUnavailable` (503) and
+the writer reconnects before its next transaction; nothing there is fatal (the server does its own fsync).
 """
 
 from __future__ import annotations
@@ -38,12 +45,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.store.dialect import SQLITE, Dialect, is_url, postgresql
+
 T = TypeVar("T")
 
 MAX_BATCH = 4096
 # Prepared statements kept per connection: every statement the relay and the audit log issue fits, so
 # none is compiled again under load.
 STATEMENT_CACHE = 512
+# PostgreSQL advisory lock key held while a schema is created or migrated ("traza" in ASCII)
+MIGRATE_LOCK = 0x7472617A61
 
 
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -88,6 +99,11 @@ def storage_error(exc: BaseException) -> StorageUnavailable | None:
     """The :class:`StorageUnavailable` an exception from SQLite stands for, or None if it is not one."""
     if isinstance(exc, StorageUnavailable):
         return exc
+    if type(exc).__module__.startswith("psycopg"):
+        from gateway.store.pg import storage_error_kind
+
+        kind = storage_error_kind(exc)
+        return None if kind is None else StorageUnavailable(f"storage: PostgreSQL {kind}: {str(exc).strip()}")
     if not isinstance(exc, sqlite3.Error):
         return None
     code = getattr(exc, "sqlite_errorcode", None)
@@ -128,13 +144,28 @@ def _resolve(outcomes: list[tuple[asyncio.Future[Any], bool, Any, list[Callable[
 
 
 class Database:
-    """Group-committing SQLite database. Create it, ``migrate`` schemas, then ``write``/``read``."""
+    """Group-committing database on a SQLite file or a PostgreSQL URL. Create it, ``migrate`` schemas,
+    then ``write``/``read``."""
 
     def __init__(self, path: Path | str, *, readers: int = 2,
                  on_fatal: Callable[[StorageUnavailable], None] | None = None) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = connect(self.path)
+        self.url: str | None = None
+        self._pool: Any = None
+        self.dialect: Dialect = SQLITE
+        if is_url(path):
+            from gateway.store import pg
+
+            self.url = str(path)
+            self.dialect = postgresql()
+            self.where = pg.redact(self.url)
+            self.path = Path(self.where)  # for messages only
+            self._conn: Any = pg.connect(self.url, application_name="traza-write")
+            self._pool = pg.pool(self.url, readers)
+        else:
+            self.path = Path(path)
+            self.where = str(self.path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = connect(self.path)
         self._queue: queue.SimpleQueue[_Item | _Stop] = queue.SimpleQueue()
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="db-read")
@@ -147,7 +178,8 @@ class Database:
         self.fatal: StorageUnavailable | None = None  # set once an fsync failed: no write is taken after it
         self.on_fatal = on_fatal
         self._effects: list[Callable[[], None]] = []  # of the write running on the writer thread
-        self._thread = threading.Thread(target=self._run, name=f"db-writer:{self.path.name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"db-writer:{self.path.name or self.dialect.name}",
+                                        daemon=True)
         self._thread.start()
 
     # --- writer --------------------------------------------------------------------------------------
@@ -174,6 +206,17 @@ class Database:
                 if stop:
                     break
                 continue
+            if self.url is not None and self._conn.broken:  # PostgreSQL: the last connection was lost
+                try:
+                    self._reconnect()
+                except Exception as exc:
+                    lost = StorageUnavailable(f"storage: {exc}")
+                    self.healthy, self.last_error = False, lost.detail
+                    self._deliver(batch, [(False, lost, [])] * len(batch))
+                    if stop:
+                        break
+                    continue
+                conn = self._conn
             results: list[_Outcome] = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -201,7 +244,7 @@ class Database:
                 self.rollbacks += 1
                 try:
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
+                except Exception:  # noqa: S110 - the connection may be gone; the error below says why
                     pass
                 err = storage_error(exc)
                 self.healthy, self.last_error = False, str(err or exc)
@@ -215,6 +258,16 @@ class Database:
             self._deliver(batch, results)
             if stop:
                 break
+
+    def _reconnect(self) -> None:
+        from gateway.store import pg
+
+        assert self.url is not None
+        try:
+            self._conn.close()
+        except Exception:  # noqa: S110 - it is broken already
+            pass
+        self._conn = pg.connect(self.url, application_name="traza-write")
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """From inside a write: run ``fn`` once this write's transaction has committed (on the caller's
@@ -247,7 +300,7 @@ class Database:
 
     def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
         if self._closed:
-            raise RuntimeError(f"database {self.path} is closed")
+            raise RuntimeError(f"database {self.where} is closed")
         fut: Future[T] = Future()
         self._queue.put((fn, fut, None))
         return fut
@@ -255,7 +308,7 @@ class Database:
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in the next group-committed transaction; return once it is durable."""
         if self._closed:
-            raise RuntimeError(f"database {self.path} is closed")
+            raise RuntimeError(f"database {self.where} is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.put((fn, fut, loop))
@@ -273,17 +326,38 @@ class Database:
             self._local.conn = conn
         return conn
 
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._pool is None:
+            return fn(self._reader())
+        from gateway.store.pg import PgConnection
+
+        with self._pool.connection() as raw:
+            return fn(PgConnection(raw))  # type: ignore[arg-type]  # the sqlite3.Connection surface
+
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+        return await loop.run_in_executor(self._readers, self._read, fn)
 
     def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return self._readers.submit(lambda: fn(self._reader())).result()
+        return self._readers.submit(self._read, fn).result()
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def migrate(self, ddl: str) -> None:
-        """Apply idempotent DDL (``CREATE ... IF NOT EXISTS``) in one transaction."""
+        """Apply idempotent DDL (``CREATE ... IF NOT EXISTS``) in one transaction (on PostgreSQL under an
+        advisory lock, so that replicas starting together do not race)."""
+        if self.url is not None:
+            from gateway.store import pg
+
+            pconn = pg.connect(self.url, application_name="traza-migrate")
+            try:
+                pconn.execute("BEGIN")
+                pconn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATE_LOCK,))
+                pconn.executescript(ddl)
+                pconn.execute("COMMIT")
+            finally:
+                pconn.close()
+            return
         conn = connect(self.path)
         try:
             conn.executescript(f"BEGIN IMMEDIATE; {ddl}; COMMIT;")
@@ -297,6 +371,8 @@ class Database:
         self._queue.put(_Stop())
         self._thread.join()
         self._readers.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.close()
         self._conn.close()
 
     def __enter__(self) -> Database:

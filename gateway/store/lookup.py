@@ -7,16 +7,22 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, NamedTuple
 
+from gateway.store.dialect import dialect_of
+
 # applied after gateway.store.relay.SCHEMA: a conversation is found by its id without a full scan
 SCHEMA = "CREATE INDEX IF NOT EXISTS messages_cid ON messages(cid)"
 
 # the origin token as stored with the envelope (its marking: handling code, restrictions, classification,
 # purpose, reply-to), without reading the payload into Python; NULL once the envelope was dropped
-_INBOX = ("SELECT i.seq, i.jti, i.body, i.delivered_at, m.mt, m.iss, m.cid, i.taken_at, m.irt, "
-          "CASE WHEN length(m.envelope)>0 THEN json_extract(CAST(m.envelope AS TEXT), '$.token') END "
-          "FROM inbox i JOIN messages m ON m.jti=i.jti")
-_ORIGIN_AND_JWS = ("SELECT m.iss, CASE WHEN length(m.envelope)>0 THEN json_extract(CAST(m.envelope AS TEXT), '$.token') END "
-             "FROM messages m WHERE m.jti=?")
+def _token(conn: sqlite3.Connection) -> str:
+    return f"CASE WHEN length(m.envelope)>0 THEN {dialect_of(conn).json_field('m.envelope', 'token')} END"
+
+
+def _inbox(conn: sqlite3.Connection) -> str:
+    # the dialect's constant text only, never a value
+    columns = f"i.seq, i.jti, i.body, i.delivered_at, m.mt, m.iss, m.cid, i.taken_at, m.irt, {_token(conn)}"
+    return "SELECT " + columns + " FROM inbox i JOIN messages m ON m.jti=i.jti"  # noqa: S608
+
 
 class InboxRow(NamedTuple):
     """A message delivered to this node, as the inbox reads it (typed, issue #11)."""
@@ -39,25 +45,26 @@ def _rows(cursor: sqlite3.Cursor) -> list[InboxRow]:
 
 def inbox_page(conn: sqlite3.Connection, after: int, limit: int) -> list[InboxRow]:
     """Messages delivered here and not yet taken, after inbox position ``after``, oldest first."""
-    return _rows(conn.execute(_INBOX + " WHERE i.seq>? AND i.taken_at IS NULL ORDER BY i.seq LIMIT ?",
+    return _rows(conn.execute(_inbox(conn) + " WHERE i.seq>? AND i.taken_at IS NULL ORDER BY i.seq LIMIT ?",
                               (after, limit)))
 
 
 def token_of(conn: sqlite3.Connection, jti: str) -> tuple[str, str | None] | None:
     """(origin, token) of message ``jti`` held here (token None once its envelope was dropped); None if unknown."""
-    row: tuple[str, str | None] | None = conn.execute(_ORIGIN_AND_JWS, (jti,)).fetchone()
+    sql = f"SELECT m.iss, {_token(conn)} FROM messages m WHERE m.jti=?"  # noqa: S608 (the dialect's text)
+    row: tuple[str, str | None] | None = conn.execute(sql, (jti,)).fetchone()
     return row
 
 
 def inbox_message(conn: sqlite3.Connection, jti: str) -> InboxRow | None:
     """The inbox row of ``jti``, taken (acknowledged) or not; None if it was never delivered here."""
-    row = conn.execute(f"{_INBOX} WHERE i.jti=?", (jti,)).fetchone()
+    row = conn.execute(f"{_inbox(conn)} WHERE i.jti=?", (jti,)).fetchone()
     return None if row is None else InboxRow(*row)
 
 
 def conversation_inbox(conn: sqlite3.Connection, cid: str) -> list[InboxRow]:
     """Every message of conversation ``cid`` delivered to this node, taken or not, oldest first."""
-    return _rows(conn.execute(f"{_INBOX} WHERE m.cid=? ORDER BY i.seq", (cid,)))
+    return _rows(conn.execute(f"{_inbox(conn)} WHERE m.cid=? ORDER BY i.seq", (cid,)))
 
 
 def conversation_sent(conn: sqlite3.Connection, cid: str, origin: str, skip: frozenset[str]) -> list[dict[str, Any]]:

@@ -2,8 +2,13 @@
 per-message timeline. Plain functions over a ``sqlite3.Connection`` so that callers compose them with the
 audit log inside one ``Database.write`` transaction.
 
-The interface a PostgreSQL backend would implement is exactly these functions; they use only portable SQL
-except ``INSERT OR IGNORE``.
+The same functions run on PostgreSQL: there the connection is a :class:`gateway.store.pg.PgConnection`
+with the same surface, and the few differences of spelling (placeholders, ``INSERT OR IGNORE``, column
+types) are rewritten by its dialect (:mod:`gateway.store.dialect`). So the SQL here keeps to what both
+engines take: no ``lastrowid`` (``RETURNING``), no blob literals (parameters).
+
+Schema version (:data:`SCHEMA_VERSION`) in ``kv`` under ``store.schema``: 1 is the first recorded one
+(the tables as they were before versions were recorded are version 1).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import msgspec
 
 from gateway.core import relay
 from gateway.core.manifest import Federation
+
+SCHEMA_VERSION = 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -160,7 +167,7 @@ def note_blobs(conn: sqlite3.Connection, jti: str, shas: Iterable[str]) -> None:
 def drop_payload(conn: sqlite3.Connection, jti: str) -> None:
     """Forget the envelope as it travelled (payload and hops; evidence keeps token, hops and acks): the
     space is reused by later rows. The message row stays (dedupe: id, digest, the ack we gave)."""
-    conn.execute("UPDATE messages SET envelope=X'' WHERE jti=?", (jti,))
+    conn.execute("UPDATE messages SET envelope=? WHERE jti=?", (b"", jti))
 
 
 def blob_held(conn: sqlite3.Connection, sha: str) -> bool:
@@ -249,8 +256,8 @@ def outbox_peers(conn: sqlite3.Connection) -> list[str]:
 
 
 def to_inbox(conn: sqlite3.Connection, jti: str, body: bytes, now: float) -> int:
-    cur = conn.execute("INSERT INTO inbox(jti, body, delivered_at) VALUES (?,?,?)", (jti, body, now))
-    return int(cur.lastrowid or 0)
+    row = conn.execute("INSERT INTO inbox(jti, body, delivered_at) VALUES (?,?,?) RETURNING seq", (jti, body, now)).fetchone()
+    return int(row[0])
 
 
 def inbox_waiting(conn: sqlite3.Connection) -> int:

@@ -38,7 +38,7 @@ def message_event(i: int, event: str = "envelope.accepted", jti: str | None = No
 @dataclass
 class LogNode:
     node: str
-    db: Path
+    db: Path | str  # a SQLite file or a PostgreSQL URL
     key: Ed25519Key
     origin: str
     appender: AuditAppender
@@ -64,14 +64,13 @@ class LogNode:
         self.publisher.close()
 
 
-def rewrite_log(db: Path, edit: Callable[[int, bytes], bytes]) -> None:
+def rewrite_log(db: Path | str, edit: Callable[[int, bytes], bytes]) -> None:
     """What an attacker with write access does: change entries with ``edit`` and rebuild the stored
-    leaf hashes and tree nodes so that they agree with the changed entries."""
-    import sqlite3
-
+    leaf hashes and tree nodes so that they agree with the changed entries (on either engine)."""
+    from gateway.audit.db import connect
     from gateway.core.merkle import CompactRange, leaf_hash
 
-    conn = sqlite3.connect(db, isolation_level=None)
+    conn = connect(db)
     rows = conn.execute("SELECT idx, entry FROM audit_entries ORDER BY idx").fetchall()
     cr = CompactRange()
     conn.execute("BEGIN IMMEDIATE")

@@ -63,7 +63,7 @@ def test_a_quiet_log_keeps_the_first_cosignature_of_each_day_and_serves_the_newe
         status, _, body = wb.handle(a.publisher.witness_request(b.origin))
         assert status == 200
         assert a.publisher.add_cosignatures(size, body, {b.origin: b.key.public_raw}) == [b.origin]
-    conn = sqlite3.connect(a.db)
+    conn = connect(a.db)  # the SQLite file or the PostgreSQL database
     kept = [r[0] for r in conn.execute("SELECT received_at FROM audit_cosignatures WHERE name=? ORDER BY received_at",
                                        (b.origin,))]
     first_of_day: dict[int, int] = {}

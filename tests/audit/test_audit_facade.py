@@ -1,4 +1,4 @@
-"""NodeAudit over the node's shared group-commit Database: entries staged in the relay's own writes,
+"""NodeAudit over the node's shared group-commit Database (a SQLite file, a PostgreSQL database): entries staged in the relay's own writes,
 checkpoints, the auditor API views, witnessing between two nodes, and a bundle served and verified."""
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ def _msg(v_jti: str, token: str) -> dict:
     return {"jti": v_jti, "mt": "notice", "iss": "mx", "aud": "es", "dig": token_digest(token)}
 
 
-async def test_node_audit_end_to_end(tmp_path):
+async def test_node_audit_end_to_end(audit_db):
     tf = make_federation()
     fed = tf.fed
-    dbs = {n: Database(tmp_path / n / "node.db") for n in ("es", "mx")}
+    dbs = {n: Database(audit_db(n)) for n in ("es", "mx")}
     audits = {n: NodeAudit(dbs[n], node=n, federation=fed.name, key=tf.audit[n]) for n in dbs}
     es, mx = audits["es"], audits["mx"]
     env = tf.relay(tf.send("mx", "es"), ["mx", "eu-hub", "es"])
@@ -89,7 +89,7 @@ async def test_node_audit_end_to_end(tmp_path):
     assert await es.bundle("unknown") is None
 
     # a fork presented to mx is refused, alerted and audited in mx's own log
-    fork_db = Database(tmp_path / "fork" / "node.db")
+    fork_db = Database(audit_db("fork"))
     fork = NodeAudit(fork_db, node="es", federation=fed.name, key=tf.audit["es"])
     await asyncio.gather(
         *(fork_db.write(lambda c: fork.stage(c, [ev.NodeStopped()], NOW)) for _ in range(30))
@@ -103,6 +103,6 @@ async def test_node_audit_end_to_end(tmp_path):
     for db in (*dbs.values(), fork_db):
         db.close()
     # the node database verifies with the CLI
-    assert main(["audit", "verify", "--db", str(tmp_path / "es" / "node.db"), "--no-progress"]) == 0
-    assert main(["audit", "verify", "--db", str(tmp_path / "mx" / "node.db"), "--no-progress"]) == 0
+    assert main(["audit", "verify", "--db", str(audit_db("es")), "--no-progress"]) == 0
+    assert main(["audit", "verify", "--db", str(audit_db("mx")), "--no-progress"]) == 0
     assert json.loads(data)["node"] == "es"

@@ -1,4 +1,5 @@
-"""Appending: entries, stage() in the caller's transaction, group commit, the stored tree and proofs."""
+"""Appending: entries, stage() in the caller's transaction, group commit, the stored tree and proofs; on
+both engines (``audit_db``: a SQLite file, a PostgreSQL database), but for the read-only file reader."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from gateway.core.canonical import canonical_bytes
 from gateway.core.merkle import leaf_hash, root_of, verify_consistency, verify_inclusion
 
 
-def test_entry_shape_is_canonical_with_idx_ts_node(tmp_path):
-    app = AuditAppender(tmp_path / "a.db", "es", clock=lambda: T0 + 0.25)
+def test_entry_shape_is_canonical_with_idx_ts_node(audit_db):
+    app = AuditAppender(audit_db("a"), "es", clock=lambda: T0 + 0.25)
     idxs = app.append_sync([message_event(1), {"event": "node.started"}])
     app.close()
     assert idxs == [0, 1]
-    with AuditReader(tmp_path / "a.db") as r:
+    with AuditReader(audit_db("a")) as r:
         raw = r.entry(0)
         e = decode_entry(raw)
         assert canonical_bytes(e) == raw
@@ -43,20 +44,20 @@ def test_entry_shape_is_canonical_with_idx_ts_node(tmp_path):
     ],
 )
 def test_bad_events_are_refused_naming_the_field(tmp_path, event, match):
-    app = AuditAppender(tmp_path / "a.db", "es")
+    app = AuditAppender(tmp_path / "a.db", "es")  # refused before any SQL: one engine is enough
     with pytest.raises(AuditError, match=match):
         app.append_sync([event])
     app.close()
 
 
-def test_a_database_belongs_to_one_node(tmp_path):
-    AuditAppender(tmp_path / "a.db", "es").close()
+def test_a_database_belongs_to_one_node(audit_db):
+    AuditAppender(audit_db("a"), "es").close()
     with pytest.raises(AuditError, match="belongs to node 'es'"):
-        AuditAppender(tmp_path / "a.db", "mx")
+        AuditAppender(audit_db("a"), "mx")
 
 
-def test_stage_runs_inside_the_callers_transaction(tmp_path):
-    path = tmp_path / "node.db"
+def test_stage_runs_inside_the_callers_transaction(audit_db):
+    path = audit_db("node")
     conn = connect(path)
     conn.execute("CREATE TABLE envelopes (jti TEXT PRIMARY KEY)")
     with pytest.raises(AuditError, match="inside the caller's transaction"):
@@ -85,8 +86,8 @@ def test_stage_runs_inside_the_callers_transaction(tmp_path):
         assert r.root() == root_of(leaves)
 
 
-async def test_group_commit_batches_concurrent_appends(tmp_path):
-    path = tmp_path / "g.db"
+async def test_group_commit_batches_concurrent_appends(audit_db):
+    path = audit_db("g")
     app = AuditAppender(path, "es")
     n = 600
     idxs = await asyncio.gather(*(app.append(message_event(i)) for i in range(n)))
@@ -105,8 +106,8 @@ async def test_group_commit_batches_concurrent_appends(tmp_path):
         assert r.root() == root_of([leaf_hash(raw) for _, raw, _ in rows])
 
 
-async def test_a_bad_event_fails_only_its_caller(tmp_path):
-    app = AuditAppender(tmp_path / "g.db", "es")
+async def test_a_bad_event_fails_only_its_caller(audit_db):
+    app = AuditAppender(audit_db("g"), "es")
     results = await asyncio.gather(
         app.append(message_event(1)),
         app.append({"event": "nope"}),
@@ -118,12 +119,12 @@ async def test_a_bad_event_fails_only_its_caller(tmp_path):
     await app.aclose()
 
 
-def test_stored_tree_gives_valid_proofs_at_every_size(tmp_path):
-    app = AuditAppender(tmp_path / "t.db", "es")
+def test_stored_tree_gives_valid_proofs_at_every_size(audit_db):
+    app = AuditAppender(audit_db("t"), "es")
     for k in range(37):
         app.append_sync([message_event(k)] * (k % 3 + 1))  # batches of 1..3
     app.close()
-    with AuditReader(tmp_path / "t.db") as r:
+    with AuditReader(audit_db("t")) as r:
         leaves = [leaf_hash(raw) for _, raw, _ in r.iter_entries()]
         n = len(leaves)
         roots = [root_of(leaves[:s]) for s in range(n + 1)]

@@ -5,6 +5,7 @@ file that never moves back. The node-level tests are in tests/reliability/."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,12 @@ from gateway.audit.checkpoints import CHECKPOINT_FILE, CheckpointFile, read_chec
 from gateway.audit.selfcheck import StoreReport, check_store
 from gateway.core.b64 import b64_decode, b64_encode
 from gateway.crypto.keys import Ed25519Key
+
+
+@pytest.fixture
+def audit_db(tmp_path: Path) -> Callable[[str], Path]:
+    """SQLite only: the start-up check reads the SQLite file itself (PRAGMA quick_check, the WAL a killed node left)."""
+    return lambda name: tmp_path / f"{name}.db"
 
 
 @pytest.fixture

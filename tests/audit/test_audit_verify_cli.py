@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,12 @@ from gateway.core.b64 import b64_encode
 from gateway.core.merkle import leaf_hash
 from gateway.core.note import Note, checkpoint_text, sign_ed25519
 from gateway.core.timeutil import rfc3339_seconds
+
+
+@pytest.fixture
+def audit_db(tmp_path: Path) -> Callable[[str], Path]:
+    """SQLite only: these tests copy and tamper with the SQLite file."""
+    return lambda name: tmp_path / f"{name}.db"
 
 
 @pytest.fixture

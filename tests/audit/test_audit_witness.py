@@ -50,7 +50,7 @@ def test_witness_cosigns_consistent_growth(make_node):
     assert wb.forks_detected == 0 and wb.alerts() == []
 
 
-def test_witness_refusals_follow_tlog_witness(make_node):
+def test_witness_refusals_follow_tlog_witness(make_node, audit_db):
     a, b = make_node("mx"), make_node("es")
     wb = b.witness({a.origin: a.key.public_raw})
     a.append(5)
@@ -67,7 +67,7 @@ def test_witness_refusals_follow_tlog_witness(make_node):
     c.publish()
     assert wb.handle(c.publisher.witness_request(b.origin))[0] == 404
     # signed by another key under A's origin: 403
-    other = make_node("mx", key=Ed25519Key.generate(), db=c.db.parent / "impostor.db")
+    other = make_node("mx", key=Ed25519Key.generate(), db=audit_db("impostor"))
     other.append(7)
     other.publish()
     assert wb.handle(other.publisher.witness_request(b.origin, old_size=5))[0] == 403
@@ -82,7 +82,7 @@ def test_witness_refusals_follow_tlog_witness(make_node):
     assert wb.latest(a.origin)[0] == 5  # nothing changed by refused requests
 
 
-def test_b_detects_a_presenting_inconsistent_checkpoints_and_logs_it(make_node):
+def test_b_detects_a_presenting_inconsistent_checkpoints_and_logs_it(make_node, audit_db):
     a, b = make_node("mx"), make_node("es")
     wb = b.witness({a.origin: a.key.public_raw})
     a.append(9)
@@ -90,7 +90,7 @@ def test_b_detects_a_presenting_inconsistent_checkpoints_and_logs_it(make_node):
     assert wb.handle(a.publisher.witness_request(b.origin))[0] == 200
     good_root = a.publisher.reader.root(9)
     # A, with the same key, keeps a second history (another database): a fork
-    fork = make_node("mx", key=a.key, db=a.db.parent / "mx-fork.db")
+    fork = make_node("mx", key=a.key, db=audit_db("mx-fork"))
     fork.appender.append_sync([message_event(1000 + i, jti=f"forged-{i}") for i in range(9)])
     fork.publish()
     fork.append(3)
@@ -199,7 +199,7 @@ def test_if_the_consistency_proof_does_not_verify_the_witness_responds_422(make_
     assert wb.handle(good)[0] == 200
 
 
-def test_a_checkpoint_of_the_witness_size_with_another_root_gets_422_and_is_a_fork(make_node):
+def test_a_checkpoint_of_the_witness_size_with_another_root_gets_422_and_is_a_fork(make_node, audit_db):
     """"If the old size matches the checkpoint size, the witness MUST check that the root hashes are also
     identical. If they don't match, the witness MUST respond with a "422 Unprocessable Entity" HTTP status
     code." (was 409 with the size body; whatever old size the client names, it is a fork)"""
@@ -208,7 +208,7 @@ def test_a_checkpoint_of_the_witness_size_with_another_root_gets_422_and_is_a_fo
     a.append(9)
     a.publish()
     assert wb.handle(a.publisher.witness_request(b.origin))[0] == 200
-    fork = make_node("mx", key=a.key, db=a.db.parent / "mx-fork.db")
+    fork = make_node("mx", key=a.key, db=audit_db("mx-fork"))
     fork.appender.append_sync([message_event(1000 + i, jti=f"forged-{i}") for i in range(9)])
     fork.publish()
     for old in (9, 0):  # the witness's size, or a client that does not know it

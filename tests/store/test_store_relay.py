@@ -1,4 +1,5 @@
-"""The outbox queries of gateway.store.relay on a real SQLite file: FIFO per peer, next hop of a message."""
+"""The outbox queries of gateway.store.relay on a real SQLite file and a real PostgreSQL database: FIFO per
+peer, next hop of a message."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from gateway.store.db import Database
 
 
 @pytest.fixture
-def db(tmp_path):
-    d = Database(tmp_path / "node.db")
+def db(store_target):
+    d = Database(store_target)
+    assert d.dialect.name == ("postgresql" if isinstance(store_target, str) else "sqlite")
     d.migrate(st.SCHEMA)
     yield d
     d.close()

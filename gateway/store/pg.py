@@ -1,0 +1,130 @@
+"""PostgreSQL connections that the store and the audit log use exactly as they use ``sqlite3``.
+
+:class:`PgConnection` wraps a psycopg 3 connection in autocommit mode (transactions are the explicit
+``BEGIN``/``SAVEPOINT``/``COMMIT`` statements of :class:`gateway.store.db.Database`, as with SQLite's
+``isolation_level=None``) and offers the part of ``sqlite3.Connection`` that Traza uses: ``execute``
+(returning a cursor with ``fetchone``, ``fetchall``, ``rowcount`` and iteration), ``executemany``,
+``executescript``, ``in_transaction``, ``close``. Every statement goes through the PostgreSQL dialect
+(:mod:`gateway.store.dialect`) first; psycopg prepares the statements a connection repeats.
+
+Readers take connections from a ``psycopg_pool.ConnectionPool``; the group-commit writer holds one of
+its own. A password in a URL is never printed: :func:`redact` is what messages show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from gateway.store.dialect import WRITE_LOCK, PostgresDialect, StoreUrlError, postgresql
+from gateway.store.dialect import redact as redact
+
+CONNECT_TIMEOUT = 10  # seconds to reach the server before the URL is called unreachable
+
+
+def check_url(url: str) -> None:
+    """Raise :class:`StoreUrlError` if ``url`` is not a ``postgresql://`` URL libpq can parse."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise StoreUrlError(f"{redact(url)}: not a postgresql:// URL")
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise StoreUrlError(f"{redact(url)}: {str(exc).splitlines()[0]}") from None
+
+
+class PgCursor:
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self._cur = cur
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone() if self._cur.description is not None else None
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall() if self._cur.description is not None else []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+
+class PgConnection:
+    """A psycopg connection with the ``sqlite3.Connection`` surface the store uses (module docstring)."""
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+        self.dialect: PostgresDialect = postgresql()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
+        if self.dialect.begin_immediate(sql):  # SQLite's write lock: BEGIN, then the database's write lock
+            self.raw.execute("BEGIN")
+            return PgCursor(self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,)))
+        # always with parameters (maybe none): psycopg then turns the dialect's "%%" back into "%"
+        return PgCursor(self.raw.execute(self.dialect.sql(sql), tuple(params)))
+
+    def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> PgCursor:
+        cur = self.raw.cursor()
+        rows = list(seq)
+        if rows:
+            cur.executemany(self.dialect.sql(sql), rows)
+        return PgCursor(cur)
+
+    def executescript(self, ddl: str) -> None:
+        for stmt in self.dialect.script(ddl):
+            self.raw.execute(stmt)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR,
+                                                    pq.TransactionStatus.ACTIVE)
+
+    @property
+    def broken(self) -> bool:
+        return self.raw.closed or self.raw.info.transaction_status == pq.TransactionStatus.UNKNOWN
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def connect(url: str, *, application_name: str = "traza") -> PgConnection:
+    """A connection to ``url`` in autocommit mode; :class:`StoreUrlError` (one line) if it cannot be made."""
+    check_url(url)
+    try:
+        raw = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                              application_name=application_name)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreUrlError(f"{redact(url)}: the PostgreSQL server cannot be reached ({first})") from None
+    return PgConnection(raw)
+
+
+def pool(url: str, size: int) -> Any:
+    """A pool of ``size`` autocommit connections to ``url`` for the readers (opened, waiting for them)."""
+    from psycopg_pool import ConnectionPool
+
+    p = ConnectionPool(url, min_size=1, max_size=size, open=False, name="traza-read",
+                       kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
+                               "application_name": "traza-read"})
+    p.open(wait=True, timeout=CONNECT_TIMEOUT)
+    return p
+
+
+def storage_error_kind(exc: BaseException) -> str | None:
+    """A name for an exception from psycopg that means "the database cannot take writes now" (the server
+    is gone, out of disk, shutting down, read-only after a failover), or None if it is not one."""
+    if isinstance(exc, psycopg.errors.DiskFull | psycopg.errors.InsufficientResources):
+        return "disk full"
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return "read-only server"
+    if isinstance(exc, psycopg.errors.AdminShutdown):
+        return "connection closed by the server"
+    if isinstance(exc, psycopg.errors.CannotConnectNow):
+        return "server starting or shutting down"
+    if isinstance(exc, psycopg.OperationalError):
+        return "connection lost"
+    return None

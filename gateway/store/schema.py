@@ -1,0 +1,50 @@
+"""Opening a node's store on either engine: the SQLite file in ``node.data_dir`` (the default) or the
+PostgreSQL database of ``[store] url``, with the relay tables (:mod:`gateway.store.relay`,
+:mod:`gateway.store.lookup`) created or checked against their schema version. The audit tables are
+created by :class:`gateway.audit.facade.NodeAudit` (their own version, ``audit_meta``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.store import lookup
+from gateway.store import relay as st
+from gateway.store.db import Database, StorageUnavailable
+
+VERSION_KEY = "store.schema"
+
+
+class StoreVersionError(Exception):
+    """The store was written by a newer Traza (its schema version is above :data:`relay.SCHEMA_VERSION`)."""
+
+
+def migrate(db: Database) -> None:
+    """Create the relay tables if missing, record the schema version, refuse a newer one. Versions so
+    far: 1 (the tables as they are; a store from before versions were recorded is version 1)."""
+    db.migrate(st.SCHEMA)
+    db.migrate(lookup.SCHEMA)
+
+    def check(conn: object) -> int:
+        raw = st.kv_get(conn, VERSION_KEY)  # type: ignore[arg-type]
+        have = 1 if raw is None else int(raw.decode())
+        if have > st.SCHEMA_VERSION:
+            raise StoreVersionError(
+                f"{db.where}: store schema version {have} is newer than this Traza's ({st.SCHEMA_VERSION}): "
+                "run the Traza that wrote it, or a newer one")
+        if raw is None or have < st.SCHEMA_VERSION:
+            st.kv_put(conn, VERSION_KEY, str(st.SCHEMA_VERSION).encode())  # type: ignore[arg-type]
+        return have
+
+    db.write_sync(check)
+
+
+def open_store(target: Path | str, *, on_fatal: Callable[[StorageUnavailable], None] | None = None) -> Database:
+    """The node's database on ``target`` (a SQLite file or a ``postgresql://`` URL), migrated."""
+    db = Database(target, on_fatal=on_fatal)
+    try:
+        migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return db

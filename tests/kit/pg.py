@@ -1,0 +1,145 @@
+"""A throw-away PostgreSQL cluster for the tests: Debian's PostgreSQL 15 binaries (``initdb``, ``pg_ctl``)
+run on a temporary folder, listening on a free port of 127.0.0.1 and on a unix socket in that folder, no
+system service. One cluster per test session (:class:`Cluster`), one database per test
+(:meth:`Cluster.database`, dropped after).
+
+PostgreSQL refuses to run as root: when the tests run as root (CI does), the server runs as the
+``postgres`` user that Debian's package creates, on a folder given to it. Without the binaries the tests
+that need them are skipped with a reason saying what to install (``.ci/run`` installs the ``postgresql``
+package when ``initdb`` is missing)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from kit.skipsummary import MISSING
+
+PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin")
+# the phrase the skip summary (kit/skipsummary.py) picks up
+NOT_INSTALLED = f"Debian's PostgreSQL 15 {MISSING} (apt-get install postgresql)"
+
+
+def pg_bin() -> Path | None:
+    """The folder holding ``initdb``, ``pg_ctl`` and ``postgres`` (TRAZA_PG_BIN overrides), or None."""
+    dirs = [os.environ["TRAZA_PG_BIN"]] if os.environ.get("TRAZA_PG_BIN") else list(PG_BIN_DIRS)
+    for d in dirs:
+        p = Path(d)
+        if all((p / tool).is_file() and os.access(p / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+            return p
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """A running PostgreSQL server on a temporary folder; :meth:`stop` stops it and removes the folder.
+    ``fsync`` off by default: the tests check what the store does, not the disk (a crash of the test
+    machine loses nothing that matters)."""
+
+    def __init__(self, *, fsync: bool = False) -> None:
+        bindir = pg_bin()
+        if bindir is None:
+            raise FileNotFoundError(NOT_INSTALLED)
+        self.bin = bindir
+        self.user: str | None = None
+        if os.geteuid() == 0:
+            try:
+                self.user = pwd.getpwnam("postgres").pw_name
+            except KeyError:
+                raise FileNotFoundError("the postgres user is missing (apt-get install postgresql creates it)") from None
+        # outside pytest's tmp folders, which only root can enter
+        self.root = Path(tempfile.mkdtemp(prefix="traza-pg-"))
+        self.data = self.root / "data"
+        self.socket_dir = self.root
+        if self.user is not None:
+            pw = pwd.getpwnam(self.user)
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        self.port = 0
+        self.superuser = "traza"
+        self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", self.superuser, "--auth=trust",
+                   "-E", "UTF8", "--locale=C", "--no-sync"])
+        conf = [
+            "listen_addresses = '127.0.0.1'",
+            f"unix_socket_directories = '{self.socket_dir}'",
+            f"fsync = {'on' if fsync else 'off'}",
+            "full_page_writes = off" if not fsync else "full_page_writes = on",
+            "max_connections = 200",
+            "shared_buffers = 32MB",
+            "log_min_messages = warning",
+        ]
+        with (self.data / "postgresql.conf").open("a", encoding="utf-8") as f:
+            f.write("\n".join(conf) + "\n")
+        self._start()
+
+    def _run(self, argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, user=self.user, capture_output=True, text=True, check=check,
+                              cwd=self.root, timeout=120)
+
+    def _start(self) -> None:
+        last = ""
+        for _ in range(5):  # the free port may be taken between choosing it and binding it
+            self.port = free_port()
+            r = self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
+                           "-o", f"-p {self.port}", "-w", "-t", "60", "start"], check=False)
+            if r.returncode == 0:
+                return
+            last = r.stderr + (self.root / "server.log").read_text(errors="replace")[-2000:]
+            time.sleep(0.2)
+        raise RuntimeError(f"PostgreSQL did not start in {self.data}: {last}")
+
+    @property
+    def admin_url(self) -> str:
+        return self.url("postgres")
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://{self.superuser}@127.0.0.1:{self.port}/{dbname}"
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql)
+
+    def create_database(self, name: str | None = None) -> str:
+        """A new empty database; its URL."""
+        name = name or f"t_{uuid.uuid4().hex[:16]}"
+        self._admin(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def tables(self, url: str) -> set[str]:
+        """The tables of the database at ``url``."""
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            return {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+    def drop_database(self, url: str) -> None:
+        name = url.rsplit("/", 1)[1]
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    @contextlib.contextmanager
+    def database(self) -> Iterator[str]:
+        url = self.create_database()
+        try:
+            yield url
+        finally:
+            self.drop_database(url)
+
+    def stop(self) -> None:
+        if self.data.exists():
+            self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"], check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
