@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import sqlite3
 import statistics
 import tempfile
@@ -42,7 +43,7 @@ EU = ("IT", "DE", "AT", "BE", "RO", "FR", "NL", "PT", "PL", "SE", "FI", "DK", "I
 AMERICAS = ("CO", "AR", "BR", "CL", "PE", "EC", "BO", "PY", "UY", "VE", "CR", "PA", "GT", "HN", "SV", "NI", "DO",
             "CU", "HT", "JM", "TT", "BS", "BB", "BZ", "GY", "SR", "CA", "US", "GD", "LC")
 MIN_NODES = 4
-PORTS_PER_NODE = 6  # 3 listening ports, and about as many local ports for its connections (peers, the bench)
+LISTEN_BASE = 10000  # listening ports are taken from LISTEN_BASE up to the local (ephemeral) port range
 CONCURRENCY = 16  # submissions in flight when --rate is 0
 
 
@@ -60,8 +61,30 @@ def port_range() -> tuple[int, int]:
 
 
 def max_nodes() -> int:
+    """Three listening ports per node below the local port range (from LISTEN_BASE), and about three
+    connections per node in it."""
     lo, hi = port_range()
-    return (hi - lo + 1) // PORTS_PER_NODE
+    return min((lo - LISTEN_BASE) // 3, (hi - lo + 1) // 3)
+
+
+def listen_ports(n: int) -> list[int]:
+    """``n`` distinct free ports between LISTEN_BASE and the local port range: with N processes opening
+    connections, a free port taken from the ephemeral range may become a connection's local port before
+    its node listens on it (seen at 60 and 100 nodes), a port below the range cannot."""
+    lo, _hi = port_range()
+    candidates = list(range(LISTEN_BASE, lo))
+    random.shuffle(candidates)
+    out: list[int] = []
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        out.append(port)
+        if len(out) == n:
+            return out
+    raise BenchError(f"only {len(out)} free ports between {LISTEN_BASE} and {lo}, {n} needed")
 
 
 def check_args(nodes: int, messages: int, limit: int | None = None) -> None:
@@ -70,8 +93,8 @@ def check_args(nodes: int, messages: int, limit: int | None = None) -> None:
         raise BenchUsage(f"--nodes {nodes}: at least {MIN_NODES} (two hubs and two national nodes)")
     if nodes > limit:
         lo, hi = port_range()
-        raise BenchUsage(f"--nodes {nodes}: at most {limit} on this machine ({PORTS_PER_NODE} ports per node "
-                         f"in the local port range {lo}-{hi})")
+        raise BenchUsage(f"--nodes {nodes}: at most {limit} on this machine (3 listening ports per node from "
+                         f"{LISTEN_BASE} to {lo - 1}, about 3 connections per node in the local port range {lo}-{hi})")
     if messages < 1:
         raise BenchUsage(f"--messages {messages}: at least 1")
 
@@ -318,7 +341,7 @@ def run(nodes: int, messages: int, *, size: int = 1024, rate: float = 0.0, idle:
     try:
         report(f"building {nodes} nodes", 0, 1)
         specs = federation(nodes, workdir / "drop")
-        fed = Federation(workdir, specs, log_format="json")
+        fed = Federation(workdir, specs, log_format="json", ports=listen_ports(3 * nodes))
         report(f"building {nodes} nodes", 1, 1)
         r = _Run(fed, specs, time.monotonic() + timeout, report, details=details if details is not None else {})
         try:
@@ -344,12 +367,14 @@ def _measure(r: _Run, nodes: int, messages: int, size: int, rate: float, idle: f
     hubs = {h: fed.procs[h].pid for h in HUBS}
     kept0 = {h: stored_bytes(fed.nodes[h].data_dir) for h in HUBS}
     cpu0 = proc_cpu(list(hubs.values()))
+    t_cpu = time.monotonic()
 
     route = pairs(r.specs, messages, seed)
     t0 = asyncio.run(_send(r, route, size, rate))
     at = asyncio.run(_wait_delivered(r))
     asyncio.run(_wait_receipts(r))
     cpu1 = proc_cpu(list(hubs.values()))
+    busy_s = time.monotonic() - t_cpu
     while not _hub_queues_empty(r):
         r.remaining("waiting for the hubs' queues to empty")
         time.sleep(0.2)
@@ -383,6 +408,8 @@ def _measure(r: _Run, nodes: int, messages: int, size: int, rate: float, idle: f
              for m in ("poll_bytes", "polls")]
     r.details["manifest_whole_poll_bytes"] = round(whole[0] / whole[1]) if whole[1] else None
     polled0 = sum(metric(fed.nodes[h].ops_port, "traza_manifest_poll_bytes_total") for h in HUBS)
+    quiet0 = {h: stored_bytes(fed.nodes[h].data_dir) for h in HUBS}
+    idle_cpu0 = proc_cpu(list(hubs.values()))
     t_idle = time.monotonic()
     while (left := idle - (time.monotonic() - t_idle)) > 0:
         r.remaining("idle")
@@ -391,6 +418,12 @@ def _measure(r: _Run, nodes: int, messages: int, size: int, rate: float, idle: f
     r.progress("idle", int(idle), int(idle))
     polled1 = sum(metric(fed.nodes[h].ops_port, "traza_manifest_poll_bytes_total") for h in HUBS)
     minutes = (time.monotonic() - t_idle) / 60
+    idle_cpu = (proc_cpu(list(hubs.values())) - idle_cpu0) / minutes  # CPU seconds a minute, both hubs, quiet
+    quiet1 = {h: stored_bytes(fed.nodes[h].data_dir) for h in HUBS}
+    # the hubs' background (witnessing, manifest polls, checkpoints) at the idle rate, taken out of the busy window
+    r.details["hub_idle_cpu_ms_per_min"] = round(idle_cpu * 1000, 1)
+    r.details["hub_cpu_ms_per_message_less_idle"] = round((cpu1 - cpu0 - idle_cpu * busy_s / 60) * 1000 / through, 3)
+    r.details["hub_idle_bytes_per_min"] = {h: round((quiet1[h][0] - quiet0[h][0]) / minutes) for h in HUBS}
     fresh, pairs_n = witness_freshness(r, time.time())
     rss = [_rss_kib(p.pid, "VmHWM") / 1024 for p in fed.procs.values() if p.poll() is None]
     if len(rss) != nodes:
