@@ -47,7 +47,7 @@ Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``: called as the benchmark advances (`traza bench` on a terminal)."""
 
 
-def _no_progress(phase: str, done: int, total: int) -> None:
+def no_progress(phase: str, done: int, total: int) -> None:
     return None
 
 
@@ -55,7 +55,7 @@ def _no_progress(phase: str, done: int, total: int) -> None:
 class _Ctx:
     fed: Federation
     deadline: float
-    progress: Progress = _no_progress
+    progress: Progress = no_progress
 
 
 def _remaining(ctx: _Ctx, what: str) -> float:
@@ -91,9 +91,9 @@ def _server_ssl(fed: Federation, node: str) -> ssl.SSLContext:
     return ctx
 
 
-def notice(size: int) -> bytes:
-    """A notice message for es whose JSON is ``size`` bytes (at least the unpadded size)."""
-    msg: dict[str, Any] = {"type": "notice", "to": "es", "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
+def notice(size: int, to: str = "es") -> bytes:
+    """A notice message for ``to`` whose JSON is ``size`` bytes (at least the unpadded size)."""
+    msg: dict[str, Any] = {"type": "notice", "to": to, "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
                            "purpose": "INVESTIGATION", "body": {"title": "bench", "text": "x"}}
     base = len(json.dumps(msg).encode())
     msg["body"]["text"] = "x" * max(1, min(16384, size - base + 1))
@@ -359,7 +359,7 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
     """Run the whole benchmark; returns the SPEC §11 JSON object. Stops every process it started.
     ``progress(phase, done, total)`` follows it: nodes started, messages sent, delivered, receipts, the
     null relay, the crypto floor."""
-    report = progress or _no_progress
+    report = progress or no_progress
     if messages < 1 or size < 1:
         raise BenchError(f"--messages and --size must be positive (got {messages}, {size})")
     tmp = None
@@ -375,10 +375,10 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
         fed.start_all()
         report("starting 4 nodes", len(fed.nodes), len(fed.nodes))
         pids = [p.pid for p in fed.procs.values()]
-        stat0 = _proc_cpu(pids)
+        stat0 = proc_cpu(pids)
         try:
             res = asyncio.run(_traza(ctx, messages, size))
-            stat1 = _proc_cpu(pids)
+            stat1 = proc_cpu(pids)
             rss = _peak_rss_mib(pids)
             rows = _rows(fed.nodes["mx"].data_dir / "node.db", "SELECT jti, envelope FROM messages")
             envs = [bytes(e) for j, e in rows if j in res["sent"]]
@@ -401,7 +401,7 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
             tmp.cleanup()
 
 
-def _proc_cpu(pids: list[int]) -> float:
+def proc_cpu(pids: list[int]) -> float:
     """User + system CPU seconds of the running processes (from /proc/<pid>/stat)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0

@@ -92,6 +92,7 @@ def build(
     log_format: str = "json",
     endpoints: dict[str, str] | None = None,
     groups: dict[str, list[str]] | None = None,
+    ports: list[int] | None = None,
 ) -> dict[str, LocalNode]:
     """Create the federation in ``root``: ``root/pki`` (the federation folder), ``root/nodes/<id>.toml``
     and ``root/data/<id>``. Hubs are added first. Returns the nodes by id.
@@ -99,7 +100,8 @@ def build(
     ``endpoints`` replaces the manifest endpoint (the address every other node dials) of the named nodes,
     e.g. ``{"latam-hub": "https://127.0.0.1:<proxy port>"}`` to put a proxy in front of latam-hub; the
     node still listens on its own peer port. ``groups`` become the manifest's recipient groups (SPEC §2,
-    1.1)."""
+    1.1). ``ports``: three listening ports per node (peer, local, ops, in the order the nodes are built: hubs
+    first, then by id); by default free ports from the ephemeral range."""
     now = time.time() if now is None else now
     specs = sorted(specs, key=lambda s: (s.kind != "hub", s.id))
     endpoints = endpoints or {}
@@ -108,7 +110,9 @@ def build(
         raise ValueError(f"endpoints: {', '.join(unknown)} not among the nodes to build")
     pki = root / "pki"
     fd = FederationDir.init(pki, federation=federation, authorities=list(authorities), threshold=threshold, now=now)
-    ports = free_ports(3 * len(specs))
+    if ports is not None and len(ports) != 3 * len(specs):
+        raise ValueError(f"ports: {len(ports)} given for {len(specs)} nodes (3 each)")
+    ports = ports if ports is not None else free_ports(3 * len(specs))
     nodes: dict[str, LocalNode] = {}
     for i, s in enumerate(specs):
         p, lo, ops = ports[3 * i : 3 * i + 3]

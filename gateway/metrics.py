@@ -43,6 +43,11 @@ DOCUMENTED = {
                             "anyway with a damaged store (--accept-damaged-store)",
     "traza_data_free_bytes": "Bytes free (for the node's user) on the file system of the node's data folder",
     "traza_data_size_bytes": "Size in bytes of the file system of the node's data folder",
+    "traza_manifest_polls_total": "GET /v1/manifest requests this node answered, by status (200 whole manifest, "
+                                  "304 unchanged)",
+    "traza_manifest_poll_bytes_total": "Bytes of those exchanges as HTTP/1.1 text, both ways (request line and "
+                                       "headers received; status line, headers and body sent; TLS framing "
+                                       "excluded), by status",
     "traza_expiry_seconds": "Seconds until something of this node expires (negative once expired), by what: "
                             "tls_certificate, local_ca, federation_ca_<n>, manifest, key:<kid>",
 }
@@ -86,7 +91,16 @@ class Metrics:
         self.store_check_ok = Gauge("traza_store_check_ok", d["traza_store_check_ok"], registry=r)
         self.data_free = Gauge("traza_data_free_bytes", d["traza_data_free_bytes"], registry=r)
         self.data_size = Gauge("traza_data_size_bytes", d["traza_data_size_bytes"], registry=r)
+        self.manifest_polls = Counter("traza_manifest_polls", d["traza_manifest_polls_total"], ["status"],
+                                      registry=r)
+        self.manifest_poll_bytes = Counter("traza_manifest_poll_bytes", d["traza_manifest_poll_bytes_total"],
+                                           ["status"], registry=r)
         self.receipts_overdue = Gauge("traza_receipts_overdue", d["traza_receipts_overdue"], registry=r)
+
+    def manifest_served(self, status: int, nbytes: int) -> None:
+        """One ``GET /v1/manifest`` answered with ``status``, ``nbytes`` of HTTP both ways."""
+        self.manifest_polls.labels(str(status)).inc()
+        self.manifest_poll_bytes.labels(str(status)).inc(nbytes)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -6,10 +6,12 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.failures import CheckFailed
+from gateway.failures import CheckFailed, UsageError
 
 if TYPE_CHECKING:  # gateway.benchmark loads aiohttp: not at every `traza` start
     from gateway.benchmark import Progress as BenchProgress
@@ -17,10 +19,23 @@ if TYPE_CHECKING:  # gateway.benchmark loads aiohttp: not at every `traza` start
 
 def register(sub: Any) -> None:
     p = sub.add_parser("bench", help="throughput, latency, CPU and memory of a 4-node route vs a null relay "
-                                     "and the crypto floor")
-    p.add_argument("--messages", type=int, default=2000, help="messages to send mx → es (default 2000)")
+                                     "and the crypto floor; with --nodes N, of a federation of N nodes")
+    p.add_argument("--nodes", type=int, default=None,
+                   help="build a federation of N real nodes (two hubs, N-2 national and service nodes) and send "
+                        "--messages between random pairs, each receipted, then idle a minute (docs/scale.md)")
+    p.add_argument("--messages", type=int, default=2000,
+                   help="messages to send (default 2000): mx → es, or with --nodes between random pairs")
     p.add_argument("--size", type=int, default=1024, help="bytes per message (a padded notice; default 1024)")
-    p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (default 600)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="give up after this many seconds (default 600; with --nodes 3600)")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="with --nodes: messages per second (default 0: as fast as 16 submissions in flight go)")
+    p.add_argument("--idle", type=float, default=60.0,
+                   help="with --nodes: seconds of quiet after the messages, over which manifest polls and witness "
+                        "freshness are measured (default 60)")
+    p.add_argument("--seed", type=int, default=1, help="with --nodes: seed of the random pairs (default 1)")
+    p.add_argument("--dir", type=Path, default=None,
+                   help="with --nodes: build the federation in DIR and keep it (configs, databases, logs)")
     p.add_argument("--json", action="store_true", help="print one JSON object (SPEC §11 keys)")
     p.add_argument("--no-progress", action="store_true", help="no progress display (shown only on a terminal)")
     p.set_defaults(func=cmd_bench)
@@ -47,12 +62,26 @@ def progress_display(show: bool) -> Iterator[BenchProgress | None]:
         yield update
 
 
+def line_progress() -> BenchProgress:
+    """Progress on a pipe (`traza bench --nodes`): one line on stderr as each phase begins and ends."""
+    seen: set[str] = set()
+
+    def show(phase: str, done: int, total: int) -> None:
+        key = f"{phase}:{'end' if done >= total else 'start'}"
+        if key not in seen:
+            seen.add(key)
+            print(f"{time.strftime('%H:%M:%S')} {phase}: {done}/{total}", file=sys.stderr, flush=True)
+    return show
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.nodes is not None:
+        return cmd_scale(args)
     from gateway.benchmark import BenchError, run
 
     try:
         with progress_display(sys.stdout.isatty() and not args.no_progress) as progress:
-            res = run(args.messages, args.size, timeout=args.timeout, progress=progress)
+            res = run(args.messages, args.size, timeout=args.timeout or 600.0, progress=progress)
     except (BenchError, RuntimeError, TimeoutError) as exc:
         raise CheckFailed(f"bench: {exc}") from None
     if args.json:
@@ -72,5 +101,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
             ("peak RSS of a node (MiB)", res["peak_rss_mib"])]
     for k, v in rows:
         t.add_row(k, str(v))
+    console().print(t)
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    from gateway.benchmark import BenchError
+    from gateway.scalebench import KEYS, BenchUsage, check_args, run
+
+    try:
+        check_args(args.nodes, args.messages)
+        if args.size < 1 or args.rate < 0 or args.idle <= 0:
+            raise BenchUsage(f"--size {args.size}, --rate {args.rate:g}, --idle {args.idle:g}: --size and --idle "
+                             "must be positive, --rate at least 0")
+    except BenchUsage as exc:
+        raise UsageError(f"bench: {exc}") from None
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        if any(args.dir.iterdir()):
+            raise UsageError(f"bench: --dir {args.dir} is not empty")
+    details: dict[str, Any] = {}
+    try:
+        with progress_display(sys.stderr.isatty() and not args.no_progress) as bar:
+            progress = bar if bar is not None else (None if args.no_progress else line_progress())
+            res = run(args.nodes, args.messages, size=args.size, rate=args.rate, idle=args.idle, seed=args.seed,
+                      timeout=args.timeout or 3600.0, workdir=args.dir, progress=progress, details=details)
+    except (BenchError, RuntimeError, TimeoutError) as exc:
+        raise CheckFailed(f"bench: {exc}") from None
+    if not args.no_progress:
+        print(f"details: {json.dumps(details)}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    from rich.table import Table
+
+    from gateway.cli.output import console
+
+    t = Table(title=f"traza bench: {res['nodes']} nodes, {res['messages']} messages of {args.size} bytes with receipts")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for k in KEYS:
+        t.add_row(k, str(res[k]))
     console().print(t)
     return 0

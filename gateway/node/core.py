@@ -437,7 +437,7 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
         fed = self.fed
         me = fed.nodes[self.id]
         peer_ctx = self.server_tls_context("peer", fed.manifest.tls_ca)
-        app = peer_app(self, on_denied=self._denied)
+        app = peer_app(self, on_denied=self._denied, on_manifest=self.metrics.manifest_served)
         self._log_budget = LogBudget(lines=20, window=10.0)  # refusal and timeout lines, per listener
         try:
             # after each handshake on the peer listener: a node of the manifest in force, P-256, not revoked

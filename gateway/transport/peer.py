@@ -315,9 +315,26 @@ def blob_handlers(store: Callable[[], BlobStore], *, on_stored: Callable[[web.Re
     return put, head
 
 
+def http_request_bytes(request: web.Request) -> int:
+    """The size of a received request's head as HTTP/1.1 text: request line, header lines, blank line."""
+    v = request.version
+    line = f"{request.method} {request.raw_path} HTTP/{v.major}.{v.minor}\r\n".encode()
+    return len(line) + sum(len(k) + len(x) + 4 for k, x in request.raw_headers) + 2
+
+
+def http_response_bytes(request: web.Request, resp: web.StreamResponse, body: int) -> int:
+    """The size of a prepared response as HTTP/1.1 text: status line, header lines as sent, blank line, body."""
+    v = request.version
+    line = f"HTTP/{v.major}.{v.minor} {resp.status} {resp.reason}\r\n".encode()
+    return len(line) + sum(len(k.encode()) + len(x.encode()) + 4 for k, x in resp.headers.items()) + 2 + body
+
+
 def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaError], None] | None = None,
-             extra_routes: Callable[[web.Application], None] | None = None) -> web.Application:
-    """The peer API application: every route requires a known, unrevoked federation node."""
+             extra_routes: Callable[[web.Application], None] | None = None,
+             on_manifest: Callable[[int, int], None] | None = None) -> web.Application:
+    """The peer API application: every route requires a known, unrevoked federation node.
+    ``on_manifest(status, bytes)`` is called after each ``GET /v1/manifest`` answered, with the bytes of
+    the HTTP exchange both ways (:func:`http_request_bytes` + :func:`http_response_bytes`)."""
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -364,9 +381,16 @@ def peer_app(backend: PeerBackend, *, on_denied: Callable[[web.Request, TrazaErr
         # SPEC §4.4 (1.1): a poller naming the manifest it holds gets 304 and no body
         etag = backend.manifest_etag()
         if etag_matches(request.headers.getall("If-None-Match", []), etag):
-            return web.Response(status=304, headers={"ETag": etag})
-        return web.Response(body=backend.manifest_document(), content_type="application/json",
-                            headers={"ETag": etag})
+            resp, body = web.Response(status=304, headers={"ETag": etag}), b""
+        else:
+            body = backend.manifest_document()
+            resp = web.Response(body=body, content_type="application/json", headers={"ETag": etag})
+        if on_manifest is None:
+            return resp
+        await resp.prepare(request)  # the headers as they go out (Date, Server, Content-Length added)
+        await resp.write_eof()
+        on_manifest(resp.status, http_request_bytes(request) + http_response_bytes(request, resp, len(body)))
+        return resp
 
     async def get_checkpoint(request: web.Request) -> web.StreamResponse:
         return web.Response(text=backend.checkpoint_text(), content_type="text/plain")

@@ -131,3 +131,24 @@ def test_etag_matches_reads_if_none_match_as_rfc9110_says():
     assert etag_matches(["*"], '"a"')
     assert not etag_matches([], '"a"')
     assert not etag_matches(['"a2"', "a"], '"a"')
+
+
+def _served(hub: Node, what: str, status: str) -> float:
+    """The hub's ``traza_manifest_<what>_total{status}`` counter (0 before the first poll)."""
+    return hub.metrics.registry.get_sample_value(f"traza_manifest_{what}_total", {"status": status}) or 0.0
+
+
+async def test_hub_counts_each_manifest_poll_and_its_bytes(pair):
+    """`traza bench --nodes` reads manifest_poll_bytes_per_node_min from these counters: each GET
+    /v1/manifest is counted with the bytes of its HTTP exchange (request line and headers received,
+    status line, headers and body sent), which are at most what crossed the wire (TLS adds its framing)."""
+    _root, hub, es, proxy, _ = pair
+    wire = await _poll(es, proxy)
+    assert _served(hub, "polls", "200") == 1
+    first = _served(hub, "poll_bytes", "200")
+    assert len(hub.manifest_document()) < first < wire, (first, wire)
+    wire = await _poll(es, proxy)
+    assert _served(hub, "polls", "304") == 1 and _served(hub, "polls", "200") == 1
+    unchanged = _served(hub, "poll_bytes", "304")
+    print(f"unchanged poll: {unchanged:.0f} HTTP bytes, {wire} on the wire")
+    assert 100 < unchanged < wire <= POLL_BUDGET, (unchanged, wire)
