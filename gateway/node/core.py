@@ -354,6 +354,10 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
                 continue
             try:
                 cl = self._client(src)
+                if cl.manifest_etag is None:
+                    # the manifest in force has the ETag the hub serves for it (a hash of both files): even
+                    # the first poll after a start costs a few hundred bytes when nothing changed (issue #19)
+                    cl.manifest_etag = self.manifest_etag()
                 got = await cl.get_manifest()
                 if got is None:  # 304: unchanged since the last poll
                     continue
