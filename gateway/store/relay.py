@@ -276,18 +276,6 @@ def inbox_take(conn: sqlite3.Connection, jti: str, now: float) -> bool:
     return True
 
 
-def inbox_unpushed(conn: sqlite3.Connection, limit: int) -> list[tuple[int, str, bytes, str, str, str]]:
-    return conn.execute(
-        "SELECT i.seq, i.jti, i.body, m.mt, m.iss, m.cid FROM inbox i JOIN messages m ON m.jti=i.jti "
-        "WHERE i.pushed_at IS NULL AND i.taken_at IS NULL ORDER BY i.seq LIMIT ?",
-        (limit,),
-    ).fetchall()
-
-
-def inbox_pushed(conn: sqlite3.Connection, jti: str, now: float) -> None:
-    conn.execute("UPDATE inbox SET pushed_at=? WHERE jti=?", (now, jti))
-
-
 # --- dead letters --------------------------------------------------------------------------------------
 
 
