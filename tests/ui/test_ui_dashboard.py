@@ -583,6 +583,11 @@ def test_operator_sees_the_insights_with_small_cells_suppressed(scene: Scene, br
         expect(origin).to_have_count(1)
         # one trace response: a count under 5 is never shown, nor a share of it
         expect(origin.locator("td")).to_have_text(["AT", "<5", "—"])
+        # the bar chart, drawn by the page: one pale bar (a suppressed count) for Austria, labelled <5
+        bar = page.locator('#origins-chart rect.origin-bar[data-country="AT"]')
+        expect(bar).to_have_count(1)
+        expect(bar).to_have_class("origin-bar suppressed")
+        expect(page.locator("#origins-chart text.origin-value")).to_have_text(["<5"])
         expect(page.locator("#insights-note")).to_have_text(
             "aggregates of what this node holds; counts under 5 shown as <5")
         times = page.locator("#insights-times tr.response-time")

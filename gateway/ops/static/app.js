@@ -382,6 +382,7 @@ function showInsights(stats) {
   // a share only when no cell is suppressed (a share of the visible part would mislead)
   const all = [...origins.values()];
   const total = all.every((o) => o.hidden === 0) ? all.reduce((a, o) => a + o.sum, 0) : 0;
+  drawOrigins([...origins.entries()].sort(), shown);
   fillTable("insights-origins", [...origins.entries()].sort().map(([c, o]) => {
     const share = total ? `${Math.round(100 * o.sum / total)} %` : "—";
     const tr = row([c, shown(o), share], "origin");
@@ -393,6 +394,26 @@ function showInsights(stats) {
   fillTable("insights-hits", stats.status_hits.map((r) => row(
     [r.country, r.queries, `${r.hit} + ${r.multiple_hits}`, r.hit_rate === null ? "—" : `${Math.round(1000 * r.hit_rate) / 10} %`],
     "status-hits")), t("ins.empty"));
+}
+
+// traced origins as horizontal bars, drawn here (no library, no CDN): a country whose count is
+// suppressed gets a pale bar up to the most it can hold (4 per hidden cell) and its label says "<5" or "≥n"
+function drawOrigins(entries, shown) {
+  const chart = $("origins-chart");
+  const rowH = 22, labelW = 60, width = 420;
+  const upper = (o) => o.sum + 4 * o.hidden;
+  const max = Math.max(1, ...entries.map(([, o]) => upper(o)));
+  chart.setAttribute("viewBox", `0 0 ${width} ${Math.max(1, entries.length) * rowH + 4}`);
+  chart.replaceChildren(...entries.flatMap(([c, o], i) => {
+    const y = 2 + i * rowH;
+    const w = Math.max(2, Math.round((width - labelW - 50) * upper(o) / max));
+    return [
+      svg("text", { x: 0, y: y + 15, class: "origin-label" }, c),
+      svg("rect", { x: labelW, y: y + 3, width: w, height: rowH - 8,
+                    class: o.hidden ? "origin-bar suppressed" : "origin-bar", "data-country": c }),
+      svg("text", { x: labelW + w + 6, y: y + 15, class: "origin-value" }, String(shown(o))),
+    ];
+  }));
 }
 
 async function resendMessage(jti) {
