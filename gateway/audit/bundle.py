@@ -213,6 +213,7 @@ class BundleReport:
     proven: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     newest_cosignature: int | None = None  # timestamp of the newest witness cosignature (SPEC §7.2, 1.1)
+    token_digest: str = ""  # b64url SHA-256 of the verified envelope token
     handling: str | None = None  # the signed handling code of the message (issue #15)
     handling_notice: str | None = None  # its mark, shown first by every view (H1)
 
@@ -369,7 +370,7 @@ def verify_bundle(raw: bytes) -> BundleReport:
     claims = signers.verify(b.envelope.token, TYP_ENVELOPE, "envelope token")
     if claims.get("jti") != b.jti:
         raise BundleError(f"envelope token is for message {claims.get('jti')!r}, not {b.jti!r}")
-    dig = token_digest(b.envelope.token)
+    dig = report.token_digest = token_digest(b.envelope.token)
     report.proven.append(
         f"message {b.jti} ({claims.get('mt')}) was signed by {claims.get('iss')} for {claims.get('aud')} "
         f"at {rfc3339_seconds(int(claims.get('iat', 0)))}; token digest {dig}"
@@ -538,15 +539,14 @@ def verify_route_bundle(raw: bytes) -> RouteReport:
             continue
         try:
             report = verify_bundle(bytes(hop.bundle))
-            b = _decoder.decode(bytes(hop.bundle))
         except BundleError as exc:
             raise BundleError(f"{where}: {exc}") from None
         if report.node != hop.node or report.jti != doc.jti:
             raise BundleError(f"{where}: the bundle is evidence of node {report.node!r} about message "
                               f"{report.jti!r}, not of {hop.node!r} about {doc.jti!r}")
         if token is None:
-            token = (i, b.envelope.token)
-        elif b.envelope.token != token[1]:
+            token = (i, report.token_digest)
+        elif report.token_digest != token[1]:
             raise BundleError(f"{where}: holds another token of message {doc.jti} than hop {token[0]}")
         out.append((hop.node, report, None))
     if token is None:

@@ -484,6 +484,12 @@ def _prove(args: argparse.Namespace) -> int:
 # -- bundles -----------------------------------------------------------------------------------------
 
 
+def _write_output(path: Path, data: bytes) -> None:
+    """Write a verified bundle file (its folder made first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 def _export(args: argparse.Namespace) -> int:
     if args.route:
         if args.db is not None:
@@ -493,8 +499,7 @@ def _export(args: argparse.Namespace) -> int:
             route = verify_route_bundle(data)
         except BundleError as exc:
             raise CheckFailed(f"the route evidence of {args.jti} does not verify: {exc}") from None
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_bytes(data)
+        _write_output(args.output, data)
         missing = [f"{n} ({why})" for n, r, why in route.hops if r is None]
         print(f"wrote {args.output}: evidence of {len(route.hops) - len(missing)} of {len(route.hops)} nodes on the "
               f"route {' -> '.join(route.route)}" + (f"; missing: {'; '.join(missing)}" if missing else "")
@@ -512,8 +517,7 @@ def _export(args: argparse.Namespace) -> int:
         report = verify_bundle(data)
     except BundleError as exc:
         raise CheckFailed(f"the bundle of {args.jti} does not verify: {exc}") from None
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(data)
+    _write_output(args.output, data)
     print(
         f"wrote {args.output}: {len(report.proven)} facts proven (check with: traza audit verify-bundle {args.output})"
     )
