@@ -16,6 +16,7 @@ the role(s) it names and refuses (and audits, as ``auth.denied``) the other.
 | ``GET /ui/api/throughput`` | operator | envelopes per interval over the last ten minutes |
 | ``GET /ui/api/rejections`` | operator | recent ``envelope.rejected`` audit entries with their codes |
 | ``GET /ui/api/expiry`` | operator | certificates, manifest (and its revocation list), keys: when they expire |
+| ``GET /ui/api/federation-keys`` | auditor, operator | every node's audit and signing keys in the manifest this node holds, and the revoked key ids: the page checks the keys of a route file's hops against them |
 | ``GET /ui/api/messages/{id}`` | auditor, operator | the message's state and timeline on this node, and its marking from the signed token (handling code, restrictions, classification, purpose; ``handling_notice`` for H1) |
 
 The page is in English or Spanish (Mexico's operators and auditors are among the first users): every text
@@ -225,6 +226,20 @@ def expiry_items(items: list[Expiry], now: float, warn_days: float = WARN_DAYS) 
     return sorted(out, key=lambda x: x["days_left"])
 
 
+def federation_keys(fed: Federation) -> dict[str, Any]:
+    """The keys a route file's evidence must be signed with, from the manifest in force: per node its audit
+    (log and witness) public keys and its signing keys (kid, alg, JWK), and the revoked key ids. A bundle
+    carries its own keys; the page trusts none of them that is not here."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for node_id, n in sorted(fed.nodes.items()):
+        nodes[node_id] = {
+            "audit": [{"kid": k.kid, "public_key": k.public_key} for k in n.keys if k.use == "audit"],
+            "signing": [{"kid": k.kid, "alg": k.alg, "jwk": k.jwk} for k in n.keys if k.use == "sig"],
+        }
+    return {"federation": fed.name, "manifest_version": fed.version, "nodes": nodes,
+            "revoked_kids": sorted(fed.revoked_kids)}
+
+
 class Dashboard:
     """The ``/ui`` routes of one node; :meth:`add_routes` is appended to ``node.local_routes``."""
 
@@ -248,6 +263,7 @@ class Dashboard:
         r.add_get("/ui/api/rejections", self._only(("operator",), self.rejections))
         r.add_get("/ui/api/expiry", self._only(("operator",), self.expiry))
         r.add_get("/ui/api/messages/{id}", self._only(("auditor", "operator"), self.message))
+        r.add_get("/ui/api/federation-keys", self._only(("auditor", "operator"), self.federation_keys))
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
 
@@ -337,6 +353,9 @@ class Dashboard:
     async def expiry(self, request: web.Request) -> web.StreamResponse:
         return _json({"warn_days": self.warn_days,
                       "items": expiry_items(self.node.expiries(), self.node.clock(), self.warn_days)})
+
+    async def federation_keys(self, request: web.Request) -> web.StreamResponse:
+        return _json(federation_keys(self.node.fed))
 
     async def message(self, request: web.Request) -> web.StreamResponse:
         jti = request.match_info["id"]

@@ -211,6 +211,7 @@ WITH_DATA = [
     ("/ui/api/peers", "GET", "operator", {}, {}, None, 200),
     ("/ui/api/throughput", "GET", "operator", {}, {}, None, 200),
     ("/ui/api/whoami", "GET", "auditor", {}, {}, None, 200),
+    ("/ui/api/federation-keys", "GET", "auditor", {}, {}, None, 200),
     ("/readyz", "GET", "ops", {}, {}, None, 200),
 ]
 

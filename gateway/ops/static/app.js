@@ -750,6 +750,210 @@ async function showRoute(seq, jti, decoded) {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Evidence across the route (issue #16): a traza-route-evidence/v1 file holds every route node's
+// traza-evidence/v1 bundle of one message. Each hop's bundle is verified here as `traza audit
+// verify-bundle` does (gateway/audit/bundle.py, steps 2-7): its checkpoint signed by its node's log key, the
+// witnesses' cosignatures, every entry's inclusion proof and its idx/node/jti, the token, hop records, acks
+// and receipt signatures; then that every hop holds the same signed token. One more check than the CLI:
+// every key a bundle brings (log, witness, signing) must be a key of that node in the manifest this node
+// holds (GET /ui/api/federation-keys), and not revoked — a bundle cannot vouch for itself. One less: an
+// entry's canonical-JSON form is not checked (its bytes, which the inclusion proof covers, are what counts).
+
+const ROUTE_FORMAT = "traza-route-evidence/v1", BUNDLE_FORMAT = "traza-evidence/v1";
+let fedKeys = null;
+
+function originNode(name) {
+  const parts = name.split("/");
+  if (parts.length !== 3 || parts[0] !== "traza" || !/^[a-z][a-z0-9-]{1,31}$/.test(parts[2])) {
+    throw new Error(t("err.origin", { name }));
+  }
+  return parts[2];
+}
+
+function manifestAuditKey(node, publicKey) {
+  const n = fedKeys.nodes[node];
+  const k = n && n.audit.find((x) => x.public_key === publicKey);
+  if (!k) throw new Error(t("err.key_not_in_manifest", { what: t("hops.key.audit", { node }), version: fedKeys.manifest_version }));
+  if (fedKeys.revoked_kids.includes(k.kid)) throw new Error(t("err.key_revoked", { kid: k.kid }));
+  return k.kid;
+}
+
+function manifestSigningKey(key) {
+  const node = key.kid.split("/")[0], n = fedKeys.nodes[node];
+  const k = n && n.signing.find((x) => x.kid === key.kid);
+  const same = k && k.alg === key.alg && Object.keys(k.jwk).length === Object.keys(key.jwk).length &&
+    Object.entries(k.jwk).every(([name, v]) => key.jwk[name] === v);
+  if (!same) throw new Error(t("err.key_not_in_manifest", { what: key.kid, version: fedKeys.manifest_version }));
+  if (fedKeys.revoked_kids.includes(key.kid)) throw new Error(t("err.key_revoked", { kid: key.kid }));
+}
+
+// the witness's tlog-cosignature/v1 on the checkpoint: key id SHA-256(name || 0x0A || 0x04 || key)[:4], then
+// an 8-byte timestamp and an Ed25519 signature over "cosignature/v1\ntime <t>\n" || checkpoint text
+async function verifyCosignature(cp, w) {
+  const pub = b64decode(w.public_key);
+  const id = (await sha256(concat(enc.encode(w.name), new Uint8Array([0x0a, 0x04]), pub))).slice(0, 4);
+  const sigs = cp.sigs.filter((s) => s.name === w.name && s.blob.length === 76 && equalBytes(s.blob.slice(0, 4), id));
+  if (!sigs.length) throw new Error(t("err.no_cosignature", { name: w.name }));
+  const key = await crypto.subtle.importKey("raw", pub, { name: "Ed25519" }, false, ["verify"]);
+  let newest = 0;
+  for (const s of sigs) {
+    const ts = new DataView(s.blob.buffer, s.blob.byteOffset + 4, 8).getBigUint64(0);
+    const msg = concat(enc.encode(`cosignature/v1\ntime ${ts}\n`), enc.encode(cp.text));
+    if (!(await crypto.subtle.verify({ name: "Ed25519" }, key, s.blob.slice(12), msg))) {
+      throw new Error(t("err.cosignature_bad", { name: w.name }));
+    }
+    newest = Math.max(newest, Number(ts));
+  }
+  return newest;
+}
+
+// One hop's bundle; resolves to what it proves, or throws naming the part at fault.
+async function verifyHopBundle(b) {
+  if (!b || b.format !== BUNDLE_FORMAT) throw new Error(t("err.bundle_format", { format: b && b.format }));
+  // 2. the checkpoint, signed by the node's log key (a key of that node in the manifest)
+  if (originNode(b.keys.log.name) !== b.node) throw new Error(t("err.log_name", { name: b.keys.log.name, node: b.node }));
+  manifestAuditKey(b.node, b.keys.log.public_key);
+  const cp = parseCheckpoint(b.checkpoint);
+  if (cp.origin !== b.keys.log.name) throw new Error(t("err.cp_origin", { origin: cp.origin, name: b.keys.log.name }));
+  await verifyCheckpointSignature(cp, [{ kid: b.keys.log.name, public_key: b.keys.log.public_key }]);
+  // 3. the witnesses' cosignatures, each with a witness key from the manifest
+  let newest = null;
+  for (const w of b.keys.witnesses) {
+    manifestAuditKey(originNode(w.name), w.public_key);
+    newest = Math.max(newest ?? 0, await verifyCosignature(cp, w));
+  }
+  // 4. the entries: in the checkpoint's tree, about this node and this message
+  if (!b.entries.length) throw new Error(t("err.no_entries"));
+  const entries = new Map();
+  for (const e of b.entries) {
+    const bytes = b64decode(e.entry);
+    try {
+      await verifyInclusion(e.index, cp.size, await leafHash(bytes), e.proof.map(b64decode), cp.root);
+    } catch (err) {
+      throw new Error(t("err.entry", { index: e.index, error: err.message }));
+    }
+    const doc = JSON.parse(utf8.decode(bytes));
+    for (const [k, want] of [["idx", e.index], ["node", b.node], ["jti", b.jti]]) {
+      if (doc[k] !== want) throw new Error(t("err.entry_field", { index: e.index, key: k, value: doc[k], want }));
+    }
+    entries.set(e.index, doc);
+  }
+  // 5-7. the token, the hop records, the acks and the receipt, each with a signing key from the manifest
+  for (const k of b.keys.signing) manifestSigningKey(k);
+  const keys = b.keys.signing;
+  const tok = openJws(b.envelope.token, "traza-envelope+jwt", keys), o = tok.claims;
+  await tok.check();
+  if (o.jti !== b.jti) throw new Error(t("err.other_message", { what: t("route.the_token"), jti: o.jti }));
+  const dig = await digest(b.envelope.token);
+  let prev = b.envelope.token, sender = o.iss, sentTo = null;
+  for (const [i, hop] of b.envelope.hops.entries()) {
+    const h = openJws(hop, "traza-hop+jwt", keys), c = h.claims;
+    await h.check();
+    if (c.jti !== b.jti || c.prev !== (await digest(prev)) || c.from !== sender || (i > 0 && sentTo !== c.iss)) {
+      throw new Error(t("err.hop_breaks", { n: i + 1 }));
+    }
+    prev = hop; sender = c.iss; sentTo = c.to;
+  }
+  for (const [i, ack] of b.acks.entries()) {
+    const a = openJws(ack, "traza-ack+jwt", keys), c = a.claims;
+    await a.check();
+    if (c.jti !== b.jti || c.dig !== dig) throw new Error(t("err.ack_breaks", { n: i + 1 }));
+    if (c.iss === b.node && !entries.has(c.idx)) throw new Error(t("err.ack_entry", { n: i + 1, idx: c.idx }));
+  }
+  if (b.receipt) {
+    const r = openJws(b.receipt.token, "traza-envelope+jwt", keys), c = r.claims;
+    await r.check();
+    const payload = b64urlDecode(b.receipt.payload);
+    if (c.mt !== "receipt" || c.irt !== b.jti || c.iss !== o.aud || c.aud !== o.iss) {
+      throw new Error(t("err.not_receipt", { mt: c.mt, irt: c.irt, jti: b.jti }));
+    }
+    if (c.pld.len !== payload.length || c.pld.sha256 !== b64url(await sha256(payload))) {
+      throw new Error(t("err.payload_digest", { kid: r.claims.iss }));
+    }
+    if (c.pld.enc === null) {
+      const body = JSON.parse(utf8.decode(payload));
+      if (body.for !== b.jti || body.dig !== dig) throw new Error(t("err.receipt_other"));
+    }
+  }
+  const counts = new Map();  // each event once, in log order, with how many entries record it
+  for (const e of entries.values()) counts.set(e.event, (counts.get(e.event) || 0) + 1);
+  const events = [...counts].map(([name, n]) => (n > 1 ? `${name} ×${n}` : name));
+  return { dig, size: cp.size, witnesses: b.keys.witnesses.length, newest, events, handling: o.hc };
+}
+
+// A route file, hop by hop: one row per node of the route, verified, missing (the file says why) or NOT
+// verified (why); the summary says how many hops hold evidence of the same token.
+async function verifyRouteFile(text) {
+  showError(null);
+  $("route-file-result").hidden = false;
+  if (!fedKeys) fedKeys = await api("/ui/api/federation-keys");
+  let doc;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    $("route-file-summary").textContent = t("hops.not_json", { error: err.message });
+    $("route-file-summary").className = "bad";
+    fillTable("route-hops", [], t("hops.none"));
+    return;
+  }
+  const hops = Array.isArray(doc.hops) ? doc.hops : [];
+  const route = Array.isArray(doc.route) ? doc.route : [];
+  const cells = hops.map(() => el("span", t("check.pending"), "hopcheck pending"));
+  fillTable("route-hops", hops.map((h, i) => row([i + 1, h.node, cells[i]], "route-hop")), t("hops.none"));
+  const summary = $("route-file-summary");
+  if (doc.format !== ROUTE_FORMAT || hops.map((h) => h.node).join(" ") !== route.join(" ") || !route.length) {
+    summary.textContent = t("hops.not_route_file", { format: doc.format });
+    summary.className = "bad";
+    cells.forEach((c) => { c.textContent = t("check.skipped"); c.className = "hopcheck failed"; });
+    return;
+  }
+  let first = null, verified = 0, failed = 0;
+  for (const [i, h] of hops.entries()) {
+    const cell = cells[i];
+    if (h.bundle === null || h.bundle === undefined) {
+      cell.textContent = t("hops.missing", { why: h.missing || t("hops.no_bundle") });
+      cell.className = "hopcheck missing";
+      continue;
+    }
+    try {
+      if (h.bundle.node !== h.node || h.bundle.jti !== doc.jti) {
+        throw new Error(t("err.hop_other", { node: h.bundle.node, jti: h.bundle.jti, want_node: h.node, want_jti: doc.jti }));
+      }
+      const r = await verifyHopBundle(h.bundle);
+      if (first === null) first = { n: i + 1, dig: r.dig };
+      else if (r.dig !== first.dig) throw new Error(t("err.hop_token", { n: first.n }));
+      cell.textContent = t("hops.verified", { size: r.size, events: r.events.join(", "), witnesses: r.witnesses,
+        newest: r.newest ? isoSeconds(r.newest) : "—" });
+      cell.className = "hopcheck verified";
+      verified++;
+    } catch (err) {
+      cell.textContent = t("hops.failed", { n: i + 1, node: h.node, error: err.message });
+      cell.className = "hopcheck failed";
+      failed++;
+    }
+  }
+  const vars = { jti: doc.jti, route: route.join(" → "), verified, n: route.length, failed };
+  summary.textContent = failed ? t("hops.summary_bad", vars) : t("hops.summary_ok", vars);
+  summary.className = failed || !verified ? "bad" : "ok";
+}
+
+async function gatherRoute(jti) {
+  const resp = await fetch(`/audit/v1/route-bundle?jti=${encodeURIComponent(jti)}`,
+    { credentials: "same-origin", headers: { "X-Traza-Request": "dashboard" } });
+  const text = await resp.text();
+  if (!resp.ok) {
+    let detail = text.slice(0, 200);
+    try { detail = JSON.parse(text).detail || detail; } catch (e) { /* not problem+json */ }
+    throw new ApiError(t("api.error", { method: "GET", path: "/audit/v1/route-bundle", status: resp.status, detail }),
+                       resp.status, detail);
+  }
+  $("route-download").href = `/audit/v1/route-bundle?jti=${encodeURIComponent(jti)}`;
+  $("route-download").setAttribute("download", `route-evidence-${jti}.json`);
+  $("route-download").hidden = false;
+  await verifyRouteFile(text);
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Start
 
 let me = null;
@@ -806,6 +1010,14 @@ async function main() {
       ev.preventDefault();
       showError(null);
       searchLog(ev.target).catch(showError);
+    });
+    $("route-gather").addEventListener("click", () => {
+      const jti = $("jti").value.trim();
+      if (jti) gatherRoute(jti).catch(showError);
+    });
+    $("route-file").addEventListener("change", async (ev) => {
+      const file = ev.target.files[0];
+      if (file) verifyRouteFile(await file.text()).catch(showError);
     });
     const fromUrl = new URLSearchParams(location.search).get("jti");
     if (fromUrl) { $("jti").value = fromUrl; search(fromUrl).catch(showError); }
