@@ -587,15 +587,36 @@ def test_operator_sees_the_insights_with_small_cells_suppressed(scene: Scene, br
         # one trace response: a count under 5 is never shown, nor a share of it
         expect(origin.locator("td")).to_have_text(["AT", "<5", "—"])
         # the bar chart, drawn by the page: one pale bar (a suppressed count) for Austria, labelled <5
-        bar = page.locator('#origins-chart rect.origin-bar[data-country="AT"]')
+        bar = page.locator('#origins-chart rect.bar[data-country="AT"]')
         expect(bar).to_have_count(1)
-        expect(bar).to_have_class("origin-bar suppressed")
-        expect(page.locator("#origins-chart text.origin-value")).to_have_text(["<5"])
+        expect(bar).to_have_class("bar suppressed")
+        expect(page.locator("#origins-chart text.bar-value")).to_have_text(["<5"])
         expect(page.locator("#insights-note")).to_have_text(
             "aggregates of what this node holds; counts under 5 shown as <5")
         times = page.locator("#insights-times tr.response-time")
         expect(times).to_have_count(1)
         expect(times.locator("td")).to_have_text(["ES", "<5", "—", "—"])  # one answer: no median of one case
+        # the other tables and charts come from the same stats the API serves
+        status, stats = scene.fed.call("mx", "operator", "GET", "/ops/v1/stats")
+        assert status == 200, stats
+        weeks = sorted({r["week"] for r in stats["volume"]})
+        expect(page.locator("#volume-chart rect.bar")).to_have_count(len(weeks))
+        expect(page.locator("#volume-chart text.bar-label")).to_have_text(weeks)
+        volume = page.locator("#insights-volume tr.volume")
+        expect(volume).to_have_count(len(stats["volume"]))
+        for i, r in enumerate(stats["volume"]):
+            expect(volume.nth(i).locator("td")).to_have_text(
+                [r["week"], r["type"], f"{r['from_country']} → {r['to_country']}", str(r["messages"])])
+        assert all(r["messages"] == "<5" for r in stats["volume"]), stats["volume"]  # every cell is small here
+        statuses = sorted({r["status"] for r in stats["trace_outcomes"]})
+        assert statuses, stats
+        expect(page.locator("#status-chart text.bar-label")).to_have_text(statuses)
+        expect(page.locator(f'#status-chart rect.bar[data-status="{statuses[0]}"]')).to_have_class("bar suppressed")
+        expect(page.locator("#insights-ballistic tr.empty")).to_have_text("nothing yet")
+        csv = page.locator("#insights-csv")
+        expect(csv).to_have_attribute("href", "/ops/v1/stats?format=csv")
+        got = page.request.get(f"{scene.url}/ops/v1/stats?format=csv")
+        assert got.status == 200 and got.text().startswith("table,"), (got.status, got.text()[:200])
         page.screenshot(path=str(ARTIFACTS / "operator-insights.png"), full_page=True)
         assert not problems, problems
     finally:

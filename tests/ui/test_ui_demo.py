@@ -259,7 +259,7 @@ def test_printed_demo_login_works_for_operator_and_auditor(tmp_path: Path) -> No
                 # the insights panel: the demo's traced origins as mx holds them, small cells suppressed
                 origins = op.locator("#insights-origins tr.origin")
                 expect(origins.and_(op.locator('[data-country="ES"]')).locator("td")).to_have_text(["ES", "5", "—"])
-                expect(op.locator('#origins-chart rect.origin-bar[data-country="ES"]')).to_have_class("origin-bar")
+                expect(op.locator('#origins-chart rect.bar[data-country="ES"]')).to_have_class("bar")
                 for country in ("AT", "BE", "DE", "IT", "RO"):
                     expect(origins.and_(op.locator(f'[data-country="{country}"]')).locator("td").nth(1)).to_have_text("<5")
                 row = op.locator(f'#dead-letters tr.dead-letter[data-id="{first["id"]}"]')

@@ -369,49 +369,68 @@ async function deadLetter(id, action) {
 }
 
 // Insights (GET /ops/v1/stats): aggregates only, small cells already suppressed by the node ("<5", null)
+
+// rows grouped by `key`: per group the sum of the counts shown and how many cells were suppressed (each
+// suppressed cell holds 1 to 4), in the order first seen
+function groupCells(rows, key, count) {
+  const out = new Map();
+  for (const r of rows) {
+    const g = out.get(key(r)) || { sum: 0, hidden: 0 };
+    if (typeof r[count] === "number") g.sum += r[count]; else g.hidden += 1;
+    out.set(key(r), g);
+  }
+  return out;
+}
+
+// a group's published figure: exact when nothing is suppressed, else "<5" (one suppressed cell) or "≥n"
+const shownCells = (g) => (g.hidden === 0 ? g.sum : g.sum === 0 && g.hidden === 1 ? "<5" : `≥${g.sum + g.hidden}`);
+
 function showInsights(stats) {
   $("insights-note").textContent = t("ins.note");
-  // per country: the sum of the cells shown and how many were suppressed (each holds 1 to 4 responses)
-  const origins = new Map();
-  for (const r of stats.trace_outcomes) {
-    const o = origins.get(r.country_of_manufacture) || { sum: 0, hidden: 0 };
-    if (typeof r.responses === "number") o.sum += r.responses; else o.hidden += 1;
-    origins.set(r.country_of_manufacture, o);
-  }
-  const shown = (o) => (o.hidden === 0 ? o.sum : o.sum === 0 && o.hidden === 1 ? "<5" : `≥${o.sum + o.hidden}`);
+  $("insights-csv").href = "/ops/v1/stats?format=csv";
+  // messages per week (all types and country pairs), then the table by type, country pair and week
+  const weeks = groupCells(stats.volume, (r) => r.week, "messages");
+  drawBars("volume-chart", [...weeks.entries()].sort(), "week");
+  fillTable("insights-volume", stats.volume.map((r) => row([r.week, r.type, `${r.from_country} → ${r.to_country}`,
+    r.messages], "volume")), t("ins.empty"));
+  // traced origins: per country of manufacture, and per trace status
+  const origins = groupCells(stats.trace_outcomes, (r) => r.country_of_manufacture, "responses");
   // a share only when no cell is suppressed (a share of the visible part would mislead)
   const all = [...origins.values()];
   const total = all.every((o) => o.hidden === 0) ? all.reduce((a, o) => a + o.sum, 0) : 0;
-  drawOrigins([...origins.entries()].sort(), shown);
+  drawBars("origins-chart", [...origins.entries()].sort(), "country");
   fillTable("insights-origins", [...origins.entries()].sort().map(([c, o]) => {
     const share = total ? `${Math.round(100 * o.sum / total)} %` : "—";
-    const tr = row([c, shown(o), share], "origin");
+    const tr = row([c, shownCells(o), share], "origin");
     tr.dataset.country = c;
     return tr;
   }), t("ins.empty"));
+  const statuses = groupCells(stats.trace_outcomes, (r) => r.status, "responses");
+  drawBars("status-chart", [...statuses.entries()].sort(), "status");
   fillTable("insights-times", stats.response_times.map((r) => row(
     [r.country, r.answers, r.median_hours ?? "—", r.p90_hours ?? "—"], "response-time")), t("ins.empty"));
   fillTable("insights-hits", stats.status_hits.map((r) => row(
     [r.country, r.queries, `${r.hit} + ${r.multiple_hits}`, r.hit_rate === null ? "—" : `${Math.round(1000 * r.hit_rate) / 10} %`],
     "status-hits")), t("ins.empty"));
+  fillTable("insights-ballistic", stats.ballistic.map((r) => row([r.status, r.hits], "ballistic")), t("ins.empty"));
 }
 
-// traced origins as horizontal bars, drawn here (no library, no CDN): a country whose count is
-// suppressed gets a pale bar up to the most it can hold (4 per hidden cell) and its label says "<5" or "≥n"
-function drawOrigins(entries, shown) {
-  const chart = $("origins-chart");
-  const rowH = 22, labelW = 60, width = 420;
-  const upper = (o) => o.sum + 4 * o.hidden;
-  const max = Math.max(1, ...entries.map(([, o]) => upper(o)));
+// Horizontal bars drawn here (no library, no CDN): one per [label, group]; a group with a suppressed
+// cell gets a pale bar up to the most it can hold (4 per hidden cell), labelled "<5" or "≥n".
+function drawBars(id, entries, kind) {
+  const chart = $(id);
+  const rowH = 22, labelW = 80, width = 440;
+  const upper = (g) => g.sum + 4 * g.hidden;
+  const max = Math.max(1, ...entries.map(([, g]) => upper(g)));
   chart.setAttribute("viewBox", `0 0 ${width} ${Math.max(1, entries.length) * rowH + 4}`);
-  chart.replaceChildren(...entries.flatMap(([c, o], i) => {
+  chart.replaceChildren(...entries.flatMap(([label, g], i) => {
     const y = 2 + i * rowH;
-    const w = Math.max(2, Math.round((width - labelW - 50) * upper(o) / max));
+    const w = Math.max(2, Math.round((width - labelW - 50) * upper(g) / max));
     return [
-      svg("text", { x: 0, y: y + 15, class: "origin-label" }, c),
+      svg("text", { x: 0, y: y + 15, class: "bar-label" }, label),
       svg("rect", { x: labelW, y: y + 3, width: w, height: rowH - 8,
-                    class: o.hidden ? "origin-bar suppressed" : "origin-bar", "data-country": c }),
-      svg("text", { x: labelW + w + 6, y: y + 15, class: "origin-value" }, String(shown(o))),
+                    class: g.hidden ? "bar suppressed" : "bar", [`data-${kind}`]: label }),
+      svg("text", { x: labelW + w + 6, y: y + 15, class: "bar-value" }, String(shownCells(g))),
     ];
   }));
 }
