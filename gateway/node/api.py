@@ -218,6 +218,15 @@ class ApiMixin(_NodeState):
         countries = {n.id: n.country for n in self.fed.manifest.nodes}
         return {"node": self.id, "generated_at": _rfc3339(self.clock()), **insights(sent, answers, countries)}
 
+    async def retention_report(self) -> dict[str, Any]:
+        """``GET /ops/v1/retention`` (issue #15): the content this node holds, until when and by which rule."""
+        now = self.clock()
+        rows = await self.retention.report(now)
+        for r in rows:
+            for k in ("since", "until", "review_by"):
+                r[k] = None if r[k] is None else _rfc3339(r[k])
+        return {"node": self.id, "generated_at": _rfc3339(now), "messages": rows}
+
     async def audit_search(self, query: dict[str, str]) -> list[tuple[int, bytes]]:
         return await self.audit.search(query)
 
