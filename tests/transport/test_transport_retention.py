@@ -17,7 +17,9 @@ import pytest
 from kit.nodes import attach, bundle_of, entries, started, state
 from kit.waiting import eventually
 
+from adapters.standard import MEDIA_TYPE as STANDARD
 from gateway.cli.main import main as traza
+from gateway.core.errors import Code, TrazaError
 from gateway.core.retention import DAY
 from gateway.localfed import NodeSpec, build
 from gateway.node import Node
@@ -143,3 +145,49 @@ async def test_a_hub_purges_the_copy_it_could_not_deliver_once_the_message_expir
         assert raw is not None
         del mx
     _verify_bundle(tmp_path, raw)
+
+
+def _standard(to: str, **env: object) -> bytes:
+    return json.dumps({"type": "notice", "to": to, "handling": "H0", "classification": "BASIC_PROTECTION_LEVEL",
+                       "purpose": "INVESTIGATION", "body": {"title": "t", "text": "x"}, **env}).encode()
+
+
+async def test_the_origins_delete_by_and_review_by_travel_signed_and_the_recipient_honours_them(tmp_path: Path) -> None:
+    """The reference's ``retention.delete_by`` / ``review_by`` given in a submission travel in the signed
+    token (claim ``ret``); the recipient keeps the content until ``delete_by`` although its own rule is
+    longer, flags the message for review from ``review_by``, and purges it at ``delete_by``."""
+    built = build(tmp_path / "fed", SPECS, limits=LIMITS)
+    _retention(built["es"].config, "days = 365")
+    ahead = [0.0]
+    now = time.time()
+    review = time.strftime("%Y-%m-%d", time.gmtime(now + 2 * DAY))
+    delete = time.strftime("%Y-%m-%d", time.gmtime(now + 4 * DAY))
+    async with started(built["hub"].config) as hub, started(built["mx"].config) as mx, \
+            started(built["es"].config, clock=lambda: time.time() + ahead[0]) as es:
+        with pytest.raises(TrazaError) as bad:
+            await mx.local_submit(STANDARD, _standard("es", retention={"delete_by": "2026-02-30"}), "default")
+        assert bad.value.code == Code.SCHEMA_INVALID and "$.retention.delete_by" in bad.value.detail
+        jti = await mx.local_submit(STANDARD, _standard("es", retention={"review_by": review, "delete_by": delete}),
+                                    "default")
+
+        async def in_inbox() -> bool:
+            return len(await es.inbox_page(0, 10)) == 1
+
+        await eventually(in_inbox, timeout=30.0)
+        assert await es.inbox_ack(jti, "system:test")
+
+        async def delivered() -> bool:
+            return await state(mx, jti) == "delivered"
+
+        await eventually(delivered, timeout=20.0)
+        (mine,) = [r for r in (await es.retention_report())["messages"] if r["id"] == jti]
+        assert mine["rule"] == "retention.delete_by" and mine["until"].startswith(delete)
+        assert mine["review_by"].startswith(review) and not mine["review_due"]
+        ahead[0] = 3 * DAY
+        (mine,) = [r for r in (await es.retention_report())["messages"] if r["id"] == jti]
+        assert mine["review_due"] and not mine["due"]
+        assert await es.retention.run_once(es.clock()) == []
+        ahead[0] = 4 * DAY + 1
+        whats = sorted(e.what for e in await es.retention.run_once(es.clock()))
+        assert whats == ["body", "envelope"], whats
+        del hub
