@@ -380,7 +380,7 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
             res = asyncio.run(_traza(ctx, messages, size))
             stat1 = proc_cpu(pids)
             rss = _peak_rss_mib(pids)
-            rows = _rows(fed.nodes["mx"].data_dir / "node.db", "SELECT jti, envelope FROM messages")
+            rows = _rows(fed.nodes["mx"].data_dir / "node.db", "SELECT jti, envelope FROM envelopes")
             envs = [bytes(e) for j, e in rows if j in res["sent"]]
         finally:
             fed.stop_all()

@@ -125,6 +125,20 @@ class LogSection(_C, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+_Days = Annotated[float, msgspec.Meta(ge=0, le=36500)]
+
+
+class RetentionSection(_C, frozen=True):
+    """How long this node keeps the content of the messages it holds (issue #15, docs/operations.md):
+    ``days`` for every type, ``types`` per message type (whole or fractional days, counted from the
+    message's arrival); the manifest policy's ``retention_days`` and a message's
+    ``retention.delete_by`` may shorten it. ``interval``: seconds between two retention passes."""
+
+    days: _Days | None = None
+    types: dict[str, _Days] = {}
+    interval: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 3600.0
+
+
 class Config(_C, frozen=True):
     node: NodeSection
     trust: TrustSection
@@ -136,6 +150,7 @@ class Config(_C, frozen=True):
     log: LogSection = LogSection()
     client: ClientSection = ClientSection()
     store: StoreSection = StoreSection()
+    retention: RetentionSection = RetentionSection()
     path: str = ""  # the file it was read from (set by load_config)
 
     def resolve(self, p: str) -> Path:
@@ -167,6 +182,15 @@ def _check_delivery(path: Path, cfg: Config) -> None:
         f = cfg.resolve(d.drop_dir)
         if f.exists() and not f.is_dir():
             raise ConfigError(f"{path}: delivery.drop_dir: {f} exists and is not a folder")
+
+
+def _check_retention(path: Path, cfg: Config) -> None:
+    from gateway.core.messages import MESSAGE_TYPES
+
+    for mt in cfg.retention.types:
+        if mt not in MESSAGE_TYPES:
+            raise ConfigError(f"{path}: retention.types: {mt!r} is not a message type (one of "
+                              f"{', '.join(sorted(MESSAGE_TYPES))})")
 
 
 def _check_store(path: Path, cfg: Config) -> None:
@@ -213,6 +237,7 @@ def load_config(path: Path | str) -> Config:
         raise ConfigError(f"{path}: node.id: {cfg.node.id!r} does not match {NODE_ID.pattern}")
     _check_delivery(path, cfg)
     _check_store(path, cfg)
+    _check_retention(path, cfg)
     for i, origin in enumerate(cfg.listen.local_origins):
         if parse_origin(origin) is None:
             raise ConfigError(f"{path}: listen.local_origins[{i}]: {origin!r} is not an origin https://host[:port]")

@@ -25,6 +25,7 @@ VERB_MODULES: tuple[str, ...] = (
     "demo",
     "bench",
     "store",
+    "retention",
 )
 
 

@@ -22,6 +22,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from gateway.audit.reader import AuditReader
     from gateway.core.b64 import b64_encode
     from gateway.store import pg
+    from gateway.store import relay as relay_store
     from gateway.store.dialect import StoreUrlError, is_url, redact
     from gateway.store.lock import DataDirLock, DataDirLocked
     from gateway.store.migrate import MigrateError, check_empty, copy_tables, open_source, source_tables
@@ -58,6 +59,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             raise UsageError(f"{source}: audit schema version {version[0] if version else None!r}, not "
                              f"{audit_db.SCHEMA_VERSION}: start and stop the node once with this Traza (it migrates "
                              "its SQLite store in place), then migrate")
+        try:
+            store = src.execute("SELECT v FROM kv WHERE k='store.schema'").fetchone()
+        except Exception:
+            store = None
+        have = int(bytes(store[0]).decode()) if store else 1
+        if have != relay_store.SCHEMA_VERSION:
+            raise UsageError(f"{source}: store schema version {have}, not {relay_store.SCHEMA_VERSION}: start and "
+                             "stop the node once with this Traza (it migrates its SQLite store in place), then migrate")
         try:
             dst = pg.connect(url, application_name="traza-migrate")
         except StoreUrlError as exc:

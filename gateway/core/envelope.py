@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Collection
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import msgspec
 
@@ -108,6 +108,14 @@ class BlobRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     enc: BlobEnc | None = None  # set when the blob is encrypted (the bytes that travel are ``TZB1`` chunks)
 
 
+class RetentionDates(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Claim ``ret`` (issue #15): the reference's ``retention.review_by`` / ``delete_by`` (YYYY-MM-DD) the
+    origin gives a message; each node holding its content honours them (gateway/core/retention.py)."""
+
+    review_by: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")] | None = None
+    delete_by: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")] | None = None
+
+
 class Claims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     iss: str
     aud: str
@@ -124,6 +132,7 @@ class Claims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     irt: str | None = None
     blobs: list[BlobRef] | None = None
     hr: str | None = None  # handling restrictions (1.1, issue #15): required with hc H3
+    ret: RetentionDates | None = None  # retention.review_by / delete_by (issue #15), when the origin gives them
 
 
 class HopClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename={"from_": "from"}):
@@ -218,6 +227,7 @@ def build_envelope(
     hr: str | None = None,
     cid: str | None = None,
     irt: str | None = None,
+    ret: RetentionDates | None = None,
     seal: PayloadSealer | None = None,
     enc_kem: str | None = None,
     enc_kid: str | None = None,
@@ -250,6 +260,7 @@ def build_envelope(
         irt=irt,
         blobs=blobs,
         hr=hr,
+        ret=ret,
     )
     header = {"alg": signer.alg, "kid": signer.kid, "typ": TYP_ENVELOPE}
     token = encode_compact(header, _claims_dict(claims), signer.sign)

@@ -8,9 +8,10 @@ it without I/O.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 from gateway.core import strictjson
 from gateway.core.codes import NODE_ID, Classification, Purpose, is_country
@@ -86,6 +87,9 @@ class PolicyRule(_S, frozen=True, omit_defaults=True):
     # purpose limitation (issue #15, optional): the purposes (SPEC §3.1 ``pur``) allowed for this type;
     # absent, every purpose is allowed (manifests written before it stay valid)
     purposes: list[Purpose] | None = None
+    # retention (issue #15, optional): the longest a node of each kind keeps the content of a message of
+    # this type, in days from its arrival there (gateway/core/retention.py); absent, no federation limit
+    retention_days: dict[NodeKind, Annotated[float, Meta(ge=0, le=36500)]] | None = None
 
 
 class Manifest(_S, frozen=True):

@@ -20,6 +20,7 @@ from gateway.core import strictjson
 from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
 from gateway.core.errors import Code, TrazaError
 from gateway.core.fanout import recipients
+from gateway.core.retention import day_start
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,23 @@ class Submission:
     ttl: int | None
     named: Any = None  # the standard form's ``attachments`` as given (the node checks them), or None
     files: list[Attachment] = field(default_factory=list)  # files the adapter read (e.g. an X3P scan)
+    ret: dict[str, str] | None = None  # retention.review_by / delete_by (issue #15), YYYY-MM-DD
+
+
+def read_retention(value: Any) -> dict[str, str]:
+    """A submission's ``retention`` (the reference's ``review_by`` / ``delete_by`` dates); TrazaError
+    (``schema_invalid``) naming the member at fault."""
+    if not isinstance(value, dict):
+        raise TrazaError(Code.SCHEMA_INVALID, "expected an object with review_by and/or delete_by - at `$.retention`")
+    for k, v in value.items():
+        if k not in ("review_by", "delete_by"):
+            raise TrazaError(Code.SCHEMA_INVALID, f"unknown member {str(k)[:40]!r} (review_by, delete_by) - at "
+                             "`$.retention`")
+        try:
+            day_start(v)
+        except ValueError as exc:
+            raise TrazaError(Code.SCHEMA_INVALID, f"{exc} - at `$.retention.{k}`") from None
+    return dict(value)
 
 
 def read_submission(adapter: Adapter, content_type: str, data: bytes, *, groups: Mapping[str, Sequence[str]],
@@ -45,6 +63,7 @@ def read_submission(adapter: Adapter, content_type: str, data: bytes, *, groups:
     doc: Any = None
     rcpts: list[str] | None = None
     named: Any = None
+    ret: dict[str, str] | None = None
     mtype = media_type(content_type)
     if mtype.endswith(("/json", "+json")):  # strict JSON (SPEC §3.4): malformed (400) before the adapter
         doc = strictjson.loads(data, "submission")
@@ -58,6 +77,8 @@ def read_submission(adapter: Adapter, content_type: str, data: bytes, *, groups:
                 doc["to"], changed = rcpts[0], True
         if "attachments" in doc:  # blobs uploaded first (docs/blobs.md): checked by the node
             named, changed = doc.pop("attachments"), True
+        if "retention" in doc:  # signed as token claim ``ret`` (issue #15)
+            ret, changed = read_retention(doc.pop("retention")), True
         if changed:
             data = msgspec.json.encode(doc)
     try:
@@ -72,4 +93,4 @@ def read_submission(adapter: Adapter, content_type: str, data: bytes, *, groups:
         mt=tr.mt, recipients=rcpts or [to], fan_out=rcpts is not None, body=msgspec.json.encode(tr.body),
         hc=env.get("handling") or "H0", hr=env.get("handling_restrictions"),
         cls=env.get("classification") or DEFAULT_CLASSIFICATION, pur=env.get("purpose") or DEFAULT_PURPOSE,
-        irt=env.get("reply_to"), ttl=env.get("ttl_seconds"), named=named, files=list(tr.attachments))
+        irt=env.get("reply_to"), ttl=env.get("ttl_seconds"), named=named, files=list(tr.attachments), ret=ret)

@@ -96,7 +96,7 @@ class ApiMixin(_NodeState):
             attachments.append(await asyncio.to_thread(self.origin.import_attachment, att))
         ids, cid = await self.origin.submit_many(
             mt=sub.mt, recipients=sub.recipients, body=sub.body, system=system, hc=sub.hc, hr=sub.hr, cls=sub.cls,
-            pur=sub.pur, irt=sub.irt, ttl=sub.ttl, attachments=attachments or None)
+            pur=sub.pur, irt=sub.irt, ttl=sub.ttl, attachments=attachments or None, ret=sub.ret)
         return ids, (cid if sub.fan_out else None)
 
     def _inbox_item(self, row: lookup.InboxRow) -> dict[str, Any]:
@@ -217,6 +217,15 @@ class ApiMixin(_NodeState):
         sent, answers = await self.db.read(fn)
         countries = {n.id: n.country for n in self.fed.manifest.nodes}
         return {"node": self.id, "generated_at": _rfc3339(self.clock()), **insights(sent, answers, countries)}
+
+    async def retention_report(self) -> dict[str, Any]:
+        """``GET /ops/v1/retention`` (issue #15): the content this node holds, until when and by which rule."""
+        now = self.clock()
+        rows = await self.retention.report(now)
+        for r in rows:
+            for k in ("since", "until", "review_by"):
+                r[k] = None if r[k] is None else _rfc3339(r[k])
+        return {"node": self.id, "generated_at": _rfc3339(now), "messages": rows}
 
     async def audit_search(self, query: dict[str, str]) -> list[tuple[int, bytes]]:
         return await self.audit.search(query)

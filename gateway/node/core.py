@@ -52,6 +52,7 @@ from gateway.node.keys import KeyFileError, KeysMixin
 from gateway.node.origin import Origin
 from gateway.node.outbound import Outbound
 from gateway.node.relay import Applier
+from gateway.node.retention import Retention
 from gateway.node.services import Shared
 from gateway.node.tls import TlsFileError, TlsMixin
 from gateway.node.witness import Witnessing
@@ -223,6 +224,7 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
         self.origin = Origin(self.shared, limits=self.limits, signer=lambda: self.signer, blobs=self.blobs,
                              plain_blobs=self.plain_blobs, wake=self.outbound.wake, queued=self._queued,
                              evidence_keys=self._signing_keys)
+        self.retention = Retention(self.shared, blobs=self.blobs, plain_blobs=self.plain_blobs)
         self.witnessing = Witnessing(self.shared, client=self.outbound.client, audit_event=self.audit_event_bg)
         self.applier = self.shared.applier = Applier(
             here=self.id, db=self.db, audit=self.audit, fed=lambda: self.fed, signer=lambda: self.signer,
@@ -467,6 +469,7 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
         self.tasks.append(self._supervise("witnesses", self.witnessing.witness_loop))
         self.tasks.append(self._supervise("manifest", self._manifest_loop))
         self.tasks.append(self._supervise("blob-purge", self.outbound.purge_loop))
+        self.tasks.append(self._supervise("retention", self.retention.loop))
         self.tasks.append(self._supervise("audit-backlog", self._audit_backlog_loop))
         self.tasks.append(self._supervise("receipt-watchdog", self.origin.watchdog_loop))
         self.delivery = make_delivery(self, self.cfg)

@@ -33,6 +33,7 @@ from gateway.core.envelope import (
     BlobRef,
     Envelope,
     Limits,
+    RetentionDates,
     Verified,
     build_envelope,
     encode_envelope,
@@ -73,20 +74,21 @@ class Origin:
     async def submit(self, *, mt: str, to: str, body: bytes, system: str, hc: str = "H0",
                      cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
                      ttl: int | None = None, cid: str | None = None,
-                     attachments: list[dict[str, Any]] | None = None, hr: str | None = None) -> str:
+                     attachments: list[dict[str, Any]] | None = None, hr: str | None = None,
+                     ret: dict[str, str] | None = None) -> str:
         """Build, sign (and encrypt when the route crosses a hub) a message from this node. Raises
         TrazaError (schema_invalid, unknown_node, policy_denied, ...) for what cannot be sent; a refusal
         by a handling or purpose rule (gateway.core.handling) is audited (``policy.denied``) first.
         ``attachments`` name complete blobs of the plaintext store (``sha256``, ``len``, ``ct``, ``name``)."""
         ids, _ = await self.submit_many(mt=mt, recipients=[to], body=body, system=system, hc=hc, cls=cls, pur=pur,
-                                        irt=irt, ttl=ttl, cid=cid, attachments=attachments, hr=hr)
+                                        irt=irt, ttl=ttl, cid=cid, attachments=attachments, hr=hr, ret=ret)
         return ids[0]
 
     async def submit_many(self, *, mt: str, recipients: list[str], body: bytes, system: str, hc: str = "H0",
                           cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
                           ttl: int | None = None, cid: str | None = None,
                           attachments: list[dict[str, Any]] | None = None,
-                          hr: str | None = None) -> tuple[list[str], str]:
+                          hr: str | None = None, ret: dict[str, str] | None = None) -> tuple[list[str], str]:
         """:meth:`submit` to each of ``recipients`` (SPEC §6, 1.1 fan-out): one envelope per recipient, all
         in one conversation (``cid``, else the first message's id), stored in one transaction: every
         envelope is built and verified first, so a recipient that cannot be sent to (unknown, refused by
@@ -120,7 +122,7 @@ class Origin:
                     except (OSError, BlobError) as exc:  # e.g. the uploaded file went away meanwhile
                         raise TrazaError(Code.BLOB_MISSING, f"attachments: {exc}") from None
                 env = self._build(mt=mt, to=to, body=body, now=now, hc=hc, cls=cls, pur=pur, irt=irt, cid=cid,
-                                  ttl=ttl or self.s.cfg.limits.default_ttl, jti=jti, blobs=blobs, hr=hr)
+                                  ttl=ttl or self.s.cfg.limits.default_ttl, jti=jti, blobs=blobs, hr=hr, ret=ret)
                 verified.append(verify_envelope(encode_envelope(env), here=self.s.here, peer=None, fed=fed, now=now,
                                                 key_verifier=verifier_for, known_types=MESSAGE_TYPES,
                                                 limits=self.limits))
@@ -148,11 +150,12 @@ class Origin:
     def _build(self, *, mt: str, to: str, body: bytes, now: float, ttl: int, hc: str = "H0",
                cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
                cid: str | None = None, jti: str | None = None, blobs: list[BlobRef] | None = None,
-               hr: str | None = None) -> Envelope:
+               hr: str | None = None, ret: dict[str, str] | None = None) -> Envelope:
         jti = jti or uuid7(now, os.urandom(10))
         kw = self._seal_kw(mt, to, now)
+        dates = RetentionDates(**ret) if ret else None
         return build_envelope(signer=self.signer(), iss=self.s.here, aud=to, jti=jti, mt=mt, body=body, now=now,
-                              ttl=ttl, hc=hc, cls=cls, pur=pur, cid=cid, irt=irt, blobs=blobs, hr=hr,  # type: ignore[arg-type]
+                              ttl=ttl, hc=hc, cls=cls, pur=pur, cid=cid, irt=irt, blobs=blobs, hr=hr, ret=dates,  # type: ignore[arg-type]
                               **kw)
 
     async def check_handling(self, *, mt: str, to: str, body: bytes, system: str, hc: str, hr: str | None,

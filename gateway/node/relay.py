@@ -15,9 +15,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.audit.facade import NodeAudit
+from gateway.audit.reader import AuditReader
 from gateway.core import relay
-from gateway.core.envelope import Verified, append_hop, encode_envelope, make_ack
+from gateway.core.envelope import TYP_ACK, Verified, append_hop, encode_envelope, make_ack
 from gateway.core.events import EnvelopeAccepted
+from gateway.core.jws import parse_compact
 from gateway.core.manifest import Federation
 from gateway.crypto.keys import SigningKey
 from gateway.store import relay as st
@@ -57,7 +59,18 @@ class Applier:
     def decide(self, conn: sqlite3.Connection, decide: Callable[[st.StoreView], list[relay.Command]], now: float,
                batch: Sequence[Verified | None] = (), peer: str | None = None) -> Applied:
         """Inside a write: run ``decide`` on a view of the store, then :meth:`apply` its commands."""
-        return self.apply(conn, decide(st.StoreView(conn, self.fed())), now, batch=batch, peer=peer)
+        return self.apply(conn, decide(self.view(conn)), now, batch=batch, peer=peer)
+
+    def view(self, conn: sqlite3.Connection) -> st.StoreView:
+        """The relay's view of the store inside the caller's transaction."""
+        return st.StoreView(conn, self.fed(), given_ack=self.given_ack)
+
+    def given_ack(self, conn: sqlite3.Connection, jti: str) -> str | None:
+        """The ack this node gave for ``jti``, from its evidence (a dropped transit copy keeps no other)."""
+        for kind, value in AuditReader(conn).evidence(jti):
+            if kind == "ack" and parse_compact(value, typ=TYP_ACK).claims.get("iss") == self.here:
+                return value
+        return None
 
     def apply(self, conn: sqlite3.Connection, commands: Sequence[relay.Command], now: float,
               batch: Sequence[Verified | None] = (), peer: str | None = None) -> Applied:

@@ -71,7 +71,7 @@ class Shared:
         applier = self.applier_ready()
 
         def fn(conn: sqlite3.Connection) -> relay.Refusal | None:
-            view = st.StoreView(conn, self.fed)
+            view = applier.view(conn)
             try:
                 commands = decide(view)
             except relay.Refusal as refusal:

@@ -40,6 +40,7 @@ from gateway.node.inbound import Inbound
 from gateway.node.origin import Origin
 from gateway.node.outbound import Outbound
 from gateway.node.relay import Applied, Applier
+from gateway.node.retention import Retention
 from gateway.node.services import Shared
 from gateway.node.supervise import supervised
 from gateway.store import relay as st
@@ -93,6 +94,7 @@ class _NodeState:
     inbound: Inbound
     outbound: Outbound
     origin: Origin
+    retention: Retention
 
     # --- trust ---------------------------------------------------------------------------------------
 

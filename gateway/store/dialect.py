@@ -17,7 +17,7 @@ and every schema script through :meth:`Dialect.script`, which maps the column ty
 ``WITHOUT ROWID``. The rest of the SQL is the common subset (``ON CONFLICT ... DO UPDATE``, ``RETURNING``,
 window functions, partial indexes). Whatever cannot be rewritten safely is a method the SQL text calls by
 name: :meth:`Dialect.trunc` (the integer part of a number), :meth:`Dialect.tables`,
-:meth:`Dialect.json_field` (a member of a stored JSON object) and :meth:`Dialect.contains` (a part of a text).
+:meth:`Dialect.columns`, :meth:`Dialect.json_field` (a member of a stored JSON object) and :meth:`Dialect.contains` (a part of a text).
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ class Dialect:
     def tables(self, conn: Any) -> set[str]:
         """The tables of the database ``conn`` is connected to."""
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def columns(self, conn: Any, table: str) -> list[str]:
+        """The column names of ``table`` (a fixed name, never a value) in the database of ``conn``."""
+        return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
 
     def json_field(self, column: str, key: str) -> str:
         """SQL for member ``key`` of the JSON object stored (as bytes) in ``column``, as text."""
@@ -101,6 +105,11 @@ class PostgresDialect(Dialect):
 
     def tables(self, conn: Any) -> set[str]:
         return {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+
+    def columns(self, conn: Any, table: str) -> list[str]:
+        return [r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE "
+                                           "table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+                                           (table,))]
 
     def json_field(self, column: str, key: str) -> str:
         return f"(convert_from({column}, 'UTF8')::jsonb ->> '{key}')"

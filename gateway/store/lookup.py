@@ -13,15 +13,17 @@ from gateway.store.dialect import dialect_of
 SCHEMA = "CREATE INDEX IF NOT EXISTS messages_cid ON messages(cid)"
 
 # the origin token as stored with the envelope (its marking: handling code, restrictions, classification,
-# purpose, reply-to), without reading the payload into Python; NULL once the envelope was dropped
+# purpose, reply-to), without reading the payload into Python; NULL once the envelope was dropped (the
+# query joins ``envelopes e``)
 def _token(conn: sqlite3.Connection) -> str:
-    return f"CASE WHEN length(m.envelope)>0 THEN {dialect_of(conn).json_field('m.envelope', 'token')} END"
+    return dialect_of(conn).json_field("e.envelope", "token")
 
 
 def _inbox(conn: sqlite3.Connection) -> str:
     # the dialect's constant text only, never a value
     columns = f"i.seq, i.jti, i.body, i.delivered_at, m.mt, m.iss, m.cid, i.taken_at, m.irt, {_token(conn)}"
-    return "SELECT " + columns + " FROM inbox i JOIN messages m ON m.jti=i.jti"  # noqa: S608
+    return ("SELECT " + columns + " FROM inbox i JOIN messages m ON m.jti=i.jti "  # noqa: S608
+            "LEFT JOIN envelopes e ON e.jti=i.jti")
 
 
 class InboxRow(NamedTuple):
@@ -51,7 +53,7 @@ def inbox_page(conn: sqlite3.Connection, after: int, limit: int) -> list[InboxRo
 
 def token_of(conn: sqlite3.Connection, jti: str) -> tuple[str, str | None] | None:
     """(origin, token) of message ``jti`` held here (token None once its envelope was dropped); None if unknown."""
-    sql = f"SELECT m.iss, {_token(conn)} FROM messages m WHERE m.jti=?"  # noqa: S608 (the dialect's text)
+    sql = f"SELECT m.iss, {_token(conn)} FROM messages m LEFT JOIN envelopes e ON e.jti=m.jti WHERE m.jti=?"  # noqa: S608 (the dialect's text)
     row: tuple[str, str | None] | None = conn.execute(sql, (jti,)).fetchone()
     return row
 

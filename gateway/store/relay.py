@@ -8,13 +8,17 @@ types) are rewritten by its dialect (:mod:`gateway.store.dialect`). So the SQL h
 engines take: no ``lastrowid`` (``RETURNING``), no blob literals (parameters).
 
 Schema version (:data:`SCHEMA_VERSION`) in ``kv`` under ``store.schema``: 1 is the first recorded one
-(the tables as they were before versions were recorded are version 1).
+(the tables as they were before versions were recorded are version 1); 2 keeps the envelope as it
+travels in its own table, ``envelopes``, out of the ``messages`` row (issue #19): a transit copy's
+envelope is deleted once the next hop has acknowledged it, so its pages are freed and reused, where
+emptying a column left every message page half empty. :func:`gateway.store.schema.migrate` moves a
+version-1 store's envelopes there.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -22,7 +26,7 @@ import msgspec
 from gateway.core import relay
 from gateway.core.manifest import Federation
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -35,7 +39,6 @@ CREATE TABLE IF NOT EXISTS messages (
     irt TEXT,
     cls TEXT NOT NULL,
     exp INTEGER NOT NULL,
-    envelope BLOB NOT NULL,
     size INTEGER NOT NULL,
     received_from TEXT,
     received_at REAL NOT NULL,
@@ -46,6 +49,10 @@ CREATE TABLE IF NOT EXISTS messages (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_exp ON messages(exp);
+CREATE TABLE IF NOT EXISTS envelopes (
+    jti TEXT PRIMARY KEY REFERENCES messages(jti),
+    envelope BLOB NOT NULL
+);
 CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
 CREATE TABLE IF NOT EXISTS overdue (
     jti TEXT PRIMARY KEY REFERENCES messages(jti),
@@ -98,6 +105,9 @@ CREATE TABLE IF NOT EXISTS kv (
 
 
 class StoredMessage(msgspec.Struct, frozen=True):
+    """A message row; ``envelope`` (in table ``envelopes``) is ``b""`` once it was dropped, ``ack`` (the
+    ack this node gave) None once a transit copy was dropped (the evidence keeps it)."""
+
     jti: str
     dig: str
     mt: str
@@ -118,13 +128,19 @@ class StoredMessage(msgspec.Struct, frozen=True):
     updated_at: float
 
 
-_COLS = ",".join(StoredMessage.__struct_fields__)
-_SELECT_MESSAGE = f"SELECT {_COLS} FROM messages WHERE jti=?"  # noqa: S608 - fixed column names
-_INSERT_MESSAGE = f"INSERT INTO messages({_COLS}) VALUES ({','.join('?' * len(StoredMessage.__struct_fields__))})"  # noqa: S608
+_FIELDS = StoredMessage.__struct_fields__
+_ENV = _FIELDS.index("envelope")
+_ROW_COLS = [f for f in _FIELDS if f != "envelope"]  # the messages table's columns
+_SELECT_MESSAGE = ("SELECT " + ",".join("e.envelope" if f == "envelope" else f"m.{f}" for f in _FIELDS)  # noqa: S608
+                   + " FROM messages m LEFT JOIN envelopes e ON e.jti=m.jti WHERE m.jti=?")
+_INSERT_MESSAGE = f"INSERT INTO messages({','.join(_ROW_COLS)}) VALUES ({','.join('?' * len(_ROW_COLS))})"  # noqa: S608
 
 
 def _row_msg(row: tuple[Any, ...] | None) -> StoredMessage | None:
-    return None if row is None else StoredMessage(*row)
+    if row is None:
+        return None
+    env = row[_ENV]
+    return StoredMessage(*row[:_ENV], b"" if env is None else bytes(env), *row[_ENV + 1:])  # type: ignore[call-arg]
 
 
 def get_message(conn: sqlite3.Connection, jti: str) -> StoredMessage | None:
@@ -132,7 +148,10 @@ def get_message(conn: sqlite3.Connection, jti: str) -> StoredMessage | None:
 
 
 def insert_message(conn: sqlite3.Connection, m: StoredMessage) -> None:
-    conn.execute(_INSERT_MESSAGE, msgspec.structs.astuple(m))
+    values = msgspec.structs.astuple(m)
+    conn.execute(_INSERT_MESSAGE, values[:_ENV] + values[_ENV + 1:])
+    if m.envelope:
+        conn.execute("INSERT INTO envelopes(jti, envelope) VALUES (?, ?)", (m.jti, m.envelope))
 
 
 def set_state(conn: sqlite3.Connection, jti: str, state: str, now: float, *, node: str | None = None,
@@ -165,15 +184,17 @@ def note_blobs(conn: sqlite3.Connection, jti: str, shas: Iterable[str]) -> None:
 
 
 def drop_payload(conn: sqlite3.Connection, jti: str) -> None:
-    """Forget the envelope as it travelled (payload and hops; evidence keeps token, hops and acks): the
-    space is reused by later rows. The message row stays (dedupe: id, digest, the ack we gave)."""
-    conn.execute("UPDATE messages SET envelope=? WHERE jti=?", (b"", jti))
+    """Forget the envelope as it travelled (payload and hops) and the ack this node gave for it: the
+    evidence keeps token, hops and both acks (a duplicate is answered with the ack from there). Its rows
+    are deleted, so their pages are freed and reused. The message row stays (dedupe: id, digest)."""
+    conn.execute("DELETE FROM envelopes WHERE jti=?", (jti,))
+    conn.execute("UPDATE messages SET ack=NULL WHERE jti=?", (jti,))
 
 
 def blob_held(conn: sqlite3.Connection, sha: str) -> bool:
     """Does a message still held here in full (its payload not dropped) name blob ``sha``?"""
-    return conn.execute("SELECT 1 FROM message_blobs b JOIN messages m ON m.jti=b.jti "
-                        "WHERE b.sha=? AND length(m.envelope)>0 LIMIT 1", (sha,)).fetchone() is not None
+    return conn.execute("SELECT 1 FROM message_blobs b JOIN envelopes e ON e.jti=b.jti "
+                        "WHERE b.sha=? LIMIT 1", (sha,)).fetchone() is not None
 
 
 # --- outbox --------------------------------------------------------------------------------------------
@@ -190,8 +211,8 @@ class OutboxRow(msgspec.Struct, frozen=True):
     exp: int
 
 
-_DUE = ("SELECT o.seq, o.jti, o.attempts, m.envelope, m.exp FROM outbox o JOIN messages m ON m.jti=o.jti "
-        "WHERE o.peer=? ")
+_DUE = ("SELECT o.seq, o.jti, o.attempts, e.envelope, m.exp FROM outbox o JOIN messages m ON m.jti=o.jti "
+        "JOIN envelopes e ON e.jti=o.jti WHERE o.peer=? ")
 
 
 def enqueue(conn: sqlite3.Connection, jti: str, peer: str, now: float) -> None:
@@ -376,16 +397,21 @@ def counts_by_state(conn: sqlite3.Connection) -> dict[str, int]:
 class StoreView:
     """:class:`gateway.core.relay.View` over the store, inside the transaction that applies the decision."""
 
-    def __init__(self, conn: sqlite3.Connection, fed: Federation) -> None:
+    def __init__(self, conn: sqlite3.Connection, fed: Federation,
+                 given_ack: Callable[[sqlite3.Connection, str], str | None] | None = None) -> None:
         self.conn = conn
         self.fed = fed
+        self.given_ack = given_ack  # the ack this node gave, from the evidence (a dropped transit copy's)
 
     def message(self, jti: str) -> relay.Known | None:
         m = get_message(self.conn, jti)
         if m is None:
             return None
+        ack = m.ack
+        if ack is None and self.given_ack is not None and m.next_hop is not None:
+            ack = self.given_ack(self.conn, jti)
         return relay.Known(jti=m.jti, dig=m.dig, mt=m.mt, iss=m.iss, aud=m.aud, cid=m.cid, exp=m.exp, state=m.state,
-                           next_hop=m.next_hop, ack=m.ack)
+                           next_hop=m.next_hop, ack=ack)
 
     def route(self, iss: str, aud: str) -> list[str]:
         nodes = self.fed.nodes

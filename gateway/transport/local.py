@@ -66,6 +66,9 @@ class LocalBackend(Protocol):
     async def insights(self) -> dict[str, Any]:
         """Aggregates for policy makers (gateway/core/insights.py), small cells suppressed."""
 
+    async def retention_report(self) -> dict[str, Any]:
+        """What this node holds of its messages' content and until when (issue #15)."""
+
     async def audit_search(self, query: dict[str, str]) -> list[tuple[int, bytes]]:
         """Entries matching an auditor's filters (gateway/core/auditquery.py): (index, entry JSON)."""
 
@@ -256,6 +259,10 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
         return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
                             headers={"Content-Disposition": 'attachment; filename="traza-stats.csv"'})
 
+    async def retention(request: web.Request) -> web.StreamResponse:
+        # GET /ops/v1/retention (issue #15): what is held and until when
+        return json_response(await backend.retention_report())
+
     async def search(request: web.Request) -> web.StreamResponse:
         # GET /audit/v1/search (issue #16): JSON, or CSV with format=csv (a spreadsheet's export)
         query = dict(request.query)
@@ -323,6 +330,7 @@ def local_app(backend: LocalBackend, *, max_request: int, extra_routes: Callable
     r.add_get("/audit/v1/route-bundle", route_bundle)
     r.add_get("/audit/v1/search", search)
     r.add_get("/ops/v1/stats", stats)
+    r.add_get("/ops/v1/retention", retention)
     r.add_get("/v1/audit/checkpoint", checkpoint)  # the same signed note the peer API serves, for auditors
     if extra_routes:
         extra_routes(app)

@@ -50,3 +50,50 @@ def test_outbox_peer_names_the_next_hop_until_dequeued(db):
     assert db.read_sync(lambda c: st.outbox_peer(c, "nothing")) is None
     db.write_sync(lambda c: st.dequeue(c, "r"))
     assert db.read_sync(lambda c: st.outbox_peer(c, "r")) is None
+
+
+def _v1_store(target) -> None:
+    """A store as version 1 left it: the envelope in the messages row (one held, one emptied transit copy)."""
+    d = Database(target)
+    v1 = st.SCHEMA.replace("    exp INTEGER NOT NULL,\n", "    exp INTEGER NOT NULL,\n    envelope BLOB NOT NULL,\n", 1)
+    d.migrate(v1.split("CREATE TABLE IF NOT EXISTS envelopes")[0].rstrip() + "\nCREATE TABLE IF NOT EXISTS kv "
+              "(k TEXT PRIMARY KEY, v BLOB NOT NULL)")
+
+    def fn(conn):
+        for jti, env, ack in (("held", b'{"token":"t.h.s"}', "ack-held"), ("dropped", b"", "ack-dropped")):
+            conn.execute("INSERT INTO messages(jti, dig, mt, iss, aud, cid, irt, cls, exp, envelope, size, "
+                         "received_from, received_at, ack, ack_idx, state, next_hop, updated_at) VALUES "
+                         "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                         (jti, "d", "notice", "mx", "es", jti, None, "UNCLASSIFIED", 10_000, env, 17, "mx", 1.0, ack,
+                          1, "queued", "es", 1.0))
+        st.kv_put(conn, "store.schema", b"1")
+
+    d.write_sync(fn)
+    d.close()
+
+
+def test_a_version_1_store_gets_its_envelopes_moved_to_their_own_table_and_nothing_lost(store_target):
+    from gateway.store.dialect import dialect_of
+    from gateway.store.schema import open_store
+
+    _v1_store(store_target)
+    d = open_store(store_target)
+    try:
+        assert d.read_sync(lambda c: st.kv_get(c, "store.schema")) == b"2"
+        assert "envelope" not in d.read_sync(lambda c: dialect_of(c).columns(c, "messages"))
+        held = d.read_sync(lambda c: st.get_message(c, "held"))
+        dropped = d.read_sync(lambda c: st.get_message(c, "dropped"))
+        assert held is not None and held.envelope == b'{"token":"t.h.s"}' and held.ack == "ack-held"
+        assert dropped is not None and dropped.envelope == b"" and dropped.ack == "ack-dropped"
+        assert d.read_sync(lambda c: c.execute("SELECT jti FROM envelopes").fetchall()) == [("held",)]
+    finally:
+        d.close()
+    open_store(store_target).close()  # and again: version 2 stays as it is
+
+
+def test_dropping_a_transit_copy_deletes_its_envelope_row_so_its_pages_are_reused(db):
+    _queue(db, "t", "es", 1.0)
+    db.write_sync(lambda c: (st.dequeue(c, "t"), st.drop_payload(c, "t")))
+    m = db.read_sync(lambda c: st.get_message(c, "t"))
+    assert m is not None and m.envelope == b"" and m.dig == "d"  # the row stays for dedupe
+    assert db.read_sync(lambda c: c.execute("SELECT count(*) FROM envelopes").fetchone()[0]) == 0

@@ -275,7 +275,7 @@ async def test_origin_stores_an_adapters_attachment_and_encrypts_it_for_the_toke
         jti = await node.local_submit(X3P_MEDIA_TYPE, data, "default")
         assert node.plain_blobs.path(name(data)).read_bytes() == data
         con = sqlite3.connect(nodes["mx"].data_dir / "node.db")
-        (raw,) = con.execute("SELECT envelope FROM messages WHERE jti=?", (jti,)).fetchone()
+        (raw,) = con.execute("SELECT envelope FROM envelopes WHERE jti=?", (jti,)).fetchone()
         con.close()
         claims = parse_compact(json.loads(raw)["token"], typ="traza-envelope+jwt").claims
         (ref,) = claims["blobs"]
