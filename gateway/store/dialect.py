@@ -33,6 +33,8 @@ class Dialect:
     """SQLite's: the SQL is already in its spelling."""
 
     name = "sqlite"
+    # after a SELECT of rows to claim: skip the rows another transaction is claiming (one writer: none)
+    skip_locked = ""
     IntegrityError: type[Exception] = sqlite3.IntegrityError
     Error: type[Exception] = sqlite3.Error
 
@@ -54,6 +56,10 @@ class Dialect:
     def tables(self, conn: Any) -> set[str]:
         """The tables of the database ``conn`` is connected to."""
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def columns(self, conn: Any, table: str) -> set[str]:
+        """The column names of ``table``."""
+        return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
 
     def json_field(self, column: str, key: str) -> str:
         """SQL for member ``key`` of the JSON object stored (as bytes) in ``column``, as text."""
@@ -78,6 +84,7 @@ _TYPES = [
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self) -> None:
         import psycopg
@@ -101,6 +108,10 @@ class PostgresDialect(Dialect):
 
     def tables(self, conn: Any) -> set[str]:
         return {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+
+    def columns(self, conn: Any, table: str) -> set[str]:
+        return {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
+                                           "WHERE table_schema = current_schema() AND table_name = ?", (table,))}
 
     def json_field(self, column: str, key: str) -> str:
         return f"(convert_from({column}, 'UTF8')::jsonb ->> '{key}')"

@@ -20,8 +20,9 @@ class StoreVersionError(Exception):
 
 
 def migrate(db: Database) -> None:
-    """Create the relay tables if missing, record the schema version, refuse a newer one. Versions so
-    far: 1 (the tables as they are; a store from before versions were recorded is version 1)."""
+    """Create the relay tables if missing, record the schema version, refuse a newer one, upgrade an older
+    one in place. Versions so far: 1 (a store from before versions were recorded is version 1), 2 (the
+    outbox lease columns; :func:`gateway.store.relay.upgrade`)."""
     db.migrate(st.SCHEMA)
     db.migrate(lookup.SCHEMA)
 
@@ -32,6 +33,8 @@ def migrate(db: Database) -> None:
             raise StoreVersionError(
                 f"{db.where}: store schema version {have} is newer than this Traza's ({st.SCHEMA_VERSION}): "
                 "run the Traza that wrote it, or a newer one")
+        if have < st.SCHEMA_VERSION:  # (a new store has every column already: the upgrade adds none)
+            st.upgrade(conn, have)  # type: ignore[arg-type]
         if raw is None or have < st.SCHEMA_VERSION:
             st.kv_put(conn, VERSION_KEY, str(st.SCHEMA_VERSION).encode())  # type: ignore[arg-type]
         return have
