@@ -115,9 +115,17 @@ class ClientSection(_C, frozen=True):
 
 class StoreSection(_C, frozen=True):
     """Where the relay tables and the audit log live (docs/ha.md): by default the SQLite file
-    ``node.db`` in ``node.data_dir``; ``url = "postgresql://user@host:port/db"`` puts them in PostgreSQL."""
+    ``node.db`` in ``node.data_dir``; ``url = "postgresql://user@host:port/db"`` puts them in PostgreSQL.
+
+    With a URL, several ``traza run`` processes of one node may share the database (active-active
+    replicas): ``blob_dir`` is then a folder every replica reaches (blobs are files; default the
+    data_dir), ``lease`` how long a replica holds the outbox rows it claimed before another may send them,
+    ``leader_poll`` how often a replica checks the leader lock (checkpoints, witnessing)."""
 
     url: str | None = None
+    blob_dir: str | None = None
+    lease: Annotated[float, msgspec.Meta(ge=0.2, le=3600)] = 60.0
+    leader_poll: Annotated[float, msgspec.Meta(ge=0.05, le=60)] = 2.0
 
 
 class LogSection(_C, frozen=True):

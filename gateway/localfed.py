@@ -90,7 +90,7 @@ def build(
     limits: dict[str, Any] | None = None,
     manifest_poll_seconds: float = 30.0,
     log_format: str = "json",
-    endpoints: dict[str, str] | None = None,
+    endpoints: dict[str, str | list[str]] | None = None,
     groups: dict[str, list[str]] | None = None,
     ports: list[int] | None = None,
 ) -> dict[str, LocalNode]:
@@ -99,7 +99,8 @@ def build(
 
     ``endpoints`` replaces the manifest endpoint (the address every other node dials) of the named nodes,
     e.g. ``{"latam-hub": "https://127.0.0.1:<proxy port>"}`` to put a proxy in front of latam-hub; the
-    node still listens on its own peer port. ``groups`` become the manifest's recipient groups (SPEC §2,
+    node still listens on its own peer port; a list gives the node several (manifest 1.1 ``endpoints``: its
+    replicas, docs/ha.md). ``groups`` become the manifest's recipient groups (SPEC §2,
     1.1). ``ports``: three listening ports per node (peer, local, ops, in the order the nodes are built: hubs
     first, then by id); by default free ports from the ephemeral range."""
     now = time.time() if now is None else now
@@ -116,12 +117,16 @@ def build(
     nodes: dict[str, LocalNode] = {}
     for i, s in enumerate(specs):
         p, lo, ops = ports[3 * i : 3 * i + 3]
-        endpoint = endpoints.get(s.id, f"https://127.0.0.1:{p}")
+        given = endpoints.get(s.id, f"https://127.0.0.1:{p}")
+        endpoint = given if isinstance(given, str) else given[0]
         fd.add_node(s.id, kind=s.kind, country=s.country, endpoint=endpoint, now=now, hub=s.hub,
                     peers=s.peers, max_classification=s.max_classification, sig_alg=s.sig_alg, kem=s.kem,
                     name=s.name or s.id)
         nodes[s.id] = LocalNode(spec=s, config=root / "nodes" / f"{s.id}.toml", data_dir=root / "data" / s.id,
                                 peer_port=p, local_port=lo, ops_port=ops)
+    for node_id, given in endpoints.items():
+        if not isinstance(given, str) and len(given) > 1:
+            fd.set_endpoints(node_id, list(given), now=now)
     for name, members in (groups or {}).items():
         fd.set_group(name, members, now=now)
     for a in signers:
@@ -149,3 +154,24 @@ def build(
             "client": clients,
         })
     return nodes
+
+
+def add_replica(node: LocalNode, name: str, ports: list[int], store: dict[str, Any]) -> LocalNode:
+    """Another replica of ``node`` (docs/ha.md): the same node id, keys and manifest, its own data_dir
+    (``data/<name>``) and listening ports (peer, local, ops), and both configs given the ``[store]`` section
+    ``store`` (a PostgreSQL ``url``, the shared ``blob_dir``, ...). Returns the new replica; its config is
+    ``nodes/<name>.toml``."""
+    import tomllib
+
+    if len(ports) != 3:
+        raise ValueError(f"ports: {len(ports)} given for one replica (3: peer, local, ops)")
+    doc = tomllib.loads(node.config.read_text(encoding="utf-8"))
+    doc["store"] = dict(store)
+    write_config(node.config, doc)
+    data_dir = node.data_dir.parent / name
+    p, lo, ops = ports
+    doc["node"] = {**doc["node"], "data_dir": str(data_dir)}
+    doc["listen"] = {"peer": f"127.0.0.1:{p}", "local": f"127.0.0.1:{lo}", "ops": f"127.0.0.1:{ops}"}
+    config = node.config.parent / f"{name}.toml"
+    write_config(config, doc)
+    return LocalNode(spec=node.spec, config=config, data_dir=data_dir, peer_port=p, local_port=lo, ops_port=ops)

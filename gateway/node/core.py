@@ -53,6 +53,7 @@ from gateway.node.origin import Origin
 from gateway.node.outbound import Outbound
 from gateway.node.relay import Applier
 from gateway.node.retention import Retention
+from gateway.node.replica import Replica
 from gateway.node.services import Shared
 from gateway.node.tls import TlsFileError, TlsMixin
 from gateway.node.witness import Witnessing
@@ -205,8 +206,10 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
         self.adapter = get_adapter(cfg.adapter.name)
         # blobs as they travel (ciphertext when encrypted) and plaintext blobs of the national system
         # max_blob limits the plaintext (SPEC §11): a blob travels as its TZB1 ciphertext, a little larger
-        self.blobs = BlobStore(self.data_dir / "blobs", encrypted_size(lim.max_blob))
-        self.plain_blobs = BlobStore(self.data_dir / "local-blobs", lim.max_blob)
+        # (replicas of one node share them: [store] blob_dir, a folder every replica reaches; docs/ha.md)
+        blob_root = cfg.resolve(cfg.store.blob_dir) if cfg.store.blob_dir else self.data_dir
+        self.blobs = BlobStore(blob_root / "blobs", encrypted_size(lim.max_blob))
+        self.plain_blobs = BlobStore(blob_root / "local-blobs", lim.max_blob)
         self.metrics = Metrics()
         self.stopping = asyncio.Event()
         self.counters: dict[str, int] = {}
@@ -215,9 +218,13 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
         # because replies are made by the origin service
         self.relay = Relay(RelayConfig(here=self.id, retry_min=lim.retry_min, retry_max=lim.retry_max))
         # the clock through the node: tests (and the 400-day run) move a node's time by replacing node.clock
+        # this process as one replica of the node (a store on PostgreSQL may be shared; docs/ha.md)
+        self.replica = Replica(cfg, clock=lambda: self.clock(), log=self.log, stopping=self.stopping,
+                               wake_all=lambda: self.outbound.wake_all(), on_elected=lambda: self.witnessing.elected())
         self.shared = Shared(cfg=cfg, here=self.id, clock=lambda: self.clock(), log=self.log, db=self.db, audit=self.audit,
                              trust=self.trust, metrics=self.metrics, rules=self.relay, stopping=self.stopping,
-                             count=self.count, supervise=self._supervise)
+                             count=self.count, supervise=self._supervise,
+                             replica=self.replica.id if self.replica.replicated else None, leads=self.replica.leads)
         self.outbound = Outbound(self.shared, blobs=self.blobs, client_tls=self.client_tls_context)
         self.inbound = Inbound(self.shared, limits=self.limits, blobs=self.blobs, plain_blobs=self.plain_blobs,
                                enc_keys=lambda: self.enc_keys)
@@ -464,7 +471,11 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
             raise
         self.queue_depth = await self.db.read(st.queue_total)
         self.audit_event_bg(NodeStarted(manifest_version=fed.version, endpoint=", ".join(me.urls)))
+        await self.replica.probe()  # the first replica to start leads at once
         await self.outbound.wake_all()
+        if self.replica.replicated:
+            self.tasks.append(self._supervise("leader", self.replica.leader_loop))
+            self.tasks.append(self._supervise("outbox-scan", self.replica.scan_loop))
         self.tasks.append(self._supervise("checkpoints", self.witnessing.checkpoint_loop))
         self.tasks.append(self._supervise("witnesses", self.witnessing.witness_loop))
         self.tasks.append(self._supervise("manifest", self._manifest_loop))
@@ -541,6 +552,7 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
         except Exception as exc:
             self.log.error("audit.write_failed", audit_event="node.stopped", backlog=len(pending) - 1,
                            error=str(exc)[:300])
+        await self.replica.release()
         self.db.close()
         self.data_lock.release()
 

@@ -1,6 +1,7 @@
 """Outbound: the queues to the peers (issue #11: a composed service of the node).
 
-One loop per next hop, woken by :meth:`Outbound.wake`, sends the due envelopes in queue order (FIFO)
+One loop per next hop, woken by :meth:`Outbound.wake`, sends (with replicas of one node: claims with a
+lease, then sends; docs/ha.md) the due envelopes in queue order (FIFO)
 behind a circuit breaker, once the peer holds the blobs they name (the blob pusher uploads them in tasks
 of their own), then hands what happened to the relay's rules (gateway/core/relay.py): a verified ack
 dequeues, a rejection or expiry dead-letters (with an error back to the origin), anything else is
@@ -31,6 +32,7 @@ from gateway.core.relay import (
     QueueExpired,
     Row,
 )
+from gateway.core.replicas import lease_end
 from gateway.core.retry import CircuitBreaker
 from gateway.crypto.keys import verifier_for
 from gateway.crypto.tls import CertRefusal, node_cert_refusal
@@ -135,9 +137,16 @@ class Outbound:
             now = self.s.clock()
             # the queue to a peer is FIFO: when anything is due, send the oldest rows, so that after an
             # outage messages retried on jittered schedules still arrive in the order they were queued
-            rows = await self.s.db.read(partial(st.due_fifo, peer=peer, now=now, limit=self.s.cfg.limits.max_batch))
+            me = self.s.replica
+            if me is None:
+                rows = await self.s.db.read(partial(st.due_fifo, peer=peer, now=now, limit=self.s.cfg.limits.max_batch))
+            else:  # replicas of one node: the rows this one may send, leased to it (docs/ha.md)
+                rows = await self.s.db.write(partial(st.claim, peer=peer, me=me, now=now,
+                                                     until=lease_end(now, self.s.cfg.store.lease),
+                                                     limit=self.s.cfg.limits.max_batch))
             if not rows:
-                nxt = await self.s.db.read(partial(st.next_due_at, peer=peer))
+                nxt = await self.s.db.read(partial(st.next_due_at, peer=peer) if me is None else
+                                           partial(st.next_claim_at, peer=peer, me=me))
                 ev.clear()
                 timeout = None if nxt is None else max(0.01, nxt - self.s.clock())
                 with contextlib.suppress(TimeoutError):

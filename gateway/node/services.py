@@ -36,7 +36,10 @@ class Shared:
     def __init__(self, *, cfg: Config, here: str, clock: Callable[[], float], log: Any, db: Database,
                  audit: NodeAudit, trust: TrustedManifest, metrics: Metrics, rules: relay.Relay,
                  stopping: asyncio.Event, count: Callable[..., None],
-                 supervise: Callable[[str, Callable[[], Awaitable[None]]], asyncio.Task[None]]) -> None:
+                 supervise: Callable[[str, Callable[[], Awaitable[None]]], asyncio.Task[None]],
+                 replica: str | None = None, leads: Callable[[], bool] = lambda: True) -> None:
+        """``replica`` names this process among the node's replicas when outbox rows are leased (a store
+        on PostgreSQL, docs/ha.md), else None; ``leads`` says whether it is the leader now."""
         self.cfg = cfg
         self.here = here
         self.clock = clock
@@ -49,6 +52,8 @@ class Shared:
         self.stopping = stopping
         self.count = count
         self.supervise = supervise
+        self.replica = replica
+        self.leads = leads
         self.applier: Applier | None = None
 
     @property

@@ -36,6 +36,12 @@ class Witnessing:
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()  # a new checkpoint: ask the witnesses now
 
+    def elected(self) -> None:
+        """This replica became the leader: start from the cosignatures in the database (the previous
+        leader's), then check and ask at once."""
+        self.schedule = None
+        self.wake.set()
+
     # --- checkpoints and witnessing --------------------------------------------------------------------
 
     def checkpoint_text(self) -> str:
@@ -64,6 +70,8 @@ class Witnessing:
                 await asyncio.wait_for(self.s.stopping.wait(), timeout=interval)
             if self.s.stopping.is_set():
                 break
+            if not self.s.leads():  # replicas of one node: checkpoints are the leader's (docs/ha.md)
+                continue
             try:
                 await self.checkpoint_tick()
             except Exception as exc:  # keep publishing on the next interval
@@ -138,6 +146,10 @@ class Witnessing:
         wake = self.wake
         while not self.s.stopping.is_set():
             wake.clear()
+            if not self.s.leads():  # replicas: the leader asks the witnesses; woken when elected
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=refresh)
+                continue
             await self.witness_tick()
             nxt = (await self.witnesses()).next_due()
             delay = refresh if nxt is None else min(max(nxt - self.s.clock(), 0.05), refresh)

@@ -33,6 +33,8 @@ class Dialect:
     """SQLite's: the SQL is already in its spelling."""
 
     name = "sqlite"
+    # after a SELECT of rows to claim: skip the rows another transaction is claiming (one writer: none)
+    skip_locked = ""
     IntegrityError: type[Exception] = sqlite3.IntegrityError
     Error: type[Exception] = sqlite3.Error
 
@@ -82,6 +84,7 @@ _TYPES = [
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self) -> None:
         import psycopg

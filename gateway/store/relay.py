@@ -12,7 +12,8 @@ Schema version (:data:`SCHEMA_VERSION`) in ``kv`` under ``store.schema``: 1 is t
 travels in its own table, ``envelopes``, out of the ``messages`` row (issue #19): a transit copy's
 envelope is deleted once the next hop has acknowledged it, so its pages are freed and reused, where
 emptying a column left every message page half empty. :func:`gateway.store.schema.migrate` moves a
-version-1 store's envelopes there.
+version-1 store's envelopes there; 3 gives ``outbox`` its lease
+columns ``lease_owner`` and ``lease_until`` (active-active replicas, :func:`claim`; docs/ha.md).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import msgspec
 
 from gateway.core import relay
 from gateway.core.manifest import Federation
+from gateway.store.dialect import dialect_of
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -64,7 +66,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     peer TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_at REAL NOT NULL,
-    last_error TEXT
+    last_error TEXT,
+    lease_owner TEXT,
+    lease_until REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_peer ON outbox(peer, next_at);
 CREATE TABLE IF NOT EXISTS inbox (
@@ -245,7 +249,66 @@ def dequeue(conn: sqlite3.Connection, jti: str) -> int:
 
 
 def reschedule(conn: sqlite3.Connection, jti: str, next_at: float, error: str) -> None:
-    conn.execute("UPDATE outbox SET attempts=attempts+1, next_at=?, last_error=? WHERE jti=?", (next_at, error, jti))
+    """Retry ``jti`` at ``next_at``; its lease (if any) ends: any replica may send it then."""
+    conn.execute("UPDATE outbox SET attempts=attempts+1, next_at=?, last_error=?, lease_owner=NULL, lease_until=NULL "
+                 "WHERE jti=?", (next_at, error, jti))
+
+
+# --- outbox leases (active-active replicas, issue #13; the rule is gateway.core.replicas.claimable) -------
+
+# a row replica ? may claim at ? (gateway.core.replicas.claimable, in SQL)
+_CLAIMABLE = "(lease_owner IS NULL OR lease_owner=? OR lease_until IS NULL OR lease_until<=?)"
+
+
+def claim(conn: sqlite3.Connection, peer: str, *, me: str, now: float, until: float, limit: int) -> list[OutboxRow]:
+    """For replica ``me``: if any row for ``peer`` that ``me`` may claim is due at ``now``, the oldest
+    ``limit`` such rows (due or not: FIFO, as :func:`due_fifo`), leased to ``me`` until ``until``; else
+    ``[]``. Rows leased to another replica are skipped until their lease ends (on PostgreSQL rows being
+    claimed by another transaction too: ``FOR UPDATE SKIP LOCKED``). Inside a writing transaction."""
+    lock = dialect_of(conn).skip_locked
+    rows = conn.execute(
+        f"UPDATE outbox SET lease_owner=?, lease_until=? WHERE seq IN (SELECT seq FROM outbox WHERE peer=? "  # noqa: S608
+        f"AND {_CLAIMABLE} AND EXISTS (SELECT 1 FROM outbox d WHERE d.peer=? AND d.next_at<=? "
+        f"AND (d.lease_owner IS NULL OR d.lease_owner=? OR d.lease_until IS NULL OR d.lease_until<=?)) "
+        f"ORDER BY seq LIMIT ?{lock}) RETURNING seq",
+        (me, until, peer, me, now, peer, now, me, now, limit)).fetchall()
+    if not rows:
+        return []
+    seqs = sorted(int(r[0]) for r in rows)
+    marks = ",".join("?" * len(seqs))
+    got = conn.execute(_DUE.replace("WHERE o.peer=? ", f"WHERE o.seq IN ({marks}) ") + "ORDER BY o.seq",
+                       seqs).fetchall()
+    return [OutboxRow(s, j, a, bytes(e), x) for s, j, a, e, x in got]
+
+
+def claim_one(conn: sqlite3.Connection, jti: str, owner: str | None, until: float | None) -> None:
+    """Set the lease of ``jti`` (tests and tools; the node claims with :func:`claim`)."""
+    conn.execute("UPDATE outbox SET lease_owner=?, lease_until=? WHERE jti=?", (owner, until, jti))
+
+
+def lease_of(conn: sqlite3.Connection, jti: str) -> tuple[str | None, float | None] | None:
+    """``(owner, until)`` of the outbox row of ``jti``; None if it is not in the outbox."""
+    row = conn.execute("SELECT lease_owner, lease_until FROM outbox WHERE jti=?", (jti,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def next_claim_at(conn: sqlite3.Connection, peer: str, me: str) -> float | None:
+    """When replica ``me`` may next send a row for ``peer`` (gateway.core.replicas.available_at of the
+    soonest row), or None if the outbox holds none for ``peer``."""
+    row = conn.execute(
+        "SELECT min(CASE WHEN lease_owner IS NOT NULL AND lease_owner<>? AND lease_until IS NOT NULL "
+        "AND lease_until>next_at THEN lease_until ELSE next_at END) FROM outbox WHERE peer=?", (me, peer)).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def upgrade(conn: sqlite3.Connection, have: int) -> None:
+    """Bring the relay tables from schema version ``have`` to :data:`SCHEMA_VERSION` inside the caller's
+    transaction: 2 -> 3 adds the outbox lease columns (missing ones only; rows stay, unleased)."""
+    if have < 3:
+        cols = dialect_of(conn).columns(conn, "outbox")
+        for col, kind in (("lease_owner", "TEXT"), ("lease_until", "REAL")):
+            if col not in cols:
+                conn.execute(dialect_of(conn).script(f"ALTER TABLE outbox ADD COLUMN {col} {kind}")[0])
 
 
 def queue_depths(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:

@@ -24,7 +24,8 @@ class StoreVersionError(Exception):
 def migrate(db: Database) -> None:
     """Create the relay tables if missing, record the schema version, refuse a newer one. Versions so
     far: 1 (a store from before versions were recorded is version 1); 2: the envelopes in their own
-    table (:func:`envelopes_apart`)."""
+    table (:func:`envelopes_apart`); 3: the outbox lease columns
+    (:func:`gateway.store.relay.upgrade`)."""
     db.migrate(st.SCHEMA)
     db.migrate(lookup.SCHEMA)
 
@@ -37,6 +38,8 @@ def migrate(db: Database) -> None:
                 "run the Traza that wrote it, or a newer one")
         if have < 2:
             envelopes_apart(conn)
+        if have < 3:  # (a new store has every column already: the upgrade adds none)
+            st.upgrade(conn, have)  # type: ignore[arg-type]
         if raw is None or have < st.SCHEMA_VERSION:
             st.kv_put(conn, VERSION_KEY, str(st.SCHEMA_VERSION).encode())
         return have

@@ -945,6 +945,30 @@ class FederationDir:
         return RotateResult(kid=kid, file=path, retiring=retiring, not_after=rfc3339_seconds(ends),
                             version=version, started=started)
 
+    def set_endpoints(self, node_id: str, urls: list[str], *, now: float) -> tuple[int, bool]:
+        """Give node ``node_id`` of the draft several addresses (SPEC §2, 1.1 ``endpoints``: the replicas of
+        one node; peers spread batches over them and fail over between them; docs/ha.md)."""
+        self._require()
+        _, draft = self.read_draft()
+        if node_id not in {n["id"] for n in draft["nodes"]}:
+            raise FederationDirError(f"{self.manifest_path}: node {node_id!r} is not in the manifest")
+        for u in urls:
+            if not re.match(r"^https://[^\s/?#]+(:[0-9]{1,5})?/?$", u):
+                raise FederationUsageError(f"endpoint {u!r} must be https://host[:port]")
+        if not urls or len(set(urls)) != len(urls):
+            raise FederationUsageError(f"endpoints of {node_id}: at least one, none repeated")
+
+        def mutate(obj: dict[str, Any]) -> None:
+            for n in obj["nodes"]:
+                if n["id"] == node_id:
+                    n["endpoint"] = urls[0].rstrip("/")
+                    if len(urls) > 1:
+                        n["endpoints"] = [u.rstrip("/") for u in urls[1:]]
+                    else:
+                        n.pop("endpoints", None)
+
+        return self._edit(mutate, now)
+
     # ---- revocation ----
     def set_group(self, name: str, members: list[str], *, now: float) -> tuple[int, bool]:
         """Set (or with no ``members`` remove) the recipient group ``name`` of the draft (SPEC §2, 1.1:

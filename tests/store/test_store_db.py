@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 
 import pytest
@@ -80,3 +81,32 @@ async def test_a_lost_postgresql_connection_is_a_503_and_the_writer_reconnects(p
     rows = await db.read(lambda c: [r[0] for r in c.execute("SELECT v FROM t ORDER BY id")])
     assert rows == ["before", "after"]
     db.close()
+
+
+def test_a_version_1_store_gains_the_outbox_lease_columns_and_keeps_its_rows(store_target):
+    """A store written before replicas (schema version 1, no lease columns) is brought to the current version in place
+    when opened: the outbox rows stay, unleased (issue #13)."""
+    from gateway.store import relay as st
+    from gateway.store.schema import VERSION_KEY, open_store
+
+    v1 = st.SCHEMA.replace(",\n    lease_owner TEXT,\n    lease_until REAL", "")
+    assert "lease_owner" not in v1
+    # and, as version 1 had it, the envelope in the messages row (no envelopes table: schema 2)
+    v1 = v1.replace("    exp INTEGER NOT NULL,\n", "    exp INTEGER NOT NULL,\n    envelope BLOB NOT NULL,\n", 1)
+    v1 = re.sub(r"CREATE TABLE IF NOT EXISTS envelopes \(.*?\);\n", "", v1, count=1, flags=re.S)
+    assert "envelopes" not in v1
+    with Database(store_target) as d:
+        d.migrate(v1)
+
+        def fill(c):
+            st.kv_put(c, VERSION_KEY, b"1")
+            c.execute("INSERT INTO messages(jti, dig, mt, iss, aud, cid, cls, exp, envelope, size, received_at, state, "
+                      "updated_at) VALUES ('j','d','notice','mx','es','c','U',9,?,1,1.0,'queued',1.0)", (b"x",))
+            c.execute("INSERT INTO outbox(jti, peer, next_at) VALUES ('j', 'eu-hub', 1.0)")
+
+        d.write_sync(fill)
+    with open_store(store_target) as d:
+        assert d.read_sync(lambda c: st.kv_get(c, VERSION_KEY)) == str(st.SCHEMA_VERSION).encode()
+        assert d.read_sync(lambda c: st.lease_of(c, "j")) == (None, None)
+        rows = d.write_sync(lambda c: st.claim(c, "eu-hub", me="A", now=2.0, until=32.0, limit=5))
+        assert [r.jti for r in rows] == ["j"]

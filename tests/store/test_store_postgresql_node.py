@@ -19,6 +19,7 @@ from kit.waiting import eventually
 from gateway.cli.main import main
 from gateway.config import ConfigError, load_config
 from gateway.localfed import NodeSpec, build, write_config
+from gateway.store.relay import SCHEMA_VERSION
 
 SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),
          NodeSpec("es", "national", "ES", hub="hub")]
@@ -62,7 +63,7 @@ async def test_a_hub_with_its_store_on_postgresql_relays_a_message_and_its_log_v
     assert rows[jti] == 0  # relayed and acked by es: the hub dropped the payload (transit copy)
     assert len(rows) == 2  # the message and its receipt, both relayed
     assert {"node.started", "envelope.accepted", "envelope.forwarded"} <= set(events)
-    assert bytes(version) == b"2"
+    assert bytes(version) == str(SCHEMA_VERSION).encode()
     assert main(["audit", "verify", "--db", pg_url, "--no-progress"]) == 0
     # restarted: the start-up check reads the log in PostgreSQL against the checkpoint kept in data_dir
     async with started(built["hub"].config) as hub:

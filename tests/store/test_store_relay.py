@@ -79,7 +79,7 @@ def test_a_version_1_store_gets_its_envelopes_moved_to_their_own_table_and_nothi
     _v1_store(store_target)
     d = open_store(store_target)
     try:
-        assert d.read_sync(lambda c: st.kv_get(c, "store.schema")) == b"2"
+        assert d.read_sync(lambda c: st.kv_get(c, "store.schema")) == str(st.SCHEMA_VERSION).encode()
         assert "envelope" not in d.read_sync(lambda c: dialect_of(c).columns(c, "messages"))
         held = d.read_sync(lambda c: st.get_message(c, "held"))
         dropped = d.read_sync(lambda c: st.get_message(c, "dropped"))
@@ -88,7 +88,7 @@ def test_a_version_1_store_gets_its_envelopes_moved_to_their_own_table_and_nothi
         assert d.read_sync(lambda c: c.execute("SELECT jti FROM envelopes").fetchall()) == [("held",)]
     finally:
         d.close()
-    open_store(store_target).close()  # and again: version 2 stays as it is
+    open_store(store_target).close()  # and again: the current version stays as it is
 
 
 def test_dropping_a_transit_copy_deletes_its_envelope_row_so_its_pages_are_reused(db):
@@ -97,3 +97,46 @@ def test_dropping_a_transit_copy_deletes_its_envelope_row_so_its_pages_are_reuse
     m = db.read_sync(lambda c: st.get_message(c, "t"))
     assert m is not None and m.envelope == b"" and m.dig == "d"  # the row stays for dedupe
     assert db.read_sync(lambda c: c.execute("SELECT count(*) FROM envelopes").fetchone()[0]) == 0
+
+
+# --- outbox leases (issue #13: active-active replicas; gateway/core/replicas.py) -------------------------
+
+
+def _claim(db: Database, peer: str, me: str, now: float, lease: float = 30.0, limit: int = 10) -> list[str]:
+    return [r.jti for r in db.write_sync(lambda c: st.claim(c, peer, me=me, now=now, until=now + lease, limit=limit))]
+
+
+def test_a_claimed_row_is_sent_by_one_replica_until_its_lease_ends_then_taken_over(db):
+    for i, jti in enumerate(("a", "b", "c")):
+        _queue(db, jti, "eu-hub", 100.0 + i)
+    assert _claim(db, "eu-hub", "A", 103.0, limit=2) == ["a", "b"]
+    assert _claim(db, "eu-hub", "B", 104.0) == ["c"]  # A's rows are skipped, not waited for
+    assert _claim(db, "eu-hub", "B", 105.0) == ["c"]  # B renews its own
+    assert _claim(db, "eu-hub", "A", 106.0) == ["a", "b"]
+    # A dies: its lease (until 136) ends, B takes its rows over, in queue order
+    assert _claim(db, "eu-hub", "B", 135.9) == ["c"]
+    assert _claim(db, "eu-hub", "B", 136.0) == ["a", "b", "c"]
+    assert db.read_sync(lambda c: st.next_claim_at(c, "eu-hub", "A")) == 166.0  # B's lease (taken at 136) ends then
+
+
+def test_a_rescheduled_row_is_free_for_any_replica_when_due_and_a_dequeued_one_for_none(db):
+    _queue(db, "a", "eu-hub", 100.0)
+    _queue(db, "b", "eu-hub", 100.0)
+    assert _claim(db, "eu-hub", "A", 100.0) == ["a", "b"]
+    db.write_sync(lambda c: (st.reschedule(c, "a", 110.0, "down"), st.dequeue(c, "b")))
+    assert _claim(db, "eu-hub", "B", 109.0) == []  # nothing due
+    assert db.read_sync(lambda c: st.next_claim_at(c, "eu-hub", "B")) == 110.0
+    assert _claim(db, "eu-hub", "B", 110.0) == ["a"]
+    assert db.read_sync(lambda c: st.lease_of(c, "a")) == ("B", 140.0)
+
+
+def test_claim_agrees_with_the_pure_rule_for_every_lease(db):
+    from gateway.core.replicas import claimable
+
+    cases = {"free": (None, None), "mine": ("A", 200.0), "theirs": ("B", 200.0), "ended": ("B", 150.0)}
+    for i, (jti, (owner, until)) in enumerate(cases.items()):
+        _queue(db, jti, "eu-hub", 100.0 + i)
+        if owner is not None:
+            db.write_sync(lambda c, jti=jti, owner=owner, until=until: st.claim_one(c, jti, owner, until))
+    got = _claim(db, "eu-hub", "A", 150.0)
+    assert got == [j for j, (o, u) in cases.items() if claimable(o, u, "A", 150.0)] == ["free", "mine", "ended"]
