@@ -52,8 +52,8 @@ from gateway.node.keys import KeyFileError, KeysMixin
 from gateway.node.origin import Origin
 from gateway.node.outbound import Outbound
 from gateway.node.relay import Applier
-from gateway.node.retention import Retention
 from gateway.node.replica import Replica
+from gateway.node.retention import Retention
 from gateway.node.services import Shared
 from gateway.node.tls import TlsFileError, TlsMixin
 from gateway.node.witness import Witnessing
