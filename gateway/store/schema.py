@@ -39,7 +39,7 @@ def migrate(db: Database) -> None:
         if have < 2:
             envelopes_apart(conn)
         if have < 3:  # (a new store has every column already: the upgrade adds none)
-            st.upgrade(conn, have)  # type: ignore[arg-type]
+            st.upgrade(conn, have)
         if raw is None or have < st.SCHEMA_VERSION:
             st.kv_put(conn, VERSION_KEY, str(st.SCHEMA_VERSION).encode())
         return have
