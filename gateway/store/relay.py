@@ -9,9 +9,10 @@ engines take: no ``lastrowid`` (``RETURNING``), no blob literals (parameters).
 
 Schema version (:data:`SCHEMA_VERSION`) in ``kv`` under ``store.schema``: 1 is the first recorded one
 (the tables as they were before versions were recorded are version 1); 2 keeps the envelope as it
-travels in its own table, ``envelopes``, out of the ``messages`` row (issue #19): a transit copy's
-envelope is deleted once the next hop has acknowledged it, so its pages are freed and reused, where
-emptying a column left every message page half empty. :func:`gateway.store.schema.migrate` moves a
+travels in its own table, ``envelopes``, out of the ``messages`` row (issue #19), with the ack this node
+gave for it: a transit copy's row there is deleted once the next hop has acknowledged it, so its pages
+are freed and reused, where emptying columns left every message page half empty (a ``messages`` row
+never shrinks; the evidence keeps the ack). :func:`gateway.store.schema.migrate` moves a
 version-1 store's envelopes there; 3 gives ``outbox`` its lease
 columns ``lease_owner`` and ``lease_until`` (active-active replicas, :func:`claim`; docs/ha.md).
 """
@@ -44,7 +45,6 @@ CREATE TABLE IF NOT EXISTS messages (
     size INTEGER NOT NULL,
     received_from TEXT,
     received_at REAL NOT NULL,
-    ack TEXT,
     ack_idx INTEGER,
     state TEXT NOT NULL,
     next_hop TEXT,
@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_exp ON messages(exp);
 CREATE TABLE IF NOT EXISTS envelopes (
     jti TEXT PRIMARY KEY REFERENCES messages(jti),
-    envelope BLOB NOT NULL
+    envelope BLOB NOT NULL,
+    ack TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
 CREATE TABLE IF NOT EXISTS overdue (
@@ -109,8 +110,8 @@ CREATE TABLE IF NOT EXISTS kv (
 
 
 class StoredMessage(msgspec.Struct, frozen=True):
-    """A message row; ``envelope`` (in table ``envelopes``) is ``b""`` once it was dropped, ``ack`` (the
-    ack this node gave) None once a transit copy was dropped (the evidence keeps it)."""
+    """A message row; ``envelope`` and ``ack`` (the ack this node gave; both in table ``envelopes``) are
+    ``b""`` and None once the envelope was dropped or purged (the evidence keeps the ack)."""
 
     jti: str
     dig: str
@@ -133,9 +134,9 @@ class StoredMessage(msgspec.Struct, frozen=True):
 
 
 _FIELDS = StoredMessage.__struct_fields__
-_ENV = _FIELDS.index("envelope")
-_ROW_COLS = [f for f in _FIELDS if f != "envelope"]  # the messages table's columns
-_SELECT_MESSAGE = ("SELECT " + ",".join("e.envelope" if f == "envelope" else f"m.{f}" for f in _FIELDS)  # noqa: S608
+_APART = ("envelope", "ack")  # in table envelopes
+_ROW_COLS = [f for f in _FIELDS if f not in _APART]  # the messages table's columns
+_SELECT_MESSAGE = ("SELECT " + ",".join(f"e.{f}" if f in _APART else f"m.{f}" for f in _FIELDS)  # noqa: S608
                    + " FROM messages m LEFT JOIN envelopes e ON e.jti=m.jti WHERE m.jti=?")
 _INSERT_MESSAGE = f"INSERT INTO messages({','.join(_ROW_COLS)}) VALUES ({','.join('?' * len(_ROW_COLS))})"  # noqa: S608
 
@@ -143,8 +144,9 @@ _INSERT_MESSAGE = f"INSERT INTO messages({','.join(_ROW_COLS)}) VALUES ({','.joi
 def _row_msg(row: tuple[Any, ...] | None) -> StoredMessage | None:
     if row is None:
         return None
-    env = row[_ENV]
-    return StoredMessage(*row[:_ENV], b"" if env is None else bytes(env), *row[_ENV + 1:])  # type: ignore[call-arg]
+    d = dict(zip(_FIELDS, row, strict=True))
+    d["envelope"] = b"" if d["envelope"] is None else bytes(d["envelope"])
+    return StoredMessage(**d)
 
 
 def get_message(conn: sqlite3.Connection, jti: str) -> StoredMessage | None:
@@ -152,10 +154,9 @@ def get_message(conn: sqlite3.Connection, jti: str) -> StoredMessage | None:
 
 
 def insert_message(conn: sqlite3.Connection, m: StoredMessage) -> None:
-    values = msgspec.structs.astuple(m)
-    conn.execute(_INSERT_MESSAGE, values[:_ENV] + values[_ENV + 1:])
-    if m.envelope:
-        conn.execute("INSERT INTO envelopes(jti, envelope) VALUES (?, ?)", (m.jti, m.envelope))
+    conn.execute(_INSERT_MESSAGE, tuple(getattr(m, f) for f in _ROW_COLS))
+    if m.envelope or m.ack is not None:
+        conn.execute("INSERT INTO envelopes(jti, envelope, ack) VALUES (?, ?, ?)", (m.jti, m.envelope, m.ack))
 
 
 def set_state(conn: sqlite3.Connection, jti: str, state: str, now: float, *, node: str | None = None,
@@ -189,10 +190,9 @@ def note_blobs(conn: sqlite3.Connection, jti: str, shas: Iterable[str]) -> None:
 
 def drop_payload(conn: sqlite3.Connection, jti: str) -> None:
     """Forget the envelope as it travelled (payload and hops) and the ack this node gave for it: the
-    evidence keeps token, hops and both acks (a duplicate is answered with the ack from there). Its rows
-    are deleted, so their pages are freed and reused. The message row stays (dedupe: id, digest)."""
+    evidence keeps token, hops and both acks (a duplicate is answered with the ack from there). Its row
+    is deleted, so its page space is freed and reused. The message row stays (dedupe: id, digest)."""
     conn.execute("DELETE FROM envelopes WHERE jti=?", (jti,))
-    conn.execute("UPDATE messages SET ack=NULL WHERE jti=?", (jti,))
 
 
 def blob_held(conn: sqlite3.Connection, sha: str) -> bool:
@@ -464,14 +464,14 @@ class StoreView:
                  given_ack: Callable[[sqlite3.Connection, str], str | None] | None = None) -> None:
         self.conn = conn
         self.fed = fed
-        self.given_ack = given_ack  # the ack this node gave, from the evidence (a dropped transit copy's)
+        self.given_ack = given_ack  # the ack this node gave, from the evidence (once the envelope is gone)
 
     def message(self, jti: str) -> relay.Known | None:
         m = get_message(self.conn, jti)
         if m is None:
             return None
         ack = m.ack
-        if ack is None and self.given_ack is not None and m.next_hop is not None:
+        if ack is None and self.given_ack is not None and m.received_from is not None:
             ack = self.given_ack(self.conn, jti)
         return relay.Known(jti=m.jti, dig=m.dig, mt=m.mt, iss=m.iss, aud=m.aud, cid=m.cid, exp=m.exp, state=m.state,
                            next_hop=m.next_hop, ack=ack)

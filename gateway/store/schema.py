@@ -49,13 +49,15 @@ def migrate(db: Database) -> None:
 
 def envelopes_apart(conn: Any) -> int:
     """Version 1 to 2, in the caller's transaction: move the envelopes a version-1 store still holds in
-    ``messages.envelope`` (an emptied transit copy's is ``''``) into table ``envelopes``, then drop the
-    column. The number of envelopes moved (0 for a store that has no such column)."""
+    ``messages.envelope`` (an emptied transit copy's is ``''``), with the ack this node gave, into table
+    ``envelopes``, then drop both columns (a dropped copy's ack is in the evidence). The number of
+    envelopes moved (0 for a store that has no such column)."""
     if "envelope" not in dialect_of(conn).columns(conn, "messages"):
         return 0
-    moved = conn.execute("INSERT INTO envelopes(jti, envelope) SELECT jti, envelope FROM messages "
+    moved = conn.execute("INSERT INTO envelopes(jti, envelope, ack) SELECT jti, envelope, ack FROM messages "
                          "WHERE length(envelope)>0 RETURNING jti").fetchall()
     conn.execute("ALTER TABLE messages DROP COLUMN envelope")
+    conn.execute("ALTER TABLE messages DROP COLUMN ack")
     return len(moved)
 
 

@@ -152,6 +152,10 @@ BREAKAGES: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
     "header timeout too long": (_set("limits", "header_timeout", 301.0), ["limits.header_timeout", "<= 300"]),
     "negative body timeout": (_set("limits", "body_timeout", -1.0), ["limits.body_timeout"]),
     "keep-alive timeout too long": (_set("limits", "keepalive_timeout", 3601.0), ["limits.keepalive_timeout"]),
+    "retention for an unknown type": (_set("retention", "types", {"sms": 30}), ["retention.types", "'sms'",
+                                                                              "not a message type"]),
+    "negative retention": (_set("retention", "days", -1), ["retention.days", ">= 0"]),
+    "retention pass never": (_set("retention", "interval", 0), ["retention.interval"]),
 }
 
 
