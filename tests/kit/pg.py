@@ -6,7 +6,13 @@ system service. One cluster per test session (:class:`Cluster`), one database pe
 PostgreSQL refuses to run as root: when the tests run as root (CI does), the server runs as the
 ``postgres`` user that Debian's package creates, on a folder given to it. Without the binaries the tests
 that need them are skipped with a reason saying what to install (``.ci/run`` installs the ``postgresql``
-package when ``initdb`` is missing)."""
+package when ``initdb`` is missing).
+
+:meth:`Cluster.add_standby` adds a synchronous hot standby (``pg_basebackup -R``, the primary's
+``synchronous_standby_names`` naming it, ``synchronous_commit = on``): a commit returns only once the
+standby holds it, so :meth:`Cluster.fail_over` (the primary killed, the standby promoted) loses nothing
+acknowledged. :meth:`Cluster.multi_url` is the libpq multi-host URL replicas use to follow the primary
+(``target_session_attrs=read-write``)."""
 
 from __future__ import annotations
 
@@ -80,9 +86,18 @@ class Cluster:
             "max_connections = 200",
             "shared_buffers = 32MB",
             "log_min_messages = warning",
+            # streaming replication to a standby (add_standby); harmless without one
+            "wal_level = replica",
+            "max_wal_senders = 5",
+            "hot_standby = on",
+            "synchronous_commit = on",
+            "wal_keep_size = '64MB'",
         ]
         with (self.data / "postgresql.conf").open("a", encoding="utf-8") as f:
             f.write("\n".join(conf) + "\n")
+        self.standby: Path | None = None
+        self.standby_port = 0
+        self.primary_alive = True
         self._start()
 
     def _run(self, argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -139,7 +154,70 @@ class Cluster:
         finally:
             self.drop_database(url)
 
+    # --- a synchronous standby and failover ---------------------------------------------------------------
+
+    def add_standby(self, name: str = "standby1") -> None:
+        """A hot standby of this cluster on a free port, streaming synchronously: from now on a commit on
+        the primary returns once the standby has flushed it."""
+        if self.standby is not None:
+            raise RuntimeError("this cluster has a standby already")
+        data = self.root / "standby"
+        self._run([str(self.bin / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
+                   "-D", str(data), "-R", "-X", "stream", "--no-sync", "-c", "fast"])
+        with (data / "postgresql.auto.conf").open("a", encoding="utf-8") as f:  # name it for synchronous_standby_names
+            f.write(f"primary_conninfo = 'host=127.0.0.1 port={self.port} user={self.superuser} "
+                    f"application_name={name}'\n")
+        self.standby = data
+        last = ""
+        for _ in range(5):
+            self.standby_port = free_port()
+            r = self._run([str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.root / "standby.log"),
+                           "-o", f"-p {self.standby_port}", "-w", "-t", "60", "start"], check=False)
+            if r.returncode == 0:
+                break
+            last = r.stderr
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"the standby did not start: {last}")
+        self._admin(f"ALTER SYSTEM SET synchronous_standby_names = '{name}'")
+        self._admin("SELECT pg_reload_conf()")
+        import psycopg
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                row = conn.execute("SELECT sync_state FROM pg_stat_replication WHERE application_name = %s",
+                                   (name,)).fetchone()
+            if row is not None and row[0] == "sync":
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"standby {name} is not synchronous after 60 s")
+
+    def multi_url(self, dbname: str) -> str:
+        """The libpq multi-host URL of ``dbname`` on the primary and the standby: a connection goes to
+        whichever accepts writes (the primary, or the standby once promoted)."""
+        if self.standby is None:
+            raise RuntimeError("no standby: add_standby() first")
+        return (f"postgresql://{self.superuser}@127.0.0.1:{self.port},127.0.0.1:{self.standby_port}/{dbname}"
+                "?target_session_attrs=read-write")
+
+    def kill_primary(self) -> None:
+        """The primary dies (``pg_ctl stop -m immediate``: no checkpoint, its connections cut)."""
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"], check=False)
+        self.primary_alive = False
+
+    def promote(self) -> None:
+        """The standby becomes the primary (``pg_ctl promote``, waiting until it accepts writes)."""
+        assert self.standby is not None
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.standby), "-w", "-t", "60", "promote"])
+
+    def fail_over(self) -> None:
+        """Kill the primary and promote the synchronous standby."""
+        self.kill_primary()
+        self.promote()
+
     def stop(self) -> None:
-        if self.data.exists():
-            self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"], check=False)
+        for data in (self.data, self.standby):
+            if data is not None and data.exists():
+                self._run([str(self.bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], check=False)
         shutil.rmtree(self.root, ignore_errors=True)
