@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit venv clean constraints
+.PHONY: soak demo test lint typecheck unit venv clean constraints
 
 # pyproject.toml gives version ranges; constraints.txt the exact versions `make demo` and `make test`
 # install, so both stay reproducible (`make constraints` writes it again from the working .venv)
@@ -47,6 +47,10 @@ unit: $(STAMP) $(SSLYZE_STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# the long runs deselected from the suite (issue #13: 5,000 messages through a replicated hub with failovers)
+soak: $(STAMP)
+	$(BIN)/pytest -m soak -s tests/e2e/test_e2e_ha.py
 
 clean:
 	rm -rf $(VENV) $(SSLYZE_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,7 @@
 """Make the four-node federation of deploy/compose.yaml: PKI, a manifest signed by 2 of 3 authorities,
 and one self-contained config folder per node, to mount read-only at /etc/traza in its container.
 
-    .venv/bin/python deploy/make_federation.py [OUT]        (OUT defaults to deploy/federation)
+    .venv/bin/python deploy/make_federation.py [--ha] [OUT]        (OUT defaults to deploy/federation)
 
 It runs the same `traza pki` / `traza manifest` verbs an operator would (in-process), with the container
 host names as endpoints (https://mx:8443, ...), then copies each node's own files beside its node.toml:
@@ -13,6 +13,10 @@ host names as endpoints (https://mx:8443, ...), then copies each node's own file
     OUT/<node>/keys/{sig-1,enc-1,audit-1}.key   tls/{cert.pem,cert.key,ca.pem}   local/ca.pem
     OUT/<node>/clients/<role>-default.{pem,key}  for `traza send/status/peers/queue` inside the container
 
+With ``--ha`` (deploy/compose-ha.yaml, docs/ha.md) latam-hub is two replicas: the manifest names both
+addresses (https://latam-hub:8443, https://latam-hub-b:8443) and its node.toml, which both replicas
+mount, puts its store on the PostgreSQL primary and standby (:data:`HA_STORE`).
+
 Private keys keep mode 0600 in 0700 folders: the container user must have the uid of whoever runs
 this script (deploy/README.md, TRAZA_UID). Exit status: 0 done, 1 a step failed, 2 bad usage.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from gateway.cli.main import main as traza
@@ -41,6 +46,10 @@ NODES: tuple[tuple[str, str, str, str | None, str], ...] = (
     ("es", "national", "ES", "eu-hub", "es"),
 )
 # the host port compose.yaml maps to each node's local listener: the origin browsers use for its dashboard
+# --ha: the replicated hub, its second replica's host name and its store (password: PGPASSWORD)
+HA_HUB, HA_REPLICA = "latam-hub", "latam-hub-b"
+HA_STORE = {"url": "postgresql://traza@pg-primary:5432,pg-standby:5432/traza_latam?target_session_attrs=read-write",
+            "blob_dir": "/var/lib/traza-shared"}
 HOST_LOCAL_PORTS = {"latam-hub": 7201, "eu-hub": 7202, "mx": 7203, "es": 7204}
 HEADER = """\
 # Node config for the container {node} of deploy/compose.yaml, written by deploy/make_federation.py.
@@ -57,7 +66,7 @@ def run(*argv: str) -> None:
         sys.exit(rc)
 
 
-def bundle(fd: FederationDir, out: Path, node: str, adapter: str) -> Path:
+def bundle(fd: FederationDir, out: Path, node: str, adapter: str, store: dict[str, str] | None = None) -> Path:
     """OUT/<node>/: only this node's files and its node.toml."""
     f: NodeFiles = fd.node_files(node)
     d = out / node
@@ -99,12 +108,13 @@ def bundle(fd: FederationDir, out: Path, node: str, adapter: str) -> Path:
         "adapter": {"name": adapter},
         "log": {"format": "json", "level": "info"},
         "client": client,
+        **({"store": store} if store else {}),
     })
     cfg.write_text(HEADER.format(node=node) + cfg.read_text(encoding="utf-8"), encoding="utf-8")
     return cfg
 
 
-def make(out: Path) -> list[Path]:
+def make(out: Path, ha: bool = False) -> list[Path]:
     if out.exists() and any(out.iterdir()):
         print(f"make_federation: {out} is not empty; remove it first (it holds keys: `rm -r {out}`)",
               file=sys.stderr)
@@ -116,11 +126,15 @@ def make(out: Path) -> list[Path]:
     for node, kind, country, hub, _adapter in NODES:
         run("pki", "add-node", str(pki), node, "--kind", kind, "--country", country,
             "--endpoint", f"https://{node}:{PEER_PORT}", *(["--hub", hub] if hub else []))
+    if ha:
+        FederationDir(pki).set_endpoints(HA_HUB, [f"https://{HA_HUB}:{PEER_PORT}", f"https://{HA_REPLICA}:{PEER_PORT}"],
+                                         now=time.time())
     for authority in SIGNERS:
         run("manifest", "sign", str(pki), "--authority", authority)
     run("manifest", "verify", str(pki))
     fd = FederationDir(pki)
-    configs = [bundle(fd, out, node, adapter) for node, _k, _c, _h, adapter in NODES]
+    configs = [bundle(fd, out, node, adapter, HA_STORE if ha and node == HA_HUB else None)
+               for node, _k, _c, _h, adapter in NODES]
     print(f"\nnode folders (mount each at /etc/traza): {', '.join(str(c.parent) for c in configs)}")
     print(f"keep {pki} (authority keys, CA key) off the nodes")
     return configs
@@ -130,8 +144,10 @@ def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="make_federation.py", description=__doc__.split("\n\n")[0])
     p.add_argument("out", nargs="?", type=Path, default=Path(__file__).resolve().parent / "federation",
                    help="output folder (default deploy/federation)")
+    p.add_argument("--ha", action="store_true",
+                   help="latam-hub as two replicas on PostgreSQL with a standby (deploy/compose-ha.yaml)")
     args = p.parse_args(argv)
-    make(args.out)
+    make(args.out, ha=args.ha)
     return 0
 
 

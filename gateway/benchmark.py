@@ -6,6 +6,11 @@ Feed: concurrent ``POST /local/v1/messages`` to mx's local API with mx's system 
 way a national system submits). Receipts are on: every message in es's inbox is acked, and the receipts
 are counted at mx (state ``delivered``). The null relay then carries the *same* envelopes (read from mx's
 database) over the same mTLS chain, in batches, through three small aiohttp servers that only forward.
+
+``store="postgresql"`` (``traza bench --store postgresql``) puts every node's store in a database of its
+own on a throw-away PostgreSQL 15 server (:mod:`gateway.store.pgserver`, fsync on like SQLite's
+``synchronous=FULL``); ``replicas=2`` then runs latam-hub as two replicas on its database, both in the
+manifest's endpoints of latam-hub (docs/ha.md), so that mx spreads its batches over them.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from adapters.standard import MEDIA_TYPE as STANDARD
 from gateway.crypto import hpke
 from gateway.crypto.keys import SigningKey, verifier_for
 from gateway.demo.procs import FOUR, Federation
+from gateway.localfed import add_replica, free_ports, set_store
 from gateway.national.client import local_tls
 from gateway.trust.pki import FederationDir
 
@@ -56,6 +62,16 @@ class _Ctx:
     fed: Federation
     deadline: float
     progress: Progress = no_progress
+    urls: dict[str, str] | None = None  # node -> its PostgreSQL database (--store postgresql)
+
+    def rows(self, node: str, sql: str) -> list[Any]:
+        """One read-only query of ``node``'s store (the node keeps writing it meanwhile)."""
+        if self.urls is None:
+            return _rows(self.fed.nodes[node].data_dir / "node.db", sql)
+        import psycopg
+
+        with psycopg.connect(self.urls[node], autocommit=True) as conn:
+            return conn.execute(sql).fetchall()
 
 
 def _remaining(ctx: _Ctx, what: str) -> float:
@@ -178,10 +194,9 @@ def _rows(db: Path, sql: str) -> list[Any]:
 
 async def _wait_delivered(ctx: _Ctx, n: int, sent: dict[str, float]) -> tuple[float, list[float]]:
     """Wait until all ``n`` are in es's inbox; return the last delivered_at and each message's latency."""
-    db = ctx.fed.nodes["es"].data_dir / "node.db"
     while True:
         _remaining(ctx, "waiting for delivery at es")
-        got = {j: t for j, t in _rows(db, "SELECT jti, delivered_at FROM inbox") if j in sent}
+        got = {j: t for j, t in ctx.rows("es", "SELECT jti, delivered_at FROM inbox") if j in sent}
         ctx.progress("delivered at es", len(got), n)
         if len(got) >= n:
             return max(got.values()), [(got[j] - sent[j]) * 1000 for j in got]
@@ -189,10 +204,9 @@ async def _wait_delivered(ctx: _Ctx, n: int, sent: dict[str, float]) -> tuple[fl
 
 
 async def _wait_receipts(ctx: _Ctx, sent: dict[str, float]) -> int:
-    db = ctx.fed.nodes["mx"].data_dir / "node.db"
     while True:
         _remaining(ctx, "waiting for receipts at mx")
-        done = sum(1 for (j,) in _rows(db, "SELECT jti FROM messages WHERE state = 'delivered'") if j in sent)
+        done = sum(1 for (j,) in ctx.rows("mx", "SELECT jti FROM messages WHERE state = 'delivered'") if j in sent)
         ctx.progress("receipts back at mx", done, len(sent))
         if done >= len(sent):
             return done
@@ -354,33 +368,76 @@ def crypto_floor(fed: Federation, size: int, rounds: int = 200) -> float:
     return (os.cpu_count() or 1) / per
 
 
+STORES = ("sqlite", "postgresql")
+
+
+def _on_postgresql(fed: Federation, replica_ports: list[int]) -> tuple[Any, dict[str, str]]:
+    """Start a throw-away PostgreSQL server, give every node a database on it (and latam-hub its second
+    replica on ``replica_ports``, if given); the server and each node's URL."""
+    from gateway.store.pgserver import Cluster
+
+    try:
+        cluster = Cluster(fsync=True)
+    except FileNotFoundError as exc:
+        raise BenchError(f"--store postgresql: {exc}") from None
+    urls = {}
+    for node in list(fed.nodes):
+        urls[node] = cluster.create_database(node.replace("-", "_"))
+        set_store(fed.nodes[node], {"url": urls[node]})
+    if replica_ports:
+        fed.nodes["latam-hub-b"] = add_replica(fed.nodes["latam-hub"], "latam-hub-b", replica_ports,
+                                               {"url": urls["latam-hub"], "blob_dir": str(fed.root / "latam-shared")})
+    return cluster, urls
+
+
+def _federation(workdir: Path, replicas: int) -> tuple[Federation, list[int]]:
+    """The four nodes; with two replicas, latam-hub with two endpoints and the ports of the second."""
+    if replicas == 1:
+        return Federation(workdir, FOUR, log_format="json"), []
+    # build order: hubs by id (eu-hub, latam-hub), then es, mx: latam-hub's peer port is the fourth; the
+    # second replica's address is taken now and given to add_replica (the last three)
+    ports = free_ports(15)
+    fed = Federation(workdir, FOUR, log_format="json", ports=ports[:12],
+                     endpoints={"latam-hub": [f"https://127.0.0.1:{ports[3]}", f"https://127.0.0.1:{ports[12]}"]})
+    return fed, ports[12:]
+
+
 def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None = None,
-        progress: Progress | None = None) -> dict[str, Any]:
+        progress: Progress | None = None, store: str = "sqlite", replicas: int = 1) -> dict[str, Any]:
     """Run the whole benchmark; returns the SPEC §11 JSON object. Stops every process it started.
     ``progress(phase, done, total)`` follows it: nodes started, messages sent, delivered, receipts, the
-    null relay, the crypto floor."""
+    null relay, the crypto floor. ``store``: every node on SQLite or on PostgreSQL (module docstring);
+    ``replicas``: latam-hub's (2 needs PostgreSQL)."""
     report = progress or no_progress
     if messages < 1 or size < 1:
         raise BenchError(f"--messages and --size must be positive (got {messages}, {size})")
+    if store not in STORES:
+        raise BenchError(f"--store {store!r}: one of {', '.join(STORES)}")
+    if replicas not in (1, 2) or (replicas == 2 and store != "postgresql"):
+        raise BenchError(f"--replicas {replicas}: 1, or 2 with --store postgresql (replicas share a database)")
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="traza-bench-")
         workdir = Path(tmp.name)
+    cluster = None
     try:
-        fed = Federation(workdir, FOUR, log_format="json")
-        ctx = _Ctx(fed, time.monotonic() + timeout, report)
-        report("starting 4 nodes", 0, len(fed.nodes))
+        fed, replica_ports = _federation(workdir, replicas)
+        urls = None
+        if store == "postgresql":
+            cluster, urls = _on_postgresql(fed, replica_ports)
+        ctx = _Ctx(fed, time.monotonic() + timeout, report, urls)
+        report(f"starting {len(fed.nodes)} nodes", 0, len(fed.nodes))
         # CPU of the four node processes during the Traza phase only (start-up excluded), read from
         # /proc/<pid>/stat: RUSAGE_CHILDREN would count them only after they exit, start-up included.
         fed.start_all()
-        report("starting 4 nodes", len(fed.nodes), len(fed.nodes))
+        report(f"starting {len(fed.nodes)} nodes", len(fed.nodes), len(fed.nodes))
         pids = [p.pid for p in fed.procs.values()]
         stat0 = proc_cpu(pids)
         try:
             res = asyncio.run(_traza(ctx, messages, size))
             stat1 = proc_cpu(pids)
             rss = _peak_rss_mib(pids)
-            rows = _rows(fed.nodes["mx"].data_dir / "node.db", "SELECT jti, envelope FROM envelopes")
+            rows = ctx.rows("mx", "SELECT jti, envelope FROM envelopes")
             envs = [bytes(e) for j, e in rows if j in res["sent"]]
         finally:
             fed.stop_all()
@@ -397,6 +454,8 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
                 "p50_ms": round(res["p50"], 2), "p99_ms": round(res["p99"], 2),
                 "cpu_us_per_envelope": round(cpu * 1e6 / messages, 1), "peak_rss_mib": round(rss, 1)}
     finally:
+        if cluster is not None:
+            cluster.stop()
         if tmp is not None:
             tmp.cleanup()
 

@@ -158,6 +158,15 @@ def build(
     return nodes
 
 
+def set_store(node: LocalNode, store: dict[str, Any]) -> None:
+    """Give ``node``'s config the ``[store]`` section ``store`` (e.g. ``{"url": "postgresql://..."}``)."""
+    import tomllib
+
+    doc = tomllib.loads(node.config.read_text(encoding="utf-8"))
+    doc["store"] = dict(store)
+    write_config(node.config, doc)
+
+
 def add_replica(node: LocalNode, name: str, ports: list[int], store: dict[str, Any]) -> LocalNode:
     """Another replica of ``node`` (docs/ha.md): the same node id, keys and manifest, its own data_dir
     (``data/<name>``) and listening ports (peer, local, ops), and both configs given the ``[store]`` section
@@ -167,9 +176,8 @@ def add_replica(node: LocalNode, name: str, ports: list[int], store: dict[str, A
 
     if len(ports) != 3:
         raise ValueError(f"ports: {len(ports)} given for one replica (3: peer, local, ops)")
+    set_store(node, store)
     doc = tomllib.loads(node.config.read_text(encoding="utf-8"))
-    doc["store"] = dict(store)
-    write_config(node.config, doc)
     data_dir = node.data_dir.parent / name
     p, lo, ops = ports
     doc["node"] = {**doc["node"], "data_dir": str(data_dir)}

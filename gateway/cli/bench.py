@@ -36,6 +36,11 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=1, help="with --nodes: seed of the random pairs (default 1)")
     p.add_argument("--dir", type=Path, default=None,
                    help="with --nodes: build the federation in DIR and keep it (configs, databases, logs)")
+    p.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                   help="every node's store: SQLite (default) or a database of its own on a throw-away PostgreSQL 15 "
+                        "server (docs/ha.md)")
+    p.add_argument("--replicas", type=int, choices=(1, 2), default=1,
+                   help="latam-hub's replicas sharing its database (2 needs --store postgresql)")
     p.add_argument("--json", action="store_true", help="print one JSON object (SPEC §11 keys)")
     p.add_argument("--no-progress", action="store_true", help="no progress display (shown only on a terminal)")
     p.set_defaults(func=cmd_bench)
@@ -81,7 +86,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         with progress_display(sys.stdout.isatty() and not args.no_progress) as progress:
-            res = run(args.messages, args.size, timeout=args.timeout or 600.0, progress=progress)
+            res = run(args.messages, args.size, timeout=args.timeout or 600.0, progress=progress, store=args.store,
+                      replicas=args.replicas)
     except (BenchError, RuntimeError, TimeoutError) as exc:
         raise CheckFailed(f"bench: {exc}") from None
     if args.json:
@@ -91,7 +97,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from gateway.cli.output import console
 
-    t = Table(title=f"traza bench: {res['messages']} messages of {res['size']} bytes, mx → latam-hub → eu-hub → es")
+    hub = "latam-hub" if args.replicas == 1 else f"latam-hub ×{args.replicas}"
+    t = Table(title=f"traza bench: {res['messages']} messages of {res['size']} bytes, mx → {hub} → eu-hub → es "
+                    f"({args.store})")
     t.add_column("measure")
     t.add_column("value", justify="right")
     rows = [("null relay (envelopes/s)", res["null_relay_eps"]), ("Traza (envelopes/s)", res["traza_eps"]),
@@ -111,6 +119,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
     try:
         check_args(args.nodes, args.messages)
+        if args.store != "sqlite" or args.replicas != 1:
+            raise BenchUsage("--store and --replicas are for the four-node bench (without --nodes)")
         if args.size < 1 or args.rate < 0 or args.idle <= 0:
             raise BenchUsage(f"--size {args.size}, --rate {args.rate:g}, --idle {args.idle:g}: --size and --idle "
                              "must be positive, --rate at least 0")

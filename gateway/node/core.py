@@ -220,7 +220,7 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
         # the clock through the node: tests (and the 400-day run) move a node's time by replacing node.clock
         # this process as one replica of the node (a store on PostgreSQL may be shared; docs/ha.md)
         self.replica = Replica(cfg, clock=lambda: self.clock(), log=self.log, stopping=self.stopping,
-                               wake_all=lambda: self.outbound.wake_all(), on_elected=lambda: self.witnessing.elected())
+                               rescan=self._rescan, on_elected=lambda: self.witnessing.elected())
         self.shared = Shared(cfg=cfg, here=self.id, clock=lambda: self.clock(), log=self.log, db=self.db, audit=self.audit,
                              trust=self.trust, metrics=self.metrics, rules=self.relay, stopping=self.stopping,
                              count=self.count, supervise=self._supervise,
@@ -488,6 +488,13 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
             self.tasks.append(self._supervise("delivery", self.delivery.run))
         self.ready = True
         self.log.info("node.started", peer=self.cfg.listen.peer, manifest_version=fed.version)
+
+    async def _rescan(self) -> None:
+        """Replicas (docs/ha.md): every peer's queue woken (rows other replicas left), and the outbox size
+        read again (the other replicas enqueue and dequeue too: the count kept from this one's own changes
+        would drift, and it decides when to shed load)."""
+        self.queue_depth = await self.db.read(st.queue_total)
+        await self.outbound.wake_all()
 
     def _add_local_routes(self, app: web.Application) -> None:
         for add in self.local_routes:

@@ -5,7 +5,7 @@ Any replica accepts peers' batches and local submissions (every write is one tra
 database's write lock, so dedupe and the audit log's order hold across processes). Outbox rows are sent by
 the replica that claimed them with a lease (``gateway.store.relay.claim``; the rule is
 ``gateway.core.replicas.claimable``); :meth:`Replica.scan_loop` looks at every peer's queue now and then,
-so a dead replica's rows are taken over once their leases end. Checkpoints and witnessing are the
+so a dead replica's rows are taken over once their leases end (and the node counts its outbox again). Checkpoints and witnessing are the
 leader's: :meth:`Replica.leader_loop` probes the session advisory lock of ``gateway.store.leader`` every
 ``[store] leader_poll`` seconds. On SQLite a node is one process: it always leads and needs no leases.
 """
@@ -35,14 +35,14 @@ class Replica:
     """Leadership and the outbox scan of one replica (module docstring)."""
 
     def __init__(self, cfg: Config, *, clock: Callable[[], float], log: Any, stopping: asyncio.Event,
-                 wake_all: Callable[[], Awaitable[None]], on_elected: Callable[[], None]) -> None:
+                 rescan: Callable[[], Awaitable[None]], on_elected: Callable[[], None]) -> None:
         self.cfg = cfg
         self.url = cfg.store.url
         self.id = replica_id()
         self.clock = clock
         self.log = log
         self.stopping = stopping
-        self.wake_all = wake_all
+        self.rescan = rescan
         self.on_elected = on_elected
         self.lock = LeaderLock(self.url) if self.url is not None else None
         self.state = Leadership(leader=self.lock is None)
@@ -74,14 +74,14 @@ class Replica:
                 await asyncio.wait_for(self.stopping.wait(), timeout=self.cfg.store.leader_poll)
 
     async def scan_loop(self) -> None:
-        """Every half lease (at most 5 s): wake the queue of every peer with rows, so that rows another
-        replica claimed and left (it died) are sent once their leases end."""
+        """Every half lease (at most 5 s): ``rescan`` (wake the queue of every peer with rows, so that rows
+        another replica claimed and left are sent once their leases end)."""
         interval = min(self.cfg.store.lease / 2, 5.0)
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=interval)
             if not self.stopping.is_set():
-                await self.wake_all()
+                await self.rescan()
 
     async def release(self) -> None:
         if self.lock is not None:

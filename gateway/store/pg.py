@@ -107,8 +107,11 @@ def pool(url: str, size: int) -> Any:
     """A pool of ``size`` autocommit connections to ``url`` for the readers (opened, waiting for them)."""
     from psycopg_pool import ConnectionPool
 
+    # check: a connection is tried (an empty query) as it leaves the pool, so that after a failover or a
+    # server restart a reader gets a new connection (to whichever host now accepts writes) instead of the
+    # dead one
     p = ConnectionPool(url, min_size=1, max_size=size, open=False, name="traza-read",
-                       kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
+                       check=ConnectionPool.check_connection, kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
                                "application_name": "traza-read"})
     p.open(wait=True, timeout=CONNECT_TIMEOUT)
     return p

@@ -78,3 +78,32 @@ def test_bench_shows_its_progress_on_a_terminal_and_not_on_a_pipe():
     assert doc["messages"] == 60
     r = subprocess.run([*argv[:5], "2", "--json", "--timeout", "50"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "sending mx" not in r.stderr + r.stdout, r.stderr  # a pipe: no progress
+
+
+def test_bench_on_postgresql_with_two_replicas_of_latam_hub_reports_the_same_keys():
+    """`traza bench --store postgresql --replicas 2` (issue #13): every node on a throw-away PostgreSQL server,
+    latam-hub as two replicas on its database; the same SPEC §11 keys."""
+    from kit.pg import pg_bin
+
+    if pg_bin() is None:
+        import pytest
+        from kit.pg import NOT_INSTALLED
+
+        pytest.skip(NOT_INSTALLED)
+    r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "bench", "--messages", "200", "--size", "512",
+                        "--store", "postgresql", "--replicas", "2", "--json", "--timeout", "100"],
+                       capture_output=True, text=True, timeout=150)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert list(doc) == KEYS and doc["messages"] == 200
+    for k in KEYS:
+        assert isinstance(doc[k], (int, float)) and doc[k] > 0, (k, doc[k])
+
+
+def test_bench_refuses_two_replicas_on_sqlite_and_store_with_nodes():
+    r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "bench", "--replicas", "2", "--json"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "--replicas 2: 1, or 2 with --store postgresql" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "bench", "--nodes", "11", "--store", "postgresql"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "--store and --replicas are for the four-node bench" in r.stderr, r.stderr

@@ -29,7 +29,7 @@ from gateway.store.crashpoints import CRASH_STATUS
 SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),
          NodeSpec("es", "national", "ES", hub="hub")]
 LIMITS = {"retry_min": 0.05, "retry_max": 0.3, "checkpoint_interval": 0.3}
-LEASE = 3.0
+LEASE = 8.0  # long enough for the test to read A's leases on a loaded machine
 
 
 @pytest.fixture
@@ -66,6 +66,10 @@ async def test_the_same_envelopes_delivered_to_both_replicas_at_once_are_stored_
             assert ra.ack == rb.ack  # the duplicate answers with the ack given the first time
         assert sum(r.status == "accepted" for r in [*got_a, *got_b]) == 30
         await eventually(lambda: _inbox_is(es, jtis), timeout=30.0)
+        # each replica's outbox count follows the database, not only its own changes (the other replica
+        # dequeues what it enqueued): a count drifted up would shed load for ever
+        b.queue_depth = 10_000
+        await eventually(lambda: (a.queue_depth, b.queue_depth) == (0, 0), timeout=LEASE + 2)
     with psycopg.connect(pg_url) as c:
         stored = [r[0] for r in c.execute("SELECT jti FROM messages WHERE mt='notice'")]
         accepted = [r[0] for r in c.execute("SELECT jti FROM audit_entries WHERE event='envelope.accepted'")]
@@ -99,8 +103,9 @@ async def test_rows_of_a_killed_replica_are_sent_by_the_other_after_their_lease_
         async with started(fed["hub-b"].config) as b, started(fed["es"].config) as es, \
                 started(fed["mx"].config) as mx:
             assert not b.replica.leads()  # A started first and leads
-            jtis = [await mx.submit(mt="notice", to="es", body=msgspec.json.encode({"title": "t", "text": str(i)}),
-                                    system="test") for i in range(20)]
+            jtis = list(await asyncio.gather(*(
+                mx.submit(mt="notice", to="es", body=msgspec.json.encode({"title": "t", "text": str(i)}), system="test")
+                for i in range(20))))
             assert await asyncio.to_thread(a.wait, 60) == CRASH_STATUS
             died = time.time()
             with psycopg.connect(pg_url) as c:
