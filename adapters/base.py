@@ -145,12 +145,14 @@ def check_content_type(adapter: Adapter, content_type: str) -> str:
     return mt
 
 
-def validated_body(mt: str, body: Any) -> tuple[msgspec.Struct, dict[str, Any]]:
+def validated_body(mt: str, body: Any, *, admit: bool = False) -> tuple[msgspec.Struct, dict[str, Any]]:
     """Validate a body with gateway.core.messages; returns the Struct and its JSON-ready form.
-    Raises ``TrazaError`` (``UNKNOWN_TYPE`` or ``SCHEMA_INVALID`` with a JSON path)."""
+    ``admit``: also the admission rules of a message being submitted (reading a national file), not
+    those of one already held (writing a delivery). Raises ``TrazaError`` (``UNKNOWN_TYPE`` or
+    ``SCHEMA_INVALID`` with a JSON path)."""
     if not isinstance(body, dict):
         raise messages.BodyInvalid(mt, "$", f"expected an object, got {type(body).__name__}")
-    struct = messages.validate_body(mt, body)
+    struct = messages.validate_body(mt, body, admit=admit)
     out: dict[str, Any] = msgspec.to_builtins(struct)
     return struct, out
 

@@ -96,7 +96,7 @@ class Origin:
         if mt in ANSWER_TYPES:  # SPEC §5: only the node answers, from what it saw happen
             raise TrazaError(Code.POLICY_DENIED, f"a national system cannot submit a {mt!r}: the node sends "
                              "receipts (after POST /local/v1/inbox/<id>/ack) and errors itself")
-        decode_body(mt, body)
+        decode_body(mt, body, admit=True)  # admission rules: a message being accepted (issue #15)
         fed = self.s.fed
         fan_out = len(recipients) > 1
         for to in recipients:
