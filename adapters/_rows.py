@@ -178,6 +178,7 @@ HEADER: list[tuple[str, str]] = [
     ("@to", "text"),
     ("@handling", "text"),
     ("@handling_restrictions", "text"),
+    ("@onward_transfer", "text"),
     ("@classification", "text"),
     ("@purpose", "text"),
     ("@reply_to", "text"),

@@ -66,6 +66,7 @@ HEADER = {
     "@to": "Empfaenger",
     "@handling": "Handhabungscode",
     "@handling_restrictions": "Handhabungsbeschraenkungen",
+    "@onward_transfer": "Weitergabe",
     "@classification": "Einstufung",
     "@purpose": "Zweck",
     "@reply_to": "AntwortAuf",

@@ -59,6 +59,7 @@ HEADER = {
     "@to": "Cabecera/Destino",
     "@handling": "Cabecera/CodigoManejo",
     "@handling_restrictions": "Cabecera/RestriccionesManejo",
+    "@onward_transfer": "Cabecera/TransferenciaUlterior",
     "@classification": "Cabecera/Clasificacion",
     "@purpose": "Cabecera/Finalidad",
     "@reply_to": "Cabecera/EnRespuestaA",

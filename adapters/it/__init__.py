@@ -66,6 +66,7 @@ HEADER = {
     "@to": "destinatario",
     "@handling": "codice_trattamento",
     "@handling_restrictions": "restrizioni_trattamento",
+    "@onward_transfer": "trasmissione_ulteriore",
     "@classification": "classifica",
     "@purpose": "finalita",
     "@reply_to": "in_risposta_a",

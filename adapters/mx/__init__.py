@@ -61,6 +61,7 @@ HEADER = {
     "@to": "destino",
     "@handling": "codigo_manejo",
     "@handling_restrictions": "restricciones_manejo",
+    "@onward_transfer": "transferencia_ulterior",
     "@classification": "clasificacion",
     "@purpose": "finalidad",
     "@reply_to": "en_respuesta_a",

@@ -38,6 +38,7 @@ ORDER = (
     "delivered_at",
     "handling",
     "handling_restrictions",
+    "onward_transfer",
     "classification",
     "purpose",
     "ttl_seconds",

@@ -89,6 +89,8 @@ def cmd_send(args: argparse.Namespace) -> int:
                    "classification": args.classification, "purpose": args.purpose, "body": body}
         if args.handling_restrictions:
             msg["handling_restrictions"] = args.handling_restrictions
+        if args.onward_transfer:
+            msg["onward_transfer"] = args.onward_transfer
         if args.reply_to:
             msg["reply_to"] = args.reply_to
         if args.ttl:
@@ -237,6 +239,8 @@ def register(sub: Any) -> None:
     p.add_argument("--handling", default="H0", choices=["H0", "H1", "H2", "H3"])
     p.add_argument("--handling-restrictions", metavar="TEXT",
                    help="the restrictions of an H3 message (required with --handling H3; docs/security.md)")
+    p.add_argument("--onward-transfer", choices=["ALLOWED", "PROVIDER_CONSENT_REQUIRED", "PROHIBITED"],
+                   help="may the recipient pass it on (H2 implies PROVIDER_CONSENT_REQUIRED; docs/security.md)")
     p.add_argument("--classification", default="BASIC_PROTECTION_LEVEL")
     p.add_argument("--purpose", default="INVESTIGATION")
     p.add_argument("--reply-to", help="message id this replies to")

@@ -124,6 +124,7 @@ class Claims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     irt: str | None = None
     blobs: list[BlobRef] | None = None
     hr: str | None = None  # handling restrictions (1.1, issue #15): required with hc H3
+    ot: str | None = None  # onward transfer (1.1, issue #15): ALLOWED, PROVIDER_CONSENT_REQUIRED, PROHIBITED
 
 
 class HopClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename={"from_": "from"}):
@@ -216,6 +217,7 @@ def build_envelope(
     cls: Classification = "BASIC_PROTECTION_LEVEL",
     pur: Purpose = "INVESTIGATION",
     hr: str | None = None,
+    ot: str | None = None,
     cid: str | None = None,
     irt: str | None = None,
     seal: PayloadSealer | None = None,
@@ -250,6 +252,7 @@ def build_envelope(
         irt=irt,
         blobs=blobs,
         hr=hr,
+        ot=ot,
     )
     header = {"alg": signer.alg, "kid": signer.kid, "typ": TYP_ENVELOPE}
     token = encode_compact(header, _claims_dict(claims), signer.sign)
@@ -441,6 +444,7 @@ def verify_envelope(
             raise TrazaError(Code.POLICY_DENIED, f"{claims.mt!r} may not be sent to a {aud_node.kind} node")
         # handling codes and purpose limitation (gateway.core.handling, issue #15)
         handling.check_restrictions(claims.hc, claims.hr)
+        handling.check_onward_marking(claims.hc, claims.ot)
         handling.check_purpose(claims.mt, claims.pur, rule.purposes)
         level = CLASSIFICATION_ORDER[claims.cls]
         for node in (here_node, fed.nodes[next_hop] if next_hop else None):
