@@ -142,7 +142,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 STATS_TITLES = {"volume": "Messages by type, country pair and week", "trace_outcomes": "Trace outcomes by country of "
                 "manufacture", "response_times": "Response times per answering country (hours)",
-                "status_hits": "Status queries per answering country", "ballistic": "Ballistic hits"}
+                "status_hits": "Status queries per answering country", "ballistic": "Ballistic hits",
+                "time_to_crime": "Time-to-crime (first retail sale to recovery) of traced firearms"}
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -166,6 +167,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
             continue
         cols = list(rows[0])
         out.print(table(cols, ([("—" if r[c] is None else r[c]) for c in cols] for r in rows), title=title))
+        if key == "time_to_crime":
+            median = doc.get("time_to_crime_median_days")
+            out.print(f"median time-to-crime: {'not shown (fewer than 5 cases)' if median is None else f'{median} days'}")
     return 0
 
 
