@@ -130,8 +130,13 @@ class NationalAdapter:
     # -- national -> standard --
 
     def to_standard(self, data: bytes, content_type: str) -> Translation:
+        return self.read(data, content_type, admit=True)
+
+    def read(self, data: bytes, content_type: str, *, admit: bool) -> Translation:
+        """A national file as a Translation; ``admit``: with the admission rules of a message being
+        submitted (``to_standard``), without them when reading back a delivery of a held message."""
         if check_content_type(self, content_type) == STANDARD_MEDIA_TYPE:
-            return from_form(load_json_object(data))
+            return from_form(load_json_object(data), admit=admit)
         doc = self.parse(data)
         version = self.version_of(doc)
         if version is not None and version[0] is not None and version[0] != str(FORMAT_VERSION):
@@ -180,7 +185,7 @@ class NationalAdapter:
                 self._show(self.body_row.nat), "missing: the standard body of a wrapped message"
             )
         try:
-            _, t.body = validated_body(mt, body)
+            _, t.body = validated_body(mt, body, admit=admit)
         except TrazaError as exc:
             raise self._schema_error(mt, table, doc, exc) from None
         t.warnings.extend(missing_submission_warnings(t, self._envelope_names()))
@@ -256,7 +261,7 @@ class NationalAdapter:
         """The safety net against silent loss: what is written must read back to the same message
         (empty lists and objects aside, which no national format writes)."""
         try:
-            t = self.to_standard(out, self.output_content_type)
+            t = self.read(out, self.output_content_type, admit=False)  # a delivery may be of a held body
         except AdapterError as exc:
             raise AdapterError(
                 "$", f"the {self.name} form of this message does not read back: {exc}"

@@ -20,6 +20,7 @@ from gateway.core.forms import (
     HANDLING_CODES,
     MESSAGE_ID_PATTERN,
     NODE_ID_PATTERN,
+    ONWARD_TRANSFERS,
     PURPOSES,
     HandlingRefused,
     TrazaError,
@@ -31,7 +32,8 @@ from gateway.core.forms import (
 FORMAT_VERSION = 1
 MAX_TTL_SECONDS = 30 * 24 * 3600
 # Envelope fields a national system may set when it submits (SPEC §6 standard form).
-ENVELOPE_FIELDS = ("to", "handling", "handling_restrictions", "classification", "purpose", "reply_to", "ttl_seconds")
+ENVELOPE_FIELDS = ("to", "handling", "handling_restrictions", "onward_transfer", "classification", "purpose", "reply_to",
+                   "ttl_seconds")
 # Delivery metadata the node gives when it delivers a message (SPEC §6 inbox).
 RECEIVED_FIELDS = ("id", "from", "conversation", "delivered_at")
 META_FIELDS = ENVELOPE_FIELDS + RECEIVED_FIELDS
@@ -89,6 +91,7 @@ class Translation:
     to: str | None = None
     handling: str | None = None
     handling_restrictions: str | None = None
+    onward_transfer: str | None = None
     classification: str | None = None
     purpose: str | None = None
     reply_to: str | None = None
@@ -145,12 +148,14 @@ def check_content_type(adapter: Adapter, content_type: str) -> str:
     return mt
 
 
-def validated_body(mt: str, body: Any) -> tuple[msgspec.Struct, dict[str, Any]]:
+def validated_body(mt: str, body: Any, *, admit: bool = False) -> tuple[msgspec.Struct, dict[str, Any]]:
     """Validate a body with gateway.core.messages; returns the Struct and its JSON-ready form.
-    Raises ``TrazaError`` (``UNKNOWN_TYPE`` or ``SCHEMA_INVALID`` with a JSON path)."""
+    ``admit``: also the admission rules of a message being submitted (reading a national file), not
+    those of one already held (writing a delivery). Raises ``TrazaError`` (``UNKNOWN_TYPE`` or
+    ``SCHEMA_INVALID`` with a JSON path)."""
     if not isinstance(body, dict):
         raise messages.BodyInvalid(mt, "$", f"expected an object, got {type(body).__name__}")
-    struct = messages.validate_body(mt, body)
+    struct = messages.validate_body(mt, body, admit=admit)
     out: dict[str, Any] = msgspec.to_builtins(struct)
     return struct, out
 
@@ -179,6 +184,9 @@ def check_envelope_value(name: str, value: Any, national: str) -> Any:
             check_restrictions("H0", value)
         except HandlingRefused as exc:
             raise AdapterError(national, exc.detail.split(": ", 1)[1].split(" - at ", 1)[0]) from None
+    elif name == "onward_transfer":
+        if value not in ONWARD_TRANSFERS:
+            raise AdapterError(national, f"{value!r} is not an onward-transfer marking ({', '.join(ONWARD_TRANSFERS)})")
     elif name == "classification":
         if value not in CLASSIFICATIONS:
             raise AdapterError(national, f"{value!r} is not a classification ({', '.join(CLASSIFICATIONS)})")

@@ -38,6 +38,7 @@ ORDER = (
     "delivered_at",
     "handling",
     "handling_restrictions",
+    "onward_transfer",
     "classification",
     "purpose",
     "ttl_seconds",
@@ -59,9 +60,10 @@ def load_json_object(data: bytes, what: str = "(file)") -> dict[str, Any]:
     return doc
 
 
-def from_form(doc: dict[str, Any], *, extra: tuple[str, ...] = (), prefix: str = "") -> Translation:
+def from_form(doc: dict[str, Any], *, extra: tuple[str, ...] = (), prefix: str = "", admit: bool = True) -> Translation:
     """A standard-form object (already parsed) as a Translation. ``extra`` members are allowed and
-    ignored (the caller reads them); ``prefix`` is put before field names in errors."""
+    ignored (the caller reads them); ``prefix`` is put before field names in errors; ``admit``: with the
+    admission rules of a message being submitted (gateway.core.messages.admission_fault)."""
     for key in doc:
         if key not in ORDER and key not in extra:
             raise AdapterError(prefix + key, f"unknown member (the standard form has {', '.join(ORDER)})")
@@ -82,7 +84,7 @@ def from_form(doc: dict[str, Any], *, extra: tuple[str, ...] = (), prefix: str =
         else:
             setattr(t, key, value)
     try:
-        _, t.body = validated_body(mt, doc["body"])
+        _, t.body = validated_body(mt, doc["body"], admit=admit)
     except TrazaError as exc:
         path = parse_json_path(schema_error_path(exc))
         raise AdapterError(prefix + "body" + std_display(path)[1:], schema_error_reason(exc)) from None

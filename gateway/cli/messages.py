@@ -75,6 +75,8 @@ def _marking(m: dict[str, Any]) -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = [("handling", f"{hc}: {MEANINGS.get(hc, '?')}")]
     if m.get("handling_restrictions"):
         rows.append(("restrictions", printable(str(m["handling_restrictions"]))))
+    if m.get("onward_transfer"):
+        rows.append(("onward transfer", printable(str(m["onward_transfer"]))))
     rows += [("classification", m.get("classification")), ("purpose", m.get("purpose"))]
     if notice(hc):
         rows.append(("notice", text(str(notice(hc)), "bold yellow")))

@@ -89,6 +89,8 @@ def cmd_send(args: argparse.Namespace) -> int:
                    "classification": args.classification, "purpose": args.purpose, "body": body}
         if args.handling_restrictions:
             msg["handling_restrictions"] = args.handling_restrictions
+        if args.onward_transfer:
+            msg["onward_transfer"] = args.onward_transfer
         if args.reply_to:
             msg["reply_to"] = args.reply_to
         if args.ttl:
@@ -140,7 +142,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 STATS_TITLES = {"volume": "Messages by type, country pair and week", "trace_outcomes": "Trace outcomes by country of "
                 "manufacture", "response_times": "Response times per answering country (hours)",
-                "status_hits": "Status queries per answering country", "ballistic": "Ballistic hits"}
+                "status_hits": "Status queries per answering country", "ballistic": "Ballistic hits",
+                "time_to_crime": "Time-to-crime (first retail sale to recovery) of traced firearms"}
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -164,6 +167,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
             continue
         cols = list(rows[0])
         out.print(table(cols, ([("—" if r[c] is None else r[c]) for c in cols] for r in rows), title=title))
+        if key == "time_to_crime":
+            median = doc.get("time_to_crime_median_days")
+            out.print(f"median time-to-crime: {'not shown (fewer than 5 cases)' if median is None else f'{median} days'}")
     return 0
 
 
@@ -237,6 +243,8 @@ def register(sub: Any) -> None:
     p.add_argument("--handling", default="H0", choices=["H0", "H1", "H2", "H3"])
     p.add_argument("--handling-restrictions", metavar="TEXT",
                    help="the restrictions of an H3 message (required with --handling H3; docs/security.md)")
+    p.add_argument("--onward-transfer", choices=["ALLOWED", "PROVIDER_CONSENT_REQUIRED", "PROHIBITED"],
+                   help="may the recipient pass it on (H2 implies PROVIDER_CONSENT_REQUIRED; docs/security.md)")
     p.add_argument("--classification", default="BASIC_PROTECTION_LEVEL")
     p.add_argument("--purpose", default="INVESTIGATION")
     p.add_argument("--reply-to", help="message id this replies to")

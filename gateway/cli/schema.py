@@ -64,7 +64,7 @@ def _run_check(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"schema check: cannot read {args.file}: {exc.strerror or exc}") from None
     try:
-        decode_body(args.type, data)
+        decode_body(args.type, data, admit=True)  # the way a recipient accepts it (admission rules too)
     except TrazaError as exc:
         raise CheckFailed(f"{args.file}: {args.type}: {exc.code.value}: {exc.detail}") from None
     if args.json:

@@ -82,10 +82,28 @@ NcicGunTypeDetail = Literal[
 # fmt: on
 # Code systems for ``make_codes[].system``.
 MakeCodeSystem = Literal["NCIC_MAK", "IFRT", "NATIONAL"]
+# The essential components of Directive (EU) 2021/555 Art 1(1)(2) (barrel, frame, receiver - upper and
+# lower where applicable -, slide, cylinder, bolt or breech block): where a firearm is marked
+# (``marking_location``, which may also be ``OTHER``) and which component carries which marking.
+EssentialComponent = Literal[
+    "FRAME", "RECEIVER", "UPPER_RECEIVER", "LOWER_RECEIVER", "SLIDE", "BARREL", "CYLINDER", "BOLT", "BREECH_BLOCK"
+]
+MarkingLocation = Literal[
+    "FRAME", "RECEIVER", "UPPER_RECEIVER", "LOWER_RECEIVER", "SLIDE", "BARREL", "CYLINDER", "BOLT", "BREECH_BLOCK",
+    "OTHER",
+]
+# Units of ``barrel_length`` (NIEM 6 j:FirearmBarrelLengthMeasure is an nc:LengthMeasureType).
+LengthUnit = Literal["mm", "cm", "in"]
+MM_PER_UNIT: dict[str, float] = {"mm": 1.0, "cm": 10.0, "in": 25.4}
 
 # --- trace.request / trace.response ---
 
-RequestKind = Literal["TRACE", "OBLITERATED_SERIAL_REFERRAL"]
+# ATF F 3312.1 also refers obliterated-serial and suspect guns (OMB 1140-0043 supporting statement).
+RequestKind = Literal["TRACE", "OBLITERATED_SERIAL_REFERRAL", "SUSPECT_GUN_REFERRAL"]
+# ATF F 3312.1 item 1b "Priority: Routine / Urgent (Justification required)".
+Priority = Literal["ROUTINE", "URGENT"]
+# ``crime_code.system``: NCIC offence codes (ATF F 3312.1 item 2a "NCIC Crime Code") or a national list.
+CrimeCodeSystem = Literal["NCIC", "NATIONAL"]
 # Interpol's five criteria for "illicit" (iARMS).
 IllicitBasis = Literal[
     "ILLICIT_UNDER_NATIONAL_LAW",
@@ -109,6 +127,9 @@ CustodyEventKind = Literal[
     "IMPORTED",
     "TRANSFERRED_TO_DEALER",
     "RETAIL_SALE",
+    "PRIVATE_TRANSFER",
+    "STATE_TO_CIVILIAN_TRANSFER",
+    "CONVERTED",
     "REPORTED_LOST",
     "REPORTED_STOLEN",
     "DEACTIVATED",
@@ -119,7 +140,10 @@ CustodyEventKind = Literal[
 
 StatusContext = Literal["RECOVERY", "BORDER_OR_CUSTOMS_CHECK", "REGISTRATION", "TRACE_PRECHECK"]
 StatusResult = Literal["NO_HIT", "HIT", "MULTIPLE_HITS"]
-RecordStatus = Literal["LOST", "STOLEN", "TRAFFICKED", "SMUGGLED", "SEIZED_FOR_TRACE", "RECOVERED"]
+# iARMS statuses, then the NCIC Gun File's entry types not already among them (felony gun, pawned).
+RecordStatus = Literal[
+    "LOST", "STOLEN", "TRAFFICKED", "SMUGGLED", "SEIZED_FOR_TRACE", "RECOVERED", "FELONY", "PAWNED"
+]
 MatchQuality = Literal["EXACT", "SERIAL_ONLY", "PARTIAL"]
 
 # --- ballistic.submission / ballistic.hit ---
@@ -172,6 +196,19 @@ LicenceContext = Literal["CUSTOMS_CHECK", "TRACE_FOLLOW_UP", "EUC_VERIFICATION",
 LicenceStatus = Literal["VALID", "EXPIRED", "REVOKED", "SUSPENDED", "NOT_FOUND", "NOT_DISCLOSABLE"]
 # Answers that must not carry licence details.
 LICENCE_UNDISCLOSED: frozenset[str] = frozenset({"NOT_FOUND", "NOT_DISCLOSABLE"})
+
+# --- Europol evaluation codes (Regulation (EU) 2016/794 Art 29), for content that is intelligence ---
+
+# Source reliability: A no doubt / reliable in all instances, B reliable in most instances, C unreliable
+# in most instances, X cannot be assessed.
+SourceReliability = Literal["A", "B", "C", "X"]
+# Information accuracy: 1 not in doubt, 2 known personally to the source but not to the official passing
+# it on, 3 not known personally to the source but corroborated, 4 not known personally and not corroborated.
+InformationAccuracy = Literal[1, 2, 3, 4]
+# Onward transfer of a message by its recipient (LED Art 35(1)(e)); H2 implies at least
+# PROVIDER_CONSENT_REQUIRED (gateway.core.handling).
+OnwardTransfer = Literal["ALLOWED", "PROVIDER_CONSENT_REQUIRED", "PROHIBITED"]
+ONWARD_TRANSFERS: tuple[str, ...] = get_args(OnwardTransfer)
 
 # --- receipt ---
 

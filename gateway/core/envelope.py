@@ -133,6 +133,7 @@ class Claims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     blobs: list[BlobRef] | None = None
     hr: str | None = None  # handling restrictions (1.1, issue #15): required with hc H3
     ret: RetentionDates | None = None  # retention.review_by / delete_by (issue #15), when the origin gives them
+    ot: str | None = None  # onward transfer (1.1, issue #15): ALLOWED, PROVIDER_CONSENT_REQUIRED, PROHIBITED
 
 
 class HopClaims(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename={"from_": "from"}):
@@ -225,6 +226,7 @@ def build_envelope(
     cls: Classification = "BASIC_PROTECTION_LEVEL",
     pur: Purpose = "INVESTIGATION",
     hr: str | None = None,
+    ot: str | None = None,
     cid: str | None = None,
     irt: str | None = None,
     ret: RetentionDates | None = None,
@@ -261,6 +263,7 @@ def build_envelope(
         blobs=blobs,
         hr=hr,
         ret=ret,
+        ot=ot,
     )
     header = {"alg": signer.alg, "kid": signer.kid, "typ": TYP_ENVELOPE}
     token = encode_compact(header, _claims_dict(claims), signer.sign)
@@ -452,6 +455,7 @@ def verify_envelope(
             raise TrazaError(Code.POLICY_DENIED, f"{claims.mt!r} may not be sent to a {aud_node.kind} node")
         # handling codes and purpose limitation (gateway.core.handling, issue #15)
         handling.check_restrictions(claims.hc, claims.hr)
+        handling.check_onward_marking(claims.hc, claims.ot)
         handling.check_purpose(claims.mt, claims.pur, rule.purposes)
         level = CLASSIFICATION_ORDER[claims.cls]
         for node in (here_node, fed.nodes[next_hop] if next_hop else None):

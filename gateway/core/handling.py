@@ -11,6 +11,11 @@ Traza 1.1), the classification ``cls`` and the purpose ``pur``. This module deci
   (``notice.links[]``, or ``reply_to``) may go only to that message's provider (its origin), or be sent by
   the provider itself; to any third node it is ``policy_denied``. The caller looks the linked messages
   up in its store (:class:`Linked`); a message this node never held cannot be judged and is not refused.
+- **Onward transfer** (``ot``, the envelope's ``onward_transfer``, LED Art 35(1)(e)): ``ALLOWED``,
+  ``PROVIDER_CONSENT_REQUIRED`` or ``PROHIBITED``. It is the H2 rule made explicit and available to every
+  code: H2 implies ``PROVIDER_CONSENT_REQUIRED`` (so an H2 message marked ``ALLOWED`` is refused as a
+  contradiction; absent, :func:`onward` derives it from the handling code), and a message whose onward
+  transfer is not ``ALLOWED`` is treated like an H2 one by the link rule above, whatever its code.
 - **H1 is marked** on every export and evidence view: :func:`notice` gives the text to print.
 - **Purpose limitation**: a manifest policy rule may list ``purposes`` allowed for a message type
   (optional; a rule without it allows every purpose); any other purpose is ``policy_denied``, at the
@@ -27,7 +32,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.core.codes import HANDLING_CODES
+from gateway.core.codes import HANDLING_CODES, ONWARD_TRANSFERS
 from gateway.core.errors import Code, TrazaError
 
 # The reference's definitions (Europol handling codes, Council doc 6261/18).
@@ -46,11 +51,12 @@ MAX_RESTRICTIONS = 500
 # The rules, as audited in ``policy.denied`` entries.
 RULE_H3 = "h3_restrictions"
 RULE_H2 = "h2_onward"
+RULE_ONWARD = "onward_transfer"
 RULE_PURPOSE = "purpose"
-RULES = (RULE_H3, RULE_H2, RULE_PURPOSE)
+RULES = (RULE_H3, RULE_H2, RULE_ONWARD, RULE_PURPOSE)
 
 # Members of the delivery metadata that come from the signed token, in the order they are shown.
-MARKING_FIELDS = ("handling", "handling_restrictions", "classification", "purpose", "reply_to")
+MARKING_FIELDS = ("handling", "handling_restrictions", "onward_transfer", "classification", "purpose", "reply_to")
 
 
 class HandlingRefused(TrazaError):
@@ -65,11 +71,35 @@ class HandlingRefused(TrazaError):
 
 
 class Linked(msgspec.Struct, frozen=True):
-    """What the H2 rule needs of a message another one links to: its id, provider (origin) and code."""
+    """What the link rule needs of a message another one links to: its id, provider (origin), handling code
+    and onward-transfer marking (None when its token carries none)."""
 
     jti: str
     iss: str
     hc: str
+    ot: str | None = None
+
+
+def onward(hc: str, ot: str | None) -> str:
+    """The onward transfer a message allows: its ``ot`` marking, else what its handling code implies
+    (H2: ``PROVIDER_CONSENT_REQUIRED``; any other code: ``ALLOWED``)."""
+    if ot is not None:
+        return ot
+    return "PROVIDER_CONSENT_REQUIRED" if hc == "H2" else "ALLOWED"
+
+
+def check_onward_marking(hc: str, ot: str | None) -> None:
+    """``onward_transfer`` is one of :data:`ONWARD_TRANSFERS` and does not contradict the handling code."""
+    if ot is None:
+        return
+    if ot not in ONWARD_TRANSFERS:
+        raise HandlingRefused(Code.SCHEMA_INVALID, f"onward_transfer: {ot!r} is not an onward-transfer marking "
+                              f"({', '.join(ONWARD_TRANSFERS)}) - at `$.onward_transfer`", rule=RULE_ONWARD,
+                              field="onward_transfer")
+    if hc == "H2" and ot == "ALLOWED":
+        raise HandlingRefused(Code.SCHEMA_INVALID, "onward_transfer: ALLOWED contradicts H2 (not to be disseminated "
+                              "without the provider's permission); leave it out, or mark it PROVIDER_CONSENT_REQUIRED "
+                              "or PROHIBITED - at `$.onward_transfer`", rule=RULE_ONWARD, field="onward_transfer")
 
 
 def check_restrictions(hc: str, hr: str | None) -> None:
@@ -112,9 +142,21 @@ def linked_ids(mt: str, body: Any, irt: str | None) -> list[str]:
 
 
 def check_onward(linked: Iterable[Linked], *, here: str, to: str) -> None:
-    """H2: a message linking to an H2 message may go only to its provider, unless this node is the provider."""
+    """A message linking to an H2 message, or to one whose onward transfer is not ALLOWED, may go only to
+    that message's provider, unless this node is the provider."""
     for m in linked:
-        if m.hc == "H2" and m.iss != here and m.iss != to:
+        if m.iss == here or m.iss == to:
+            continue
+        ot = onward(m.hc, m.ot)
+        if ot != "ALLOWED" and m.hc != "H2":
+            how = (f"obtain {m.iss}'s permission and have {m.iss} send it" if ot == "PROVIDER_CONSENT_REQUIRED"
+                   else f"{m.iss} prohibited any onward transfer")
+            raise HandlingRefused(
+                Code.POLICY_DENIED,
+                f"links: message {m.jti} is marked onward_transfer {ot} by its provider {m.iss}: it cannot be "
+                f"linked or forwarded to {to}; send to {m.iss} only ({how}) - at `$.body.links`",
+                rule=RULE_ONWARD, field="body.links")
+        if m.hc == "H2":
             raise HandlingRefused(
                 Code.POLICY_DENIED,
                 f"links: message {m.jti} is H2 ({MEANINGS['H2']}, the provider being {m.iss}): it cannot be "
@@ -138,8 +180,8 @@ def delivery_meta(*, jti: str, iss: str, cid: str, delivered_at: str, claims: di
 
 
 def marking(claims: dict[str, Any]) -> dict[str, Any]:
-    """``handling``, ``handling_restrictions``, ``classification``, ``purpose``, ``reply_to`` of a token's
-    claims (members the token does not carry are left out)."""
-    pairs: Sequence[tuple[str, str]] = (("handling", "hc"), ("handling_restrictions", "hr"),
+    """``handling``, ``handling_restrictions``, ``onward_transfer``, ``classification``, ``purpose``,
+    ``reply_to`` of a token's claims (members the token does not carry are left out)."""
+    pairs: Sequence[tuple[str, str]] = (("handling", "hc"), ("handling_restrictions", "hr"), ("onward_transfer", "ot"),
                                         ("classification", "cls"), ("purpose", "pur"), ("reply_to", "irt"))
     return {name: claims[c] for name, c in pairs if claims.get(c) is not None}

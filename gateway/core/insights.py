@@ -9,7 +9,10 @@ From the messages the node holds (sent, relayed, received) and the answers deliv
   request this node sent and the answer it got (trace, status, licence answers);
 - ``status_hits``: per answering country, status queries answered HIT / MULTIPLE_HITS / NO_HIT and the
   hit rate;
-- ``ballistic``: ballistic hits by status.
+- ``ballistic``: ballistic hits by status;
+- ``time_to_crime``: trace responses by time-to-crime band (``time_to_crime_days``, ATF: the days from the
+  first retail sale to the recovery; under 3 years is ATF's "short time-to-crime", an indicator of
+  trafficking), every band shown once any response states it, and ``time_to_crime_median_days``.
 
 Small cells are suppressed: a count under :data:`SMALL` (5) is shown as ``"<5"``, a median or a
 percentile of fewer than 5 cases is not shown (``None``), and a rate only when both its part and the rest
@@ -28,6 +31,10 @@ from typing import Any
 import msgspec
 
 SMALL = 5
+# Time-to-crime bands: (label, first day, last day or None); years of 365 days, leap days in the later bands.
+TIME_TO_CRIME_BANDS: tuple[tuple[str, int, int | None], ...] = (
+    ("under 1 year", 0, 364), ("1 to 3 years", 365, 1094), ("3 to 5 years", 1095, 1825),
+    ("5 to 10 years", 1826, 3652), ("10 years or more", 3653, None))
 ANSWER_OF = {"trace.response": "trace.request", "firearm.status.answer": "firearm.status.query",
              "licence.verify.answer": "licence.verify.query"}
 
@@ -89,12 +96,16 @@ def insights(messages: Iterable[Sent], answers: Iterable[Answer], countries: Map
     hours: defaultdict[str, list[float]] = defaultdict(list)
     hits: defaultdict[str, Counter[str]] = defaultdict(Counter)
     ballistic: Counter[str] = Counter()
+    ttc: list[int] = []
     for a in answers:
         body = a.body if isinstance(a.body, dict) else {}
         country = countries.get(a.iss, "?")
         if a.mt == "trace.response" and body:
             fa = body.get("firearm_as_recorded") or {}
             outcomes[(str(fa.get("country_of_manufacture") or "unknown"), str(body.get("status")))] += 1
+            days = body.get("time_to_crime_days")
+            if isinstance(days, int) and not isinstance(days, bool) and days >= 0:
+                ttc.append(days)
         if a.mt == "firearm.status.answer" and body:
             hits[country][str(body.get("result"))] += 1
         if a.mt == "ballistic.hit" and body:
@@ -119,10 +130,22 @@ def insights(messages: Iterable[Sent], answers: Iterable[Answer], countries: Map
                          "hit_rate": _rate(n["HIT"] + n["MULTIPLE_HITS"], sum(n.values()))}
                         for c, n in sorted(hits.items())],
         "ballistic": [{"status": s, "hits": count_cell(n)} for s, n in sorted(ballistic.items())],
+        "time_to_crime": _time_to_crime(ttc),
+        "time_to_crime_median_days": round(_percentile([float(d) for d in ttc], 0.5)) if len(ttc) >= SMALL else None,
     }
 
 
-CSV_TABLES = ("volume", "trace_outcomes", "response_times", "status_hits", "ballistic")
+def _time_to_crime(days: list[int]) -> list[dict[str, Any]]:
+    """Responses per :data:`TIME_TO_CRIME_BANDS` band (every band, so a chart has a fixed axis; none at all
+    when no response states a time-to-crime)."""
+    if not days:
+        return []
+    return [{"band": label, "from_days": lo, "to_days": hi,
+             "responses": count_cell(sum(1 for d in days if d >= lo and (hi is None or d <= hi)))}
+            for label, lo, hi in TIME_TO_CRIME_BANDS]
+
+
+CSV_TABLES = ("volume", "trace_outcomes", "response_times", "status_hits", "ballistic", "time_to_crime")
 
 
 def csv_rows(doc: Mapping[str, Any]) -> list[list[str]]:

@@ -32,13 +32,16 @@ from gateway.core.codes import (
     EU_CATEGORY_PATTERN,
     LICENCE_UNDISCLOSED,
     MESSAGE_ID_PATTERN,
+    MM_PER_UNIT,
     NODE_ID_PATTERN,
     SHA256_B64URL_PATTERN,
     BreechFaceClass,
     BulletSurfaceMaterial,
     CaseMaterial,
     ConfirmationMethod,
+    CrimeCodeSystem,
     CustodyEventKind,
+    EssentialComponent,
     ExhibitKind,
     ExhibitOrigin,
     FiringPinAperture,
@@ -46,19 +49,24 @@ from gateway.core.codes import (
     FiringPinType,
     HitStatus,
     IllicitBasis,
+    InformationAccuracy,
+    LengthUnit,
     LicenceContext,
     LicenceStatus,
     MakeCodeSystem,
+    MarkingLocation,
     MatchQuality,
     NcicGunType,
     NcicGunTypeDetail,
     NextStep,
     PrimerMaterial,
+    Priority,
     ReceiptStatus,
     RecordStatus,
     RequestedInfo,
     RequestKind,
     RiflingType,
+    SourceReliability,
     StatusContext,
     StatusResult,
     TopographyRegion,
@@ -99,6 +107,8 @@ Score = Annotated[int, Meta(ge=-(10**15), le=10**15)] | Annotated[float, Meta(ge
 Count = Annotated[int, Meta(ge=1, le=2**31 - 1)]
 Pixels = Annotated[int, Meta(ge=1, le=2**31 - 1)]
 Lands = Annotated[int, Meta(ge=0, le=64)]
+Length = Annotated[int, Meta(gt=0, le=10000)] | Annotated[float, Meta(gt=0, le=10000)]
+Days = Annotated[int, Meta(ge=0, le=36500, description="whole days")]
 
 _UNIQUE: Final = {"uniqueItems": True}
 
@@ -150,8 +160,37 @@ class Importer(_Obj, frozen=True, kw_only=True):
     country: Country | None = None
 
 
+class ComponentMarking(_Obj, frozen=True, kw_only=True):
+    """An essential component (Directive (EU) 2021/555 Art 1(1)(2)) and its own serial or unique marking
+    (Art 4(5)(b): recorded where it differs from the frame's or receiver's)."""
+
+    component: EssentialComponent
+    serial_or_marking: Name
+
+
+class StateStockTransferMarking(_Obj, frozen=True, kw_only=True):
+    """ITI §8(c): the marking applied on transfer from government stocks to permanent civilian use,
+    identifying the country from whose stocks the firearm was transferred."""
+
+    country: Country
+
+
+class BarrelLength(_Obj, frozen=True, kw_only=True):
+    """Barrel length with its unit (NIEM 6 j:FirearmBarrelLengthMeasure)."""
+
+    value: Length
+    unit: LengthUnit
+
+    def millimetres(self) -> float:
+        return float(self.value) * MM_PER_UNIT[self.unit]
+
+
 class Firearm(_Obj, frozen=True, kw_only=True):
-    """Shared Firearm object (SPEC §5). `type` is the NCIC gun type letter, `type_detail` the second."""
+    """Shared Firearm object (SPEC §5). `type` is the NCIC gun type letter, `type_detail` the second.
+
+    Every member is optional here (a status hit or a licence's markings may name a firearm by its serial
+    alone); a trace request's firearm must carry the ITI §8(a) marking elements (:func:`admission_fault`).
+    """
 
     serial_number: Serial | None = None
     serial_obliterated: bool | None = None
@@ -170,8 +209,19 @@ class Firearm(_Obj, frozen=True, kw_only=True):
     barrel_length_mm: Millimetres | None = None
     eu_category: EuCategory | None = None
     free_text: Text | None = None
+    marking_location: MarkingLocation | None = None
+    essential_components: Annotated[list[ComponentMarking], Meta(extra_json_schema=_UNIQUE)] | None = None
+    state_stock_transfer_marking: StateStockTransferMarking | None = None
+    barrel_length: BarrelLength | None = None
 
     def __post_init__(self) -> None:
+        _unique([(c.component, c.serial_or_marking) for c in self.essential_components or ()],
+                "essential_components")
+        if self.barrel_length is not None and self.barrel_length_mm is not None:
+            mm = self.barrel_length.millimetres()
+            if abs(mm - float(self.barrel_length_mm)) > 0.5:
+                raise RuleViolation("barrel_length", f"{self.barrel_length.value} {self.barrel_length.unit} "
+                                    f"({mm:g} mm) contradicts barrel_length_mm {self.barrel_length_mm}; give one")
         if self.free_text is None:
             if self.type == "Z":
                 raise RuleViolation("free_text", "required when type is `Z` (NCIC: describe the firearm)")
@@ -211,23 +261,41 @@ class Requester(_Obj, frozen=True, kw_only=True):
     email: Email | None = None
 
 
+class CrimeCode(_Obj, frozen=True, kw_only=True):
+    """The offence the firearm is linked to (ATF F 3312.1 item 2a "NCIC Crime Code"), in a named list."""
+
+    system: CrimeCodeSystem
+    code: Token
+    text: Name | None = None
+
+
 class TraceRequest(_Obj, frozen=True, kw_only=True):
-    """trace.request: ask the country of manufacture or import to trace a recovered firearm."""
+    """trace.request: ask the country of manufacture or import to trace a recovered firearm (or, for a
+    SUSPECT_GUN_REFERRAL, one not yet recovered: `recovery` is then optional)."""
 
     request_kind: RequestKind
     firearm: Firearm
     illicit_basis: Annotated[list[IllicitBasis], Meta(min_length=1, extra_json_schema=_UNIQUE)]
     legal_basis: Text
     intended_use: Text
-    recovery: Recovery
+    recovery: Recovery | None = None
     case_refs: list[CaseRef] | None = None
     requested_info: Annotated[list[RequestedInfo], Meta(extra_json_schema=_UNIQUE)] | None = None
     respond_by: Date | None = None
     requester: Requester | None = None
+    priority: Priority | None = None
+    priority_justification: Text | None = None
+    crime_code: CrimeCode | None = None
 
     def __post_init__(self) -> None:
         _unique(self.illicit_basis, "illicit_basis")
         _unique(self.requested_info, "requested_info")
+        if self.recovery is None and self.request_kind != "SUSPECT_GUN_REFERRAL":
+            raise RuleViolation("recovery", f"required unless request_kind is `SUSPECT_GUN_REFERRAL` "
+                                f"(request_kind is `{self.request_kind}`)")
+        if self.priority == "URGENT" and self.priority_justification is None:
+            raise RuleViolation("priority_justification", "required when priority is `URGENT` (ATF F 3312.1 "
+                                "item 1b: say why, e.g. a suspect in custody)")
 
 
 # --- trace.acknowledgement -----------------------------------------------------------------------------
@@ -267,14 +335,37 @@ class CustodyEvent(_Obj, frozen=True, kw_only=True):
             raise RuleViolation("document_ref", "required for an `EXPORTED` event (the export licence)")
 
 
+class Purchaser(_Obj, frozen=True, kw_only=True):
+    """The first retail purchaser of a traced firearm (personal data: LED Art 6, a person of category OTHER
+    unless the case says otherwise)."""
+
+    name: Name
+    date_of_birth: Date | None = None
+    address: Text | None = None
+    country: Country | None = None
+
+
+class Dealer(_Obj, frozen=True, kw_only=True):
+    """The dealer who sold the firearm at retail, with the licence it trades under (US: the FFL number)."""
+
+    name: Name
+    licence_no: Token
+    address: Text | None = None
+    country: Country | None = None
+
+
 class TraceResponse(_Obj, frozen=True, kw_only=True):
-    """trace.response: the result of a trace. `status_reason` is required unless status is COMPLETED."""
+    """trace.response: the result of a trace. `status_reason` is required unless status is COMPLETED.
+    `time_to_crime_days` is the time from the first retail sale to the recovery (ATF)."""
 
     status: TraceStatus
     status_reason: StatusReason | None = None
     firearm_as_recorded: Firearm | None = None
     custody_chain: list[CustodyEvent] | None = None
     confidentiality_conditions: Text | None = None
+    first_retail_purchaser: Purchaser | None = None
+    selling_dealer: Dealer | None = None
+    time_to_crime_days: Days | None = None
 
     def __post_init__(self) -> None:
         if self.status != "COMPLETED" and self.status_reason is None:
@@ -312,6 +403,7 @@ class StatusHit(_Obj, frozen=True, kw_only=True):
     date_of_theft_or_loss: Date | None = None
     firearm: Firearm | None = None
     match_quality: MatchQuality
+    date_of_recovery: Date | None = None
 
 
 class FirearmStatusAnswer(_Obj, frozen=True, kw_only=True):
@@ -492,8 +584,17 @@ class LicenceGoods(_Obj, frozen=True, kw_only=True):
     markings: list[Name] | None = None
 
 
+class Party(_Obj, frozen=True, kw_only=True):
+    """An exporter or end user: a name, the business name it trades under, its address."""
+
+    name: Name
+    business_name: Name | None = None
+    address: Text | None = None
+    country: Country | None = None
+
+
 class Licence(_Obj, frozen=True, kw_only=True):
-    """Export licence record (Reg. (EU) 258/2012 Art. 12)."""
+    """Export licence record (Reg. (EU) 258/2012 Art. 12), with its exporter (Decision (CFSP) 2021/38)."""
 
     place_of_issue: Name | None = None
     date_of_issue: Date | None = None
@@ -505,6 +606,7 @@ class Licence(_Obj, frozen=True, kw_only=True):
     final_recipient: Name | None = None
     goods: list[LicenceGoods] | None = None
     end_use: Text | None = None
+    exporter: Party | None = None
 
     def __post_init__(self) -> None:
         _unique(self.transit_countries, "transit_countries")
@@ -518,27 +620,64 @@ class Licence(_Obj, frozen=True, kw_only=True):
             )
 
 
+class EndUserCertificate(_Obj, frozen=True, kw_only=True):
+    """The end-user certificate the licence was granted on (Council Decision (CFSP) 2021/38, common
+    elements of end-user certificates for exports of small arms and light weapons)."""
+
+    number: Token
+    issuing_authority: Name | None = None
+    date_of_issue: Date | None = None
+    end_user: Party | None = None
+    country_of_final_destination: Country | None = None
+    end_use_statement: Text | None = None
+    signatory_name: Name | None = None
+    signatory_position: Name | None = None
+    non_reexport_clause: bool | None = None
+    post_shipment_verification_consent: bool | None = None
+    government_authenticated: bool | None = None
+
+
 class LicenceVerifyAnswer(_Obj, frozen=True, kw_only=True):
-    """licence.verify.answer: NOT_FOUND and NOT_DISCLOSABLE answers carry no `licence`."""
+    """licence.verify.answer: NOT_FOUND and NOT_DISCLOSABLE answers carry no `licence` and no `euc`."""
 
     status: LicenceStatus
     licence: Licence | None = None
     covers_firearm: bool | None = None
+    euc: EndUserCertificate | None = None
 
     def __post_init__(self) -> None:
-        if self.status in LICENCE_UNDISCLOSED and self.licence is not None:
-            raise RuleViolation("licence", f"not allowed when status is `{self.status}`")
+        if self.status in LICENCE_UNDISCLOSED:
+            for name in ("licence", "euc"):
+                if getattr(self, name) is not None:
+                    raise RuleViolation(name, f"not allowed when status is `{self.status}`")
 
 
 # --- notice, receipt, error ----------------------------------------------------------------------------
 
 
 class Notice(_Obj, frozen=True, kw_only=True):
-    """notice: free-form information, optionally linked to earlier messages."""
+    """notice: free-form information, optionally linked to earlier messages. A notice whose content is
+    intelligence (`intelligence: true`) carries the Europol evaluation codes (Regulation (EU) 2016/794
+    Art 29): `source_reliability` and `information_accuracy`."""
 
     title: Name
     text: Text
     links: list[MessageId] | None = None
+    intelligence: bool | None = None
+    source_reliability: SourceReliability | None = None
+    information_accuracy: InformationAccuracy | None = None
+
+    def __post_init__(self) -> None:
+        codes = {"source_reliability": self.source_reliability, "information_accuracy": self.information_accuracy}
+        given = [k for k, v in codes.items() if v is not None]
+        if self.intelligence is False and given:
+            raise RuleViolation("intelligence", f"`false` contradicts {given[0]} (evaluation codes are given "
+                                "to intelligence only); set it true or leave the codes out")
+        if self.intelligence or given:
+            for name, value in codes.items():
+                if value is None:
+                    raise RuleViolation(name, "required when the content is intelligence (Europol Regulation "
+                                        "Art 29: evaluate the source (A, B, C, X) and the information (1-4))")
 
 
 class Receipt(_Obj, frozen=True, kw_only=True, rename={"for_": "for"}):
@@ -767,14 +906,44 @@ def _country_fault(value: Any, path: str) -> tuple[str, str] | None:
     return None
 
 
+# --- admission: rules for a message being accepted now, not for one already held ------------------------
+
+ITI_8A: Final = "ITI §8(a): a trace is made of the marking elements"
+
+
+def admission_fault(mt: str, body: msgspec.Struct) -> tuple[str, str] | None:
+    """(path, reason) of the first admission rule ``body`` breaks, else None.
+
+    Admission rules hold for a message being accepted (submitted at its origin, received at its
+    recipient, ``traza schema check``), not for one a node already holds: a version-1 body accepted
+    before the rule existed stays readable and deliverable (``decode_body`` without ``admit``). One rule so
+    far: a trace.request's firearm carries the ITI §8(a) marking elements, the make (`make_name`), the
+    serial number (or `serial_obliterated: true`) and the country of manufacture (unless the firearm is
+    not marked as the ITI requires: `NOT_MARKED_PER_ITI` among the illicit_basis)."""
+    if not isinstance(body, TraceRequest):
+        return None
+    fa = body.firearm
+    if fa.make_name is None:
+        return "$.firearm.make_name", f"required in a trace request ({ITI_8A}: the name of the manufacturer)"
+    if fa.serial_number is None and fa.serial_obliterated is not True:
+        return "$.firearm.serial_number", (f"required in a trace request unless serial_obliterated is true "
+                                           f"({ITI_8A}: the serial number)")
+    if fa.country_of_manufacture is None and "NOT_MARKED_PER_ITI" not in body.illicit_basis:
+        return "$.firearm.country_of_manufacture", (
+            f"required in a trace request unless illicit_basis has NOT_MARKED_PER_ITI ({ITI_8A}: the country "
+            "of manufacture, where marked)")
+    return None
+
+
 def _unknown(mt: str) -> TrazaError:
     return TrazaError(
         Code.UNKNOWN_TYPE, f"message type {mt!r} is not known (v1 types: {', '.join(MESSAGE_TYPES)})"
     )
 
 
-def decode_body(mt: str, data: bytes) -> msgspec.Struct:
-    """Decode and validate the UTF-8 JSON body of a message of type ``mt`` in one pass.
+def decode_body(mt: str, data: bytes, *, admit: bool = False) -> msgspec.Struct:
+    """Decode and validate the UTF-8 JSON body of a message of type ``mt`` in one pass; with ``admit``
+    also the admission rules (:func:`admission_fault`) of a message being accepted now.
 
     Raises ``TrazaError(UNKNOWN_TYPE)`` for an unknown ``mt``, ``TrazaError(MALFORMED)`` for a text that is
     not strict JSON (SPEC §3.4: a repeated member name, nesting deeper than 32, an integer outside ±2^53, a
@@ -797,12 +966,19 @@ def decode_body(mt: str, data: bytes) -> msgspec.Struct:
     except msgspec.DecodeError as exc:
         raise BodyInvalid(mt, "$", f"body is not valid UTF-8 JSON ({exc})") from None
     fault = _country_fault(body, "$")
+    if fault is None and admit:
+        fault = admission_fault(mt, body)
     if fault:
         raise BodyInvalid(mt, *fault)
     return body
 
 
-def validate_body(mt: str, obj: dict[str, Any]) -> msgspec.Struct:
+def admit_body(mt: str, data: bytes) -> msgspec.Struct:
+    """:func:`decode_body` with the admission rules: for a message being accepted (origin, recipient)."""
+    return decode_body(mt, data, admit=True)
+
+
+def validate_body(mt: str, obj: dict[str, Any], *, admit: bool = False) -> msgspec.Struct:
     """Validate a body given as Python data (e.g. built by an adapter) with the same rules and errors as
     ``decode_body``. Strings are accepted where the wire carries dates and date-times."""
     # Through the wire decoder, so the first fault (and its path) is exactly the one decode_body reports:
@@ -813,7 +989,7 @@ def validate_body(mt: str, obj: dict[str, Any]) -> msgspec.Struct:
         data = _ENCODER.encode(obj)
     except (TypeError, msgspec.EncodeError) as exc:
         raise BodyInvalid(mt, "$", f"not JSON data: {exc}") from None
-    return decode_body(mt, data)
+    return decode_body(mt, data, admit=admit)
 
 
 def encode_body(obj: msgspec.Struct) -> bytes:
@@ -880,6 +1056,18 @@ _SCHEMA_RULES: Final[dict[str, list[dict[str, Any]]]] = {
         },
     ],
     "CustodyEvent": [_when("event", "EXPORTED", _present("document_ref"))],
+    "TraceRequest": [
+        {"if": {"properties": {"request_kind": {"const": "SUSPECT_GUN_REFERRAL"}}, "required": ["request_kind"]},
+         "else": _present("recovery")},
+        _when("priority", "URGENT", _present("priority_justification")),
+    ],
+    "Notice": [
+        {"if": {"properties": {"intelligence": {"const": True}}, "required": ["intelligence"]},
+         "then": _present("source_reliability", "information_accuracy")},
+        {"if": {"anyOf": [{"required": ["source_reliability"]}, {"required": ["information_accuracy"]}]},
+         "then": {"allOf": [_present("source_reliability", "information_accuracy"),
+                            {"properties": {"intelligence": {"enum": [True, None]}}}]}},
+    ],
     "TraceResponse": [
         {"if": {"properties": {"status": {"const": "COMPLETED"}}}, "else": _present("status_reason")}
     ],
@@ -906,12 +1094,31 @@ _SCHEMA_RULES: Final[dict[str, list[dict[str, Any]]]] = {
         _when("exhibit_kind", "BULLET", {**_absent("cartridge_case"), "allOf": [_regions(BULLET_REGIONS)]}),
     ],
     "BallisticHit": [_when("status", "CONFIRMED_HIT", _present("confirmation"))],
-    "LicenceVerifyAnswer": [_when("status", sorted(LICENCE_UNDISCLOSED), _absent("licence"))],
+    "LicenceVerifyAnswer": [
+        _when("status", sorted(LICENCE_UNDISCLOSED), {"allOf": [_absent("licence"), _absent("euc")]})
+    ],
 }
 _SCHEMA_TEXT_RULES: Final[dict[str, list[str]]] = {
     "CorrelationRequest": ["date_to is not before date_from"],
     "Licence": ["date_of_expiry is not before date_of_issue"],
     "BallisticHit": ["no two exhibits have the same (exhibit_id, owner_country)"],
+    "Firearm": ["barrel_length and barrel_length_mm, when both are given, agree within 0.5 mm"],
+}
+
+# Admission rules (:func:`admission_fault`), as JSON Schema under ``x-traza-admission`` of the body type:
+# a message being accepted must meet them too; a body held before they existed need not.
+_ADMISSION_RULES: Final[dict[str, dict[str, Any]]] = {
+    "TraceRequest": {
+        "$comment": "ITI §8(a) marking elements, required of a trace request being accepted (origin and "
+                    "recipient) but not of one already held",
+        "properties": {"firearm": {"allOf": [
+            _present("make_name"),
+            {"anyOf": [_present("serial_number"),
+                       {"required": ["serial_obliterated"], "properties": {"serial_obliterated": {"const": True}}}]},
+        ]}},
+        "if": {"properties": {"illicit_basis": {"contains": {"const": "NOT_MARKED_PER_ITI"}}}},
+        "else": {"properties": {"firearm": _present("country_of_manufacture")}},
+    },
 }
 
 
@@ -919,6 +1126,9 @@ def _decorate(name: str, schema: dict[str, Any]) -> None:
     rules = _SCHEMA_RULES.get(name)
     if rules:
         schema["allOf"] = [*schema.get("allOf", []), *rules]
+    admission = _ADMISSION_RULES.get(name)
+    if admission:
+        schema["x-traza-admission"] = admission
     texts = _SCHEMA_TEXT_RULES.get(name)
     if texts:
         schema["$comment"] = "Also checked: " + "; ".join(texts) + "."

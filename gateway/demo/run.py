@@ -151,7 +151,7 @@ class Demo:
                attachments: list[dict[str, Any]] | None = None, envelope: dict[str, Any] | None = None) -> str | None:
         """Submit the standard form as ``frm``'s national system. ``attachments`` name blobs uploaded first
         (PUT /local/v1/blobs); ``envelope`` overrides handling, classification or purpose."""
-        validate_body(mt, body)  # raises TrazaError naming the field at fault
+        validate_body(mt, body, admit=True)  # raises TrazaError naming the field at fault
         msg: dict[str, Any] = {"type": mt, "to": to, "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
                                "purpose": "INVESTIGATION", **(envelope or {}), "body": body}
         if reply_to:
@@ -173,7 +173,7 @@ class Demo:
     def submit_group(self, frm: str, group: str, mt: str, body: dict[str, Any]) -> str:
         """Submit one message to every member of a manifest group (a fan-out, SPEC §6 1.1): one envelope
         each, one conversation; returns the conversation id."""
-        validate_body(mt, body)
+        validate_body(mt, body, admit=True)
         msg = {"type": mt, "to": f"group:{group}", "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
                "purpose": "INVESTIGATION", "body": body}
         now = time.time()

@@ -87,8 +87,9 @@ def seized_pistols(total: int = SEIZED) -> list[dict[str, Any]]:
                 continue
             m = MAKERS[country]
             year = 2016 + (len(out) % 5)
+            serial = f"{m.prefix}{4817 + 131 * len(out):05d}"
             out.append({"country": country, "firearm": {
-                "serial_number": f"{m.prefix}{4817 + 131 * len(out):05d}",
+                "serial_number": serial,
                 "serial_obliterated": False,
                 "make_name": m.make,
                 "make_codes": [{"system": "NCIC_MAK", "code": m.ncic}],
@@ -101,6 +102,10 @@ def seized_pistols(total: int = SEIZED) -> list[dict[str, Any]]:
                 "year_of_manufacture": year,
                 "import_marking": {"country_of_import": "US", "year_of_import": year + 1},
                 "importer": {"name": m.importer, "country": "US"},
+                # where the marks are and which essential component carries which (Dir 2021/555)
+                "marking_location": "FRAME",
+                "essential_components": [{"component": "SLIDE", "serial_or_marking": serial},
+                                         {"component": "BARREL", "serial_or_marking": serial}],
             }})
             del i
     return out
@@ -128,6 +133,9 @@ def trace_request(firearm: dict[str, Any], n: int) -> dict[str, Any]:
         "respond_by": "2026-12-15",
         "requester": {"agency": "Fiscalía General de la República", "unit": "Unidad de Rastreo de Armas",
                       "officer": "Lic. María Hernández Ruiz", "email": "rastreo.armas@fgr.example.mx"},
+        "priority": "ROUTINE",
+        "crime_code": {"system": "NATIONAL", "code": "LFAFE-84",
+                       "text": "Introducción clandestina de armas de fuego al territorio nacional"},
     }
 
 

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 REJECTED_EVENT = str(LocalRejected.__struct_config__.tag)
 # the marking of a message (gateway.core.handling.MARKING_FIELDS) as webhook headers
 WEBHOOK_MARKING_HEADERS = {"handling": "Traza-Handling", "handling_restrictions": "Traza-Handling-Restrictions",
+                           "onward_transfer": "Traza-Onward-Transfer",
                            "classification": "Traza-Classification", "purpose": "Traza-Purpose",
                            "reply_to": "Traza-Reply-To"}
 # statuses that say "later", not "this message is wrong"

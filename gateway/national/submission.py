@@ -35,6 +35,7 @@ class Submission:
     pur: str
     irt: str | None
     ttl: int | None
+    ot: str | None = None  # onward_transfer (issue #15)
     named: Any = None  # the standard form's ``attachments`` as given (the node checks them), or None
     files: list[Attachment] = field(default_factory=list)  # files the adapter read (e.g. an X3P scan)
     ret: dict[str, str] | None = None  # retention.review_by / delete_by (issue #15), YYYY-MM-DD
@@ -91,6 +92,6 @@ def read_submission(adapter: Adapter, content_type: str, data: bytes, *, groups:
         raise TrazaError(Code.SCHEMA_INVALID, "no recipient - at `$.to`")
     return Submission(
         mt=tr.mt, recipients=rcpts or [to], fan_out=rcpts is not None, body=msgspec.json.encode(tr.body),
-        hc=env.get("handling") or "H0", hr=env.get("handling_restrictions"),
+        hc=env.get("handling") or "H0", hr=env.get("handling_restrictions"), ot=env.get("onward_transfer"),
         cls=env.get("classification") or DEFAULT_CLASSIFICATION, pur=env.get("purpose") or DEFAULT_PURPOSE,
         irt=env.get("reply_to"), ttl=env.get("ttl_seconds"), named=named, files=list(tr.attachments), ret=ret)

@@ -95,8 +95,8 @@ class ApiMixin(_NodeState):
         for att in sub.files:
             attachments.append(await asyncio.to_thread(self.origin.import_attachment, att))
         ids, cid = await self.origin.submit_many(
-            mt=sub.mt, recipients=sub.recipients, body=sub.body, system=system, hc=sub.hc, hr=sub.hr, cls=sub.cls,
-            pur=sub.pur, irt=sub.irt, ttl=sub.ttl, attachments=attachments or None, ret=sub.ret)
+            mt=sub.mt, recipients=sub.recipients, body=sub.body, system=system, hc=sub.hc, hr=sub.hr, ot=sub.ot,
+            cls=sub.cls, pur=sub.pur, irt=sub.irt, ttl=sub.ttl, attachments=attachments or None, ret=sub.ret)
         return ids, (cid if sub.fan_out else None)
 
     def _inbox_item(self, row: lookup.InboxRow) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from gateway.core.b64 import b64url_decode
 from gateway.core.envelope import SUITES, Limits, Verified, verify_envelope
 from gateway.core.errors import Code, TrazaError
 from gateway.core.events import EnvelopeRejected
-from gateway.core.messages import MESSAGE_TYPES, decode_body
+from gateway.core.messages import MESSAGE_TYPES, admit_body
 from gateway.core.policy import ANSWER_TYPES, Answer
 from gateway.core.relay import Arrived, Received, Refused
 from gateway.crypto.chunks import decrypt_file, encrypted_size, open_content_key
@@ -63,7 +63,7 @@ class Inbound:
             known_types=MESSAGE_TYPES,
             limits=self.limits,
             open_payload=self._open_payload,
-            decode_body=decode_body,
+            decode_body=admit_body,  # the recipient accepts: admission rules too (issue #15)
         )
 
     async def receive_batch(self, peer: str, raws: list[msgspec.Raw]) -> list[Result]:

@@ -75,20 +75,22 @@ class Origin:
                      cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
                      ttl: int | None = None, cid: str | None = None,
                      attachments: list[dict[str, Any]] | None = None, hr: str | None = None,
-                     ret: dict[str, str] | None = None) -> str:
+                     ret: dict[str, str] | None = None, ot: str | None = None) -> str:
         """Build, sign (and encrypt when the route crosses a hub) a message from this node. Raises
         TrazaError (schema_invalid, unknown_node, policy_denied, ...) for what cannot be sent; a refusal
         by a handling or purpose rule (gateway.core.handling) is audited (``policy.denied``) first.
         ``attachments`` name complete blobs of the plaintext store (``sha256``, ``len``, ``ct``, ``name``)."""
         ids, _ = await self.submit_many(mt=mt, recipients=[to], body=body, system=system, hc=hc, cls=cls, pur=pur,
-                                        irt=irt, ttl=ttl, cid=cid, attachments=attachments, hr=hr, ret=ret)
+                                        irt=irt, ttl=ttl, cid=cid, attachments=attachments, hr=hr, ret=ret,
+                                        ot=ot)
         return ids[0]
 
     async def submit_many(self, *, mt: str, recipients: list[str], body: bytes, system: str, hc: str = "H0",
                           cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
                           ttl: int | None = None, cid: str | None = None,
                           attachments: list[dict[str, Any]] | None = None,
-                          hr: str | None = None, ret: dict[str, str] | None = None) -> tuple[list[str], str]:
+                          hr: str | None = None, ret: dict[str, str] | None = None,
+                          ot: str | None = None) -> tuple[list[str], str]:
         """:meth:`submit` to each of ``recipients`` (SPEC §6, 1.1 fan-out): one envelope per recipient, all
         in one conversation (``cid``, else the first message's id), stored in one transaction: every
         envelope is built and verified first, so a recipient that cannot be sent to (unknown, refused by
@@ -98,13 +100,13 @@ class Origin:
         if mt in ANSWER_TYPES:  # SPEC §5: only the node answers, from what it saw happen
             raise TrazaError(Code.POLICY_DENIED, f"a national system cannot submit a {mt!r}: the node sends "
                              "receipts (after POST /local/v1/inbox/<id>/ack) and errors itself")
-        decode_body(mt, body)
+        decode_body(mt, body, admit=True)  # admission rules: a message being accepted (issue #15)
         fed = self.s.fed
         fan_out = len(recipients) > 1
         for to in recipients:
             if fed.node(to) is None:
                 raise TrazaError(Code.UNKNOWN_NODE, f"recipient {to!r} is not a node of the manifest")
-            await self.check_handling(mt=mt, to=to, body=body, system=system, hc=hc, hr=hr, pur=pur, irt=irt,
+            await self.check_handling(mt=mt, to=to, body=body, system=system, hc=hc, hr=hr, ot=ot, pur=pur, irt=irt,
                                       now=now)
         if irt and cid is None:
             orig = await self.s.db.read(lambda c: st.get_message(c, irt))
@@ -122,7 +124,8 @@ class Origin:
                     except (OSError, BlobError) as exc:  # e.g. the uploaded file went away meanwhile
                         raise TrazaError(Code.BLOB_MISSING, f"attachments: {exc}") from None
                 env = self._build(mt=mt, to=to, body=body, now=now, hc=hc, cls=cls, pur=pur, irt=irt, cid=cid,
-                                  ttl=ttl or self.s.cfg.limits.default_ttl, jti=jti, blobs=blobs, hr=hr, ret=ret)
+                                  ttl=ttl or self.s.cfg.limits.default_ttl, jti=jti, blobs=blobs, hr=hr, ret=ret,
+                                  ot=ot)
                 verified.append(verify_envelope(encode_envelope(env), here=self.s.here, peer=None, fed=fed, now=now,
                                                 key_verifier=verifier_for, known_types=MESSAGE_TYPES,
                                                 limits=self.limits))
@@ -150,16 +153,17 @@ class Origin:
     def _build(self, *, mt: str, to: str, body: bytes, now: float, ttl: int, hc: str = "H0",
                cls: str = DEFAULT_CLASSIFICATION, pur: str = DEFAULT_PURPOSE, irt: str | None = None,
                cid: str | None = None, jti: str | None = None, blobs: list[BlobRef] | None = None,
-               hr: str | None = None, ret: dict[str, str] | None = None) -> Envelope:
+               hr: str | None = None, ret: dict[str, str] | None = None, ot: str | None = None) -> Envelope:
         jti = jti or uuid7(now, os.urandom(10))
         kw = self._seal_kw(mt, to, now)
         dates = RetentionDates(**ret) if ret else None
         return build_envelope(signer=self.signer(), iss=self.s.here, aud=to, jti=jti, mt=mt, body=body, now=now,
                               ttl=ttl, hc=hc, cls=cls, pur=pur, cid=cid, irt=irt, blobs=blobs, hr=hr, ret=dates,  # type: ignore[arg-type]
+                              ot=ot,
                               **kw)
 
     async def check_handling(self, *, mt: str, to: str, body: bytes, system: str, hc: str, hr: str | None,
-                             pur: str, irt: str | None, now: float) -> None:
+                             pur: str, irt: str | None, now: float, ot: str | None = None) -> None:
         """The handling and purpose rules (gateway.core.handling) at submission; a refusal is audited as
         ``policy.denied`` (durably, before the national system hears of it) and raised."""
         ids = handling.linked_ids(mt, msgspec.json.decode(body), irt)
@@ -171,16 +175,21 @@ class Origin:
                 found = lookup.token_of(conn, jti)
                 if found is not None and found[1]:
                     claims = parse_compact(found[1], typ=TYP_ENVELOPE).claims
-                    out.append(handling.Linked(jti=jti, iss=found[0], hc=str(claims.get("hc"))))
+                    ot = claims.get("ot")
+                    out.append(handling.Linked(jti=jti, iss=found[0], hc=str(claims.get("hc")),
+                                               ot=ot if isinstance(ot, str) else None))
             return out
 
         held = await self.s.db.read(linked) if ids else []
         try:
             handling.check_restrictions(hc, hr)
+            handling.check_onward_marking(hc, ot)
             handling.check_purpose(mt, pur, rule.purposes if rule else None)
             handling.check_onward(held, here=self.s.here, to=to)
         except handling.HandlingRefused as exc:
             h2 = next((m.jti for m in held if m.hc == "H2"), None) if exc.rule == handling.RULE_H2 else None
+            if exc.rule == handling.RULE_ONWARD and exc.field == "body.links":
+                h2 = next((m.jti for m in held if handling.onward(m.hc, m.ot) != "ALLOWED"), None)
             event = PolicyDenied(rule=exc.rule, code=exc.code.value, detail=exc.detail[:2000], mt=mt, to=to,
                                  from_=f"local:system:{system}", handling=hc, purpose=pur, linked=h2)
             await self.s.db.write(lambda conn: self.s.audit.stage(conn, [event], now))

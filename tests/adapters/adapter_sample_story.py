@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime as dt
 import hashlib
 import json
 import sys
@@ -1164,7 +1165,100 @@ def story(sha_bf: str) -> dict[str, dict[str, tuple[dict[str, Any], dict[str, An
         sent("be", ttl_seconds=2592000),
         trace_request(FN, "Monterrey", "Nuevo León", "2026-10-12", "FED/NL/MTY/0006001/2026"),
     )
+    domain_fields(S)
     return copy.deepcopy(S)
+
+
+# --- issue #15: the standards' fields, added to the story above -------------------------------------------
+
+# adapter: where the marks are, the unit its barrel length is given in, the justification of an urgent trace
+DOMAIN: dict[str, tuple[str, str, str]] = {
+    "mx": ("AT", "in", "Suspect in pre-trial detention; the charging deadline is 2026-10-17"),
+    "es": ("ES", "cm", "Detenido a disposición judicial; plazo de 72 horas"),
+    "de": ("DE", "mm", "Tatverdächtiger in Untersuchungshaft; Haftprüfung am 2026-10-09"),
+    "it": ("IT", "in", "Indagato in custodia cautelare; udienza di convalida entro 48 ore"),
+    "standard": ("RO", "cm", "Suspect in custody; the judge reviews the detention in 72 hours"),
+}
+CRIME_CODE = {"system": "NATIONAL", "code": "LFAFE-84",
+              "text": "Introducción clandestina de armas de fuego al territorio nacional"}
+EVALUATION = {"mx": ("B", 2), "es": ("A", 3), "de": ("B", 3), "it": ("B", 2), "standard": ("C", 4)}
+EUC_SEDENA = {
+    "number": "SEDENA-DCAM-CUF-2008-0419", "issuing_authority": "Secretaría de la Defensa Nacional (SEDENA)",
+    "date_of_issue": "2008-05-20",
+    "end_user": {"name": "Secretaría de Seguridad Pública del Estado de Jalisco", "country": "MX"},
+    "country_of_final_destination": "MX",
+    "end_use_statement": "Armamento de cargo para la policía estatal; no se transferirá a terceros",
+    "signatory_name": "Gral. Bgda. D.E.M. Luis Ortega Ruiz", "signatory_position": "Director de la DCAM",
+    "non_reexport_clause": True, "post_shipment_verification_consent": True, "government_authenticated": True,
+}
+
+
+def domain_fields(S: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]]) -> None:
+    """Marking location, essential components, state-stock marking, barrel length with unit, priority and
+    crime code in every trace request; the retail end of a trace (first purchaser, selling dealer,
+    time-to-crime) in the Italian answer and, as ``trace.response.retail``, in every other format; a
+    recovery date on status hits, the exporter and end-user certificate in licence answers, and the
+    Europol evaluation codes on every notice. Formats whose own answers lack the case get an extra sample."""
+    for name, msgs in S.items():
+        ss, unit, why = DOMAIN[name]
+        for mt_name, (_, body) in msgs.items():
+            if not mt_name.startswith("trace.request"):
+                continue
+            fa = body["firearm"]
+            fa["marking_location"] = "FRAME"
+            serial = fa.get("serial_number") or "not legible"
+            fa["essential_components"] = [{"component": c, "serial_or_marking": serial} for c in ("SLIDE", "BARREL")]
+            fa["state_stock_transfer_marking"] = {"country": ss}
+            mm = fa.get("barrel_length_mm")
+            fa["barrel_length"] = ({"value": 102, "unit": "mm"} if mm is None else
+                                   {"value": {"mm": mm, "cm": mm / 10, "in": round(mm / 25.4, 2)}[unit], "unit": unit})
+            body["priority"] = "URGENT"
+            body["priority_justification"] = why
+            body["crime_code"] = dict(CRIME_CODE)
+        sr, ia = EVALUATION[name]
+        msgs["notice"][1].update(intelligence=True, source_reliability=sr, information_accuracy=ia)
+    # the retail end of the Italian trace: a private sale, the first purchaser, the dealer, time-to-crime
+    it = S["it"]["trace.response"][1]
+    it["custody_chain"].insert(3, {"event": "PRIVATE_TRANSFER", "date": "2018-09-14", "from_party": "Marco Bianchi",
+                                   "to_party": "Luca Ferri", "country": "IT"})
+    it["first_retail_purchaser"] = {"name": "Marco Bianchi", "date_of_birth": "1971-04-09",
+                                    "address": "Via Cremona 14, 25124 Brescia", "country": "IT"}
+    it["selling_dealer"] = {"name": "Armeria Bresciana S.r.l.", "licence_no": "BS-PS-ARM-1997-0112",
+                            "address": "Via Milano 88, 25126 Brescia", "country": "IT"}
+    sale = next(e["date"] for e in it["custody_chain"] if e["event"] == "RETAIL_SALE")
+    recovered = S["it"]["trace.request"][1]["recovery"]["date"]
+    it["time_to_crime_days"] = (dt.date.fromisoformat(recovered) - dt.date.fromisoformat(sale)).days
+    for name in ("mx", "es", "de", "standard"):
+        S[name]["trace.response.retail"] = (S[name]["trace.response"][0], copy.deepcopy(it))
+    # status hits: the date of recovery (NCIC DOR); es and standard answered NO_HIT: a pawned hit besides
+    for name in ("mx", "de", "it"):
+        S[name]["firearm.status.answer"][1]["hits"][0]["date_of_recovery"] = "2026-10-21"
+    pawned = copy.deepcopy(S["mx"]["firearm.status.answer"][1])
+    pawned["hits"][0]["record_status"] = "PAWNED"
+    for name in ("es", "standard"):
+        S[name]["firearm.status.answer.recovered"] = (S[name]["firearm.status.answer"][0], copy.deepcopy(pawned))
+    # licence answers: the exporter and the end-user certificate the licence was granted on
+    de = S["de"]["licence.verify.answer"][1]
+    de["licence"]["exporter"] = {"name": "Carl Walther GmbH", "business_name": "Walther",
+                                 "address": "Im Lehrer Feld 1, 89081 Ulm", "country": "DE"}
+    de["euc"] = dict(EUC_SEDENA)
+    mx = S["mx"]["licence.verify.answer"][1]
+    mx["licence"]["exporter"] = {"name": "Glock GmbH", "business_name": "GLOCK",
+                                 "address": "Glock-Park 1, 2232 Deutsch-Wagram", "country": "AT"}
+    mx["euc"] = {"number": "US-BIS-711-2019-0388", "issuing_authority": "Glock Inc. (importer's statement, BIS-711)",
+                 "date_of_issue": "2019-06-18", "end_user": {"name": "Glock Inc., Smyrna GA", "country": "US"},
+                 "country_of_final_destination": "US",
+                 "end_use_statement": "Resale to federally licensed dealers in the United States",
+                 "signatory_name": "J. Miller", "signatory_position": "Compliance Officer",
+                 "non_reexport_clause": True, "government_authenticated": False}
+    es = S["es"]["licence.verify.answer"][1]
+    es["licence"]["exporter"] = {"name": "Star Bonifacio Echeverría S.A.", "business_name": "Star",
+                                 "address": "Eibar (Gipuzkoa)", "country": "ES"}
+    es["euc"] = {**EUC_SEDENA, "number": "SEDENA-DCAM-CUF-1984-0112", "date_of_issue": "1984-10-02",
+                 "end_user": {"name": "Policía Judicial Federal", "country": "MX"},
+                 "signatory_name": "Gral. Div. D.E.M. J. Ramírez Soto"}
+    for name in ("it", "standard"):  # their own answers are NOT_FOUND / NOT_DISCLOSABLE
+        S[name]["licence.verify.answer.valid"] = (S[name]["licence.verify.answer"][0], copy.deepcopy(de))
 
 
 EXT = {"mx": "json", "es": "xml", "de": "csv", "it": "csv", "standard": "json"}
@@ -1207,7 +1301,8 @@ def main() -> int:
         d = ROOT / "adapters" / name / "samples"
         d.mkdir(parents=True, exist_ok=True)
         for mt_name, (meta, body) in msgs.items():
-            mt = mt_name if mt_name in MESSAGE_TYPES else ".".join(mt_name.split(".")[:2])
+            parts = mt_name.split(".")
+            mt = next(".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in MESSAGE_TYPES)
             out = a.from_standard(mt, body, meta)
             (d / f"{mt_name}.{EXT[name]}").write_bytes(out)
     # x3p sidecars: the synthetic breech face and the four shared vectors

@@ -59,8 +59,9 @@ def drop_empty(obj: Any) -> Any:
 
 
 def sample_mt(path: Path) -> str:
-    stem = path.name.rsplit(".", 1)[0]
-    return stem if stem in MESSAGE_TYPES else ".".join(stem.split(".")[:2])
+    """``trace.request.llama.xml`` -> ``trace.request``: the longest leading part that is a message type."""
+    parts = path.name.rsplit(".", 1)[0].split(".")
+    return next(".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in MESSAGE_TYPES)
 
 
 def translate(a: Adapter, data: bytes) -> Translation:
@@ -215,3 +216,42 @@ def test_x3p_defaults_and_sidecar_merge() -> None:
     # a bare file with defaults only (content type application/x-x3p)
     bare = X3pAdapter(defaults=sidecar).to_standard(x3p, "application/x-x3p")
     assert bare.body == whole.body
+
+
+# Issue #15: the standards' fields each adapter's samples must show (as standard paths, lists as []).
+DOMAIN_FIELDS = {
+    "trace.request": ["firearm.marking_location", "firearm.essential_components[].component",
+                      "firearm.essential_components[].serial_or_marking",
+                      "firearm.state_stock_transfer_marking.country", "firearm.barrel_length.value",
+                      "firearm.barrel_length.unit", "priority", "priority_justification", "crime_code.system",
+                      "crime_code.code", "crime_code.text"],
+    "trace.response": ["first_retail_purchaser.name", "selling_dealer.name", "selling_dealer.licence_no",
+                       "time_to_crime_days"],
+    "firearm.status.answer": ["hits[].date_of_recovery"],
+    "licence.verify.answer": ["licence.exporter.name", "euc.number", "euc.end_user.name",
+                              "euc.non_reexport_clause"],
+    "notice": ["intelligence", "source_reliability", "information_accuracy"],
+}
+
+
+def _paths(obj: Any, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            p = f"{prefix}.{k}" if prefix else k
+            out |= {p} | _paths(v, p)
+    elif isinstance(obj, list):
+        for v in obj:
+            out |= {f"{prefix}[]"} | _paths(v, f"{prefix}[]")
+    return out
+
+
+@pytest.mark.parametrize("name", NATIONAL)
+def test_samples_cover_the_domain_fields(name: str) -> None:
+    shown: dict[str, set[str]] = {}
+    for _, path in [s for s in SAMPLES if s[0] == name]:
+        t = translate(get_adapter(name), path.read_bytes())
+        shown.setdefault(t.mt, set()).update(_paths(t.body))
+    for mt, fields in DOMAIN_FIELDS.items():
+        missing = [f for f in fields if f not in shown.get(mt, set())]
+        assert not missing, f"{name} samples of {mt} lack {missing}"

@@ -22,7 +22,16 @@ from kit.waiting import eventually
 from gateway.core.canonical import canonical_bytes
 from gateway.core.envelope import encode_envelope, verify_envelope
 from gateway.core.errors import Code, TrazaError
-from gateway.core.handling import H1_NOTICE, Linked, check_onward, check_purpose, check_restrictions, notice
+from gateway.core.handling import (
+    H1_NOTICE,
+    Linked,
+    check_onward,
+    check_onward_marking,
+    check_purpose,
+    check_restrictions,
+    notice,
+    onward,
+)
 from gateway.crypto.keys import verifier_for
 from gateway.localfed import NodeSpec, build
 from gateway.node import Node
@@ -60,6 +69,35 @@ def test_h2_linked_to_a_third_node_is_refused_but_to_its_provider_or_by_it_allow
     check_onward([Linked(jti=m.jti, iss="it", hc=hc) for hc in ("H0", "H1", "H3")], here="es", to="de")
 
 
+def test_onward_transfer_marked_allowed_cannot_loosen_h2_and_names_the_field():
+    with pytest.raises(TrazaError) as e:
+        check_onward_marking("H2", "ALLOWED")
+    assert e.value.code is Code.SCHEMA_INVALID and "ALLOWED contradicts H2" in e.value.detail
+    assert getattr(e.value, "path", None) == "$.onward_transfer"
+    with pytest.raises(TrazaError, match="not an onward-transfer marking"):
+        check_onward_marking("H0", "MAYBE")
+    for hc, ot in (("H2", "PROVIDER_CONSENT_REQUIRED"), ("H2", "PROHIBITED"), ("H0", "ALLOWED"), ("H3", "PROHIBITED"),
+                   ("H2", None)):
+        check_onward_marking(hc, ot)
+    # absent, the handling code implies it
+    assert [onward(hc, None) for hc in ("H0", "H1", "H2", "H3")] == ["ALLOWED", "ALLOWED", "PROVIDER_CONSENT_REQUIRED",
+                                                                       "ALLOWED"]
+    assert onward("H0", "PROHIBITED") == "PROHIBITED"
+
+
+def test_message_marked_prohibited_or_consent_required_is_not_forwarded_to_a_third_node():
+    for ot in ("PROHIBITED", "PROVIDER_CONSENT_REQUIRED"):
+        m = Linked(jti="0197a6f0-0000-7000-8000-0000000000ab", iss="it", hc="H0", ot=ot)
+        with pytest.raises(TrazaError) as e:
+            check_onward([m], here="es", to="de")
+        assert e.value.code is Code.POLICY_DENIED and f"onward_transfer {ot}" in e.value.detail
+        assert getattr(e.value, "rule", None) == "onward_transfer"
+        check_onward([m], here="es", to="it")  # back to the provider
+        check_onward([m], here="it", to="de")  # the provider itself
+    check_onward([Linked(jti="0197a6f0-0000-7000-8000-0000000000ab", iss="it", hc="H0", ot="ALLOWED")],
+                 here="es", to="de")
+
+
 def test_purpose_outside_the_manifest_list_is_refused_and_no_list_allows_all():
     with pytest.raises(TrazaError) as e:
         check_purpose("trace.request", "PREVENTION", ["INVESTIGATION", "PROSECUTION"])
@@ -94,6 +132,15 @@ def test_forged_h3_token_without_restrictions_is_refused_by_the_receiver(tf):
     assert e.value.code is Code.SCHEMA_INVALID and "handling_restrictions" in e.value.detail
     ok = verify_at_recipient(tf, tf.send("mx", "latam-hub", hc="H3", hr="not before the hearing"))
     assert ok.claims.hr == "not before the hearing"
+
+
+def test_forged_h2_token_marked_onward_allowed_is_refused_by_the_receiver(tf):
+    env = tf.send("mx", "latam-hub", hc="H2", ot="ALLOWED")
+    with pytest.raises(TrazaError) as e:
+        verify_at_recipient(tf, env)
+    assert e.value.code is Code.SCHEMA_INVALID and "onward_transfer" in e.value.detail
+    ok = verify_at_recipient(tf, tf.send("mx", "latam-hub", hc="H2", ot="PROHIBITED"))
+    assert ok.claims.ot == "PROHIBITED"
 
 
 def test_envelope_with_a_purpose_the_manifest_forbids_is_refused_by_the_receiver(tf):
@@ -179,6 +226,28 @@ async def test_notice_linking_an_h2_message_to_a_third_node_is_refused(tmp_path:
         await es.local_submit(STANDARD, notice_linking("de", h0), "default")
         await it.local_submit(STANDARD, notice_linking("de", h2), "default")
         assert len(await entries(es, event="policy.denied")) == 2 and not await entries(it, event="policy.denied")
+
+
+async def test_message_marked_onward_prohibited_is_not_passed_on_and_arrives_marked(tmp_path: Path) -> None:
+    built = build(tmp_path / "fed", SPECS, limits=LIMITS)
+    async with started(built["eu-hub"].config), started(built["es"].config) as es, started(built["it"].config) as it:
+        # an H2 message marked ALLOWED is refused at the origin, audited
+        err = await refused_at_submission(it, standard("es", handling="H2", onward_transfer="ALLOWED"))
+        assert err.code is Code.SCHEMA_INVALID and "ALLOWED contradicts H2" in err.detail
+        (entry,) = await entries(it, event="policy.denied")
+        assert entry["rule"] == "onward_transfer"
+        # it sends es an H0 trace request it marks PROHIBITED: es receives the marking
+        jti = await it.local_submit(STANDARD, standard("es", "trace.request", onward_transfer="PROHIBITED"), "default")
+        await eventually(lambda: _in_inbox(es, jti))
+        (item,) = [m for m in (await es.local_inbox(0, 100))["messages"] if m["id"] == jti]
+        assert item["onward_transfer"] == "PROHIBITED" and item["handling"] == "H0"
+        # es may not link it in a notice to de; back to it is allowed
+        note = {"title": "see also", "text": "linked", "links": [jti]}
+        err = await refused_at_submission(es, standard("de", body=note))
+        assert err.code is Code.POLICY_DENIED and "onward_transfer PROHIBITED" in err.detail
+        denied = await entries(es, event="policy.denied")
+        assert [(e["rule"], e["linked"], e["to"]) for e in denied] == [("onward_transfer", jti, "de")]
+        await es.local_submit(STANDARD, standard("it", body=note), "default")
 
 
 async def test_purpose_the_manifest_forbids_is_refused_at_the_origin_and_at_the_receiver(tmp_path: Path) -> None:

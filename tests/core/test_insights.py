@@ -68,3 +68,29 @@ def test_csv_has_one_block_per_table():
     doc = insights([Sent("a", "notice", "mx", "es", T0)], [], COUNTRIES)
     assert csv_rows(doc) == [["table", "type", "from_country", "to_country", "week", "messages"],
                              ["volume", "notice", "MX", "ES", "2026-W49", "<5"]]
+
+
+# --- time-to-crime (issue #16): days from the first retail sale to the recovery, from trace responses ------
+
+
+def _ttc(*days: int) -> list[Answer]:
+    return [Answer("trace.response", "it", T0, None, {"status": "COMPLETED", "time_to_crime_days": d}) for d in days]
+
+
+def test_time_to_crime_distribution_by_band_with_small_cells_suppressed():
+    answers = _ttc(10, 200, 300, 364, 365, 400, 1094, 1095, 1500, 5000) + _ttc(*range(30, 35))
+    answers.append(Answer("trace.response", "it", T0, None, {"status": "PARTIAL", "status_reason": {"code": "x"}}))
+    doc = insights([], answers, COUNTRIES)
+    assert doc["time_to_crime"] == [
+        {"band": "under 1 year", "from_days": 0, "to_days": 364, "responses": 9},
+        {"band": "1 to 3 years", "from_days": 365, "to_days": 1094, "responses": "<5"},
+        {"band": "3 to 5 years", "from_days": 1095, "to_days": 1825, "responses": "<5"},
+        {"band": "5 to 10 years", "from_days": 1826, "to_days": 3652, "responses": 0},
+        {"band": "10 years or more", "from_days": 3653, "to_days": None, "responses": "<5"},
+    ]
+    assert doc["time_to_crime_median_days"] == 300  # 15 cases
+    # fewer than 5 cases: no median; none at all: no table
+    few = insights([], _ttc(100, 200), COUNTRIES)
+    assert few["time_to_crime_median_days"] is None and few["time_to_crime"][0]["responses"] == "<5"
+    assert insights([], [], COUNTRIES)["time_to_crime"] == []
+    assert ["table", "band", "from_days", "to_days", "responses"] in csv_rows(doc)

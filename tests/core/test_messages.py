@@ -179,8 +179,9 @@ def test_error_detail_format():
         m.decode_body("trace.response", raw(body))
     assert ei.value.code is Code.SCHEMA_INVALID
     assert ei.value.detail == (
-        "Invalid enum value 'SHIPPED' for event; allowed: DEACTIVATED, DESTROYED, EXPORTED, IMPORTED, MANUFACTURED, "
-        "REPORTED_LOST, REPORTED_STOLEN, RETAIL_SALE, TRANSFERRED_TO_DEALER - at `$.custody_chain[1].event`")
+        "Invalid enum value 'SHIPPED' for event; allowed: CONVERTED, DEACTIVATED, DESTROYED, EXPORTED, IMPORTED, "
+        "MANUFACTURED, PRIVATE_TRANSFER, REPORTED_LOST, REPORTED_STOLEN, RETAIL_SALE, STATE_TO_CIVILIAN_TRANSFER, "
+        "TRANSFERRED_TO_DEALER - at `$.custody_chain[1].event`")
     assert ei.value.public_detail == ei.value.detail
 
 

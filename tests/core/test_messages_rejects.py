@@ -40,7 +40,8 @@ def required_members(mt: str) -> list[str]:
 
 
 REQUIRED = {
-    "trace.request": ["request_kind", "firearm", "illicit_basis", "legal_basis", "intended_use", "recovery"],
+    # recovery: required unless request_kind is SUSPECT_GUN_REFERRAL (a rule, see RULES)
+    "trace.request": ["request_kind", "firearm", "illicit_basis", "legal_basis", "intended_use"],
     "trace.acknowledgement": ["received_at"],
     "trace.response": ["status"],
     "firearm.status.query": ["serial_number", "context"],
@@ -120,10 +121,10 @@ UNKNOWN_AT = {
 @pytest.mark.parametrize("mt", list(UNKNOWN_AT))
 def test_unknown_member_at_top_level(mt):
     body = example(mt)
-    body["priority"] = "URGENT"
+    body["urgency"] = "URGENT"
     e = rejected(mt, body)
-    assert e.path == "$.priority"
-    assert e.reason.startswith("Object contains unknown field `priority` (members here: "), e.reason
+    assert e.path == "$.urgency"
+    assert e.reason.startswith("Object contains unknown field `urgency` (members here: "), e.reason
 
 
 @pytest.mark.parametrize("mt", [mt for mt, at in UNKNOWN_AT.items() if at])
@@ -136,7 +137,7 @@ def test_unknown_member_in_a_nested_object(mt):
 
 # (type, member, bad value, reason fragment): values outside a code list, wrong types, bad formats.
 BAD_VALUES = [
-    ("trace.request", "request_kind", "SUSPECT_GUN_REFERRAL", "Invalid enum value 'SUSPECT_GUN_REFERRAL'"),
+    ("trace.request", "request_kind", "SUSPECT_GUN", "Invalid enum value 'SUSPECT_GUN'"),
     ("trace.request", "firearm.type", "PR", "Invalid enum value 'PR'"),
     ("trace.request", "firearm.type", "p", "Invalid enum value 'p'"),
     ("trace.request", "firearm.type_detail", "Y", "Invalid enum value 'Y'"),
@@ -173,7 +174,7 @@ BAD_VALUES = [
     ("firearm.status.query", "type", "Pistol", "Invalid enum value 'Pistol'"),
     ("firearm.status.query", "serial_number", 12345, "Expected `str`, got `int`"),
     ("firearm.status.answer", "result", "ERROR", "Invalid enum value 'ERROR'"),
-    ("firearm.status.answer", "hits[0].record_status", "FELONY", "Invalid enum value 'FELONY'"),
+    ("firearm.status.answer", "hits[0].record_status", "WANTED", "Invalid enum value 'WANTED'"),
     ("firearm.status.answer", "hits[0].match_quality", "FUZZY", "Invalid enum value 'FUZZY'"),
     ("firearm.status.answer", "hit_confirmation_required", "yes", "Expected `bool`, got `str`"),
     ("firearm.status.answer", "hits[0].firearm.type", "X", "Invalid enum value 'X'"),
@@ -311,6 +312,36 @@ RULES = [
         "firearm_markings[0].free_text",
         "type is `Z`",
     ),
+    # issue #15: domain fields
+    ("trace.request", [("recovery", DELETE)], "recovery", "required unless request_kind is `SUSPECT_GUN_REFERRAL`"),
+    ("trace.request", [("priority", "URGENT")], "priority_justification", "required when priority is `URGENT`"),
+    (
+        "trace.request",
+        [("firearm.barrel_length", {"value": 5, "unit": "in"})],
+        "firearm.barrel_length",
+        "contradicts barrel_length_mm 114",
+    ),
+    (
+        "trace.request",
+        [("firearm.essential_components", [{"component": "SLIDE", "serial_or_marking": "BKRW537"}] * 2)],
+        "firearm.essential_components[1]",
+        "duplicate",
+    ),
+    ("notice", [("intelligence", True)], "source_reliability", "required when the content is intelligence"),
+    ("notice", [("source_reliability", "B")], "information_accuracy", "required when the content is intelligence"),
+    ("notice", [("information_accuracy", 2)], "source_reliability", "required when the content is intelligence"),
+    (
+        "notice",
+        [("intelligence", False), ("source_reliability", "B"), ("information_accuracy", 2)],
+        "intelligence",
+        "contradicts source_reliability",
+    ),
+    (
+        "licence.verify.answer",
+        [("status", "NOT_DISCLOSABLE"), ("licence", DELETE), ("euc", {"number": "US-DOC-EUC-2019-118"})],
+        "euc",
+        "not allowed when status is `NOT_DISCLOSABLE`",
+    ),
 ]
 
 
@@ -366,6 +397,19 @@ ACCEPTED = [
     ("ballistic.hit", [("status", "LEAD"), ("confirmation", DELETE)]),
     ("licence.verify.answer", [("status", "NOT_FOUND"), ("licence", DELETE)]),
     ("licence.verify.answer", [("licence.date_of_expiry", "2019-07-30")]),
+    # issue #15: domain fields
+    ("trace.request", [("request_kind", "SUSPECT_GUN_REFERRAL"), ("recovery", DELETE)]),
+    (
+        "trace.request",
+        [("priority", "URGENT"), ("priority_justification", "Suspect in custody; charging deadline 48 h")],
+    ),
+    ("trace.request", [("priority", "ROUTINE")]),
+    ("trace.request", [("firearm.barrel_length", {"value": 4.49, "unit": "in"})]),
+    ("trace.request", [("firearm.barrel_length_mm", DELETE), ("firearm.barrel_length", {"value": 11.4, "unit": "cm"})]),
+    ("notice", [("intelligence", True), ("source_reliability", "X"), ("information_accuracy", 4)]),
+    ("notice", [("source_reliability", "A"), ("information_accuracy", 1)]),
+    ("notice", [("intelligence", False)]),
+    ("licence.verify.answer", [("euc", {"number": "US-DOC-EUC-2019-118", "non_reexport_clause": True})]),
 ]
 
 

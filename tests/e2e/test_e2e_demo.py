@@ -114,7 +114,8 @@ def test_story_shares_and_bodies_are_valid() -> None:
         if p["firearm"] is None:
             continue
         req = story.trace_request(p["firearm"], n)
-        validate_body("trace.request", req)
+        validate_body("trace.request", req, admit=True)  # the ITI §8(a) marking elements (issue #15)
+        assert req["firearm"]["essential_components"] and req["priority"] == "ROUTINE"
         resp = story.trace_response(req)
         validate_body("trace.response", resp)
         export = next(e for e in resp["custody_chain"] if e["event"] == "EXPORTED")
