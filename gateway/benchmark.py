@@ -11,6 +11,7 @@ database) over the same mTLS chain, in batches, through three small aiohttp serv
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import os
@@ -419,13 +420,15 @@ def crypto_floor(fed: Federation, size: int, rounds: int = 200) -> tuple[float, 
 
 
 def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None = None,
-        progress: Progress | None = None, rate: float | None = None) -> dict[str, Any]:
+        progress: Progress | None = None, rate: float | None = None, batch: bool = True) -> dict[str, Any]:
     """Run the whole benchmark; returns the SPEC §11 JSON object. Stops every process it started.
     ``progress(phase, done, total)`` follows it: nodes started, messages sent, delivered, receipts, the
     null relay, the crypto floor.
 
     After the as-fast-as-possible phase, ``messages`` more are offered open loop at ``rate`` per second
-    (default: half of the throughput just measured) on the same nodes, for the latency at a steady rate."""
+    (default: half of the throughput just measured) on the same nodes, for the latency at a steady rate.
+    ``batch``: the four nodes advertise batch signatures (protocol 1.1, docs/protocol.md); False runs them
+    as version-1 nodes (one hop record and one ack signed per envelope and hop)."""
     report = progress or no_progress
     if messages < 1 or size < 1:
         raise BenchError(f"--messages and --size must be positive (got {messages}, {size})")
@@ -436,7 +439,7 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
         tmp = tempfile.TemporaryDirectory(prefix="traza-bench-")
         workdir = Path(tmp.name)
     try:
-        fed = Federation(workdir, FOUR, log_format="json")
+        fed = Federation(workdir, [dataclasses.replace(s, batch=batch) for s in FOUR], log_format="json")
         ctx = _Ctx(fed, time.monotonic() + timeout, report)
         report("starting 4 nodes", 0, len(fed.nodes))
         # CPU of the four node processes during the Traza phase only (start-up excluded), read from

@@ -29,6 +29,7 @@ class NodeSpec:
     peers: tuple[str, ...] = ()
     delivery: dict[str, Any] = field(default_factory=dict)
     adapter: str = "standard"
+    batch: bool = False  # advertises batch signatures (protocol 1.1, docs/protocol.md)
 
 
 @dataclass
@@ -119,7 +120,7 @@ def build(
         endpoint = endpoints.get(s.id, f"https://127.0.0.1:{p}")
         fd.add_node(s.id, kind=s.kind, country=s.country, endpoint=endpoint, now=now, hub=s.hub,
                     peers=s.peers, max_classification=s.max_classification, sig_alg=s.sig_alg, kem=s.kem,
-                    name=s.name or s.id)
+                    name=s.name or s.id, batch=s.batch)
         nodes[s.id] = LocalNode(spec=s, config=root / "nodes" / f"{s.id}.toml", data_dir=root / "data" / s.id,
                                 peer_port=p, local_port=lo, ops_port=ops)
     for name, members in (groups or {}).items():

@@ -38,6 +38,8 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=1, help="with --nodes: seed of the random pairs (default 1)")
     p.add_argument("--dir", type=Path, default=None,
                    help="with --nodes: build the federation in DIR and keep it (configs, databases, logs)")
+    p.add_argument("--v1", action="store_true",
+                   help="run the four nodes as version-1 nodes: no batch signatures (protocol 1.1 is the default)")
     p.add_argument("--json", action="store_true", help="print one JSON object (SPEC §11 keys)")
     p.add_argument("--no-progress", action="store_true", help="no progress display (shown only on a terminal)")
     p.set_defaults(func=cmd_bench)
@@ -83,7 +85,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         with progress_display(sys.stdout.isatty() and not args.no_progress) as progress:
-            res = run(args.messages, args.size, timeout=args.timeout or 600.0, progress=progress, rate=args.rate)
+            res = run(args.messages, args.size, timeout=args.timeout or 600.0, progress=progress, rate=args.rate,
+                      batch=not args.v1)
     except (BenchError, RuntimeError, TimeoutError) as exc:
         raise CheckFailed(f"bench: {exc}") from None
     if args.json:

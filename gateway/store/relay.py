@@ -135,6 +135,11 @@ def insert_message(conn: sqlite3.Connection, m: StoredMessage) -> None:
     conn.execute(_INSERT_MESSAGE, msgspec.structs.astuple(m))
 
 
+def set_ack(conn: sqlite3.Connection, jti: str, ack: str) -> None:
+    """The ack this node gave for ``jti`` (a batched ack, signed once the whole batch was staged)."""
+    conn.execute("UPDATE messages SET ack=? WHERE jti=?", (ack, jti))
+
+
 def set_state(conn: sqlite3.Connection, jti: str, state: str, now: float, *, node: str | None = None,
               detail: str | None = None, only_from: str | None = None) -> None:
     """Set the message's state (only from state ``only_from`` if given) and add a timeline step named
