@@ -126,10 +126,10 @@ class Applier:
                     delta += st.apply(conn, cmd, now)
         if pending:  # the acks of the batch, signed once; each stored and recorded as evidence
             acks = make_acks_batched(pending, signer=self.signer(), now=now)
-            for claims, ack in zip(pending, acks, strict=True):
-                out.acks[claims.jti] = ack
-                st.set_ack(conn, claims.jti, ack)
-                self.audit.stage_evidence(conn, claims.jti, ack=ack)
+            pairs = [(claims.jti, ack) for claims, ack in zip(pending, acks, strict=True)]
+            out.acks.update(pairs)
+            st.set_acks(conn, pairs)
+            self.audit.stage_acks(conn, pairs)
             out.answers = [a if a.ack != _PENDING else msgspec.structs.replace(a, ack=out.acks[a.jti or ""])
                            for a in out.answers]
         self.db.after_commit(lambda: self.on_effects(effects, delta))

@@ -14,7 +14,7 @@ Schema version (:data:`SCHEMA_VERSION`) in ``kv`` under ``store.schema``: 1 is t
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -135,9 +135,9 @@ def insert_message(conn: sqlite3.Connection, m: StoredMessage) -> None:
     conn.execute(_INSERT_MESSAGE, msgspec.structs.astuple(m))
 
 
-def set_ack(conn: sqlite3.Connection, jti: str, ack: str) -> None:
-    """The ack this node gave for ``jti`` (a batched ack, signed once the whole batch was staged)."""
-    conn.execute("UPDATE messages SET ack=? WHERE jti=?", (ack, jti))
+def set_acks(conn: sqlite3.Connection, acks: Sequence[tuple[str, str]]) -> None:
+    """The acks this node gave, ``(jti, ack)`` each (batched acks, signed once the whole batch was staged)."""
+    conn.executemany("UPDATE messages SET ack=? WHERE jti=?", [(ack, jti) for jti, ack in acks])
 
 
 def set_state(conn: sqlite3.Connection, jti: str, state: str, now: float, *, node: str | None = None,
