@@ -16,6 +16,8 @@ manifest's endpoints of latam-hub (docs/ha.md), so that mx spreads its batches o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import json
 import os
 import sqlite3
@@ -41,7 +43,9 @@ from gateway.trust.pki import FederationDir
 
 ROUTE = ("mx", "latam-hub", "eu-hub", "es")
 KEYS = ("messages", "size", "null_relay_eps", "traza_eps", "ratio", "floor_eps", "floor_ratio", "p50_ms",
-        "p99_ms", "cpu_us_per_envelope", "peak_rss_mib")
+        "p99_ms", "cpu_us_per_envelope", "peak_rss_mib", "floor_eps_v1", "cpu_floor_ratio", "rate", "p50_ms_at_rate",
+        "p99_ms_at_rate", "hop_p50_ms_at_rate", "hop_p99_ms_at_rate")
+HOPS = tuple(f"{a}→{b}" for a, b in itertools.pairwise(ROUTE))
 BATCH = 64  # envelopes per null-relay POST (SPEC §11 allows 256)
 
 
@@ -224,6 +228,66 @@ async def _traza(ctx: _Ctx, n: int, size: int) -> dict[str, Any]:
             "receipts": receipts, "sent": sent}
 
 
+def _pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank below (the p99 of 200 values is the 198th)."""
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+async def _offer(ctx: _Ctx, n: int, size: int, rate: float) -> dict[str, float]:
+    """Open loop: message ``i`` is submitted at ``start + i / rate`` whether or not earlier ones were answered
+    (each in its own task), so a slow node makes messages wait instead of slowing the offer. Returns each
+    message's *scheduled* send time: latency is counted from when the message was due, not from when a busy
+    client got round to it (no coordinated omission)."""
+    node = ctx.fed.nodes["mx"]
+    url = f"https://127.0.0.1:{node.local_port}/local/v1/messages"
+    body = notice(size)
+    due: dict[str, float] = {}
+    conn = aiohttp.TCPConnector(ssl=_client_ssl(ctx.fed, "mx", "system"), limit=0)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=_remaining(ctx, "offering"))) as s:
+        async def submit(at: float) -> None:
+            async with s.post(url, data=body, headers={"Content-Type": STANDARD}) as r:
+                doc = await r.json(content_type=None)
+                if r.status != 201:
+                    raise BenchError(f"mx refused a bench message: HTTP {r.status}: {doc}")
+            due[doc["id"]] = at
+            ctx.progress(f"offering {rate:g}/s", len(due), n)
+
+        start = time.time() + 0.05
+        tasks = []
+        for i in range(n):
+            at = start + i / rate
+            await asyncio.sleep(max(0.0, at - time.time()))
+            _remaining(ctx, f"offering {rate:g} messages/s")
+            tasks.append(asyncio.create_task(submit(at)))
+        await asyncio.gather(*tasks)
+    return due
+
+
+async def _at_rate(ctx: _Ctx, n: int, size: int, rate: float) -> dict[str, Any]:
+    """The steady-rate phase: ``n`` messages offered at ``rate``/s, acked at es so receipts flow back; the
+    end-to-end latency (due time → ``inbox.delivered_at`` at es) and each hop's (``messages.received_at``
+    at one node → at the next; at mx it is when mx stored the submission)."""
+    drain = asyncio.create_task(_drain_inbox(ctx, n))
+    try:
+        due = await _offer(ctx, n, size, rate)
+        _last, _lat = await _wait_delivered(ctx, n, due)
+        await drain
+    finally:
+        drain.cancel()
+    await _wait_receipts(ctx, due)
+    es = dict(_rows(ctx.fed.nodes["es"].data_dir / "node.db", "SELECT jti, delivered_at FROM inbox"))
+    e2e = [(es[j] - t) * 1000 for j, t in due.items()]
+    seen = {node: dict(_rows(ctx.fed.nodes[node].data_dir / "node.db", "SELECT jti, received_at FROM messages"))
+            for node in ROUTE}
+    hops: dict[str, list[float]] = {}
+    for (a, b), name in zip(itertools.pairwise(ROUTE), HOPS, strict=True):
+        hops[name] = [(seen[b][j] - seen[a][j]) * 1000 for j in due]
+    return {"p50": _pct(e2e, 0.5), "p99": _pct(e2e, 0.99),
+            "hop_p50": {h: round(_pct(v, 0.5), 2) for h, v in hops.items()},
+            "hop_p99": {h: round(_pct(v, 0.99), 2) for h, v in hops.items()}}
+
+
 async def _null_relay(ctx: _Ctx, envelopes: list[bytes]) -> float:
     """Forward the envelopes mx → latam-hub → eu-hub → es through plain aiohttp servers holding the nodes'
     TLS certificates: no checks, no storage. Returns envelopes per second."""
@@ -321,9 +385,10 @@ def _enc_key(fed: Federation) -> hpke.EncKey:
     raise BenchError("manifest: no enc key of es matches its private key")
 
 
-def crypto_floor(fed: Federation, size: int, rounds: int = 200) -> float:
+def crypto_floor(fed: Federation, size: int, rounds: int = 200) -> tuple[float, float]:
     """Envelopes per second all cores would reach doing only the route's signature, verification and HPKE
-    operations (message out and receipt back), timed on one core and multiplied by os.cpu_count().
+    operations (message out and receipt back), timed on one core and multiplied by os.cpu_count(); and the
+    CPU seconds that work takes per message (the per-envelope protocol, version 1).
 
     Per direction over origin → hub → hub → recipient: the origin signs the token; each hub verifies
     the token and the hops so far, signs its hop and an ack, and verifies the next node's ack; the
@@ -365,7 +430,7 @@ def crypto_floor(fed: Federation, size: int, rounds: int = 200) -> float:
         one_direction(ROUTE, True)
         one_direction(tuple(reversed(ROUTE)), False)
     per = (time.process_time() - t0) / rounds
-    return (os.cpu_count() or 1) / per
+    return (os.cpu_count() or 1) / per, per
 
 
 STORES = ("sqlite", "postgresql")
@@ -390,27 +455,37 @@ def _on_postgresql(fed: Federation, replica_ports: list[int]) -> tuple[Any, dict
     return cluster, urls
 
 
-def _federation(workdir: Path, replicas: int) -> tuple[Federation, list[int]]:
-    """The four nodes; with two replicas, latam-hub with two endpoints and the ports of the second."""
+def _federation(workdir: Path, replicas: int, batch: bool = True) -> tuple[Federation, list[int]]:
+    """The four nodes (advertising batch signatures or not); with two replicas, latam-hub with two
+    endpoints and the ports of the second."""
+    specs = [dataclasses.replace(s, batch=batch) for s in FOUR]
     if replicas == 1:
-        return Federation(workdir, FOUR, log_format="json"), []
+        return Federation(workdir, specs, log_format="json"), []
     # build order: hubs by id (eu-hub, latam-hub), then es, mx: latam-hub's peer port is the fourth; the
     # second replica's address is taken now and given to add_replica (the last three)
     ports = free_ports(15)
-    fed = Federation(workdir, FOUR, log_format="json", ports=ports[:12],
+    fed = Federation(workdir, specs, log_format="json", ports=ports[:12],
                      endpoints={"latam-hub": [f"https://127.0.0.1:{ports[3]}", f"https://127.0.0.1:{ports[12]}"]})
     return fed, ports[12:]
 
 
 def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None = None,
-        progress: Progress | None = None, store: str = "sqlite", replicas: int = 1) -> dict[str, Any]:
+        progress: Progress | None = None, store: str = "sqlite", replicas: int = 1, rate: float | None = None,
+        batch: bool = True) -> dict[str, Any]:
     """Run the whole benchmark; returns the SPEC §11 JSON object. Stops every process it started.
     ``progress(phase, done, total)`` follows it: nodes started, messages sent, delivered, receipts, the
     null relay, the crypto floor. ``store``: every node on SQLite or on PostgreSQL (module docstring);
-    ``replicas``: latam-hub's (2 needs PostgreSQL)."""
+    ``replicas``: latam-hub's (2 needs PostgreSQL).
+
+    After the as-fast-as-possible phase, ``messages`` more are offered open loop at ``rate`` per second
+    (default: half of the throughput just measured) on the same nodes, for the latency at a steady rate.
+    ``batch``: the four nodes advertise batch signatures (protocol 1.1, docs/protocol.md); False runs them
+    as version-1 nodes (one hop record and one ack signed per envelope and hop)."""
     report = progress or no_progress
     if messages < 1 or size < 1:
         raise BenchError(f"--messages and --size must be positive (got {messages}, {size})")
+    if rate is not None and not rate > 0:
+        raise BenchError(f"--rate must be a positive number of messages per second (got {rate:g})")
     if store not in STORES:
         raise BenchError(f"--store {store!r}: one of {', '.join(STORES)}")
     if replicas not in (1, 2) or (replicas == 2 and store != "postgresql"):
@@ -421,7 +496,7 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
         workdir = Path(tmp.name)
     cluster = None
     try:
-        fed, replica_ports = _federation(workdir, replicas)
+        fed, replica_ports = _federation(workdir, replicas, batch)
         urls = None
         if store == "postgresql":
             cluster, urls = _on_postgresql(fed, replica_ports)
@@ -436,9 +511,11 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
         try:
             res = asyncio.run(_traza(ctx, messages, size))
             stat1 = proc_cpu(pids)
-            rss = _peak_rss_mib(pids)
             rows = ctx.rows("mx", "SELECT jti, envelope FROM envelopes")
             envs = [bytes(e) for j, e in rows if j in res["sent"]]
+            offered = round(res["eps"] / 2, 1) if rate is None else rate
+            paced = asyncio.run(_at_rate(ctx, messages, size, offered))
+            rss = _peak_rss_mib(pids)
         finally:
             fed.stop_all()
         cpu = stat1 - stat0
@@ -446,13 +523,16 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
         null_eps = asyncio.run(_null_relay(ctx, envs))
         report("null relay", 1, 1)
         report("crypto floor", 0, 1)
-        floor = crypto_floor(fed, size)
+        floor, floor_cpu = crypto_floor(fed, size)
         report("crypto floor", 1, 1)
         eps = res["eps"]
         return {"messages": messages, "size": size, "null_relay_eps": round(null_eps, 1), "traza_eps": round(eps, 1),
                 "ratio": round(eps / null_eps, 4), "floor_eps": round(floor, 1), "floor_ratio": round(eps / floor, 4),
                 "p50_ms": round(res["p50"], 2), "p99_ms": round(res["p99"], 2),
-                "cpu_us_per_envelope": round(cpu * 1e6 / messages, 1), "peak_rss_mib": round(rss, 1)}
+                "cpu_us_per_envelope": round(cpu * 1e6 / messages, 1), "peak_rss_mib": round(rss, 1),
+                "floor_eps_v1": round(floor, 1), "cpu_floor_ratio": round(cpu / messages / floor_cpu, 3),
+                "rate": offered, "p50_ms_at_rate": round(paced["p50"], 2), "p99_ms_at_rate": round(paced["p99"], 2),
+                "hop_p50_ms_at_rate": paced["hop_p50"], "hop_p99_ms_at_rate": paced["hop_p99"]}
     finally:
         if cluster is not None:
             cluster.stop()

@@ -29,6 +29,7 @@ class NodeSpec:
     peers: tuple[str, ...] = ()
     delivery: dict[str, Any] = field(default_factory=dict)
     adapter: str = "standard"
+    batch: bool = False  # advertises batch signatures (protocol 1.1, docs/protocol.md)
 
 
 @dataclass
@@ -123,7 +124,7 @@ def build(
         endpoint = given if isinstance(given, str) else given[0]
         fd.add_node(s.id, kind=s.kind, country=s.country, endpoint=endpoint, now=now, hub=s.hub,
                     peers=s.peers, max_classification=s.max_classification, sig_alg=s.sig_alg, kem=s.kem,
-                    name=s.name or s.id)
+                    name=s.name or s.id, batch=s.batch)
         nodes[s.id] = LocalNode(spec=s, config=root / "nodes" / f"{s.id}.toml", data_dir=root / "data" / s.id,
                                 peer_port=p, local_port=lo, ops_port=ops)
     for node_id, given in endpoints.items():

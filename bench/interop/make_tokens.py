@@ -16,8 +16,16 @@ import sys
 import time
 from pathlib import Path
 
+from gateway.core import batchsig
 from gateway.core.b64 import b64url_decode, b64url_encode
-from gateway.core.envelope import TYP_ENVELOPE, TYP_HOP, append_hop, build_envelope
+from gateway.core.envelope import (
+    TYP_ENVELOPE,
+    TYP_HOP,
+    append_hop,
+    append_hops_batched,
+    build_envelope,
+    hop_claims_for,
+)
 from gateway.core.ids import uuid7
 from gateway.crypto import hpke
 from gateway.crypto.keys import SigningKey
@@ -75,6 +83,18 @@ def main(out: Path) -> None:
                 "valid": True,
             }
         )
+        # protocol 1.1 (docs/protocol.md): three hop records under one batch signature; the batch JWS is
+        # what a JOSE library verifies (the inclusion path is plain SHA-256, checked by Traza's verifier)
+        batch_signer = SigningKey.generate("eu-hub/sig/1", alg)  # type: ignore[arg-type]
+        batched = append_hops_batched(
+            [(env, hop_claims_for(env, here="eu-hub", jti=jti, came_from="latam-hub", to="es", received_at=now))
+             for _ in range(3)], signer=batch_signer, now=now)
+        batch_jws = batchsig.parse_element(batched[1].hops[-1], "hop").batch.token
+        assert batch_jws == batchsig.parse_element(batched[0].hops[-1], "hop").batch.token  # one per batch
+        cases.append({"name": f"batch-{alg}", "alg": alg, "typ": batchsig.TYP_BATCH, "jwk": batch_signer.public_jwk(),
+                      "token": batch_jws, "valid": True})
+        cases.append({"name": f"batch-{alg}-tampered", "alg": alg, "typ": batchsig.TYP_BATCH,
+                      "jwk": batch_signer.public_jwk(), "token": tamper(batch_jws), "valid": False})
         cases.append(
             {
                 "name": f"origin-{alg}-tampered",

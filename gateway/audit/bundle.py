@@ -27,12 +27,13 @@ import msgspec
 from gateway.audit.checkpoints import cosignature_verifier, ed25519_note_verifier
 from gateway.audit.db import AuditError
 from gateway.audit.reader import AuditReader
+from gateway.core import batchsig, strictjson
 from gateway.core.b64 import b64_decode, b64_encode, b64url_decode
 from gateway.core.canonical import CanonicalError, canonical_bytes
 from gateway.core.envelope import TYP_ACK, TYP_ENVELOPE, TYP_HOP, sha256_b64url, token_digest
 from gateway.core.errors import TrazaError
 from gateway.core.handling import MEANINGS, notice
-from gateway.core.jws import parse_compact
+from gateway.core.jws import Compact, parse_compact
 from gateway.core.merkle import ProofError, leaf_hash, verify_inclusion
 from gateway.core.note import (
     NoteError,
@@ -166,7 +167,8 @@ def build_bundle(reader: AuditReader, jti: str, *, size: int | None = None) -> B
     if receipt is not None:
         tokens.append((receipt.token, TYP_ENVELOPE))
     for tok, typ in tokens:
-        kid = parse_compact(tok, typ=typ).header["kid"]
+        parsed = batchsig.parse_element(tok, typ).batch if batchsig.is_batched(tok) else parse_compact(tok, typ=typ)
+        kid = parsed.header["kid"]
         if kid not in kids:
             kids.append(kid)
     signing: list[BSigningKey] = []
@@ -263,11 +265,27 @@ class _Signers:
         self.used: set[str] = set()
 
     def verify(self, token: str, typ: str, what: str) -> dict[str, Any]:
-        """The claims of ``token`` once its signature verifies with its ``keys.signing`` entry."""
+        """The claims of ``token`` once its signature verifies with its ``keys.signing`` entry. A batched
+        hop record or ack (protocol 1.1, docs/protocol.md) carries its inclusion path and the batch
+        signature: the batch JWS is verified here, the path to its root, and the leaf is the claims."""
+        if batchsig.is_batched(token) and typ in (TYP_HOP, TYP_ACK):
+            try:
+                el = batchsig.parse_element(token, what)
+                leaf = batchsig.check_element(el, kind="hop" if typ == TYP_HOP else "ack", what=what,
+                                              check_sig=lambda c, node: self._check(c, what))
+                claims = strictjson.object_of(leaf, f"{what}: leaf")
+            except TrazaError as exc:
+                raise BundleError(f"{what}: {exc.detail}") from None
+            return claims
         try:
             c = parse_compact(token, typ=typ)
         except TrazaError as exc:
             raise BundleError(f"{what}: {exc.detail}") from None
+        return self._check(c, what)
+
+    def _check(self, c: Compact, what: str) -> dict[str, Any]:
+        """The claims of a parsed JWS once its signature verifies with its ``keys.signing`` entry and the key
+        belongs to the issuer the claims name."""
         kid = c.header["kid"]
         key = self.keys.get(kid)
         if key is None:

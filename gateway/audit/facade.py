@@ -147,6 +147,10 @@ class NodeAudit:
         self._range = cr
         return idxs
 
+    def stage_acks(self, conn: sqlite3.Connection, acks: Sequence[tuple[str, str]]) -> None:
+        """Record a batch's acks, ``(jti, ack)`` each, for evidence bundles in one statement."""
+        audit_log.stage_acks(conn, acks)
+
     def stage_evidence(self, conn: sqlite3.Connection, jti: str, **kw: Any) -> None:
         """Record tokens, hops, acks, receipt and keys for evidence bundles (``log.stage_evidence``)."""
         if not self._cache_valid() and self._seen_rollbacks is None:

@@ -140,6 +140,17 @@ def frontier(conn: sqlite3.Connection) -> CompactRange:
     return load_range(conn, log_size(conn))
 
 
+def stage_acks(conn: sqlite3.Connection, acks: Sequence[tuple[str, str]]) -> None:
+    """Record the acks of a whole batch for evidence bundles, ``(jti, ack)`` each, in one statement (a
+    batch signed once, protocol 1.1); like ``stage_evidence(conn, jti, ack=ack)`` for each."""
+    if not conn.in_transaction:
+        raise AuditError("audit stage_acks() must run inside the caller's transaction")
+    if any(not isinstance(a, str) for _j, a in acks):
+        raise AuditError("evidence: an ack must be a string")
+    conn.executemany("INSERT OR IGNORE INTO audit_evidence (jti, kind, value, value_sha256) VALUES (?, 'ack', ?, ?)",
+                     [(jti, ack, value_sha256(ack)) for jti, ack in acks])
+
+
 def stage_evidence(
     conn: sqlite3.Connection,
     jti: str,

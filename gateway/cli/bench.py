@@ -28,8 +28,10 @@ def register(sub: Any) -> None:
     p.add_argument("--size", type=int, default=1024, help="bytes per message (a padded notice; default 1024)")
     p.add_argument("--timeout", type=float, default=None,
                    help="give up after this many seconds (default 600; with --nodes 3600)")
-    p.add_argument("--rate", type=float, default=0.0,
-                   help="with --nodes: messages per second (default 0: as fast as 16 submissions in flight go)")
+    p.add_argument("--rate", type=float, default=None,
+                   help="messages per second offered open loop in the steady-rate phase (default: half the maximum "
+                        "just measured); with --nodes: the pace of the whole run (default 0: as fast as 16 "
+                        "submissions in flight go)")
     p.add_argument("--idle", type=float, default=60.0,
                    help="with --nodes: seconds of quiet after the messages, over which manifest polls and witness "
                         "freshness are measured (default 60)")
@@ -41,6 +43,8 @@ def register(sub: Any) -> None:
                         "server (docs/ha.md)")
     p.add_argument("--replicas", type=int, choices=(1, 2), default=1,
                    help="latam-hub's replicas sharing its database (2 needs --store postgresql)")
+    p.add_argument("--v1", action="store_true",
+                   help="run the four nodes as version-1 nodes: no batch signatures (protocol 1.1 is the default)")
     p.add_argument("--json", action="store_true", help="print one JSON object (SPEC §11 keys)")
     p.add_argument("--no-progress", action="store_true", help="no progress display (shown only on a terminal)")
     p.set_defaults(func=cmd_bench)
@@ -87,7 +91,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         with progress_display(sys.stdout.isatty() and not args.no_progress) as progress:
             res = run(args.messages, args.size, timeout=args.timeout or 600.0, progress=progress, store=args.store,
-                      replicas=args.replicas)
+                      replicas=args.replicas, rate=args.rate, batch=not args.v1)
     except (BenchError, RuntimeError, TimeoutError) as exc:
         raise CheckFailed(f"bench: {exc}") from None
     if args.json:
@@ -102,11 +106,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     f"({args.store})")
     t.add_column("measure")
     t.add_column("value", justify="right")
-    rows = [("null relay (envelopes/s)", res["null_relay_eps"]), ("Traza (envelopes/s)", res["traza_eps"]),
+    rows: list[tuple[str, Any]] = [("null relay (envelopes/s)", res["null_relay_eps"]), ("Traza (envelopes/s)", res["traza_eps"]),
             ("Traza / null relay", res["ratio"]), ("crypto floor (envelopes/s)", res["floor_eps"]),
             ("Traza / crypto floor", res["floor_ratio"]), ("latency p50 (ms)", res["p50_ms"]),
             ("latency p99 (ms)", res["p99_ms"]), ("CPU per envelope (µs, all nodes)", res["cpu_us_per_envelope"]),
-            ("peak RSS of a node (MiB)", res["peak_rss_mib"])]
+            ("peak RSS of a node (MiB)", res["peak_rss_mib"]),
+            ("crypto floor, per-envelope protocol (envelopes/s)", res["floor_eps_v1"]),
+            ("CPU per message / the floor's", res["cpu_floor_ratio"]),
+            ("steady rate offered (messages/s)", res["rate"]),
+            ("latency p50 / p99 at that rate (ms)", f"{res['p50_ms_at_rate']} / {res['p99_ms_at_rate']}")]
+    rows += [(f"  hop {h} p50 / p99 (ms)", f"{res['hop_p50_ms_at_rate'][h]} / {res['hop_p99_ms_at_rate'][h]}")
+             for h in res["hop_p99_ms_at_rate"]]
     for k, v in rows:
         t.add_row(k, str(v))
     console().print(t)
@@ -114,6 +124,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
+    if args.rate is None:
+        args.rate = 0.0
     from gateway.benchmark import BenchError
     from gateway.scalebench import KEYS, BenchUsage, check_args, run
 

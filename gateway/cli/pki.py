@@ -75,7 +75,7 @@ def cmd_add_node(args: argparse.Namespace) -> int:
         files, version, started = fd.add_node(
             args.node, kind=args.kind, country=args.country, endpoint=args.endpoint, now=time.time(),
             hub=args.hub, peers=_names(args.peers or ""), max_classification=args.max_classification,
-            sig_alg=args.sig_alg, kem=args.kem, name=args.name,
+            sig_alg=args.sig_alg, kem=args.kem, name=args.name, batch=args.batch,
         )
     print(f"node {args.node} ({args.kind}, {args.country.upper()}) added: {_version_note(version, started)}")
     print(f"  keys: {files.sig_kid} ({files.sig_alg}), {files.enc_kid} ({files.kem}), {files.audit_kid}")
@@ -254,6 +254,9 @@ def register(sub: Any) -> None:
     q.add_argument("--sig-alg", choices=SIG_ALGS, help="default: the federation's")
     q.add_argument("--kem", choices=KEM_CHOICES, help="default: the federation's")
     q.add_argument("--name", help="display name")
+    q.add_argument("--batch", action="store_true",
+                   help="the node takes batch signatures (protocol 1.1: one signed Merkle root per batch of hop "
+                        "records or acks; docs/protocol.md)")
 
     q = _add(verbs, "issue-local", "another local API client certificate from a node's local CA", cmd_issue_local)
     q.add_argument("dir", type=Path, metavar="DIR")

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Protocol
 
 import msgspec
 
-from gateway.core import handling, strictjson
+from gateway.core import batchsig, handling, strictjson
 from gateway.core.b64 import b64url_decode, b64url_encode
 from gateway.core.codes import CLASSIFICATION_ORDER, Classification, HandlingCode, Purpose
 from gateway.core.errors import Code, TrazaError
@@ -270,18 +270,52 @@ def build_envelope(
     return Envelope(token=token, payload=b64url_encode(payload), hops=[])
 
 
+def hop_claims_for(env: Envelope, *, here: str, jti: str, came_from: str, to: str, received_at: float) -> HopClaims:
+    """The claims of this relaying node's hop record on ``env`` (SPEC §3.3), signed alone or in a batch."""
+    prev_elem = env.hops[-1] if env.hops else env.token
+    return HopClaims(iss=here, jti=jti, prev=sha256_b64url(prev_elem), from_=came_from, to=to, iat=int(received_at))
+
+
 def append_hop(env: Envelope, *, signer: Signer, here: str, jti: str, came_from: str, to: str, received_at: float) -> Envelope:
     """Add this relaying node's hop record (SPEC §3.3)."""
-    prev_elem = env.hops[-1] if env.hops else env.token
-    claims = HopClaims(iss=here, jti=jti, prev=sha256_b64url(prev_elem), from_=came_from, to=to, iat=int(received_at))
+    claims = hop_claims_for(env, here=here, jti=jti, came_from=came_from, to=to, received_at=received_at)
     header = {"alg": signer.alg, "kid": signer.kid, "typ": TYP_HOP}
     hop = encode_compact(header, _claims_dict(claims), signer.sign)
     return Envelope(token=env.token, payload=env.payload, hops=[*env.hops, hop])
 
 
+def append_hops_batched(items: list[tuple[Envelope, HopClaims]], *, signer: Signer, now: float) -> list[Envelope]:
+    """Protocol 1.1 (docs/protocol.md): add each envelope's hop record as a batched element, all under one
+    batch signature. ``items`` pairs each envelope with its claims (:func:`hop_claims_for`, one signer)."""
+    leaves = [_claims_json(c) for _e, c in items]
+    iss = {c.iss for _e, c in items}
+    if len(iss) != 1:
+        raise ValueError(f"one batch has one signer, not {sorted(iss)}")
+    elements = batchsig.sign_batch(leaves, kind="hop", iss=iss.pop(), kid=signer.kid, alg=signer.alg,
+                                   sign=signer.sign, now=now)
+    return [Envelope(token=e.token, payload=e.payload, hops=[*e.hops, el]) for (e, _c), el in zip(items, elements, strict=True)]
+
+
+def ack_claims_for(*, here: str, peer: str, jti: str, token: str, idx: int, now: float) -> AckClaims:
+    return AckClaims(iss=here, aud=peer, jti=jti, dig=token_digest(token), iat=int(now), idx=idx)
+
+
 def make_ack(signer: Signer, *, here: str, peer: str, jti: str, token: str, idx: int, now: float) -> str:
-    claims = AckClaims(iss=here, aud=peer, jti=jti, dig=token_digest(token), iat=int(now), idx=idx)
+    claims = ack_claims_for(here=here, peer=peer, jti=jti, token=token, idx=idx, now=now)
     return encode_compact({"alg": signer.alg, "kid": signer.kid, "typ": TYP_ACK}, _claims_dict(claims), signer.sign)
+
+
+def make_acks_batched(claims: list[AckClaims], *, signer: Signer, now: float) -> list[str]:
+    """Protocol 1.1: one batched ack element per claims, all under one batch signature."""
+    iss = {c.iss for c in claims}
+    if len(iss) != 1:
+        raise ValueError(f"one batch has one signer, not {sorted(iss)}")
+    return batchsig.sign_batch([_claims_json(c) for c in claims], kind="ack", iss=iss.pop(), kid=signer.kid,
+                               alg=signer.alg, sign=signer.sign, now=now)
+
+
+def _claims_json(c: msgspec.Struct) -> bytes:
+    return _envelope_encoder.encode(_claims_dict(c))
 
 
 # --- verification --------------------------------------------------------------------------------------
@@ -345,11 +379,13 @@ def verify_envelope(
     limits: Limits = DEFAULT_LIMITS,
     open_payload: PayloadOpener | None = None,
     decode_body: Callable[[str, bytes], Any] | None = None,
+    seen: batchsig.Seen | None = None,
 ) -> Verified:
     """SPEC §4.2 steps 1–9 at node ``here`` for an envelope received from TLS peer ``peer``.
 
     ``peer`` is None only for an envelope this node made itself (checked before it leaves). At the
     recipient, ``open_payload`` decrypts an encrypted payload and ``decode_body`` validates the body.
+    ``seen`` (shared by the envelopes of one request) verifies each batch signature once (protocol 1.1).
     """
     # 1. Size limits.
     if isinstance(raw, (bytes, bytearray)) and len(raw) > limits.max_envelope + 64 * 1024:
@@ -359,7 +395,7 @@ def verify_envelope(
     if env.size > limits.max_envelope:
         raise TrazaError(Code.TOO_LARGE, f"envelope of {env.size} bytes exceeds {limits.max_envelope}")
     token = parse_compact(env.token, typ=TYP_ENVELOPE)
-    hops = [parse_compact(h, typ=TYP_HOP) for h in env.hops]
+    hops = [_parse_hop(h, i) for i, h in enumerate(env.hops)]
     try:
         payload = b64url_decode(env.payload)
     except ValueError:
@@ -402,22 +438,31 @@ def verify_envelope(
     hop_claims: list[HopClaims] = []
     prev_elem = env.token
     expected_from = claims.iss
-    for i, hop in enumerate(hops):
-        h_iss = hop.claims.get("iss")
+    def check_sig(compact: Compact, node: str) -> NodeKey:
+        return check_signed(compact, fed=fed, signer_node=node, now=now, key_verifier=key_verifier)
+
+    for i, (hop_dict, hop) in enumerate(hops):
+        h_iss = hop_dict.get("iss")
         if not isinstance(h_iss, str):
             raise TrazaError(Code.MALFORMED, f"hops[{i}]: iss is missing")
-        check_signed(hop, fed=fed, signer_node=h_iss, now=now, key_verifier=key_verifier)
-        hc: HopClaims = _convert(hop.claims, HopClaims, f"hops[{i}] claims")
+        if isinstance(hop, batchsig.Element):
+            if not fed.nodes[here].batch:
+                raise TrazaError(Code.MALFORMED, f"hops[{i}] is a batched hop record (protocol 1.1) but {here!r} "
+                                 "does not take batch signatures (manifest)")
+            batchsig.check_element(hop, kind="hop", what=f"hops[{i}]", check_sig=check_sig, seen=seen)
+        else:
+            check_sig(hop, h_iss)
+        hc: HopClaims = _convert(hop_dict, HopClaims, f"hops[{i}] claims")
         if hc.jti != claims.jti:
             raise _bad_sig(f"hops[{i}] is for message {hc.jti}, not {claims.jti}")
         if hc.prev != sha256_b64url(prev_elem):
             raise _bad_sig(f"hops[{i}].prev does not bind the previous element (hop inserted, removed or reordered)")
         if hc.from_ != expected_from:
             raise TrazaError(Code.ROUTE_VIOLATION, f"hops[{i}].from is {hc.from_!r}, expected {expected_from!r}")
-        if i + 1 < len(hops) and hc.to != hops[i + 1].claims.get("iss"):
+        if i + 1 < len(hops) and hc.to != hops[i + 1][0].get("iss"):
             raise TrazaError(Code.ROUTE_VIOLATION, f"hops[{i}].to is {hc.to!r}, not the next hop's issuer")
         hop_claims.append(hc)
-        prev_elem = hop.token
+        prev_elem = env.hops[i]
         expected_from = hc.iss
     sender = expected_from
     if hop_claims:
@@ -510,6 +555,16 @@ def verify_envelope(
     )
 
 
+def _parse_hop(text: str, i: int) -> tuple[dict[str, Any], Compact | batchsig.Element]:
+    """A hop element's claims (not yet verified) and its parsed form: a version-1 compact JWS, or a
+    batched element (protocol 1.1) whose claims are its leaf."""
+    if batchsig.is_batched(text):
+        el = batchsig.parse_element(text, f"hops[{i}]")
+        return strictjson.object_of(el.leaf, f"hops[{i}]: leaf"), el
+    c = parse_compact(text, typ=TYP_HOP)
+    return c.claims, c
+
+
 def verify_ack(
     ack: str,
     *,
@@ -520,11 +575,24 @@ def verify_ack(
     token: str,
     now: float,
     key_verifier: KeyVerifier,
+    seen: batchsig.Seen | None = None,
 ) -> AckClaims:
-    """Check an ack from the peer we sent ``token`` to: signed by it, for us, for this token."""
-    compact = parse_compact(ack, typ=TYP_ACK)
-    check_signed(compact, fed=fed, signer_node=expected_iss, now=now, key_verifier=key_verifier)
-    claims: AckClaims = _convert(compact.claims, AckClaims, "ack claims")
+    """Check an ack from the peer we sent ``token`` to: signed by it, for us, for this token. A batched
+    ack (protocol 1.1) is checked through its batch signature, once per ``seen``."""
+    if batchsig.is_batched(ack):
+        el = batchsig.parse_element(ack, "ack")
+
+        def check_sig(compact: Compact, node: str) -> NodeKey:
+            if node != expected_iss:
+                raise _bad_sig(f"ack batch is signed by {node!r}, expected {expected_iss!r}")
+            return check_signed(compact, fed=fed, signer_node=node, now=now, key_verifier=key_verifier)
+        data = strictjson.object_of(batchsig.check_element(el, kind="ack", what="ack", check_sig=check_sig, seen=seen),
+                                    "ack: leaf")
+    else:
+        compact = parse_compact(ack, typ=TYP_ACK)
+        check_signed(compact, fed=fed, signer_node=expected_iss, now=now, key_verifier=key_verifier)
+        data = compact.claims
+    claims: AckClaims = _convert(data, AckClaims, "ack claims")
     if claims.iss != expected_iss or claims.aud != expected_aud:
         raise _bad_sig(f"ack is from {claims.iss!r} to {claims.aud!r}, expected {expected_iss!r} to {expected_aud!r}")
     if claims.jti != jti or claims.dig != token_digest(token):

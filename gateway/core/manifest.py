@@ -71,6 +71,8 @@ class Node(_S, frozen=True, omit_defaults=True):
     endpoints: list[str] = []  # 1.1: the replicas of one node (SPEC §2); ``endpoint`` is the one-element case
     hub: str | None = None
     peers: list[str] = []
+    # 1.1 (issue #17, docs/protocol.md): the node takes batch signatures (batched hop records and acks)
+    batch: bool = False
 
     @property
     def urls(self) -> tuple[str, ...]:

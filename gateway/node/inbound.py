@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.core import strictjson
+from gateway.core import batchsig, strictjson
 from gateway.core.b64 import b64url_decode
 from gateway.core.envelope import SUITES, Limits, Verified, verify_envelope
 from gateway.core.errors import Code, TrazaError
@@ -52,7 +52,7 @@ class Inbound:
             raise TrazaError(Code.DECRYPT_FAILED, f"no private key for {kid}")
         return key.open(ct, info)
 
-    def verify(self, raw: bytes, peer: str | None, now: float) -> Verified:
+    def verify(self, raw: bytes, peer: str | None, now: float, seen: batchsig.Seen | None = None) -> Verified:
         return verify_envelope(
             raw,
             here=self.s.here,
@@ -64,14 +64,16 @@ class Inbound:
             limits=self.limits,
             open_payload=self._open_payload,
             decode_body=admit_body,  # the recipient accepts: admission rules too (issue #15)
+            seen=seen,
         )
 
     async def receive_batch(self, peer: str, raws: list[msgspec.Raw]) -> list[Result]:
         now = self.s.clock()
         checked: list[Verified | tuple[TrazaError, str | None]] = []
+        seen = batchsig.Seen()  # a batch signature (protocol 1.1) is verified once per request
         for raw in raws:
             try:
-                ver = self.verify(bytes(raw), peer, now)
+                ver = self.verify(bytes(raw), peer, now, seen)
             except TrazaError as err:
                 checked.append((err, _best_effort_jti(bytes(raw))))
                 continue

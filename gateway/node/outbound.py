@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.core import batchsig
 from gateway.core.b64 import b64url_decode
 from gateway.core.envelope import decode_envelope, verify_ack
 from gateway.core.errors import TrazaError
@@ -214,6 +215,7 @@ class Outbound:
         """The peer's answers, each ack verified (signed by ``peer``, to us, for that envelope's token)."""
         by_jti = {r.jti: r for r in results}
         checked = []
+        seen = batchsig.Seen()  # batched acks (protocol 1.1): the batch signature is verified once
         for row in rows:
             jti = row.jti
             res = by_jti.get(jti)
@@ -224,7 +226,7 @@ class Outbound:
                 try:
                     idx = verify_ack(res.ack, fed=self.s.fed, expected_iss=peer, expected_aud=self.s.here, jti=jti,
                                      token=decode_envelope(row.envelope).token, now=now,
-                                     key_verifier=verifier_for).idx
+                                     key_verifier=verifier_for, seen=seen).idx
                 except TrazaError as err:
                     error = err.detail
             checked.append(PeerResult(jti=jti, status=res.status, ack=res.ack, ack_idx=idx, ack_error=error,

@@ -14,10 +14,24 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
+
 from gateway.audit.facade import NodeAudit
 from gateway.audit.reader import AuditReader
-from gateway.core import relay
-from gateway.core.envelope import TYP_ACK, Verified, append_hop, encode_envelope, make_ack
+from gateway.core import batchsig, relay
+from gateway.core.envelope import (
+    TYP_ACK,
+    AckClaims,
+    Envelope,
+    Verified,
+    ack_claims_for,
+    append_hop,
+    append_hops_batched,
+    encode_envelope,
+    hop_claims_for,
+    make_ack,
+    make_acks_batched,
+)
 from gateway.core.events import EnvelopeAccepted
 from gateway.core.jws import parse_compact
 from gateway.core.manifest import Federation
@@ -27,6 +41,7 @@ from gateway.store.blobs import BlobStore
 from gateway.store.db import Database
 
 ReplyFn = Callable[..., "str | None"]
+_PENDING = "\x00pending batch ack"  # an ack signed with the rest of its batch once every entry is staged
 
 
 class Applied:
@@ -81,6 +96,12 @@ class Applier:
         out.commands = len(commands)
         effects: list[relay.Effect] = []
         delta = 0
+        # protocol 1.1 (docs/protocol.md): one signature for the hop records of the batch, one for its acks
+        hopped = self._batched_hops(commands, batch, peer, now)
+        pending: list[AckClaims] | None = None
+        if peer is not None and any(isinstance(c, relay.StoreReceived) for c in commands) \
+                and batchsig.acks_negotiated(self.fed(), self.here, peer):
+            pending = []
         for cmd in commands:
             match cmd:
                 case relay.Wake() | relay.WakeInbox() | relay.Count() | relay.ForgetBlobAt() | relay.PurgeBlob():
@@ -93,7 +114,7 @@ class Applier:
                 case relay.StoreReceived():
                     v = batch[cmd.index]
                     assert v is not None and peer is not None
-                    out.acks[cmd.jti] = self._store_received(conn, v, peer, cmd, now)
+                    out.acks[cmd.jti] = self._store_received(conn, v, peer, cmd, now, hopped.get(cmd.jti), pending)
                 case relay.ToInbox(index=index, jti=jti):
                     v = batch[index]
                     assert v is not None and v.plaintext is not None
@@ -117,22 +138,58 @@ class Applier:
                                                         ack=out.acks[cmd.jti or ""]))
                 case _:
                     delta += st.apply(conn, cmd, now)
+        if pending:  # the acks of the batch, signed once; each stored and recorded as evidence
+            acks = make_acks_batched(pending, signer=self.signer(), now=now)
+            pairs = [(claims.jti, ack) for claims, ack in zip(pending, acks, strict=True)]
+            out.acks.update(pairs)
+            st.set_acks(conn, pairs)
+            self.audit.stage_acks(conn, pairs)
+            out.answers = [a if a.ack != _PENDING else msgspec.structs.replace(a, ack=out.acks[a.jti or ""])
+                           for a in out.answers]
         self.db.after_commit(lambda: self.on_effects(effects, delta))
         return out
 
+    def _batched_hops(self, commands: Sequence[relay.Command], batch: Sequence[Verified | None], peer: str | None,
+                      now: float) -> dict[str, Envelope]:
+        """The envelopes to relay whose whole onward route takes batch signatures, each with our hop record
+        as a batched element under one signature (by jti); the others get version-1 hop records."""
+        if peer is None:
+            return {}
+        fed = self.fed()
+        items: list[tuple[Envelope, Any]] = []
+        for cmd in commands:
+            if isinstance(cmd, relay.StoreReceived) and cmd.next_hop is not None:
+                v = batch[cmd.index]
+                assert v is not None
+                if batchsig.hops_negotiated(fed, self.here, v.claims.iss, v.claims.aud):
+                    items.append((v.envelope, hop_claims_for(v.envelope, here=self.here, jti=v.claims.jti,
+                                                             came_from=peer, to=cmd.next_hop, received_at=now)))
+        if not items:
+            return {}
+        envs = append_hops_batched(items, signer=self.signer(), now=now)
+        return {c.jti: e for (_e, c), e in zip(items, envs, strict=True)}
+
     def _store_received(self, conn: sqlite3.Connection, v: Verified, peer: str, cmd: relay.StoreReceived,
-                        now: float) -> str:
-        """Append our hop (relayed), audit ``envelope.accepted``, sign the ack with its index, record the
-        evidence and insert the message; the ack."""
+                        now: float, hopped: Envelope | None = None, pending: list[AckClaims] | None = None) -> str:
+        """Append our hop (relayed; ``hopped`` when it was signed in a batch), audit ``envelope.accepted``,
+        sign the ack with its index (or queue its claims on ``pending``, signed for the whole batch by
+        :meth:`apply`), record the evidence and insert the message; the ack (:data:`_PENDING` when queued)."""
         c = v.claims
         env = v.envelope
         signer = self.signer()
-        if cmd.next_hop is not None:
+        if hopped is not None:
+            env = hopped
+        elif cmd.next_hop is not None:
             env = append_hop(env, signer=signer, here=self.here, jti=c.jti, came_from=peer, to=cmd.next_hop,
                              received_at=now)
         (idx,) = self.audit.stage(conn, [EnvelopeAccepted(jti=c.jti, mt=c.mt, iss=c.iss, aud=c.aud, dig=v.dig,
                                                           from_=peer, to=cmd.next_hop or self.here)], now)
-        ack = make_ack(signer, here=self.here, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now)
+        ack: str | None
+        if pending is not None:
+            pending.append(ack_claims_for(here=self.here, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now))
+            ack = None
+        else:
+            ack = make_ack(signer, here=self.here, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now)
         self.audit.stage_evidence(conn, c.jti, envelope={"token": env.token, "hops": list(env.hops)}, ack=ack,
                                   keys=self.evidence_keys(c.iss, *(h.iss for h in v.hops), self.here))
         # before the commit, on purpose: a rollback leaves a blob kept a little longer, never one purged early
@@ -145,4 +202,4 @@ class Applier:
             state=cmd.state, next_hop=cmd.next_hop, updated_at=now))
         if cmd.next_hop is not None and c.blobs:  # a transit copy: its blobs go once no held message names them
             st.note_blobs(conn, c.jti, [b.sha256 for b in c.blobs])
-        return ack
+        return _PENDING if ack is None else ack

@@ -20,7 +20,7 @@ columns ``lease_owner`` and ``lease_until`` (active-active replicas, :func:`clai
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -157,6 +157,11 @@ def insert_message(conn: sqlite3.Connection, m: StoredMessage) -> None:
     conn.execute(_INSERT_MESSAGE, tuple(getattr(m, f) for f in _ROW_COLS))
     if m.envelope or m.ack is not None:
         conn.execute("INSERT INTO envelopes(jti, envelope, ack) VALUES (?, ?, ?)", (m.jti, m.envelope, m.ack))
+
+
+def set_acks(conn: sqlite3.Connection, acks: Sequence[tuple[str, str]]) -> None:
+    """The acks this node gave, ``(jti, ack)`` each (batched acks, signed once the whole batch was staged)."""
+    conn.executemany("UPDATE envelopes SET ack=? WHERE jti=?", [(ack, jti) for jti, ack in acks])
 
 
 def set_state(conn: sqlite3.Connection, jti: str, state: str, now: float, *, node: str | None = None,

@@ -480,8 +480,10 @@ class FederationDir:
         sig_alg: str | None = None,
         kem: str | None = None,
         name: str | None = None,
+        batch: bool = False,
     ) -> tuple[NodeFiles, int, bool]:
-        """Keys, certificates and local CA of a new node, and its entry in the draft manifest."""
+        """Keys, certificates and local CA of a new node, and its entry in the draft manifest (``batch``:
+        it advertises batch signatures, protocol 1.1, docs/protocol.md)."""
         settings = self._require()
         _, draft = self.read_draft()
         sig_alg = sig_alg or settings.get("sig_alg", "EdDSA")
@@ -556,6 +558,8 @@ class FederationDir:
             entry["hub"] = hub
         if peers:
             entry["peers"] = peers
+        if batch:
+            entry["batch"] = True
         # validate the resulting manifest before writing any file
         try:
             decode_manifest(canonical_bytes({**draft, "nodes": [*draft["nodes"], entry]}))

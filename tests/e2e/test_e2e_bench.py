@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 KEYS = ["messages", "size", "null_relay_eps", "traza_eps", "ratio", "floor_eps", "floor_ratio", "p50_ms", "p99_ms",
-        "cpu_us_per_envelope", "peak_rss_mib"]
+        "cpu_us_per_envelope", "peak_rss_mib", "floor_eps_v1", "cpu_floor_ratio", "rate", "p50_ms_at_rate",
+        "p99_ms_at_rate", "hop_p50_ms_at_rate", "hop_p99_ms_at_rate"]
+HOPS = ["mx→latam-hub", "latam-hub→eu-hub", "eu-hub→es"]
 
 
 def test_bench_json_has_every_key_with_positive_numbers():
@@ -18,10 +20,32 @@ def test_bench_json_has_every_key_with_positive_numbers():
     assert list(doc) == KEYS
     assert doc["messages"] == 200 and doc["size"] == 512
     for k in KEYS:
-        assert isinstance(doc[k], (int, float)) and doc[k] > 0, (k, doc[k])
+        if k.startswith("hop_"):
+            assert list(doc[k]) == HOPS, (k, doc[k])
+            assert all(isinstance(v, (int, float)) and v > 0 for v in doc[k].values()), (k, doc[k])
+        else:
+            assert isinstance(doc[k], (int, float)) and doc[k] > 0, (k, doc[k])
     assert doc["p99_ms"] >= doc["p50_ms"]
     assert abs(doc["ratio"] - doc["traza_eps"] / doc["null_relay_eps"]) < 0.01
     assert abs(doc["floor_ratio"] - doc["traza_eps"] / doc["floor_eps"]) < 0.01
+    # the steady-rate phase offers half the measured maximum by default, open loop
+    assert abs(doc["rate"] - doc["traza_eps"] / 2) <= 0.1, (doc["rate"], doc["traza_eps"])
+    assert doc["p99_ms_at_rate"] >= doc["p50_ms_at_rate"]
+    for hop in HOPS:
+        assert doc["hop_p99_ms_at_rate"][hop] >= doc["hop_p50_ms_at_rate"][hop]
+    # each hop's latency is part of the end-to-end latency (same messages, same clock)
+    assert sum(doc["hop_p50_ms_at_rate"].values()) <= doc["p99_ms_at_rate"] + 1
+
+
+def test_bench_offers_the_rate_it_is_given_and_refuses_a_negative_one():
+    r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "bench", "--messages", "60", "--size", "256",
+                        "--rate", "20", "--json", "--timeout", "50"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["rate"] == 20
+    r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "bench", "--messages", "10", "--rate", "-1",
+                        "--json"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "--rate" in r.stderr, r.stderr
 
 
 def test_bench_refuses_a_non_positive_count():
