@@ -103,7 +103,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         assert status == 200, doc
         fed.wait_for(lambda: _state(fed, "mx", first) == "delivered")
         # es's national system answers the trace (a pistol made in Austria): mx's insights count it
-        traced = submit(fed, "es", "mx", "trace.response", example("trace.response"), reply_to=first)
+        traced = submit(fed, "es", "mx", "trace.response", {**example("trace.response"), "time_to_crime_days": 412},
+                        reply_to=first)
         fed.wait_for(lambda: any(m["id"] == traced for m in fed.call("mx", "system", "GET",
                                                                        "/local/v1/inbox?after=0")[1]["messages"]))
         # a request es's national system never takes: no receipt comes back, mx marks it overdue
@@ -613,6 +614,13 @@ def test_operator_sees_the_insights_with_small_cells_suppressed(scene: Scene, br
         expect(page.locator("#status-chart text.bar-label")).to_have_text(statuses)
         expect(page.locator(f'#status-chart rect.bar[data-status="{statuses[0]}"]')).to_have_class("bar suppressed")
         expect(page.locator("#insights-ballistic tr.empty")).to_have_text("nothing yet")
+        # time to crime: every band drawn once one response states it (412 days: 365-1094), that one <5
+        assert [r["responses"] for r in stats["time_to_crime"]] == [0, "<5", 0, 0, 0], stats["time_to_crime"]
+        expect(page.locator("#ttc-chart text.bar-label")).to_have_text(
+            ["0–364 days", "365–1094 days", "1095–1825 days", "1826–3652 days", "3653+ days"])
+        expect(page.locator("#ttc-chart text.bar-value")).to_have_text(["0", "<5", "0", "0", "0"])
+        expect(page.locator('#ttc-chart rect.bar[data-band="365–1094 days"]')).to_have_class("bar suppressed")
+        expect(page.locator("#ttc-note")).to_have_text("median time to crime: not shown (fewer than 5 responses)")
         csv = page.locator("#insights-csv")
         expect(csv).to_have_attribute("href", "/ops/v1/stats?format=csv")
         got = page.request.get(f"{scene.url}/ops/v1/stats?format=csv")

@@ -413,6 +413,12 @@ function showInsights(stats) {
     [r.country, r.queries, `${r.hit} + ${r.multiple_hits}`, r.hit_rate === null ? "—" : `${Math.round(1000 * r.hit_rate) / 10} %`],
     "status-hits")), t("ins.empty"));
   fillTable("insights-ballistic", stats.ballistic.map((r) => row([r.status, r.hits], "ballistic")), t("ins.empty"));
+  // time to crime (ATF: days from the first retail sale to the recovery), every band once any response states it
+  const bands = (stats.time_to_crime || []).map((r) => [r.to_days === null ? t("ins.ttc.over", { from: r.from_days })
+    : t("ins.ttc.range", { from: r.from_days, to: r.to_days }), groupCells([r], () => r.band, "responses").get(r.band)]);
+  drawBars("ttc-chart", bands, "band");
+  $("ttc-note").textContent = !bands.length ? t("ins.empty") : stats.time_to_crime_median_days === null
+    ? t("ins.ttc.no_median") : t("ins.ttc.median", { days: stats.time_to_crime_median_days });
 }
 
 // Horizontal bars drawn here (no library, no CDN): one per [label, group]; a group with a suppressed
