@@ -82,7 +82,7 @@ def test_check_valid_body(tmp_path, capsys):
 
 def test_check_invalid_body_names_the_path(tmp_path, capsys):
     f = tmp_path / "answer.json"
-    f.write_text(json.dumps(set_path(example("firearm.status.answer"), "hits[0].record_status", "FELONY")))
+    f.write_text(json.dumps(set_path(example("firearm.status.answer"), "hits[0].record_status", "WANTED")))
     assert main(["schema", "check", "firearm.status.answer", str(f)]) == 1
     err = capsys.readouterr().err
     assert "schema_invalid" in err and "`$.hits[0].record_status`" in err and str(f) in err
@@ -104,7 +104,7 @@ def test_check_json_reports_the_result(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc == {"file": str(f), "type": "trace.request", "valid": True, "schema_version": doc["schema_version"]}
     bad = tmp_path / "answer.json"
-    bad.write_text(json.dumps(set_path(example("firearm.status.answer"), "hits[0].record_status", "FELONY")))
+    bad.write_text(json.dumps(set_path(example("firearm.status.answer"), "hits[0].record_status", "WANTED")))
     assert main(["schema", "check", "firearm.status.answer", str(bad), "--json"]) == 1
     out, err = capsys.readouterr()
     assert out == "" and "`$.hits[0].record_status`" in err  # a failed check: one line on stderr, exit 1

@@ -6,6 +6,7 @@ RULES / ACCEPTED tables of test_messages_rejects (decoder) and test_messages_sch
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,3 +206,58 @@ def test_schema_export_shows_the_new_fields(tmp_path):
     assert "exporter" in s["licence.verify.answer"]["$defs"]["Licence"]["properties"]
     assert "euc" in s["licence.verify.answer"]["properties"]
     assert {"intelligence", "source_reliability", "information_accuracy"} <= set(s["notice"]["properties"])
+
+
+# --- docs/messages.md names the source of every member --------------------------------------------------
+
+
+def _members(cls: type, prefix: str = "") -> list[str]:
+    """Member paths of a body Struct (``a.b``, ``a[].b``); a Firearm member stops at the Firearm (it has
+    its own table)."""
+    from msgspec import inspect as mi
+
+    def struct_of(t: Any) -> tuple[bool, Any] | None:
+        while isinstance(t, mi.Metadata):
+            t = t.type
+        if isinstance(t, mi.UnionType):
+            return next((r for r in map(struct_of, t.types) if r), None)
+        if isinstance(t, mi.ListType):
+            r = struct_of(t.item_type)
+            return (True, r[1]) if r else None
+        return (False, t) if isinstance(t, mi.StructType) else None
+
+    out: list[str] = []
+    info = mi.type_info(cls)
+    for f in info.fields:  # type: ignore[union-attr]
+        r = struct_of(f.type)
+        path = prefix + f.encode_name + ("[]" if r and r[0] else "")
+        out.append(path)
+        if r and r[1].cls is not m.Firearm:
+            out += _members(r[1].cls, path + ".")
+    return out
+
+
+def _source_tables() -> dict[str, dict[str, str]]:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "messages.md").read_text(encoding="utf-8")
+    section = text.split("## Fields and their sources", 1)[1].split("\n## ", 1)[0]
+    tables: dict[str, dict[str, str]] = {}
+    current = ""
+    for line in section.splitlines():
+        if line.startswith("### "):
+            current = "Firearm" if "Firearm" in line else line.split("`")[1]
+            tables[current] = {}
+        elif line.startswith("| `") and current:
+            field, source = line.split(" | ", 1)
+            tables[current][field.split("`")[1]] = source.rstrip(" |")
+    return tables
+
+
+def test_messages_doc_names_a_source_for_every_member():
+    tables = _source_tables()
+    assert set(tables) == {"Firearm", *m.MESSAGE_TYPES}
+    wanted = {"Firearm": _members(m.Firearm), **{mt: _members(cls) for mt, cls in m.MESSAGE_TYPES.items()}}
+    for name, members in wanted.items():
+        missing = [p for p in members if p not in tables[name]]
+        assert not missing, f"docs/messages.md: no source for {name} {missing}"
+        assert not set(tables[name]) - set(members), f"{name}: rows for no member {set(tables[name]) - set(members)}"
+        assert all(tables[name].values())

@@ -387,14 +387,15 @@ def test_config_delivery_errors_name_file_key_and_reason(tmp_path):
 # --- delivery metadata: the marking arrives in every mode (SPEC §6 1.1, issue #15) --------------------
 
 RESTRICTIONS = "no contactar al titular antes del 31/01/2027 - do not contact the owner"
-MARKING = {"handling": "H3", "handling_restrictions": RESTRICTIONS, "classification": "RESTREINT_UE",
-           "purpose": "PROSECUTION"}
+MARKING = {"handling": "H3", "handling_restrictions": RESTRICTIONS, "onward_transfer": "PROHIBITED",
+           "classification": "RESTREINT_UE", "purpose": "PROSECUTION"}
 
 
 async def send_marked(nodes: dict[str, Node], title: str) -> tuple[str, str]:
     """Two notices it -> es marked H3 (with restrictions), RESTREINT_UE, PROSECUTION, the second a reply
     to the first; returns (first id, second id)."""
-    kw: dict[str, Any] = {"hc": "H3", "hr": RESTRICTIONS, "cls": "RESTREINT_UE", "pur": "PROSECUTION"}
+    kw: dict[str, Any] = {"hc": "H3", "hr": RESTRICTIONS, "ot": "PROHIBITED", "cls": "RESTREINT_UE",
+                          "pur": "PROSECUTION"}
     first = await nodes["it"].origin.submit(mt="notice", to="es", system="test",
                                             body=msgspec.json.encode({**example("notice"), "title": title}), **kw)
     second = await nodes["it"].origin.submit(mt="notice", to="es", system="test", irt=first,
@@ -440,6 +441,7 @@ async def test_webhook_delivery_carries_the_marking_in_headers_and_national_body
             "H3", "RESTREINT_UE", "PROSECUTION", first)
         from urllib.parse import unquote
         assert unquote(h["Traza-Handling-Restrictions"]) == RESTRICTIONS
+        assert h["Traza-Onward-Transfer"] == "PROHIBITED"
         back = get_adapter("es").to_standard(post["body"], h["Content-Type"])
         assert_marked({**back.envelope(), **back.received}, first)
         post1 = next(p for p in rec.posts if p["headers"]["Traza-Message-Id"] == first)
