@@ -276,10 +276,9 @@ async def _at_rate(ctx: _Ctx, n: int, size: int, rate: float) -> dict[str, Any]:
     finally:
         drain.cancel()
     await _wait_receipts(ctx, due)
-    es = dict(_rows(ctx.fed.nodes["es"].data_dir / "node.db", "SELECT jti, delivered_at FROM inbox"))
+    es = dict(ctx.rows("es", "SELECT jti, delivered_at FROM inbox"))
     e2e = [(es[j] - t) * 1000 for j, t in due.items()]
-    seen = {node: dict(_rows(ctx.fed.nodes[node].data_dir / "node.db", "SELECT jti, received_at FROM messages"))
-            for node in ROUTE}
+    seen = {node: dict(ctx.rows(node, "SELECT jti, received_at FROM messages")) for node in ROUTE}
     hops: dict[str, list[float]] = {}
     for (a, b), name in zip(itertools.pairwise(ROUTE), HOPS, strict=True):
         hops[name] = [(seen[b][j] - seen[a][j]) * 1000 for j in due]

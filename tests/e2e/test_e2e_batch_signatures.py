@@ -59,7 +59,7 @@ def run_route(tmp_path: Path, batch: set[str]) -> tuple[Federation, list[str], d
             r = subprocess.run(cli, capture_output=True, text=True, timeout=120)
             return r.returncode == 0 and "evidence of 4 of 4 nodes" in r.stdout
         fed.wait_for(exported, timeout=60.0, interval=1.0)
-        stored = {node: dict(rows(fed, node, "SELECT jti, envelope FROM messages")) for node in fed.nodes}
+        stored = {node: dict(rows(fed, node, "SELECT jti, envelope FROM envelopes")) for node in fed.nodes}
         acks = {node: dict(rows(fed, node, "SELECT jti, ack FROM messages")) for node in fed.nodes}
     finally:
         fed.stop_all()

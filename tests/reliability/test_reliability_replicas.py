@@ -103,6 +103,12 @@ async def test_rows_of_a_killed_replica_are_sent_by_the_other_after_their_lease_
         async with started(fed["hub-b"].config) as b, started(fed["es"].config) as es, \
                 started(fed["mx"].config) as mx:
             assert not b.replica.leads()  # A started first and leads
+
+            def a_signed() -> bool | None:  # A, the leader, signs its first checkpoint before it dies
+                with psycopg.connect(pg_url) as c:
+                    return c.execute("SELECT count(*) FROM audit_checkpoints").fetchone()[0] > 0 or None
+
+            await eventually(lambda: asyncio.to_thread(a_signed), timeout=30.0)
             jtis = list(await asyncio.gather(*(
                 mx.submit(mt="notice", to="es", body=msgspec.json.encode({"title": "t", "text": str(i)}), system="test")
                 for i in range(20))))
