@@ -83,7 +83,12 @@ class Applier:
     def given_ack(self, conn: sqlite3.Connection, jti: str) -> str | None:
         """The ack this node gave for ``jti``, from its evidence (a dropped transit copy keeps no other)."""
         for kind, value in AuditReader(conn).evidence(jti):
-            if kind == "ack" and parse_compact(value, typ=TYP_ACK).claims.get("iss") == self.here:
+            if kind != "ack":
+                continue
+            # a version-1 ack, or a batched element (protocol 1.1) whose leaf is the ack's claims
+            claims = (msgspec.json.decode(batchsig.parse_element(value, "ack").leaf) if batchsig.is_batched(value)
+                      else parse_compact(value, typ=TYP_ACK).claims)
+            if claims.get("iss") == self.here:
                 return value
         return None
 

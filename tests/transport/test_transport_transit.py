@@ -5,15 +5,19 @@ theirs. Real nodes in-process over real mTLS on 127.0.0.1."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import msgspec
+import pytest
 from kit.nodes import attach, bundle_of, started, state
 from kit.waiting import eventually
 
+from gateway.core import batchsig
 from gateway.core.envelope import TYP_ACK
 from gateway.core.jws import parse_compact
 from gateway.localfed import NodeSpec, build
@@ -72,11 +76,14 @@ async def test_hub_drops_payload_and_blob_once_the_next_hop_acked_and_its_eviden
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-async def test_a_duplicate_of_a_dropped_transit_copy_is_answered_with_the_hubs_ack_from_its_evidence(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [False, True], ids=["v1", "batch-signatures"])
+async def test_a_duplicate_of_a_dropped_transit_copy_is_answered_with_the_hubs_ack_from_its_evidence(
+        tmp_path: Path, batch: bool) -> None:
     """The hub keeps neither the envelope nor its ack in the message row once the next hop acked it; a
     resend of the same envelope (its ack was lost on the way back) is still a duplicate answered with the
-    ack the hub gave the first time (from its evidence), not a refusal."""
-    built = build(tmp_path / "fed", SPECS, limits=LIMITS)
+    ack the hub gave the first time (from its evidence), not a refusal — a version-1 ack, or a batched
+    element when every node speaks protocol 1.1 (docs/protocol.md)."""
+    built = build(tmp_path / "fed", [dataclasses.replace(s, batch=batch) for s in SPECS], limits=LIMITS)
     async with started(built["hub"].config) as hub, started(built["mx"].config) as mx, \
             started(built["es"].config) as es:
         await _relay_through(mx, es, msgspec.json.encode({"title": "t", "text": "x"}), 1)
@@ -90,7 +97,9 @@ async def test_a_duplicate_of_a_dropped_transit_copy_is_answered_with_the_hubs_a
         (res,) = await hub.receive_batch("mx", [msgspec.Raw(bytes(sent))])
     assert res.status == "duplicate", res
     assert res.ack is not None
-    claims = parse_compact(res.ack, typ=TYP_ACK).claims
+    assert batchsig.is_batched(res.ack) == batch
+    claims = (json.loads(batchsig.parse_element(res.ack, "ack").leaf) if batch
+              else parse_compact(res.ack, typ=TYP_ACK).claims)
     assert (claims["iss"], claims["aud"], claims["jti"]) == ("hub", "mx", jti)
 
 
