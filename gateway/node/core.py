@@ -55,6 +55,7 @@ from gateway.node.relay import Applier
 from gateway.node.replica import Replica
 from gateway.node.retention import Retention
 from gateway.node.services import Shared
+from gateway.node.supervise import pause
 from gateway.node.tls import TlsFileError, TlsMixin
 from gateway.node.witness import Witnessing
 from gateway.store import relay as st
@@ -340,9 +341,7 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
     async def _manifest_loop(self) -> None:
         interval = self.cfg.trust.manifest_poll_seconds
         while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
-            if self.stopping.is_set():
+            if await pause(self.stopping, interval):
                 break
             await self.poll_manifest()
 

@@ -10,7 +10,6 @@ encrypted in chunks to new blobs. The receipt watchdog marks messages forwarded 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sqlite3
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from gateway.crypto.chunks import encrypt_file, new_content_key, seal_content_ke
 from gateway.crypto.hpke import seal
 from gateway.crypto.keys import SigningKey, verifier_for
 from gateway.node.services import Shared
+from gateway.node.supervise import pause
 from gateway.store import lookup
 from gateway.store import relay as st
 from gateway.store.blobs import BadBlobName, BlobError, BlobStore, BlobTooLarge
@@ -326,8 +326,7 @@ class Origin:
         timeout = self.s.cfg.limits.receipt_overdue
         while not self.s.stopping.is_set():
             await self.check_receipts(self.s.clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.s.stopping.wait(), timeout=min(30.0, max(0.05, timeout / 4)))
+            await pause(self.s.stopping, min(30.0, max(0.05, timeout / 4)))
 
     async def check_receipts(self, now: float) -> list[str]:
         """One watchdog pass at ``now``: the ids newly marked overdue."""

@@ -38,6 +38,7 @@ from gateway.core.retry import CircuitBreaker
 from gateway.crypto.keys import verifier_for
 from gateway.crypto.tls import CertRefusal, node_cert_refusal
 from gateway.node.services import Shared
+from gateway.node.supervise import pause
 from gateway.store import relay as st
 from gateway.store.blobs import BlobError, BlobStore
 from gateway.store.crashpoints import crash_point
@@ -315,9 +316,7 @@ class Outbound:
         """Delete blobs (as they travel) once every envelope naming them has expired, and uploads no
         envelope named after the longest TTL (docs/blobs.md)."""
         while not self.s.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.s.stopping.wait(), timeout=interval)
-            if self.s.stopping.is_set():
+            if await pause(self.s.stopping, interval):
                 break
             try:
                 gone = await asyncio.to_thread(self.blobs.purge, self.s.clock() - self.s.cfg.limits.clock_skew,

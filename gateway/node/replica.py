@@ -13,7 +13,6 @@ leader's: :meth:`Replica.leader_loop` probes the session advisory lock of ``gate
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import socket
@@ -22,6 +21,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.core.replicas import Leadership
+from gateway.node.supervise import pause
 from gateway.store.leader import LeaderLock
 
 
@@ -70,17 +70,14 @@ class Replica:
     async def leader_loop(self) -> None:
         while not self.stopping.is_set():
             await self.probe()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=self.cfg.store.leader_poll)
+            await pause(self.stopping, self.cfg.store.leader_poll)
 
     async def scan_loop(self) -> None:
         """Every half lease (at most 5 s): ``rescan`` (wake the queue of every peer with rows, so that rows
         another replica claimed and left are sent once their leases end)."""
         interval = min(self.cfg.store.lease / 2, 5.0)
         while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
-            if not self.stopping.is_set():
+            if not await pause(self.stopping, interval):
                 await self.rescan()
 
     async def release(self) -> None:

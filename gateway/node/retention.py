@@ -18,6 +18,7 @@ from gateway.core.envelope import TYP_ENVELOPE
 from gateway.core.events import PayloadPurged
 from gateway.core.jws import parse_compact
 from gateway.node.services import Shared
+from gateway.node.supervise import pause
 from gateway.store import retention as st_ret
 from gateway.store.blobs import BlobStore
 
@@ -140,9 +141,7 @@ class Retention:
         """A pass every ``[retention] interval`` seconds, on the node's clock."""
         interval = self.s.cfg.retention.interval
         while not self.s.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.s.stopping.wait(), timeout=interval)
-            if self.s.stopping.is_set():
+            if await pause(self.s.stopping, interval):
                 break
             try:
                 await self.run_once(self.s.clock())

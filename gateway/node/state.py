@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
 import sqlite3
 import ssl
@@ -42,7 +41,7 @@ from gateway.node.outbound import Outbound
 from gateway.node.relay import Applied, Applier
 from gateway.node.retention import Retention
 from gateway.node.services import Shared
-from gateway.node.supervise import supervised
+from gateway.node.supervise import pause, supervised
 from gateway.store import relay as st
 from gateway.store.blobs import BlobStore
 from gateway.store.db import Database
@@ -150,8 +149,7 @@ class _NodeState:
                     for _ in items:
                         self.audit_backlog.popleft()
                     self.log.info("audit.backlog_written", entries=len(items))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
+            await pause(self.stopping, 1.0)
 
     def _stage_backlog(self, conn: sqlite3.Connection, items: list[tuple[float, Event]]) -> None:
         for at, event in items:

@@ -10,6 +10,7 @@ it never ends silently. Cancellation (the node stopping) ends it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -42,7 +43,12 @@ async def supervised(name: str, factory: Callable[[], Awaitable[None]], *, log: 
                 on_crash(name, exc)
             except Exception as report_exc:  # reporting must not kill the supervisor
                 log.error("task.crash_report_failed", task=name, error=repr(report_exc)[:300])
-            try:
-                await asyncio.wait_for(stopping.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+            await pause(stopping, delay)
+
+
+async def pause(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds``, or less if the node stops meanwhile; True when it is stopping (the loops of a
+    node wait between passes with this, so that a stop ends them at once)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+    return stopping.is_set()

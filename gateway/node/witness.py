@@ -21,6 +21,7 @@ from gateway.core.note import origin_for
 from gateway.core.timeutil import rfc3339_seconds
 from gateway.core.witnessing import WitnessSchedule
 from gateway.node.services import Shared
+from gateway.node.supervise import pause
 from gateway.transport.peer import PeerClient, PeerUnavailable
 
 
@@ -66,9 +67,7 @@ class Witnessing:
     async def checkpoint_loop(self) -> None:
         interval = self.s.cfg.limits.checkpoint_interval
         while not self.s.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.s.stopping.wait(), timeout=interval)
-            if self.s.stopping.is_set():
+            if await pause(self.s.stopping, interval):
                 break
             if not self.s.leads():  # replicas of one node: checkpoints are the leader's (docs/ha.md)
                 continue
