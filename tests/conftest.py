@@ -1,6 +1,7 @@
 """Shared by every test module: the summary line for tests skipped because a system tool is missing, and
 the PostgreSQL fixtures (tests/kit/pg.py): ``pg_cluster`` (one server per session), ``pg_url`` (a fresh
-database per test) and ``store_target``, parametrised ``sqlite``/``postgresql``: what a store is opened
+database per test), ``ha_cluster`` (a primary with a synchronous hot standby, its own per test since a
+failover uses it up) and ``store_target``, parametrised ``sqlite``/``postgresql``: what a store is opened
 on (a SQLite file path, or a PostgreSQL URL)."""
 
 from __future__ import annotations
@@ -20,6 +21,20 @@ def pg_cluster() -> Iterator[Cluster]:
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def ha_cluster() -> Iterator[Cluster]:
+    """A PostgreSQL primary with a synchronous hot standby (its own, since a failover uses it up)."""
+    try:
+        cluster = Cluster()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        cluster.add_standby()
         yield cluster
     finally:
         cluster.stop()

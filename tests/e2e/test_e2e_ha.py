@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -29,19 +28,6 @@ from kit.pg import Cluster
 from test_e2e_crash import _inbox_jtis, _submit_all  # tests/e2e: the crash test's feed and inbox reading
 
 from gateway.localfed import add_replica, free_ports
-
-
-@pytest.fixture
-def ha_cluster() -> Iterator[Cluster]:
-    try:
-        cluster = Cluster()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    try:
-        cluster.add_standby()
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _ha_federation(root: Path, cluster: Cluster) -> tuple[Federation, str]:

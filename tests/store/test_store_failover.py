@@ -7,28 +7,10 @@ readers reconnect to the promoted standby by themselves."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-
-import pytest
-from kit.pg import Cluster
 
 from gateway.store import relay as st
 from gateway.store.db import StorageUnavailable
 from gateway.store.schema import open_store
-
-
-@pytest.fixture
-def ha_cluster() -> Iterator[Cluster]:
-    """A PostgreSQL primary with a synchronous hot standby (its own, since a failover uses it up)."""
-    try:
-        cluster = Cluster()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    try:
-        cluster.add_standby()
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _message(jti: str, now: float) -> st.StoredMessage:
