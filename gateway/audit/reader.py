@@ -84,13 +84,17 @@ class AuditReader:
             raise AuditError(f"audit entry {index} does not exist (log size {self.size()})")
         return bytes(row[0])
 
-    def iter_entries(self, start: int = 0, chunk: int = 20000) -> Iterator[tuple[int, bytes, bytes]]:
-        """All stored rows ``(idx, entry, stored leaf hash)`` in index order, as stored (gaps included)."""
+    def iter_entries(self, start: int = 0, chunk: int = 20000,
+                     end: int | None = None) -> Iterator[tuple[int, bytes, bytes]]:
+        """The stored rows ``(idx, entry, stored leaf hash)`` from ``start`` (to ``end``, exclusive, if
+        given) in index order, as stored (gaps included). Each chunk is its own statement: while another
+        process appends (replicas of one node on PostgreSQL), only ``end`` bounds what is read to a size
+        read before."""
         pos = start
         while True:
             rows = self.conn.execute(
-                "SELECT idx, entry, leaf_hash FROM audit_entries WHERE idx >= ? ORDER BY idx LIMIT ?",
-                (pos, chunk),
+                "SELECT idx, entry, leaf_hash FROM audit_entries WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?",
+                (pos, (1 << 62) if end is None else end, chunk),
             ).fetchall()
             if not rows:
                 return

@@ -254,7 +254,7 @@ def _check_log(
     if kept is not None and (latest is None or kept[0] != latest.served()):
         records.append(CheckpointRecord(kept[0]))
     verified = verify_log(
-        reader.iter_entries(),
+        reader.iter_entries(end=size),  # the log as of ``size``: another replica may be appending meanwhile
         records,
         node=reader.node,
         origin=origin,
