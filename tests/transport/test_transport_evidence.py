@@ -68,10 +68,17 @@ async def _delivered(node: Any, jti: str) -> bool:
     return await state(node, jti) is not None
 
 
+async def _handed_on(origin: Any, jti: str) -> bool:
+    """The origin has logged the next hop's acknowledgement (``envelope.forwarded``, its last entry about
+    a notice): a checkpoint taken before that would leave that entry uncovered (not_checkpointed)."""
+    return any(e["event"] == "envelope.forwarded" for e in await entries(origin, jti=jti))
+
+
 async def test_the_auditor_at_the_origin_gets_one_file_with_every_hops_evidence(fed, tmp_path, capsys):
     async with started(fed["hub"].config) as hub, started(fed["mx"].config) as mx, started(fed["es"].config) as es:
         jti = await mx.submit(mt="notice", to="es", body=BODY, system="test")
         await eventually(lambda: _delivered(es, jti), timeout=20.0)
+        await eventually(lambda: _handed_on(mx, jti), timeout=20.0)
         for n in (hub, es, mx):
             await n.checkpoint_tick()
         raw = await mx.audit_route_bundle(jti)
@@ -104,6 +111,7 @@ async def test_a_hop_that_cannot_answer_is_listed_with_the_reason(fed):
         async with started(fed["es"].config) as es:
             jti = await mx.submit(mt="notice", to="es", body=BODY, system="test")
             await eventually(lambda: _delivered(es, jti), timeout=20.0)
+            await eventually(lambda: _handed_on(mx, jti), timeout=20.0)  # mx's last entry about it is logged
         for n in (hub, mx):
             await n.checkpoint_tick()
         raw = await mx.audit_route_bundle(jti)  # es is down
