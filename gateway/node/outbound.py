@@ -6,6 +6,13 @@ behind a circuit breaker, once the peer holds the blobs they name (the blob push
 of their own), then hands what happened to the relay's rules (gateway/core/relay.py): a verified ack
 dequeues, a rejection or expiry dead-letters (with an error back to the origin), anything else is
 retried with per-message jittered back-off. A purge loop deletes travelling blobs no live envelope names.
+
+Pipelined settles (issue #17): once a batch's answers are checked, storing what they mean (the settle: a
+dequeue, a retry, a dead letter, in one group commit) runs as a task of its own while the loop sends the
+next batch; the rows of a batch still settling are not read again, and at most :data:`SETTLING` settles
+are outstanding per peer. Batches still go one at a time, in queue order. A settle that fails re-raises
+in the loop (which its supervisor restarts); its rows, still queued, are sent again and answered as
+duplicates. A crash before a settle commits is the ``forward.before_settle`` case: the same.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ from gateway.store.blobs import BlobError, BlobStore
 from gateway.store.crashpoints import crash_point
 from gateway.transport.peer import BlobRefused, PeerClient, PeerUnavailable, Result
 
+# settles of answered batches outstanding per peer while the next batch is sent (one in progress, one queued)
+SETTLING = 2
+
 
 class _BlobLite(msgspec.Struct):
     sha256: str
@@ -80,6 +90,7 @@ class Outbound:
         self.blobs_at: set[tuple[str, str]] = set()  # (peer, sha) known to be complete at the peer
         self.uploads: dict[tuple[str, str], asyncio.Task[int]] = {}  # blob uploads in progress
         self.upload_locks: dict[str, asyncio.Lock] = {}
+        self.settling: dict[str, dict[asyncio.Task[Any], frozenset[str]]] = {}  # per peer: settle -> its jtis
         self.latency_samples: list[float] = []
 
     def wake(self, peer: str) -> None:
@@ -112,7 +123,7 @@ class Outbound:
         return node_cert_refusal(cert_der, self.s.fed, peer)
 
     def tasks(self) -> list[asyncio.Task[Any]]:
-        return [*self.loops.values(), *self.uploads.values()]
+        return [*self.loops.values(), *self.uploads.values(), *(t for s in self.settling.values() for t in s)]
 
     async def stop(self) -> None:
         """Stop the loops and uploads (the caller has set ``stopping``)."""
@@ -135,21 +146,31 @@ class Outbound:
         lim = self.s.cfg.limits
         breaker = self.breakers.setdefault(peer, CircuitBreaker(threshold=3, cooldown=lim.retry_min * 4,
                                                                 max_cooldown=max(lim.retry_min * 4, lim.retry_max)))
+        settling = self.settling.setdefault(peer, {})
         while not self.s.stopping.is_set():
+            await self._settled(settling, wait=len(settling) >= SETTLING)
+            busy = frozenset().union(*settling.values())
+            ev.clear()  # a wake-up from here on is seen by the waits below
             now = self.s.clock()
             # the queue to a peer is FIFO: when anything is due, send the oldest rows, so that after an
             # outage messages retried on jittered schedules still arrive in the order they were queued
             me = self.s.replica
+            limit = self.s.cfg.limits.max_batch + len(busy)  # rows still settling are read, then skipped
             if me is None:
-                rows = await self.s.db.read(partial(st.due_fifo, peer=peer, now=now, limit=self.s.cfg.limits.max_batch))
+                rows = await self.s.db.read(partial(st.due_fifo, peer=peer, now=now, limit=limit))
             else:  # replicas of one node: the rows this one may send, leased to it (docs/ha.md)
                 rows = await self.s.db.write(partial(st.claim, peer=peer, me=me, now=now,
-                                                     until=lease_end(now, self.s.cfg.store.lease),
-                                                     limit=self.s.cfg.limits.max_batch))
+                                                     until=lease_end(now, self.s.cfg.store.lease), limit=limit))
+            if busy and rows:
+                rows = [r for r in rows if r.jti not in busy][:self.s.cfg.limits.max_batch]
+                if not rows:  # only rows whose answers are being stored: wait for that, or for new rows
+                    woken = asyncio.ensure_future(ev.wait())
+                    await asyncio.wait([woken, *settling], return_when=asyncio.FIRST_COMPLETED)
+                    woken.cancel()
+                    continue
             if not rows:
                 nxt = await self.s.db.read(partial(st.next_due_at, peer=peer) if me is None else
                                            partial(st.next_claim_at, peer=peer, me=me))
-                ev.clear()
                 timeout = None if nxt is None else max(0.01, nxt - self.s.clock())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ev.wait(), timeout=min(timeout, 5.0) if timeout else 5.0)
@@ -203,7 +224,24 @@ class Outbound:
                 del self.latency_samples[:500]
             t = self.s.clock()
             answered = self._check_answers(peer, live, results, t)
-            await self.s.decide(partial(self.s.rules.answered, answered, now=t), t)
+            settle = asyncio.create_task(self.s.decide(partial(self.s.rules.answered, answered, now=t), t),
+                                         name=f"settle:{peer}")
+            settling[settle] = frozenset(r.jti for r in live)
+            settle.add_done_callback(lambda _t: ev.set())  # its rows may be read again
+
+    @staticmethod
+    async def _settled(settling: dict[asyncio.Task[Any], frozenset[str]], *, wait: bool) -> None:
+        """Forget the settles that are done, re-raising the first that failed (the loop restarts and its
+        rows, still queued, go again); with ``wait``, first wait until one is done."""
+        if wait and settling:
+            await asyncio.wait(settling, return_when=asyncio.FIRST_COMPLETED)
+        failed: BaseException | None = None
+        for task in [t for t in settling if t.done()]:
+            del settling[task]
+            exc = None if task.cancelled() else task.exception()  # every one retrieved: no asyncio warning
+            failed = failed or exc
+        if failed is not None:
+            raise failed
 
     async def _retry_later(self, peer: str, rows: list[st.OutboxRow], error: str, retry_after: float | None) -> None:
         """Per-message back-off with jitter (gateway.core.relay.Relay.unreachable)."""
