@@ -207,13 +207,16 @@ async def _wait_delivered(ctx: _Ctx, n: int, sent: dict[str, float]) -> tuple[fl
         await asyncio.sleep(0.1)
 
 
-async def _wait_receipts(ctx: _Ctx, sent: dict[str, float]) -> int:
+async def _wait_receipts(ctx: _Ctx, sent: dict[str, float]) -> tuple[int, float]:
+    """Wait until every message in ``sent`` is ``delivered`` at mx (its receipt is back); return how many
+    and when the last of them got there (``messages.updated_at``)."""
     while True:
         _remaining(ctx, "waiting for receipts at mx")
-        done = sum(1 for (j,) in ctx.rows("mx", "SELECT jti FROM messages WHERE state = 'delivered'") if j in sent)
-        ctx.progress("receipts back at mx", done, len(sent))
-        if done >= len(sent):
-            return done
+        back = [t for j, t in ctx.rows("mx", "SELECT jti, updated_at FROM messages WHERE state = 'delivered'")
+                if j in sent]
+        ctx.progress("receipts back at mx", len(back), len(sent))
+        if len(back) >= len(sent):
+            return len(back), max(back)
         await asyncio.sleep(0.1)
 
 
@@ -222,10 +225,10 @@ async def _traza(ctx: _Ctx, n: int, size: int) -> dict[str, Any]:
     drain = asyncio.create_task(_drain_inbox(ctx, n))
     last, lat = await _wait_delivered(ctx, n, sent)
     await drain
-    receipts = await _wait_receipts(ctx, sent)
+    receipts, back = await _wait_receipts(ctx, sent)
     lat.sort()
     return {"eps": n / (last - t0), "p50": statistics.median(lat), "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
-            "receipts": receipts, "sent": sent}
+            "receipts": receipts, "sent": sent, "round_trip_eps": n / (back - t0)}
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -531,7 +534,8 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
                 "cpu_us_per_envelope": round(cpu * 1e6 / messages, 1), "peak_rss_mib": round(rss, 1),
                 "floor_eps_v1": round(floor, 1), "cpu_floor_ratio": round(cpu / messages / floor_cpu, 3),
                 "rate": offered, "p50_ms_at_rate": round(paced["p50"], 2), "p99_ms_at_rate": round(paced["p99"], 2),
-                "hop_p50_ms_at_rate": paced["hop_p50"], "hop_p99_ms_at_rate": paced["hop_p99"]}
+                "hop_p50_ms_at_rate": paced["hop_p50"], "hop_p99_ms_at_rate": paced["hop_p99"],
+                "round_trip_eps": round(res["round_trip_eps"], 1)}
     finally:
         if cluster is not None:
             cluster.stop()

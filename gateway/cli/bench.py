@@ -111,6 +111,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             ("Traza / crypto floor", res["floor_ratio"]), ("latency p50 (ms)", res["p50_ms"]),
             ("latency p99 (ms)", res["p99_ms"]), ("CPU per envelope (µs, all nodes)", res["cpu_us_per_envelope"]),
             ("peak RSS of a node (MiB)", res["peak_rss_mib"]),
+            ("round trips: message and receipt (messages/s)", res["round_trip_eps"]),
             ("crypto floor, per-envelope protocol (envelopes/s)", res["floor_eps_v1"]),
             ("CPU per message / the floor's", res["cpu_floor_ratio"]),
             ("steady rate offered (messages/s)", res["rate"]),

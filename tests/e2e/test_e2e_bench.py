@@ -8,7 +8,7 @@ import sys
 
 KEYS = ["messages", "size", "null_relay_eps", "traza_eps", "ratio", "floor_eps", "floor_ratio", "p50_ms", "p99_ms",
         "cpu_us_per_envelope", "peak_rss_mib", "floor_eps_v1", "cpu_floor_ratio", "rate", "p50_ms_at_rate",
-        "p99_ms_at_rate", "hop_p50_ms_at_rate", "hop_p99_ms_at_rate"]
+        "p99_ms_at_rate", "hop_p50_ms_at_rate", "hop_p99_ms_at_rate", "round_trip_eps"]
 HOPS = ["mx→latam-hub", "latam-hub→eu-hub", "eu-hub→es"]
 
 
@@ -33,6 +33,8 @@ def test_bench_json_has_every_key_with_positive_numbers():
     assert doc["p99_ms"] >= doc["p50_ms"]
     assert abs(doc["ratio"] - doc["traza_eps"] / doc["null_relay_eps"]) < 0.01
     assert abs(doc["floor_ratio"] - doc["traza_eps"] / doc["floor_eps"]) < 0.01
+    # a message and its receipt: the whole round trip is done no faster than the message's way there
+    assert doc["round_trip_eps"] <= doc["traza_eps"], (doc["round_trip_eps"], doc["traza_eps"])
     # the steady-rate phase offers half the measured maximum by default, open loop
     assert abs(doc["rate"] - doc["traza_eps"] / 2) <= 0.1, (doc["rate"], doc["traza_eps"])
     assert doc["p99_ms_at_rate"] >= doc["p50_ms_at_rate"]
