@@ -480,7 +480,7 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
     ``replicas``: latam-hub's (2 needs PostgreSQL).
 
     After the as-fast-as-possible phase, ``messages`` more are offered open loop at ``rate`` per second
-    (default: half of the throughput just measured) on the same nodes, for the latency at a steady rate.
+    (default: half of the round trips per second just measured, ``round_trip_eps``) on the same nodes, for the latency at a steady rate.
     ``batch``: the four nodes advertise batch signatures (protocol 1.1, docs/protocol.md); False runs them
     as version-1 nodes (one hop record and one ack signed per envelope and hop)."""
     report = progress or no_progress
@@ -515,7 +515,8 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
             stat1 = proc_cpu(pids)
             rows = ctx.rows("mx", "SELECT jti, envelope FROM envelopes")
             envs = [bytes(e) for j, e in rows if j in res["sent"]]
-            offered = round(res["eps"] / 2, 1) if rate is None else rate
+            # half the maximum with receipts on: the round trips (message there, receipt back) sustained
+            offered = round(res["round_trip_eps"] / 2, 1) if rate is None else rate
             paced = asyncio.run(_at_rate(ctx, messages, size, offered))
             rss = _peak_rss_mib(pids)
         finally:

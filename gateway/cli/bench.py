@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
                    help="give up after this many seconds (default 600; with --nodes 3600)")
     p.add_argument("--rate", type=float, default=None,
                    help="messages per second offered open loop in the steady-rate phase (default: half the maximum "
-                        "just measured); with --nodes: the pace of the whole run (default 0: as fast as 16 "
+                        "just measured with receipts on: round_trip_eps / 2); with --nodes: the pace of the whole run (default 0: as fast as 16 "
                         "submissions in flight go)")
     p.add_argument("--idle", type=float, default=60.0,
                    help="with --nodes: seconds of quiet after the messages, over which manifest polls and witness "
