@@ -157,7 +157,7 @@ class Outbound:
             me = self.s.replica
             limit = self.s.cfg.limits.max_batch + len(busy)  # rows still settling are read, then skipped
             if me is None:
-                rows = await self.s.db.read(partial(st.due_fifo, peer=peer, now=now, limit=limit))
+                rows = await self.s.db.read_now(partial(st.due_fifo, peer=peer, now=now, limit=limit))
             else:  # replicas of one node: the rows this one may send, leased to it (docs/ha.md)
                 rows = await self.s.db.write(partial(st.claim, peer=peer, me=me, now=now,
                                                      until=lease_end(now, self.s.cfg.store.lease), limit=limit))
@@ -169,7 +169,7 @@ class Outbound:
                     woken.cancel()
                     continue
             if not rows:
-                nxt = await self.s.db.read(partial(st.next_due_at, peer=peer) if me is None else
+                nxt = await self.s.db.read_now(partial(st.next_due_at, peer=peer) if me is None else
                                            partial(st.next_claim_at, peer=peer, me=me))
                 timeout = None if nxt is None else max(0.01, nxt - self.s.clock())
                 with contextlib.suppress(TimeoutError):

@@ -168,6 +168,8 @@ class Database:
             self._conn = connect(self.path)
         self._queue: queue.SimpleQueue[_Item | _Stop] = queue.SimpleQueue()
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._reader_conns: list[sqlite3.Connection] = []  # every reader connection, closed by close()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="db-read")
         self.commits = 0  # number of transactions committed (for tests and metrics)
         self.writes = 0
@@ -324,6 +326,8 @@ class Database:
         if conn is None:
             conn = connect(self.path)
             self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
         return conn
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -340,6 +344,18 @@ class Database:
 
     def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return self._readers.submit(self._read, fn).result()
+
+    async def read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A short read (an indexed lookup of a few rows, e.g. the next outbox batch) run on the caller's
+        thread with a connection of its own: on SQLite (WAL: a reader never waits for the writer) that
+        saves the hand-off to a reader thread and back, which under load costs more than the read itself
+        (issue #17); on PostgreSQL every read is a network round trip, so it goes to the pool as
+        :meth:`read`."""
+        if self._pool is not None:
+            return await self.read(fn)
+        if self._closed:
+            raise RuntimeError(f"database {self.where} is closed")
+        return fn(self._reader())
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -373,6 +389,10 @@ class Database:
         self._readers.shutdown(wait=True)
         if self._pool is not None:
             self._pool.close()
+        with self._lock:
+            readers, self._reader_conns = self._reader_conns, []
+        for conn in readers:
+            conn.close()
         self._conn.close()
 
     def __enter__(self) -> Database:

@@ -129,7 +129,7 @@ async def test_forward_loop_that_crashes_is_restarted_counted_and_audited(tmp_pa
     built = build(tmp_path / "fed", SPECS, limits=LIMITS)
     async with started(built["hub"].config) as hub, started(built["mx"].config) as mx, \
             started(built["es"].config) as es:
-        real_read = hub.db.read
+        real_read = hub.db.read_now  # the forward loop reads its next batch on its own thread
         failures = {"n": 2}
 
         async def flaky_read(fn: Any) -> Any:
@@ -138,7 +138,7 @@ async def test_forward_loop_that_crashes_is_restarted_counted_and_audited(tmp_pa
                 raise sqlite_error(10, "disk I/O error")
             return await real_read(fn)
 
-        hub.db.read = flaky_read  # type: ignore[method-assign]
+        hub.db.read_now = flaky_read  # type: ignore[method-assign]
         jti = await mx.submit(mt="notice", to="es", body=BODY, system="test")
         await eventually(lambda: delivered_at(es, jti), timeout=20.0)
         assert failures["n"] == 0
