@@ -10,6 +10,7 @@ import asyncio
 import collections
 import contextlib
 import errno
+import gc
 import os
 import shutil
 import signal
@@ -574,6 +575,11 @@ async def run_node(cfg: Config, *, setup: Callable[[Node], None] | None = None,
     if setup is not None:
         setup(node)
     await node.start()
+    # what start-up built (modules, manifest, keys, caches) lives as long as the process: moved out of the
+    # cyclic collector's reach, a full collection no longer walks it (45-60 ms pauses of a relaying node
+    # measured before, about 1 ms after; issue #17)
+    gc.collect()
+    gc.freeze()
     loop = asyncio.get_running_loop()
     stop = node.fatal
     for sig in (signal.SIGINT, signal.SIGTERM):
