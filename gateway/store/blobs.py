@@ -23,7 +23,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -115,11 +115,17 @@ class BlobWriter:
         self._closed = False
 
     def write(self, data: bytes) -> None:
-        if self.received + len(data) > self.total:
+        self.write_many((data,))
+
+    def write_many(self, pieces: Sequence[bytes]) -> None:
+        """Append ``pieces`` in order, hashing them; BlobTooLarge (nothing of them written) when they
+        would take the upload beyond its declared total. Safe to call from a thread (one at a time)."""
+        if self.received + sum(len(p) for p in pieces) > self.total:
             raise BlobTooLarge(f"blob {self.sha}: more than the declared {self.total} bytes")
-        self._file.write(data)
-        self._hash.update(data)
-        self.received += len(data)
+        for data in pieces:
+            self._file.write(data)
+            self._hash.update(data)
+            self.received += len(data)
 
     @property
     def complete(self) -> bool:

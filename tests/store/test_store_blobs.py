@@ -165,3 +165,14 @@ def test_blobs_are_private_to_the_node_user(tmp_path) -> None:
     assert {store.path(sha), store.path(sha2)} <= set(files) and any(p.suffix == ".part" for p in files)
     for p in files:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+
+
+def test_write_many_refuses_pieces_beyond_the_total_before_writing_any(tmp_path):
+    store = BlobStore(tmp_path, max_blob=100)
+    w = store.writer(name(b"x" * 10), 10)
+    w.write_many([b"x" * 4])
+    with pytest.raises(BlobTooLarge):
+        w.write_many([b"x" * 4, b"x" * 4])  # the first would fit, the second not: neither is written
+    assert w.received == 4
+    w.close()
+    assert store.received(name(b"x" * 10)) == 4
