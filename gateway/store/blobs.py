@@ -110,21 +110,31 @@ class BlobWriter:
         self._hash, hashed = sha256_file(self.part, start) if start else (hashlib.sha256(), 0)
         if hashed != start:
             raise BadRange(f"blob {sha}: only {hashed} bytes could be read back from the partial file", hashed)
-        self.received = start
+        self.received = start  # bytes in the .part file
+        self._hashed = start  # bytes taken into the digest (ahead of ``received`` while a thread appends)
         self._file = _private(self.part, "ab")
         self._closed = False
 
     def write(self, data: bytes) -> None:
-        self.write_many((data,))
+        """Hash and append ``data`` (:meth:`hash` then :meth:`append`)."""
+        self.hash(data)
+        self.append((data,))
 
-    def write_many(self, pieces: Sequence[bytes]) -> None:
-        """Append ``pieces`` in order, hashing them; BlobTooLarge (nothing of them written) when they
-        would take the upload beyond its declared total. Safe to call from a thread (one at a time)."""
-        if self.received + sum(len(p) for p in pieces) > self.total:
+    def hash(self, data: bytes) -> None:
+        """Take the next ``data`` into the digest; BlobTooLarge when the bytes hashed so far would pass the
+        declared total. Every byte is hashed once, in order, before or while it is appended."""
+        if self._hashed + len(data) > self.total:
             raise BlobTooLarge(f"blob {self.sha}: more than the declared {self.total} bytes")
+        self._hash.update(data)
+        self._hashed += len(data)
+
+    def append(self, pieces: Sequence[bytes]) -> None:
+        """Append ``pieces`` (already hashed) to the ``.part`` file. Safe to call from a thread (one call at
+        a time) while the caller hashes the next pieces."""
+        if self.received + sum(len(p) for p in pieces) > self._hashed:
+            raise BlobError(f"blob {self.sha}: bytes appended before they were hashed")
         for data in pieces:
             self._file.write(data)
-            self._hash.update(data)
             self.received += len(data)
 
     @property

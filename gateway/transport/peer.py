@@ -229,9 +229,9 @@ def _blob_name(request: web.Request) -> str:
 
 
 async def receive_into(writer: BlobWriter, body: AsyncIterable[bytes]) -> None:
-    """Stream ``body`` into ``writer``. The pieces read from the connection are gathered into batches of
-    :data:`WRITE_BATCH` bytes; a thread hashes and writes each batch while the event loop reads the next
-    (TLS, HTTP parsing), so the two overlap. At most one batch is being written and one gathered: memory
+    """Stream ``body`` into ``writer``. Each piece read from the connection is hashed at once (hashlib
+    releases the GIL) and gathered into batches of :data:`WRITE_BATCH` bytes; a thread appends each batch
+    to the file while the event loop reads and hashes the next (TLS, HTTP parsing), so they overlap. At most one batch is being written and one gathered: memory
     stays about ``2 * WRITE_BATCH`` whatever the blob's size. Every byte that arrived is written, also when
     the body fails (the sender went away). Errors of the writer (BlobTooLarge, OSError) and of the body are
     raised, and a cancellation too, but always once no thread is writing the file (the caller closes it
@@ -242,18 +242,19 @@ async def receive_into(writer: BlobWriter, body: AsyncIterable[bytes]) -> None:
     size = 0
     try:
         async for piece in body:
+            writer.hash(piece)
             batch.append(piece)
             size += len(piece)
             if size >= WRITE_BATCH:
                 if job is not None:
                     await asyncio.shield(job)  # a cancellation must not leave the thread writing alone
-                job = loop.run_in_executor(None, writer.write_many, batch)
+                job = loop.run_in_executor(None, writer.append, batch)
                 batch, size = [], 0
     finally:
         if job is not None:
             await _settle(job)
         if batch:  # what arrived is kept, also when the sender went away: a resume continues after it
-            await _settle(loop.run_in_executor(None, writer.write_many, batch))
+            await _settle(loop.run_in_executor(None, writer.append, batch))
 
 
 async def _settle(job: asyncio.Future[None]) -> None:

@@ -13,6 +13,7 @@ from gateway.store.blobs import (
     BadBlobName,
     BadRange,
     BlobBusy,
+    BlobError,
     BlobStore,
     BlobTooLarge,
     DigestMismatch,
@@ -167,12 +168,18 @@ def test_blobs_are_private_to_the_node_user(tmp_path) -> None:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
 
 
-def test_write_many_refuses_pieces_beyond_the_total_before_writing_any(tmp_path):
+def test_hash_refuses_bytes_beyond_the_total_and_append_only_takes_hashed_bytes(tmp_path):
+    data = b"x" * 10
     store = BlobStore(tmp_path, max_blob=100)
-    w = store.writer(name(b"x" * 10), 10)
-    w.write_many([b"x" * 4])
+    w = store.writer(name(data), 10)
+    w.hash(data[:4])
+    with pytest.raises(BlobError, match="before they were hashed"):
+        w.append([data[:4], data[4:8]])  # only 4 bytes were hashed: nothing is appended
+    assert w.received == 0
+    w.append([data[:2], data[2:4]])
     with pytest.raises(BlobTooLarge):
-        w.write_many([b"x" * 4, b"x" * 4])  # the first would fit, the second not: neither is written
-    assert w.received == 4
-    w.close()
-    assert store.received(name(b"x" * 10)) == 4
+        w.hash(data[:7])  # 4 + 7 > 10
+    w.hash(data[4:])
+    w.append([data[4:]])
+    w.commit()
+    assert store.path(name(data)).read_bytes() == data

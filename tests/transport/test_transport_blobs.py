@@ -351,7 +351,7 @@ async def test_receive_into_refuses_more_than_the_declared_total(tmp_path):
 
 
 class _SlowWriter:
-    """A writer whose write_many blocks until released: stands for a disk slower than the network."""
+    """A writer whose append blocks until released: stands for a disk slower than the network."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -359,7 +359,10 @@ class _SlowWriter:
         self.writing = False
         self.written = 0
 
-    def write_many(self, pieces):
+    def hash(self, data):
+        pass
+
+    def append(self, pieces):
         self.writing = True
         self.started.set()
         self.release.wait(10)
