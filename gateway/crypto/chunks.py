@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gateway.core.b64 import b64url_encode
 from gateway.crypto import hpke
 from gateway.crypto.hpke import DecryptError, EncKey
+from gateway.durable import EarlyFlush
 
 MAGIC = b"TZB1"
 PREFIX_SIZE = 7
@@ -284,16 +285,19 @@ def _ahead(pieces: Iterable[bytes]) -> Iterator[bytes]:
 def _atomic_write(dst: Path, pieces: Iterable[bytes]) -> tuple[str, int]:
     """Write pieces to ``dst`` via a temporary file, fsync, rename; returns (b64url sha256, length).
     Nothing is left at ``dst`` if ``pieces`` raises. The pieces are made and hashed in a thread while
-    the previous one is written (:func:`_ahead`)."""
+    the previous one is written (:func:`_ahead`), and the disk write-back starts as the file grows
+    (:class:`gateway.durable.EarlyFlush`), so the fsync at the end is short."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
     h = hashlib.sha256()
     n = 0
+    flush = EarlyFlush(Path(tmp))
     try:
         with os.fdopen(fd, "wb") as f:
             for piece in _ahead(_hashing(pieces, h)):
                 n += len(piece)
                 f.write(piece)
+                flush.wrote(len(piece))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, dst)

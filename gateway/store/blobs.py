@@ -10,7 +10,8 @@ A :class:`BlobWriter` appends to the ``.part`` file and hashes as it goes. Resum
 already in the ``.part`` file (streamed, so memory does not grow with the blob). When the last byte of
 the declared total has arrived, :meth:`BlobWriter.commit` checks the digest: on a match it fsyncs and
 renames the file into place (atomic); on a mismatch it deletes the partial file, so nothing of a bad
-upload is kept. Reading is streamed in :data:`READ_CHUNK` pieces.
+upload is kept. While an upload goes on, the disk write-back of what arrived is started in the background
+(:class:`gateway.durable.EarlyFlush`), so the fsync at the end has little left to wait for. Reading is streamed in :data:`READ_CHUNK` pieces.
 
 No event loop here: the transport calls the slow parts (commit with its fsync) from a thread.
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gateway.core.b64 import b64url_encode
+from gateway.durable import EarlyFlush
 
 READ_CHUNK = 1024 * 1024
 _SHA_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -113,6 +115,7 @@ class BlobWriter:
         self.received = start  # bytes in the .part file
         self._hashed = start  # bytes taken into the digest (ahead of ``received`` while a thread appends)
         self._file = _private(self.part, "ab")
+        self._flush = EarlyFlush(self.part)  # write-back starts while the upload goes on: commit's fsync is short
         self._closed = False
 
     def write(self, data: bytes) -> None:
@@ -136,6 +139,7 @@ class BlobWriter:
         for data in pieces:
             self._file.write(data)
             self.received += len(data)
+            self._flush.wrote(len(data))
 
     @property
     def complete(self) -> bool:
