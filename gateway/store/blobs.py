@@ -6,14 +6,17 @@ Layout of ``root``::
     <sha256>.part      bytes received so far of an upload that has not finished (kept across restarts)
     index/<jti>.json   what a delivered message carries (the local store of a recipient only)
 
-A :class:`BlobWriter` appends to the ``.part`` file and hashes as it goes. Resuming re-hashes the bytes
-already in the ``.part`` file (streamed, so memory does not grow with the blob). When the last byte of
+A :class:`BlobWriter` appends to the ``.part`` file and hashes as it goes (:meth:`BlobWriter.hash` and
+:meth:`BlobWriter.append` apart: the transport hashes in its event loop and appends from a thread).
+Resuming re-hashes the bytes already in the ``.part`` file (streamed, so memory does not grow with the
+blob). When the last byte of
 the declared total has arrived, :meth:`BlobWriter.commit` checks the digest: on a match it fsyncs and
 renames the file into place (atomic); on a mismatch it deletes the partial file, so nothing of a bad
 upload is kept. While an upload goes on, the disk write-back of what arrived is started in the background
-(:class:`gateway.durable.EarlyFlush`), so the fsync at the end has little left to wait for. Reading is streamed in :data:`READ_CHUNK` pieces.
+(:class:`gateway.durable.EarlyFlush`), so the fsync at the end has little left to wait for. Reading is
+streamed in :data:`READ_CHUNK` pieces.
 
-No event loop here: the transport calls the slow parts (commit with its fsync) from a thread.
+No event loop here: the transport calls the slow parts (appends, commit with its fsync) from a thread.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from gateway.store.db import StorageUnavailable
 PROBLEM = "application/problem+json"
 RECEIVED_HEADER = "Traza-Received-Bytes"
 COMPLETE_HEADER = "Traza-Blob-Complete"
-# bytes of a blob's body handed at once to the thread that hashes and writes them (receive_into)
+# bytes of a blob's body handed at once to the thread that appends them to the file (receive_into)
 WRITE_BATCH = 4 * READ_CHUNK
 _RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
@@ -231,11 +231,12 @@ def _blob_name(request: web.Request) -> str:
 async def receive_into(writer: BlobWriter, body: AsyncIterable[bytes]) -> None:
     """Stream ``body`` into ``writer``. Each piece read from the connection is hashed at once (hashlib
     releases the GIL) and gathered into batches of :data:`WRITE_BATCH` bytes; a thread appends each batch
-    to the file while the event loop reads and hashes the next (TLS, HTTP parsing), so they overlap. At most one batch is being written and one gathered: memory
-    stays about ``2 * WRITE_BATCH`` whatever the blob's size. Every byte that arrived is written, also when
-    the body fails (the sender went away). Errors of the writer (BlobTooLarge, OSError) and of the body are
-    raised, and a cancellation too, but always once no thread is writing the file (the caller closes it
-    next)."""
+    to the file while the event loop reads (TLS, HTTP parsing) and hashes the next, so they overlap.
+
+    At most one batch is being written and one gathered: memory stays about ``2 * WRITE_BATCH`` whatever
+    the blob's size. Every byte that arrived is written, also when the body fails (the sender went away).
+    Errors of the writer (BlobTooLarge, OSError) and of the body are raised, and a cancellation too, but
+    always once no thread is writing the file (the caller closes it next)."""
     loop = asyncio.get_running_loop()
     job: asyncio.Future[None] | None = None
     batch: list[bytes] = []
