@@ -10,7 +10,15 @@ What it does (SPEC §4.3):
 4. submits a `notice` naming the blob (mx encrypts it in chunks for es: the hubs see ciphertext only),
    waits until es's inbox lists it, fetches the decrypted file from es (streamed) and checks its digest;
 5. reads every node's peak resident memory (VmHWM of /proc/<pid>/status) and prints one JSON object:
-   seconds, MiB/s, peak RSS per node, the resume figures and each hop's upload time.
+   seconds, MiB/s, peak RSS per node, the resume figures, each hop's upload time and MiB/s
+   (``hops``, ``hop_mib_s``), the stages of the relay read from the nodes' logs (``stages``: encrypt at
+   the origin, each hop from the start of its upload to the envelope accepted, decrypt at es) and the
+   CPU seconds each node spent from submit to inbox (``relay_cpu_seconds``, from /proc/<pid>/stat:
+   steadier than wall time when other work shares the machine).
+
+``relay_mib_s`` is the end-to-end figure: the plaintext size over the time from submit (at mx) until es's
+inbox lists the message (polled every 0.2 s), decrypted. A hop's MiB/s is the ciphertext it uploaded over
+the upload's time (``blob.uploaded`` in the sender's log: HEAD, PUT, the receiver's fsync and rename).
 
 Exit status 0 when the file arrived intact, the resume sent only the remainder and every node stayed
 under ``--rss-target`` MiB; 1 otherwise.
@@ -19,9 +27,11 @@ under ``--rss-target`` MiB; 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import http.client
 import json
+import os
 import random
 import re
 import shutil
@@ -115,6 +125,16 @@ def peak_rss_mib(pid: int) -> float:
     raise RuntimeError(f"/proc/{pid}/status has no VmHWM")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` so far (all its threads), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ts(event: dict[str, Any]) -> float:
+    return datetime.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
 def log_events(log: Path, event: str) -> list[dict[str, Any]]:
     out = []
     for line in log.read_text(errors="replace").splitlines():
@@ -163,6 +183,7 @@ def run(size: int, root: Path, timeout: float, rss_target: float) -> dict[str, A
         msg = {"type": "notice", "to": "es", "handling": "H1", "classification": "BASIC_PROTECTION_LEVEL",
                "purpose": "INVESTIGATION", "body": {"title": "blob relay bench", "text": f"{size} bytes"},
                "attachments": [{"sha256": sha, "len": size, "ct": "application/octet-stream", "name": "blob.bin"}]}
+        cpu0 = {nid: cpu_seconds(p.pid) for nid, p in fed.procs.items()}
         t1 = time.monotonic()
         status, doc = local_request(mx, "system", "POST", "/local/v1/messages", json.dumps(msg).encode(), STANDARD)
         if status != 201:
@@ -179,6 +200,7 @@ def run(size: int, root: Path, timeout: float, rss_target: float) -> dict[str, A
             if att is None:
                 time.sleep(0.2)
         relay_s = time.monotonic() - t1
+        summary["relay_cpu_seconds"] = {nid: round(cpu_seconds(p.pid) - cpu0[nid], 2) for nid, p in fed.procs.items()}
         if att is None:
             raise RuntimeError(f"es did not receive {jti} within {timeout} s (logs in {fed.root})")
         summary.update({"submit_seconds": round(submit_s, 2), "relay_seconds": round(relay_s, 2),
@@ -193,15 +215,46 @@ def run(size: int, root: Path, timeout: float, rss_target: float) -> dict[str, A
         summary["max_peak_rss_mib"] = max(rss.values())
         summary["rss_target_mib"] = rss_target
         summary["rss_ok"] = max(rss.values()) < rss_target
-        hops = []
-        for nid in ("mx", "latam-hub", "eu-hub"):
-            for e in log_events(fed.log_path(nid), "blob.uploaded"):
-                hops.append({"from": nid, "to": e.get("peer"), "len": e.get("len"), "sent": e.get("sent"),
-                             "seconds": e.get("seconds")})
-        summary["hops"] = hops
+        summary["hops"] = hops = hop_figures(fed)
+        summary["hop_mib_s"] = {f"{h['from']}→{h['to']}": h["mib_s"] for h in hops}
+        summary["stages"] = stages(fed, hops)
     finally:
         fed.stop_all()
     return summary
+
+
+def hop_figures(fed: Federation) -> list[dict[str, Any]]:
+    """Each hop's upload as its sender logged it (``blob.uploaded``), with its MiB/s."""
+    hops = []
+    for nid in ("mx", "latam-hub", "eu-hub"):
+        for e in log_events(fed.log_path(nid), "blob.uploaded"):
+            seconds = e.get("seconds") or 0.0
+            hops.append({"from": nid, "to": e.get("peer"), "len": e.get("len"), "sent": e.get("sent"),
+                         "seconds": seconds, "mib_s": round(e["sent"] / MIB / seconds, 1) if seconds else None})
+    return hops
+
+
+def stages(fed: Federation, hops: list[dict[str, Any]]) -> dict[str, float]:
+    """Where the relay's time went, from the nodes' logs (seconds): each hop from the previous node having
+    the envelope (mx: submitted, after encrypting) to the next node accepting it (upload, then the
+    envelope), except that the last hop ends when es has stored the blob; then ``decrypt_at_es``, from
+    es storing the blob to es accepting the envelope (verify, decrypt into its plaintext store)."""
+    def last(node: str, event: str, status: str | None = None) -> float | None:
+        found = [e for e in log_events(fed.log_path(node), event) if status is None or e.get("status") == status]
+        return _ts(found[-1]) if found else None
+
+    out: dict[str, float] = {}
+    prev = last("mx", "envelope", "submitted")
+    for h in hops:
+        end = last(h["to"], "blob.stored") if h["to"] == "es" else last(h["to"], "envelope", "accepted")
+        if prev is None or end is None:
+            return out
+        out[f"{h['from']}→{h['to']}"] = round(end - prev, 2)
+        prev = end
+    accepted = last("es", "envelope", "accepted")
+    if prev is not None and accepted is not None:
+        out["decrypt_at_es"] = round(accepted - prev, 2)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,9 @@ import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -36,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gateway.core.b64 import b64url_encode
 from gateway.crypto import hpke
 from gateway.crypto.hpke import DecryptError, EncKey
+from gateway.durable import EarlyFlush
 
 MAGIC = b"TZB1"
 PREFIX_SIZE = 7
@@ -259,19 +262,42 @@ def _read_pieces(path: Path) -> Iterator[bytes]:
             yield piece
 
 
+def _hashing(pieces: Iterable[bytes], h: Any) -> Iterator[bytes]:
+    """``pieces`` unchanged, each added to hash ``h`` as it passes."""
+    for piece in pieces:
+        h.update(piece)
+        yield piece
+
+
+def _ahead(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """``pieces``, each made in a thread of its own while the caller uses the one before: reading,
+    encrypting or decrypting and hashing the next piece overlap writing this one (on two cores, the
+    stages run at once). One piece is made ahead, no more, so memory does not grow; an exception
+    raised making a piece is raised here, in order."""
+    it = iter(pieces)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunks-ahead") as pool:
+        nxt = pool.submit(next, it, None)
+        while (piece := nxt.result()) is not None:
+            nxt = pool.submit(next, it, None)
+            yield piece
+
+
 def _atomic_write(dst: Path, pieces: Iterable[bytes]) -> tuple[str, int]:
     """Write pieces to ``dst`` via a temporary file, fsync, rename; returns (b64url sha256, length).
-    Nothing is left at ``dst`` if ``pieces`` raises."""
+    Nothing is left at ``dst`` if ``pieces`` raises. The pieces are made and hashed in a thread while
+    the previous one is written (:func:`_ahead`), and the disk write-back starts as the file grows
+    (:class:`gateway.durable.EarlyFlush`), so the fsync at the end is short."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
     h = hashlib.sha256()
     n = 0
+    flush = EarlyFlush(Path(tmp))
     try:
         with os.fdopen(fd, "wb") as f:
-            for piece in pieces:
-                h.update(piece)
+            for piece in _ahead(_hashing(pieces, h)):
                 n += len(piece)
                 f.write(piece)
+                flush.wrote(len(piece))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, dst)

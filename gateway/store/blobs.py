@@ -6,13 +6,17 @@ Layout of ``root``::
     <sha256>.part      bytes received so far of an upload that has not finished (kept across restarts)
     index/<jti>.json   what a delivered message carries (the local store of a recipient only)
 
-A :class:`BlobWriter` appends to the ``.part`` file and hashes as it goes. Resuming re-hashes the bytes
-already in the ``.part`` file (streamed, so memory does not grow with the blob). When the last byte of
+A :class:`BlobWriter` appends to the ``.part`` file and hashes as it goes (:meth:`BlobWriter.hash` and
+:meth:`BlobWriter.append` apart: the transport hashes in its event loop and appends from a thread).
+Resuming re-hashes the bytes already in the ``.part`` file (streamed, so memory does not grow with the
+blob). When the last byte of
 the declared total has arrived, :meth:`BlobWriter.commit` checks the digest: on a match it fsyncs and
 renames the file into place (atomic); on a mismatch it deletes the partial file, so nothing of a bad
-upload is kept. Reading is streamed in :data:`READ_CHUNK` pieces.
+upload is kept. While an upload goes on, the disk write-back of what arrived is started in the background
+(:class:`gateway.durable.EarlyFlush`), so the fsync at the end has little left to wait for. Reading is
+streamed in :data:`READ_CHUNK` pieces.
 
-No event loop here: the transport calls the slow parts (commit with its fsync) from a thread.
+No event loop here: the transport calls the slow parts (appends, commit with its fsync) from a thread.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from gateway.core.b64 import b64url_encode
+from gateway.durable import EarlyFlush
 
 READ_CHUNK = 1024 * 1024
 _SHA_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -110,16 +115,34 @@ class BlobWriter:
         self._hash, hashed = sha256_file(self.part, start) if start else (hashlib.sha256(), 0)
         if hashed != start:
             raise BadRange(f"blob {sha}: only {hashed} bytes could be read back from the partial file", hashed)
-        self.received = start
+        self.received = start  # bytes in the .part file
+        self._hashed = start  # bytes taken into the digest (ahead of ``received`` while a thread appends)
         self._file = _private(self.part, "ab")
+        self._flush = EarlyFlush(self.part)  # write-back starts while the upload goes on: commit's fsync is short
         self._closed = False
 
     def write(self, data: bytes) -> None:
-        if self.received + len(data) > self.total:
+        """Hash and append ``data`` (:meth:`hash` then :meth:`append`)."""
+        self.hash(data)
+        self.append((data,))
+
+    def hash(self, data: bytes) -> None:
+        """Take the next ``data`` into the digest; BlobTooLarge when the bytes hashed so far would pass the
+        declared total. Every byte is hashed once, in order, before or while it is appended."""
+        if self._hashed + len(data) > self.total:
             raise BlobTooLarge(f"blob {self.sha}: more than the declared {self.total} bytes")
-        self._file.write(data)
         self._hash.update(data)
-        self.received += len(data)
+        self._hashed += len(data)
+
+    def append(self, pieces: Sequence[bytes]) -> None:
+        """Append ``pieces`` (already hashed) to the ``.part`` file. Safe to call from a thread (one call at
+        a time) while the caller hashes the next pieces."""
+        if self.received + sum(len(p) for p in pieces) > self._hashed:
+            raise BlobError(f"blob {self.sha}: bytes appended before they were hashed")
+        for data in pieces:
+            self._file.write(data)
+            self.received += len(data)
+            self._flush.wrote(len(data))
 
     @property
     def complete(self) -> bool:

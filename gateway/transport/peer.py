@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +39,7 @@ from gateway.store.blobs import (
     BlobBusy,
     BlobStore,
     BlobTooLarge,
+    BlobWriter,
     DigestMismatch,
 )
 from gateway.store.db import StorageUnavailable
@@ -46,6 +47,8 @@ from gateway.store.db import StorageUnavailable
 PROBLEM = "application/problem+json"
 RECEIVED_HEADER = "Traza-Received-Bytes"
 COMPLETE_HEADER = "Traza-Blob-Complete"
+# bytes of a blob's body handed at once to the thread that appends them to the file (receive_into)
+WRITE_BATCH = 4 * READ_CHUNK
 _RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
@@ -225,6 +228,50 @@ def _blob_name(request: web.Request) -> str:
     return request.match_info["sha"]
 
 
+async def receive_into(writer: BlobWriter, body: AsyncIterable[bytes]) -> None:
+    """Stream ``body`` into ``writer``. Each piece read from the connection is hashed at once (hashlib
+    releases the GIL) and gathered into batches of :data:`WRITE_BATCH` bytes; a thread appends each batch
+    to the file while the event loop reads (TLS, HTTP parsing) and hashes the next, so they overlap.
+
+    At most one batch is being written and one gathered: memory stays about ``2 * WRITE_BATCH`` whatever
+    the blob's size. Every byte that arrived is written, also when the body fails (the sender went away).
+    Errors of the writer (BlobTooLarge, OSError) and of the body are raised, and a cancellation too, but
+    always once no thread is writing the file (the caller closes it next)."""
+    loop = asyncio.get_running_loop()
+    job: asyncio.Future[None] | None = None
+    batch: list[bytes] = []
+    size = 0
+    try:
+        async for piece in body:
+            writer.hash(piece)
+            batch.append(piece)
+            size += len(piece)
+            if size >= WRITE_BATCH:
+                if job is not None:
+                    await asyncio.shield(job)  # a cancellation must not leave the thread writing alone
+                job = loop.run_in_executor(None, writer.append, batch)
+                batch, size = [], 0
+    finally:
+        if job is not None:
+            await _settle(job)
+        if batch:  # what arrived is kept, also when the sender went away: a resume continues after it
+            await _settle(loop.run_in_executor(None, writer.append, batch))
+
+
+async def _settle(job: asyncio.Future[None]) -> None:
+    """Wait until the thread running ``job`` has finished, even through a cancellation of this task
+    (raised afterwards); then raise what the job raised."""
+    cancelled = False
+    while not job.done():
+        try:
+            await asyncio.wait([job])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    job.result()
+
+
 def blob_handlers(store: Callable[[], BlobStore], *, on_stored: Callable[[web.Request, str, int], None] | None = None,
                   shed_load: Callable[[], float | None] | None = None) -> tuple[Handler, Handler]:
     """``PUT`` and ``HEAD`` handlers for ``.../blobs/{sha}`` (SPEC §4.3), shared by the peer API and the
@@ -274,8 +321,7 @@ def blob_handlers(store: Callable[[], BlobStore], *, on_stored: Callable[[web.Re
         except BadRange as exc:
             return problem(416, Code.MALFORMED, str(exc), {RECEIVED_HEADER: str(exc.received)})
         try:
-            async for piece in request.content.iter_chunked(READ_CHUNK):
-                writer.write(piece)
+            await receive_into(writer, request.content.iter_chunked(READ_CHUNK))
             if writer.received != start + length:
                 return problem(400, Code.MALFORMED, f"blob {sha}: body ended after {writer.received - start} of {length} bytes",
                                {RECEIVED_HEADER: str(writer.received)})

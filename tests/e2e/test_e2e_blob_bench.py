@@ -1,5 +1,6 @@
 """Smoke test of bench/blob_relay.py at a small size: the blob arrives intact through both hubs, the
-resumed upload sends only the remainder, every node's peak RSS is read and under the target."""
+resumed upload sends only the remainder, every node's peak RSS is read and under the target, and each
+hop's MiB/s, the relay's stages and the nodes' CPU seconds are reported."""
 
 from __future__ import annotations
 
@@ -26,3 +27,9 @@ def test_blob_relay_bench_at_8_mib(tmp_path):
     assert {(h["from"], h["to"]) for h in s["hops"]} == {("mx", "latam-hub"), ("latam-hub", "eu-hub"), ("eu-hub", "es")}, s
     assert all(0 < h["sent"] <= h["len"] and h["len"] > s["size"] for h in s["hops"]), s
     assert s["relay_mib_s"] > 0
+    # each hop's MiB/s, the stages of the relay (from the logs) and each node's CPU time are reported
+    assert set(s["hop_mib_s"]) == {"mx→latam-hub", "latam-hub→eu-hub", "eu-hub→es"}, s
+    assert all(v > 0 for v in s["hop_mib_s"].values()), s
+    assert set(s["stages"]) == {*s["hop_mib_s"], "decrypt_at_es"}, s
+    assert all(v >= 0 for v in s["stages"].values()), s
+    assert set(s["relay_cpu_seconds"]) == set(s["peak_rss_mib"]) and all(v > 0 for v in s["relay_cpu_seconds"].values()), s

@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 
 import pytest
 
+from gateway import durable
 from gateway.core.b64 import b64url_encode
 from gateway.store.blobs import (
     BadBlobName,
     BadRange,
     BlobBusy,
+    BlobError,
     BlobStore,
     BlobTooLarge,
     DigestMismatch,
@@ -165,3 +168,66 @@ def test_blobs_are_private_to_the_node_user(tmp_path) -> None:
     assert {store.path(sha), store.path(sha2)} <= set(files) and any(p.suffix == ".part" for p in files)
     for p in files:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+
+
+def test_hash_refuses_bytes_beyond_the_total_and_append_only_takes_hashed_bytes(tmp_path):
+    data = b"x" * 10
+    store = BlobStore(tmp_path, max_blob=100)
+    w = store.writer(name(data), 10)
+    w.hash(data[:4])
+    with pytest.raises(BlobError, match="before they were hashed"):
+        w.append([data[:4], data[4:8]])  # only 4 bytes were hashed: nothing is appended
+    assert w.received == 0
+    w.append([data[:2], data[2:4]])
+    with pytest.raises(BlobTooLarge):
+        w.hash(data[:7])  # 4 + 7 > 10
+    w.hash(data[4:])
+    w.append([data[4:]])
+    w.commit()
+    assert store.path(name(data)).read_bytes() == data
+
+
+def test_early_flush_runs_one_flush_at_a_time_on_a_descriptor_it_closes(tmp_path, monkeypatch):
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def slow_fdatasync(fd):
+        calls.append(fd)
+        started.set()
+        release.wait(10)
+
+    monkeypatch.setattr(durable.os, "fdatasync", slow_fdatasync)
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    fds = len(os.listdir("/proc/self/fd"))
+    flush = durable.EarlyFlush(f, every=10)
+    flush.wrote(9)
+    assert calls == []  # not enough written yet
+    flush.wrote(1)
+    assert started.wait(10) and len(calls) == 1
+    flush.wrote(100)
+    flush.wrote(100)
+    assert len(calls) == 1  # the first is still running: no second one queued behind it
+    release.set()
+    assert flush._job is not None
+    flush._job.result(10)
+    assert len(os.listdir("/proc/self/fd")) == fds  # its own descriptor is closed again
+    flush.wrote(10)
+    flush._job.result(10)
+    assert len(calls) == 2
+    flush = durable.EarlyFlush(tmp_path / "gone", every=1)
+    flush.wrote(5)  # the file was renamed or deleted: nothing to flush, no error
+    assert flush._job is None
+
+
+def test_blob_flushed_early_while_written_commits_intact(tmp_path, monkeypatch):
+    flushed = []
+    real = os.fdatasync
+    monkeypatch.setattr(durable, "FLUSH_EVERY", 1_000_000)
+    monkeypatch.setattr(durable.os, "fdatasync", lambda fd: (flushed.append(fd), real(fd)))
+    store = BlobStore(tmp_path / "b", max_blob=10 * 1024 * 1024)
+    w = store.writer(SHA, len(DATA))
+    for i in range(0, len(DATA), 300_000):
+        w.write(DATA[i : i + 300_000])
+    w.commit()
+    assert flushed  # write-back was started while the blob was being written
+    assert store.path(SHA).read_bytes() == DATA

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +25,15 @@ from gateway.crypto.keys import SigningKey
 from gateway.crypto.tls import client_context
 from gateway.localfed import NodeSpec, build
 from gateway.node import Node
-from gateway.transport.peer import COMPLETE_HEADER, RECEIVED_HEADER, PeerClient, PeerUnavailable
+from gateway.store.blobs import BlobStore, BlobTooLarge
+from gateway.transport.peer import (
+    COMPLETE_HEADER,
+    RECEIVED_HEADER,
+    WRITE_BATCH,
+    PeerClient,
+    PeerUnavailable,
+    receive_into,
+)
 from gateway.trust.pki import FederationDir
 
 SPECS = [NodeSpec("eu-hub", "hub", "NL"), NodeSpec("es", "national", "ES", hub="eu-hub"),
@@ -294,3 +303,89 @@ async def test_origin_stores_an_adapters_attachment_and_encrypts_it_for_the_toke
         assert out.read_bytes() == data
     finally:
         await node.stop()
+
+
+# --- receive_into: the body of a PUT, gathered into batches written by a thread --------------------------
+
+async def _pieces(data: bytes, sizes: list[int], then: BaseException | None = None):
+    at, i = 0, 0
+    while at < len(data):
+        n = sizes[i % len(sizes)]
+        yield data[at : at + n]
+        at += n
+        i += 1
+        await asyncio.sleep(0)
+    if then is not None:
+        raise then
+
+
+async def test_receive_into_writes_every_piece_in_order(tmp_path):
+    data = os.urandom(2 * WRITE_BATCH + 123_457)  # two full batches and a tail
+    store = BlobStore(tmp_path, max_blob=len(data))
+    w = store.writer(name(data), len(data))
+    await receive_into(w, _pieces(data, [65_536, 262_144, 1, 1_048_576, 31_337]))
+    assert w.received == len(data)
+    w.commit()  # the digest of what was written matches
+    assert store.path(name(data)).read_bytes() == data
+
+
+async def test_receive_into_keeps_every_byte_that_arrived_when_the_sender_goes_away(tmp_path):
+    data = os.urandom(WRITE_BATCH + 500_000)
+    store = BlobStore(tmp_path, max_blob=10 * len(data))
+    sha = name(data + b"rest")
+    w = store.writer(sha, len(data) + 4)
+    with pytest.raises(ConnectionResetError):
+        await receive_into(w, _pieces(data, [262_144], then=ConnectionResetError("peer gone")))
+    w.close()
+    assert store.received(sha) == len(data)  # the batch still being gathered was written too
+    assert (tmp_path / f"{sha}.part").read_bytes() == data
+
+
+async def test_receive_into_refuses_more_than_the_declared_total(tmp_path):
+    data = os.urandom(WRITE_BATCH + 10)
+    store = BlobStore(tmp_path, max_blob=10 * len(data))
+    w = store.writer(name(data[:-10]), len(data) - 10)
+    with pytest.raises(BlobTooLarge):
+        await receive_into(w, _pieces(data, [WRITE_BATCH // 2]))
+    w.close()
+
+
+class _SlowWriter:
+    """A writer whose append blocks until released: stands for a disk slower than the network."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.writing = False
+        self.written = 0
+
+    def hash(self, data):
+        pass
+
+    def append(self, pieces):
+        self.writing = True
+        self.started.set()
+        self.release.wait(10)
+        self.written += sum(len(p) for p in pieces)
+        self.writing = False
+
+
+@pytest.mark.parametrize("tail", [10, WRITE_BATCH], ids=["cancelled-reading", "cancelled-waiting-for-the-thread"])
+async def test_a_cancelled_receive_returns_only_once_the_thread_is_done_with_the_file(tail):
+    w = _SlowWriter()
+
+    async def body():
+        yield b"x" * WRITE_BATCH  # handed to the thread, which blocks
+        yield b"y" * tail  # a full batch waits for the thread to be free; a short one is gathered
+        await asyncio.Event().wait()  # then the sender stalls
+
+    task = asyncio.create_task(receive_into(w, body()))  # type: ignore[arg-type]
+    await asyncio.to_thread(w.started.wait, 10)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    assert not task.done() and w.writing  # still waiting for the thread: the caller may not close the file yet
+    w.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not w.writing and w.written == WRITE_BATCH + tail  # what arrived after the first batch was written too
