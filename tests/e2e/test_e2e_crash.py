@@ -74,6 +74,27 @@ def _inbox_jtis(fed: Federation, node: str) -> list[str]:
         con.close()
 
 
+def _submitted(th: threading.Thread, result: dict[str, object], total: int, timeout: float) -> set[str]:
+    """The ids the submitting thread got back, once it has finished: ``total`` of them, all distinct."""
+    th.join(timeout=timeout)
+    assert not th.is_alive(), f"submissions did not finish within {timeout:g} s"
+    if "error" in result:
+        raise AssertionError(f"submitting failed: {result['error']!r}")
+    ids = result["ids"]
+    assert isinstance(ids, list) and len(ids) == total and len(set(ids)) == total
+    return set(ids)
+
+
+def _inbox_when_complete(fed: Federation, node: str, want: set[str], timeout: float) -> list[str]:
+    """``node``'s inbox once it holds every id in ``want`` (or after ``timeout`` s), read again 2 s later
+    so that late re-sends land before anything is counted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not want <= set(_inbox_jtis(fed, node)):
+        time.sleep(0.5)
+    time.sleep(2.0)
+    return _inbox_jtis(fed, node)
+
+
 @pytest.mark.slow
 def test_hub_kill_9_mid_flow_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     t_start = time.monotonic()
@@ -99,23 +120,8 @@ def test_hub_kill_9_mid_flow_loses_and_duplicates_nothing(tmp_path: Path) -> Non
         print(f"latam-hub killed with {at_kill[0]} submitted at mx and {at_kill[1]} in es's inbox")
         time.sleep(1.0)  # mx keeps accepting and queueing while its next hop is down
         fed.start("latam-hub")
-        th.join(timeout=120)
-        assert not th.is_alive(), "submissions did not finish within 120 s"
-        if "error" in result:
-            raise AssertionError(f"submitting failed: {result['error']!r}")
-        ids = result["ids"]
-        assert isinstance(ids, list) and len(ids) == TOTAL and len(set(ids)) == TOTAL
-
-        want = set(ids)
-        deadline = time.monotonic() + 180
-        got: list[str] = []
-        while time.monotonic() < deadline:
-            got = _inbox_jtis(fed, "es")
-            if want <= set(got):
-                break
-            time.sleep(0.5)
-        time.sleep(2.0)  # let any late re-sends land before counting
-        got = _inbox_jtis(fed, "es")
+        want = _submitted(th, result, TOTAL, timeout=120)
+        got = _inbox_when_complete(fed, "es", want, timeout=180)
         missing = want - set(got)
         dupes = {j for j in got if got.count(j) > 1} if len(got) != len(set(got)) else set()
         assert not missing, f"{len(missing)} of {TOTAL} messages never reached es (e.g. {sorted(missing)[:3]})"

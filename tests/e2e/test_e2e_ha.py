@@ -25,7 +25,12 @@ import psycopg
 import pytest
 from fedproc import FOUR, Federation  # tests/e2e helper
 from kit.pg import Cluster
-from test_e2e_crash import _inbox_jtis, _submit_all  # tests/e2e: the crash test's feed and inbox reading
+from test_e2e_crash import (  # tests/e2e: the crash test's feed and inbox reading
+    _inbox_jtis,
+    _inbox_when_complete,
+    _submit_all,
+    _submitted,
+)
 
 from gateway.localfed import add_replica, free_ports
 
@@ -97,22 +102,8 @@ def _run(tmp_path: Path, cluster: Cluster, total: int, faults: list[tuple[float,
             print(applied[-1])
         for replica in restarting:
             fed.wait_ready(replica, timeout=60)
-        th.join(timeout=600)
-        assert not th.is_alive(), "submissions did not finish within 600 s"
-        if "error" in result:
-            raise AssertionError(f"submitting failed: {result['error']!r}")
-        ids = result["ids"]
-        assert isinstance(ids, list) and len(ids) == total and len(set(ids)) == total
-        want = set(ids)
-        deadline = time.monotonic() + 300
-        got: list[str] = []
-        while time.monotonic() < deadline:
-            got = _inbox_jtis(fed, "es")
-            if want <= set(got):
-                break
-            time.sleep(0.5)
-        time.sleep(2.0)  # late re-sends land before counting
-        got = _inbox_jtis(fed, "es")
+        want = _submitted(th, result, total, timeout=600)
+        got = _inbox_when_complete(fed, "es", want, timeout=300)
         lost = want - set(got)
         duplicated = len(got) - len(set(got))
         stuck_latam = fed.wait_for(lambda: _pg(url, "SELECT count(*) FROM outbox")[0][0] == 0 or None, timeout=60) and 0
