@@ -14,30 +14,30 @@ from kit.pg import Cluster
 from kit.skipsummary import pytest_terminal_summary  # noqa: F401 - a hook, registered by being here
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[Cluster]:
+def _cluster(*, standby: bool) -> Iterator[Cluster]:
+    """A throw-away PostgreSQL server (skipped without the binaries), with a synchronous hot standby if
+    asked; stopped and deleted after."""
     try:
         cluster = Cluster()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     try:
+        if standby:
+            cluster.add_standby()
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    yield from _cluster(standby=False)
 
 
 @pytest.fixture
 def ha_cluster() -> Iterator[Cluster]:
     """A PostgreSQL primary with a synchronous hot standby (its own, since a failover uses it up)."""
-    try:
-        cluster = Cluster()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    try:
-        cluster.add_standby()
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _cluster(standby=True)
 
 
 @pytest.fixture
