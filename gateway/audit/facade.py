@@ -86,14 +86,18 @@ class NodeAudit:
         self.keys: list[Ed25519Key] = []
         self.key: Ed25519Key
         self.witness = WitnessCore(name=self.origin, key=key if isinstance(key, Ed25519Key) else key[0],
-                                   node=node, logs={})
+                                   node=node, logs={}, append=lambda conn, event, now: self.stage(conn, [event], now)[0])
         self.set_keys(key)
         self._logs: dict[str, list[bytes]] = {}
         # What this node last wrote, kept between transactions so that appending costs no reads: the
         # log's compact range and the evidence keys recorded. Both are dropped when the database
         # reports a rollback since they were taken (``rollbacks`` of gateway.store.db.Database), or
-        # when the log's size is not the range's (another writer appended).
+        # when the log's size is not the range's (another writer appended: another process, or another
+        # replica on PostgreSQL). The size is read once per write transaction (``_range_txn``, from
+        # ``Database.transactions``): within one, the write lock keeps other writers out and every
+        # append of this process goes through :meth:`stage`.
         self._range: CompactRange | None = None
+        self._range_txn: int | None = None
         self._keys: dict[str, tuple[str, dict[str, str]]] = {}
         self._seen_rollbacks: int | None = None
 
@@ -140,11 +144,12 @@ class NodeAudit:
         if self._seen_rollbacks is None:  # a database that does not count rollbacks: no caching
             return audit_log.stage(conn, events, node=self.node, now=now)
         cr = self._range
-        if cr is None or cr.size != log_size(conn):
+        txn = getattr(self.db, "transactions", None)
+        if cr is None or ((txn is None or txn != self._range_txn) and cr.size != log_size(conn)):
             cr = audit_log.frontier(conn)
         self._range = None  # until the append below has fully succeeded
         idxs = audit_log.stage_at(conn, events, node=self.node, now=now, cr=cr)
-        self._range = cr
+        self._range, self._range_txn = cr, txn
         return idxs
 
     def stage_acks(self, conn: sqlite3.Connection, acks: Sequence[tuple[str, str]]) -> None:

@@ -35,7 +35,7 @@ from gateway.audit.checkpoints import cosignature_verifier, ed25519_note_verifie
 from gateway.audit.db import connect, transaction
 from gateway.audit.log import stage
 from gateway.core.b64 import b64_decode, b64_encode
-from gateway.core.events import WitnessForkDetected, as_entry
+from gateway.core.events import Event, WitnessForkDetected, as_entry
 from gateway.core.merkle import ProofError, verify_consistency
 from gateway.core.note import (
     AddCheckpoint,
@@ -93,8 +93,11 @@ class WitnessCore:
     it knows: origin (``traza/<federation>/<node>``) to the peer's Ed25519 audit key(s), raw or base64,
     from the manifest. ``node`` is this node's id, for its own audit entries."""
 
-    def __init__(self, *, name: str, key: Ed25519Key, node: str, logs: LogKeys) -> None:
+    def __init__(self, *, name: str, key: Ed25519Key, node: str, logs: LogKeys,
+                 append: Callable[[sqlite3.Connection, Event, float], int] | None = None) -> None:
         self.name = name
+        # how a fork alert enters this node's audit log (the node's facade, which keeps the log's frontier)
+        self._append = append or (lambda conn, event, now: stage(conn, [as_entry(event)], node=node, now=now)[0])
         self.node = node
         self._key = key
         self._logs: dict[str, list[NoteVerifier]] = {}
@@ -194,7 +197,7 @@ class WitnessCore:
         cp = req.checkpoint
         event = WitnessForkDetected(origin=req.origin, kind=kind, size=cp.size, root=b64_encode(cp.root),
                                     old_size=req.old_size)
-        (idx,) = stage(conn, [as_entry(event)], node=self.node, now=now)
+        idx = self._append(conn, event, now)
         conn.execute(
             "INSERT INTO audit_witness_alerts (origin, kind, detected_at, known_checkpoint, presented_checkpoint, "
             "old_size, proof, audit_idx) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -172,6 +172,9 @@ class Database:
         self._reader_conns: list[sqlite3.Connection] = []  # every reader connection, closed by close()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="db-read")
         self.commits = 0  # number of transactions committed (for tests and metrics)
+        # number of write transactions begun: a value read inside a write names that transaction, so a
+        # cache filled in it (the audit log's size) is known to be current until the next one begins
+        self.transactions = 0
         self.writes = 0
         self.rollbacks = 0  # writes rolled back alone, plus whole transactions rolled back
         self._closed = False
@@ -222,6 +225,7 @@ class Database:
             results: list[_Outcome] = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                self.transactions += 1
                 # one savepoint at a time, always the same name (so the statements stay prepared)
                 for fn, _fut, _loop in batch:
                     conn.execute("SAVEPOINT w")

@@ -106,3 +106,45 @@ async def test_node_audit_end_to_end(audit_db):
     assert main(["audit", "verify", "--db", str(audit_db("es")), "--no-progress"]) == 0
     assert main(["audit", "verify", "--db", str(audit_db("mx")), "--no-progress"]) == 0
     assert json.loads(data)["node"] == "es"
+
+
+async def test_an_entry_appended_by_another_writer_between_transactions_is_not_overwritten(audit_db):
+    """The facade keeps the log's frontier between writes and reads the log's size once per transaction:
+    an entry another writer (another process, another replica) appended in between is seen, so the
+    next entry takes the next index and the log stays one valid tree."""
+    from gateway.audit import log as audit_log
+    from gateway.core.events import as_entry
+
+    tf = make_federation()
+    db, other = Database(audit_db("es")), Database(audit_db("es"))
+    audit = NodeAudit(db, node="es", federation=tf.fed.name, key=tf.audit["es"])
+    try:
+        assert await db.write(lambda c: audit.stage(c, [STARTED, STARTED], NOW)) == [0, 1]
+        assert await other.write(lambda c: audit_log.stage(c, [as_entry(STARTED)], node="es", now=NOW)) == [2]
+        assert await db.write(lambda c: audit.stage(c, [ev.NodeStopped()], NOW)) == [3]
+        assert await db.write(lambda c: audit.stage(c, [ev.NodeStopped()], NOW)) == [4]
+    finally:
+        db.close()
+        other.close()
+    assert main(["audit", "verify", "--db", str(audit_db("es")), "--no-progress"]) == 0
+
+
+async def test_the_log_size_is_read_once_per_transaction_however_many_entries_it_stages(tmp_path):
+    """Within one write transaction the write lock keeps other writers out: staging ten entries one by
+    one reads the log's size (``SELECT max(idx)``) at most once, not once per entry."""
+    tf = make_federation()
+    db = Database(tmp_path / "es.db")
+    audit = NodeAudit(db, node="es", federation=tf.fed.name, key=tf.audit["es"])
+    seen: list[str] = []
+    try:
+        await db.write(lambda c: audit.stage(c, [STARTED], NOW))
+        db._conn.set_trace_callback(seen.append)
+
+        def ten(conn):
+            return [audit.stage(conn, [ev.NodeStopped()], NOW)[0] for _ in range(10)]
+
+        assert await db.write(ten) == list(range(1, 11))
+        db._conn.set_trace_callback(None)
+    finally:
+        db.close()
+    assert sum("max(idx)" in s for s in seen) <= 1, seen
