@@ -210,7 +210,11 @@ def peer_cert_der(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> bytes | None:
     return ssl_object.getpeercert(binary_form=True)
 
 
+@functools.lru_cache(maxsize=256)
 def _load(cert_der: bytes) -> x509.Certificate:
+    """The parsed certificate. A node's certificate is checked on every peer request (its SAN, key and
+    serial, :func:`node_cert_refusal`): parsed once and kept, by its DER bytes (256 certificates; one that
+    does not parse raises each time and is not kept)."""
     try:
         return x509.load_der_x509_certificate(cert_der)
     except ValueError as exc:

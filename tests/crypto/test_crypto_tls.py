@@ -41,6 +41,35 @@ def test_node_identity(ca: CA) -> None:
     assert cert_not_after(d) == NOT_AFTER.timestamp()
 
 
+def test_a_certificate_presented_on_every_request_is_parsed_once(ca: CA, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The peer server and client check a node certificate on every request (SPEC §4): its SAN, key and
+    serial are pure functions of the DER bytes, so the certificate is parsed once, not per request; a
+    certificate that does not parse is refused each time."""
+    from cryptography import x509
+
+    from gateway.crypto import tls
+
+    getattr(tls._load, "cache_clear", lambda: None)()  # a test before may have parsed it
+    parsed: list[bytes] = []
+    real = x509.load_der_x509_certificate
+
+    def counting(data: bytes) -> x509.Certificate:
+        parsed.append(data)
+        return real(data)
+
+    monkeypatch.setattr(tls.x509, "load_der_x509_certificate", counting)
+    cert, _ = make_leaf(ca, ["urn:traza:node:eu-hub"])
+    d = der(cert)
+    for _ in range(50):
+        assert tls.node_cert_refusal(d, None) is None
+        assert peer_node_id(d) == "eu-hub"
+    assert parsed == [d]
+    for _ in range(2):
+        with pytest.raises(ValueError, match="not valid DER"):
+            cert_serial(b"\x30\x03junk")
+    assert len(parsed) == 3
+
+
 def test_local_identity(ca: CA) -> None:
     for role in ("system", "operator", "auditor"):
         cert, _ = make_leaf(ca, [f"urn:traza:local:{role}:sinarm-01"])
