@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gateway.core.b64 import b64url_encode
 from gateway.crypto import hpke
 from gateway.crypto.hpke import DecryptError, EncKey
-from gateway.durable import EarlyFlush
+from gateway.durable import DirectAppender, read_pieces
 
 MAGIC = b"TZB1"
 PREFIX_SIZE = 7
@@ -257,9 +257,7 @@ async def adecrypt_iter(key: bytes, chunks: AsyncIterable[bytes]) -> AsyncIterat
 
 
 def _read_pieces(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as f:
-        while piece := f.read(_READ):
-            yield piece
+    yield from read_pieces(path, 0, None, _READ)
 
 
 def _hashing(pieces: Iterable[bytes], h: Any) -> Iterator[bytes]:
@@ -285,21 +283,22 @@ def _ahead(pieces: Iterable[bytes]) -> Iterator[bytes]:
 def _atomic_write(dst: Path, pieces: Iterable[bytes]) -> tuple[str, int]:
     """Write pieces to ``dst`` via a temporary file, fsync, rename; returns (b64url sha256, length).
     Nothing is left at ``dst`` if ``pieces`` raises. The pieces are made and hashed in a thread while
-    the previous one is written (:func:`_ahead`), and the disk write-back starts as the file grows
-    (:class:`gateway.durable.EarlyFlush`), so the fsync at the end is short."""
+    the previous one is written (:func:`_ahead`); the file is written around the page cache where the
+    file system allows it (:class:`gateway.durable.DirectAppender`)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
+    os.close(fd)
     h = hashlib.sha256()
     n = 0
-    flush = EarlyFlush(Path(tmp))
     try:
-        with os.fdopen(fd, "wb") as f:
+        f = DirectAppender(Path(tmp))
+        try:
             for piece in _ahead(_hashing(pieces, h)):
                 n += len(piece)
                 f.write(piece)
-                flush.wrote(len(piece))
-            f.flush()
-            os.fsync(f.fileno())
+            f.finish()
+        finally:
+            f.close()
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -12,9 +12,11 @@ Resuming re-hashes the bytes already in the ``.part`` file (streamed, so memory 
 blob). When the last byte of
 the declared total has arrived, :meth:`BlobWriter.commit` checks the digest: on a match it fsyncs and
 renames the file into place (atomic); on a mismatch it deletes the partial file, so nothing of a bad
-upload is kept. While an upload goes on, the disk write-back of what arrived is started in the background
-(:class:`gateway.durable.EarlyFlush`), so the fsync at the end has little left to wait for. Reading is
-streamed in :data:`READ_CHUNK` pieces.
+upload is kept. Blob files are written and read around the page cache where the file system allows it
+(O_DIRECT, :class:`gateway.durable.DirectAppender` and :func:`gateway.durable.read_pieces`: filling the
+page cache was most of a relay's CPU on the benchmark VM); elsewhere through it, with the disk write-back
+started in the background (:class:`gateway.durable.EarlyFlush`) so the fsync at the end has little left
+to wait for. Reading is streamed in :data:`READ_CHUNK` pieces.
 
 No event loop here: the transport calls the slow parts (appends, commit with its fsync) from a thread.
 """
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gateway.core.b64 import b64url_encode
-from gateway.durable import EarlyFlush
+from gateway.durable import DirectAppender, read_pieces
 
 READ_CHUNK = 1024 * 1024
 _SHA_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -77,16 +79,9 @@ def sha256_file(path: Path, limit: int | None = None) -> tuple[Any, int]:
     """Streamed SHA-256 of ``path`` (of its first ``limit`` bytes): (hash object, bytes hashed)."""
     h = hashlib.sha256()
     n = 0
-    with path.open("rb") as f:
-        while True:
-            want = READ_CHUNK if limit is None else min(READ_CHUNK, limit - n)
-            if want <= 0:
-                break
-            piece = f.read(want)
-            if not piece:
-                break
-            h.update(piece)
-            n += len(piece)
+    for piece in read_pieces(path, 0, limit, READ_CHUNK):
+        h.update(piece)
+        n += len(piece)
     return h, n
 
 
@@ -108,17 +103,13 @@ class BlobWriter:
         have = self.part.stat().st_size if self.part.exists() else 0
         if start > have:
             raise BadRange(f"blob {sha}: upload resumes at byte {start} but {have} bytes have been received", have)
-        if start < have:  # the sender starts again earlier: drop what follows
-            with self.part.open("r+b") as f:
-                f.truncate(start)
         self._hash: Any
         self._hash, hashed = sha256_file(self.part, start) if start else (hashlib.sha256(), 0)
         if hashed != start:
             raise BadRange(f"blob {sha}: only {hashed} bytes could be read back from the partial file", hashed)
-        self.received = start  # bytes in the .part file
+        self.received = start  # bytes appended (on disk once a piece fills, or at commit / close)
         self._hashed = start  # bytes taken into the digest (ahead of ``received`` while a thread appends)
-        self._file = _private(self.part, "ab")
-        self._flush = EarlyFlush(self.part)  # write-back starts while the upload goes on: commit's fsync is short
+        self._file = DirectAppender(self.part, start)  # around the page cache (gateway.durable)
         self._closed = False
 
     def write(self, data: bytes) -> None:
@@ -142,7 +133,6 @@ class BlobWriter:
         for data in pieces:
             self._file.write(data)
             self.received += len(data)
-            self._flush.wrote(len(data))
 
     @property
     def complete(self) -> bool:
@@ -159,8 +149,7 @@ class BlobWriter:
                 self._file.close()
                 self.part.unlink(missing_ok=True)
                 raise DigestMismatch(f"blob {self.sha}: the {self.total} bytes received hash to {actual}")
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            self._file.finish()  # written and fsynced
             self._file.close()
             final = self.store.path(self.sha)
             os.replace(self.part, final)
@@ -174,16 +163,15 @@ class BlobWriter:
         if self._closed:
             return
         with contextlib.suppress(OSError):
-            self._file.flush()
-            self._file.close()
+            self._file.finish(sync=False)
+        self._file.close()
         self._release()
 
     def _release(self) -> None:
         if not self._closed:
             self._closed = True
-            if not self._file.closed:
-                with contextlib.suppress(OSError):
-                    self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()
             self.store._active.discard(self.sha)
 
 
@@ -318,10 +306,7 @@ class BlobStore:
 
     def read_chunks(self, sha: str, start: int = 0, chunk: int = READ_CHUNK) -> Iterator[bytes]:
         """The blob's bytes from ``start``, in pieces of at most ``chunk`` bytes."""
-        with self.path(sha).open("rb") as f:
-            f.seek(start)
-            while piece := f.read(chunk):
-                yield piece
+        yield from read_pieces(self.path(sha), start, None, chunk)
 
     def delete(self, sha: str) -> None:
         """Remove blob ``sha`` (complete or partial) and its expiry note."""

@@ -31,6 +31,7 @@ from gateway.core import strictjson
 from gateway.core.errors import Code, TrazaError, http_status
 from gateway.core.params import int_param
 from gateway.crypto.tls import CertRefusal, node_cert_refusal
+from gateway.durable import read_pieces
 from gateway.logging import get_logger
 from gateway.store.blobs import (
     READ_CHUNK,
@@ -666,13 +667,11 @@ class PeerClient:
 
         async def body() -> AsyncIterator[bytes]:
             done = received
-            with path.open("rb") as f:
-                f.seek(received)
-                while done < length and (piece := f.read(min(READ_CHUNK, length - done))):
-                    done += len(piece)
-                    yield piece
-                    if progress:
-                        progress(done)
+            for piece in read_pieces(path, received, length - received, READ_CHUNK):  # around the page cache
+                done += len(piece)
+                yield piece
+                if progress:
+                    progress(done)
 
         timeout = ClientTimeout(total=None, connect=10, sock_read=120)
         try:

@@ -220,8 +220,11 @@ def test_early_flush_runs_one_flush_at_a_time_on_a_descriptor_it_closes(tmp_path
 
 
 def test_blob_flushed_early_while_written_commits_intact(tmp_path, monkeypatch):
+    """On a file system without O_DIRECT, a blob is written through the page cache and its write-back
+    is started while it is written."""
     flushed = []
     real = os.fdatasync
+    monkeypatch.setattr(durable, "_O_DIRECT", 0)
     monkeypatch.setattr(durable, "FLUSH_EVERY", 1_000_000)
     monkeypatch.setattr(durable.os, "fdatasync", lambda fd: (flushed.append(fd), real(fd)))
     store = BlobStore(tmp_path / "b", max_blob=10 * 1024 * 1024)
