@@ -293,7 +293,8 @@ def _atomic_write(dst: Path, pieces: Iterable[bytes]) -> tuple[str, int]:
     try:
         f = DirectAppender(Path(tmp))
         try:
-            for piece in _ahead(_hashing(pieces, h)):
+            # three stages at once: read and en/decrypt (inner thread), hash (outer thread), write (here)
+            for piece in _ahead(_hashing(_ahead(pieces), h)):
                 n += len(piece)
                 f.write(piece)
             f.finish()
@@ -309,13 +310,13 @@ def _atomic_write(dst: Path, pieces: Iterable[bytes]) -> tuple[str, int]:
 def encrypt_file(src: Path, dst: Path, key: bytes) -> tuple[str, int]:
     """Encrypt file ``src`` into ``dst``; returns the blob name (b64url SHA-256 of the encrypted bytes)
     and the encrypted length."""
-    return _atomic_write(dst, encrypt_iter(key, _read_pieces(src)))
+    return _atomic_write(dst, encrypt_iter(key, _ahead(_read_pieces(src))))
 
 
 def decrypt_file(src: Path, dst: Path, key: bytes) -> tuple[str, int]:
     """Decrypt blob ``src`` into ``dst`` (only created if the whole blob authenticates); returns the b64url
     SHA-256 and length of the plaintext. DecryptError on any failure."""
-    return _atomic_write(dst, decrypt_iter(key, _read_pieces(src)))
+    return _atomic_write(dst, decrypt_iter(key, _ahead(_read_pieces(src))))
 
 
 def blob_info(sha256: str, jti: str) -> bytes:

@@ -269,3 +269,22 @@ def test_content_key_is_bound_to_blob_and_message() -> None:
             open_content_key(rk, sealed, other_sha, other_jti)
     with pytest.raises(ValueError, match="content key must be 32 bytes"):
         seal_content_key(rk.kem, rk.public_b64(), b"k" * 16, sha, jti)
+
+
+def test_a_file_of_many_pieces_round_trips_and_a_flipped_bit_midway_leaves_nothing(tmp_path: Path) -> None:
+    """encrypt_file and decrypt_file read, en/decrypt, hash and write 1 MiB pieces in three threads at once:
+    a file of several pieces comes back intact, and a chunk altered in the middle of the file fails
+    authentication there, in order, with no output file left behind."""
+    data = os.urandom(5 * 1024 * 1024 + 7)
+    (tmp_path / "plain").write_bytes(data)
+    name, length = encrypt_file(tmp_path / "plain", tmp_path / "blob", KEY)
+    raw = bytearray((tmp_path / "blob").read_bytes())
+    assert name == b64url_encode(hashlib.sha256(raw).digest()) and length == len(raw)
+    pname, plen = decrypt_file(tmp_path / "blob", tmp_path / "out", KEY)
+    assert (tmp_path / "out").read_bytes() == data and plen == len(data)
+    assert pname == b64url_encode(hashlib.sha256(data).digest())
+    raw[len(raw) // 2] ^= 1
+    (tmp_path / "bad").write_bytes(bytes(raw))
+    with pytest.raises(DecryptError, match="chunk 4[0-9] failed authentication"):
+        decrypt_file(tmp_path / "bad", tmp_path / "bad.out", KEY)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "blob", "out", "plain"]
