@@ -285,6 +285,6 @@ def test_a_file_of_many_pieces_round_trips_and_a_flipped_bit_midway_leaves_nothi
     assert pname == b64url_encode(hashlib.sha256(data).digest())
     raw[len(raw) // 2] ^= 1
     (tmp_path / "bad").write_bytes(bytes(raw))
-    with pytest.raises(DecryptError, match="chunk 4[0-9] failed authentication"):
+    with pytest.raises(DecryptError, match=r"chunk 4[0-9] failed authentication"):
         decrypt_file(tmp_path / "bad", tmp_path / "bad.out", KEY)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "blob", "out", "plain"]
