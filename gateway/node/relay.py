@@ -103,7 +103,8 @@ class Applier:
         delta = 0
         # protocol 1.1 (docs/protocol.md): one signature for the hop records of the batch, one for its acks
         hopped = self._batched_hops(commands, batch, peer, now)
-        pending: list[AckClaims] | None = None
+        # (ack claims, envelope) of the messages whose acks are signed together once all are staged
+        pending: list[tuple[AckClaims, bytes]] | None = None
         if peer is not None and any(isinstance(c, relay.StoreReceived) for c in commands) \
                 and batchsig.acks_negotiated(self.fed(), self.here, peer):
             pending = []
@@ -143,11 +144,11 @@ class Applier:
                                                         ack=out.acks[cmd.jti or ""]))
                 case _:
                     delta += st.apply(conn, cmd, now)
-        if pending:  # the acks of the batch, signed once; each stored and recorded as evidence
-            acks = make_acks_batched(pending, signer=self.signer(), now=now)
-            pairs = [(claims.jti, ack) for claims, ack in zip(pending, acks, strict=True)]
+        if pending:  # the acks of the batch, signed once; each envelope stored with its ack, and recorded
+            acks = make_acks_batched([claims for claims, _data in pending], signer=self.signer(), now=now)
+            pairs = [(claims.jti, ack) for (claims, _data), ack in zip(pending, acks, strict=True)]
             out.acks.update(pairs)
-            st.set_acks(conn, pairs)
+            st.insert_envelopes(conn, [(claims.jti, data, ack) for (claims, data), ack in zip(pending, acks, strict=True)])
             self.audit.stage_acks(conn, pairs)
             out.answers = [a if a.ack != _PENDING else msgspec.structs.replace(a, ack=out.acks[a.jti or ""])
                            for a in out.answers]
@@ -175,10 +176,12 @@ class Applier:
         return {c.jti: e for (_e, c), e in zip(items, envs, strict=True)}
 
     def _store_received(self, conn: sqlite3.Connection, v: Verified, peer: str, cmd: relay.StoreReceived,
-                        now: float, hopped: Envelope | None = None, pending: list[AckClaims] | None = None) -> str:
+                        now: float, hopped: Envelope | None = None,
+                        pending: list[tuple[AckClaims, bytes]] | None = None) -> str:
         """Append our hop (relayed; ``hopped`` when it was signed in a batch), audit ``envelope.accepted``,
-        sign the ack with its index (or queue its claims on ``pending``, signed for the whole batch by
-        :meth:`apply`), record the evidence and insert the message; the ack (:data:`_PENDING` when queued)."""
+        sign the ack with its index (or queue its claims and the envelope on ``pending``: :meth:`apply`
+        signs the whole batch's acks, then stores each envelope with its ack), record the evidence and
+        insert the message; the ack (:data:`_PENDING` when queued)."""
         c = v.claims
         env = v.envelope
         signer = self.signer()
@@ -190,8 +193,9 @@ class Applier:
         (idx,) = self.audit.stage(conn, [EnvelopeAccepted(jti=c.jti, mt=c.mt, iss=c.iss, aud=c.aud, dig=v.dig,
                                                           from_=peer, to=cmd.next_hop or self.here)], now)
         ack: str | None
+        claims: AckClaims | None = None
         if pending is not None:
-            pending.append(ack_claims_for(here=self.here, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now))
+            claims = ack_claims_for(here=self.here, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now)
             ack = None
         else:
             ack = make_ack(signer, here=self.here, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now)
@@ -204,7 +208,9 @@ class Applier:
         st.insert_message(conn, st.StoredMessage(
             jti=c.jti, dig=v.dig, mt=c.mt, iss=c.iss, aud=c.aud, cid=c.cid, irt=c.irt, cls=c.cls, exp=c.exp,
             envelope=data, size=len(data), received_from=peer, received_at=now, ack=ack, ack_idx=idx,
-            state=cmd.state, next_hop=cmd.next_hop, updated_at=now))
+            state=cmd.state, next_hop=cmd.next_hop, updated_at=now), envelope_row=claims is None)
+        if pending is not None and claims is not None:
+            pending.append((claims, data))  # the envelope row is written with its ack (apply)
         if cmd.next_hop is not None and c.blobs:  # a transit copy: its blobs go once no held message names them
             st.note_blobs(conn, c.jti, [b.sha256 for b in c.blobs])
         return _PENDING if ack is None else ack

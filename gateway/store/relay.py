@@ -153,15 +153,19 @@ def get_message(conn: sqlite3.Connection, jti: str) -> StoredMessage | None:
     return _row_msg(conn.execute(_SELECT_MESSAGE, (jti,)).fetchone())
 
 
-def insert_message(conn: sqlite3.Connection, m: StoredMessage) -> None:
+def insert_message(conn: sqlite3.Connection, m: StoredMessage, *, envelope_row: bool = True) -> None:
+    """Insert message ``m`` and, unless ``envelope_row`` is false (the caller writes it later with
+    :func:`insert_envelopes`, in the same transaction), its envelope and ack."""
     conn.execute(_INSERT_MESSAGE, tuple(getattr(m, f) for f in _ROW_COLS))
-    if m.envelope or m.ack is not None:
+    if envelope_row and (m.envelope or m.ack is not None):
         conn.execute("INSERT INTO envelopes(jti, envelope, ack) VALUES (?, ?, ?)", (m.jti, m.envelope, m.ack))
 
 
-def set_acks(conn: sqlite3.Connection, acks: Sequence[tuple[str, str]]) -> None:
-    """The acks this node gave, ``(jti, ack)`` each (batched acks, signed once the whole batch was staged)."""
-    conn.executemany("UPDATE envelopes SET ack=? WHERE jti=?", [(ack, jti) for jti, ack in acks])
+def insert_envelopes(conn: sqlite3.Connection, rows: Sequence[tuple[str, bytes, str]]) -> None:
+    """``(jti, envelope, ack)`` of messages inserted without their envelope row: the acks of a batch are
+    signed once the whole batch was staged (protocol 1.1), and each envelope is then written with its ack
+    in one statement (not inserted, then updated)."""
+    conn.executemany("INSERT INTO envelopes(jti, envelope, ack) VALUES (?, ?, ?)", rows)
 
 
 def set_state(conn: sqlite3.Connection, jti: str, state: str, now: float, *, node: str | None = None,

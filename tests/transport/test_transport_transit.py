@@ -163,3 +163,29 @@ async def test_what_a_hub_keeps_per_relayed_message_is_at_most_8_kib_whatever_th
     assert abs(kept[2] - kept[0]) <= 2048 and abs(kept[3] - kept[1]) <= 2048, kept
     # an emptied transit copy leaves no half-empty page behind: its pages are freed and reused
     assert max(pages) <= 1.5 * max(kept), (kept, pages)
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["v1", "batch-signatures"])
+async def test_each_received_envelope_is_written_once_with_the_ack_given_for_it(tmp_path: Path, batch: bool) -> None:
+    """A receiving node stores each envelope with the ack it gave in one statement; with batch signatures
+    (the acks of a request signed together, after the whole batch was staged) the envelope rows wait for
+    the acks instead of being inserted without them and updated (one statement per envelope saved)."""
+    built = build(tmp_path / "fed", [dataclasses.replace(s, batch=batch) for s in SPECS], limits=LIMITS)
+    async with started(built["hub"].config) as hub, started(built["mx"].config) as mx, \
+            started(built["es"].config) as es:
+        statements: list[str] = []
+        for node in (hub, es):
+            node.db._conn.set_trace_callback(statements.append)
+        await _relay_through(mx, es, msgspec.json.encode({"title": "t", "text": "x"}), 5)
+        for node in (hub, es):
+            node.db._conn.set_trace_callback(None)
+        con = sqlite3.connect(f"file:{es.data_dir / 'node.db'}?mode=ro", uri=True)
+        try:
+            acks = [a for (a,) in con.execute("SELECT e.ack FROM envelopes e JOIN messages m ON m.jti=e.jti "
+                                              "WHERE m.mt='notice'")]
+        finally:
+            con.close()
+    assert len(acks) == 5 and all(acks), acks
+    assert all(batchsig.is_batched(a) == batch for a in acks)
+    assert sum("INSERT INTO envelopes" in s for s in statements) >= 10  # the hub's and es's copies
+    assert not [s for s in statements if s.startswith("UPDATE envelopes")]
