@@ -256,10 +256,6 @@ async def adecrypt_iter(key: bytes, chunks: AsyncIterable[bytes]) -> AsyncIterat
         yield last
 
 
-def _read_pieces(path: Path) -> Iterator[bytes]:
-    yield from read_pieces(path, 0, None, _READ)
-
-
 def _hashing(pieces: Iterable[bytes], h: Any) -> Iterator[bytes]:
     """``pieces`` unchanged, each added to hash ``h`` as it passes."""
     for piece in pieces:
@@ -310,13 +306,13 @@ def _atomic_write(dst: Path, pieces: Iterable[bytes]) -> tuple[str, int]:
 def encrypt_file(src: Path, dst: Path, key: bytes) -> tuple[str, int]:
     """Encrypt file ``src`` into ``dst``; returns the blob name (b64url SHA-256 of the encrypted bytes)
     and the encrypted length."""
-    return _atomic_write(dst, encrypt_iter(key, _ahead(_read_pieces(src))))
+    return _atomic_write(dst, encrypt_iter(key, _ahead(read_pieces(src, chunk=_READ))))
 
 
 def decrypt_file(src: Path, dst: Path, key: bytes) -> tuple[str, int]:
     """Decrypt blob ``src`` into ``dst`` (only created if the whole blob authenticates); returns the b64url
     SHA-256 and length of the plaintext. DecryptError on any failure."""
-    return _atomic_write(dst, decrypt_iter(key, _ahead(_read_pieces(src))))
+    return _atomic_write(dst, decrypt_iter(key, _ahead(read_pieces(src, chunk=_READ))))
 
 
 def blob_info(sha256: str, jti: str) -> bytes:
