@@ -669,6 +669,36 @@ function openJws(token, typ, keys) {
   return { claims, check };
 }
 
+// A hop record or an ack as it travelled: a compact JWS (version 1), or a batched element (protocol 1.1,
+// docs/protocol.md: "tzb1.<leaf>.<index>.<path>.<batch JWS>") whose claims are the leaf's, checked through
+// the batch signature and the leaf's RFC 9162 inclusion path to the signed root. Same shape as openJws.
+const BATCH_KIND = { "traza-hop+jwt": "hop", "traza-ack+jwt": "ack" };
+
+function openElement(text, typ, keys) {
+  if (!text.startsWith("tzb1.")) return openJws(text, typ, keys);
+  const parts = text.split(".");
+  if (parts.length !== 7 || !/^(0|[1-9][0-9]{0,5})$/.test(parts[2])) throw new Error(t("err.batch_element", { typ }));
+  const leaf = b64urlDecode(parts[1]);
+  const claims = JSON.parse(utf8.decode(leaf));
+  const batch = openJws(parts.slice(4).join("."), "traza-batch+jwt", keys);
+  async function check() {
+    const kid = await batch.check();
+    const b = batch.claims;
+    if (b.kind !== BATCH_KIND[typ]) throw new Error(t("err.batch_kind", { kid, kind: b.kind, want: BATCH_KIND[typ] }));
+    if (claims.iss !== b.iss) throw new Error(t("err.jws_owner", { kid, iss: claims.iss }));
+    const path = parts[3] ? parts[3].split("~").map(b64urlDecode) : [];
+    let root = null;
+    try {
+      root = await rootFromInclusionProof(Number(parts[2]), b.n, await leafHash(leaf), path);
+    } catch (err) {
+      root = null;
+    }
+    if (root === null || b64url(root) !== b.root) throw new Error(t("err.batch_path", { kid }));
+    return kid;
+  }
+  return { claims, check };
+}
+
 async function showRoute(seq, jti, decoded) {
   let b;
   try {
@@ -681,8 +711,8 @@ async function showRoute(seq, jti, decoded) {
   const keys = b.keys.signing, here = b.node;
   const origin = openJws(b.envelope.token, "traza-envelope+jwt", keys), o = origin.claims;
   const dig = await digest(b.envelope.token);
-  const hops = b.envelope.hops.map((h) => openJws(h, "traza-hop+jwt", keys));
-  const acks = b.acks.map((a) => openJws(a, "traza-ack+jwt", keys));
+  const hops = b.envelope.hops.map((h) => openElement(h, "traza-hop+jwt", keys));
+  const acks = b.acks.map((a) => openElement(a, "traza-ack+jwt", keys));
   // the nodes in route order: the origin, each relaying node, any other node that acknowledged, the recipient
   const order = [o.iss, ...hops.map((h) => h.claims.iss)];
   for (const a of acks) if (!order.includes(a.claims.iss)) order.push(a.claims.iss);
@@ -872,7 +902,7 @@ async function verifyHopBundle(b) {
   const dig = await digest(b.envelope.token);
   let prev = b.envelope.token, sender = o.iss, sentTo = null;
   for (const [i, hop] of b.envelope.hops.entries()) {
-    const h = openJws(hop, "traza-hop+jwt", keys), c = h.claims;
+    const h = openElement(hop, "traza-hop+jwt", keys), c = h.claims;
     await h.check();
     if (c.jti !== b.jti || c.prev !== (await digest(prev)) || c.from !== sender || (i > 0 && sentTo !== c.iss)) {
       throw new Error(t("err.hop_breaks", { n: i + 1 }));
@@ -880,7 +910,7 @@ async function verifyHopBundle(b) {
     prev = hop; sender = c.iss; sentTo = c.to;
   }
   for (const [i, ack] of b.acks.entries()) {
-    const a = openJws(ack, "traza-ack+jwt", keys), c = a.claims;
+    const a = openElement(ack, "traza-ack+jwt", keys), c = a.claims;
     await a.check();
     if (c.jti !== b.jti || c.dig !== dig) throw new Error(t("err.ack_breaks", { n: i + 1 }));
     if (c.iss === b.node && !entries.has(c.idx)) throw new Error(t("err.ack_entry", { n: i + 1, idx: c.idx }));
