@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,3 +28,18 @@ def chromium_path(what: str = "dashboard browser test") -> str:
             pytest.fail(f"{what} cannot run under CI: {why}")
         pytest.skip(why)
     return path
+
+
+def launched_chromium() -> Iterator[Any]:
+    """A headless Debian chromium driven by Playwright, for a module-scoped ``browser`` fixture to yield
+    from (skipped, or failed under CI, without it); screenshots go to :data:`ARTIFACTS`."""
+    exe = chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -7,24 +7,28 @@ except under CI (`CI` set), where it fails."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 import sys
-import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from fedproc import Federation, submit  # tests/e2e helper
-from kit.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path
+from fedproc import Federation  # tests/e2e helper
+from kit.browser import ARTIFACTS, launched_chromium
 
 from gateway.ops.login import node_login_bundles, one_time_password
 
 sys.path.insert(0, "tests")
-from core.message_examples import example
-from ui.test_ui_dashboard import SPECS, _hop_checks, _page, _route_rows
+from ui.test_ui_dashboard import (
+    SPECS,
+    _gather_until_verified,
+    _hop_checks,
+    _hop_sender_altered,
+    _page,
+    _route_rows,
+    delivered_with_receipt,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +38,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                      limits={"checkpoint_interval": 1.0, "retry_min": 0.2, "retry_max": 1.0})
     fed.start_all()
     try:
-        first = submit(fed, "mx", "es", "trace.request", example("trace.request"))
-        fed.wait_for(lambda: any(m["id"] == first for m in fed.call("es", "system", "GET",
-                                                                      "/local/v1/inbox?after=0")[1]["messages"]))
-        status, doc = fed.call("es", "system", "POST", f"/local/v1/inbox/{first}/ack", b"")
-        assert status == 200, doc
-        fed.wait_for(lambda: fed.call("mx", "system", "GET", f"/local/v1/messages/{first}")[1].get("state")
-                     == "delivered")
+        first = delivered_with_receipt(fed)
         # both ends serve the message's evidence once a checkpoint is signed (every second here)
         fed.wait_for(lambda: all(fed.call(n, "auditor", "GET", f"/audit/v1/bundle?jti={first}")[0] == 200
                                  for n in ("mx", "es")), timeout=30)
@@ -56,16 +54,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def browser(site: Any) -> Iterator[Any]:
-    exe = chromium_path()
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    yield from launched_chromium()
 
 
 def _bundle(site: Any, node: str) -> dict[str, Any]:
@@ -91,23 +80,7 @@ def test_auditor_at_the_recipient_verifies_batched_hop_records_and_acks(site: An
         assert route[2][4] == "signature verified (es/sig/1), acknowledges this token"
         page.screenshot(path=str(ARTIFACTS / "auditor-es-route-batched.png"), full_page=True)
 
-        def other_sender(route: Any) -> None:  # the leaf of the hub's hop record now names another sender
-            resp = route.fetch()
-            doc = resp.json()
-            parts = doc["envelope"]["hops"][0].split(".")
-            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-            claims["from"] = "es"
-            parts[1] = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-            doc["envelope"]["hops"][0] = ".".join(parts)
-            route.fulfill(response=resp, json=doc)
-
-        page.route("**/audit/v1/bundle*", other_sender)
-        page.get_by_role("button", name="Search", exact=True).click()
-        failed = page.locator("#route .sig.failed")
-        expect(failed).to_have_count(1, timeout=30_000)
-        expect(failed).to_have_text("NOT verified: not in the batch signed by hub/sig/1")
-        expect(page.locator("#route .sig.verified")).to_have_count(2)
-        page.unroute("**/audit/v1/bundle*")
+        _hop_sender_altered(page, "NOT verified: not in the batch signed by hub/sig/1")
         assert not problems, problems
     finally:
         ctx.close()
@@ -132,26 +105,11 @@ def test_auditor_at_the_origin_verifies_the_hubs_batched_ack_and_the_receipt(sit
 def test_auditor_gathers_the_route_file_and_every_hops_batched_evidence_verifies(site: Any, browser: Any) -> None:
     """The route file (every hop's bundle, `traza audit export --route`) verified hop by hop in the page:
     the hub's and es's bundles hold batched hop records and acks."""
-    from playwright.sync_api import expect
-
     ctx, page, problems = _page(browser, site, "auditor")
     try:
         page.goto(f"{site.url}/ui/")
         page.fill("#jti", site.first)
-        gather = page.get_by_role("button", name="Gather and verify every hop's evidence of the message above")
-
-        def all_verified() -> bool:
-            # each gathering is audited at every hop: a hop answers not_checkpointed until its next
-            # checkpoint covers those entries, and the auditor asks again
-            gather.click()
-            expect(page.locator("#route-hops .hopcheck.pending")).to_have_count(0, timeout=30_000)
-            if page.locator("#route-hops .hopcheck.verified").count() == 3:
-                return True
-            assert page.locator("#route-hops .hopcheck.failed").count() == 0, _hop_checks(page)
-            time.sleep(1.0)
-            return False
-
-        site.fed.wait_for(all_verified, timeout=60)
+        _gather_until_verified(page, site.fed, 3)
         assert [n for n, _ in _hop_checks(page)] == ["mx", "hub", "es"]
         assert all(text.startswith("verified: checkpoint of size ") for _n, text in _hop_checks(page))
         page.screenshot(path=str(ARTIFACTS / "auditor-route-file-batched.png"), full_page=True)

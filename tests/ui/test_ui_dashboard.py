@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from fedproc import Federation, submit  # tests/e2e helper
-from kit.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path
+from kit.browser import ARTIFACTS, launched_chromium
 
 from gateway.crypto.tls import client_context
 from gateway.localfed import NodeSpec
@@ -89,19 +89,24 @@ def _post_as(fed: Federation, as_node: str, to_node: str, body: bytes) -> tuple[
     return asyncio.run(go())
 
 
+def delivered_with_receipt(fed: Federation) -> str:
+    """One trace request mx → es, taken by es's national system, its receipt back at mx: its id."""
+    first = submit(fed, "mx", "es", "trace.request", example("trace.request"))
+    fed.wait_for(lambda: any(m["id"] == first for m in fed.call("es", "system", "GET",
+                                                                  "/local/v1/inbox?after=0")[1]["messages"]))
+    status, doc = fed.call("es", "system", "POST", f"/local/v1/inbox/{first}/ack", b"")
+    assert status == 200, doc
+    fed.wait_for(lambda: _state(fed, "mx", first) == "delivered")
+    return first
+
+
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     fed = Federation(tmp_path_factory.mktemp("ui"), SPECS,
                      limits={"checkpoint_interval": 1.0, "retry_min": 0.2, "retry_max": 1.0, "receipt_overdue": 4.0})
     fed.start_all()
     try:
-        # one message delivered with its receipt back at mx
-        first = submit(fed, "mx", "es", "trace.request", example("trace.request"))
-        fed.wait_for(lambda: any(m["id"] == first for m in fed.call("es", "system", "GET",
-                                                                      "/local/v1/inbox?after=0")[1]["messages"]))
-        status, doc = fed.call("es", "system", "POST", f"/local/v1/inbox/{first}/ack", b"")
-        assert status == 200, doc
-        fed.wait_for(lambda: _state(fed, "mx", first) == "delivered")
+        first = delivered_with_receipt(fed)
         # es's national system answers the trace (a pistol made in Austria): mx's insights count it
         traced = submit(fed, "es", "mx", "trace.response", {**example("trace.response"), "time_to_crime_days": 412},
                         reply_to=first)
@@ -170,16 +175,7 @@ def test_ui_routes_admit_their_roles_only_and_refusals_are_audited(scene: Scene)
 
 @pytest.fixture(scope="module")
 def browser(scene: Scene) -> Iterator[Any]:
-    exe = chromium_path()
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    yield from launched_chromium()
 
 
 def _page(browser: Any, scene: Scene, role: str, node: str = "mx", locale: str = "en-US") -> tuple[Any, Any, list[str]]:
@@ -419,6 +415,34 @@ def test_auditor_finds_a_message_and_the_browser_verifies_its_proofs(scene: Scen
         ctx.close()
 
 
+def _hop_sender_altered(page: Any, failure: str) -> None:
+    """Search again while the bundle the page fetches has the hub's (first) hop record altered on the way to
+    claim another sender (its claims, or a batched element's leaf: the second dot-separated part): that
+    row says ``failure``, the other two still verify."""
+    from playwright.sync_api import expect
+
+    def other_sender(route: Any) -> None:
+        resp = route.fetch()
+        doc = resp.json()
+        parts = doc["envelope"]["hops"][0].split(".")
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        claims["from"] = "es"
+        parts[1] = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+        doc["envelope"]["hops"][0] = ".".join(parts)
+        route.fulfill(response=resp, json=doc)
+
+    page.route("**/audit/v1/bundle*", other_sender)
+    try:
+        page.get_by_role("button", name="Search", exact=True).click()
+        failed = page.locator("#route .sig.failed")
+        expect(failed).to_have_count(1, timeout=30_000)
+        expect(failed).to_have_text(failure)
+        expect(page.locator("#route tbody tr.hop").nth(1)).to_contain_text("received from es and relayed to es")
+        expect(page.locator("#route .sig.verified")).to_have_count(2)
+    finally:
+        page.unroute("**/audit/v1/bundle*")
+
+
 def test_auditor_at_the_recipient_sees_the_route_across_hops(scene: Scene, browser: Any) -> None:
     """At es the bundle holds the hop chain: mx's token, the hub's hop record and es's own ack; a hop
     record altered on the way shows as not verified."""
@@ -451,25 +475,8 @@ def test_auditor_at_the_recipient_sees_the_route_across_hops(scene: Scene, brows
         page.screenshot(path=str(ARTIFACTS / "auditor-es-route-across-hops.png"), full_page=True)
 
         # the hub's hop record altered on the way (it now claims another sender): not verified
-        def other_sender(route: Any) -> None:
-            resp = route.fetch()
-            doc = resp.json()
-            h, p, sig = doc["envelope"]["hops"][0].split(".")
-            claims = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
-            claims["from"] = "es"
-            p = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-            doc["envelope"]["hops"][0] = f"{h}.{p}.{sig}"
-            route.fulfill(response=resp, json=doc)
-
-        page.route("**/audit/v1/bundle*", other_sender)
-        page.get_by_role("button", name="Search", exact=True).click()
-        failed = page.locator("#route .sig.failed")
-        expect(failed).to_have_count(1, timeout=30_000)
-        expect(failed).to_have_text("NOT verified: the signature by hub/sig/1 does not verify")
-        expect(page.locator("#route tbody tr.hop").nth(1)).to_contain_text("received from es and relayed to es")
-        expect(page.locator("#route .sig.verified")).to_have_count(2)
+        _hop_sender_altered(page, "NOT verified: the signature by hub/sig/1 does not verify")
         page.screenshot(path=str(ARTIFACTS / "auditor-es-route-tampered.png"), full_page=True)
-        page.unroute("**/audit/v1/bundle*")
         assert not problems, problems
     finally:
         ctx.close()
@@ -677,6 +684,26 @@ def _hop_checks(page: Any) -> list[tuple[str, str]]:
             for i in range(rows.count())]
 
 
+def _gather_until_verified(page: Any, fed: Federation, hops: int) -> None:
+    """Click *Gather and verify* until ``hops`` hops verify. Each gathering is itself audited at every hop
+    (evidence.requested): a hop answers not_checkpointed until its next checkpoint covers those entries,
+    and the auditor asks again; a hop that fails verification fails the test at once."""
+    from playwright.sync_api import expect
+
+    gather = page.get_by_role("button", name="Gather and verify every hop's evidence of the message above")
+
+    def all_verified() -> bool:
+        gather.click()
+        expect(page.locator("#route-hops .hopcheck.pending")).to_have_count(0, timeout=30_000)
+        if page.locator("#route-hops .hopcheck.verified").count() == hops:
+            return True
+        assert page.locator("#route-hops .hopcheck.failed").count() == 0, _hop_checks(page)
+        time.sleep(1.0)
+        return False
+
+    fed.wait_for(all_verified, timeout=60)
+
+
 def _upload(page: Any, doc: dict[str, Any], name: str) -> None:
     page.set_input_files("#route-file", files=[{"name": name, "mimeType": "application/json",
                                                 "buffer": json.dumps(doc).encode()}])
@@ -724,19 +751,7 @@ def test_auditor_verifies_every_hops_evidence_in_the_browser_and_sees_the_hop_at
             f"message {scene.first} along mx → hub → es: 2 of 3 hops verified, all about the same signed token")
 
         fed.start("hub")
-
-        def all_verified() -> bool:
-            # each gathering is itself audited at every hop (evidence.requested): a hop answers
-            # not_checkpointed until its next checkpoint covers those entries, and the auditor asks again
-            gather.click()
-            expect(page.locator("#route-hops .hopcheck.pending")).to_have_count(0, timeout=30_000)
-            if page.locator("#route-hops .hopcheck.verified").count() == 3:
-                return True
-            assert page.locator("#route-hops .hopcheck.failed").count() == 0, _hop_checks(page)
-            time.sleep(1.0)
-            return False
-
-        fed.wait_for(all_verified, timeout=60)
+        _gather_until_verified(page, fed, 3)
         for node, text in _hop_checks(page):
             assert text.startswith("verified: checkpoint of size "), (node, text)
         assert "envelope.forwarded" in _hop_checks(page)[1][1], _hop_checks(page)
