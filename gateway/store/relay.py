@@ -153,19 +153,22 @@ def get_message(conn: sqlite3.Connection, jti: str) -> StoredMessage | None:
     return _row_msg(conn.execute(_SELECT_MESSAGE, (jti,)).fetchone())
 
 
+_INSERT_ENVELOPE = "INSERT INTO envelopes(jti, envelope, ack) VALUES (?, ?, ?)"
+
+
 def insert_message(conn: sqlite3.Connection, m: StoredMessage, *, envelope_row: bool = True) -> None:
     """Insert message ``m`` and, unless ``envelope_row`` is false (the caller writes it later with
     :func:`insert_envelopes`, in the same transaction), its envelope and ack."""
     conn.execute(_INSERT_MESSAGE, tuple(getattr(m, f) for f in _ROW_COLS))
     if envelope_row and (m.envelope or m.ack is not None):
-        conn.execute("INSERT INTO envelopes(jti, envelope, ack) VALUES (?, ?, ?)", (m.jti, m.envelope, m.ack))
+        conn.execute(_INSERT_ENVELOPE, (m.jti, m.envelope, m.ack))
 
 
 def insert_envelopes(conn: sqlite3.Connection, rows: Sequence[tuple[str, bytes, str]]) -> None:
     """``(jti, envelope, ack)`` of messages inserted without their envelope row: the acks of a batch are
     signed once the whole batch was staged (protocol 1.1), and each envelope is then written with its ack
     in one statement (not inserted, then updated)."""
-    conn.executemany("INSERT INTO envelopes(jti, envelope, ack) VALUES (?, ?, ?)", rows)
+    conn.executemany(_INSERT_ENVELOPE, rows)
 
 
 def set_state(conn: sqlite3.Connection, jti: str, state: str, now: float, *, node: str | None = None,
