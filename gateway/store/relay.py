@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     lease_until REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_peer ON outbox(peer, next_at);
+-- a peer's queue in queue order: the next batch is its first rows, whatever the queue's length
+CREATE INDEX IF NOT EXISTS outbox_fifo ON outbox(peer, seq);
 CREATE TABLE IF NOT EXISTS inbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     jti TEXT NOT NULL UNIQUE REFERENCES messages(jti),
