@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS envelopes (
     ack TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
+-- this node's own messages by state and last change (the receipt watchdog: forwarded, waiting for a
+-- receipt, oldest first), not the messages it relays for others (received_from set), nearly all at a hub
+CREATE INDEX IF NOT EXISTS messages_own_state ON messages(state, updated_at) WHERE received_from IS NULL;
 CREATE TABLE IF NOT EXISTS overdue (
     jti TEXT PRIMARY KEY REFERENCES messages(jti),
     since REAL NOT NULL
@@ -423,7 +426,8 @@ def mark_overdue(conn: sqlite3.Connection, *, origin: str, forwarded_before: flo
     skip = tuple(no_receipt)
     marks = ",".join("?" * len(skip)) or "''"
     rows = conn.execute(  # only "?" placeholders are formatted in
-        f"SELECT jti FROM messages WHERE iss=? AND state='forwarded' AND updated_at<=? AND mt NOT IN ({marks}) "  # noqa: S608
+        f"SELECT jti FROM messages WHERE state='forwarded' AND received_from IS NULL AND iss=? AND updated_at<=? "  # noqa: S608
+        f"AND mt NOT IN ({marks}) "
         "AND jti NOT IN (SELECT jti FROM overdue) ORDER BY updated_at LIMIT ?",
         (origin, forwarded_before, *skip, limit),
     ).fetchall()

@@ -195,3 +195,39 @@ def test_reading_a_peers_next_batch_does_not_join_and_sort_the_whole_queue(tmp_p
                                                                            limit=16)))
         assert long < 2 * short, (short, long)
         assert long_claim < 2 * short_claim, (short_claim, long_claim)
+
+
+def _forwarded_many(db: Database, first: int, count: int, *, origin: str, received_from: str | None) -> None:
+    def fn(conn):
+        for i in range(first, first + count):
+            jti = f"f{i:06d}"
+            st.insert_message(conn, st.StoredMessage(
+                jti=jti, dig="d", mt="notice", iss=origin, aud="es", cid=jti, irt=None, cls="UNCLASSIFIED",
+                exp=10_000, envelope=b"", size=3000, received_from=received_from, received_at=1.0 + i,
+                ack=None, ack_idx=None, state="forwarded", next_hop="eu-hub", updated_at=1.0 + i))
+
+    db.write_sync(fn)
+
+
+def test_the_receipt_watchdog_does_not_walk_every_message_a_hub_relayed(tmp_path):
+    """The receipt watchdog (every node, every 30 s by default, inside a write transaction: every commit
+    waits for it) looked for this node's own forwarded messages among every message in state
+    ``forwarded``, which at a hub is every message it ever relayed and still keeps (36 ms at 200,000, and
+    growing with retention). Its work must not grow with the messages other nodes sent through here, nor
+    with this node's own messages not yet due."""
+    def sweep(conn):
+        return st.mark_overdue(conn, origin="latam-hub", forwarded_before=50.0, now=100.0, no_receipt=("receipt",))
+
+    with Database(tmp_path / "node.db") as db:
+        db.migrate(st.SCHEMA)
+        _forwarded_many(db, 0, 10, origin="latam-hub", received_from=None)  # its own: 10 due (t 1..10)
+        _forwarded_many(db, 10, 20, origin="mx", received_from="mx")  # relayed for mx
+        few = db.write_sync(lambda c: _steps(c, lambda c: c.execute("SAVEPOINT s") and sweep(c)
+                                              and c.execute("ROLLBACK TO s")))
+        _forwarded_many(db, 30, 3000, origin="mx", received_from="mx")
+        _forwarded_many(db, 3030, 500, origin="latam-hub", received_from=None)  # its own, forwarded at t >= 3031
+        many = db.write_sync(lambda c: _steps(c, lambda c: c.execute("SAVEPOINT s") and sweep(c)
+                                               and c.execute("ROLLBACK TO s")))
+        marked = db.write_sync(sweep)
+        assert [m.jti for m in marked] == [f"f{i:06d}" for i in range(10)]  # still exactly its own, oldest first
+        assert many < 2 * few, (few, many)
