@@ -85,6 +85,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     pushed_at REAL,
     taken_at REAL
 );
+-- the bodies still held (retention: content is found from what is held, not from every message)
+CREATE INDEX IF NOT EXISTS inbox_held ON inbox(jti) WHERE body IS NOT NULL;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     jti TEXT NOT NULL UNIQUE REFERENCES messages(jti),

@@ -37,7 +37,9 @@ def held(conn: sqlite3.Connection, limit: int = 100_000) -> list[HeldRow]:
         "EXISTS (SELECT 1 FROM outbox o WHERE o.jti=m.jti), i.body IS NOT NULL, i.taken_at IS NOT NULL, "
         f"e.jti IS NOT NULL, {token} "
         "FROM messages m LEFT JOIN envelopes e ON e.jti=m.jti LEFT JOIN inbox i ON i.jti=m.jti "
-        "WHERE e.jti IS NOT NULL OR i.body IS NOT NULL ORDER BY m.received_at, m.jti LIMIT ?", (limit,)).fetchall()
+        # found from what is held (envelopes, inbox bodies), not by reading every message ever handled
+        "WHERE m.jti IN (SELECT jti FROM envelopes UNION SELECT jti FROM inbox WHERE body IS NOT NULL) "
+        "ORDER BY m.received_at, m.jti LIMIT ?", (limit,)).fetchall()
     return [HeldRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), bool(r[8]), bool(r[9]), bool(r[10]), r[11])
             for r in rows]
 
