@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from kit.nodes import entries, started
+from kit.nodes import attach, entries, started
 from kit.waiting import eventually
 
 from gateway.localfed import NodeSpec, build
@@ -90,7 +90,9 @@ async def test_every_statement_a_node_runs_searches_an_index_or_is_listed_with_i
     built = build(tmp_path / "fed", SPECS, limits=LIMITS)
     async with started(built["hub"].config) as hub, started(built["mx"].config) as mx, \
             started(built["es"].config) as es:
-        sent = [await mx.submit(mt="notice", to="es", body=BODY, system="test") for _ in range(3)]
+        scan = await attach(mx, tmp_path, 20_000)  # a blob travels ahead of its envelope, hop by hop
+        sent = [await mx.submit(mt="notice", to="es", body=BODY, system="test", attachments=[scan] if i == 0 else None)
+                for i in range(3)]
         for jti in sent:
             await eventually(lambda jti=jti: es.local_inbox_message(jti), timeout=20.0)
         for jti in sent[:2]:  # the third is never taken: no receipt, overdue at mx
