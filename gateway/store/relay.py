@@ -145,6 +145,11 @@ _APART = ("envelope", "ack")  # in table envelopes
 _ROW_COLS = [f for f in _FIELDS if f not in _APART]  # the messages table's columns
 _SELECT_MESSAGE = ("SELECT " + ",".join(f"e.{f}" if f in _APART else f"m.{f}" for f in _FIELDS)  # noqa: S608
                    + " FROM messages m LEFT JOIN envelopes e ON e.jti=m.jti WHERE m.jti=?")
+# what a decision reads of a message (gateway.core.relay.Known): not the envelope as it travels, which may
+# be max_envelope bytes, read on every ack a node settles
+_KNOWN = [f for f in relay.Known.__struct_fields__ if f != "ack"]
+_SELECT_KNOWN = (f"SELECT {','.join(f'm.{f}' for f in _KNOWN)}, m.received_from, e.ack "  # noqa: S608
+                 "FROM messages m LEFT JOIN envelopes e ON e.jti=m.jti WHERE m.jti=?")
 _INSERT_MESSAGE = f"INSERT INTO messages({','.join(_ROW_COLS)}) VALUES ({','.join('?' * len(_ROW_COLS))})"  # noqa: S608
 
 
@@ -487,14 +492,13 @@ class StoreView:
         self.given_ack = given_ack  # the ack this node gave, from the evidence (once the envelope is gone)
 
     def message(self, jti: str) -> relay.Known | None:
-        m = get_message(self.conn, jti)
-        if m is None:
+        row = self.conn.execute(_SELECT_KNOWN, (jti,)).fetchone()
+        if row is None:
             return None
-        ack = m.ack
-        if ack is None and self.given_ack is not None and m.received_from is not None:
+        *fields, received_from, ack = row
+        if ack is None and self.given_ack is not None and received_from is not None:
             ack = self.given_ack(self.conn, jti)
-        return relay.Known(jti=m.jti, dig=m.dig, mt=m.mt, iss=m.iss, aud=m.aud, cid=m.cid, exp=m.exp, state=m.state,
-                           next_hop=m.next_hop, ack=ack)
+        return relay.Known(**dict(zip(_KNOWN, fields, strict=True)), ack=ack)
 
     def route(self, iss: str, aud: str) -> list[str]:
         nodes = self.fed.nodes

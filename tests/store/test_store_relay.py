@@ -231,3 +231,49 @@ def test_the_receipt_watchdog_does_not_walk_every_message_a_hub_relayed(tmp_path
         marked = db.write_sync(sweep)
         assert [m.jti for m in marked] == [f"f{i:06d}" for i in range(10)]  # still exactly its own, oldest first
         assert many < 2 * few, (few, many)
+
+
+class _Counting:
+    """A connection that counts the bytes of the values its statements return."""
+
+    def __init__(self, conn):
+        self.conn, self.fetched = conn, 0
+
+    def execute(self, sql, params=()):
+        rows = self.conn.execute(sql, params).fetchall()
+        self.fetched += sum(len(v) for r in rows for v in r if isinstance(v, bytes | str))
+        return _Rows(rows)
+
+
+class _Rows:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self):
+        return self.rows
+
+
+def test_the_relays_view_of_a_message_does_not_read_its_envelope(db):
+    """Each ack a node settles, and each envelope it receives, looks the message up (state, route, the ack it
+    gave): it read the whole envelope as it travels with it, a copy of up to max_envelope bytes per
+    lookup that nothing used."""
+    from gateway.core.manifest import Federation
+
+    _queue(db, "big", "eu-hub", 1.0)
+    db.write_sync(lambda c: c.execute("UPDATE envelopes SET envelope=?, ack=? WHERE jti='big'",
+                                      (b"x" * 1_000_000, "the-ack")))
+    fed = Federation.__new__(Federation)  # the view's route lookups are not used here
+
+    def look(conn, jti):
+        counting = _Counting(conn)
+        return st.StoreView(counting, fed).message(jti), counting.fetched
+
+    known, fetched = db.read_sync(lambda c: look(c, "big"))
+    assert known is not None
+    assert (known.jti, known.state, known.next_hop, known.ack, known.exp) == ("big", "queued", "eu-hub", "the-ack",
+                                                                              10_000)
+    assert fetched < 1_000, fetched
+    assert db.read_sync(lambda c: look(c, "nothing"))[0] is None
