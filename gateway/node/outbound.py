@@ -155,19 +155,20 @@ class Outbound:
             # the queue to a peer is FIFO: when anything is due, send the oldest rows, so that after an
             # outage messages retried on jittered schedules still arrive in the order they were queued
             me = self.s.replica
-            limit = self.s.cfg.limits.max_batch + len(busy)  # rows still settling are read, then skipped
-            if me is None:
-                rows = await self.s.db.read_now(partial(st.due_fifo, peer=peer, now=now, limit=limit))
-            else:  # replicas of one node: the rows this one may send, leased to it (docs/ha.md)
+            batch = self.s.cfg.limits.max_batch
+            if me is None:  # rows still settling are passed over without reading their envelopes
+                rows = await self.s.db.read_now(partial(st.due_fifo, peer=peer, now=now, limit=batch, skip=busy))
+            else:  # replicas of one node: the rows this one may send, leased to it (docs/ha.md); rows still
+                # settling are claimed again with the others (their lease renewed), then skipped
                 rows = await self.s.db.write(partial(st.claim, peer=peer, me=me, now=now,
-                                                     until=lease_end(now, self.s.cfg.store.lease), limit=limit))
-            if busy and rows:
-                rows = [r for r in rows if r.jti not in busy][:self.s.cfg.limits.max_batch]
-                if not rows:  # only rows whose answers are being stored: wait for that, or for new rows
-                    woken = asyncio.ensure_future(ev.wait())
-                    await asyncio.wait([woken, *settling], return_when=asyncio.FIRST_COMPLETED)
-                    woken.cancel()
-                    continue
+                                                     until=lease_end(now, self.s.cfg.store.lease),
+                                                     limit=batch + len(busy)))
+                rows = [r for r in rows if r.jti not in busy][:batch]
+            if busy and not rows:  # only rows whose answers are being stored: wait for that, or for new rows
+                woken = asyncio.ensure_future(ev.wait())
+                await asyncio.wait([woken, *settling], return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+                continue
             if not rows:
                 nxt = await self.s.db.read_now(partial(st.next_due_at, peer=peer) if me is None else
                                            partial(st.next_claim_at, peer=peer, me=me))

@@ -20,7 +20,7 @@ columns ``lease_owner`` and ``lease_until`` (active-active replicas, :func:`clai
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -253,13 +253,30 @@ def due(conn: sqlite3.Connection, peer: str, now: float, limit: int) -> list[Out
     return [OutboxRow(s, j, a, bytes(e), x) for s, j, a, e, x in rows]
 
 
-def due_fifo(conn: sqlite3.Connection, peer: str, now: float, limit: int) -> list[OutboxRow]:
+def due_fifo(conn: sqlite3.Connection, peer: str, now: float, limit: int,
+             skip: Collection[str] = ()) -> list[OutboxRow]:
     """If any outbox row for ``peer`` is due at ``now``, the oldest ``limit`` rows for ``peer`` whether due
     or not (the queue to a peer is FIFO: after an outage, rows retried on jittered schedules still go in
-    the order they were queued); else ``[]``. Rows as :func:`due`. One statement, one snapshot."""
-    rows = conn.execute(_DUE + "AND EXISTS (SELECT 1 FROM outbox d WHERE d.peer=? AND d.next_at<=?) "  # noqa: S608 - fixed text
-                        "ORDER BY o.seq LIMIT ?", (peer, peer, now, limit)).fetchall()
-    return [OutboxRow(s, j, a, bytes(e), x) for s, j, a, e, x in rows]
+    the order they were queued); else ``[]``. Rows as :func:`due`. Rows named in ``skip`` (a batch whose
+    answers are still being stored) are passed over without reading their envelopes: the rows' ids
+    first, then the envelopes of those taken (a row deleted in between is not returned)."""
+    due = "AND EXISTS (SELECT 1 FROM outbox d WHERE d.peer=? AND d.next_at<=?) ORDER BY o.seq LIMIT ?"
+    if not skip:  # one statement, one snapshot
+        rows = conn.execute(_DUE + due, (peer, peer, now, limit)).fetchall()
+        return [OutboxRow(s, j, a, bytes(e), x) for s, j, a, e, x in rows]
+    ids = conn.execute("SELECT o.seq, o.jti FROM outbox o WHERE o.peer=? " + due,  # noqa: S608 - fixed text
+                       (peer, peer, now, limit + len(skip))).fetchall()
+    return _rows_at(conn, [s for s, j in ids if j not in skip][:limit])
+
+
+def _rows_at(conn: sqlite3.Connection, seqs: list[int]) -> list[OutboxRow]:
+    """The outbox rows ``seqs`` with their envelopes, in queue order."""
+    if not seqs:
+        return []
+    marks = ",".join("?" * len(seqs))
+    got = conn.execute(_DUE.replace("WHERE o.peer=? ", f"WHERE o.seq IN ({marks}) ") + "ORDER BY o.seq",
+                       seqs).fetchall()
+    return [OutboxRow(s, j, a, bytes(e), x) for s, j, a, e, x in got]
 
 
 def next_due_at(conn: sqlite3.Connection, peer: str) -> float | None:
@@ -296,13 +313,7 @@ def claim(conn: sqlite3.Connection, peer: str, *, me: str, now: float, until: fl
         f"AND (d.lease_owner IS NULL OR d.lease_owner=? OR d.lease_until IS NULL OR d.lease_until<=?)) "
         f"ORDER BY seq LIMIT ?{lock}) RETURNING seq",
         (me, until, peer, me, now, peer, now, me, now, limit)).fetchall()
-    if not rows:
-        return []
-    seqs = sorted(int(r[0]) for r in rows)
-    marks = ",".join("?" * len(seqs))
-    got = conn.execute(_DUE.replace("WHERE o.peer=? ", f"WHERE o.seq IN ({marks}) ") + "ORDER BY o.seq",
-                       seqs).fetchall()
-    return [OutboxRow(s, j, a, bytes(e), x) for s, j, a, e, x in got]
+    return _rows_at(conn, sorted(int(r[0]) for r in rows))
 
 
 def claim_one(conn: sqlite3.Connection, jti: str, owner: str | None, until: float | None) -> None:

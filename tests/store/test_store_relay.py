@@ -277,3 +277,22 @@ def test_the_relays_view_of_a_message_does_not_read_its_envelope(db):
                                                                               10_000)
     assert fetched < 1_000, fetched
     assert db.read_sync(lambda c: look(c, "nothing"))[0] is None
+
+
+def test_a_batch_still_settling_is_passed_over_without_reading_its_envelopes(db):
+    """The forward loop sends the next batch while the previous one's answers are stored: it read those
+    rows again, envelopes and all, to skip them (about as many rows read as sent)."""
+    for i, jti in enumerate(("a", "b", "c", "d", "e")):
+        _queue(db, jti, "es", 1.0 + i)
+    db.write_sync(lambda c: c.execute("UPDATE envelopes SET envelope=? WHERE jti IN ('a', 'b')", (b"x" * 100_000,)))
+
+    def fifo(conn, now=10.0, **kw):
+        counting = _Counting(conn)
+        return [r.jti for r in st.due_fifo(counting, "es", now, **kw)], counting.fetched
+
+    taken, fetched = db.read_sync(lambda c: fifo(c, limit=2, skip={"a", "b"}))
+    assert taken == ["c", "d"] and fetched < 1_000, (taken, fetched)
+    assert db.read_sync(lambda c: fifo(c, limit=10, skip={"b", "d"}))[0] == ["a", "c", "e"]  # queue order
+    assert db.read_sync(lambda c: fifo(c, limit=2, skip={"a", "b", "c", "d", "e"}))[0] == []
+    assert db.read_sync(lambda c: fifo(c, 0.5, limit=2, skip={"a"}))[0] == []  # nothing due yet
+    assert db.read_sync(lambda c: fifo(c, limit=2))[0] == ["a", "b"]  # nothing skipped: one statement
