@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -259,7 +260,32 @@ async def receive_into(writer: BlobWriter, body: AsyncIterable[bytes]) -> None:
             await _settle(loop.run_in_executor(None, writer.append, batch))
 
 
-async def _settle(job: asyncio.Future[None]) -> None:
+async def read_ahead(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """``pieces`` (a blocking reader, e.g. a file read around the page cache), each read on a thread while
+    the caller sends the one before: the disk and the connection work at once, and the event loop never
+    waits for the disk. One piece is read ahead, no more. An exception raised reading is raised here, in
+    order. When the caller stops early (an error, a cancellation), the read in flight finishes before
+    ``pieces`` is closed (its file and buffer are released on that thread's terms, never under it)."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
+    nxt = pool.submit(next, pieces, None)
+    try:
+        while (piece := await asyncio.wrap_future(nxt)) is not None:
+            nxt = pool.submit(next, pieces, None)
+            yield piece
+    finally:
+        pool.shutdown(wait=False)
+        try:
+            if not nxt.done():
+                await _settle(asyncio.wrap_future(nxt))
+        except Exception:  # noqa: S110 - a read that failed after the caller stopped: nobody wants its piece
+            pass
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+
+
+async def _settle(job: asyncio.Future[Any]) -> None:
     """Wait until the thread running ``job`` has finished, even through a cancellation of this task
     (raised afterwards); then raise what the job raised."""
     cancelled = False
@@ -667,7 +693,7 @@ class PeerClient:
 
         async def body() -> AsyncIterator[bytes]:
             done = received
-            for piece in read_pieces(path, received, length - received, READ_CHUNK):  # around the page cache
+            async for piece in read_ahead(read_pieces(path, received, length - received, READ_CHUNK)):
                 done += len(piece)
                 yield piece
                 if progress:
