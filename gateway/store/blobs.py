@@ -29,6 +29,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -191,6 +192,7 @@ class BlobStore:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.root.chmod(0o700)
         self._active: set[str] = set()
+        self._active_lock = threading.Lock()
 
     def path(self, sha: str) -> Path:
         return self.root / check_name(sha)
@@ -223,9 +225,10 @@ class BlobStore:
             raise BlobTooLarge(f"blob {sha}: {total} bytes exceeds the limit of {self.max_blob} bytes")
         if total < 0 or start < 0 or start > total:
             raise BadRange(f"blob {sha}: range start {start} of total {total} is not valid", self.received(sha))
-        if sha in self._active:
-            raise BlobBusy(f"blob {sha}: another upload of it is in progress")
-        self._active.add(sha)
+        with self._active_lock:  # one upload of a blob at a time, also when writers are opened on threads
+            if sha in self._active:
+                raise BlobBusy(f"blob {sha}: another upload of it is in progress")
+            self._active.add(sha)
         try:
             return BlobWriter(self, sha, total, start)
         except BaseException:

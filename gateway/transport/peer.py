@@ -8,6 +8,7 @@ manifest on every request, so a revocation applies without a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -260,6 +261,22 @@ async def receive_into(writer: BlobWriter, body: AsyncIterable[bytes]) -> None:
             await _settle(loop.run_in_executor(None, writer.append, batch))
 
 
+async def _open_writer(blobs: BlobStore, sha: str, total: int, start: int) -> BlobWriter:
+    """``blobs.writer(...)`` on a thread: a resume first reads back and hashes the bytes already received
+    (up to ``max_blob``, seconds for a few GiB), which must not stop the event loop. A cancellation waits
+    for the thread, then releases the upload it opened (else the blob would stay busy)."""
+    job = asyncio.get_running_loop().run_in_executor(None, blobs.writer, sha, total, start)
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        while not job.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([job])
+        if not job.cancelled() and job.exception() is None:
+            job.result().close()
+        raise
+
+
 async def read_ahead(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
     """``pieces`` (a blocking reader, e.g. a file read around the page cache), each read on a thread while
     the caller sends the one before: the disk and the connection work at once, and the event loop never
@@ -340,7 +357,7 @@ def blob_handlers(store: Callable[[], BlobStore], *, on_stored: Callable[[web.Re
                 return problem(400, Code.MALFORMED,
                                f"blob {sha}: Content-Range {crange!r} does not fit Content-Length {length}")
         try:
-            writer = blobs.writer(sha, total, start)
+            writer = await _open_writer(blobs, sha, total, start)
         except BlobTooLarge as exc:
             return problem(413, Code.TOO_LARGE, str(exc))
         except BlobBusy as exc:

@@ -147,6 +147,34 @@ async def test_an_upload_reads_the_file_on_a_thread_so_the_event_loop_never_wait
     assert len(readers) == 4 and loop_thread not in readers, readers
 
 
+async def test_a_resumed_upload_reads_back_what_it_kept_on_a_thread_not_the_event_loop(hub, tmp_path, monkeypatch):
+    """A resumed PUT first reads back and hashes the bytes already received (up to max_blob: seconds for a
+    few GiB). That ran on the event loop, so a resume froze the node: no envelope, ack or health check
+    answered until it was done."""
+    import gateway.store.blobs as blobs_mod
+
+    _root, node, cl = hub
+    data = os.urandom(3 * 1024 * 1024 + 9)
+    sha = name(data)
+    src = tmp_path / "resume.bin"
+    src.write_bytes(data)
+    first = 2 * 1024 * 1024
+    status, _doc = await put_raw(cl, sha, data[:first], {"Content-Range": f"bytes 0-{first - 1}/{len(data)}"})
+    assert status == 202
+    loop_thread = threading.get_ident()
+    hashed_on: list[int] = []
+    real = blobs_mod.sha256_file
+
+    def recorded(*args, **kw):
+        hashed_on.append(threading.get_ident())
+        return real(*args, **kw)
+
+    monkeypatch.setattr(blobs_mod, "sha256_file", recorded)
+    assert await cl.upload_blob(sha, src, len(data)) == len(data) - first
+    assert node.blobs.path(sha).read_bytes() == data
+    assert hashed_on and loop_thread not in hashed_on, hashed_on
+
+
 async def test_read_ahead_keeps_order_raises_in_order_and_finishes_the_read_in_flight_before_closing():
     from gateway.transport.peer import read_ahead
 
@@ -459,3 +487,34 @@ async def test_a_cancelled_receive_returns_only_once_the_thread_is_done_with_the
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not w.writing and w.written == WRITE_BATCH + tail  # what arrived after the first batch was written too
+
+
+async def test_a_resume_cancelled_while_reading_back_releases_the_blob_once_the_thread_is_done(tmp_path, monkeypatch):
+    """The node stops (or the sender goes away) while a resume reads back what it kept on a thread: once
+    that thread is done, the upload it opened is released, so the blob is not left busy for ever."""
+    import gateway.store.blobs as blobs_mod
+    from gateway.transport.peer import _open_writer
+
+    data = os.urandom(1024 * 1024)
+    sha = name(data)
+    store = BlobStore(tmp_path, max_blob=len(data))
+    (tmp_path / f"{sha}.part").write_bytes(data[:4096])
+    real = blobs_mod.sha256_file
+    reading = threading.Event()
+
+    def slow(*args, **kw):
+        reading.set()
+        time.sleep(0.2)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(blobs_mod, "sha256_file", slow)
+    task = asyncio.create_task(_open_writer(store, sha, len(data), 4096))
+    await asyncio.to_thread(reading.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sha not in store._active
+    monkeypatch.setattr(blobs_mod, "sha256_file", real)
+    w = await _open_writer(store, sha, len(data), 4096)  # not BlobBusy
+    w.write(data[4096:])
+    assert w.commit() == store.path(sha) and store.path(sha).read_bytes() == data
