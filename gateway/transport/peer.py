@@ -383,7 +383,9 @@ def blob_handlers(store: Callable[[], BlobStore], *, on_stored: Callable[[web.Re
             return problem(400, Code.MALFORMED, f"blob {sha}: upload interrupted ({type(exc).__name__}) after "
                            f"{writer.received} bytes", {RECEIVED_HEADER: str(writer.received)})
         finally:
-            writer.close()  # keeps the received bytes for a resume unless committed or refused
+            # keeps the received bytes for a resume unless committed or refused; what is still buffered
+            # (up to 4 MiB) is written out on a thread, not on the event loop
+            await _settle(asyncio.get_running_loop().run_in_executor(None, writer.close))
         if on_stored is not None:
             on_stored(request, sha, total)
         return web.Response(status=201, body=_json.encode({"sha256": sha, "len": total}),
