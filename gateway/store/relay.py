@@ -260,11 +260,11 @@ def due_fifo(conn: sqlite3.Connection, peer: str, now: float, limit: int,
     the order they were queued); else ``[]``. Rows as :func:`due`. Rows named in ``skip`` (a batch whose
     answers are still being stored) are passed over without reading their envelopes: the rows' ids
     first, then the envelopes of those taken (a row deleted in between is not returned)."""
-    due = "AND EXISTS (SELECT 1 FROM outbox d WHERE d.peer=? AND d.next_at<=?) ORDER BY o.seq LIMIT ?"
+    first_if_due = "AND EXISTS (SELECT 1 FROM outbox d WHERE d.peer=? AND d.next_at<=?) ORDER BY o.seq LIMIT ?"
     if not skip:  # one statement, one snapshot
-        rows = conn.execute(_DUE + due, (peer, peer, now, limit)).fetchall()
+        rows = conn.execute(_DUE + first_if_due, (peer, peer, now, limit)).fetchall()
         return [OutboxRow(s, j, a, bytes(e), x) for s, j, a, e, x in rows]
-    ids = conn.execute("SELECT o.seq, o.jti FROM outbox o WHERE o.peer=? " + due,  # noqa: S608 - fixed text
+    ids = conn.execute("SELECT o.seq, o.jti FROM outbox o WHERE o.peer=? " + first_if_due,  # noqa: S608 - fixed text
                        (peer, peer, now, limit + len(skip))).fetchall()
     return _rows_at(conn, [s for s, j in ids if j not in skip][:limit])
 

@@ -8,7 +8,6 @@ manifest on every request, so a revocation applies without a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -269,9 +268,7 @@ async def _open_writer(blobs: BlobStore, sha: str, total: int, start: int) -> Bl
     try:
         return await asyncio.shield(job)
     except asyncio.CancelledError:
-        while not job.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([job])
+        await _finished(job)
         if not job.cancelled() and job.exception() is None:
             job.result().close()
         raise
@@ -302,16 +299,22 @@ async def read_ahead(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
                 close()
 
 
-async def _settle(job: asyncio.Future[Any]) -> None:
-    """Wait until the thread running ``job`` has finished, even through a cancellation of this task
-    (raised afterwards); then raise what the job raised."""
+async def _finished(job: asyncio.Future[Any]) -> bool:
+    """Wait until the thread running ``job`` has finished, even through a cancellation of this task;
+    True if one arrived meanwhile (the caller raises it once it has cleaned up)."""
     cancelled = False
     while not job.done():
         try:
             await asyncio.wait([job])
         except asyncio.CancelledError:
             cancelled = True
-    if cancelled:
+    return cancelled
+
+
+async def _settle(job: asyncio.Future[Any]) -> None:
+    """Wait until the thread running ``job`` has finished, even through a cancellation of this task
+    (raised afterwards); then raise what the job raised."""
+    if await _finished(job):
         raise asyncio.CancelledError
     job.result()
 
