@@ -86,12 +86,17 @@ def _rate(part: int, whole: int) -> float | None:
 
 
 def insights(messages: Iterable[Sent], answers: Iterable[Answer], countries: Mapping[str, str]) -> dict[str, Any]:
-    """The aggregates of the module docstring, small cells suppressed."""
-    msgs = list(messages)
-    by_id = {m.jti: m for m in msgs}
+    """The aggregates of the module docstring, small cells suppressed. ``messages`` is read once, as a
+    stream: only the requests that an answer delivered here answers are kept, so what is held grows with
+    the answers and the table cells, not with the messages (millions at a hub)."""
+    answers = list(answers)
+    wanted = {a.irt for a in answers if a.mt in ANSWER_OF and a.irt}
+    by_id: dict[str, Sent] = {}
     volume: Counter[tuple[str, str, str, str]] = Counter()
-    for m in msgs:
+    for m in messages:
         volume[(m.mt, countries.get(m.iss, "?"), countries.get(m.aud, "?"), _week(m.at))] += 1
+        if m.jti in wanted:
+            by_id[m.jti] = m
     outcomes: Counter[tuple[str, str]] = Counter()
     hours: defaultdict[str, list[float]] = defaultdict(list)
     hits: defaultdict[str, Counter[str]] = defaultdict(Counter)

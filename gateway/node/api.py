@@ -19,7 +19,7 @@ from gateway.core.envelope import NO_REPLY_TYPES
 from gateway.core.errors import Code, TrazaError
 from gateway.core.events import AuthDenied, EvidenceRequested
 from gateway.core.handling import marking, notice
-from gateway.core.insights import Answer, Sent, insights
+from gateway.core.insights import insights
 from gateway.core.relay import DeadLetterAction, InboxAcked
 from gateway.core.retry import peer_status
 from gateway.core.timeutil import rfc3339_seconds
@@ -210,13 +210,14 @@ class ApiMixin(_NodeState):
             raise TrazaError(Code.MALFORMED, str(exc)) from None
 
     async def insights(self) -> dict[str, Any]:
-        """``GET /ops/v1/stats`` (issue #16): aggregates of what this node holds, small cells suppressed."""
-        def fn(conn: sqlite3.Connection) -> tuple[list[Sent], list[Answer]]:
-            return si.sent_rows(conn), si.answer_rows(conn)
-
-        sent, answers = await self.db.read(fn)
+        """``GET /ops/v1/stats`` (issue #16): aggregates of what this node holds, small cells suppressed,
+        computed on a reader thread as the rows stream from the store."""
         countries = {n.id: n.country for n in self.fed.manifest.nodes}
-        return {"node": self.id, "generated_at": _rfc3339(self.clock()), **insights(sent, answers, countries)}
+
+        def fn(conn: sqlite3.Connection) -> dict[str, Any]:
+            return insights(si.sent_rows(conn), si.answer_rows(conn), countries)
+
+        return {"node": self.id, "generated_at": _rfc3339(self.clock()), **await self.db.read(fn)}
 
     async def retention_report(self) -> dict[str, Any]:
         """``GET /ops/v1/retention`` (issue #15): the content this node holds, until when and by which rule."""

@@ -4,16 +4,18 @@ message it holds, and the answers delivered to it with their bodies (issue #16).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 
 import msgspec
 
 from gateway.core.insights import Answer, Sent
 
 
-def sent_rows(conn: sqlite3.Connection) -> list[Sent]:
-    """Every message this node holds (made here, relayed or delivered here)."""
-    return [Sent(jti, mt, iss, aud, float(at), irt)
-            for jti, mt, iss, aud, at, irt in conn.execute("SELECT jti, mt, iss, aud, received_at, irt FROM messages")]
+def sent_rows(conn: sqlite3.Connection) -> Iterator[Sent]:
+    """Every message this node holds (made here, relayed or delivered here), streamed from the cursor:
+    the caller aggregates them as they come (on SQLite they are never all in memory at once)."""
+    for jti, mt, iss, aud, at, irt in conn.execute("SELECT jti, mt, iss, aud, received_at, irt FROM messages"):
+        yield Sent(jti, mt, iss, aud, float(at), irt)
 
 
 def answer_rows(conn: sqlite3.Connection) -> list[Answer]:

@@ -94,3 +94,33 @@ def test_time_to_crime_distribution_by_band_with_small_cells_suppressed():
     assert few["time_to_crime_median_days"] is None and few["time_to_crime"][0]["responses"] == "<5"
     assert insights([], [], COUNTRIES)["time_to_crime"] == []
     assert ["table", "band", "from_days", "to_days", "responses"] in csv_rows(doc)
+
+
+def test_the_messages_are_read_once_as_a_stream_never_held_all_at_once():
+    """A hub keeping millions of messages: GET /ops/v1/stats held every one as an object at once
+    (hundreds of bytes each, gigabytes in all) to count them. Only the requests some answer here
+    answers are kept; what is held does not grow with the messages streamed through."""
+    import tracemalloc
+
+    countries = {"mx": "MX", "es": "ES", "it": "IT"}
+    asked = Sent("q-1", "trace.request", "mx", "es", 1_000.0)
+    answers = [Answer("trace.response", "es", 1_000.0 + 7_200, "q-1", {"status": "TRACED"})]
+
+    def stream(n: int):
+        yield asked
+        for i in range(n):
+            yield Sent(f"m-{i:08d}-{'x' * 28}", "notice", "mx", "it", 1_000.0 + i)
+
+    def peak(n: int) -> tuple[int, dict]:
+        tracemalloc.start()
+        try:
+            doc = insights(stream(n), answers, countries)
+            return tracemalloc.get_traced_memory()[1], doc
+        finally:
+            tracemalloc.stop()
+
+    small, _ = peak(1_000)
+    large, doc = peak(100_000)
+    assert large < small + 1_000_000, (small, large)  # not ~100 bytes more per message
+    assert {r["type"]: r["messages"] for r in doc["volume"]} == {"notice": 100_000, "trace.request": "<5"}
+    assert [(r["country"], r["answers"]) for r in doc["response_times"]] == [("ES", "<5")]
