@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from kit.nodes import attach, entries, started
+from kit.nodes import attach, bundle_of, entries, started, state
 from kit.waiting import eventually
 
 from gateway.localfed import NodeSpec, build
@@ -126,17 +126,15 @@ async def test_every_statement_a_node_runs_searches_an_index_or_is_listed_with_i
     assert not flagged, "\n".join(flagged)
 
 
-async def _state_is(node: Any, jti: str, want: str) -> bool:
-    return (await node.message_status(jti) or {}).get("state") == want
-
-
 async def _overdue(node: Any) -> bool:
     return bool((await node.ops_view("overdue"))["overdue"])
 
 
-async def _covered(node: Any, jti: str) -> bool:
-    from kit.nodes import bundle_of
+async def _state_is(node: Any, jti: str, want: str) -> bool:
+    return await state(node, jti) == want
 
+
+async def _covered(node: Any, jti: str) -> bool:
     return await bundle_of(node, jti) is not None
 
 
