@@ -74,20 +74,36 @@ class Federation:
         )
 
     def start(self, node_id: str, env: dict[str, str] | None = None) -> None:
+        """Start the node and wait until it is ready; if it is not, stop it and raise."""
         self.spawn(node_id, env)
-        self.wait_ready(node_id)
+        try:
+            self.wait_ready(node_id)
+        except BaseException:
+            self.stop(node_id)
+            raise
 
     def wait_ready(self, node_id: str, timeout: float = 30.0) -> None:
         wait_ready(self.procs[node_id], self.nodes[node_id].ops_port, self.log_path(node_id), timeout=timeout,
                    name=node_id)
 
     def start_all(self) -> None:
-        """Start every node at once, then wait until each is ready."""
-        for nid in self.nodes:
-            if nid not in self.procs:
+        """Start every node at once, then wait until each is ready. If one is not, every node this call
+        started is stopped before the error is raised: the nodes run in sessions of their own, so one left
+        running would outlive the command (and keep its ports)."""
+        started = [nid for nid in self.nodes if nid not in self.procs]
+        try:
+            for nid in started:
                 self.spawn(nid)
-        for nid in self.nodes:
-            self.wait_ready(nid)
+            for nid in self.nodes:
+                self.wait_ready(nid)
+        except BaseException:
+            for nid in started:
+                p = self.procs.get(nid)
+                if p is not None and p.poll() is None:
+                    p.send_signal(signal.SIGTERM)  # all first, so that they stop in parallel
+            for nid in started:
+                self.stop(nid)
+            raise
 
     def stop(self, node_id: str, sig: int = signal.SIGTERM) -> None:
         p = self.procs.pop(node_id, None)
