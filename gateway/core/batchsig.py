@@ -102,8 +102,10 @@ def sign_batch(leaves: Sequence[bytes], *, kind: Kind, iss: str, kid: str, alg: 
     return out
 
 
-def parse_element(text: str, what: str) -> Element:
-    """Split and decode a batched element; every structural fault is ``malformed`` naming ``what``."""
+def parse_element(text: str, what: str, seen: Seen | None = None) -> Element:
+    """Split and decode a batched element; every structural fault is ``malformed`` naming ``what``. With
+    ``seen``, a batch JWS already parsed during the request is not decoded again (the n elements of a
+    batch all name the same one)."""
     parts = text.split(".", 4)
     if len(parts) != 5 or parts[0] != PREFIX:
         raise TrazaError(Code.MALFORMED, f"{what}: a batched element is {PREFIX}.<leaf>.<index>.<path>.<batch JWS>")
@@ -117,15 +119,22 @@ def parse_element(text: str, what: str) -> Element:
         raise TrazaError(Code.MALFORMED, f"{what}: index {index_text[:20]!r} is not a decimal without leading zeros")
     if len(index_text) > 6:
         raise TrazaError(Code.MALFORMED, f"{what}: index {index_text[:20]!r} is beyond any batch")
-    return Element(text=text, leaf=leaf, index=int(index_text), path=path, batch=parse_compact(jws, typ=TYP_BATCH))
+    batch = seen.parsed.get(jws) if seen is not None else None
+    if batch is None:
+        batch = parse_compact(jws, typ=TYP_BATCH)
+        if seen is not None:
+            seen.parsed[jws] = batch
+    return Element(text=text, leaf=leaf, index=int(index_text), path=path, batch=batch)
 
 
 class Seen:
     """Batch signatures already verified during one request (by the batch JWS text): a receiver checks
-    a batch's signature once, then only the inclusion path of each further element."""
+    a batch's signature once, then only the inclusion path of each further element. ``parsed`` holds the
+    batch JWSs decoded so far (only those that parsed: a malformed one is refused each time)."""
 
     def __init__(self) -> None:
         self.ok: dict[str, BatchClaims] = {}
+        self.parsed: dict[str, Compact] = {}
 
 
 def batch_claims(batch: Compact, what: str) -> BatchClaims:

@@ -395,7 +395,7 @@ def verify_envelope(
     if env.size > limits.max_envelope:
         raise TrazaError(Code.TOO_LARGE, f"envelope of {env.size} bytes exceeds {limits.max_envelope}")
     token = parse_compact(env.token, typ=TYP_ENVELOPE)
-    hops = [_parse_hop(h, i) for i, h in enumerate(env.hops)]
+    hops = [_parse_hop(h, i, seen) for i, h in enumerate(env.hops)]
     try:
         payload = b64url_decode(env.payload)
     except ValueError:
@@ -555,11 +555,11 @@ def verify_envelope(
     )
 
 
-def _parse_hop(text: str, i: int) -> tuple[dict[str, Any], Compact | batchsig.Element]:
+def _parse_hop(text: str, i: int, seen: batchsig.Seen | None) -> tuple[dict[str, Any], Compact | batchsig.Element]:
     """A hop element's claims (not yet verified) and its parsed form: a version-1 compact JWS, or a
     batched element (protocol 1.1) whose claims are its leaf."""
     if batchsig.is_batched(text):
-        el = batchsig.parse_element(text, f"hops[{i}]")
+        el = batchsig.parse_element(text, f"hops[{i}]", seen)
         return strictjson.object_of(el.leaf, f"hops[{i}]: leaf"), el
     c = parse_compact(text, typ=TYP_HOP)
     return c.claims, c
@@ -580,7 +580,7 @@ def verify_ack(
     """Check an ack from the peer we sent ``token`` to: signed by it, for us, for this token. A batched
     ack (protocol 1.1) is checked through its batch signature, once per ``seen``."""
     if batchsig.is_batched(ack):
-        el = batchsig.parse_element(ack, "ack")
+        el = batchsig.parse_element(ack, "ack", seen)
 
         def check_sig(compact: Compact, node: str) -> NodeKey:
             if node != expected_iss:

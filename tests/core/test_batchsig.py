@@ -139,3 +139,60 @@ def test_a_version_1_envelope_is_not_mistaken_for_a_batched_one():
     env = tf.relay(tf.send("mx", "es"), ["mx", "latam-hub", "eu-hub", "es"])
     assert not any(batchsig.is_batched(h) for h in env.hops)
     assert isinstance(env, Envelope)
+
+
+def _counting_parse(monkeypatch):
+    """Count the compact JWS parses made through batchsig (each decodes three parts, two strict JSON)."""
+    calls = []
+    real = batchsig.parse_compact
+
+    def counted(token, *, typ):
+        calls.append(typ)
+        return real(token, typ=typ)
+    monkeypatch.setattr(batchsig, "parse_compact", counted)
+    return calls
+
+
+def test_a_batch_jws_named_by_every_element_of_a_request_is_parsed_once(monkeypatch):
+    """A batch of n acks or hop records names the same batch JWS n times: a receiver with a Seen memo
+    decodes it once per request (it verified its signature once already), not once per element."""
+    tf, fed = batch_federation("latam-hub", "eu-hub")
+    sent = [tf.send("mx", "es") for _ in range(8)]
+    items = [(e, hop_claims_for(e, here="latam-hub", jti=parse_compact(e.token, typ="traza-envelope+jwt").claims["jti"],
+                                 came_from="mx", to="eu-hub", received_at=NOW)) for e in sent]
+    at_eu = append_hops_batched(items, signer=tf.signers["latam-hub"], now=NOW)
+    jtis = [parse_compact(e.token, typ="traza-envelope+jwt").claims["jti"] for e in sent]
+    acks = make_acks_batched([ack_claims_for(here="latam-hub", peer="mx", jti=j, token=e.token, idx=i, now=NOW)
+                              for i, (j, e) in enumerate(zip(jtis, sent, strict=True))],
+                             signer=tf.signers["latam-hub"], now=NOW)
+    calls = _counting_parse(monkeypatch)
+    seen = batchsig.Seen()
+    for env in at_eu:
+        verify_envelope(encode_envelope(env), here="eu-hub", peer="latam-hub", fed=fed, now=NOW,
+                        key_verifier=verifier_for, known_types=KNOWN_TYPES, seen=seen)
+    assert calls == ["traza-batch+jwt"]
+    calls.clear()
+    seen = batchsig.Seen()
+    for ack, j, e in zip(acks, jtis, sent, strict=True):
+        verify_ack(ack, fed=fed, expected_iss="latam-hub", expected_aud="mx", jti=j, token=e.token, now=NOW,
+                   key_verifier=verifier_for, seen=seen)
+    assert calls == ["traza-batch+jwt"]
+    # without a memo (an element alone, offline) each is parsed, with the same result
+    calls.clear()
+    seen = batchsig.Seen()
+    for ack in acks:
+        assert batchsig.parse_element(ack, "ack", seen) == batchsig.parse_element(ack, "ack")
+    assert len(calls) == 1 + len(acks)
+
+
+def test_a_malformed_batch_jws_is_refused_for_every_element_naming_it():
+    """The memo keeps only what parsed: a bad batch JWS is refused each time it is met, never remembered."""
+    tf = make_federation()
+    leaves = [json.dumps({"iss": "latam-hub", "i": i}).encode() for i in range(3)]
+    elements = batchsig.sign_batch(leaves, kind="ack", iss="latam-hub", kid="k", alg="EdDSA",
+                                   sign=tf.signers["latam-hub"].sign, now=NOW)
+    broken = [e.rsplit(".", 3)[0] + ".e30.e30.AA" for e in elements]  # header {} : no alg
+    seen = batchsig.Seen()
+    for b in broken:
+        with pytest.raises(TrazaError):
+            batchsig.parse_element(b, "ack", seen)
