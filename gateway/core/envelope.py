@@ -200,6 +200,23 @@ def decode_envelope(raw: bytes | dict[str, Any]) -> Envelope:
         raise TrazaError(Code.MALFORMED, f"envelope: {exc}") from None
 
 
+class _StoredToken(msgspec.Struct):
+    token: str
+
+
+_stored_token_decoder = msgspec.json.Decoder(_StoredToken)
+
+
+def stored_token(raw: bytes) -> str:
+    """The token of an envelope this node stored. It passed the strict checks (:func:`decode_envelope`,
+    :func:`verify_envelope`) when it was received or built, so it is read here without them (``malformed``
+    if it cannot be read at all)."""
+    try:
+        return _stored_token_decoder.decode(raw).token
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise TrazaError(Code.MALFORMED, f"stored envelope: {exc}") from None
+
+
 def encode_envelope(env: Envelope) -> bytes:
     return _envelope_encoder.encode(env)
 

@@ -30,7 +30,7 @@ import msgspec
 
 from gateway.core import batchsig
 from gateway.core.b64 import b64url_decode
-from gateway.core.envelope import decode_envelope, verify_ack
+from gateway.core.envelope import stored_token, verify_ack
 from gateway.core.errors import TrazaError
 from gateway.core.relay import (
     BlobsRefused,
@@ -68,11 +68,11 @@ _blob_claims = msgspec.json.Decoder(_BlobClaims)
 
 
 def _blob_refs(envelope_bytes: bytes) -> list[_BlobLite]:
-    """The ``blobs`` claim of a stored envelope (read without verifying: it was verified on arrival)."""
-    token = decode_envelope(envelope_bytes).token
+    """The ``blobs`` claim of a stored envelope (read without verifying or the strict JSON gate: it passed
+    both when it was received or built)."""
     try:
-        return _blob_claims.decode(b64url_decode(token.split(".")[1])).blobs or []
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, IndexError):
+        return _blob_claims.decode(b64url_decode(stored_token(envelope_bytes).split(".")[1])).blobs or []
+    except (msgspec.DecodeError, msgspec.ValidationError, TrazaError, ValueError, IndexError):
         return []
 
 
@@ -265,7 +265,7 @@ class Outbound:
             if res.status in ("accepted", "duplicate") and res.ack:
                 try:
                     idx = verify_ack(res.ack, fed=self.s.fed, expected_iss=peer, expected_aud=self.s.here, jti=jti,
-                                     token=decode_envelope(row.envelope).token, now=now,
+                                     token=stored_token(row.envelope), now=now,
                                      key_verifier=verifier_for, seen=seen).idx
                 except TrazaError as err:
                     error = err.detail
