@@ -27,8 +27,32 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+_PAD = (b"", b"", b"==", b"=")
+
+
 def b64url_decode(text: str | bytes) -> bytes:
-    """Decode unpadded base64url; refuse padding, other alphabets and non-canonical trailing bits."""
+    """Decode unpadded base64url; refuse padding, other alphabets and non-canonical trailing bits.
+
+    Every token, hop record, ack and inclusion path goes through here (about 30 times per envelope and
+    node): a text of base64url characters only, the usual case, is decoded by ``binascii`` directly;
+    anything else takes the general path below, which gives the same errors as before."""
+    try:
+        b = text.encode("ascii") if isinstance(text, str) else text
+    except UnicodeEncodeError:
+        b = None
+    if b is not None and not b.translate(None, _URL_ALPHABET):  # base64url characters only
+        group = len(b) % 4
+        if group == 1:
+            raise ValueError("not unpadded base64url")
+        if group and _unused_bits_set(chr(b[-1]), group):
+            raise ValueError("non-canonical base64url")
+        return binascii.a2b_base64(b.translate(_URL_TO_STD) + _PAD[group])
+    return _b64url_decode_general(text)
+
+
+def _b64url_decode_general(text: str | bytes) -> bytes:
     s = text.decode("ascii") if isinstance(text, bytes) else text
     if not _B64URL.match(s) or len(s) % 4 == 1:
         raise ValueError("not unpadded base64url")
