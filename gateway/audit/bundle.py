@@ -27,7 +27,7 @@ import msgspec
 from gateway.audit.checkpoints import cosignature_verifier, ed25519_note_verifier
 from gateway.audit.db import AuditError
 from gateway.audit.reader import AuditReader
-from gateway.core import batchsig, strictjson
+from gateway.core import batchsig
 from gateway.core.b64 import b64_decode, b64_encode, b64url_decode
 from gateway.core.canonical import CanonicalError, canonical_bytes
 from gateway.core.envelope import TYP_ACK, TYP_ENVELOPE, TYP_HOP, sha256_b64url, token_digest
@@ -271,9 +271,8 @@ class _Signers:
         if batchsig.is_batched(token) and typ in (TYP_HOP, TYP_ACK):
             try:
                 el = batchsig.parse_element(token, what)
-                leaf = batchsig.check_element(el, kind="hop" if typ == TYP_HOP else "ack", what=what,
-                                              check_sig=lambda c, node: self._check(c, what))
-                claims = strictjson.object_of(leaf, f"{what}: leaf")
+                claims = batchsig.check_element(el, kind="hop" if typ == TYP_HOP else "ack", what=what,
+                                                check_sig=lambda c, node: self._check(c, what))
             except TrazaError as exc:
                 raise BundleError(f"{what}: {exc.detail}") from None
             return claims

@@ -26,7 +26,7 @@ request, however many envelopes name it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -147,9 +147,11 @@ def batch_claims(batch: Compact, what: str) -> BatchClaims:
     return claims
 
 
-def check_element(el: Element, *, kind: Kind, what: str, check_sig: CheckSig, seen: Seen | None = None) -> bytes:
+def check_element(el: Element, *, kind: Kind, what: str, check_sig: CheckSig, seen: Seen | None = None,
+                  leaf_claims: dict[str, Any] | None = None) -> dict[str, Any]:
     """Verify ``el``'s batch signature (through ``check_sig(compact, signer_node)``, which raises on a bad
-    one; skipped when ``seen`` already holds this batch) and its inclusion; return the leaf bytes.
+    one; skipped when ``seen`` already holds this batch) and its inclusion; return the leaf's claims (its
+    JSON object, decoded strictly, or ``leaf_claims`` when the caller decoded it already).
 
     Refuses (``bad_signature``): a batch of another kind, a path that does not lead to the signed root
     (a path or leaf of another batch, a leaf moved to another index), and a leaf whose ``iss`` is not
@@ -168,10 +170,11 @@ def check_element(el: Element, *, kind: Kind, what: str, check_sig: CheckSig, se
         merkle.verify_inclusion(el.index, claims.n, merkle.leaf_hash(el.leaf), el.path, root)
     except (ValueError, merkle.ProofError) as exc:
         raise _bad(f"{what}: not in the signed batch ({exc})") from None
-    leaf_iss = strictjson.object_of(el.leaf, f"{what}: leaf").get("iss")
+    data = leaf_claims if leaf_claims is not None else strictjson.object_of(el.leaf, f"{what}: leaf")
+    leaf_iss = data.get("iss")
     if leaf_iss != claims.iss:
         raise _bad(f"{what}: the leaf names {leaf_iss!r} but the batch is signed by {claims.iss!r}")
-    return el.leaf
+    return data
 
 
 # --- negotiation (docs/protocol.md "Negotiation") -----------------------------------------------------

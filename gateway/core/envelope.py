@@ -466,7 +466,8 @@ def verify_envelope(
             if not fed.nodes[here].batch:
                 raise TrazaError(Code.MALFORMED, f"hops[{i}] is a batched hop record (protocol 1.1) but {here!r} "
                                  "does not take batch signatures (manifest)")
-            batchsig.check_element(hop, kind="hop", what=f"hops[{i}]", check_sig=check_sig, seen=seen)
+            batchsig.check_element(hop, kind="hop", what=f"hops[{i}]", check_sig=check_sig, seen=seen,
+                                   leaf_claims=hop_dict)
         else:
             check_sig(hop, h_iss)
         hc: HopClaims = _convert(hop_dict, HopClaims, f"hops[{i}] claims")
@@ -603,8 +604,7 @@ def verify_ack(
             if node != expected_iss:
                 raise _bad_sig(f"ack batch is signed by {node!r}, expected {expected_iss!r}")
             return check_signed(compact, fed=fed, signer_node=node, now=now, key_verifier=key_verifier)
-        data = strictjson.object_of(batchsig.check_element(el, kind="ack", what="ack", check_sig=check_sig, seen=seen),
-                                    "ack: leaf")
+        data = batchsig.check_element(el, kind="ack", what="ack", check_sig=check_sig, seen=seen)
     else:
         compact = parse_compact(ack, typ=TYP_ACK)
         check_signed(compact, fed=fed, signer_node=expected_iss, now=now, key_verifier=key_verifier)

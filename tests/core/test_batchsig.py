@@ -7,7 +7,7 @@ import json
 import pytest
 from kit.federation import KNOWN_TYPES, NOW, make_federation
 
-from gateway.core import batchsig, merkle
+from gateway.core import batchsig, merkle, strictjson
 from gateway.core.b64 import b64url_decode
 from gateway.core.canonical import canonical_bytes
 from gateway.core.envelope import (
@@ -67,9 +67,9 @@ def test_every_leaf_of_a_batch_verifies_alone_under_one_signature(n):
     for i, text in enumerate(elements):
         el = batchsig.parse_element(text, "e")
         assert el.index == i
-        assert batchsig.check_element(el, kind="hop", what="e", check_sig=check_sig, seen=seen) == leaves[i]
+        assert batchsig.check_element(el, kind="hop", what="e", check_sig=check_sig, seen=seen) == json.loads(leaves[i])
         # alone (no memo), offline: the same result
-        assert batchsig.check_element(el, kind="hop", what="e", check_sig=check_sig) == leaves[i]
+        assert batchsig.check_element(el, kind="hop", what="e", check_sig=check_sig) == json.loads(leaves[i])
     assert checked.count("latam-hub") == 1 + n  # once for the whole batch with the memo, once each without
     root = merkle.root_of([merkle.leaf_hash(x) for x in leaves])
     claims = batchsig.parse_element(elements[0], "e").batch.claims
@@ -196,3 +196,35 @@ def test_a_malformed_batch_jws_is_refused_for_every_element_naming_it():
     for b in broken:
         with pytest.raises(TrazaError):
             batchsig.parse_element(b, "ack", seen)
+
+
+def test_each_leaf_of_a_batched_ack_or_hop_record_is_decoded_once(monkeypatch):
+    """The leaf (the claims of the ack or hop record) is read once per check: it was decoded twice, once
+    for the signer check and once for the caller."""
+    tf, fed = batch_federation("latam-hub", "eu-hub")
+    sent = [tf.send("mx", "es") for _ in range(4)]
+    jtis = [parse_compact(e.token, typ="traza-envelope+jwt").claims["jti"] for e in sent]
+    items = [(e, hop_claims_for(e, here="latam-hub", jti=j, came_from="mx", to="eu-hub", received_at=NOW))
+             for e, j in zip(sent, jtis, strict=True)]
+    at_eu = append_hops_batched(items, signer=tf.signers["latam-hub"], now=NOW)
+    acks = make_acks_batched([ack_claims_for(here="latam-hub", peer="mx", jti=j, token=e.token, idx=i, now=NOW)
+                              for i, (j, e) in enumerate(zip(jtis, sent, strict=True))],
+                             signer=tf.signers["latam-hub"], now=NOW)
+    leaves: list[str] = []
+    real = strictjson.object_of
+
+    def counted(data, what="JSON text"):
+        if what.endswith("leaf"):
+            leaves.append(what)
+        return real(data, what)
+    monkeypatch.setattr(strictjson, "object_of", counted)
+    seen = batchsig.Seen()
+    for ack, j, e in zip(acks, jtis, sent, strict=True):
+        verify_ack(ack, fed=fed, expected_iss="latam-hub", expected_aud="mx", jti=j, token=e.token, now=NOW,
+                   key_verifier=verifier_for, seen=seen)
+    assert len(leaves) == len(acks)
+    leaves.clear()
+    for env in at_eu:
+        verify_envelope(encode_envelope(env), here="eu-hub", peer="latam-hub", fed=fed, now=NOW,
+                        key_verifier=verifier_for, known_types=KNOWN_TYPES, seen=seen)
+    assert len(leaves) == len(at_eu)
