@@ -29,22 +29,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the kit's federation
 
-from kit.federation import KNOWN_TYPES, NOW, make_federation
+from kit.federation import KNOWN_TYPES, NOW, batched_traffic
 
 from gateway.core import batchsig, strictjson
 from gateway.core import envelope as envelope_mod
-from gateway.core.canonical import canonical_bytes
 from gateway.core.envelope import (
-    ack_claims_for,
     append_hops_batched,
     encode_envelope,
-    hop_claims_for,
     make_acks_batched,
     verify_ack,
     verify_envelope,
 )
-from gateway.core.jws import parse_compact
-from gateway.core.manifest import Federation, decode_manifest
 from gateway.crypto.keys import verifier_for
 from gateway.node import outbound
 
@@ -57,19 +52,10 @@ PATHS = ("verify_envelope", "verify_ack", "sign_hops", "sign_acks", "decode_batc
 
 def measure(batch: int, repeats: int) -> dict[str, float]:
     """µs of CPU per envelope for each of :data:`PATHS` (lower quartile over ``repeats``)."""
-    tf = make_federation()
-    for n in tf.manifest["nodes"]:
-        if n["id"] in ("latam-hub", "eu-hub", "es"):
-            n["batch"] = True
-    fed = Federation(decode_manifest(canonical_bytes(tf.manifest)))
-    sent = [tf.send("mx", "es") for _ in range(batch)]
-    jtis = [parse_compact(e.token, typ="traza-envelope+jwt").claims["jti"] for e in sent]
-    hop_items = [(e, hop_claims_for(e, here="latam-hub", jti=j, came_from="mx", to="eu-hub", received_at=NOW))
-                 for e, j in zip(sent, jtis, strict=True)]
-    at_eu = [encode_envelope(e) for e in append_hops_batched(hop_items, signer=tf.signers["latam-hub"], now=NOW)]
-    ack_claims = [ack_claims_for(here="latam-hub", peer="mx", jti=j, token=e.token, idx=i, now=NOW)
-                  for i, (j, e) in enumerate(zip(jtis, sent, strict=True))]
-    acks = make_acks_batched(ack_claims, signer=tf.signers["latam-hub"], now=NOW)
+    t = batched_traffic(batch)
+    fed, sent, jtis, acks, hop_items, ack_claims, signer = (t.fed, t.sent, t.jtis, t.acks, t.hop_items, t.ack_claims,
+                                                            t.tf.signers["latam-hub"])
+    at_eu = [encode_envelope(e) for e in t.at_eu]
     stored = [encode_envelope(e) for e in sent]
     body = b'{"envelopes":[' + b",".join(at_eu) + b"]}"
 
@@ -93,8 +79,8 @@ def measure(batch: int, repeats: int) -> dict[str, float]:
     paths: dict[str, Callable[[], object]] = {
         "verify_envelope": verify_envelopes,
         "verify_ack": verify_acks,
-        "sign_hops": lambda: append_hops_batched(hop_items, signer=tf.signers["latam-hub"], now=NOW),
-        "sign_acks": lambda: make_acks_batched(ack_claims, signer=tf.signers["latam-hub"], now=NOW),
+        "sign_hops": lambda: append_hops_batched(hop_items, signer=signer, now=NOW),
+        "sign_acks": lambda: make_acks_batched(ack_claims, signer=signer, now=NOW),
         "decode_batch": lambda: strictjson.loads(body, "envelopes"),
         "stored_reads": stored_reads,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from kit.federation import KNOWN_TYPES, NOW, make_federation
+from kit.federation import KNOWN_TYPES, NOW, batched_traffic, make_federation
 
 from gateway.core import batchsig, merkle, strictjson
 from gateway.core.b64 import b64url_decode
@@ -156,15 +156,8 @@ def _counting_parse(monkeypatch):
 def test_a_batch_jws_named_by_every_element_of_a_request_is_parsed_once(monkeypatch):
     """A batch of n acks or hop records names the same batch JWS n times: a receiver with a Seen memo
     decodes it once per request (it verified its signature once already), not once per element."""
-    tf, fed = batch_federation("latam-hub", "eu-hub")
-    sent = [tf.send("mx", "es") for _ in range(8)]
-    items = [(e, hop_claims_for(e, here="latam-hub", jti=parse_compact(e.token, typ="traza-envelope+jwt").claims["jti"],
-                                 came_from="mx", to="eu-hub", received_at=NOW)) for e in sent]
-    at_eu = append_hops_batched(items, signer=tf.signers["latam-hub"], now=NOW)
-    jtis = [parse_compact(e.token, typ="traza-envelope+jwt").claims["jti"] for e in sent]
-    acks = make_acks_batched([ack_claims_for(here="latam-hub", peer="mx", jti=j, token=e.token, idx=i, now=NOW)
-                              for i, (j, e) in enumerate(zip(jtis, sent, strict=True))],
-                             signer=tf.signers["latam-hub"], now=NOW)
+    t = batched_traffic(8)
+    fed, at_eu, acks, jtis, sent = t.fed, t.at_eu, t.acks, t.jtis, t.sent
     calls = _counting_parse(monkeypatch)
     seen = batchsig.Seen()
     for env in at_eu:
@@ -201,15 +194,8 @@ def test_a_malformed_batch_jws_is_refused_for_every_element_naming_it():
 def test_each_leaf_of_a_batched_ack_or_hop_record_is_decoded_once(monkeypatch):
     """The leaf (the claims of the ack or hop record) is read once per check: it was decoded twice, once
     for the signer check and once for the caller."""
-    tf, fed = batch_federation("latam-hub", "eu-hub")
-    sent = [tf.send("mx", "es") for _ in range(4)]
-    jtis = [parse_compact(e.token, typ="traza-envelope+jwt").claims["jti"] for e in sent]
-    items = [(e, hop_claims_for(e, here="latam-hub", jti=j, came_from="mx", to="eu-hub", received_at=NOW))
-             for e, j in zip(sent, jtis, strict=True)]
-    at_eu = append_hops_batched(items, signer=tf.signers["latam-hub"], now=NOW)
-    acks = make_acks_batched([ack_claims_for(here="latam-hub", peer="mx", jti=j, token=e.token, idx=i, now=NOW)
-                              for i, (j, e) in enumerate(zip(jtis, sent, strict=True))],
-                             signer=tf.signers["latam-hub"], now=NOW)
+    t = batched_traffic(4)
+    fed, at_eu, acks, jtis, sent = t.fed, t.at_eu, t.acks, t.jtis, t.sent
     leaves: list[str] = []
     real = strictjson.object_of
 

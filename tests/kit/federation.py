@@ -143,3 +143,39 @@ def make_federation(*, version: int = 1, now: float = NOW, nodes: list[tuple[Any
         "nodes": out_nodes, "policy": msgspec.to_builtins(POLICY),
     }
     return TestFederation(manifest=manifest, signers=signers, enc=enc, audit=audit, authorities=auths)
+
+
+@dataclass
+class BatchedTraffic:
+    """``n`` messages mx → es as latam-hub hands them on in protocol 1.1 (docs/protocol.md): ``at_eu`` the
+    envelopes with latam-hub's batched hop record (one batch signature), as eu-hub receives them;
+    ``acks`` latam-hub's batched acks to mx for the same messages (one batch signature)."""
+
+    tf: TestFederation
+    fed: Federation  # latam-hub, eu-hub and es advertise batch signatures
+    sent: list[Envelope]
+    jtis: list[str]
+    hop_items: list[tuple[Envelope, Any]]  # (envelope, latam-hub's hop claims), as append_hops_batched takes them
+    at_eu: list[Envelope]
+    ack_claims: list[Any]
+    acks: list[str]
+
+
+def batched_traffic(n: int) -> BatchedTraffic:
+    from gateway.core.envelope import ack_claims_for, append_hops_batched, hop_claims_for, make_acks_batched
+    from gateway.core.jws import parse_compact
+
+    tf = make_federation()
+    for node in tf.manifest["nodes"]:
+        if node["id"] in ("latam-hub", "eu-hub", "es"):
+            node["batch"] = True
+    fed = Federation(decode_manifest(canonical_bytes(tf.manifest)))
+    sent = [tf.send("mx", "es") for _ in range(n)]
+    jtis = [parse_compact(e.token, typ="traza-envelope+jwt").claims["jti"] for e in sent]
+    hop_items = [(e, hop_claims_for(e, here="latam-hub", jti=j, came_from="mx", to="eu-hub", received_at=NOW))
+                 for e, j in zip(sent, jtis, strict=True)]
+    at_eu = append_hops_batched(hop_items, signer=tf.signers["latam-hub"], now=NOW)
+    ack_claims = [ack_claims_for(here="latam-hub", peer="mx", jti=j, token=e.token, idx=i, now=NOW)
+                  for i, (j, e) in enumerate(zip(jtis, sent, strict=True))]
+    acks = make_acks_batched(ack_claims, signer=tf.signers["latam-hub"], now=NOW)
+    return BatchedTraffic(tf, fed, sent, jtis, hop_items, at_eu, ack_claims, acks)
