@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from kit.federation import KNOWN_TYPES, NOW, batched_traffic, make_federation
+from kit.federation import KNOWN_TYPES, NOW, batch_federation, batched_traffic, make_federation
 
 from gateway.core import batchsig, merkle, strictjson
 from gateway.core.b64 import b64url_decode
-from gateway.core.canonical import canonical_bytes
 from gateway.core.envelope import (
     Envelope,
     ack_claims_for,
@@ -22,16 +21,7 @@ from gateway.core.envelope import (
 )
 from gateway.core.errors import TrazaError
 from gateway.core.jws import parse_compact
-from gateway.core.manifest import Federation, decode_manifest
 from gateway.crypto.keys import verifier_for
-
-
-def batch_federation(*batch_nodes: str):
-    tf = make_federation()
-    for n in tf.manifest["nodes"]:
-        if n["id"] in batch_nodes:
-            n["batch"] = True
-    return tf, Federation(decode_manifest(canonical_bytes(tf.manifest)))
 
 
 class Counting:

@@ -161,15 +161,20 @@ class BatchedTraffic:
     acks: list[str]
 
 
+def batch_federation(*batch_nodes: str) -> tuple[TestFederation, Federation]:
+    """The kit's federation with ``batch_nodes`` advertising batch signatures (protocol 1.1)."""
+    tf = make_federation()
+    for node in tf.manifest["nodes"]:
+        if node["id"] in batch_nodes:
+            node["batch"] = True
+    return tf, Federation(decode_manifest(canonical_bytes(tf.manifest)))
+
+
 def batched_traffic(n: int) -> BatchedTraffic:
     from gateway.core.envelope import ack_claims_for, append_hops_batched, hop_claims_for, make_acks_batched
     from gateway.core.jws import parse_compact
 
-    tf = make_federation()
-    for node in tf.manifest["nodes"]:
-        if node["id"] in ("latam-hub", "eu-hub", "es"):
-            node["batch"] = True
-    fed = Federation(decode_manifest(canonical_bytes(tf.manifest)))
+    tf, fed = batch_federation("latam-hub", "eu-hub", "es")
     sent = [tf.send("mx", "es") for _ in range(n)]
     jtis = [parse_compact(e.token, typ="traza-envelope+jwt").claims["jti"] for e in sent]
     hop_items = [(e, hop_claims_for(e, here="latam-hub", jti=j, came_from="mx", to="eu-hub", received_at=NOW))
