@@ -3,7 +3,7 @@ import binascii
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.core.b64 import b64_decode, b64url_decode, b64url_encode
@@ -113,3 +113,67 @@ def test_canonical_check_edge_cases_match_reencoding():
         assert _outcome(b64_decode, text) == _outcome(_reencoding_b64_decode, text), text
     assert _outcome(b64url_decode, "_x")[0] == "error" and _outcome(b64_decode, "AAF=")[0] == "error"
 
+
+
+# --- canonical_bytes' type walk without paths agrees with the walk that names them -------------------
+
+class _Str(str):
+    pass
+
+
+class _Dict(dict):  # type: ignore[type-arg]
+    pass
+
+
+_leaves = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.text(max_size=8),
+                    st.floats(allow_nan=False, allow_infinity=False), st.builds(_Str, st.text(max_size=4)))
+# mostly plain string keys, so that a float or a subclass deeper in is what decides the outcome
+_keys = st.one_of(st.text(max_size=6), st.text(max_size=6), st.text(max_size=6), st.text(max_size=6),
+                  st.builds(_Str, st.text(max_size=4)), st.integers(0, 9))
+_values = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.lists(inner, max_size=3).map(tuple),
+                            st.dictionaries(_keys, inner, max_size=4), st.dictionaries(st.text(max_size=4), inner,
+                                                                                       max_size=3).map(_Dict)),
+    max_leaves=20,
+)
+
+
+def _by_path_walk(obj):
+    """canonical_bytes as it was: every value checked by the walk that builds its path."""
+    from gateway.core import canonical
+
+    canonical._check(obj, "$")
+    return canonical._encoder.encode(obj)
+
+
+def _canonical_outcome(fn, obj):
+    try:
+        return ("ok", fn(obj))
+    except CanonicalError as exc:
+        return ("refused", str(exc))
+    except (TypeError, ValueError) as exc:  # what the encoder itself refuses (e.g. non-string keys it met)
+        return ("encoder", type(exc).__name__)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_values)
+@example({"a": 1.5})
+@example([1, 1.5])
+@example(("x", 1.5))
+@example({"a": [{"b": (None, True, 2.0)}]})
+@example({1: "x"})
+@example({"a": {_Str("k"): 1}})
+@example({"a": _Str("x")})
+@example([_Dict(a=1)])
+@example(1.5)
+@example({"a": [1, "x", None, True, {"b": ()}]})
+def test_canonical_fast_walk_refuses_and_accepts_exactly_what_the_path_walk_does(obj):
+    assert _canonical_outcome(canonical_bytes, obj) == _canonical_outcome(_by_path_walk, obj)
+
+
+def test_canonical_fast_walk_still_names_the_path_of_a_nested_float_and_a_non_string_key():
+    with pytest.raises(CanonicalError, match=r"\$\.a\.b\[2\]: floats"):
+        canonical_bytes({"a": {"b": [1, "x", 0.5]}})
+    with pytest.raises(CanonicalError, match=r"\$\.a: object keys must be strings"):
+        canonical_bytes({"a": {1: "x"}})
