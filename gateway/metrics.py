@@ -5,6 +5,8 @@ Each node owns its own registry so several nodes can live in one process (tests,
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -55,6 +57,9 @@ DOCUMENTED = {
 
 class Metrics:
     def __init__(self) -> None:
+        # the labelled children of the per-envelope counters, by (counter, labels): ``labels()`` checks the
+        # values and takes the metric's lock on every call (about 3 µs), several times per envelope
+        self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
         r = self.registry = CollectorRegistry(auto_describe=True)
         d = DOCUMENTED
         self.received = Counter("traza_envelopes_received", d["traza_envelopes_received_total"],
@@ -96,6 +101,15 @@ class Metrics:
         self.manifest_poll_bytes = Counter("traza_manifest_poll_bytes", d["traza_manifest_poll_bytes_total"],
                                            ["status"], registry=r)
         self.receipts_overdue = Gauge("traza_receipts_overdue", d["traza_receipts_overdue"], registry=r)
+
+    def inc(self, counter: Counter, *labels: str) -> None:
+        """``counter.labels(*labels).inc()``, the child looked up once per label set (as many as the
+        counter's series: the labels are message types, peers and outcomes)."""
+        key = (counter, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        child.inc()
 
     def manifest_served(self, status: int, nbytes: int) -> None:
         """One ``GET /v1/manifest`` answered with ``status``, ``nbytes`` of HTTP both ways."""

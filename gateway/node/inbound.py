@@ -112,7 +112,7 @@ class Inbound:
                           error=EB(code=a.code, detail=a.detail or "") if a.code is not None else None) for a in answers]
         for item, r in zip(checked, results, strict=True):
             mt = item.claims.mt if isinstance(item, Verified) else "unknown"
-            self.s.metrics.received.labels(mt, peer, r.status).inc()
+            self.s.metrics.inc(self.s.metrics.received, mt, peer, r.status)
             self.s.count(f"envelopes_{r.status}")
             self.s.log.info("envelope", jti=r.jti, peer=peer, status=r.status,
                           code=r.error.code if r.error else None)

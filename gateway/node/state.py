@@ -174,9 +174,9 @@ class _NodeState:
                 case core_relay.WakeInbox():
                     self.inbox_event.set()
                 case core_relay.Count(what="forwarded", labels=labels):
-                    self.metrics.forwarded.labels(*labels).inc()
+                    self.metrics.inc(self.metrics.forwarded, *labels)
                 case core_relay.Count(what="delivered", labels=labels):
-                    self.metrics.delivered.labels(*labels).inc()
+                    self.metrics.inc(self.metrics.delivered, *labels)
                 case core_relay.ForgetBlobAt(peer=peer, sha=sha):
                     self.outbound.blobs_at.discard((peer, sha))
                 case core_relay.PurgeBlob(sha=sha):
