@@ -206,7 +206,8 @@ def stage_evidence(
             raise AuditError(f"evidence for {jti}: a key needs kid, alg and jwk")
         if recorded is not None:
             hit = recorded.get(kid)
-            if hit is not None and hit[0] == alg and hit[1] == jwk and all(type(v) is str for v in jwk.values()):
+            # only JWKs of string members are remembered, so an equal one has string members too
+            if hit is not None and hit[0] == alg and hit[1] == jwk:
                 continue
         jwk_text = canonical_bytes(jwk).decode()
         conn.execute(

@@ -313,8 +313,12 @@ def append_hops_batched(items: list[tuple[Envelope, HopClaims]], *, signer: Sign
     return [Envelope(token=e.token, payload=e.payload, hops=[*e.hops, el]) for (e, _c), el in zip(items, elements, strict=True)]
 
 
-def ack_claims_for(*, here: str, peer: str, jti: str, token: str, idx: int, now: float) -> AckClaims:
-    return AckClaims(iss=here, aud=peer, jti=jti, dig=token_digest(token), iat=int(now), idx=idx)
+def ack_claims_for(*, here: str, peer: str, jti: str, token: str, idx: int, now: float,
+                   dig: str | None = None) -> AckClaims:
+    """The claims of this node's ack of ``token``; ``dig`` is its :func:`token_digest` when the caller has
+    it already (``Verified.dig``), else it is computed."""
+    return AckClaims(iss=here, aud=peer, jti=jti, dig=token_digest(token) if dig is None else dig, iat=int(now),
+                     idx=idx)
 
 
 def make_ack(signer: Signer, *, here: str, peer: str, jti: str, token: str, idx: int, now: float) -> str:

@@ -195,7 +195,7 @@ class Applier:
         ack: str | None
         claims: AckClaims | None = None
         if pending is not None:
-            claims = ack_claims_for(here=self.here, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now)
+            claims = ack_claims_for(here=self.here, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now, dig=v.dig)
             ack = None
         else:
             ack = make_ack(signer, here=self.here, peer=peer, jti=c.jti, token=env.token, idx=idx, now=now)
