@@ -15,7 +15,9 @@ Paths: ``verify_envelope`` (at eu-hub: the origin token and a batched hop record
 checked once per request as a node does), ``verify_ack`` (batched acks, once per batch signature),
 ``sign_hops`` / ``sign_acks`` (one batch signature and the elements), ``decode_batch`` (the strict JSON of
 a ``POST /v1/envelopes`` body), ``stored_reads`` (what the forward loop reads from each stored envelope
-it sends: its blob references and its token).
+it sends: its blob references and its token), ``audit_entries`` (the two entries a hub writes per envelope
+relayed, ``envelope.accepted`` and ``envelope.forwarded``: checked, encoded canonically, hashed into the
+log's compact range; the SQL insert is not included).
 """
 
 from __future__ import annotations
@@ -31,15 +33,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the
 
 from kit.federation import KNOWN_TYPES, NOW, batched_traffic
 
-from gateway.core import batchsig, strictjson
+from gateway.audit import log as audit_log
+from gateway.core import batchsig, merkle, strictjson
 from gateway.core import envelope as envelope_mod
 from gateway.core.envelope import (
     append_hops_batched,
     encode_envelope,
     make_acks_batched,
+    token_digest,
     verify_ack,
     verify_envelope,
 )
+from gateway.core.events import EnvelopeAccepted, EnvelopeForwarded, as_entry
 from gateway.crypto.keys import verifier_for
 from gateway.node import outbound
 
@@ -47,7 +52,7 @@ from gateway.node import outbound
 stored_token: Callable[[bytes], str] = getattr(envelope_mod, "stored_token", None) or (
     lambda raw: envelope_mod.decode_envelope(raw).token)
 
-PATHS = ("verify_envelope", "verify_ack", "sign_hops", "sign_acks", "decode_batch", "stored_reads")
+PATHS = ("verify_envelope", "verify_ack", "sign_hops", "sign_acks", "decode_batch", "stored_reads", "audit_entries")
 
 
 def measure(batch: int, repeats: int) -> dict[str, float]:
@@ -71,6 +76,19 @@ def measure(batch: int, repeats: int) -> dict[str, float]:
             verify_ack(ack, fed=fed, expected_iss="latam-hub", expected_aud="mx", jti=j, token=e.token, now=NOW,
                        key_verifier=verifier_for, seen=seen)
 
+    # the two entries a hub writes for each envelope it relays, as its audit facade stages them
+    events = [ev for e, j in zip(sent, jtis, strict=True) for ev in (
+        EnvelopeAccepted(jti=j, mt="notice", iss="mx", aud="es", dig=token_digest(e.token), from_="mx",
+                         to="eu-hub"),
+        EnvelopeForwarded(jti=j, mt="notice", iss="mx", aud="es", dig=token_digest(e.token), from_="latam-hub",
+                          to="eu-hub", ack_idx=1234))]
+
+    def audit_entries() -> None:
+        cr = merkle.CompactRange()
+        for i, ev in enumerate(events):
+            entry = {**audit_log.prepare(as_entry(ev)), "idx": i, "ts": "2026-12-07T00:00:00.000000Z", "node": "latam-hub"}
+            cr.append(merkle.leaf_hash(audit_log._sorted.encode(entry)))
+
     def stored_reads() -> None:
         for raw in stored:
             outbound._blob_refs(raw)
@@ -83,6 +101,7 @@ def measure(batch: int, repeats: int) -> dict[str, float]:
         "sign_acks": lambda: make_acks_batched(ack_claims, signer=signer, now=NOW),
         "decode_batch": lambda: strictjson.loads(body, "envelopes"),
         "stored_reads": stored_reads,
+        "audit_entries": audit_entries,
     }
     out = {}
     for name in PATHS:

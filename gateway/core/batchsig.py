@@ -95,10 +95,17 @@ def sign_batch(leaves: Sequence[bytes], *, kind: Kind, iss: str, kid: str, alg: 
     claims = msgspec.to_builtins(BatchClaims(iss=iss, kind=kind, n=n, root=b64url_encode(root), iat=int(now)))
     jws = encode_compact({"alg": alg, "kid": kid, "typ": TYP_BATCH}, claims, sign)
     nodes = _perfect_nodes(hashes)
+    encoded: dict[bytes, str] = {}  # each node's hash is on many paths: encoded once
     out = []
     for i, leaf in enumerate(leaves):
         path = merkle.fold_plan(merkle.inclusion_plan(i, n), nodes)
-        out.append(f"{PREFIX}.{b64url_encode(leaf)}.{i}.{'~'.join(b64url_encode(h) for h in path)}.{jws}")
+        steps = []
+        for h in path:
+            e = encoded.get(h)
+            if e is None:
+                e = encoded[h] = b64url_encode(h)
+            steps.append(e)
+        out.append(f"{PREFIX}.{b64url_encode(leaf)}.{i}.{'~'.join(steps)}.{jws}")
     return out
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = str(ROOT / "bench" / "hot_paths.py")
-PATHS = {"verify_envelope", "verify_ack", "sign_hops", "sign_acks", "decode_batch", "stored_reads"}
+PATHS = {"verify_envelope", "verify_ack", "sign_hops", "sign_acks", "decode_batch", "stored_reads", "audit_entries"}
 
 
 def test_hot_paths_bench_reports_every_path_in_microseconds_per_envelope():
