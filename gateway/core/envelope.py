@@ -594,13 +594,19 @@ def verify_ack(
     expected_iss: str,
     expected_aud: str,
     jti: str,
-    token: str,
+    token: str | None = None,
+    dig: str | None = None,
     now: float,
     key_verifier: KeyVerifier,
     seen: batchsig.Seen | None = None,
 ) -> AckClaims:
     """Check an ack from the peer we sent ``token`` to: signed by it, for us, for this token. A batched
-    ack (protocol 1.1) is checked through its batch signature, once per ``seen``."""
+    ack (protocol 1.1) is checked through its batch signature, once per ``seen``. A sender that stored
+    the token's digest (:func:`token_digest`, ``messages.dig``) passes it as ``dig`` instead of the token."""
+    if dig is None:
+        if token is None:
+            raise ValueError("verify_ack needs the token acknowledged or its digest")
+        dig = token_digest(token)
     if batchsig.is_batched(ack):
         el = batchsig.parse_element(ack, "ack", seen)
 
@@ -616,6 +622,6 @@ def verify_ack(
     claims: AckClaims = _convert(data, AckClaims, "ack claims")
     if claims.iss != expected_iss or claims.aud != expected_aud:
         raise _bad_sig(f"ack is from {claims.iss!r} to {claims.aud!r}, expected {expected_iss!r} to {expected_aud!r}")
-    if claims.jti != jti or claims.dig != token_digest(token):
+    if claims.jti != jti or claims.dig != dig:
         raise _bad_sig(f"ack does not acknowledge message {jti}")
     return claims

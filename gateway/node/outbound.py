@@ -265,8 +265,7 @@ class Outbound:
             if res.status in ("accepted", "duplicate") and res.ack:
                 try:
                     idx = verify_ack(res.ack, fed=self.s.fed, expected_iss=peer, expected_aud=self.s.here, jti=jti,
-                                     token=stored_token(row.envelope), now=now,
-                                     key_verifier=verifier_for, seen=seen).idx
+                                     dig=row.dig, now=now, key_verifier=verifier_for, seen=seen).idx
                 except TrazaError as err:
                     error = err.detail
             checked.append(PeerResult(jti=jti, status=res.status, ack=res.ack, ack_idx=idx, ack_error=error,

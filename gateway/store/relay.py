@@ -230,16 +230,18 @@ def blob_held(conn: sqlite3.Connection, sha: str) -> bool:
 
 class OutboxRow(msgspec.Struct, frozen=True):
     """A message waiting in the outbox for a peer: queue position, id, tries so far, the envelope as it
-    travels, its signed expiry."""
+    travels, its signed expiry, its token's digest (what the peer's ack must name: ``messages.dig``,
+    stored from the same verified envelope)."""
 
     seq: int
     jti: str
     attempts: int
     envelope: bytes
     exp: int
+    dig: str
 
 
-_DUE = ("SELECT o.seq, o.jti, o.attempts, e.envelope, m.exp FROM outbox o JOIN messages m ON m.jti=o.jti "
+_DUE = ("SELECT o.seq, o.jti, o.attempts, e.envelope, m.exp, m.dig FROM outbox o JOIN messages m ON m.jti=o.jti "
         "JOIN envelopes e ON e.jti=o.jti WHERE o.peer=? ")
 
 
@@ -250,7 +252,7 @@ def enqueue(conn: sqlite3.Connection, jti: str, peer: str, now: float) -> None:
 def due(conn: sqlite3.Connection, peer: str, now: float, limit: int) -> list[OutboxRow]:
     """Oldest-first outbox rows for ``peer`` that are due."""
     rows = conn.execute(_DUE + "AND o.next_at<=? ORDER BY o.seq LIMIT ?", (peer, now, limit)).fetchall()
-    return [OutboxRow(s, j, a, bytes(e), x) for s, j, a, e, x in rows]
+    return [OutboxRow(s, j, a, bytes(e), x, d) for s, j, a, e, x, d in rows]
 
 
 def due_fifo(conn: sqlite3.Connection, peer: str, now: float, limit: int,
@@ -263,7 +265,7 @@ def due_fifo(conn: sqlite3.Connection, peer: str, now: float, limit: int,
     first_if_due = "AND EXISTS (SELECT 1 FROM outbox d WHERE d.peer=? AND d.next_at<=?) ORDER BY o.seq LIMIT ?"
     if not skip:  # one statement, one snapshot
         rows = conn.execute(_DUE + first_if_due, (peer, peer, now, limit)).fetchall()
-        return [OutboxRow(s, j, a, bytes(e), x) for s, j, a, e, x in rows]
+        return [OutboxRow(s, j, a, bytes(e), x, d) for s, j, a, e, x, d in rows]
     ids = conn.execute("SELECT o.seq, o.jti FROM outbox o WHERE o.peer=? " + first_if_due,  # noqa: S608 - fixed text
                        (peer, peer, now, limit + len(skip))).fetchall()
     return _rows_at(conn, [s for s, j in ids if j not in skip][:limit])
@@ -276,7 +278,7 @@ def _rows_at(conn: sqlite3.Connection, seqs: list[int]) -> list[OutboxRow]:
     marks = ",".join("?" * len(seqs))
     got = conn.execute(_DUE.replace("WHERE o.peer=? ", f"WHERE o.seq IN ({marks}) ") + "ORDER BY o.seq",
                        seqs).fetchall()
-    return [OutboxRow(s, j, a, bytes(e), x) for s, j, a, e, x in got]
+    return [OutboxRow(s, j, a, bytes(e), x, d) for s, j, a, e, x, d in got]
 
 
 def next_due_at(conn: sqlite3.Connection, peer: str) -> float | None:

@@ -104,6 +104,23 @@ def test_ack_round_trip_and_binding(tf):
                    token=env.token, now=NOW, key_verifier=verifier_for)
 
 
+def test_ack_checked_by_the_stored_digest_refuses_an_ack_of_another_message(tf):
+    """The forward loop checks an ack against the digest it stored with the message (``messages.dig``)
+    instead of re-reading the token: the same binding, by digest."""
+    env, other = tf.send("mx", "latam-hub", "notice"), tf.send("mx", "latam-hub", "notice")
+    v = verify(tf, env, "latam-hub", "mx")
+    ack = make_ack(tf.signers["latam-hub"], here="latam-hub", peer="mx", jti=v.claims.jti, token=env.token,
+                   idx=7, now=NOW)
+    kw = dict(fed=tf.fed, expected_iss="latam-hub", expected_aud="mx", jti=v.claims.jti, now=NOW,
+              key_verifier=verifier_for)
+    assert verify_ack(ack, dig=v.dig, **kw).idx == 7
+    with pytest.raises(TrazaError, match="does not acknowledge") as e:
+        verify_ack(ack, dig=token_digest(other.token), **kw)
+    assert e.value.code is Code.BAD_SIGNATURE
+    with pytest.raises(ValueError, match="token acknowledged or its digest"):
+        verify_ack(ack, **kw)
+
+
 def test_unknown_envelope_member_is_malformed(tf):
     env = tf.send("mx", "latam-hub", "notice")
     raw = json.loads(encode_envelope(env))

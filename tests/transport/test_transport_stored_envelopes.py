@@ -50,3 +50,37 @@ def test_the_blob_references_of_a_stored_envelope_are_read_without_the_strict_ga
 @pytest.mark.parametrize("raw", [b"", b"{}", b'{"token": 5}', b'{"token": "no-dots"}', b'{"token": "a.%%.c"}'])
 def test_a_stored_envelope_that_cannot_be_read_names_no_blob(raw):
     assert outbound._blob_refs(raw) == []
+
+
+# --- the digest an ack is checked against is the one stored with the message -------------------------
+
+async def test_every_queued_row_carries_the_digest_of_the_token_it_holds(tmp_path):
+    """The forward loop checks each ack against ``OutboxRow.dig`` (``messages.dig``) instead of reading
+    the token back. Rows queued at an origin (built here) and at a hub (received and relayed) must carry
+    the digest of the very token they hold, or a good ack would be refused and a wrong one taken."""
+    from kit.nodes import started
+    from kit.waiting import eventually
+
+    from gateway.core.envelope import token_digest
+    from gateway.localfed import NodeSpec, build
+    from gateway.store import relay as st
+
+    specs = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),
+             NodeSpec("es", "national", "ES", hub="hub")]
+    built = build(tmp_path / "fed", specs, limits={"retry_min": 0.05, "retry_max": 0.2})
+    body = b'{"title": "t", "text": "x"}'
+
+    def queued(node, peer):
+        return node.db.read_sync(lambda c: st.due_fifo(c, peer, 1e12, 100))
+
+    async with started(built["mx"].config) as mx:  # the hub is down: the messages wait at the origin
+        sent = [await mx.submit(mt="notice", to="es", body=body, system="test") for _ in range(3)]
+        at_origin = queued(mx, "hub")
+        assert sorted(r.jti for r in at_origin) == sorted(sent)
+        async with started(built["hub"].config) as hub:  # es is down: they wait at the hub
+            await eventually(lambda: len(queued(hub, "es")) == 3, timeout=20.0)
+            at_hub = queued(hub, "es")
+    for rows in (at_origin, at_hub):
+        assert [r.dig for r in rows] == [token_digest(stored_token(r.envelope)) for r in rows]
+    # the hub's copy has its hop record appended; the token, hence the digest, is the origin's
+    assert {r.jti: r.dig for r in at_origin} == {r.jti: r.dig for r in at_hub}
