@@ -435,6 +435,16 @@ def crypto_floor(fed: Federation, size: int, rounds: int = 200) -> tuple[float, 
     return (os.cpu_count() or 1) / per, per
 
 
+def bracketed(*timings: tuple[float, float]) -> tuple[float, float]:
+    """The crypto floor over a phase from :func:`crypto_floor` timings taken around it: the mean of their
+    CPU seconds per message (the machine's speed on average over the phase), and the envelopes per
+    second all cores would reach at that cost."""
+    if not timings:
+        raise ValueError("bracketed() needs at least one crypto_floor timing")
+    per = sum(p for _eps, p in timings) / len(timings)
+    return (os.cpu_count() or 1) / per, per
+
+
 STORES = ("sqlite", "postgresql")
 
 
@@ -475,8 +485,8 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
         progress: Progress | None = None, store: str = "sqlite", replicas: int = 1, rate: float | None = None,
         batch: bool = True) -> dict[str, Any]:
     """Run the whole benchmark; returns the SPEC §11 JSON object. Stops every process it started.
-    ``progress(phase, done, total)`` follows it: nodes started, messages sent, delivered, receipts, the
-    null relay, the crypto floor. ``store``: every node on SQLite or on PostgreSQL (module docstring);
+    ``progress(phase, done, total)`` follows it: nodes started, the crypto floor (timed before and after
+    the as-fast-as-possible phase), messages sent, delivered, receipts, the null relay. ``store``: every node on SQLite or on PostgreSQL (module docstring);
     ``replicas``: latam-hub's (2 needs PostgreSQL).
 
     After the as-fast-as-possible phase, ``messages`` more are offered open loop at ``rate`` per second
@@ -509,10 +519,17 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
         fed.start_all()
         report(f"starting {len(fed.nodes)} nodes", len(fed.nodes), len(fed.nodes))
         pids = [p.pid for p in fed.procs.values()]
-        stat0 = proc_cpu(pids)
         try:
+            # the crypto floor is timed right before and right after the measured phase (the nodes idle),
+            # not once at the end: this VM's speed drifts within a run (docs/benchmark.md, "Session 11")
+            report("crypto floor", 0, 2)
+            floor_before = crypto_floor(fed, size)
+            report("crypto floor", 1, 2)
+            stat0 = proc_cpu(pids)
             res = asyncio.run(_traza(ctx, messages, size))
             stat1 = proc_cpu(pids)
+            floor_after = crypto_floor(fed, size)
+            report("crypto floor", 2, 2)
             rows = ctx.rows("mx", "SELECT jti, envelope FROM envelopes")
             envs = [bytes(e) for j, e in rows if j in res["sent"]]
             # half the maximum with receipts on: the round trips (message there, receipt back) sustained
@@ -525,9 +542,7 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
         report("null relay", 0, 1)
         null_eps = asyncio.run(_null_relay(ctx, envs))
         report("null relay", 1, 1)
-        report("crypto floor", 0, 1)
-        floor, floor_cpu = crypto_floor(fed, size)
-        report("crypto floor", 1, 1)
+        floor, floor_cpu = bracketed(floor_before, floor_after)
         eps = res["eps"]
         return {"messages": messages, "size": size, "null_relay_eps": round(null_eps, 1), "traza_eps": round(eps, 1),
                 "ratio": round(eps / null_eps, 4), "floor_eps": round(floor, 1), "floor_ratio": round(eps / floor, 4),
