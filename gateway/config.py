@@ -120,12 +120,15 @@ class StoreSection(_C, frozen=True):
     With a URL, several ``traza run`` processes of one node may share the database (active-active
     replicas): ``blob_dir`` is then a folder every replica reaches (blobs are files; default the
     data_dir), ``lease`` how long a replica holds the outbox rows it claimed before another may send them,
-    ``leader_poll`` how often a replica checks the leader lock (checkpoints, witnessing)."""
+    ``leader_poll`` how often a replica checks the leader lock (checkpoints, witnessing), ``startup_wait``
+    how long a starting node waits for its database to accept writes (the server restarting, or a failover
+    in progress: the old primary gone, the standby not yet promoted) before it exits."""
 
     url: str | None = None
     blob_dir: str | None = None
     lease: Annotated[float, msgspec.Meta(ge=0.2, le=3600)] = 60.0
     leader_poll: Annotated[float, msgspec.Meta(ge=0.05, le=60)] = 2.0
+    startup_wait: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
 
 
 class LogSection(_C, frozen=True):

@@ -181,6 +181,16 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
         # the store checks itself before it is opened for writing (docs/reliability.md); it is the SQLite
         # file in data_dir, or the PostgreSQL database of [store] url (docs/ha.md)
         store = cfg.store.url or self.data_dir / selfcheck.DB_FILE
+        if cfg.store.url is not None:  # started during a restart or a failover of the database: wait for it
+            from gateway.store import pg
+
+            try:
+                pg.wait_writable(cfg.store.url, cfg.store.startup_wait,
+                                 on_wait=lambda why, waited: self.log.warning(
+                                     "store.waiting", detail=why[:300], waited=round(waited, 1),
+                                     startup_wait=cfg.store.startup_wait))
+            except StoreUrlError as exc:
+                raise NodeError(f"{cfg.path}: store.url: {exc}") from None
         try:
             self.store_report = selfcheck.check_node_store(self.data_dir, fed, self.id, self.audit_key, db=store)
         except StoreUrlError as exc:

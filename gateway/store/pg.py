@@ -13,7 +13,9 @@ its own. A password in a URL is never printed: :func:`redact` is what messages s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -101,6 +103,36 @@ def connect(url: str, *, application_name: str = "traza") -> PgConnection:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreUrlError(f"{redact(url)}: the PostgreSQL server cannot be reached ({first})") from None
     return PgConnection(raw)
+
+
+# what waiting does not mend: the URL names a role or a database the server does not have, or credentials it
+# refuses (anything else at connection time, a refused connection or a read-only standby, may be a restart
+# or a failover in progress)
+_PERMANENT = re.compile(r"authentication failed|does not exist|no pg_hba\.conf entry|password", re.IGNORECASE)
+
+
+def wait_writable(url: str, wait: float, *, on_wait: Callable[[str, float], None] | None = None,
+                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+    """Until a connection to ``url`` can be made (with ``target_session_attrs=read-write``: until a host
+    accepts writes), for at most ``wait`` seconds: a node started while its database restarts or fails
+    over (the old primary gone, the standby not yet promoted) waits for it instead of exiting. Retries
+    every 0.25 s, then up to every 2 s; ``on_wait(reason, waited)`` is called before each retry. After
+    ``wait`` seconds, :class:`StoreUrlError` naming the last reason and the time waited."""
+    start = clock()
+    pause = 0.25
+    while True:
+        try:
+            connect(url, application_name="traza-start").close()
+            return
+        except StoreUrlError as exc:
+            waited = clock() - start
+            if _PERMANENT.search(str(exc)) or waited + pause > wait:
+                raise StoreUrlError(f"{exc} (waited {waited:.0f} s, store.startup_wait = {wait:g})"
+                                    if wait > 0 else str(exc)) from None
+            if on_wait is not None:
+                on_wait(str(exc), waited)
+            sleep(pause)
+            pause = min(2.0, pause * 2)
 
 
 def pool(url: str, size: int) -> Any:

@@ -5,8 +5,10 @@ and ``traza run`` exits 2 with one line."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -26,9 +28,9 @@ SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub
 LIMITS = {"retry_min": 0.05, "retry_max": 0.3, "checkpoint_interval": 3600.0}
 
 
-def with_store(cfg: Path, url: str) -> None:
+def with_store(cfg: Path, url: str, **more: object) -> None:
     doc = tomllib.loads(cfg.read_text())
-    doc["store"] = {"url": url}
+    doc["store"] = {"url": url, **more}
     write_config(cfg, doc)
 
 
@@ -88,10 +90,82 @@ def test_an_unreachable_postgresql_server_stops_traza_run_with_one_line_and_exit
 
     built = build(tmp_path / "fed", SPECS[:1])
     cfg = built["hub"].config
-    with_store(cfg, f"postgresql://traza:s3cret@127.0.0.1:{free_port()}/traza")  # nobody listens there
+    # nobody listens there; the node waits store.startup_wait for it (a restart, a failover), then gives up
+    with_store(cfg, f"postgresql://traza:s3cret@127.0.0.1:{free_port()}/traza", startup_wait=1.0)
     done = subprocess.run([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    assert "store.url" in lines[0] and "cannot be reached" in lines[0] and "s3cret" not in lines[0], lines[0]
+    *waiting, last = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr, done.stderr
+    assert waiting and all(json.loads(w)["event"] == "store.waiting" for w in waiting), waiting  # log lines
+    assert "store.url" in last and "cannot be reached" in last and "store.startup_wait = 1" in last, last
+
+
+def test_a_node_started_during_a_database_failover_waits_for_the_promoted_standby(tmp_path, ha_cluster):
+    """The old primary is gone and the standby not yet promoted: a replica (re)started in that window used
+    to exit with "cannot be reached" (the standby answers, read-only) and stay down. It waits for a host
+    that accepts writes (store.startup_wait), then starts."""
+    from gateway.demo.procs import wait_ready
+
+    built = build(tmp_path / "fed", SPECS[:1])
+    node = built["hub"]
+    ha_cluster.create_database("hub")
+    with_store(node.config, ha_cluster.multi_url("hub"), startup_wait=60.0)
+    ha_cluster.kill_primary()
+    log = tmp_path / "hub.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(node.config)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(2.0)
+        assert proc.poll() is None, log.read_text(errors="replace")[-2000:]  # still waiting, not exited
+        ha_cluster.promote()
+        wait_ready(proc, node.ops_port, log, timeout=60, name="hub")
+        assert '"store.waiting"' in log.read_text(errors="replace")  # the operator saw why it waited
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_waiting_for_the_database_gives_up_at_once_on_what_waiting_cannot_mend(monkeypatch):
+    """A role, a database or credentials the server refuses: no wait. A refused connection or a read-only
+    standby: retried until store.startup_wait, each retry reported."""
+    from gateway.store import pg
+    from gateway.store.dialect import StoreUrlError
+
+    url = "postgresql://traza@127.0.0.1:5/traza"
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    def failing(reason: str, times: int):
+        calls = [0]
+
+        def connect(_url: str, **_kw: object) -> object:
+            calls[0] += 1
+            if calls[0] <= times:
+                raise StoreUrlError(f"{_url}: the PostgreSQL server cannot be reached ({reason})")
+            return type("C", (), {"close": lambda self: None})()
+        return connect, calls
+
+    connect, calls = failing('FATAL:  database "traza" does not exist', 99)
+    monkeypatch.setattr(pg, "connect", connect)
+    with pytest.raises(StoreUrlError, match="does not exist"):
+        pg.wait_writable(url, 30.0, sleep=sleep, clock=lambda: now[0])
+    assert calls[0] == 1 and slept == []
+
+    connect, calls = failing("session is read-only", 3)
+    monkeypatch.setattr(pg, "connect", connect)
+    seen: list[str] = []
+    pg.wait_writable(url, 30.0, on_wait=lambda why, _w: seen.append(why), sleep=sleep, clock=lambda: now[0])
+    assert calls[0] == 4 and len(seen) == 3 and slept == [0.25, 0.5, 1.0]
+
+    connect, calls = failing("Connection refused", 99)
+    monkeypatch.setattr(pg, "connect", connect)
+    now[0], slept[:] = 0.0, []
+    with pytest.raises(StoreUrlError, match=r"Connection refused\) \(waited \d+ s, store.startup_wait = 5\)"):
+        pg.wait_writable(url, 5.0, sleep=sleep, clock=lambda: now[0])
+    assert sum(slept) <= 5.0
