@@ -486,8 +486,8 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
         batch: bool = True) -> dict[str, Any]:
     """Run the whole benchmark; returns the SPEC §11 JSON object. Stops every process it started.
     ``progress(phase, done, total)`` follows it: nodes started, the crypto floor (timed before and after
-    the as-fast-as-possible phase), messages sent, delivered, receipts, the null relay. ``store``: every node on SQLite or on PostgreSQL (module docstring);
-    ``replicas``: latam-hub's (2 needs PostgreSQL).
+    the as-fast-as-possible phase), messages sent, delivered, receipts, the null relay. ``store``: every
+    node on SQLite or on PostgreSQL (module docstring); ``replicas``: latam-hub's (2 needs PostgreSQL).
 
     After the as-fast-as-possible phase, ``messages`` more are offered open loop at ``rate`` per second
     (default: half of the round trips per second just measured, ``round_trip_eps``) on the same nodes, for the latency at a steady rate.

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import tomllib
 from pathlib import Path
 
 import msgspec
 import psycopg
 from kit.nodes import started, state
+from kit.pg import with_store
 from kit.waiting import eventually
 
 from gateway.cli.main import main
-from gateway.localfed import NodeSpec, build, write_config
+from gateway.localfed import NodeSpec, build
 
 SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),
          NodeSpec("es", "national", "ES", hub="hub")]
@@ -84,9 +84,7 @@ async def test_a_stopped_sqlite_hub_migrated_to_postgresql_keeps_the_same_log_an
     assert "is not empty" in capsys.readouterr().err
 
     # the hub, started on the copy, goes on: new rows get ids after the copied ones
-    doc = tomllib.loads(hub_cfg.read_text())
-    doc["store"] = {"url": pg_url}
-    write_config(hub_cfg, doc)
+    with_store(hub_cfg, pg_url)
     async with started(built["hub"].config) as hub, started(built["mx"].config) as mx, \
             started(built["es"].config) as es:
         assert hub.db.dialect.name == "postgresql" and hub.store_report.ok, hub.store_report.problems

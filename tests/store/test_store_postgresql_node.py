@@ -8,30 +8,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-import tomllib
-from pathlib import Path
 
 import msgspec
 import psycopg
 import pytest
 from kit.nodes import started, state
+from kit.pg import with_store
 from kit.waiting import eventually
 
 from gateway.cli.main import main
 from gateway.config import ConfigError, load_config
-from gateway.localfed import NodeSpec, build, write_config
+from gateway.localfed import NodeSpec, build
 from gateway.store.relay import SCHEMA_VERSION
 
 SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),
          NodeSpec("es", "national", "ES", hub="hub")]
 LIMITS = {"retry_min": 0.05, "retry_max": 0.3, "checkpoint_interval": 3600.0}
-
-
-def with_store(cfg: Path, url: str, **more: object) -> None:
-    doc = tomllib.loads(cfg.read_text())
-    doc["store"] = {"url": url, **more}
-    write_config(cfg, doc)
 
 
 async def test_a_hub_with_its_store_on_postgresql_relays_a_message_and_its_log_verifies(tmp_path, pg_url, pg_cluster, request):
@@ -99,32 +91,6 @@ def test_an_unreachable_postgresql_server_stops_traza_run_with_one_line_and_exit
     assert "Traceback" not in done.stderr and "s3cret" not in done.stderr, done.stderr
     assert waiting and all(json.loads(w)["event"] == "store.waiting" for w in waiting), waiting  # log lines
     assert "store.url" in last and "cannot be reached" in last and "store.startup_wait = 1" in last, last
-
-
-def test_a_node_started_during_a_database_failover_waits_for_the_promoted_standby(tmp_path, ha_cluster):
-    """The old primary is gone and the standby not yet promoted: a replica (re)started in that window used
-    to exit with "cannot be reached" (the standby answers, read-only) and stay down. It waits for a host
-    that accepts writes (store.startup_wait), then starts."""
-    from gateway.demo.procs import wait_ready
-
-    built = build(tmp_path / "fed", SPECS[:1])
-    node = built["hub"]
-    ha_cluster.create_database("hub")
-    with_store(node.config, ha_cluster.multi_url("hub"), startup_wait=60.0)
-    ha_cluster.kill_primary()
-    log = tmp_path / "hub.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(node.config)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        time.sleep(2.0)
-        assert proc.poll() is None, log.read_text(errors="replace")[-2000:]  # still waiting, not exited
-        ha_cluster.promote()
-        wait_ready(proc, node.ops_port, log, timeout=60, name="hub")
-        assert '"store.waiting"' in log.read_text(errors="replace")  # the operator saw why it waited
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_waiting_for_the_database_gives_up_at_once_on_what_waiting_cannot_mend(monkeypatch):
