@@ -9,7 +9,8 @@ How (measured, see docs/security.md "Strict JSON"): msgspec has no hook to see r
 check is the standard library's C scanner (``json.JSONDecoder``) with an ``object_pairs_hook`` that
 compares the number of members with the number of distinct names, ``parse_int``/``parse_float``/
 ``parse_constant`` hooks for the number rules (called only for numbers, so strings - most of the bytes of
-a batch of tokens - cost nothing extra), and one walk over the containers for the depth. A text nested
+a batch of tokens - cost nothing extra), and one walk over the containers for the depth and lone
+surrogates, skipped when a few scans of the text show it cannot find anything (the small texts of tokens). A text nested
 deeper than the interpreter's recursion limit stops the C scanner with ``RecursionError``, refused like
 any depth over 32. Typed decoding stays with msgspec (:func:`decode`), after the check.
 """
@@ -127,14 +128,25 @@ def _walk(obj: dict[str, Any] | list[Any], depth: int) -> None:
                 _utf8(x)
 
 
+def _may_break_a_walked_rule(text: str, from_bytes: bool) -> bool:
+    """False when the walk cannot find anything in the value of ``text``: it has no more opening brackets
+    in all (strings included) than :data:`MAX_DEPTH` levels need, and it cannot hold a lone surrogate
+    (it has no ``\\u`` escape, and it was decoded strictly from UTF-8 bytes or is ASCII). A few C-speed
+    scans of the text instead of a Python walk over every value, for the small texts of tokens and
+    claims."""
+    return ("\\u" in text or (not from_bytes and not text.isascii())
+            or text.count("{") + text.count("[") > MAX_DEPTH)
+
+
 def loads(data: Text, what: str = "JSON text") -> Any:
     """Parse ``data`` strictly into Python data (dict, list, str, int, float, bool, None).
 
     Raises ``TrazaError(MALFORMED)`` whose detail starts with ``what`` and names the rule broken.
     """
     if isinstance(data, str):
-        text = data
+        text, from_bytes = data, False
     else:
+        from_bytes = True
         try:
             text = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -143,7 +155,7 @@ def loads(data: Text, what: str = "JSON text") -> Any:
             ) from None
     try:
         obj = _decoder.decode(text)
-        if type(obj) is dict or type(obj) is list:
+        if (type(obj) is dict or type(obj) is list) and _may_break_a_walked_rule(text, from_bytes):
             _walk(obj, 1)
         elif type(obj) is str and not obj.isascii():
             _utf8(obj)

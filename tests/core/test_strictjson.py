@@ -204,3 +204,56 @@ def test_syntax_errors_are_malformed_with_an_offset():
 def test_control_characters_in_a_repeated_name_are_shown_escaped():
     err = refused('{"\\u001b[2J":1,"\\u001b[2J":2}')
     assert "\x1b" not in err.detail
+
+
+# --- the walk is skipped only where it cannot find anything --------------------------------------------
+
+
+def _outcome(data: bytes | str) -> tuple[str, object]:
+    try:
+        return ("ok", strictjson.loads(data, "doc"))
+    except TrazaError as exc:
+        return ("refused", exc.detail)
+
+
+_surrogate_texts = st.sampled_from(["\ud800", "\udfff", "a\udc00b", "\ud83d\ude00", "é", "x"])
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(json_values(12), st.integers(0, 40), st.sampled_from("oa"), _surrogate_texts, st.booleans(),
+       st.sampled_from(["bytes", "str", "str-ascii"]))
+def test_skipping_the_walk_refuses_and_accepts_exactly_what_always_walking_does(value, levels, kind, s, escape,
+                                                                                   form):
+    """The depth and lone-surrogate rules are checked by a walk over the value; the walk is skipped when a
+    few scans of the text show it cannot find anything. Around the depth limit, with surrogates escaped or
+    given raw in a str, the outcome is the same as walking every time."""
+    doc = {"v": value, "s": s}
+    for _ in range(levels):
+        doc = {"k": doc} if kind == "o" else [doc]
+    text = json.dumps(doc, ensure_ascii=escape or form == "str-ascii")
+    data: bytes | str
+    if form == "bytes":
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # a raw lone surrogate cannot be UTF-8 bytes: refused before parsing
+            return
+    else:
+        data = text
+    fast = _outcome(data)
+    real = strictjson._may_break_a_walked_rule
+    strictjson._may_break_a_walked_rule = lambda _t, _b: True
+    try:
+        walked = _outcome(data)
+    finally:
+        strictjson._may_break_a_walked_rule = real
+    assert fast == walked
+
+
+def test_a_deep_text_with_few_brackets_per_level_is_still_refused():
+    refused("[" * 33 + "]" * 33, "deeper than 32")
+    refused('{"a":' * 33 + "1" + "}" * 33, "deeper than 32")
+    assert strictjson.loads("[" * 32 + "]" * 32, "doc") is not None  # the limit itself, scanned then walked
+
+
+def test_a_raw_lone_surrogate_in_a_str_is_still_refused_without_any_escape():
+    refused('{"a": "\ud800"}', "lone surrogate")
