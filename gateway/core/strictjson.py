@@ -10,9 +10,9 @@ check is the standard library's C scanner (``json.JSONDecoder``) with an ``objec
 compares the number of members with the number of distinct names, ``parse_int``/``parse_float``/
 ``parse_constant`` hooks for the number rules (called only for numbers, so strings - most of the bytes of
 a batch of tokens - cost nothing extra), and one walk over the containers for the depth and lone
-surrogates, skipped when a few scans of the text show it cannot find anything (the small texts of tokens). A text nested
-deeper than the interpreter's recursion limit stops the C scanner with ``RecursionError``, refused like
-any depth over 32. Typed decoding stays with msgspec (:func:`decode`), after the check.
+surrogates, skipped when a few scans of the text show it cannot find anything (the small texts of
+tokens). A text nested deeper than the interpreter's recursion limit stops the C scanner with
+``RecursionError``, refused like any depth over 32. Typed decoding stays with msgspec (:func:`decode`), after the check.
 """
 
 from __future__ import annotations

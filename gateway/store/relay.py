@@ -245,6 +245,11 @@ _DUE = ("SELECT o.seq, o.jti, o.attempts, e.envelope, m.exp, m.dig FROM outbox o
         "JOIN envelopes e ON e.jti=o.jti WHERE o.peer=? ")
 
 
+def _outbox_rows(rows: Iterable[Sequence[Any]]) -> list[OutboxRow]:
+    """:class:`OutboxRow` from rows of :data:`_DUE`'s columns."""
+    return [OutboxRow(s, j, a, bytes(e), x, d) for s, j, a, e, x, d in rows]
+
+
 def enqueue(conn: sqlite3.Connection, jti: str, peer: str, now: float) -> None:
     conn.execute("INSERT INTO outbox(jti, peer, next_at) VALUES (?,?,?)", (jti, peer, now))
 
@@ -252,7 +257,7 @@ def enqueue(conn: sqlite3.Connection, jti: str, peer: str, now: float) -> None:
 def due(conn: sqlite3.Connection, peer: str, now: float, limit: int) -> list[OutboxRow]:
     """Oldest-first outbox rows for ``peer`` that are due."""
     rows = conn.execute(_DUE + "AND o.next_at<=? ORDER BY o.seq LIMIT ?", (peer, now, limit)).fetchall()
-    return [OutboxRow(s, j, a, bytes(e), x, d) for s, j, a, e, x, d in rows]
+    return _outbox_rows(rows)
 
 
 def due_fifo(conn: sqlite3.Connection, peer: str, now: float, limit: int,
@@ -265,7 +270,7 @@ def due_fifo(conn: sqlite3.Connection, peer: str, now: float, limit: int,
     first_if_due = "AND EXISTS (SELECT 1 FROM outbox d WHERE d.peer=? AND d.next_at<=?) ORDER BY o.seq LIMIT ?"
     if not skip:  # one statement, one snapshot
         rows = conn.execute(_DUE + first_if_due, (peer, peer, now, limit)).fetchall()
-        return [OutboxRow(s, j, a, bytes(e), x, d) for s, j, a, e, x, d in rows]
+        return _outbox_rows(rows)
     ids = conn.execute("SELECT o.seq, o.jti FROM outbox o WHERE o.peer=? " + first_if_due,  # noqa: S608 - fixed text
                        (peer, peer, now, limit + len(skip))).fetchall()
     return _rows_at(conn, [s for s, j in ids if j not in skip][:limit])
@@ -278,7 +283,7 @@ def _rows_at(conn: sqlite3.Connection, seqs: list[int]) -> list[OutboxRow]:
     marks = ",".join("?" * len(seqs))
     got = conn.execute(_DUE.replace("WHERE o.peer=? ", f"WHERE o.seq IN ({marks}) ") + "ORDER BY o.seq",
                        seqs).fetchall()
-    return [OutboxRow(s, j, a, bytes(e), x, d) for s, j, a, e, x, d in got]
+    return _outbox_rows(got)
 
 
 def next_due_at(conn: sqlite3.Connection, peer: str) -> float | None:
