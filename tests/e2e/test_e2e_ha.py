@@ -109,7 +109,8 @@ def _run(tmp_path: Path, cluster: Cluster, total: int, faults: list[tuple[float,
         lost = want - set(got)
         duplicated = len(got) - len(set(got))
         stuck_latam = fed.wait_for(lambda: _pg(url, "SELECT count(*) FROM outbox")[0][0] == 0 or None, timeout=60) and 0
-        stuck_eu = _sqlite(fed.nodes["eu-hub"].data_dir / "node.db", "SELECT count(*) FROM outbox")[0][0]
+        stuck_eu = fed.wait_for(lambda: _sqlite(fed.nodes["eu-hub"].data_dir / "node.db",
+                                                "SELECT count(*) FROM outbox")[0][0] == 0 or None, timeout=60) and 0
         stored = _pg(url, "SELECT count(*), count(DISTINCT jti) FROM messages WHERE mt='notice'")[0]
         print(f"HA e2e: sent={total} delivered={len(set(got) & want)} lost={len(lost)} duplicated={duplicated} "
               f"stuck_latam={stuck_latam} stuck_eu={stuck_eu} latam_rows={stored[0]} "

@@ -169,6 +169,7 @@ def traffic(live):
     sha = b64url_encode(hashlib.sha256(data).digest())
     r = live.request("local", "PUT", f"/local/v1/blobs/{sha}", data, content_type="application/octet-stream")
     assert r.status == 201, r.body
+    fed.wait_for(lambda: live.request("peer", "GET", "/v1/audit/checkpoint").status == 200)  # signed every 1 s
     return {"received": received, "sent": sent, "sha": sha}
 
 

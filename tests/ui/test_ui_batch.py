@@ -58,7 +58,14 @@ def browser(site: Any) -> Iterator[Any]:
 
 
 def _bundle(site: Any, node: str) -> dict[str, Any]:
-    status, doc = site.fed.call(node, "auditor", "GET", f"/audit/v1/bundle?jti={site.first}")
+    """The message's evidence bundle at ``node``. An export is itself audited about the message, so the
+    next one within the checkpoint interval answers 409 until a checkpoint covers that entry: retried, as
+    the answer says (every 1 s here), whichever test exported last."""
+    def fetch() -> tuple[int, Any] | None:
+        status, doc = site.fed.call(node, "auditor", "GET", f"/audit/v1/bundle?jti={site.first}")
+        return None if status == 409 and doc.get("code") == "not_checkpointed" else (status, doc)
+
+    status, doc = site.fed.wait_for(fetch, timeout=30)
     assert status == 200, doc
     return dict(doc)
 
