@@ -37,10 +37,13 @@ class NodeSection(_C, frozen=True):
     data_dir: str
 
 
+MANIFEST_POLL_MIN, MANIFEST_POLL_MAX = 1, 86400  # seconds between manifest polls ([trust])
+
+
 class TrustSection(_C, frozen=True):
     anchor: str
     manifest: str
-    manifest_poll_seconds: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 30.0
+    manifest_poll_seconds: Annotated[float, msgspec.Meta(ge=MANIFEST_POLL_MIN, le=MANIFEST_POLL_MAX)] = 30.0
 
 
 class KeysSection(_C, frozen=True):

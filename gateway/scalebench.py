@@ -327,7 +327,7 @@ def witness_freshness(run: _Run, now: float) -> tuple[int, int]:
 
 
 def run(nodes: int, messages: int, *, size: int = 1024, rate: float = 0.0, idle: float = 60.0, seed: int = 1,
-        timeout: float = 1800.0, workdir: Path | None = None, progress: Progress | None = None,
+        manifest_poll: float = 30.0, timeout: float = 1800.0, workdir: Path | None = None, progress: Progress | None = None,
         details: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole run; returns the SPEC §11 (1.1) object (``details``, when given, receives more figures:
     passages per hub, the hubs' disk pages in use per message, the witness pairs counted). Stops every
@@ -341,7 +341,8 @@ def run(nodes: int, messages: int, *, size: int = 1024, rate: float = 0.0, idle:
     try:
         report(f"building {nodes} nodes", 0, 1)
         specs = federation(nodes, workdir / "drop")
-        fed = Federation(workdir, specs, log_format="json", ports=listen_ports(3 * nodes))
+        fed = Federation(workdir, specs, log_format="json", ports=listen_ports(3 * nodes),
+                         manifest_poll_seconds=manifest_poll)
         report(f"building {nodes} nodes", 1, 1)
         r = _Run(fed, specs, time.monotonic() + timeout, report, details=details if details is not None else {})
         try:

@@ -35,6 +35,9 @@ def register(sub: Any) -> None:
     p.add_argument("--idle", type=float, default=60.0,
                    help="with --nodes: seconds of quiet after the messages, over which manifest polls and witness "
                         "freshness are measured (default 60)")
+    p.add_argument("--manifest-poll", type=float, default=30.0,
+                   help="with --nodes: every node's manifest_poll_seconds (default 30, a node's own default); the "
+                        "idle window waits for every node's first poll and should hold at least one more")
     p.add_argument("--seed", type=int, default=1, help="with --nodes: seed of the random pairs (default 1)")
     p.add_argument("--dir", type=Path, default=None,
                    help="with --nodes: build the federation in DIR and keep it (configs, databases, logs)")
@@ -128,6 +131,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
     if args.rate is None:
         args.rate = 0.0
     from gateway.benchmark import BenchError
+    from gateway.config import MANIFEST_POLL_MAX, MANIFEST_POLL_MIN
     from gateway.scalebench import KEYS, BenchUsage, check_args, run
 
     try:
@@ -137,6 +141,9 @@ def cmd_scale(args: argparse.Namespace) -> int:
         if args.size < 1 or args.rate < 0 or args.idle <= 0:
             raise BenchUsage(f"--size {args.size}, --rate {args.rate:g}, --idle {args.idle:g}: --size and --idle "
                              "must be positive, --rate at least 0")
+        if not MANIFEST_POLL_MIN <= args.manifest_poll <= MANIFEST_POLL_MAX:
+            raise BenchUsage(f"--manifest-poll {args.manifest_poll:g}: from {MANIFEST_POLL_MIN:g} to "
+                             f"{MANIFEST_POLL_MAX:g} seconds, as [trust] manifest_poll_seconds")
     except BenchUsage as exc:
         raise UsageError(f"bench: {exc}") from None
     if args.dir is not None:
@@ -148,7 +155,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
         with progress_display(sys.stderr.isatty() and not args.no_progress) as bar:
             progress = bar if bar is not None else (None if args.no_progress else line_progress())
             res = run(args.nodes, args.messages, size=args.size, rate=args.rate, idle=args.idle, seed=args.seed,
-                      timeout=args.timeout or 3600.0, workdir=args.dir, progress=progress, details=details)
+                      manifest_poll=args.manifest_poll, timeout=args.timeout or 3600.0, workdir=args.dir, progress=progress, details=details)
     except (BenchError, RuntimeError, TimeoutError) as exc:
         raise CheckFailed(f"bench: {exc}") from None
     if not args.no_progress:
