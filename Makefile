@@ -43,8 +43,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# the suite on two workers (pytest-xdist): on two cores it takes about 60 % of the time of one, since
+# the end-to-end tests spend much of theirs waiting on their node processes. Each worker runs its share of
+# a file in the file's order. Not --dist loadfile/loadscope/loadgroup: those key tests by node id, and
+# schemathesis gives every API operation of a test the same one, so all but one would silently not run.
+# TEST_WORKERS=0 runs it in one process, as plain `pytest` does
+TEST_WORKERS ?= 2
+
 unit: $(STAMP) $(SSLYZE_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist load
 
 test: lint typecheck unit
 

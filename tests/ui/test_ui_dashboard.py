@@ -7,6 +7,10 @@ inclusion proofs and checkpoint signature verified by the page's own JavaScript.
 $TRAZA_ARTIFACTS (default tests/ui/artifacts/).
 
 Without Debian's `chromium` the browser test is skipped, except under CI (`CI` set), where it fails.
+
+The tests share one scene and change it (a dead letter retried, the hub started again, a message
+resent): each passes alone, and after any of those before it in this file, not after those below it.
+`make test`'s workers (pytest-xdist, `--dist load`) each run their share of the file in this order.
 """
 
 from __future__ import annotations
