@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: soak demo test lint typecheck unit venv clean constraints
+.PHONY: soak order demo test lint typecheck unit venv clean constraints
 
 # pyproject.toml gives version ranges; constraints.txt the exact versions `make demo` and `make test`
 # install, so both stay reproducible (`make constraints` writes it again from the working .venv)
@@ -54,6 +54,11 @@ unit: $(STAMP) $(SSLYZE_STAMP)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist load
 
 test: lint typecheck unit
+
+# the suite with each file's tests in reverse order (tests/kit/reverse.py): finds a test that passes only
+# after those above it. The dashboard tests are steps through one scene (their docstring) and stay out
+order: $(STAMP) $(SSLYZE_STAMP)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist load -p kit.reverse --ignore=tests/ui/test_ui_dashboard.py
 
 # the long runs deselected from the suite (issue #13: 5,000 messages through a replicated hub with failovers)
 soak: $(STAMP)
