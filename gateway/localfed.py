@@ -6,13 +6,13 @@ operator would: with files made by `traza pki` and a TOML config each.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.ports import listen_ports
 from gateway.trust.pki import FederationDir
 
 
@@ -47,17 +47,8 @@ class LocalNode:
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1 (bound together, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``n`` distinct free TCP ports on 127.0.0.1 to listen on (:func:`gateway.ports.listen_ports`)."""
+    return listen_ports(n)
 
 
 def _toml_value(v: Any) -> str:

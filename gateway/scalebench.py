@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import sqlite3
 import statistics
 import tempfile
@@ -31,6 +30,8 @@ from gateway.core.note import NoteError, cosignature_timestamp, node_of_origin, 
 from gateway.demo.procs import Federation
 from gateway.localfed import NodeSpec
 from gateway.national.client import local_tls
+from gateway.ports import LISTEN_BASE, NoFreePorts, listen_ports
+from gateway.ports import ephemeral_range as port_range
 
 KEYS = ("nodes", "messages", "delivered", "ready_s", "traza_eps", "p50_ms", "p99_ms", "rss_mib_per_node",
         "hub_cpu_ms_per_message", "hub_bytes_per_message", "manifest_poll_bytes_per_node_min",
@@ -43,7 +44,6 @@ EU = ("IT", "DE", "AT", "BE", "RO", "FR", "NL", "PT", "PL", "SE", "FI", "DK", "I
 AMERICAS = ("CO", "AR", "BR", "CL", "PE", "EC", "BO", "PY", "UY", "VE", "CR", "PA", "GT", "HN", "SV", "NI", "DO",
             "CU", "HT", "JM", "TT", "BS", "BB", "BZ", "GY", "SR", "CA", "US", "GD", "LC")
 MIN_NODES = 4
-LISTEN_BASE = 10000  # listening ports are taken from LISTEN_BASE up to the local (ephemeral) port range
 CONCURRENCY = 16  # submissions in flight when --rate is 0
 
 
@@ -51,40 +51,11 @@ class BenchUsage(ValueError):
     """Bad arguments (too few or too many nodes, no messages): `traza bench` exits 2 with this text."""
 
 
-def port_range() -> tuple[int, int]:
-    """This machine's ephemeral port range (Linux), where the nodes' free ports are taken from."""
-    try:
-        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        lo, hi = 32768, 60999  # Linux's default
-    return lo, hi
-
-
 def max_nodes() -> int:
     """Three listening ports per node below the local port range (from LISTEN_BASE), and about three
     connections per node in it."""
     lo, hi = port_range()
     return min((lo - LISTEN_BASE) // 3, (hi - lo + 1) // 3)
-
-
-def listen_ports(n: int) -> list[int]:
-    """``n`` distinct free ports between LISTEN_BASE and the local port range: with N processes opening
-    connections, a free port taken from the ephemeral range may become a connection's local port before
-    its node listens on it (seen at 60 and 100 nodes), a port below the range cannot."""
-    lo, _hi = port_range()
-    candidates = list(range(LISTEN_BASE, lo))
-    random.shuffle(candidates)
-    out: list[int] = []
-    for port in candidates:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        out.append(port)
-        if len(out) == n:
-            return out
-    raise BenchError(f"only {len(out)} free ports between {LISTEN_BASE} and {lo}, {n} needed")
 
 
 def check_args(nodes: int, messages: int, limit: int | None = None) -> None:
@@ -341,7 +312,11 @@ def run(nodes: int, messages: int, *, size: int = 1024, rate: float = 0.0, idle:
     try:
         report(f"building {nodes} nodes", 0, 1)
         specs = federation(nodes, workdir / "drop")
-        fed = Federation(workdir, specs, log_format="json", ports=listen_ports(3 * nodes),
+        try:
+            ports = listen_ports(3 * nodes)
+        except NoFreePorts as exc:
+            raise BenchError(str(exc)) from None
+        fed = Federation(workdir, specs, log_format="json", ports=ports,
                          manifest_poll_seconds=manifest_poll)
         report(f"building {nodes} nodes", 1, 1)
         r = _Run(fed, specs, time.monotonic() + timeout, report, details=details if details is not None else {})

@@ -6,12 +6,30 @@ on (a SQLite file path, or a PostgreSQL URL)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kit.pg import Cluster
 from kit.skipsummary import pytest_terminal_summary  # noqa: F401 - a hook, registered by being here
+
+from gateway import ports
+
+
+def _worker_ports() -> None:
+    """Each pytest-xdist worker (and the nodes and tools its tests start) takes listening ports from a range
+    of its own (gateway/ports.py): two workers never pick the same free port before either listens on it."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if worker is None or count is None or ports.ENV in os.environ:
+        return
+    lo, hi = ports.listen_range()
+    share = (hi - lo + 1) // int(count)
+    first = lo + int(worker.removeprefix("gw")) * share
+    os.environ[ports.ENV] = f"{first}-{first + share - 1}"
+
+
+_worker_ports()
 
 
 def _cluster(*, standby: bool) -> Iterator[Cluster]:

@@ -18,13 +18,14 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from gateway.ports import listen_ports
 
 PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin")
 NOT_INSTALLED = "Debian's PostgreSQL 15 is not installed (apt-get install postgresql)"
@@ -41,9 +42,8 @@ def pg_bin() -> Path | None:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port for the server to listen on (:func:`gateway.ports.listen_ports`)."""
+    return listen_ports(1)[0]
 
 
 class Cluster:
