@@ -365,7 +365,9 @@ class Database:
 
     def migrate(self, ddl: str) -> None:
         """Apply idempotent DDL (``CREATE ... IF NOT EXISTS``) in one transaction (on PostgreSQL under an
-        advisory lock, so that replicas starting together do not race)."""
+        advisory lock, so that replicas starting together do not race, and without the statements whose
+        table or index exists: they would lock tables a running replica is writing,
+        :func:`gateway.store.pg.creates_existing`)."""
         if self.url is not None:
             from gateway.store import pg
 
@@ -373,7 +375,7 @@ class Database:
             try:
                 pconn.execute("BEGIN")
                 pconn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATE_LOCK,))
-                pconn.executescript(ddl)
+                pconn.executescript(ddl, skip_existing=True)
                 pconn.execute("COMMIT")
             finally:
                 pconn.close()
