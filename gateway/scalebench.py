@@ -30,8 +30,7 @@ from gateway.core.note import NoteError, cosignature_timestamp, node_of_origin, 
 from gateway.demo.procs import Federation
 from gateway.localfed import NodeSpec
 from gateway.national.client import local_tls
-from gateway.ports import LISTEN_BASE, NoFreePorts, listen_ports
-from gateway.ports import ephemeral_range as port_range
+from gateway.ports import LISTEN_BASE, NoFreePorts, ephemeral_range, listen_ports
 
 KEYS = ("nodes", "messages", "delivered", "ready_s", "traza_eps", "p50_ms", "p99_ms", "rss_mib_per_node",
         "hub_cpu_ms_per_message", "hub_bytes_per_message", "manifest_poll_bytes_per_node_min",
@@ -54,7 +53,7 @@ class BenchUsage(ValueError):
 def max_nodes() -> int:
     """Three listening ports per node below the local port range (from LISTEN_BASE), and about three
     connections per node in it."""
-    lo, hi = port_range()
+    lo, hi = ephemeral_range()
     return min((lo - LISTEN_BASE) // 3, (hi - lo + 1) // 3)
 
 
@@ -63,7 +62,7 @@ def check_args(nodes: int, messages: int, limit: int | None = None) -> None:
     if nodes < MIN_NODES:
         raise BenchUsage(f"--nodes {nodes}: at least {MIN_NODES} (two hubs and two national nodes)")
     if nodes > limit:
-        lo, hi = port_range()
+        lo, hi = ephemeral_range()
         raise BenchUsage(f"--nodes {nodes}: at most {limit} on this machine (3 listening ports per node from "
                          f"{LISTEN_BASE} to {lo - 1}, about 3 connections per node in the local port range {lo}-{hi})")
     if messages < 1:

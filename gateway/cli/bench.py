@@ -155,7 +155,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
         with progress_display(sys.stderr.isatty() and not args.no_progress) as bar:
             progress = bar if bar is not None else (None if args.no_progress else line_progress())
             res = run(args.nodes, args.messages, size=args.size, rate=args.rate, idle=args.idle, seed=args.seed,
-                      manifest_poll=args.manifest_poll, timeout=args.timeout or 3600.0, workdir=args.dir, progress=progress, details=details)
+                      manifest_poll=args.manifest_poll, timeout=args.timeout or 3600.0, workdir=args.dir,
+                      progress=progress, details=details)
     except (BenchError, RuntimeError, TimeoutError) as exc:
         raise CheckFailed(f"bench: {exc}") from None
     if not args.no_progress:
