@@ -22,7 +22,7 @@ from gateway.core.timeutil import rfc3339_seconds
 from gateway.core.witnessing import WitnessSchedule
 from gateway.node.services import Shared
 from gateway.node.supervise import pause
-from gateway.transport.peer import PeerClient, PeerUnavailable
+from gateway.transport.peer import PeerClient, PeerUnavailable, Problem
 
 
 class Witnessing:
@@ -46,10 +46,14 @@ class Witnessing:
     # --- checkpoints and witnessing --------------------------------------------------------------------
 
     def checkpoint_text(self) -> str:
+        """The latest checkpoint as served (SPEC §4.4); ``503`` with ``Retry-After`` (SPEC §4.1) while there is
+        none (a node signs its first at start: :meth:`first_checkpoint`)."""
         try:
             return self.s.audit.served_checkpoint()
         except AuditError:
-            raise TrazaError(Code.OVERLOADED, "no checkpoint signed yet; retry later") from None
+            wait = max(1, round(self.s.cfg.limits.checkpoint_interval))
+            raise Problem(503, Code.OVERLOADED.value, "no checkpoint signed yet; retry later",
+                          {"Retry-After": str(wait)}) from None
 
     async def consistency_proof(self, old: int, new: int) -> list[str]:
         try:
@@ -63,6 +67,17 @@ class Witnessing:
         if self.s.audit.forks_detected > before:
             self.s.metrics.witness_forks.labels(peer).inc(self.s.audit.forks_detected - before)
         return out
+
+    async def first_checkpoint(self) -> None:
+        """At start, once ``node.started`` is staged: sign a checkpoint at once, so that ``GET
+        /v1/audit/checkpoint`` answers from the start rather than one ``checkpoint_interval`` later. A
+        failure is logged; the loop tries again at the next interval."""
+        if not self.s.leads():
+            return
+        try:
+            await self.checkpoint_tick()
+        except Exception as exc:
+            self.s.log.error("checkpoint.failed", detail=str(exc))
 
     async def checkpoint_loop(self) -> None:
         interval = self.s.cfg.limits.checkpoint_interval
