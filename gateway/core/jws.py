@@ -62,7 +62,8 @@ def parse_compact(token: str, *, typ: str) -> Compact:
         raise TrazaError(Code.MALFORMED, f"{typ}: undecodable JWS header ({exc})") from None
     header = strictjson.object_of(header_text, f"{typ}: JWS header")
     alg = header.get("alg")
-    if alg not in ALLOWED_ALGS:
+    # a string first: a list or an object is strict JSON too, and unhashable in the set lookup
+    if not isinstance(alg, str) or alg not in ALLOWED_ALGS:
         raise TrazaError(Code.BAD_SIGNATURE, f"{typ}: algorithm {alg!r} is not allowed in this federation")
     for bad in ("crit", "b64", "jwk", "jku", "x5u", "x5c"):
         if bad in header:
