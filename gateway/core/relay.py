@@ -367,7 +367,7 @@ class Relay:
         """Dedupe, the answer rule, store and ack, route onwards or deliver; one :class:`AnswerPeer` per
         item, in batch order."""
         out: list[Command] = []
-        seen: set[str] = set()
+        seen: dict[str, str] = {}  # jti -> dig of the envelopes accepted so far in this batch
         peer = event.peer
         for item in event.items:
             if isinstance(item, Refused):
@@ -380,9 +380,11 @@ class Relay:
             out += self._arrived(item, peer, view, seen, now)
         return out
 
-    def _arrived(self, a: Arrived, peer: str, view: View, seen: set[str], now: float) -> list[Command]:
-        if a.jti in seen:  # twice in one batch: the first one's answer again
-            return [AnswerPeer(index=a.index, jti=a.jti, status="accepted")]
+    def _arrived(self, a: Arrived, peer: str, view: View, seen: dict[str, str], now: float) -> list[Command]:
+        if a.jti in seen:
+            if seen[a.jti] == a.dig:  # the same envelope twice in one batch: the first one's answer again
+                return [AnswerPeer(index=a.index, jti=a.jti, status="accepted")]
+            return self._id_reused(a, peer)
         if a.next_hop is None and a.mt in ANSWER_TYPES and a.answer is not None:
             m = view.message(a.answer.for_)
             sent = Sent(jti=m.jti, iss=m.iss, aud=m.aud, dig=m.dig) if m is not None else None
@@ -401,11 +403,8 @@ class Relay:
                 return [Audit(ev.EnvelopeDuplicate(jti=a.jti, mt=a.mt, iss=a.iss, aud=a.aud, dig=a.dig, from_=peer,
                                                    to=self.here)),
                         AnswerPeer(index=a.index, jti=a.jti, status="duplicate", ack=existing.ack)]
-            detail = "message id already used by a different envelope"
-            return [Audit(ev.EnvelopeRejected(jti=a.jti, mt=a.mt, iss=a.iss, aud=a.aud, dig=a.dig, from_=peer,
-                                              to=self.here, code=Code.MALFORMED.value, detail=detail)),
-                    AnswerPeer(index=a.index, jti=a.jti, status="rejected", code=Code.MALFORMED.value, detail=detail)]
-        seen.add(a.jti)
+            return self._id_reused(a, peer)
+        seen[a.jti] = a.dig
         out: list[Command] = [
             StoreReceived(index=a.index, jti=a.jti, state="queued" if a.next_hop else "received", next_hop=a.next_hop),
             Timeline(jti=a.jti, step="accepted", node=self.here, detail=f"from {peer}"),
@@ -414,6 +413,14 @@ class Relay:
         if a.next_hop is not None:
             return [*out, Enqueue(a.jti, a.next_hop), Wake(a.next_hop)]
         return out + self._deliver(a, now)
+
+    def _id_reused(self, a: Arrived, peer: str) -> list[Command]:
+        """A second envelope under a message id already taken (held, or earlier in the same batch) by an
+        envelope of another digest: refused, audited, nothing stored."""
+        detail = "message id already used by a different envelope"
+        return [Audit(ev.EnvelopeRejected(jti=a.jti, mt=a.mt, iss=a.iss, aud=a.aud, dig=a.dig, from_=peer,
+                                          to=self.here, code=Code.MALFORMED.value, detail=detail)),
+                AnswerPeer(index=a.index, jti=a.jti, status="rejected", code=Code.MALFORMED.value, detail=detail)]
 
     def _deliver(self, a: Arrived, now: float) -> list[Command]:
         """Recipient side: receipts and errors update our own messages; the rest goes to the inbox."""

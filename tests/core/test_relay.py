@@ -117,6 +117,17 @@ def test_the_same_envelope_twice_in_one_batch_is_stored_once_and_both_get_its_ac
     assert answers(out) == [("m1", "accepted", None), ("m1", "accepted", None)]
 
 
+def test_a_different_envelope_reusing_a_message_id_within_one_batch_is_rejected_and_audited():
+    """Across two requests a second envelope with a known id and another digest is refused; within one
+    batch it was answered "accepted" with the first one's ack (naming the other token) and not audited."""
+    out = HUB.received(r.Received("mx", [arrived(index=0, dig="D1"), arrived(index=1, dig="D2")]), Store(), NOW)
+    assert kinds(out).count("StoreReceived") == 1 and kinds(out).count("Enqueue") == 1
+    assert answers(out) == [("m1", "accepted", None), ("m1", "rejected", "malformed")]
+    [event] = audits(out)
+    assert isinstance(event, ev.EnvelopeRejected) and event.jti == "m1" and event.dig == "D2"
+    assert event.code == "malformed" and "different envelope" in event.detail
+
+
 def test_a_refused_envelope_is_indexed_only_by_a_verified_id():
     err = TrazaError(Code.BAD_SIGNATURE, "ES256 signature of kid mx/sig/1 does not verify")
     out = HUB.received(r.Received("mx", [r.Refused.of(0, err, "claimed-id")]), Store(), NOW)
