@@ -53,6 +53,11 @@ class BenchError(Exception):
     """The benchmark could not finish (a node died, a step timed out, a request was refused)."""
 
 
+class BenchUsage(ValueError):
+    """Bad arguments (a count that is not positive, an unknown store, too few or too many nodes): `traza
+    bench` exits 2 with this text (SPEC §10), before anything is started."""
+
+
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``: called as the benchmark advances (`traza bench` on a terminal)."""
 
@@ -481,6 +486,18 @@ def _federation(workdir: Path, replicas: int, batch: bool = True) -> tuple[Feder
     return fed, ports[12:]
 
 
+def check_args(messages: int, size: int, store: str = "sqlite", replicas: int = 1, rate: float | None = None) -> None:
+    """BenchUsage naming the first bad argument of :func:`run`."""
+    if messages < 1 or size < 1:
+        raise BenchUsage(f"--messages and --size must be positive (got {messages}, {size})")
+    if rate is not None and not rate > 0:
+        raise BenchUsage(f"--rate must be a positive number of messages per second (got {rate:g})")
+    if store not in STORES:
+        raise BenchUsage(f"--store {store!r}: one of {', '.join(STORES)}")
+    if replicas not in (1, 2) or (replicas == 2 and store != "postgresql"):
+        raise BenchUsage(f"--replicas {replicas}: 1, or 2 with --store postgresql (replicas share a database)")
+
+
 def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None = None,
         progress: Progress | None = None, store: str = "sqlite", replicas: int = 1, rate: float | None = None,
         batch: bool = True) -> dict[str, Any]:
@@ -494,14 +511,7 @@ def run(messages: int, size: int, timeout: float = 600.0, workdir: Path | None =
     ``batch``: the four nodes advertise batch signatures (protocol 1.1, docs/protocol.md); False runs them
     as version-1 nodes (one hop record and one ack signed per envelope and hop)."""
     report = progress or no_progress
-    if messages < 1 or size < 1:
-        raise BenchError(f"--messages and --size must be positive (got {messages}, {size})")
-    if rate is not None and not rate > 0:
-        raise BenchError(f"--rate must be a positive number of messages per second (got {rate:g})")
-    if store not in STORES:
-        raise BenchError(f"--store {store!r}: one of {', '.join(STORES)}")
-    if replicas not in (1, 2) or (replicas == 2 and store != "postgresql"):
-        raise BenchError(f"--replicas {replicas}: 1, or 2 with --store postgresql (replicas share a database)")
+    check_args(messages, size, store, replicas, rate)
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="traza-bench-")

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 
 from adapters.standard import MEDIA_TYPE as STANDARD
-from gateway.benchmark import BenchError, Progress, no_progress, notice, proc_cpu
+from gateway.benchmark import BenchError, BenchUsage, Progress, no_progress, notice, proc_cpu
 from gateway.core.note import NoteError, cosignature_timestamp, node_of_origin, parse_note
 from gateway.demo.procs import Federation
 from gateway.localfed import NodeSpec
@@ -45,9 +45,6 @@ AMERICAS = ("CO", "AR", "BR", "CL", "PE", "EC", "BO", "PY", "UY", "VE", "CR", "P
 MIN_NODES = 4
 CONCURRENCY = 16  # submissions in flight when --rate is 0
 
-
-class BenchUsage(ValueError):
-    """Bad arguments (too few or too many nodes, no messages): `traza bench` exits 2 with this text."""
 
 
 def max_nodes() -> int:

@@ -89,8 +89,12 @@ def line_progress() -> BenchProgress:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.nodes is not None:
         return cmd_scale(args)
-    from gateway.benchmark import BenchError, run
+    from gateway.benchmark import BenchError, BenchUsage, check_args, run
 
+    try:
+        check_args(args.messages, args.size, args.store, args.replicas, args.rate)
+    except BenchUsage as exc:
+        raise UsageError(f"bench: {exc}") from None
     try:
         with progress_display(sys.stdout.isatty() and not args.no_progress) as progress:
             res = run(args.messages, args.size, timeout=args.timeout or 600.0, progress=progress, store=args.store,
@@ -130,9 +134,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_scale(args: argparse.Namespace) -> int:
     if args.rate is None:
         args.rate = 0.0
-    from gateway.benchmark import BenchError
+    from gateway.benchmark import BenchError, BenchUsage
     from gateway.config import MANIFEST_POLL_MAX, MANIFEST_POLL_MIN
-    from gateway.scalebench import KEYS, BenchUsage, check_args, run
+    from gateway.scalebench import KEYS, check_args, run
 
     try:
         check_args(args.nodes, args.messages)

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 KEYS = ["messages", "size", "null_relay_eps", "traza_eps", "ratio", "floor_eps", "floor_ratio", "p50_ms", "p99_ms",
         "cpu_us_per_envelope", "peak_rss_mib", "floor_eps_v1", "cpu_floor_ratio", "rate", "p50_ms_at_rate",
         "p99_ms_at_rate", "hop_p50_ms_at_rate", "hop_p99_ms_at_rate", "round_trip_eps"]
@@ -52,13 +54,16 @@ def test_bench_offers_the_rate_it_is_given_and_refuses_a_negative_one():
     assert doc["rate"] == 20
     r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "bench", "--messages", "10", "--rate", "-1",
                         "--json"], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1 and "--rate" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--rate" in r.stderr, r.stderr  # bad usage (SPEC §10)
 
 
-def test_bench_refuses_a_non_positive_count():
-    r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "bench", "--messages", "0", "--json"],
+@pytest.mark.parametrize("args", [["--messages", "0"], ["--size", "0"], ["--store", "mysql"]],
+                         ids=["messages", "size", "store"])
+def test_bench_refuses_bad_usage_with_exit_status_2(args):
+    """SPEC §10: exit status 2 on bad usage, as for ``--nodes`` (it was 1, the status of a failed check)."""
+    r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "bench", *args, "--json"],
                        capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1 and "--messages" in r.stderr
+    assert r.returncode == 2 and args[0] in r.stderr and r.stdout == "", (r.returncode, r.stderr)
 
 
 def on_a_terminal(argv: list[str], timeout: float) -> tuple[int, str]:
@@ -133,7 +138,7 @@ def test_bench_on_postgresql_with_two_replicas_of_latam_hub_reports_the_same_key
 def test_bench_refuses_two_replicas_on_sqlite_and_store_with_nodes():
     r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "bench", "--replicas", "2", "--json"],
                        capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1 and "--replicas 2: 1, or 2 with --store postgresql" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--replicas 2: 1, or 2 with --store postgresql" in r.stderr, r.stderr
     r = subprocess.run([sys.executable, "-m", "gateway.cli.main", "bench", "--nodes", "11", "--store", "postgresql"],
                        capture_output=True, text=True, timeout=30)
-    assert r.returncode != 0 and "--store and --replicas are for the four-node bench" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--store and --replicas are for the four-node bench" in r.stderr, r.stderr
