@@ -18,21 +18,23 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_f
 
 
 class MessageEvent(Event, frozen=True, kw_only=True):
-    """An event about one message: its id, type, origin, recipient and token digest."""
+    """An event about one message: its id, type, origin, recipient and token digest, and the link it is
+    about: ``from`` the node it came from (or is leaving), ``to`` the node it went (or goes) to (SPEC §7.1:
+    entries for messages carry ``jti``, ``mt``, ``iss``, ``aud``, ``from``, ``to``, ``dig``)."""
 
     jti: str
     mt: str
     iss: str
     aud: str
     dig: str
+    from_: str = msgspec.field(name="from")
+    to: str
 
 
 class EnvelopeAccepted(MessageEvent, frozen=True, kw_only=True, tag="envelope.accepted"):
     """At the origin, from a national system's submission, also who asked (gateway/core/auditquery.py):
     the requesting ``unit`` and ``officer`` and the ``case`` references (``issuer:number``) the body names."""
 
-    from_: str = msgspec.field(name="from")
-    to: str
     unit: str | None = None
     officer: str | None = None
     case: list[str] | None = None
@@ -57,40 +59,38 @@ class EnvelopeRejected(Event, frozen=True, kw_only=True, tag="envelope.rejected"
 
 
 class EnvelopeDuplicate(MessageEvent, frozen=True, kw_only=True, tag="envelope.duplicate"):
-    from_: str = msgspec.field(name="from")
-    to: str
+    pass
 
 
 class EnvelopeForwarded(MessageEvent, frozen=True, kw_only=True, tag="envelope.forwarded"):
-    from_: str = msgspec.field(name="from")
-    to: str
     ack_idx: int
 
 
 class EnvelopeExpired(MessageEvent, frozen=True, kw_only=True, tag="envelope.expired"):
-    from_: str = msgspec.field(name="from")
-    to: str
+    pass
 
 
 class EnvelopeDeadLettered(MessageEvent, frozen=True, kw_only=True, tag="envelope.dead_lettered"):
+    """``from`` this node, ``to`` the peer it could not be sent to."""
+
     code: str
-    to: str
 
 
 class EnvelopeDelivered(MessageEvent, frozen=True, kw_only=True, tag="envelope.delivered"):
-    from_: str = msgspec.field(name="from")
-    to: str
+    pass
 
 
 class ReceiptReceived(MessageEvent, frozen=True, kw_only=True, tag="receipt.received"):
-    """Recorded under the message the receipt is for (``jti``), so that its evidence includes it."""
+    """Recorded under the message the receipt is for (``jti``), so that its evidence includes it; ``from``
+    the peer the receipt arrived from, ``to`` this node."""
 
     receipt: str
     status: str
 
 
 class ReceiptOverdue(MessageEvent, frozen=True, kw_only=True, tag="receipt.overdue"):
-    to: str | None = None
+    """``from`` this node (the origin), ``to`` the node it forwarded the message to."""
+
     forwarded_at: str
     after_s: int
 

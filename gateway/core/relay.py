@@ -412,7 +412,7 @@ class Relay:
         ]
         if a.next_hop is not None:
             return [*out, Enqueue(a.jti, a.next_hop), Wake(a.next_hop)]
-        return out + self._deliver(a, now)
+        return out + self._deliver(a, peer, now)
 
     def _id_reused(self, a: Arrived, peer: str) -> list[Command]:
         """A second envelope under a message id already taken (held, or earlier in the same batch) by an
@@ -422,12 +422,12 @@ class Relay:
                                           to=self.here, code=Code.MALFORMED.value, detail=detail)),
                 AnswerPeer(index=a.index, jti=a.jti, status="rejected", code=Code.MALFORMED.value, detail=detail)]
 
-    def _deliver(self, a: Arrived, now: float) -> list[Command]:
+    def _deliver(self, a: Arrived, peer: str, now: float) -> list[Command]:
         """Recipient side: receipts and errors update our own messages; the rest goes to the inbox."""
         if a.mt == "receipt" and a.answer is not None:
             target = a.answer.for_  # the answer rule has checked it is our message
-            return [Audit(ev.ReceiptReceived(jti=target, mt=a.mt, iss=a.iss, aud=a.aud, dig=a.dig, receipt=a.jti,
-                                             status=a.status or "")),
+            return [Audit(ev.ReceiptReceived(jti=target, mt=a.mt, iss=a.iss, aud=a.aud, dig=a.dig, from_=peer,
+                                             to=self.here, receipt=a.jti, status=a.status or "")),
                     RecordReceipt(a.index, target),
                     SetState(jti=target, state="delivered", node=a.iss, detail=f"receipt {a.status}"),
                     SetState(jti=a.jti, state="consumed", node=self.here)]
@@ -517,7 +517,7 @@ class Relay:
         out: list[Command] = [
             DeadLetter(m.jti, peer, code.value, detail),
             Audit(ev.EnvelopeDeadLettered(jti=m.jti, mt=m.mt, iss=m.iss, aud=m.aud, dig=m.dig, code=code.value,
-                                          to=peer)),
+                                          from_=self.here, to=peer)),
             SetState(jti=m.jti, state="failed" if m.iss == self.here else "dead", node=self.here,
                      detail=f"{code.value}: {detail}"),
         ]

@@ -482,7 +482,6 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
         self.queue_depth = await self.db.read(st.queue_total)
         self.audit_event_bg(NodeStarted(manifest_version=fed.version, endpoint=", ".join(me.urls)))
         await self.replica.probe()  # the first replica to start leads at once
-        await self.witnessing.first_checkpoint()  # after node.started (the writer keeps their order)
         await self.outbound.wake_all()
         if self.replica.replicated:
             self.tasks.append(self._supervise("leader", self.replica.leader_loop))

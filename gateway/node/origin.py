@@ -337,7 +337,8 @@ class Origin:
                                    no_receipt=NO_REPLY_TYPES)
             for m in late:
                 self.s.audit.stage(conn, [ReceiptOverdue(jti=m.jti, mt=m.mt, iss=m.iss, aud=m.aud, dig=m.dig,
-                                                       to=m.next_hop, forwarded_at=rfc3339(m.updated_at),
+                                                       from_=self.s.here, to=m.next_hop or m.aud,
+                                                       forwarded_at=rfc3339(m.updated_at),
                                                        after_s=int(timeout))], now)
                 st.add_timeline(conn, m.jti, "overdue", now, node=self.s.here,
                                 detail=f"no receipt {int(now - m.updated_at)} s after it was forwarded")

@@ -46,8 +46,8 @@ class Witnessing:
     # --- checkpoints and witnessing --------------------------------------------------------------------
 
     def checkpoint_text(self) -> str:
-        """The latest checkpoint as served (SPEC §4.4); ``503`` with ``Retry-After`` (SPEC §4.1) while there is
-        none (a node signs its first at start: :meth:`first_checkpoint`)."""
+        """The latest checkpoint as served (SPEC §4.4); ``503`` with ``Retry-After`` (SPEC §4.1, the checkpoint
+        interval) while there is none (the first is signed one ``checkpoint_interval`` after start)."""
         try:
             return self.s.audit.served_checkpoint()
         except AuditError:
@@ -67,17 +67,6 @@ class Witnessing:
         if self.s.audit.forks_detected > before:
             self.s.metrics.witness_forks.labels(peer).inc(self.s.audit.forks_detected - before)
         return out
-
-    async def first_checkpoint(self) -> None:
-        """At start, once ``node.started`` is staged: sign a checkpoint at once, so that ``GET
-        /v1/audit/checkpoint`` answers from the start rather than one ``checkpoint_interval`` later. A
-        failure is logged; the loop tries again at the next interval."""
-        if not self.s.leads():
-            return
-        try:
-            await self.checkpoint_tick()
-        except Exception as exc:
-            self.s.log.error("checkpoint.failed", detail=str(exc))
 
     async def checkpoint_loop(self) -> None:
         interval = self.s.cfg.limits.checkpoint_interval

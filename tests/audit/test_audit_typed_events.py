@@ -27,6 +27,21 @@ async def raw_entries(node: Node) -> list[bytes]:
     return [base64.b64decode(e["entry"]) for e in doc["entries"]]
 
 
+MESSAGE_EVENTS = {"envelope.accepted", "envelope.duplicate", "envelope.forwarded", "envelope.expired",
+                  "envelope.dead_lettered", "envelope.delivered", "receipt.received", "receipt.overdue"}
+
+
+def test_every_event_about_a_message_carries_the_spec_fields():
+    """SPEC §7.1: entries for messages carry jti, mt, iss, aud, from, to, dig. Each of these events is a
+    MessageEvent, whose fields are required: a missing one is a type error where the event is built."""
+    by_tag = {t.__struct_config__.tag: t for t in ev.AuditEvent.__args__}
+    for tag in MESSAGE_EVENTS:
+        t = by_tag[tag]
+        assert issubclass(t, ev.MessageEvent), tag
+        required = {f.encode_name for f in msgspec.structs.fields(t) if f.required}
+        assert {"jti", "mt", "iss", "aud", "from", "to", "dig"} <= required, (tag, required)
+
+
 def test_the_event_names_are_the_tags_of_the_typed_union():
     tags = {t.__struct_config__.tag for t in ev.AuditEvent.__args__}
     assert ev.EVENTS == tags and len(tags) == len(ev.AuditEvent.__args__)
@@ -48,6 +63,9 @@ async def test_every_entry_of_a_relayed_exchange_decodes_as_its_typed_event(tmp_
                 stored = {k: v for k, v in json.loads(raw).items() if k not in RESERVED}
                 assert ev.as_entry(typed) == stored, (node.id, stored)  # no field outside the type
                 seen.add(stored["event"])
+                if isinstance(typed, ev.MessageEvent):  # SPEC §7.1: the fields of an entry for a message
+                    missing = {"jti", "mt", "iss", "aud", "from", "to", "dig"} - set(stored)
+                    assert not missing, (node.id, stored["event"], missing)
         assert {"node.started", "envelope.accepted", "envelope.forwarded", "envelope.delivered",
                 "receipt.received"} <= seen
 
