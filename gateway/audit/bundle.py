@@ -20,7 +20,7 @@ Offline verification, in order (each step names what failed):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -126,17 +126,34 @@ class NotCovered(AuditError):
     """The message's entries are not all covered by a signed checkpoint yet: ask again after the next."""
 
 
-def build_bundle(reader: AuditReader, jti: str, *, size: int | None = None) -> Bundle:
-    """The evidence bundle of message ``jti`` from this node's log, against the latest checkpoint (or
-    the checkpoint of ``size``). The envelope, acks, receipt and signing keys come from what the relay
-    recorded with :func:`gateway.audit.log.stage_evidence`."""
+Witnessed = Literal["required", "preferred"]
+
+
+def build_bundle(reader: AuditReader, jti: str, *, size: int | None = None,
+                 witnessed: Witnessed = "preferred") -> Bundle:
+    """The evidence bundle of message ``jti`` from this node's log, against the latest checkpoint that
+    carries a witness cosignature and covers the message's entries (or the checkpoint of ``size``).
+
+    ``witnessed="required"`` (``GET /v1/evidence/<jti>``, SPEC §4.4): no such checkpoint is
+    :class:`NotCovered`. ``"preferred"`` (the local auditor's ``/audit/v1/bundle`` and ``traza audit
+    export``, SPEC §7.4): then the latest checkpoint, which ``verify-bundle`` reports as not witnessed.
+    The envelope, acks, receipt and signing keys come from what the relay recorded with
+    :func:`gateway.audit.log.stage_evidence`."""
     node = reader.node
     if node is None:
         raise AuditError("the audit database does not record its node id")
     indices = reader.jti_indices(jti)
     if not indices:
         raise AuditError(f"no audit entry is about message {jti}")
-    cp = reader.checkpoint(size)
+    cp = reader.checkpoint(size) if size is not None else reader.cosigned_checkpoint()
+    if size is None and (cp is None or indices[-1] >= cp.size):
+        if witnessed == "required":
+            latest = "" if cp is None else f" (the latest cosigned checkpoint has size {cp.size})"
+            raise NotCovered(
+                f"no cosigned checkpoint covers entry {indices[-1]} about {jti} yet{latest}; ask again once "
+                "a witness has cosigned a later checkpoint"
+            )
+        cp = reader.checkpoint()  # not witnessed yet: the latest, which the bundle shows uncosigned
     if cp is None:
         raise NotCovered("no signed checkpoint yet: wait for the next checkpoint")
     if indices[-1] >= cp.size:

@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from gateway.audit import log as audit_log
-from gateway.audit.bundle import build_bundle, encode_bundle
+from gateway.audit.bundle import Witnessed, build_bundle, encode_bundle
 from gateway.audit.checkpoints import (
     CheckpointFile,
     newest_cosignatures,
@@ -304,13 +304,14 @@ class NodeAudit:
 
         return await self.db.read(fn)
 
-    async def bundle(self, jti: str) -> bytes | None:
-        """``GET /audit/v1/bundle?jti=``: the evidence bundle, or None if nothing is about ``jti``."""
+    async def bundle(self, jti: str, *, witnessed: Witnessed = "preferred") -> bytes | None:
+        """The evidence bundle (``GET /audit/v1/bundle?jti=``; ``witnessed="required"`` for ``GET
+        /v1/evidence/<jti>``, see :func:`build_bundle`), or None if nothing is about ``jti``."""
 
         def fn(conn: sqlite3.Connection) -> bytes | None:
             r = AuditReader(conn)
             if not r.jti_indices(jti):
                 return None
-            return encode_bundle(build_bundle(r, jti))
+            return encode_bundle(build_bundle(r, jti, witnessed=witnessed))
 
         return await self.db.read(fn)

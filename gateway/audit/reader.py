@@ -247,6 +247,16 @@ class AuditReader:
             ).fetchone()
         return None if row is None else self._stored(row)
 
+    def cosigned_checkpoint(self) -> StoredCheckpoint | None:
+        """The latest checkpoint that carries at least one witness cosignature (SPEC §4.4: evidence for
+        peers is proven against it), or None. Cosignatures are stored only once verified with the
+        witness's key from the manifest (gateway/audit/checkpoints.py)."""
+        row = self.conn.execute(
+            "SELECT size, root, note, public_key, signed_at FROM audit_checkpoints AS c WHERE EXISTS "
+            "(SELECT 1 FROM audit_cosignatures AS s WHERE s.size = c.size) ORDER BY size DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else self._stored(row)
+
     def served_checkpoint(self) -> str:
         """``GET /v1/audit/checkpoint``: the latest checkpoint with its cosignatures."""
         cp = self.checkpoint()

@@ -11,7 +11,7 @@ import sqlite3
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from gateway.audit.bundle import NotCovered, encode_route_bundle
+from gateway.audit.bundle import NotCovered, Witnessed, encode_route_bundle
 from gateway.audit.db import AuditError
 from gateway.audit.selfcheck import StoreReport
 from gateway.audit.tree import log_size
@@ -237,9 +237,12 @@ class ApiMixin(_NodeState):
         except AuditError as exc:  # a size beyond the log: the caller's fault
             raise TrazaError(Code.MALFORMED, str(exc)) from None
 
-    async def audit_bundle(self, jti: str) -> bytes | None:
+    async def audit_bundle(self, jti: str, *, witnessed: Witnessed = "preferred") -> bytes | None:
+        """This node's evidence bundle of ``jti`` (None if nothing is about it): for the local auditor
+        against the latest cosigned checkpoint covering it, else the latest checkpoint; ``witnessed=
+        "required"`` (peers, SPEC §4.4) only against a cosigned one, else 409 ``not_checkpointed``."""
         try:
-            return await self.audit.bundle(jti)
+            return await self.audit.bundle(jti, witnessed=witnessed)
         except NotCovered as exc:
             wait = max(1, round(self.cfg.limits.checkpoint_interval))
             raise Problem(409, "not_checkpointed", f"{exc}; retry after the next checkpoint (signed every {wait} s)",
@@ -261,7 +264,7 @@ class ApiMixin(_NodeState):
             self.log.warning("evidence.refused", peer=peer, jti=jti)
             raise Problem(403, Code.POLICY_DENIED.value, reason)
         try:
-            bundle = await self.audit_bundle(jti)
+            bundle = await self.audit_bundle(jti, witnessed="required")
         except Problem as exc:
             self.audit_event_bg(EvidenceRequested(jti=jti, peer=peer, side="served", outcome="failed", reason=exc.detail))
             raise
@@ -280,7 +283,8 @@ class ApiMixin(_NodeState):
 
         async def part(node: str) -> tuple[str, bytes | None, str | None]:
             try:
-                data = await self.audit_bundle(jti) if node == self.id else await self.fetch_evidence(node, jti)
+                data = (await self.audit_bundle(jti, witnessed="required") if node == self.id  # as every hop's
+                        else await self.fetch_evidence(node, jti))
             except Problem as exc:
                 return node, None, f"{exc.code}: {exc.detail}"
             except (TrazaError, PeerUnavailable) as exc:

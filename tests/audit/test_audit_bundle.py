@@ -265,3 +265,35 @@ def test_forged_handling_notice_in_a_bundle_is_refused(scenario, tmp_path):
     data["handling_notice"] = H1_TEXT  # an H0 message passed off as H1 (or any other text)
     with pytest.raises(BundleError, match="handling_notice"):
         verify_bundle(json.dumps(data).encode())
+
+
+def test_peer_evidence_is_never_proven_against_a_checkpoint_no_witness_cosigned(scenario):
+    """SPEC §4.4: ``GET /v1/evidence/<jti>`` proves the entries against the latest COSIGNED checkpoint. A
+    node that signs a checkpoint its witnesses never saw (a split view shown to one peer) must not get it
+    into a peer's evidence: the bundle keeps the older cosigned checkpoint while it covers the entries."""
+    es, jti, _ = scenario
+    cosigned = es.publisher.reader.checkpoint().size
+    es.append(2)
+    assert es.publish() > cosigned  # a newer checkpoint, cosigned by no witness
+    for kw in ({}, {"witnessed": "preferred"}, {"witnessed": "required"}):
+        b = build_bundle(AuditReader(es.db), jti, **kw)
+        assert int(b.checkpoint.split("\n")[1]) == cosigned, kw
+        assert len(b.keys.witnesses) == 2
+        report = verify_bundle(encode_bundle(b))
+        assert report.size == cosigned and sum("cosigned" in line for line in report.proven) == 2
+
+
+def test_peer_evidence_of_entries_no_cosigned_checkpoint_covers_is_not_checkpointed_yet(make_node):
+    from gateway.audit.bundle import NotCovered
+
+    es, it = make_node("es"), make_node("it")
+    es.append(1, jti="J1")
+    es.publish()  # covers J1, but no witness cosigned it
+    with pytest.raises(NotCovered, match=r"^no cosigned checkpoint covers entry 0 about J1 yet; "):
+        build_bundle(AuditReader(es.db), "J1", witnessed="required")
+    _, _, body = it.witness({es.origin: es.key.public_raw}).handle(es.publisher.witness_request(it.origin))
+    es.publisher.add_cosignatures(1, body, {it.origin: it.key.public_raw})
+    es.append(1, jti="J2")
+    es.publish()
+    with pytest.raises(NotCovered, match=r"covers entry 1 about J2 yet \(the latest cosigned checkpoint has size 1\)"):
+        build_bundle(AuditReader(es.db), "J2", witnessed="required")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from gateway.audit.bundle import Witnessed
 from gateway.audit.db import AuditError
 from gateway.config import load_config
 from gateway.node import Node
@@ -35,10 +36,11 @@ async def entries(node: Node, **query: str) -> list[dict[str, Any]]:
     return [json.loads(base64.b64decode(e["entry"])) for e in doc["entries"]]
 
 
-async def bundle_of(node: Node, jti: str) -> bytes | None:
-    """The message's evidence bundle once a checkpoint covers its entries, else None."""
+async def bundle_of(node: Node, jti: str, *, witnessed: Witnessed = "preferred") -> bytes | None:
+    """The message's evidence bundle once a checkpoint covers its entries, else None; with ``witnessed=
+    "required"``, once a cosigned checkpoint covers them (what a peer gets, SPEC §4.4)."""
     try:
-        return await node.audit_bundle(jti)
+        return await node.audit_bundle(jti, witnessed=witnessed)
     except (AuditError, Problem):  # 409 not_checkpointed until then
         return None
 

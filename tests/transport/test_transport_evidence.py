@@ -13,13 +13,14 @@ from typing import Any
 import msgspec
 import pytest
 from core.message_examples import example
-from kit.nodes import entries, started, state
+from kit.nodes import bundle_of, entries, started, state
 from kit.waiting import eventually
 
 from gateway.audit.bundle import BundleError, verify_bundle, verify_route_bundle
 from gateway.cli.main import main as traza
 from gateway.core.errors import Code, TrazaError
 from gateway.localfed import NodeSpec, build
+from gateway.transport.peer import PeerUnavailable
 
 SPECS = [NodeSpec("hub", "hub", "NL"), NodeSpec("mx", "national", "MX", hub="hub"),
          NodeSpec("es", "national", "ES", hub="hub"), NodeSpec("it", "national", "IT", hub="hub")]
@@ -38,7 +39,8 @@ async def test_nodes_on_the_route_get_each_others_evidence_others_are_refused_an
         jti = await mx.submit(mt="notice", to="es", body=BODY, system="test")
         await eventually(lambda: _delivered(es, jti), timeout=20.0)
         for n in (hub, es):
-            await n.checkpoint_tick()  # a checkpoint covers the message's entries (cosigned by peers)
+            await n.checkpoint_tick()  # a checkpoint covers the message's entries, cosigned by peers soon
+            await eventually(lambda n=n: bundle_of(n, jti, witnessed="required"), timeout=20.0)
         # the origin asks the hub and the recipient: each answers with its own bundle, which verifies
         for node in ("hub", "es"):
             raw = await mx.fetch_evidence(node, jti)
@@ -81,6 +83,8 @@ async def test_the_auditor_at_the_origin_gets_one_file_with_every_hops_evidence(
         await eventually(lambda: _handed_on(mx, jti), timeout=20.0)
         for n in (hub, es, mx):
             await n.checkpoint_tick()
+        for n in (hub, es, mx):  # each hop proves against a cosigned checkpoint (SPEC §4.4)
+            await eventually(lambda n=n: bundle_of(n, jti, witnessed="required"), timeout=20.0)
         raw = await mx.audit_route_bundle(jti)
     route = verify_route_bundle(raw)
     assert route.route == ["mx", "hub", "es"] and all(r is not None for _, r, _ in route.hops), route
@@ -114,7 +118,36 @@ async def test_a_hop_that_cannot_answer_is_listed_with_the_reason(fed):
             await eventually(lambda: _handed_on(mx, jti), timeout=20.0)  # mx's last entry about it is logged
         for n in (hub, mx):
             await n.checkpoint_tick()
+        for n in (hub, mx):  # cosigned by each other (SPEC §4.4)
+            await eventually(lambda n=n: bundle_of(n, jti, witnessed="required"), timeout=20.0)
         raw = await mx.audit_route_bundle(jti)  # es is down
     route = verify_route_bundle(raw)
     missing = {n: why for n, r, why in route.hops if r is None}
     assert list(missing) == ["es"] and "es" in missing["es"], missing
+
+
+async def test_a_peer_never_gets_evidence_proven_against_a_checkpoint_no_witness_cosigned(fed):
+    """SPEC §4.4: the entries are proven against the latest COSIGNED checkpoint. es's only witness (the hub)
+    is down when es signs the checkpoint covering the message: mx gets 409 not_checkpointed, not a bundle
+    that rests on es's word alone; once the hub is back and cosigns, the bundle carries its cosignature."""
+    async with started(fed["mx"].config) as mx, started(fed["es"].config) as es:
+        async with started(fed["hub"].config):
+            jti = await mx.submit(mt="notice", to="es", body=BODY, system="test")
+            await eventually(lambda: _delivered(es, jti), timeout=20.0)
+        assert await es.checkpoint_tick() is not None  # covers the message; no witness can cosign it
+        held = len(await entries(es, jti=jti))
+        with pytest.raises(PeerUnavailable) as info:  # 409 not_checkpointed: no TrazaError code of SPEC §9
+            await mx.fetch_evidence("es", jti)
+        assert "409" in str(info.value) and "no cosigned checkpoint covers entry" in str(info.value), info.value
+        # the refusal is itself an entry about the message (evidence.requested): wait for it to be logged
+        await eventually(lambda: _more_entries(es, jti, held), timeout=10.0)
+        async with started(fed["hub"].config):  # back: es signs and asks it now, not after its back-off
+            await es.checkpoint_tick()
+            assert (await es.witnessing.witness_one("hub"))[0] == "ok"
+            raw = await mx.fetch_evidence("es", jti)
+    report = verify_bundle(raw)
+    assert any(line.startswith("witness traza/") and "cosigned this checkpoint" in line for line in report.proven)
+
+
+async def _more_entries(node: Any, jti: str, than: int) -> bool:
+    return len(await entries(node, jti=jti)) > than
