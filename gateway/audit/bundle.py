@@ -14,7 +14,9 @@ Offline verification, in order (each step names what failed):
     entry (``idx``);
  7. the receipt, if any, verifies, its payload matches, and it may answer for this message (SPEC §5):
     signed by the message's recipient, addressed to its origin, ``for``/``irt`` this message, ``dig`` this
-    token.
+    token;
+ 8. the keys: with pins (``--manifest``, ``--log-key``; gateway/audit/trustkeys.py) each must be the
+    pinned one, else the report says they are the file's own (internal consistency only).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import msgspec
 from gateway.audit.checkpoints import cosignature_verifier, ed25519_note_verifier
 from gateway.audit.db import AuditError
 from gateway.audit.reader import AuditReader
+from gateway.audit.trustkeys import KeyNotTrusted, Pins, UsedKey, unpinned_note
 from gateway.core import batchsig
 from gateway.core.b64 import b64_decode, b64_encode, b64url_decode
 from gateway.core.canonical import CanonicalError, canonical_bytes
@@ -235,6 +238,7 @@ class BundleReport:
     token_digest: str = ""  # b64url SHA-256 of the verified envelope token
     handling: str | None = None  # the signed handling code of the message (issue #15)
     handling_notice: str | None = None  # its mark, shown first by every view (H1)
+    keys: list[UsedKey] = field(default_factory=list)  # every key relied on, and where it came from
 
 
 def _b64(text: str, what: str) -> bytes:
@@ -321,8 +325,10 @@ class _Signers:
         return c.claims
 
 
-def verify_bundle(raw: bytes) -> BundleReport:
-    """Verify an evidence bundle offline. Returns what it proves; raises :class:`BundleError`."""
+def verify_bundle(raw: bytes, pins: Pins | None = None) -> BundleReport:
+    """Verify an evidence bundle offline. Returns what it proves and the keys it relied on; raises
+    :class:`BundleError`. With ``pins`` (gateway/audit/trustkeys.py) every key of the file must be the
+    pinned one; without, the report says the keys are the file's own."""
     # 1. shape
     try:
         b = _decoder.decode(raw)
@@ -500,6 +506,17 @@ def verify_bundle(raw: bytes) -> BundleReport:
     unused = set(signers.keys) - signers.used
     if unused:
         raise BundleError(f"keys.signing lists keys no token uses: {', '.join(sorted(unused))}")
+    # 8. the keys relied on: pinned (manifest, --log-key) or, said plainly, the file's own
+    pins = pins or Pins()
+    try:
+        report.keys.append(pins.log_key(b.node, b.keys.log.name, log_pub))
+        report.keys.extend(pins.witness_key(w.name, b64_decode(w.public_key)) for w in b.keys.witnesses)
+        report.keys.extend(pins.signing_key(k.kid, k.alg, k.jwk) for k in b.keys.signing)
+    except KeyNotTrusted as exc:
+        raise BundleError(str(exc)) from None
+    loose = unpinned_note(report.keys, b.node)
+    if loose is not None:
+        report.notes.append(loose)
     return report
 
 
@@ -550,7 +567,7 @@ def is_route_bundle(raw: bytes) -> bool:
     return isinstance(doc, dict) and doc.get("format") == ROUTE_FORMAT
 
 
-def verify_route_bundle(raw: bytes) -> RouteReport:
+def verify_route_bundle(raw: bytes, pins: Pins | None = None) -> RouteReport:
     """Verify every hop's bundle of a route file offline, each as :func:`verify_bundle` does, and that
     they are all about one signed message (the same token) on the route the file names. BundleError
     naming the hop (``hop 2 (latam-hub): ...``) at the first fault; a hop with no bundle is reported, not
@@ -572,7 +589,7 @@ def verify_route_bundle(raw: bytes) -> RouteReport:
             out.append((hop.node, None, hop.missing or "no bundle"))
             continue
         try:
-            report = verify_bundle(bytes(hop.bundle))
+            report = verify_bundle(bytes(hop.bundle), pins)
         except BundleError as exc:
             raise BundleError(f"{where}: {exc}") from None
         if report.node != hop.node or report.jti != doc.jti:

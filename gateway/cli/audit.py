@@ -30,6 +30,7 @@ from gateway.audit.checkpoints import CHECKPOINT_FILE, ed25519_note_verifier, re
 from gateway.audit.db import AuditError
 from gateway.audit.reader import AuditReader
 from gateway.audit.selfcheck import quick_check
+from gateway.audit.trustkeys import LogKeyPin, Pins, UsedKey, parse_log_key
 from gateway.audit.verify import CheckpointRecord, VerifyFailed, VerifyReport, checkpoint_size, verify_log
 from gateway.core.auditquery import CSV_COLUMNS, csv_row, parse_query
 from gateway.core.b64 import b64_decode, b64_encode
@@ -40,6 +41,7 @@ from gateway.core.printable import json_safe, printable
 from gateway.core.timeutil import duration_text, rfc3339_seconds
 from gateway.failures import CheckFailed, UsageError
 from gateway.store.dialect import is_url, redact
+from gateway.trust.trusted import AuditedManifest, ManifestRejected, TrustAnchor, audit_manifest
 
 
 def register(sub: Any) -> None:
@@ -66,17 +68,20 @@ def register(sub: Any) -> None:
     v.add_argument(
         "--log-key",
         action="append",
-        metavar="B64",
-        help="trusted Ed25519 audit key of the node (base64, from the manifest); repeatable. "
-        "Default with --db: the key recorded with each checkpoint",
+        metavar="KEY",
+        help="trusted Ed25519 audit key of the node: base64 (as in the manifest) or a C2SP vkey "
+        "NAME+KEYID+BASE64 (as verify-bundle prints it); repeatable. Default: the manifest's (--manifest), "
+        "else with --db the key recorded with each checkpoint",
     )
     v.add_argument(
         "--witness",
         action="append",
         metavar="NAME=B64",
         help="trusted witness key (cosignature key name = base64 Ed25519 key); repeatable. "
-        "Default with --db: the keys recorded with each cosignature",
+        "Default: the audit keys of the manifest's nodes (--manifest), else with --db the keys recorded "
+        "with each cosignature, else (--url) none: cosignatures are reported as not verified",
     )
+    _pin_options(v, log_key=False)
     v.add_argument("--min-cosignatures", type=int, default=0, metavar="N", help="require N valid cosignatures on the latest checkpoint (older ones keep one a day per witness)")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.add_argument("--json", action="store_true",
@@ -117,10 +122,16 @@ def register(sub: Any) -> None:
                    "(the node asks the others over the peer API; traza-route-evidence/v1)")
     e.set_defaults(func=_one_line(_export))
 
-    b = verbs.add_parser("verify-bundle", help="verify an evidence bundle offline and print what it proves")
+    b = verbs.add_parser(
+        "verify-bundle", help="verify an evidence bundle offline and print what it proves and the keys it relied on",
+        description="Exit 0 if the bundle verifies, 1 naming the first fault (a key that is not the pinned one "
+        "included), 2 on bad usage (an unreadable --manifest or --log-key). Without --manifest or --log-key the "
+        "keys are the file's own: the result proves internal consistency only, and the output says so.")
     b.add_argument("file", type=Path, metavar="FILE")
+    _pin_options(b, log_key=True)
     b.add_argument("--json", action="store_true",
-                   help='print {"ok", "file", "jti", "node", "size", "root", "proven", "notes", "handling", "handling_notice"}')
+                   help='print {"ok", "file", "jti", "node", "size", "root", "proven", "notes", "handling", '
+                   '"handling_notice", "keys", "pinned", "manifest"} (a route file: "hops" with each hop\'s keys)')
     b.set_defaults(func=_verify_bundle)
 
     def run(args: argparse.Namespace) -> int:
@@ -128,6 +139,81 @@ def register(sub: Any) -> None:
         return 2
 
     p.set_defaults(func=run)
+
+
+# -- pinned keys (gateway/audit/trustkeys.py) ----------------------------------------------------------
+
+
+def _pin_options(q: argparse.ArgumentParser, *, log_key: bool) -> None:
+    q.add_argument("--manifest", type=Path, metavar="FILE",
+                   help="federation manifest.json to pin keys with (its manifest.sig beside it is checked): the log "
+                   "key must be the node's audit key, witness keys audit keys of its nodes, token keys their sig keys")
+    q.add_argument("--anchor", type=Path, metavar="FILE",
+                   help="trust anchor (trust-anchor.json) whose authorities must have signed --manifest "
+                   "(default: the manifest's own authorities)")
+    if log_key:
+        q.add_argument("--log-key", action="append", metavar="KEY",
+                       help="the node's audit key: a C2SP vkey NAME+KEYID+BASE64 (as this command prints it) or the "
+                       "base64 Ed25519 key (as in the manifest); repeatable (rotated keys)")
+
+
+def _log_keys(texts: list[str] | None) -> tuple[LogKeyPin, ...]:
+    pins = []
+    for text in texts or ():
+        try:
+            pins.append(parse_log_key(text))
+        except ValueError as exc:
+            raise UsageError(f"--log-key {text[:80]!r}: {exc}") from None
+    return tuple(pins)
+
+
+def _manifest(args: argparse.Namespace) -> AuditedManifest | None:
+    """``--manifest FILE`` (with ``manifest.sig`` beside it, and ``--anchor``), checked; UsageError naming
+    the file and the fault (exit 2)."""
+    if args.manifest is None:
+        if args.anchor is not None:
+            raise UsageError("--anchor needs --manifest (the anchor's authorities must have signed it)")
+        return None
+    path: Path = args.manifest
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--manifest {path}: {exc.strerror}") from None
+    sig_path = path.with_name("manifest.sig")
+    try:
+        sig_raw: bytes | None = sig_path.read_bytes()
+    except FileNotFoundError:
+        sig_raw = None
+    except OSError as exc:
+        raise UsageError(f"--manifest {path}: {sig_path}: {exc.strerror}") from None
+    anchor = None
+    if args.anchor is not None:
+        try:
+            anchor = TrustAnchor.from_json(args.anchor.read_bytes())
+        except OSError as exc:
+            raise UsageError(f"--anchor {args.anchor}: {exc.strerror}") from None
+        except (ValueError, ManifestRejected) as exc:
+            raise UsageError(f"--anchor {args.anchor}: {exc}") from None
+        if sig_raw is None:
+            raise UsageError(f"--anchor needs {sig_path} (the signatures to check against it)")
+    try:
+        return audit_manifest(raw, sig_raw, anchor, time.time())
+    except ManifestRejected as exc:
+        raise UsageError(f"--manifest {path}: {exc.reason}") from None
+
+
+def _pins(args: argparse.Namespace) -> tuple[Pins, AuditedManifest | None]:
+    audited = _manifest(args)
+    pins = Pins(federation=None if audited is None else audited.federation,
+                manifest="" if audited is None else audited.label, log_keys=_log_keys(args.log_key))
+    return pins, audited
+
+
+def _manifest_json(args: argparse.Namespace, audited: AuditedManifest | None) -> dict[str, Any] | None:
+    if audited is None:
+        return None
+    return {"file": str(args.manifest), "federation": audited.federation.name,
+            "version": audited.federation.version, "checked": audited.how}
 
 
 # -- sources -----------------------------------------------------------------------------------------
@@ -526,17 +612,21 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_route_bundle(args: argparse.Namespace, data: bytes) -> int:
+def _verify_route_bundle(args: argparse.Namespace, data: bytes, pins: Pins, audited: AuditedManifest | None) -> int:
     try:
-        route = verify_route_bundle(data)
+        route = verify_route_bundle(data, pins)
     except BundleError as exc:
         raise CheckFailed(f"{args.file} does not verify: {exc}") from None
     if args.json:
         print(json_safe(json.dumps({"ok": True, "file": str(args.file), "jti": route.jti, "route": route.route,
-                                    "hops": [{"node": n, "proven": r.proven if r else None, "missing": why}
+                                    "pinned": pins.pinned, "manifest": _manifest_json(args, audited),
+                                    "hops": [{"node": n, "proven": r.proven if r else None, "missing": why,
+                                              "keys": [k.to_json() for k in r.keys] if r else None,
+                                              "notes": r.notes if r else None}
                                              for n, r, why in route.hops]}, ensure_ascii=False)))
         return 0
     print(printable(f"OK {args.file}: evidence about message {route.jti} along {' -> '.join(route.route)}"))
+    _print_manifest(args, audited)
     for i, (node, report, why) in enumerate(route.hops, 1):
         if report is None:
             print(printable(f" hop {i} ({node}): no evidence in the file: {why}"))
@@ -544,7 +634,21 @@ def _verify_route_bundle(args: argparse.Namespace, data: bytes) -> int:
         print(printable(f" hop {i} ({node}): verified"))
         for line in report.proven:
             print(f"   - {printable(line)}")
+        _print_keys(report.keys, "   ")
+        for line in report.notes:
+            print(f"     note: {printable(line)}")
     return 0
+
+
+def _print_manifest(args: argparse.Namespace, audited: AuditedManifest | None) -> None:
+    if audited is not None:
+        print(printable(f" keys pinned with {args.manifest}: {audited.label}, {audited.how}"))
+
+
+def _print_keys(keys: list[UsedKey], indent: str) -> None:
+    print(f"{indent}keys relied on:")
+    for k in keys:
+        print(f"{indent}  * {printable(k.line())}")
 
 
 def _verify_bundle(args: argparse.Namespace) -> int:
@@ -552,17 +656,20 @@ def _verify_bundle(args: argparse.Namespace) -> int:
         data = args.file.read_bytes()
     except OSError as exc:
         raise UsageError(f"{args.file}: {exc.strerror}") from None
+    pins, audited = _pins(args)
     if is_route_bundle(data):
-        return _verify_route_bundle(args, data)
+        return _verify_route_bundle(args, data, pins, audited)
     try:
-        report = verify_bundle(data)
+        report = verify_bundle(data, pins)
     except BundleError as exc:
         raise CheckFailed(f"{args.file} does not verify: {exc}") from None
     if args.json:
         print(json_safe(json.dumps({"ok": True, "file": str(args.file), "jti": report.jti, "node": report.node,
                                     "size": report.size, "root": report.root, "proven": report.proven,
                                     "notes": report.notes, "handling": report.handling,
-                                    "handling_notice": report.handling_notice}, ensure_ascii=False)))
+                                    "handling_notice": report.handling_notice,
+                                    "keys": [k.to_json() for k in report.keys], "pinned": pins.pinned,
+                                    "manifest": _manifest_json(args, audited)}, ensure_ascii=False)))
         return 0
     print(printable(f"OK {args.file}: evidence about message {report.jti} on node {report.node}"))
     if report.handling_notice:  # from the signed token (issue #15), before anything else
@@ -573,6 +680,8 @@ def _verify_bundle(args: argparse.Namespace) -> int:
         ts = report.newest_cosignature
         print(f" - the newest witness cosignature is from {rfc3339_seconds(ts)}, "
               f"{duration_text(time.time() - ts)} before this check")
+    _print_manifest(args, audited)
+    _print_keys(report.keys, " ")
     for line in report.notes:
         print(f"   note: {printable(line)}")
     return 0

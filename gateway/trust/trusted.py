@@ -466,3 +466,40 @@ def split_served(body: bytes) -> tuple[bytes, bytes]:
     except CanonicalError as exc:
         raise ManifestRejected(f"GET /v1/manifest: signatures: {exc}") from None
     return manifest_signing_bytes(doc["manifest"]), sig_bytes
+
+
+@dataclass(frozen=True)
+class AuditedManifest:
+    """A manifest an auditor pins keys with (``traza audit verify-bundle --manifest``): its view and how far
+    it was authenticated, in words for the report."""
+
+    federation: Federation
+    how: str  # e.g. "signed by 2 of its authorities (threshold 2); expired at ..."
+
+    @property
+    def label(self) -> str:
+        return f"manifest {self.federation.name} version {self.federation.version}"
+
+
+def audit_manifest(raw: bytes, sig_raw: bytes | None, anchor: TrustAnchor | None, now: float) -> AuditedManifest:
+    """Check a manifest for pinning audit keys, with the rules of :meth:`TrustedManifest.update` as of its
+    own ``issued_at`` (evidence outlives manifests: one that has expired since still names the keys of its
+    time, and the report says it expired). ``sig_raw`` None: no ``manifest.sig`` to check (said so).
+    ``anchor`` None: the manifest's own authorities (it proves they signed it, not who they are). Raises
+    ManifestRejected naming the fault."""
+    try:
+        m = decode_manifest(check_canonical(raw))
+    except ManifestError as exc:
+        raise ManifestRejected(f"manifest.json: {exc}") from None
+    if sig_raw is None:
+        fed, how = Federation(m), "manifest.sig not found beside it: its authorities' signatures were NOT checked"
+    else:
+        own = anchor is None
+        trusted = TrustedManifest(anchor or TrustAnchor.from_authorities(m.federation, m.authorities))
+        fed = trusted.update(raw, sig_raw, parse_rfc3339(m.issued_at))
+        rep = trusted.last_report["trusted"]
+        how = (f"signed by {rep.valid} of {'its own' if own else 'the trust anchor'} authorities "
+               f"(threshold {rep.threshold})" + (" (pin the authorities with --anchor FILE)" if own else ""))
+    if now >= fed.expires_at:
+        how += f"; expired at {m.expires_at}"
+    return AuditedManifest(fed, how)

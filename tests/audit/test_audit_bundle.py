@@ -19,7 +19,7 @@ from gateway.cli.main import main
 from gateway.core.envelope import append_hop, build_envelope, make_ack, token_digest
 from gateway.core.ids import uuid7
 from gateway.core.timeutil import rfc3339_seconds
-from gateway.crypto.keys import SigningKey
+from gateway.crypto.keys import Ed25519Key, SigningKey
 
 BODY = json.dumps({"request_kind": "TRACE", "firearm": {"serial_number": "AB1234"}}).encode()
 
@@ -33,11 +33,15 @@ def scenario(make_node, tmp_path):
     return _scenario(make_node)
 
 
-def _scenario(make_node, hc: str = "H0"):
-    es, it, de = make_node("es"), make_node("it"), make_node("de")
-    mx_k = SigningKey.generate("mx/sig/1", "EdDSA")
-    hub_k = SigningKey.generate("eu-hub/sig/1", "ES256")
-    es_k = SigningKey.generate("es/sig/1", "EdDSA")
+def _scenario(make_node, hc: str = "H0", *, signers: dict[str, SigningKey] | None = None,
+              audit: dict[str, Ed25519Key] | None = None, witnesses: tuple[str, str] = ("it", "de")):
+    """The message on es; ``signers`` and ``audit`` (node -> key) put the keys of a manifest's nodes in."""
+    audit = audit or {}
+    es, it, de = (make_node(n, key=audit.get(n)) for n in ("es", *witnesses))
+    signers = signers or {"mx": SigningKey.generate("mx/sig/1", "EdDSA"),
+                          "eu-hub": SigningKey.generate("eu-hub/sig/1", "ES256"),
+                          "es": SigningKey.generate("es/sig/1", "EdDSA")}
+    mx_k, hub_k, es_k = signers["mx"], signers["eu-hub"], signers["es"]
     jti = uuid7(T0, os.urandom(10))
     env = build_envelope(
         signer=mx_k, iss="mx", aud="es", jti=jti, mt="trace.request", body=BODY, now=T0, ttl=86400, hc=hc
