@@ -67,6 +67,12 @@ class VerifyReport:
     # witnessing is (SPEC §7.2, 1.1)
     newest_cosignatures: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # cosignature lines that could not be verified, per key name: why (no key for that name)
+    unverified: dict[str, str] = field(default_factory=dict)
+
+
+NO_WITNESS_KEY = "no key for this witness (give --manifest or --witness)"
+PINNED_ELSEWHERE = "not a witness whose key was pinned (not an audit key of the manifest's nodes, or no --witness for it)"
 
 
 def _entry_check(index: int, raw: bytes, node: str | None) -> str | None:
@@ -98,11 +104,13 @@ class _CheckpointChecker:
         origin: str | None,
         node: str | None,
         log_keys: Sequence[bytes] | None,
-        witness_keys: Mapping[str, bytes] | None,
+        witness_keys: Mapping[str, bytes | Sequence[bytes]] | None,
         min_cosignatures: int,
         consistency: Callable[[int, int], list[bytes]] | None,
         report: VerifyReport,
+        strict_witnesses: bool = False,
     ) -> None:
+        self.strict_witnesses = strict_witnesses
         self.origin = origin
         self.node = node
         self.log_keys = log_keys
@@ -149,19 +157,28 @@ class _CheckpointChecker:
             verify_note(note, [ed25519_note_verifier(cp.origin, k) for k in keys])
         except NoteError as exc:
             raise fail(f"log signature: {exc}") from None
-        # cosignatures
+        # cosignatures: with pinned witness keys (--manifest, --witness) a line under a pinned witness's
+        # name must verify with one of its keys; a line under another name cannot be verified (reported)
+        pinned = self.witness_keys is not None
         if self.witness_keys is not None:
-            wkeys = dict(self.witness_keys)
+            wkeys = [(n, k) for n, ks in self.witness_keys.items() for k in ([ks] if isinstance(ks, bytes) else ks)]
         else:
-            wkeys = {n: b64_decode(k) for n, k in rec.witness_keys.items()}
-        verifiers = [cosignature_verifier(n, k) for n, k in wkeys.items()]
+            wkeys = [(n, b64_decode(k)) for n, k in rec.witness_keys.items()]
+        verifiers = [cosignature_verifier(n, k) for n, k in wkeys]
+        names = {n for n, _ in wkeys}
         good = 0
         for sig in note.signatures:
             if sig.name == cp.origin and len(sig.signature) == 64:
                 continue  # the log's own signature line
             matching = [v for v in verifiers if v.matches(sig)]
             if not matching:
-                self.report.warnings.append(f"{where}: signature line of unknown key {sig.name!r} ignored")
+                if self.strict_witnesses and pinned and sig.name in names:
+                    raise fail(f"cosignature of witness {sig.name!r} is by key id {sig.key_id.hex()}, "
+                               "not a key of that witness: it does not verify")
+                if self.strict_witnesses:
+                    self.report.unverified.setdefault(sig.name, PINNED_ELSEWHERE if pinned else NO_WITNESS_KEY)
+                else:
+                    self.report.warnings.append(f"{where}: signature line of unknown key {sig.name!r} ignored")
                 continue
             for v in matching:
                 if not v.check(note.text, sig):
@@ -216,15 +233,23 @@ def verify_log(
     node: str | None = None,
     origin: str | None = None,
     log_keys: Sequence[bytes] | None = None,
-    witness_keys: Mapping[str, bytes] | None = None,
+    witness_keys: Mapping[str, bytes | Sequence[bytes]] | None = None,
     min_cosignatures: int = 0,
     consistency: Callable[[int, int], list[bytes]] | None = None,
     progress: Callable[[int], None] | None = None,
     check_content: bool = True,
+    strict_witnesses: bool = False,
 ) -> VerifyReport:
     """Verify a log from its entries ``(index, entry bytes, stored leaf hash or None)`` in index order
     and its checkpoints. ``log_keys``/``witness_keys`` pin trusted keys (else the keys recorded with
-    each checkpoint are used); ``consistency(old, new)`` returns a stored consistency proof.
+    each checkpoint are used; a name may have several keys, e.g. before and after a rotation);
+    ``consistency(old, new)`` returns a stored consistency proof.
+
+    ``strict_witnesses`` (``traza audit verify``, SPEC §10 "check every cosignature"): with pinned
+    ``witness_keys``, a line under a pinned witness's name whose key id is none of its keys fails like a
+    bad signature; every line that cannot be checked (no key for its name) is listed in
+    ``report.unverified`` with the reason. Without it (the node's own start-up check), such lines are
+    warnings.
 
     ``check_content=False`` skips the per-entry JSON checks (canonical form, ``idx``, ``node``) and keeps
     the hashes, the tree and the checkpoints: about four times faster, for the node's start-up check
@@ -241,6 +266,7 @@ def verify_log(
         min_cosignatures=min_cosignatures,
         consistency=consistency,
         report=report,
+        strict_witnesses=strict_witnesses,
     )
     pos = 0  # next checkpoint to check
     ordinal = 0

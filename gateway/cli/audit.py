@@ -15,6 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from gateway.core.auditquery import CSV_COLUMNS, csv_row, parse_query
 from gateway.core.b64 import b64_decode, b64_encode
 from gateway.core.errors import TrazaError
 from gateway.core.merkle import ProofError, leaf_hash, verify_inclusion
-from gateway.core.note import NoteError, open_checkpoint, parse_checkpoint_text, parse_note
+from gateway.core.note import NoteError, node_of_origin, open_checkpoint, parse_checkpoint_text, parse_note
 from gateway.core.printable import json_safe, printable
 from gateway.core.timeutil import duration_text, rfc3339_seconds
 from gateway.failures import CheckFailed, UsageError
@@ -311,23 +312,69 @@ class _Http:
 # -- verify ------------------------------------------------------------------------------------------
 
 
-def _keys(args: argparse.Namespace) -> tuple[list[bytes] | None, dict[str, bytes] | None]:
-    try:
-        log_keys = [b64_decode(k) for k in args.log_key] if args.log_key else None
-        witnesses: dict[str, bytes] | None = None
-        if args.witness:
-            witnesses = {}
-            for item in args.witness:
-                name, sep, key = item.partition("=")
-                if not sep or not name:
-                    raise UsageError(f"--witness {item!r} is not NAME=BASE64KEY")
-                witnesses[name] = b64_decode(key)
-    except ValueError as exc:
-        raise UsageError(f"key is not standard base64: {exc}") from None
-    for k in [*(log_keys or []), *(witnesses or {}).values()]:
-        if len(k) != 32:
-            raise UsageError("an Ed25519 public key is 32 bytes")
-    return log_keys, witnesses
+def _witness_args(args: argparse.Namespace) -> dict[str, list[bytes]] | None:
+    """``--witness NAME=BASE64`` (repeatable; a name may come twice, e.g. a rotated key)."""
+    if not args.witness:
+        return None
+    witnesses: dict[str, list[bytes]] = {}
+    for item in args.witness:
+        name, sep, key = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--witness {item!r} is not NAME=BASE64KEY")
+        try:
+            raw = b64_decode(key)
+        except ValueError as exc:
+            raise UsageError(f"--witness {item!r}: key is not standard base64: {exc}") from None
+        if len(raw) != 32:
+            raise UsageError(f"--witness {item!r}: an Ed25519 public key is 32 bytes, not {len(raw)}")
+        witnesses.setdefault(name, []).append(raw)
+    return witnesses
+
+
+@dataclass
+class _VerifyKeys:
+    """The keys ``traza audit verify`` checks a log with, and where they came from (for the report)."""
+
+    log: list[bytes] | None
+    log_from: str
+    witnesses: dict[str, list[bytes]] | None
+    witnesses_from: str
+
+
+def _verify_keys(args: argparse.Namespace, origin: str | None, *, recorded: str | None) -> _VerifyKeys:
+    """``--log-key``/``--witness`` first, then ``--manifest`` (the audit key of the log's node; every other
+    node's audit keys as witnesses ``traza/<federation>/<node>``), else ``recorded`` (the database's)."""
+    pins = _log_keys(args.log_key)
+    if origin is not None:
+        for p in pins:
+            if p.name is not None and p.name != origin:
+                raise CheckFailed(f"--log-key {p.text()} is the key of {p.name}, the log is {origin}")
+    keys = _VerifyKeys(
+        [p.public_key for p in pins] or None, "--log-key", _witness_args(args), "--witness")
+    audited = _manifest(args)
+    if audited is not None and origin is not None:
+        fed = audited.federation
+        try:
+            node = node_of_origin(origin)
+        except NoteError as exc:
+            raise CheckFailed(str(exc)) from None
+        if origin != f"traza/{fed.name}/{node}":
+            raise CheckFailed(f"the log's origin {origin} is not of federation {fed.name} ({audited.label})")
+        if keys.log is None:
+            keys.log = [b64_decode(k.public_key) for k in fed.valid_keys(node, "audit", None) if k.public_key]
+            keys.log_from = f"the {audited.label}"
+            if not keys.log:
+                raise CheckFailed(f"node {node} has no unrevoked audit key in the {audited.label}")
+        if keys.witnesses is None:
+            keys.witnesses = {f"traza/{fed.name}/{n}": [b64_decode(k.public_key)
+                                                       for k in fed.valid_keys(n, "audit", None) if k.public_key]
+                              for n in sorted(fed.nodes) if n != node}
+            keys.witnesses_from = f"the {audited.label}"
+    if keys.log is None:
+        keys.log_from = recorded or ""
+    if keys.witnesses is None:
+        keys.witnesses_from = recorded or "none"
+    return keys
 
 
 def _progress(total: int, enabled: bool) -> tuple[Any, Any]:
@@ -349,7 +396,11 @@ def _progress(total: int, enabled: bool) -> tuple[Any, Any]:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    log_keys, witnesses = _keys(args)
+    # bad usage (exit 2) before any work
+    _log_keys(args.log_key)
+    _witness_args(args)
+    _manifest(args)
+    only_latest = False
     if args.db is not None:
         with _open_db(args.db) as reader:
             found = quick_check(reader.conn) if isinstance(args.db, Path) else None  # PostgreSQL checks its pages
@@ -361,6 +412,7 @@ def _verify(args: argparse.Namespace) -> int:
                 )
                 for cp in reader.checkpoints()
             ]
+            keys = _verify_keys(args, reader.origin or _origin_of(records), recorded="recorded in the database")
             kept = _kept_checkpoint(args.db, records) if isinstance(args.db, Path) else None
             if kept is not None:
                 records.append(kept)
@@ -372,11 +424,12 @@ def _verify(args: argparse.Namespace) -> int:
                         records,
                         node=reader.node,
                         origin=reader.origin,
-                        log_keys=log_keys,
-                        witness_keys=witnesses,
+                        log_keys=keys.log,
+                        witness_keys=keys.witnesses,
                         min_cosignatures=args.min_cosignatures,
                         consistency=reader.consistency_proof,
                         progress=progress,
+                        strict_witnesses=True,
                     )
             except VerifyFailed as exc:
                 where = ""
@@ -387,35 +440,52 @@ def _verify(args: argparse.Namespace) -> int:
         source = _db_name(args.db)
     else:
         kept = None
-        if log_keys is None:
-            raise UsageError("--url needs --log-key (the node's audit key from the manifest)")
+        if not args.log_key and args.manifest is None:
+            raise UsageError("--url needs --log-key or --manifest (the node's audit key from the manifest)")
         http = _Http(args)
         served = http.get("/v1/audit/checkpoint").decode("utf-8", "replace")
+        keys = _verify_keys(args, _origin_of([CheckpointRecord(served)]), recorded=None)
+        only_latest = True  # the API serves the latest checkpoint only (SPEC §4.4)
         try:
             report = verify_log(
                 ((i, e, None) for i, e in http.entries()),
                 [CheckpointRecord(served)],
-                log_keys=log_keys,
-                witness_keys=witnesses,
+                log_keys=keys.log,
+                witness_keys=keys.witnesses,
                 min_cosignatures=args.min_cosignatures,
+                strict_witnesses=True,
             )
         except VerifyFailed as exc:
             raise CheckFailed(f"audit log at {args.url} does not verify: {exc}") from None
         source = args.url
     kept_file = args.db.parent / CHECKPOINT_FILE if isinstance(args.db, Path) and kept is not None else None
+    pinned = keys.log_from != "recorded in the database"
     if args.json:
         print(json_safe(json.dumps({
             "ok": True, "source": source, "origin": report.origin, "node": report.node, "size": report.size,
             "root": b64_encode(report.root), "checkpoints": report.checkpoints, "latest_size": report.latest_size,
             "latest_root": b64_encode(report.latest_root), "cosignatures": report.cosignatures,
-            "witnesses": sorted(report.witnesses), "log_key_pinned": log_keys is not None,
+            "witnesses": sorted(report.witnesses), "log_key_pinned": pinned, "log_keys_from": keys.log_from,
+            "witness_keys_from": keys.witnesses_from, "unverified_cosignatures": report.unverified,
+            "only_latest_checkpoint": only_latest,
             "kept_checkpoint": None if kept_file is None else str(kept_file), "warnings": list(report.warnings),
         }, ensure_ascii=False)))
         return 0
-    _print_report(source, report, pinned=log_keys is not None)
+    _print_report(source, report, keys, pinned=pinned, only_latest=only_latest)
     if kept_file is not None:
         print(f"   {kept_file} (the node's copy of its last checkpoint) verified too")
     return 0
+
+
+def _origin_of(records: list[CheckpointRecord]) -> str | None:
+    """The origin line of the first checkpoint (the log's name), or None if there is none or it is malformed
+    (verification then names the fault)."""
+    for r in records[:1]:
+        try:
+            return parse_checkpoint_text(parse_note(r.served).text).origin
+        except NoteError:
+            return None
+    return None
 
 
 def _kept_checkpoint(db: Path, records: list[CheckpointRecord]) -> CheckpointRecord | None:
@@ -435,15 +505,17 @@ def _kept_checkpoint(db: Path, records: list[CheckpointRecord]) -> CheckpointRec
     return CheckpointRecord(kept[0], records[-1].log_key if records else None, witnesses)
 
 
-def _print_report(source: str, r: VerifyReport, *, pinned: bool) -> None:
+def _print_report(source: str, r: VerifyReport, keys: _VerifyKeys, *, pinned: bool, only_latest: bool) -> None:
     print(printable(f"OK {r.origin or source}: {r.size} entries recomputed from {source}"))
     if r.checkpoints:
-        print(
-            f"   {r.checkpoints} checkpoints signed and consistent; latest size {r.latest_size} "
-            f"root {b64_encode(r.latest_root)}"
-        )
+        what = f"{r.checkpoints} checkpoints signed" + (
+            " (the latest: the only one the API serves)" if only_latest else " and consistent")
+        print(f"   {what}; latest size {r.latest_size} root {b64_encode(r.latest_root)}")
+        print(printable(f"   log key: {keys.log_from}"))
         who = printable(", ".join(sorted(r.witnesses))) or "none"
-        print(f"   {r.cosignatures} witness cosignatures verified (witnesses: {who})")
+        print(printable(f"   {r.cosignatures} witness cosignatures verified (witnesses: {who}; keys: {keys.witnesses_from})"))
+        for name, why in sorted(r.unverified.items()):
+            print(printable(f"   cosignature NOT verified: {name}: {why}"))
         if r.newest_cosignatures:  # how fresh the witnessing is (SPEC §7.2, 1.1)
             now = time.time()
             fresh = "; ".join(f"{n} at {rfc3339_seconds(t)} ({duration_text(now - t)} ago)"
@@ -451,8 +523,12 @@ def _print_report(source: str, r: VerifyReport, *, pinned: bool) -> None:
             print(printable(f"   newest cosignature per witness: {fresh}"))
     if not pinned:
         print(
-            "   note: log key taken from the database itself; pin it with --log-key to check it against the manifest"
+            "   note: log key taken from the database itself; pin it with --log-key or --manifest to check it "
+            "against the manifest"
         )
+    if only_latest:
+        print("   note: over --url only the latest checkpoint is served (GET /v1/audit/checkpoint): older "
+              "checkpoints and their consistency are checked with --db, and by the witnesses")
     for w in r.warnings:
         print(f"   warning: {printable(w)}")
 
