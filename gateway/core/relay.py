@@ -6,7 +6,8 @@ Events: a verified batch from a peer (:class:`Received`), a peer's answers to wh
 (:class:`PeerUnreachable`), rows that expired in the queue (:class:`QueueExpired`), rows whose blobs a peer
 refused for size (:class:`BlobsRefused`), the national system's ack of an inbox message
 (:class:`InboxAcked`), an operator's dead-letter action (:class:`DeadLetterAction`) or resend
-(:class:`Resend`).
+(:class:`Resend`). How many queued envelopes go in one request is
+a pure rule too (:func:`fit_batch`, :func:`split_after_too_large`).
 
 Commands: writes (:data:`Write`: store, enqueue, dequeue, reschedule, dead-letter, set state, reply,
 audit, answer the peer) that the node applies inside one transaction (``gateway.node.relay`` with the
@@ -597,6 +598,54 @@ class Relay:
         assert m.next_hop is not None
         return [Audit(action), Enqueue(m.jti, m.next_hop), Wake(m.next_hop),
                 SetState(jti=m.jti, state="queued", node=self.here, detail=f"resent by {event.operator}")]
+
+
+# --- the size of a batch (SPEC §4.1, §11) -----------------------------------------------------------------
+
+# the body of ``POST /v1/envelopes`` as a sender writes it (:func:`batch_body`, used by
+# ``gateway.transport.peer.PeerClient.send_batch``): the envelopes as stored, joined, in this framing
+BATCH_OPEN = b'{"envelopes":['
+BATCH_SEP = b","
+BATCH_CLOSE = b"]}"
+
+
+def batch_body(envelopes: Sequence[bytes]) -> bytes:
+    """The request body of a batch of (encoded) ``envelopes``."""
+    return BATCH_OPEN + BATCH_SEP.join(envelopes) + BATCH_CLOSE
+
+
+def batch_body_size(sizes: Sequence[int]) -> int:
+    """The bytes of :func:`batch_body` for envelopes of ``sizes`` bytes (without building it)."""
+    return len(BATCH_OPEN) + sum(sizes) + len(BATCH_SEP) * max(0, len(sizes) - 1) + len(BATCH_CLOSE)
+
+
+def fit_batch(sizes: Sequence[int], *, max_bytes: int, max_count: int) -> int:
+    """How many of the envelopes at the head of a queue (``sizes``: their encoded bytes, in queue order)
+    go in the next request: as many as keep its body (:func:`batch_body_size`) within ``max_bytes`` and
+    their number within ``max_count``, and always the first one, alone if need be (an envelope of
+    ``max_envelope``, 1 MiB, fits the default request limit of 16 MiB; a peer that refuses one alone
+    refuses it for good, :func:`split_after_too_large`). 0 only for an empty queue."""
+    if not sizes:
+        return 0
+    body = len(BATCH_OPEN) + sizes[0] + len(BATCH_CLOSE)
+    n = 1
+    for size in sizes[1:max_count]:
+        body += len(BATCH_SEP) + size
+        if body > max_bytes:
+            break
+        n += 1
+    return n
+
+
+def split_after_too_large(sizes: Sequence[int]) -> int | None:
+    """A peer refused a whole request of envelopes of ``sizes`` bytes as too large (413: more bytes than its
+    request limit, or more envelopes than its ``max_batch``): the request limit to assume for that peer
+    from now on, the body of the first half of those envelopes (the batch is halved, down to one envelope,
+    and later batches stay within those bytes); None when the request held a single envelope: the peer will
+    never take it (no batch is smaller), so the message fails rather than block the queue behind it."""
+    if len(sizes) <= 1:
+        return None
+    return batch_body_size(sizes[:len(sizes) // 2])
 
 
 def writes(commands: Sequence[Command]) -> list[Write]:

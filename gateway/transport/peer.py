@@ -31,6 +31,7 @@ from aiohttp.typedefs import Middleware
 from gateway.core import strictjson
 from gateway.core.errors import Code, TrazaError, http_status
 from gateway.core.params import int_param
+from gateway.core.relay import batch_body
 from gateway.crypto.tls import CertRefusal, node_cert_refusal
 from gateway.durable import read_pieces
 from gateway.logging import get_logger
@@ -667,7 +668,7 @@ class PeerClient:
         raise TrazaError(code, f"{self.peer}: {detail}")
 
     async def send_batch(self, envelopes: list[bytes], *, timeout: float | None = None) -> list[Result]:
-        body = b'{"envelopes":[' + b",".join(envelopes) + b"]}"
+        body = batch_body(envelopes)
         status, data, headers = await self.request("POST", "/v1/envelopes", body=body, timeout=timeout)
         if status == 200:
             try:

@@ -295,6 +295,65 @@ def test_rows_that_vanished_from_the_store_are_skipped():
     assert HUB.answered(r.PeerAnswered("es", [row("gone")], []), Store(), NOW) == []
 
 
+# --- the size of a batch ---------------------------------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def test_batch_body_size_is_the_length_of_the_body_the_sender_writes():
+    envs = [b'{"token":"a","payload":"xx"}', b'{"token":"b"}', b"{}"]
+    for n in range(1, 4):
+        body = r.batch_body(envs[:n])
+        assert r.batch_body_size([len(e) for e in envs[:n]]) == len(body)
+        assert len(msgspec.json.decode(body)["envelopes"]) == n  # the JSON a receiver decodes
+
+
+@pytest.mark.parametrize(("sizes", "max_bytes", "max_count", "fits"), [
+    ([], 1000, 256, 0),  # nothing queued
+    ([100] * 5, 10_000, 256, 5),  # all of them fit
+    ([100] * 5, 10_000, 3, 3),  # max_batch still caps the count
+    ([100, 100, 100], 16 + 100 + 1 + 100, 256, 2),  # framing counted exactly: two fit to the byte...
+    ([100, 100, 100], 16 + 100 + 1 + 100 - 1, 256, 1),  # ...one byte less and only one does
+    ([2000, 10], 1000, 256, 1),  # the first goes alone even over the limit (the peer decides)
+    ([10, 2000, 10], 1000, 256, 1),  # FIFO: nothing jumps the queue past an envelope that does not fit
+])
+def test_fit_batch_table(sizes, max_bytes, max_count, fits):
+    assert r.fit_batch(sizes, max_bytes=max_bytes, max_count=max_count) == fits
+
+
+def test_envelopes_of_almost_1_mib_fill_a_16_mib_request_without_passing_it():
+    """The liveness defect this stops: 24 envelopes of ~0.93 MiB went as one batch of ~22 MiB (capped by
+    count only), refused whole with 413 by every peer, for ever."""
+    sizes = [962_275] * 24
+    n = r.fit_batch(sizes, max_bytes=16 * MIB, max_count=256)
+    assert n == 17
+    assert r.batch_body_size(sizes[:n]) <= 16 * MIB < r.batch_body_size(sizes[:n + 1])
+    assert r.fit_batch([MIB] * 300, max_bytes=16 * MIB, max_count=256) == 15  # 1 MiB each: 15 and the framing
+
+
+def test_a_batch_refused_as_too_large_is_halved_until_one_envelope_which_is_refused_for_good():
+    sizes = [10_000] * 16
+    limit, sent = 16 * MIB, []
+    while (n := r.fit_batch(sizes, max_bytes=limit, max_count=256)) > 1:
+        sent.append(n)
+        limit = r.split_after_too_large(sizes[:n]) or 0  # the peer refuses every batch (413)
+    assert sent == [16, 8, 4, 2]
+    assert r.split_after_too_large(sizes[:1]) is None  # alone and still refused: never retried
+
+
+def test_a_split_batch_fits_the_peer_again():
+    """A peer whose limit lies between: the halved limit lets a batch through."""
+    sizes = [10_000] * 16
+    peer_limit = 50_000
+    limit = 16 * MIB
+    for _ in range(10):
+        n = r.fit_batch(sizes, max_bytes=limit, max_count=256)
+        if r.batch_body_size(sizes[:n]) <= peer_limit:
+            break
+        limit = r.split_after_too_large(sizes[:n]) or 0
+    assert n == 4 and r.batch_body_size(sizes[:n]) <= peer_limit
+
+
 # --- local delivery and operators ----------------------------------------------------------------------------
 
 
