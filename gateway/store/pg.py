@@ -50,6 +50,9 @@ class PgCursor:
     def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchall())
 
+    def close(self) -> None:
+        self._cur.close()
+
     @property
     def rowcount(self) -> int:
         return self._cur.rowcount

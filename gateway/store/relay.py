@@ -245,9 +245,20 @@ _DUE = ("SELECT o.seq, o.jti, o.attempts, e.envelope, m.exp, m.dig FROM outbox o
         "JOIN envelopes e ON e.jti=o.jti WHERE o.peer=? ")
 
 
-def _outbox_rows(rows: Iterable[Sequence[Any]]) -> list[OutboxRow]:
-    """:class:`OutboxRow` from rows of :data:`_DUE`'s columns."""
-    return [OutboxRow(s, j, a, bytes(e), x, d) for s, j, a, e, x, d in rows]
+def _outbox_rows(rows: Iterable[Sequence[Any]], max_bytes: int | None = None) -> list[OutboxRow]:
+    """:class:`OutboxRow` from rows of :data:`_DUE`'s columns. With ``max_bytes``, the rows are read one at a
+    time and reading stops after the row whose envelope takes the envelopes read past ``max_bytes`` (it is
+    returned too: what fits in a request is the caller's rule, ``gateway.core.relay.fit_batch``), so a
+    queue of large envelopes is not read whole to send the few that fit in one request."""
+    out: list[OutboxRow] = []
+    total = 0
+    for s, j, a, e, x, d in rows:
+        env = bytes(e)
+        out.append(OutboxRow(s, j, a, env, x, d))
+        total += len(env)
+        if max_bytes is not None and total > max_bytes:
+            break
+    return out
 
 
 def enqueue(conn: sqlite3.Connection, jti: str, peer: str, now: float) -> None:
@@ -261,29 +272,39 @@ def due(conn: sqlite3.Connection, peer: str, now: float, limit: int) -> list[Out
 
 
 def due_fifo(conn: sqlite3.Connection, peer: str, now: float, limit: int,
-             skip: Collection[str] = ()) -> list[OutboxRow]:
+             skip: Collection[str] = (), max_bytes: int | None = None) -> list[OutboxRow]:
     """If any outbox row for ``peer`` is due at ``now``, the oldest ``limit`` rows for ``peer`` whether due
     or not (the queue to a peer is FIFO: after an outage, rows retried on jittered schedules still go in
     the order they were queued); else ``[]``. Rows as :func:`due`. Rows named in ``skip`` (a batch whose
     answers are still being stored) are passed over without reading their envelopes: the rows' ids
-    first, then the envelopes of those taken (a row deleted in between is not returned)."""
+    first, then the envelopes of those taken (a row deleted in between is not returned). With
+    ``max_bytes`` (a request's limit), no more rows are read once their envelopes pass it
+    (:func:`_outbox_rows`)."""
     first_if_due = "AND EXISTS (SELECT 1 FROM outbox d WHERE d.peer=? AND d.next_at<=?) ORDER BY o.seq LIMIT ?"
     if not skip:  # one statement, one snapshot
-        rows = conn.execute(_DUE + first_if_due, (peer, peer, now, limit)).fetchall()
-        return _outbox_rows(rows)
+        return _read_rows(conn, _DUE + first_if_due, (peer, peer, now, limit), max_bytes)
     ids = conn.execute("SELECT o.seq, o.jti FROM outbox o WHERE o.peer=? " + first_if_due,  # noqa: S608 - fixed text
                        (peer, peer, now, limit + len(skip))).fetchall()
-    return _rows_at(conn, [s for s, j in ids if j not in skip][:limit])
+    return _rows_at(conn, [s for s, j in ids if j not in skip][:limit], max_bytes)
 
 
-def _rows_at(conn: sqlite3.Connection, seqs: list[int]) -> list[OutboxRow]:
-    """The outbox rows ``seqs`` with their envelopes, in queue order."""
+def _rows_at(conn: sqlite3.Connection, seqs: list[int], max_bytes: int | None = None) -> list[OutboxRow]:
+    """The outbox rows ``seqs`` with their envelopes, in queue order (``max_bytes``: :func:`_outbox_rows`)."""
     if not seqs:
         return []
     marks = ",".join("?" * len(seqs))
-    got = conn.execute(_DUE.replace("WHERE o.peer=? ", f"WHERE o.seq IN ({marks}) ") + "ORDER BY o.seq",
-                       seqs).fetchall()
-    return _outbox_rows(got)
+    return _read_rows(conn, _DUE.replace("WHERE o.peer=? ", f"WHERE o.seq IN ({marks}) ") + "ORDER BY o.seq", seqs,
+                      max_bytes)
+
+
+def _read_rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any], max_bytes: int | None) -> list[OutboxRow]:
+    """:func:`_outbox_rows` of a statement of :data:`_DUE`'s columns; the statement is closed at once, also
+    when reading stopped early (an unfinished read would keep its snapshot of the database open)."""
+    cur = conn.execute(sql, params)
+    try:
+        return _outbox_rows(cur, max_bytes)
+    finally:
+        cur.close()
 
 
 def next_due_at(conn: sqlite3.Connection, peer: str) -> float | None:
@@ -308,19 +329,23 @@ def reschedule(conn: sqlite3.Connection, jti: str, next_at: float, error: str) -
 _CLAIMABLE = "(lease_owner IS NULL OR lease_owner=? OR lease_until IS NULL OR lease_until<=?)"
 
 
-def claim(conn: sqlite3.Connection, peer: str, *, me: str, now: float, until: float, limit: int) -> list[OutboxRow]:
+def claim(conn: sqlite3.Connection, peer: str, *, me: str, now: float, until: float, limit: int,
+          skip: Collection[str] = (), max_bytes: int | None = None) -> list[OutboxRow]:
     """For replica ``me``: if any row for ``peer`` that ``me`` may claim is due at ``now``, the oldest
     ``limit`` such rows (due or not: FIFO, as :func:`due_fifo`), leased to ``me`` until ``until``; else
     ``[]``. Rows leased to another replica are skipped until their lease ends (on PostgreSQL rows being
-    claimed by another transaction too: ``FOR UPDATE SKIP LOCKED``). Inside a writing transaction."""
+    claimed by another transaction too: ``FOR UPDATE SKIP LOCKED``). Inside a writing transaction. Rows
+    named in ``skip`` are claimed (their lease renewed) but not returned, nor their envelopes read; with
+    ``max_bytes``, no more rows are read once their envelopes pass it (:func:`_outbox_rows`): rows claimed
+    and not returned stay leased to ``me``, which claims them again with its next batch."""
     lock = dialect_of(conn).skip_locked
     rows = conn.execute(
         f"UPDATE outbox SET lease_owner=?, lease_until=? WHERE seq IN (SELECT seq FROM outbox WHERE peer=? "  # noqa: S608
         f"AND {_CLAIMABLE} AND EXISTS (SELECT 1 FROM outbox d WHERE d.peer=? AND d.next_at<=? "
         f"AND (d.lease_owner IS NULL OR d.lease_owner=? OR d.lease_until IS NULL OR d.lease_until<=?)) "
-        f"ORDER BY seq LIMIT ?{lock}) RETURNING seq",
+        f"ORDER BY seq LIMIT ?{lock}) RETURNING seq, jti",
         (me, until, peer, me, now, peer, now, me, now, limit)).fetchall()
-    return _rows_at(conn, sorted(int(r[0]) for r in rows))
+    return _rows_at(conn, sorted(int(r[0]) for r in rows if r[1] not in skip), max_bytes)
 
 
 def claim_one(conn: sqlite3.Connection, jti: str, owner: str | None, until: float | None) -> None:

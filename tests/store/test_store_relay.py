@@ -255,6 +255,66 @@ class _Rows:
     def fetchall(self):
         return self.rows
 
+    def __iter__(self):
+        return iter(self.rows)
+
+    def close(self):
+        pass
+
+
+class _LazyCounting:
+    """A connection whose statements' rows are counted (bytes of their values) as they are read."""
+
+    def __init__(self, conn):
+        self.conn, self.fetched = conn, 0
+
+    def execute(self, sql, params=()):
+        return _LazyRows(self, self.conn.execute(sql, params))
+
+
+class _LazyRows:
+    def __init__(self, owner, cur):
+        self.owner, self.cur = owner, cur
+
+    def fetchall(self):
+        return list(self)
+
+    def __iter__(self):
+        for row in self.cur:
+            self.owner.fetched += sum(len(v) for v in row if isinstance(v, bytes | str))
+            yield row
+
+    def close(self):
+        self.cur.close()
+
+
+def test_a_queue_of_large_envelopes_is_read_only_as_far_as_one_request_can_take(db):
+    """The forward loop sends what fits in one request (``max_request``, gateway.core.relay.fit_batch): it
+    read ``max_batch`` rows whatever their size, up to 256 envelopes of 1 MiB on the event loop to send 16
+    of them. With ``max_bytes`` it stops at the first row past the limit (returned too: the caller decides)."""
+    for i in range(8):
+        _queue(db, f"m{i}", "es", 1.0 + i)
+    db.write_sync(lambda c: c.execute("UPDATE envelopes SET envelope=?", (b"x" * 100_000,)))
+
+    def fifo(conn, **kw):
+        counting = _LazyCounting(conn)
+        return [r.jti for r in st.due_fifo(counting, "es", 10.0, 256, **kw)], counting.fetched
+
+    assert db.read_sync(lambda c: fifo(c))[0] == [f"m{i}" for i in range(8)]
+    taken, fetched = db.read_sync(lambda c: fifo(c, max_bytes=250_000))
+    assert taken == ["m0", "m1", "m2"] and fetched < 350_000, (taken, fetched)
+    taken, fetched = db.read_sync(lambda c: fifo(c, max_bytes=250_000, skip={"m0"}))
+    assert taken == ["m1", "m2", "m3"] and fetched < 350_000, (taken, fetched)
+
+    def claimed(conn, **kw):
+        counting = _LazyCounting(conn)
+        rows = st.claim(counting, "es", me="A", now=10.0, until=40.0, limit=256, **kw)
+        return [r.jti for r in rows], counting.fetched
+
+    taken, fetched = db.write_sync(lambda c: claimed(c, max_bytes=250_000, skip={"m0"}))
+    assert taken == ["m1", "m2", "m3"] and fetched < 350_000, (taken, fetched)
+    assert db.read_sync(lambda c: st.lease_of(c, "m0")) == ("A", 40.0)  # still claimed (lease renewed)
+
 
 def test_the_relays_view_of_a_message_does_not_read_its_envelope(db):
     """Each ack a node settles, and each envelope it receives, looks the message up (state, route, the ack it
