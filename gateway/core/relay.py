@@ -3,10 +3,10 @@ core): events in, commands out.
 
 Events: a verified batch from a peer (:class:`Received`), a peer's answers to what we sent
 (:class:`PeerAnswered`), a peer we could not reach or that would not take our blobs
-(:class:`PeerUnreachable`), rows that expired in the queue (:class:`QueueExpired`), rows whose blobs a peer
-refused for size (:class:`BlobsRefused`), the national system's ack of an inbox message
-(:class:`InboxAcked`), an operator's dead-letter action (:class:`DeadLetterAction`) or resend
-(:class:`Resend`). How many queued envelopes go in one request is
+(:class:`PeerUnreachable`), rows that expired in the queue (:class:`QueueExpired`), rows a peer refuses
+for size for good (:class:`TooLarge`: a blob they name, or the envelope alone in its request), the
+national system's ack of an inbox message (:class:`InboxAcked`), an operator's dead-letter action
+(:class:`DeadLetterAction`) or resend (:class:`Resend`). How many queued envelopes go in one request is
 a pure rule too (:func:`fit_batch`, :func:`split_after_too_large`).
 
 Commands: writes (:data:`Write`: store, enqueue, dequeue, reschedule, dead-letter, set state, reply,
@@ -161,8 +161,9 @@ class QueueExpired(msgspec.Struct, frozen=True):
     rows: list[Row]
 
 
-class BlobsRefused(msgspec.Struct, frozen=True):
-    """The peer will never take a blob these rows name (413): each row with the reason."""
+class TooLarge(msgspec.Struct, frozen=True):
+    """The peer will never take these rows (413): a blob they name is larger than its ``max_blob``, or the
+    envelope alone makes a request larger than its limit. Each row with the reason."""
 
     peer: str
     rows: list[tuple[Row, str]]
@@ -504,7 +505,7 @@ class Relay:
             out += self.give_up(m, event.peer, Code.EXPIRED, f"expired in the queue for {event.peer}", now)
         return out
 
-    def blobs_refused(self, event: BlobsRefused, view: View, now: float) -> list[Command]:
+    def too_large(self, event: TooLarge, view: View, now: float) -> list[Command]:
         out: list[Command] = []
         for row, why in event.rows:
             m = view.message(row.jti)

@@ -1,8 +1,10 @@
 """Outbound: the queues to the peers (issue #11: a composed service of the node).
 
 One loop per next hop, woken by :meth:`Outbound.wake`, sends (with replicas of one node: claims with a
-lease, then sends; docs/ha.md) the due envelopes in queue order (FIFO)
-behind a circuit breaker, once the peer holds the blobs they name (the blob pusher uploads them in tasks
+lease, then sends; docs/ha.md) the due envelopes in queue order (FIFO), as many as fit one request
+(``max_batch`` envelopes and ``max_request`` bytes: gateway.core.relay.fit_batch; a peer that still refuses
+a batch as too large gets it halved, and an envelope it refuses alone is dead-lettered), behind a circuit
+breaker, once the peer holds the blobs they name (the blob pusher uploads them in tasks
 of their own), then hands what happened to the relay's rules (gateway/core/relay.py): a verified ack
 dequeues, a rejection or expiry dead-letters (with an error back to the origin), anything else is
 retried with per-message jittered back-off. A purge loop deletes travelling blobs no live envelope names.
@@ -33,12 +35,15 @@ from gateway.core.b64 import b64url_decode
 from gateway.core.envelope import stored_token, verify_ack
 from gateway.core.errors import TrazaError
 from gateway.core.relay import (
-    BlobsRefused,
     PeerAnswered,
     PeerResult,
     PeerUnreachable,
     QueueExpired,
     Row,
+    TooLarge,
+    batch_body_size,
+    fit_batch,
+    split_after_too_large,
 )
 from gateway.core.replicas import lease_end
 from gateway.core.retry import CircuitBreaker
@@ -49,7 +54,7 @@ from gateway.node.supervise import pause
 from gateway.store import relay as st
 from gateway.store.blobs import BlobError, BlobStore
 from gateway.store.crashpoints import crash_point
-from gateway.transport.peer import BlobRefused, PeerClient, PeerUnavailable, Result
+from gateway.transport.peer import BatchTooLarge, BlobRefused, PeerClient, PeerUnavailable, Result
 
 # settles of answered batches outstanding per peer while the next batch is sent (one in progress, one queued)
 SETTLING = 2
@@ -91,6 +96,9 @@ class Outbound:
         self.uploads: dict[tuple[str, str], asyncio.Task[int]] = {}  # blob uploads in progress
         self.upload_locks: dict[str, asyncio.Lock] = {}
         self.settling: dict[str, dict[asyncio.Task[Any], frozenset[str]]] = {}  # per peer: settle -> its jtis
+        # per peer that refused a batch as too large (413): the request limit assumed for it since, below
+        # our own max_request (the federation's default); kept while the node runs
+        self.request_limits: dict[str, int] = {}
         self.latency_samples: list[float] = []
 
     def wake(self, peer: str) -> None:
@@ -156,14 +164,16 @@ class Outbound:
             # outage messages retried on jittered schedules still arrive in the order they were queued
             me = self.s.replica
             batch = self.s.cfg.limits.max_batch
+            max_bytes = self.request_limits.get(peer, self.s.cfg.limits.max_request)
             if me is None:  # rows still settling are passed over without reading their envelopes
-                rows = await self.s.db.read_now(partial(st.due_fifo, peer=peer, now=now, limit=batch, skip=busy))
+                rows = await self.s.db.read_now(partial(st.due_fifo, peer=peer, now=now, limit=batch, skip=busy,
+                                                        max_bytes=max_bytes))
             else:  # replicas of one node: the rows this one may send, leased to it (docs/ha.md); rows still
                 # settling are claimed again with the others (their lease renewed), then skipped
                 rows = await self.s.db.write(partial(st.claim, peer=peer, me=me, now=now,
                                                      until=lease_end(now, self.s.cfg.store.lease),
-                                                     limit=batch + len(busy)))
-                rows = [r for r in rows if r.jti not in busy][:batch]
+                                                     limit=batch + len(busy), skip=busy, max_bytes=max_bytes))
+                rows = rows[:batch]
             if busy and not rows:  # only rows whose answers are being stored: wait for that, or for new rows
                 woken = asyncio.ensure_future(ev.wait())
                 await asyncio.wait([woken, *settling], return_when=asyncio.FIRST_COMPLETED)
@@ -181,6 +191,8 @@ class Outbound:
                 continue
             expired = [r for r in rows if r.exp <= now]
             live = [r for r in rows if r.exp > now]
+            # a request holds what fits the peer's request limit (SPEC §4.1, §11), sizes from the stored bytes
+            live = live[:fit_batch([len(r.envelope) for r in live], max_bytes=max_bytes, max_count=batch)]
             # (the error messages a dead letter sends back wake their own queue once committed)
             if expired:
                 await self.s.decide(partial(self.s.rules.expired, QueueExpired(peer, _rows(expired)), now=now), now)
@@ -189,8 +201,8 @@ class Outbound:
             live, blocked, pending, blob_err, blob_bytes, refused = self.push_blobs(peer, live)
             if refused:  # the peer will never take a blob these name (413): the messages fail, no retry
                 t = self.s.clock()
-                await self.s.decide(partial(self.s.rules.blobs_refused,
-                                           BlobsRefused(peer, [(_row(r), why) for r, why in refused]), now=t), t)
+                await self.s.decide(partial(self.s.rules.too_large,
+                                           TooLarge(peer, [(_row(r), why) for r, why in refused]), now=t), t)
             if blocked:
                 breaker.failure(self.s.clock(), rand=random.random())
                 self.s.count("blob_upload_failures")
@@ -209,6 +221,12 @@ class Outbound:
                 # a recipient decrypts the blobs before it acks: allow for that (at 16 MiB/s, beyond the usual 30 s)
                 results = await self.client(peer).send_batch(
                     [r.envelope for r in live], timeout=30.0 + blob_bytes / (16 * 1024 * 1024) if blob_bytes else None)
+            except BatchTooLarge as exc:  # the peer is up (its breaker closes: it answered, a probe too), and
+                # would refuse this request again: send less
+                breaker.success()
+                self.s.metrics.peer_up.labels(peer).set(1)
+                await self._too_large(peer, live, str(exc))
+                continue
             except PeerUnavailable as exc:
                 breaker.failure(self.s.clock(), rand=random.random())
                 self.s.metrics.peer_up.labels(peer).set(0)
@@ -229,6 +247,26 @@ class Outbound:
                                          name=f"settle:{peer}")
             settling[settle] = frozenset(r.jti for r in live)
             settle.add_done_callback(lambda _t: ev.set())  # its rows may be read again
+
+    async def _too_large(self, peer: str, rows: list[st.OutboxRow], error: str) -> None:
+        """``peer`` refused the batch of ``rows`` whole as too large (413; nothing of it was kept): halve the
+        request limit assumed for it (gateway.core.relay.split_after_too_large), or, for one envelope
+        refused alone, fail that message for good (a dead letter, and an error to its origin) so that the
+        queue behind it moves on. Neither is a failure of the peer: no back-off, the next batch goes now."""
+        sizes = [len(r.envelope) for r in rows]
+        limit = split_after_too_large(sizes)
+        if limit is not None:
+            limit = min(limit, self.request_limits.get(peer, limit))
+            self.request_limits[peer] = limit
+            self.s.count("batches_split")
+            self.s.log.warning("batch.too_large", peer=peer, envelopes=len(rows), bytes=batch_body_size(sizes),
+                               max_bytes=limit, detail=error[:300])
+            return
+        why = f"{peer} refuses this envelope of {sizes[0]} bytes alone as too large: {error}"
+        self.s.count("envelopes_too_large")
+        self.s.log.warning("envelope.too_large", peer=peer, jti=rows[0].jti, bytes=sizes[0], detail=error[:300])
+        t = self.s.clock()
+        await self.s.decide(partial(self.s.rules.too_large, TooLarge(peer, [(_row(rows[0]), why)]), now=t), t)
 
     @staticmethod
     async def _settled(settling: dict[asyncio.Task[Any], frozenset[str]], *, wait: bool) -> None:

@@ -545,6 +545,12 @@ class BlobRefused(PeerUnavailable):
     message fails (dead letter, and an ``error`` to its origin)."""
 
 
+class BatchTooLarge(PeerUnavailable):
+    """The peer refuses a whole ``POST /v1/envelopes`` as too large (413: a body over its request limit, or
+    more envelopes than its ``max_batch``; nothing of it was kept). The same request would be refused again:
+    send fewer envelopes (``gateway.core.relay.split_after_too_large``); one refused alone never goes."""
+
+
 ServerCheck = Callable[[bytes | None], CertRefusal | None]
 
 
@@ -682,6 +688,10 @@ class PeerClient:
             except ValueError:
                 retry = 1.0
         detail = data[:300].decode("utf-8", "replace")
+        if status == 413:
+            n = len(envelopes)
+            raise BatchTooLarge(f"{self.peer}: HTTP 413 to a request of {n} envelope{'s' if n != 1 else ''} "
+                                f"({len(body)} bytes): {detail}")
         raise PeerUnavailable(f"{self.peer}: HTTP {status}: {detail}", retry_after=retry)
 
     async def blob_received(self, sha: str) -> tuple[int, bool]:

@@ -284,7 +284,7 @@ def test_a_row_that_expired_in_the_queue_is_audited_then_dead_lettered():
 
 
 def test_a_blob_refused_for_size_fails_the_message_once_never_retried():
-    out = HUB.blobs_refused(r.BlobsRefused("es", [(row(), "blob over 4 GiB")]), Store(messages={"m1": known()}), NOW)
+    out = HUB.too_large(r.TooLarge("es", [(row(), "blob over 4 GiB")]), Store(messages={"m1": known()}), NOW)
     assert "Reschedule" not in kinds(out)
     [dl] = [c for c in out if isinstance(c, r.DeadLetter)]
     assert dl.code == "too_large"
