@@ -68,7 +68,7 @@ from gateway.store.schema import StoreVersionError, open_store
 from gateway.transport.listener import Listener, ListenLimits, serve
 from gateway.transport.local import local_app, ops_app
 from gateway.transport.peer import PeerClient, PeerUnavailable, Result, peer_app
-from gateway.trust.trusted import ManifestRejected, TrustAnchor, TrustedManifest, split_served
+from gateway.trust.trusted import ManifestRejected, TrustAnchor, TrustedManifest, split_served, version_of
 
 
 class NodeError(Exception):
@@ -154,7 +154,16 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
             raise NodeError(f"{anchor_path}: {anchor_key}: cannot read it ({exc.strerror})") from None
         except (ValueError, ManifestRejected) as exc:
             raise NodeError(f"{anchor_path}: {anchor_key}: {exc}") from None
-        self.trust = TrustedManifest(anchor)
+        # the version this node trusted before (its saved manifest, expired or not) is the floor: a restart
+        # must not fall back to an older manifest that happens to expire later (docs/trust.md)
+        saved = self.data_dir / "manifest.json"
+        try:
+            floor = version_of(saved.read_bytes())
+        except FileNotFoundError:
+            floor = 0
+        except OSError as exc:
+            raise NodeError(f"{saved}: the manifest this node saved: cannot read it ({exc.strerror})") from None
+        self.trust = TrustedManifest(anchor, floor=floor)
         self.manifest_path = cfg.resolve(cfg.trust.manifest)
         self._manifest_mtime = 0.0
         problems = []

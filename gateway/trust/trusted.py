@@ -294,12 +294,27 @@ class SignatureReport:
     notes: tuple[str, ...]
 
 
+def version_of(raw: bytes) -> int:
+    """The ``version`` of a manifest this node saved itself (its floor after a restart), read without
+    checking anything else: 0 when it cannot be read as one."""
+    try:
+        doc = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return 0
+    v = doc.get("version") if isinstance(doc, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
 class TrustedManifest:
     """The manifest this node trusts, advanced only through :meth:`update` (no I/O)."""
 
-    def __init__(self, anchor: TrustAnchor, *, skew: float = DEFAULT_SKEW) -> None:
+    def __init__(self, anchor: TrustAnchor, *, skew: float = DEFAULT_SKEW, floor: int = 0) -> None:
+        """``floor``: the newest version this node trusted before it (re)started (the version of the
+        manifest it saved, even one that has expired since): nothing older is accepted, so that a restart
+        cannot undo revocations through an older manifest that expires later."""
         self._anchor = anchor
         self._skew = skew
+        self._floor = floor
         self._manifest: Manifest | None = None
         self._federation: Federation | None = None
         self._raw = b""
@@ -323,6 +338,11 @@ class TrustedManifest:
     def version(self) -> int:
         """The trusted version, 0 before the first manifest."""
         return self._manifest.version if self._manifest is not None else 0
+
+    @property
+    def floor(self) -> int:
+        """The oldest version this state may accept: the version trusted before a restart, or in force."""
+        return max(self._floor, self.version)
 
     @property
     def raw(self) -> bytes:
@@ -427,7 +447,12 @@ class TrustedManifest:
                 f"manifest version {m.version} issued_at {m.issued_at} is in the future "
                 f"(now {rfc3339_seconds(now)}, skew {skew:g} s)"
             )
-        # 8. No rollback.
+        # 8. No rollback: below the version in force, nor below the one trusted before a restart.
+        if m.version < self._floor:
+            raise ManifestRejected(
+                f"version {m.version} is older than version {self._floor}, which this node trusted before it "
+                f"restarted (rollback); install a manifest of version {self._floor} or newer"
+            )
         if self._manifest is not None:
             if m.version < self._manifest.version:
                 raise ManifestRejected(

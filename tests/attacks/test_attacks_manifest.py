@@ -74,6 +74,21 @@ def test_manifest_rollback_refused(tf):
     assert reason == "version 6 is not greater than trusted version 7 (rollback)"
 
 
+def test_restart_cannot_roll_back_below_the_version_trusted_before_it(tf):
+    """A node restarted after its saved manifest (v7) expired must not fall back to an older one (v6) that
+    expires later: revocations made in v7 would be undone (a freeze or rollback attack through the
+    configured file). The version trusted before the restart is the floor of the new trust state."""
+    tm = TrustedManifest(anchor_of(tf), floor=7)
+    reason = refused(tm, *signed(version(tf, 6), auth(tf, "eu"), auth(tf, "mx")))
+    assert reason == ("version 6 is older than version 7, which this node trusted before it restarted "
+                      "(rollback); install a manifest of version 7 or newer")
+    assert not tm.has_manifest
+    tm.update(*signed(version(tf, 7), auth(tf, "eu"), auth(tf, "mx")), NOW)  # the same version is fine
+    assert tm.version == 7 and tm.floor == 7
+    tm.update(*signed(version(tf, 9), auth(tf, "eu"), auth(tf, "mx")), NOW)
+    assert tm.floor == 9  # the floor follows what is trusted
+
+
 def test_manifest_same_version_other_content_refused(tf):
     tm = trusted_at(tf, 7)
     other = version(tf, 7, revoked={"cert_serials": [], "kids": ["mx/sig/1"]})
