@@ -165,7 +165,7 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
             raise NodeError(f"{saved}: the manifest this node saved: cannot read it ({exc.strerror})") from None
         self.trust = TrustedManifest(anchor, floor=floor)
         self.manifest_path = cfg.resolve(cfg.trust.manifest)
-        self._manifest_mtime = 0.0
+        self._manifest_mtime: tuple[tuple[int, int], ...] = ()
         problems = []
         for mpath in (self.data_dir / "manifest.json", self.manifest_path):
             try:
@@ -368,7 +368,10 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
     async def poll_manifest(self) -> None:
         # a newer manifest dropped into the configured file by an operator
         with contextlib.suppress(OSError):
-            mtime = self.manifest_path.stat().st_mtime
+            # both files of the pair: an operator copies manifest.json, then manifest.sig, and a poll may fall
+            # in between (the mismatched pair is refused; the signatures that arrive next are read then)
+            sig = self.manifest_path.with_name("manifest.sig")
+            mtime = tuple((st.st_mtime_ns, st.st_size) for st in (self.manifest_path.stat(), sig.stat()))
             if mtime != self._manifest_mtime:
                 self._manifest_mtime = mtime
                 try:

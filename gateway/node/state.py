@@ -63,7 +63,7 @@ class _NodeState:
     max_request: int
     trust: TrustedManifest
     manifest_path: Path
-    _manifest_mtime: float
+    _manifest_mtime: tuple[tuple[int, int], ...]
     signer: SigningKey
     enc_keys: dict[str, EncKey]
     audit_key: Ed25519Key
