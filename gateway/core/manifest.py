@@ -8,6 +8,7 @@ it without I/O.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -114,6 +115,29 @@ class ManifestError(ValueError):
 _decoder = msgspec.json.Decoder(Manifest)
 
 
+def endpoint_fault(url: str) -> str | None:
+    """Why ``url`` is not a node endpoint, ``https://host[:port]`` (SPEC §2; a trailing ``/`` allowed), else
+    None. Shared by the manifest's decoder and ``traza pki`` (gateway/trust/pki.py)."""
+    if any(ch.isspace() for ch in url):
+        return "it contains white space"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "its port is not a number from 1 to 65535"
+    if parts.scheme != "https":
+        return "it is not https"
+    if not parts.hostname:
+        return "it has no host"
+    if parts.username is not None or parts.password is not None:
+        return "it names a user"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "it has a path, a query or a fragment"
+    if port is not None and not 1 <= port <= 65535:
+        return "its port is not a number from 1 to 65535"
+    return None
+
+
 def decode_manifest(raw: bytes) -> Manifest:
     """Decode and check a manifest's internal consistency. Raises ``ManifestError`` naming the field."""
     try:
@@ -145,6 +169,7 @@ def check_manifest(m: Manifest) -> None:
     seen: set[str] = set()
     all_kids: set[str] = set(kids)
     ids = {n.id for n in m.nodes}
+    kinds = {n.id: n.kind for n in m.nodes}
     for i, n in enumerate(m.nodes):
         where = f"manifest: nodes[{i}] ({n.id})"
         if not NODE_ID.match(n.id):
@@ -160,14 +185,17 @@ def check_manifest(m: Manifest) -> None:
                 raise ManifestError(f"{where}: a hub has no hub")
         elif n.hub is None or n.hub not in ids:
             raise ManifestError(f"{where}: hub {n.hub!r} is not a node of the manifest")
+        elif kinds[n.hub] != "hub":  # routes run hub(A) -> hub(B), hubs linked to each other (SPEC §2)
+            raise ManifestError(f"{where}: hub {n.hub!r} is a {kinds[n.hub]} node, not a hub")
         for p in n.peers:
             if p not in ids:
                 raise ManifestError(f"{where}: peer {p!r} is not a node of the manifest")
         if not n.urls:
             raise ManifestError(f"{where}: no endpoint (give endpoint or endpoints)")
         for url in n.urls:
-            if not re.match(r"^https://[^/\s]+(?:/\S*)?$", url):
-                raise ManifestError(f"{where}: endpoint {url!r} is not an https URL")
+            why = endpoint_fault(url)
+            if why is not None:
+                raise ManifestError(f"{where}: endpoint {url!r} is not https://host[:port] ({why})")
         for k in n.keys:
             if not k.kid.startswith(f"{n.id}/{k.use}/") or not KID.match(k.kid):
                 raise ManifestError(f"{where}: key {k.kid!r} must be named {n.id}/{k.use}/<n>")

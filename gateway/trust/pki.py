@@ -50,6 +50,7 @@ from gateway.core.manifest import (
     Manifest,
     ManifestError,
     decode_manifest,
+    endpoint_fault,
 )
 from gateway.core.timeutil import parse_rfc3339, rfc3339_seconds
 from gateway.crypto import pki as x509pki
@@ -498,8 +499,9 @@ class FederationDir:
         if not re.match(r"^[A-Z]{2}$", country) or not is_country(country):
             raise FederationUsageError(f"--country {country!r} is not an ISO 3166-1 alpha-2 country code "
                                        "(e.g. MX, ES, NL)")
-        if not re.match(r"^https://[^\s/?#]+(:[0-9]{1,5})?/?$", endpoint):
-            raise FederationUsageError(f"--endpoint {endpoint!r} must be https://host[:port]")
+        why = endpoint_fault(endpoint)
+        if why is not None:
+            raise FederationUsageError(f"--endpoint {endpoint!r} must be https://host[:port]: {why}")
         if max_classification not in CLASSIFICATION_ORDER:
             raise FederationUsageError(
                 f"--max-classification {max_classification!r} is not one of {', '.join(CLASSIFICATION_ORDER)}"
@@ -957,8 +959,9 @@ class FederationDir:
         if node_id not in {n["id"] for n in draft["nodes"]}:
             raise FederationDirError(f"{self.manifest_path}: node {node_id!r} is not in the manifest")
         for u in urls:
-            if not re.match(r"^https://[^\s/?#]+(:[0-9]{1,5})?/?$", u):
-                raise FederationUsageError(f"endpoint {u!r} must be https://host[:port]")
+            why = endpoint_fault(u)
+            if why is not None:
+                raise FederationUsageError(f"endpoint {u!r} must be https://host[:port]: {why}")
         if not urls or len(set(urls)) != len(urls):
             raise FederationUsageError(f"endpoints of {node_id}: at least one, none repeated")
 

@@ -60,13 +60,33 @@ def test_endpoint_and_endpoints_together_are_one_list_without_repeats(doc):
 @pytest.mark.parametrize(("changes", "fault"), [
     ({"endpoint": None}, "no endpoint"),
     ({"endpoint": None, "endpoints": []}, "no endpoint"),
-    ({"endpoint": None, "endpoints": ["ftp://x:1"]}, "not an https URL"),
-    ({"endpoint": "http://127.0.0.1:1"}, "not an https URL"),
+    ({"endpoint": None, "endpoints": ["ftp://x:1"]}, "not https://host\\[:port\\] \\(it is not https\\)"),
+    ({"endpoint": "http://127.0.0.1:1"}, "not https://host\\[:port\\] \\(it is not https\\)"),
 ])
 def test_a_node_without_a_usable_endpoint_is_refused(doc, changes, fault):
     with pytest.raises(ManifestError, match=fault) as info:
         decode_manifest(canonical_bytes(node_with(doc, "es", **changes)))
     assert "nodes[" in str(info.value) and "(es)" in str(info.value)
+
+
+@pytest.mark.parametrize(("nid", "hub", "fault"), [
+    ("mx", "es", "hub 'es' is a national node, not a hub"),
+    ("mx", "mx", "hub 'mx' is a national node, not a hub"),
+    ("mx", "nowhere", "hub 'nowhere' is not a node of the manifest"),
+])
+def test_a_hub_that_is_not_a_hub_node_is_refused(doc, nid, hub, fault):
+    """SPEC §2: a national or service node names its hub; routes run hub(A) -> hub(B) and hubs are linked
+    to each other. A manifest naming a national node (or the node itself) as hub derived broken routes."""
+    with pytest.raises(ManifestError, match=f"nodes\\[\\d+\\] \\({nid}\\): {fault}"):
+        decode_manifest(canonical_bytes(node_with(doc, nid, hub=hub)))
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.1:99999", "https://127.0.0.1:abc", "https://:80",
+                                 "https://127.0.0.1:0", "https://127.0.0.1:-1", "https://user@127.0.0.1:7100",
+                                 "https://127.0.0.1:7100?x=1", "http://127.0.0.1:7100"])
+def test_an_endpoint_that_is_not_https_host_port_is_refused(doc, url):
+    with pytest.raises(ManifestError, match=r"endpoint .* is not https://host\[:port\]"):
+        decode_manifest(canonical_bytes(node_with(doc, "es", endpoint=url)))
 
 
 def test_groups_are_named_lists_of_nodes(doc):

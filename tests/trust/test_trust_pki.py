@@ -194,6 +194,12 @@ def test_add_node_checks(tmp_path):
         (dict(node_id="It", kind="national", hub="eu-hub"), FederationUsageError, "does not match"),
         (dict(node_id="it", kind="national", hub="eu-hub", peers=["fr"]), FederationDirError, "'fr' is not a node"),
         (dict(node_id="it", kind="national", hub="eu-hub", endpoint="http://x"), FederationUsageError, "https"),
+        # a port out of range, not a number, or no host at all were written into the draft (exit 0)
+        (dict(node_id="it", kind="national", hub="eu-hub", endpoint="https://127.0.0.1:99999"), FederationUsageError,
+         "port is not a number from 1 to 65535"),
+        (dict(node_id="it", kind="national", hub="eu-hub", endpoint="https://127.0.0.1:abc"), FederationUsageError,
+         "port is not a number"),
+        (dict(node_id="it", kind="national", hub="eu-hub", endpoint="https://:80"), FederationUsageError, "no host"),
         (dict(node_id="it", kind="national", hub="eu-hub", country="ITA"), FederationUsageError, "ISO 3166"),
     ]
     for kw, exc, msg in cases:
