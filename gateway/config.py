@@ -44,6 +44,9 @@ class TrustSection(_C, frozen=True):
     anchor: str
     manifest: str
     manifest_poll_seconds: Annotated[float, msgspec.Meta(ge=MANIFEST_POLL_MIN, le=MANIFEST_POLL_MAX)] = 30.0
+    # seconds a key of a manifest must have been known here before this node signs or seals with it (the
+    # other nodes poll their manifests too); unset: 3 polls and the clock skew (docs/trust.md)
+    key_settle_seconds: Annotated[float, msgspec.Meta(ge=0, le=7 * 86400)] | None = None
 
 
 class KeysSection(_C, frozen=True):
@@ -166,6 +169,15 @@ class Config(_C, frozen=True):
     store: StoreSection = StoreSection()
     retention: RetentionSection = RetentionSection()
     path: str = ""  # the file it was read from (set by load_config)
+
+    @property
+    def key_settle(self) -> float:
+        """Seconds a new key must have been known here before this node signs or seals with it:
+        ``[trust] key_settle_seconds``, else three manifest polls and the clock skew (time for the nodes of
+        a route, polling their hubs and the hubs each other, to have the manifest that lists it)."""
+        if self.trust.key_settle_seconds is not None:
+            return self.trust.key_settle_seconds
+        return 3 * self.trust.manifest_poll_seconds + self.limits.clock_skew
 
     def resolve(self, p: str) -> Path:
         """A path from the config, relative to the config file's folder."""

@@ -83,6 +83,7 @@ def build(
     now: float | None = None,
     limits: dict[str, Any] | None = None,
     manifest_poll_seconds: float = 30.0,
+    key_settle_seconds: float | None = None,
     log_format: str = "json",
     endpoints: dict[str, str | list[str]] | None = None,
     groups: dict[str, list[str]] | None = None,
@@ -136,7 +137,8 @@ def build(
         write_config(n.config, {
             "node": {"id": n.id, "data_dir": str(n.data_dir)},
             "trust": {"anchor": str(pki / "trust-anchor.json"), "manifest": str(pki / "published" / "manifest.json"),
-                      "manifest_poll_seconds": manifest_poll_seconds},
+                      "manifest_poll_seconds": manifest_poll_seconds,
+                      **({} if key_settle_seconds is None else {"key_settle_seconds": key_settle_seconds})},
             "keys": {"sig": str(f.sig_key), "enc": str(f.enc_key), "audit": str(f.audit_key),
                      "tls_cert": str(f.tls_cert), "tls_key": str(f.tls_key), "local_ca": str(f.local_ca)},
             "listen": {"peer": f"127.0.0.1:{n.peer_port}", "local": f"127.0.0.1:{n.local_port}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -289,6 +290,19 @@ class Federation:
         """The newest valid, unrevoked key of ``use`` for ``node_id`` at ``now``."""
         keys = self.valid_keys(node_id, use, now)
         return keys[0] if keys else None
+
+    def usable_key(self, node_id: str, use: KeyUse, now: float, known_since: Mapping[str, float],
+                   settle: float) -> NodeKey | None:
+        """The key of ``use`` of ``node_id`` to sign or seal with at ``now``: the newest valid one that has
+        been known here (``known_since``: when this node first trusted a manifest listing it; a kid not
+        in it counts as known since ``now``) for at least ``settle`` seconds, so that the other nodes,
+        polling their manifests, know it too; if none has, the oldest valid one, which they all accept
+        during the overlap (docs/trust.md, "Node key rotation")."""
+        keys = self.valid_keys(node_id, use, now)
+        for k in keys:
+            if known_since.get(k.kid, now) <= now - settle:
+                return k
+        return keys[-1] if keys else None
 
     def is_serial_revoked(self, serial: int) -> bool:
         return format(serial, "x") in self.revoked_serials

@@ -25,7 +25,7 @@ at every manifest poll (keys become valid or expire with time), and on SIGHUP. A
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,9 +103,13 @@ def load_keyring(
     *,
     previous: Keyring | None = None,
     warn: Callable[[str], None] = lambda _m: None,
+    known_since: Mapping[str, float] | None = None,
+    settle: float = 0.0,
 ) -> Keyring:
     """Read the key files of ``paths`` (use -> configured file) and choose as the module docstring says.
-    Without ``previous`` (start-up) a configured file that is not a key of ``node`` raises KeyFileError."""
+    Without ``previous`` (start-up) a configured file that is not a key of ``node`` raises KeyFileError.
+    The signing key is the newest valid one known (``known_since``) for ``settle`` seconds, so that the
+    nodes of a route have the manifest listing it (Federation.usable_key); until then an older one."""
     found: dict[str, dict[str, Any]] = {}
     for use in USES:
         configured = paths[use]
@@ -130,7 +134,9 @@ def load_keyring(
 
     sig = [k.kid for k in fed.valid_keys(node, "sig", now) if k.kid in found["sig"]]
     if sig:
-        signer: SigningKey = found["sig"][sig[0]]
+        seen = known_since or {}
+        settled = [kid for kid in sig if seen.get(kid, now) <= now - settle]
+        signer: SigningKey = found["sig"][settled[0] if settled else sig[-1]]
     elif previous is not None:
         warn(fallback("sig"))
         signer = previous.signer
@@ -174,7 +180,8 @@ class KeysMixin(_NodeState):
 
     def _load_keys(self) -> None:
         """At start-up, before the audit log exists. Raises KeyFileError naming the file."""
-        self._use_keyring(load_keyring(self._key_paths(), self.fed, self.id, self.clock(), warn=self._warn_keys))
+        self._use_keyring(load_keyring(self._key_paths(), self.fed, self.id, self.clock(), warn=self._warn_keys,
+                                       known_since=self.trust.known_since, settle=self.cfg.key_settle))
 
     def _use_keyring(self, ring: Keyring) -> None:
         self.keyring = ring
@@ -190,7 +197,7 @@ class KeysMixin(_NodeState):
         Never raises: a problem is logged and the keys in use stay."""
         try:
             ring = load_keyring(self._key_paths(), self.fed, self.id, self.clock(), previous=self.keyring,
-                                warn=self._warn_keys)
+                                warn=self._warn_keys, known_since=self.trust.known_since, settle=self.cfg.key_settle)
         except Exception as exc:  # a reload problem never stops the node
             self.log.error("keys.reload_failed", reason=reason, detail=str(exc)[:300])
             return []

@@ -118,7 +118,7 @@ class Origin:
             try:
                 blobs = None
                 if attachments:
-                    enc_to = fed.current_key(to, "enc", now) if self._seal_kw(mt, to, now) else None
+                    enc_to = self.s.enc_key(to, now) if self._seal_kw(mt, to, now) else None
                     try:
                         blobs = await asyncio.to_thread(self.outgoing_blobs, attachments, jti, enc_to)
                     except (OSError, BlobError) as exc:  # e.g. the uploaded file went away meanwhile
@@ -209,7 +209,7 @@ class Origin:
         encrypt = (through_hub and mt not in ANSWER_TYPES) or bool(rule and rule.encrypt_through_hubs and len(route) > 2)
         kw: dict[str, Any] = {}
         if encrypt:
-            ek = fed.current_key(to, "enc", now)
+            ek = self.s.enc_key(to, now)
             if ek is None or ek.kem is None or ek.public_key is None:
                 raise TrazaError(Code.ENCRYPTION_REQUIRED, f"{to!r} has no valid encryption key")
             kem, pub = ek.kem, ek.public_key

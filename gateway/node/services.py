@@ -20,7 +20,7 @@ from gateway.config import Config
 from gateway.core import relay
 from gateway.core.envelope import Verified
 from gateway.core.errors import Fault, TrazaError
-from gateway.core.manifest import Federation
+from gateway.core.manifest import Federation, NodeKey
 from gateway.metrics import Metrics
 from gateway.node.relay import Applied, Applier
 from gateway.store import relay as st
@@ -59,6 +59,11 @@ class Shared:
     @property
     def fed(self) -> Federation:
         return self.trust.federation
+
+    def enc_key(self, node: str, now: float) -> NodeKey | None:
+        """The encryption key to seal to for ``node``: its newest valid one that every node can know by now
+        (Federation.usable_key, ``[trust] key_settle_seconds``), else an older one it still holds."""
+        return self.fed.usable_key(node, "enc", now, self.trust.known_since, self.cfg.key_settle)
 
     def applier_ready(self) -> Applier:
         assert self.applier is not None, "the node's applier is wired before it starts"

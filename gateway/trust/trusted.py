@@ -321,6 +321,9 @@ class TrustedManifest:
         self._sig_raw = b""
         self._served: tuple[bytes, bytes, bytes, str] | None = None  # (raw, sig_raw, body, etag)
         self.last_report: dict[str, SignatureReport] = {}
+        # kid -> when a manifest listing it was first accepted here: new keys are used once the other nodes
+        # can know them too (Federation.usable_key)
+        self.known_since: dict[str, float] = {}
 
     # ---- read side ----------------------------------------------------------------------------
 
@@ -468,6 +471,8 @@ class TrustedManifest:
                 )
         self._manifest = m
         self._federation = Federation(m)
+        for kid in self._federation.keys:
+            self.known_since.setdefault(kid, now)
         self._raw = raw
         self._sig_raw = bytes(sig_bytes)
         self.last_report = report

@@ -59,6 +59,27 @@ def test_token_signed_with_the_old_key_during_the_overlap_is_accepted(rotated):
     assert fed.current_key("es", "sig", at).kid == "es/sig/2"
 
 
+def test_a_new_key_is_not_used_before_the_federation_can_know_it(rotated):
+    """A node that applied the manifest with es/sig/2 did not wait for the others: the origin signed with
+    it at once, a hub further on (still on the manifest before) refused the unknown kid as bad_signature,
+    and the message was dead-lettered. Keys are used once they have been known here for ``settle``
+    seconds (long enough for every node to have polled the new manifest); until then the newest key known
+    that long, else the oldest valid one, which every node of the overlap still accepts."""
+    _, _old, _new, fed = rotated
+    at = ROTATED + 60
+    seen_now = {"es/sig/1": NOW, "es/sig/2": at}  # es/sig/2 just arrived with the manifest
+    assert fed.usable_key("es", "sig", at, seen_now, settle=300).kid == "es/sig/1"
+    assert fed.usable_key("es", "sig", at + 299, seen_now, settle=300).kid == "es/sig/1"
+    assert fed.usable_key("es", "sig", at + 300, seen_now, settle=300).kid == "es/sig/2"
+    assert fed.usable_key("es", "sig", at, seen_now, settle=0).kid == "es/sig/2"
+    # a key never seen counts as seen now; after a restart (both seen now) the oldest valid one is used
+    assert fed.usable_key("es", "sig", at, {}, settle=300).kid == "es/sig/1"
+    # once es/sig/1 is past its not_after, es/sig/2 is the only valid key: used, settled or not
+    late = ROTATED + 31 * DAY
+    assert fed.usable_key("es", "sig", late, {"es/sig/2": late}, settle=300).kid == "es/sig/2"
+    assert fed.usable_key("nobody", "sig", at, {}, settle=300) is None
+
+
 def test_token_signed_with_the_old_key_after_its_not_after_is_refused(rotated):
     _, old, new, fed = rotated
     at = ROTATED + 30 * DAY + 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from typing import Any
 
@@ -66,7 +67,8 @@ def publish(fd: FederationDir) -> None:
 
 
 async def test_rotated_keys_are_used_without_a_restart_and_old_signatures_stay_valid(tmp_path):
-    built = build(tmp_path / "fed", SPECS, limits=LIMITS, manifest_poll_seconds=1.0)
+    # es/sig/2 is used once it has been known for 3 s (the others, polling every second, have it then)
+    built = build(tmp_path / "fed", SPECS, limits=LIMITS, manifest_poll_seconds=1.0, key_settle_seconds=3.0)
     fd = FederationDir(tmp_path / "fed" / "pki")
     old_audit = b64_decode(_audit_pub(fd, "es/audit/1"))
     async with started(built["mx"].config) as mx, started(built["es"].config) as es:
@@ -81,6 +83,8 @@ async def test_rotated_keys_are_used_without_a_restart_and_old_signatures_stay_v
         fd.rotate_key("es", "sig", now=time.time(), overlap_days=30)
         fd.rotate_key("es", "audit", now=time.time(), overlap_days=30)
         publish(fd)
+        await eventually(lambda: es.fed.version >= 2 or None, timeout=20.0)
+        assert es.signer.kid == "es/sig/1"  # just applied: not yet known for key_settle_seconds
         await eventually(lambda: es.signer.kid == "es/sig/2" or None, timeout=20.0)
         # one key.rotated entry per key, each its own write: wait for both, not for the first to commit
         rotated = await eventually(lambda: _at_least(2, events(es, "key.rotated")), timeout=20.0)
@@ -141,7 +145,7 @@ async def test_sighup_path_reloads_a_key_file_put_in_place_after_the_manifest(tm
     """The manifest naming es/enc/2 arrives before the operator copies `enc-2.key` to es: es keeps
     decrypting with es/enc/1 (still listed) and loads es/enc/2 on the next reload (SIGHUP runs the same
     `reload_keys`), and then opens payloads sealed to either key."""
-    built = build(tmp_path / "fed", SPECS, limits=LIMITS, manifest_poll_seconds=1.0)
+    built = build(tmp_path / "fed", SPECS, limits=LIMITS, manifest_poll_seconds=1.0, key_settle_seconds=0.0)
     fd = FederationDir(tmp_path / "fed" / "pki")
     async with started(built["hub"].config), started(built["mx"].config) as mx, \
             started(built["es"].config) as es:
@@ -168,3 +172,36 @@ async def test_sighup_path_reloads_a_key_file_put_in_place_after_the_manifest(tm
 async def _inbox(node: Node, jti: str) -> Any:
     rows = await node.inbox_page(0, 100)
     return [r for r in rows if r[1] == jti] or None
+
+
+TWO_HUBS = [NodeSpec("latam-hub", "hub", "BR"), NodeSpec("eu-hub", "hub", "NL"),
+            NodeSpec("mx", "national", "MX", hub="latam-hub"), NodeSpec("es", "national", "ES", hub="eu-hub")]
+
+
+async def test_a_message_signed_right_after_a_rotation_reaches_a_hub_that_has_not_polled_yet(tmp_path):
+    """mx's sig key is rotated and the manifest published at latam-hub; mx and latam-hub apply it, eu-hub has
+    not polled yet. mx signed with mx/sig/2 at once: eu-hub refused the unknown kid (bad_signature) and
+    latam-hub dead-lettered the message. mx now keeps mx/sig/1 (valid through the overlap) until the new
+    key has been known for key_settle_seconds (by default three polls and the clock skew)."""
+    built = build(tmp_path, TWO_HUBS, manifest_poll_seconds=3600, limits={"checkpoint_interval": 3600})
+    pub = tmp_path / "pki" / "published"
+    for n in ("eu-hub", "mx", "es"):  # only latam-hub reads the published file; the others poll for it
+        own = tmp_path / f"{n}-manifest"
+        own.mkdir()
+        for f in ("manifest.json", "manifest.sig"):
+            shutil.copy(pub / f, own / f)
+        cfg = built[n].config
+        cfg.write_text(cfg.read_text().replace(str(pub / "manifest.json"), str(own / "manifest.json")))
+    fd = FederationDir(tmp_path / "pki")
+    fd.rotate_key("mx", "sig", now=time.time())
+    publish(fd)
+    async with started(built["latam-hub"].config) as lh, started(built["eu-hub"].config) as eh, \
+            started(built["mx"].config) as mx, started(built["es"].config) as es:
+        await lh.poll_manifest()
+        await mx.poll_manifest()
+        assert (lh.fed.version, mx.fed.version, eh.fed.version) == (2, 2, 1)
+        assert mx.signer.kid == "mx/sig/1"
+        jti = await mx.submit(mt="notice", to="es", body=BODY, system="test")
+        assert await eventually(lambda: _inbox(es, jti), timeout=20.0)
+        assert await kid_at(es, jti) == "mx/sig/1"
+        assert not await events(eh, "envelope.rejected")
