@@ -104,6 +104,16 @@ def delivered_with_receipt(fed: Federation) -> str:
     return first
 
 
+def _cosigned(fed: Federation, node: str, jti: str) -> bool:
+    """``node``'s evidence of ``jti`` is proven against a checkpoint that carries a witness cosignature
+    (a signature line besides the node's own)."""
+    status, doc = fed.call(node, "auditor", "GET", f"/audit/v1/bundle?jti={jti}")
+    if status != 200:
+        return False
+    lines = doc["checkpoint"].split("\n\n", 1)[1].splitlines()
+    return sum(line.startswith("\u2014 ") for line in lines) >= 2
+
+
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     fed = Federation(tmp_path_factory.mktemp("ui"), SPECS,
@@ -123,6 +133,10 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         # the hub rejects a RESTREINT_UE message above es's ceiling: a dead letter at mx that has not expired
         rejected = submit(fed, "mx", "es", "notice", example("notice"), classification="RESTREINT_UE")
         fed.wait_for(lambda: any(d["jti"] == rejected for d in _dead_letters(fed, "mx")), timeout=20)
+        # peers prove evidence against a checkpoint a witness cosigned (SPEC §4.4), and the hub is mx's and
+        # es's only witness: the first message's must be cosigned at both before the hub goes down
+        for node in ("mx", "es"):
+            fed.wait_for(lambda node=node: _cosigned(fed, node, first), timeout=30)
         # the hub goes down: one message waits in mx's queue, a short-lived one expires into a dead letter
         fed.stop("hub")
         waiting = submit(fed, "mx", "es", "notice", example("notice"))
