@@ -32,6 +32,9 @@ import structlog
 
 from adapters.base import Adapter, AdapterError, media_type
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
+from adapters.standard import ORDER as STANDARD_ORDER
+from adapters.standard import dump as standard_dump
+from adapters.standard import to_form as standard_form
 from gateway.core.envelope import TYP_ENVELOPE
 from gateway.core.errors import Code, TrazaError
 from gateway.core.events import Event, LocalRejected
@@ -110,9 +113,45 @@ def make_delivery(node: DeliveryNode, cfg: Config) -> Delivery | None:
 
 
 @dataclass(frozen=True)
+class NationalForm:
+    """A delivered message as the national system receives it (:func:`national_form`): ``content`` of
+    ``content_type``; ``untranslated`` says why the adapter could not write it (then ``content`` is the
+    standard form with that statement as its member ``untranslated``), None when it is the adapter's form."""
+
+    content_type: str
+    content: bytes
+    untranslated: str | None = None
+
+
+def _fault(exc: BaseException) -> str:
+    if isinstance(exc, AdapterError):
+        return f"{exc.field}: {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def national_form(adapter: Adapter, mt: str, body: dict[str, Any], meta: dict[str, Any]) -> NationalForm:
+    """The one rule of every delivery mode (pull inbox, webhook, drop folder): the adapter's
+    ``from_standard``; when the adapter cannot write the message (a character its format cannot hold,
+    any fault of the adapter), the standard form (``application/vnd.traza.message+json``) with a member
+    ``untranslated`` saying what could not be translated and why. Never raises: a message is always
+    handed over exactly once in a form the national system can read (docs/delivery.md)."""
+    try:
+        return NationalForm(adapter.output_content_type, adapter.from_standard(mt, body, meta))
+    except Exception as exc:  # any adapter fault: the standard form instead
+        note = (f"adapter {adapter.name} cannot write this message ({_fault(exc)[:300]}); "
+                f"it is delivered in the standard form ({STANDARD_CT})")
+    try:
+        doc = standard_form(mt, body, meta)
+    except Exception:  # the body as stored, unchecked: it was valid when accepted
+        doc = {k: v for k, v in {"type": mt, **meta, "body": body}.items() if k in STANDARD_ORDER}
+    doc = {"type": doc.pop("type"), "untranslated": note, **doc}
+    return NationalForm(STANDARD_CT, standard_dump(doc), note)
+
+
+@dataclass(frozen=True)
 class Pending:
-    """One message of the inbox, not yet taken, rendered in the node's national form, with the delivery
-    metadata (``meta``: :func:`gateway.core.handling.delivery_meta`) written into it."""
+    """One message of the inbox, not yet taken, rendered in the node's national form (:func:`national_form`),
+    with the delivery metadata (``meta``: :func:`gateway.core.handling.delivery_meta`) written into it."""
 
     seq: int
     jti: str
@@ -122,6 +161,8 @@ class Pending:
     delivered_at: float
     content: bytes
     meta: dict[str, Any] = field(default_factory=dict)
+    content_type: str = ""
+    untranslated: str | None = None
 
 
 def token_claims(token: str | None) -> dict[str, Any] | None:
@@ -138,17 +179,26 @@ def row_meta(row: lookup.InboxRow) -> dict[str, Any]:
                          claims=token_claims(row.token))
 
 
+def row_form(adapter: Adapter, row: lookup.InboxRow) -> NationalForm | None:
+    """The national form of an inbox row (:func:`national_form`); None once its payload was purged."""
+    if row.body is None:
+        return None
+    return national_form(adapter, row.mt, msgspec.json.decode(row.body), row_meta(row))
+
+
 def inbox_item(adapter: Adapter, row: lookup.InboxRow, files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One delivered message as the local API shows it (``GET /local/v1/inbox``, ``/inbox/<id>``,
     conversations): the national form (``content``, None once the payload was purged after its
-    retention), the delivery metadata beside it and ``files``, the blobs it carried (docs/blobs.md)."""
+    retention; ``content_type`` and ``untranslated`` from :func:`national_form`), the delivery metadata
+    beside it and ``files``, the blobs it carried (docs/blobs.md)."""
     meta = row_meta(row)
-    content = (None if row.body is None
-               else adapter.from_standard(row.mt, msgspec.json.decode(row.body), meta).decode("utf-8"))
+    form = row_form(adapter, row)
     item: dict[str, Any] = {"id": row.jti, "type": row.mt, "from": meta["from"], "conversation": meta["conversation"],
                             "delivered_at": meta["delivered_at"]}
     item.update({k: meta.get(k) for k in MARKING_FIELDS})
-    item.update({"content_type": adapter.output_content_type, "content": content, "cursor": row.seq})
+    item.update({"content_type": form.content_type if form else adapter.output_content_type,
+                 "content": form.content.decode("utf-8") if form else None,
+                 "untranslated": form.untranslated if form else None, "cursor": row.seq})
     if files:
         item["attachments"] = [{**f, "url": f"/local/v1/blobs/{f['sha256']}"} for f in files]
     return item
@@ -156,10 +206,11 @@ def inbox_item(adapter: Adapter, row: lookup.InboxRow, files: list[dict[str, Any
 
 async def pending(node: DeliveryNode, after: int = 0, limit: int = _BATCH,
                   reported: set[str] | None = None) -> tuple[list[Pending], int | None]:
-    """The oldest ``limit`` messages not yet taken after inbox position ``after``, in national form, and
-    the position to read on from (None when this was the last page). A message the adapter cannot write
-    is logged as an error (once per id when ``reported`` is given) and left in the inbox: it is tried
-    again on the next sweep, and the messages after it are still delivered."""
+    """The oldest ``limit`` messages not yet taken after inbox position ``after``, in national form
+    (:func:`national_form`: the standard form when the adapter cannot write one), and the position to
+    read on from (None when this was the last page). A row whose metadata cannot be read (a damaged
+    store) is logged as an error (once per id when ``reported`` is given) and left in the inbox: the
+    messages after it are still delivered."""
     rows = await node.db.read(lambda c: lookup.inbox_page(c, after, limit))
     out = []
     for row in rows:
@@ -168,15 +219,16 @@ async def pending(node: DeliveryNode, after: int = 0, limit: int = _BATCH,
             continue
         try:
             meta = row_meta(row)
-            content = node.adapter.from_standard(mt, msgspec.json.decode(body), meta)
-        except Exception as exc:  # an adapter fault must not stop delivery of the others
+            form = national_form(node.adapter, mt, msgspec.json.decode(body), meta)
+        except Exception as exc:  # a damaged row must not stop delivery of the others
             if reported is None or jti not in reported:
                 log.error("delivery.untranslatable", node=node.id, jti=jti, mt=mt, adapter=node.adapter.name,
                           detail=f"{type(exc).__name__}: {exc}"[:500])
                 if reported is not None:
                     reported.add(jti)
             continue
-        out.append(Pending(seq, jti, mt, iss, cid, delivered_at, content, meta))
+        out.append(Pending(seq, jti, mt, iss, cid, delivered_at, form.content, meta, form.content_type,
+                           form.untranslated))
     return out, (rows[-1][0] if len(rows) == limit else None)
 
 
@@ -304,7 +356,7 @@ class WebhookDelivery:
         """The POST's headers: the delivery metadata beside the national form (which carries it too);
         ``Traza-Handling-Restrictions`` is free text, percent-encoded UTF-8 (RFC 3986) to fit a header."""
         h = {
-            "Content-Type": self.node.adapter.output_content_type,
+            "Content-Type": p.content_type or self.node.adapter.output_content_type,
             "Traza-Message-Id": p.jti,
             "Traza-Message-Type": p.mt,
             "Traza-From": p.iss,
@@ -315,6 +367,8 @@ class WebhookDelivery:
             value = p.meta.get(key)
             if value is not None:
                 h[name] = quote(value, safe=" ") if key == "handling_restrictions" else value
+        if p.untranslated is not None:  # the adapter could not write it: the body is the standard form
+            h["Traza-Untranslated"] = quote(p.untranslated, safe=" ")
         return h
 
     async def _post_one(self, session: aiohttp.ClientSession, p: Pending) -> bool:
@@ -462,11 +516,12 @@ class DropDelivery:
 
     # -- inbox: messages to the national system --
 
-    def inbox_path(self, jti: str) -> Path:
-        return self.inbox / f"{jti}.{self.ext}"
+    def inbox_name(self, p: Pending) -> str:
+        """``<id>.<ext>``; ``<id>.traza.json`` for a message in the standard form (the adapter could not
+        write it: :func:`national_form`)."""
+        return f"{p.jti}.traza.json" if p.untranslated is not None else f"{p.jti}.{self.ext}"
 
-    def _write_atomic(self, jti: str, data: bytes) -> None:
-        name = f"{jti}.{self.ext}"
+    def _write_atomic(self, name: str, data: bytes) -> None:
         tmp = self.tmp / name
         _write_file(tmp, data)
         os.replace(tmp, self.inbox / name)
@@ -480,10 +535,11 @@ class DropDelivery:
         while after is not None:
             items, after = await pending(self.node, after, reported=self.reported)
             for p in items:
-                await asyncio.to_thread(self._write_atomic, p.jti, p.content)
+                name = self.inbox_name(p)
+                await asyncio.to_thread(self._write_atomic, name, p.content)
                 if await self.node.inbox_ack(p.jti, who="drop"):
                     n += 1
-                    log.info("drop.delivered", node=self.node.id, jti=p.jti, mt=p.mt, file=str(self.inbox_path(p.jti)))
+                    log.info("drop.delivered", node=self.node.id, jti=p.jti, mt=p.mt, file=str(self.inbox / name))
         return n
 
     # -- outbox: national files to send --

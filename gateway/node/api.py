@@ -23,7 +23,7 @@ from gateway.core.insights import insights
 from gateway.core.relay import DeadLetterAction, InboxAcked
 from gateway.core.retry import peer_status
 from gateway.core.timeutil import rfc3339_seconds
-from gateway.national.delivery import inbox_item, token_claims
+from gateway.national.delivery import inbox_item, row_form, token_claims
 from gateway.national.submission import read_submission
 from gateway.node.expiry import Expiry, expiries
 from gateway.node.state import _NodeState, _rfc3339
@@ -51,7 +51,24 @@ class ApiMixin(_NodeState):
         """The national system has taken ``jti``: audit the delivery and send the receipt (once)."""
         now = self.clock()
         event = InboxAcked(jti=jti, who=who, status=status, detail=detail)
-        return (await self._decide(partial(self.relay.inbox_acked, event, now=now), now)).commands > 0
+        first = (await self._decide(partial(self.relay.inbox_acked, event, now=now), now)).commands > 0
+        if first:
+            await self._note_untranslated(jti, who)
+        return first
+
+    async def _note_untranslated(self, jti: str, who: str) -> None:
+        """Once per message, when it is taken: log ``delivery.untranslated`` if the national system got it
+        in the standard form because the adapter could not write it (the same rule in every mode:
+        gateway.national.delivery.national_form)."""
+        try:
+            row = await self.db.read(lambda c: lookup.inbox_message(c, jti))
+            form = row_form(self.adapter, row) if row is not None else None
+        except Exception as exc:  # the ack is done; only the note is lost
+            self.log.warning("delivery.untranslated_check_failed", jti=jti, detail=f"{type(exc).__name__}: {exc}"[:300])
+            return
+        if form is not None and form.untranslated is not None:
+            self.log.warning("delivery.untranslated", jti=jti, to=who, adapter=self.adapter.name,
+                             content_type=form.content_type, reason=form.untranslated)
 
     async def message_status(self, jti: str) -> dict[str, Any] | None:
         def fn(conn: sqlite3.Connection) -> dict[str, Any] | None:

@@ -457,3 +457,91 @@ async def test_drop_folder_file_carries_the_marking(tmp_path):
         assert b"<CodigoManejo>H3</CodigoManejo>" in data and RESTRICTIONS.encode() in data
         back = get_adapter("es").to_standard(data, "application/vnd.traza.es+xml")
         assert_marked({**back.envelope(), **back.received}, first)
+
+
+# --- a message the national adapter cannot write (docs/delivery.md "Untranslatable messages") ---------
+
+CTL = "ctl\x01char"  # U+0001: accepted by the schema, cannot be written in XML (the es adapter)
+STANDARD_CT = "application/vnd.traza.message+json"
+
+
+def assert_untranslated_item(item: dict[str, Any], jti: str) -> None:
+    assert item["id"] == jti and item["content_type"] == STANDARD_CT
+    assert "adapter es cannot write" in item["untranslated"] and "U+0001" in item["untranslated"], item
+    doc = json.loads(item["content"])
+    assert doc["id"] == jti and doc["body"]["title"] == CTL and doc["untranslated"] == item["untranslated"]
+
+
+async def test_untranslatable_message_does_not_make_the_pull_inbox_500_nor_hide_the_others(tmp_path):
+    from gateway.national.client import local_request
+
+    built = build(tmp_path / "fed", specs({}), limits=LIMITS)
+    async with running(built) as nodes:
+        es = nodes["es"]
+        good1 = await send_notice(nodes, "before")
+        bad = await send_notice(nodes, CTL)
+        good2 = await send_notice(nodes, "after")
+        await eventually(lambda: _count_inbox(es, 3))
+        cfg = load_config(built["es"].config)
+        status, doc = await asyncio.to_thread(local_request, cfg, "system", "GET", "/local/v1/inbox?limit=100")
+        assert status == 200, doc
+        items = {m["id"]: m for m in doc["messages"]}
+        assert list(items) == [good1, bad, good2]
+        assert items[good1]["content_type"] == "application/vnd.traza.es+xml" and items[good1]["untranslated"] is None
+        assert_untranslated_item(items[bad], bad)
+        status, one = await asyncio.to_thread(local_request, cfg, "system", "GET", f"/local/v1/inbox/{bad}")
+        assert status == 200, one
+        assert_untranslated_item(one, bad)
+        status, conv = await asyncio.to_thread(local_request, cfg, "system", "GET", f"/local/v1/conversations/{bad}")
+        assert status == 200 and conv["received"][0]["untranslated"], conv
+        # taken once through the pull API: the origin gets its receipt; the node logs what it could not write
+        from structlog.testing import capture_logs
+        with capture_logs() as logs:
+            for _ in range(2):
+                status, _ = await asyncio.to_thread(local_request, cfg, "system", "POST", f"/local/v1/inbox/{bad}/ack",
+                                                    b"")
+                assert status == 200
+        await eventually(lambda: has_state(nodes["it"], bad, "delivered"))
+        assert (await audit_events(es, bad)).count("envelope.delivered") == 1
+        noted = [e for e in logs if e["event"] == "delivery.untranslated"]
+        assert len(noted) == 1 and noted[0]["jti"] == bad and "U+0001" in noted[0]["reason"], noted
+        assert noted[0]["to"].startswith("local:system:") and noted[0]["log_level"] == "warning"
+
+
+async def _count_inbox(node: Node, n: int) -> bool:
+    return len(await node.inbox_page(0, 100)) >= n
+
+
+async def test_untranslatable_message_is_pushed_once_to_the_webhook_in_the_standard_form(tmp_path):
+    async with webhook_federation(tmp_path, lambda n, _r: 200) as (nodes, rec):
+        bad = await send_notice(nodes, CTL)
+        good = await send_notice(nodes, "after")
+        await eventually(lambda: has_state(nodes["it"], good, "delivered"))
+        await eventually(lambda: has_state(nodes["it"], bad, "delivered"))
+        posts = [p for p in rec.posts if p["headers"]["Traza-Message-Id"] == bad]
+        assert len(posts) == 1
+        h = posts[0]["headers"]
+        assert h["Content-Type"] == STANDARD_CT
+        from urllib.parse import unquote
+        note = unquote(h["Traza-Untranslated"])
+        assert "adapter es cannot write" in note and "U+0001" in note
+        doc = json.loads(posts[0]["body"])
+        assert doc["body"]["title"] == CTL and doc["untranslated"] == note
+        assert (await audit_events(nodes["es"], bad)).count("envelope.delivered") == 1
+        await asyncio.sleep(0.5)
+        assert sum(p["headers"]["Traza-Message-Id"] == bad for p in rec.posts) == 1
+
+
+async def test_untranslatable_message_is_written_once_to_the_drop_folder_in_the_standard_form(tmp_path):
+    built, drop = drop_federation(tmp_path)
+    async with running(built) as nodes:
+        bad = await send_notice(nodes, CTL)
+        good = await send_notice(nodes, "after")
+        await eventually(lambda: has_state(nodes["it"], good, "delivered"))
+        await eventually(lambda: has_state(nodes["it"], bad, "delivered"))
+        f = drop / "inbox" / f"{bad}.traza.json"
+        assert f.is_file() and not (drop / "inbox" / f"{bad}.xml").exists()
+        doc = json.loads(f.read_bytes())
+        assert doc["body"]["title"] == CTL and "U+0001" in doc["untranslated"]
+        assert (drop / "inbox" / f"{good}.xml").is_file()
+        assert (await audit_events(nodes["es"], bad)).count("envelope.delivered") == 1
