@@ -232,6 +232,14 @@ async def pending(node: DeliveryNode, after: int = 0, limit: int = _BATCH,
     return out, (rows[-1][0] if len(rows) == limit else None)
 
 
+async def still_waiting(node: DeliveryNode, jti: str) -> bool:
+    """True while ``jti`` is in the inbox and not taken. The push modes ask it just before each hand-over:
+    a page of :func:`pending` is read once, and the national system may take a message of it through the
+    pull API meanwhile (docs/delivery.md: a message taken there is not pushed)."""
+    row = await node.db.read(lambda c: lookup.inbox_message(c, jti))
+    return row is not None and row.taken_at is None
+
+
 def extension(content_type: str) -> str:
     """File extension of a media type: ``application/vnd.traza.mx+json`` -> ``json``, ``text/csv`` ->
     ``csv``, ``application/x-x3p`` -> ``x3p``."""
@@ -341,6 +349,9 @@ class WebhookDelivery:
             live.update(p.jti for p in items)
             for p in items:
                 if self.msg_next.get(p.jti, 0.0) > time.monotonic():
+                    continue
+                if not await still_waiting(self.node, p.jti):  # taken meanwhile (the pull API)
+                    live.discard(p.jti)
                     continue
                 if not await self._post_one(session, p):
                     after = None  # the server is failing: wait for it
@@ -535,6 +546,8 @@ class DropDelivery:
         while after is not None:
             items, after = await pending(self.node, after, reported=self.reported)
             for p in items:
+                if not await still_waiting(self.node, p.jti):  # taken meanwhile (the pull API)
+                    continue
                 name = self.inbox_name(p)
                 await asyncio.to_thread(self._write_atomic, name, p.content)
                 if await self.node.inbox_ack(p.jti, who="drop"):

@@ -11,7 +11,7 @@ import datetime as dt
 import ipaddress
 import json
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +86,15 @@ class Receiver:
         self.respond = respond
         self.posts: list[dict[str, Any]] = []
         self.runner: web.AppRunner | None = None
+        # awaited before each POST is answered (the national system's time to take it)
+        self.before: Callable[[web.Request], Awaitable[None]] | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         ssl_obj = request.transport.get_extra_info("ssl_object") if request.transport else None
         der = ssl_obj.getpeercert(binary_form=True) if ssl_obj else None
         body = await request.read()
+        if self.before is not None:
+            await self.before(request)
         self.posts.append({"headers": dict(request.headers), "body": body,
                            "client": peer_node_id(der) if der else None})
         status = self.respond(len(self.posts), request)
@@ -545,3 +549,68 @@ async def test_untranslatable_message_is_written_once_to_the_drop_folder_in_the_
         assert doc["body"]["title"] == CTL and "U+0001" in doc["untranslated"]
         assert (drop / "inbox" / f"{good}.xml").is_file()
         assert (await audit_events(nodes["es"], bad)).count("envelope.delivered") == 1
+
+
+# --- a message taken through the pull API is not pushed (docs/delivery.md) -----------------------------
+
+
+def hold_sweeps(dl: Any, name: str) -> asyncio.Event:
+    """Hold ``dl``'s sweep method ``name`` until the returned event is set (so that the messages sent
+    meanwhile are read as one page)."""
+    gate, sweep = asyncio.Event(), getattr(dl, name)
+
+    async def held(*args: Any) -> Any:
+        await gate.wait()
+        return await sweep(*args)
+
+    setattr(dl, name, held)
+    return gate
+
+
+async def test_message_taken_through_the_pull_api_during_a_webhook_sweep_is_not_pushed(tmp_path):
+    async with webhook_federation(tmp_path, lambda n, _r: 200) as (nodes, rec):
+        es = nodes["es"]
+        dl = es.delivery
+        assert isinstance(dl, WebhookDelivery)
+        gate = hold_sweeps(dl, "deliver_due")
+        first, second = await send_notice(nodes, "pushed"), await send_notice(nodes, "pulled")
+        await eventually(lambda: _count_inbox(es, 2))
+
+        async def take_second_while_first_is_posted(request: web.Request) -> None:
+            if request.headers["Traza-Message-Id"] == first:
+                assert await es.inbox_ack(second, who="local:system:test")
+
+        rec.before = take_second_while_first_is_posted
+        gate.set()
+        es.inbox_event.set()
+        await eventually(lambda: has_state(nodes["it"], first, "delivered"))
+        await eventually(lambda: has_state(nodes["it"], second, "delivered"))
+        await asyncio.sleep(0.5)
+        assert [p["headers"]["Traza-Message-Id"] for p in rec.posts] == [first]
+        assert (await audit_events(es, second)).count("envelope.delivered") == 1
+
+
+async def test_message_taken_through_the_pull_api_during_a_drop_sweep_is_not_written(tmp_path):
+    built, drop = drop_federation(tmp_path)
+    async with running(built) as nodes:
+        es = nodes["es"]
+        dl = es.delivery
+        assert isinstance(dl, DropDelivery)
+        await asyncio.wait_for(dl.ready.wait(), 10)
+        gate = hold_sweeps(dl, "deliver_pending")
+        first, second = await send_notice(nodes, "written"), await send_notice(nodes, "pulled")
+        await eventually(lambda: _count_inbox(es, 2))
+        ack = es.inbox_ack
+
+        async def take_second_with_the_first(jti: str, who: str, *a: Any) -> bool:
+            if jti == first and who == "drop":  # the national system takes the second meanwhile
+                assert await ack(second, who="local:system:test")
+            return await ack(jti, who, *a)
+
+        es.inbox_ack = take_second_with_the_first  # type: ignore[method-assign]
+        gate.set()
+        es.inbox_event.set()
+        await eventually(lambda: has_state(nodes["it"], first, "delivered"))
+        await eventually(lambda: has_state(nodes["it"], second, "delivered"))
+        await asyncio.sleep(0.3)
+        assert sorted(p.name for p in (drop / "inbox").iterdir()) == [f"{first}.xml"]
