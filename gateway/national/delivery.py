@@ -20,6 +20,7 @@ import os
 import random
 import ssl
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -593,31 +594,17 @@ class DropDelivery:
         except FileNotFoundError:
             return "gone"
         await asyncio.to_thread(_fsync_dir, self.submitting)
-        size = work.stat().st_size
-        if size > self.max_file:
-            await asyncio.to_thread(
-                self._reject, work, Code.TOO_LARGE.value,
-                f"{size} bytes is more than limits.max_request ({self.max_file} bytes)", None)
-            return "rejected"
-        data = await asyncio.to_thread(work.read_bytes)
-        adapter = self.node.adapter
-        ct = content_type_for(adapter, name)
-        if ct is None:
-            exts = sorted({extension(c) for c in adapter.content_types})
-            await asyncio.to_thread(
-                self._reject, work, Code.MALFORMED.value,
-                f"the extension of {name!r} is not one adapter {adapter.name} reads (it reads: "
-                f".{', .'.join(exts)}; and .traza.json for the standard form)", "file name")
-            return "rejected"
-        # read it once ourselves for the national field of a fault (local_submit reads it again)
+        # read and translate it: whatever fails here, nothing was submitted, so it is a refusal
         try:
-            adapter.to_standard(data, ct)
-        except AdapterError as exc:
-            await asyncio.to_thread(self._reject, work, Code.SCHEMA_INVALID.value, exc.reason, exc.field)
+            found = await self._read_file(work, name)
+        except Exception as exc:
+            why = refusal_of(exc, self.node.adapter.name)
+            await asyncio.to_thread(self._reject, work, why.code, why.reason, why.field, why.trace)
             return "rejected"
-        except TrazaError as exc:
-            await asyncio.to_thread(self._reject, work, exc.code.value, exc.detail, _field_of(exc))
+        if isinstance(found, Refusal):
+            await asyncio.to_thread(self._reject, work, found.code, found.reason, found.field)
             return "rejected"
+        ct, data = found
         try:
             jti = await self.node.local_submit(ct, data, "drop")
         except TrazaError as exc:
@@ -631,6 +618,24 @@ class DropDelivery:
         await asyncio.to_thread(self._record_sent, work, jti)
         log.info("drop.submitted", node=self.node.id, file=name, jti=jti, content_type=ct)
         return "sent"
+
+    async def _read_file(self, work: Path, name: str) -> tuple[str, bytes] | Refusal:
+        """The media type and bytes of the taken file ``work``, read once by the adapter (for the national
+        field of a fault; ``local_submit`` reads it again), or why it is refused. Raises what reading or
+        translating raised (:func:`refusal_of` says what it means)."""
+        size = (await asyncio.to_thread(work.stat)).st_size
+        if size > self.max_file:
+            return Refusal(Code.TOO_LARGE.value, f"{size} bytes is more than limits.max_request ({self.max_file} bytes)")
+        data = await asyncio.to_thread(work.read_bytes)
+        adapter = self.node.adapter
+        ct = content_type_for(adapter, name)
+        if ct is None:
+            exts = sorted({extension(c) for c in adapter.content_types})
+            return Refusal(Code.MALFORMED.value,
+                           f"the extension of {name!r} is not one adapter {adapter.name} reads (it reads: "
+                           f".{', .'.join(exts)}; and .traza.json for the standard form)", "file name")
+        adapter.to_standard(data, ct)
+        return ct, data
 
     def _record_sent(self, work: Path, jti: str) -> None:
         idf = work.with_name(f"{work.name}.id")
@@ -646,8 +651,9 @@ class DropDelivery:
         _fsync_dir(self.sent)
         _fsync_dir(self.submitting)
 
-    def _reject(self, work: Path, code: str, reason: str, field: str | None) -> None:
-        """Move ``work`` to rejected/ with ``<name>.error.txt`` beside it; audit and log the refusal."""
+    def _reject(self, work: Path, code: str, reason: str, field: str | None, trace: str | None = None) -> None:
+        """Move ``work`` to rejected/ with ``<name>.error.txt`` beside it; audit and log the refusal (with
+        ``trace``, the traceback of an unexpected fault, as a field of the log line)."""
         now = self.node.clock()
         name = _free_name(self.rejected, work.name, str(int(now * 1000)))
         lines = [f"file: {work.name}", f"rejected at: {rfc3339(now)}", f"code: {code}"]
@@ -661,10 +667,39 @@ class DropDelivery:
         _fsync_dir(self.submitting)
         self.node.audit_event_bg(LocalRejected(file=work.name, code=code,
                                                detail=(f"{field}: {reason}" if field else reason)[:2000]))
+        extra = {"traceback": trace} if trace else {}
         log.error("drop.rejected", node=self.node.id, file=work.name, code=code, field=field, reason=reason[:500],
-                  moved_to=str(self.rejected / name))
+                  moved_to=str(self.rejected / name), **extra)
 
 
 def _field_of(exc: TrazaError) -> str | None:
     path = getattr(exc, "path", None)
     return path if isinstance(path, str) else None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a national file of the drop folder is refused: its ``code`` (SPEC §9), the ``reason``, the
+    national ``field`` when known, and ``trace``, the traceback of an unexpected fault (logged, not written)."""
+
+    code: str
+    reason: str
+    field: str | None = None
+    trace: str | None = None
+
+
+def refusal_of(exc: Exception, adapter: str) -> Refusal:
+    """The refusal of a file whose reading or translation raised ``exc`` before anything was submitted:
+    a refusal whatever the exception (never "interrupted": nothing may have been sent). An adapter's
+    ``AdapterError`` names the national field; a ``TrazaError`` its code; an ``OSError`` is the node
+    failing to read the file (``internal``); anything else is the adapter failing on this file
+    (``malformed``, e.g. RecursionError on deeply nested XML), with its traceback."""
+    if isinstance(exc, AdapterError):
+        return Refusal(Code.SCHEMA_INVALID.value, exc.reason, exc.field)
+    if isinstance(exc, TrazaError):
+        return Refusal(exc.code.value, exc.detail, _field_of(exc))
+    trace = "".join(traceback.format_exception(exc))[-4000:]
+    what = f"{type(exc).__name__}: {exc}"[:300]
+    if isinstance(exc, OSError):
+        return Refusal(Code.INTERNAL.value, f"the node could not read the file ({what})", None, trace)
+    return Refusal(Code.MALFORMED.value, f"adapter {adapter} failed on this file ({what})", None, trace)

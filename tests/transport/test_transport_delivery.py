@@ -614,3 +614,89 @@ async def test_message_taken_through_the_pull_api_during_a_drop_sweep_is_not_wri
         await eventually(lambda: has_state(nodes["it"], second, "delivered"))
         await asyncio.sleep(0.3)
         assert sorted(p.name for p in (drop / "inbox").iterdir()) == [f"{first}.xml"]
+
+
+# --- a file the adapter fails on in an unexpected way is refused, never "interrupted" ------------------
+
+
+async def rejected_entries(node: Node) -> list[dict[str, Any]]:
+    doc = await node.audit_entries({"event": REJECTED_EVENT, "limit": "100"})
+    return [json.loads(base64.b64decode(e["entry"])) for e in doc["entries"]]
+
+
+async def assert_refused_not_interrupted(nodes: dict[str, Node], drop: Path, name: str) -> str:
+    """``name`` was moved to rejected/ and audited; a restart's recovery does not call it interrupted.
+    Returns its .error.txt."""
+    es = nodes["es"]
+    err = drop / "rejected" / f"{name}.error.txt"
+    await eventually(lambda: err.is_file() and (drop / "rejected" / name).is_file())
+    assert not list((drop / ".submitting").iterdir())
+    got = await eventually(lambda: rejected_entries(es))
+    assert any(e["file"] == name for e in got), got
+    dl = es.delivery
+    assert isinstance(dl, DropDelivery)
+    await asyncio.to_thread(dl.prepare)  # what a restart does
+    text = err.read_text()
+    assert "interrupted" not in text and "may or may not" not in text, text
+    assert sorted(p.name for p in (drop / "rejected").iterdir()) == [name, f"{name}.error.txt"]
+    # the node goes on: a good file after it is sent
+    (drop / "outbox" / "bien.xml").write_bytes(sample("notice.xml"))
+    await eventually((drop / "sent" / "bien.xml.id").is_file)
+    return text
+
+
+async def test_drop_file_the_adapter_fails_on_unexpectedly_is_rejected_with_the_real_reason(tmp_path, monkeypatch):
+    from structlog.testing import capture_logs
+
+    built, drop = drop_federation(tmp_path)
+    async with running(built) as nodes:
+        es = nodes["es"]
+        assert isinstance(es.delivery, DropDelivery)
+        await asyncio.wait_for(es.delivery.ready.wait(), 10)
+        real = es.adapter.to_standard
+
+        def failing(data: bytes, ct: str) -> Any:
+            if b"FALLA" in data:
+                raise RuntimeError("the adapter broke on this file")
+            return real(data, ct)
+
+        monkeypatch.setattr(es.adapter, "to_standard", failing)
+        with capture_logs() as logs:
+            (drop / "outbox" / "falla.xml").write_bytes(sample("notice.xml").replace(b"<Titulo>", b"<Titulo>FALLA "))
+            text = await assert_refused_not_interrupted(nodes, drop, "falla.xml")
+        assert "code: malformed" in text and "RuntimeError: the adapter broke on this file" in text, text
+        assert "adapter es failed on this file" in text
+        line = next(e for e in logs if e["event"] == "drop.rejected" and e["file"] == "falla.xml")
+        assert "Traceback" in line["traceback"] and "RuntimeError" in line["traceback"], line
+
+
+async def test_drop_file_of_deeply_nested_xml_is_rejected_not_left_in_submitting(tmp_path):
+    built, drop = drop_federation(tmp_path)
+    async with running(built) as nodes:
+        es = nodes["es"]
+        assert isinstance(es.delivery, DropDelivery)
+        await asyncio.wait_for(es.delivery.ready.wait(), 10)
+        deep = sample("notice.xml").replace(b"<Titulo>", b"<Titulo>" + b"<a>" * 5000 + b"</a>" * 5000)
+        (drop / "outbox" / "honda.xml").write_bytes(deep)
+        text = await assert_refused_not_interrupted(nodes, drop, "honda.xml")
+        assert "file: honda.xml" in text and "reason: " in text
+
+
+def test_refusal_of_a_read_failure_before_submission_is_never_interrupted():
+    from adapters.base import AdapterError
+    from gateway.core.errors import Code, TrazaError
+    from gateway.national.delivery import refusal_of
+
+    r = refusal_of(AdapterError("Cabecera/Clasificacion", "'X' is not a classification"), "es")
+    assert (r.code, r.field, r.reason, r.trace) == ("schema_invalid", "Cabecera/Clasificacion",
+                                                    "'X' is not a classification", None)
+    r = refusal_of(TrazaError(Code.UNKNOWN_NODE, "no node zz"), "es")
+    assert (r.code, r.reason) == ("unknown_node", "no node zz")
+    try:
+        raise RecursionError("maximum recursion depth exceeded")
+    except RecursionError as exc:
+        r = refusal_of(exc, "es")
+    assert r.code == "malformed" and "adapter es failed on this file (RecursionError" in r.reason
+    assert r.trace is not None and "Traceback" in r.trace
+    r = refusal_of(PermissionError(13, "Permission denied"), "es")
+    assert r.code == "internal" and "could not read the file" in r.reason
