@@ -43,6 +43,7 @@ from gateway.core.handling import MARKING_FIELDS, delivery_meta
 from gateway.core.jws import parse_compact
 from gateway.core.retry import backoff
 from gateway.core.timeutil import rfc3339
+from gateway.national.submission import Sidecar, translate
 from gateway.store import lookup
 from gateway.store.db import Database
 
@@ -93,7 +94,8 @@ class DeliveryNode(Protocol):
 
     async def inbox_ack(self, jti: str, who: str, status: str = "DELIVERED", detail: str | None = None) -> bool: ...
 
-    async def local_submit(self, content_type: str, data: bytes, system: str) -> str: ...
+    async def local_submit(self, content_type: str, data: bytes, system: str,
+                           sidecar: Sidecar | None = None) -> str: ...
 
     def audit_event_bg(self, event: Event) -> None: ...
 
@@ -477,6 +479,9 @@ class DropDelivery:
         self.submitting = self.root / ".submitting"
         self.ext = extension(node.adapter.output_content_type)
         self._seen: dict[str, tuple[int, int]] = {}  # outbox name -> (size, mtime_ns) at the last poll
+        self._listed: set[str] = set()  # the names stable_files() saw in outbox/ (stable or not)
+        # an adapter that reads X3P files takes each with its sidecar JSON beside it (docs/adapters.md)
+        self.pairs = X3P_CT in node.adapter.content_types
         self.reported: set[str] = set()  # messages the adapter could not write (logged once)
         self._paused_until = 0.0
         self.ready = asyncio.Event()  # set once the folders exist and crash leftovers are settled
@@ -491,8 +496,11 @@ class DropDelivery:
             with contextlib.suppress(OSError):
                 f.unlink()
         for f in sorted(self.submitting.iterdir()):
-            if f.name.endswith(".id"):
+            if f.name.endswith(".id") or not f.exists():  # (a sidecar moved with its X3P file already)
                 continue
+            if self.pairs and is_sidecar(f.name) and any(
+                    (self.submitting / n).exists() for n in _x3p_names(f.name)):
+                continue  # settled with its X3P file
             idf = self.submitting / f"{f.name}.id"
             if idf.exists():  # submitted, the id recorded: only the move to sent/ was interrupted
                 self._to_sent(f, idf.read_text().strip())
@@ -569,6 +577,7 @@ class DropDelivery:
             now[e.name] = (s.st_size, s.st_mtime_ns)
         ready = [n for n, sig in now.items() if self._seen.get(n) == sig]
         self._seen = now
+        self._listed = set(now)
         return sorted(ready, key=lambda n: (now[n][1], n))
 
     async def pick_up(self) -> int:
@@ -576,27 +585,47 @@ class DropDelivery:
         if time.monotonic() < self._paused_until:
             return 0
         sent = 0
-        for name in self.stable_files():
+        ready = self.stable_files()
+        for name in ready:
+            sidecar: str | None = None
+            if self.pairs:
+                if is_sidecar(name):  # never a message of its own: taken with its .x3p
+                    continue
+                sc = sidecar_name(name)
+                if sc is not None and sc in self._listed:
+                    if sc not in ready:  # wait until both are stable
+                        continue
+                    sidecar = sc
             self._seen.pop(name, None)
-            outcome = await self.submit_file(name)
+            if sidecar is not None:
+                self._seen.pop(sidecar, None)
+            outcome = await self.submit_file(name, sidecar)
             if outcome == "sent":
                 sent += 1
             elif outcome == "later":
                 break
         return sent
 
-    async def submit_file(self, name: str) -> str:
-        """Submit ``outbox/<name>``: "sent", "rejected", "later" (the node is overloaded; the file is
-        back in outbox/) or "gone" (it vanished before we took it)."""
+    async def submit_file(self, name: str, sidecar: str | None = None) -> str:
+        """Submit ``outbox/<name>`` (with ``outbox/<sidecar>``, the JSON beside an X3P file, when given):
+        "sent", "rejected", "later" (the node is overloaded; the files are back in outbox/) or "gone" (it
+        vanished before we took it). The sidecar travels with its file into .submitting/, sent/ or rejected/."""
         work = self.submitting / name
+        if sidecar is not None:
+            try:
+                os.rename(self.outbox / sidecar, self.submitting / sidecar)
+            except FileNotFoundError:
+                sidecar = None  # gone meanwhile: the file is read without it (and refused if it needs it)
         try:
             os.rename(self.outbox / name, work)  # taken: never read from outbox/ again
         except FileNotFoundError:
+            if sidecar is not None:
+                os.rename(self.submitting / sidecar, self.outbox / sidecar)
             return "gone"
         await asyncio.to_thread(_fsync_dir, self.submitting)
         # read and translate it: whatever fails here, nothing was submitted, so it is a refusal
         try:
-            found = await self._read_file(work, name)
+            found = await self._read_file(work, name, sidecar)
         except Exception as exc:
             why = refusal_of(exc, self.node.adapter.name)
             await asyncio.to_thread(self._reject, work, why.code, why.reason, why.field, why.trace)
@@ -604,11 +633,13 @@ class DropDelivery:
         if isinstance(found, Refusal):
             await asyncio.to_thread(self._reject, work, found.code, found.reason, found.field)
             return "rejected"
-        ct, data = found
+        ct, data, side = found
         try:
-            jti = await self.node.local_submit(ct, data, "drop")
+            jti = await self.node.local_submit(ct, data, "drop", side)
         except TrazaError as exc:
             if exc.code is Code.OVERLOADED:
+                if sidecar is not None:
+                    os.rename(self.submitting / sidecar, self.outbox / sidecar)
                 os.rename(work, self.outbox / name)
                 self._paused_until = time.monotonic() + 5.0
                 log.warning("drop.overloaded", node=self.node.id, file=name, detail=exc.detail)
@@ -619,7 +650,8 @@ class DropDelivery:
         log.info("drop.submitted", node=self.node.id, file=name, jti=jti, content_type=ct)
         return "sent"
 
-    async def _read_file(self, work: Path, name: str) -> tuple[str, bytes] | Refusal:
+    async def _read_file(self, work: Path, name: str,
+                         sidecar: str | None = None) -> tuple[str, bytes, Sidecar | None] | Refusal:
         """The media type and bytes of the taken file ``work``, read once by the adapter (for the national
         field of a fault; ``local_submit`` reads it again), or why it is refused. Raises what reading or
         translating raised (:func:`refusal_of` says what it means)."""
@@ -634,8 +666,12 @@ class DropDelivery:
             return Refusal(Code.MALFORMED.value,
                            f"the extension of {name!r} is not one adapter {adapter.name} reads (it reads: "
                            f".{', .'.join(exts)}; and .traza.json for the standard form)", "file name")
-        adapter.to_standard(data, ct)
-        return ct, data
+        if sidecar is None:
+            adapter.to_standard(data, ct)
+            return ct, data, None
+        side = Sidecar(sidecar, await asyncio.to_thread((self.submitting / sidecar).read_bytes))
+        translate(adapter, data, side)
+        return ct, data, side
 
     def _record_sent(self, work: Path, jti: str) -> None:
         idf = work.with_name(f"{work.name}.id")
@@ -643,9 +679,18 @@ class DropDelivery:
         _fsync_dir(self.submitting)
         self._to_sent(work, jti)
 
+    def _companion(self, work: Path) -> Path | None:
+        """The sidecar in .submitting/ taken with ``work`` (an X3P file), if any."""
+        sc = sidecar_name(work.name) if self.pairs else None
+        path = self.submitting / sc if sc is not None else None
+        return path if path is not None and path.is_file() else None
+
     def _to_sent(self, work: Path, jti: str) -> None:
         idf = work.with_name(f"{work.name}.id")
         name = _free_name(self.sent, work.name, jti)
+        side = self._companion(work)
+        if side is not None:  # first: once the file and its .id are in sent/, the pair is settled
+            os.replace(side, self.sent / (sidecar_name(name) or side.name))
         os.replace(work, self.sent / name)
         os.replace(idf, self.sent / f"{name}.id")
         _fsync_dir(self.sent)
@@ -661,7 +706,12 @@ class DropDelivery:
             lines.append(f"field: {field}")
         lines += [f"reason: {reason}", "",
                   "The file was not sent. Correct it and place it in outbox/ again."]
+        side = self._companion(work) if work.parent == self.submitting else None
+        if side is not None:
+            lines[1:1] = [f"sidecar: {side.name} (moved to rejected/ with the file)"]
         _write_file(self.rejected / f"{name}.error.txt", ("\n".join(lines) + "\n").encode("utf-8"))
+        if side is not None:
+            os.replace(side, self.rejected / (sidecar_name(name) or side.name))
         os.replace(work, self.rejected / name)
         _fsync_dir(self.rejected)
         _fsync_dir(self.submitting)
@@ -703,3 +753,23 @@ def refusal_of(exc: Exception, adapter: str) -> Refusal:
     if isinstance(exc, OSError):
         return Refusal(Code.INTERNAL.value, f"the node could not read the file ({what})", None, trace)
     return Refusal(Code.MALFORMED.value, f"adapter {adapter} failed on this file ({what})", None, trace)
+
+
+X3P_CT = "application/x-x3p"
+
+
+def is_sidecar(name: str) -> bool:
+    """A ``.json`` that is not the standard form (``.traza.json``): in a drop folder of an adapter that
+    reads X3P files, the sidecar of ``<stem>.x3p``."""
+    low = name.lower()
+    return low.endswith(".json") and not low.endswith(".traza.json")
+
+
+def sidecar_name(name: str) -> str | None:
+    """``case7.x3p`` -> ``case7.json``; None for a name that is not an X3P file."""
+    return name[:-4] + ".json" if name.lower().endswith(".x3p") else None
+
+
+def _x3p_names(sidecar: str) -> tuple[str, str]:
+    stem = sidecar[:-5]
+    return f"{stem}.x3p", f"{stem}.X3P"

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from adapters.base import Adapter, AdapterError, Attachment, media_type
+from adapters.base import Adapter, AdapterError, Attachment, Translation, media_type
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.core import strictjson
 from gateway.core.codes import DEFAULT_CLASSIFICATION, DEFAULT_PURPOSE
@@ -57,10 +57,28 @@ def read_retention(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+@dataclass(frozen=True)
+class Sidecar:
+    """The sidecar JSON of a national file (x3p: ``case7.json`` beside ``case7.x3p``, docs/adapters.md)."""
+
+    name: str
+    data: bytes
+
+
+def translate(adapter: Adapter, data: bytes, sidecar: Sidecar) -> Translation:
+    """A national file and its sidecar read by an adapter that takes one (x3p); AdapterError otherwise."""
+    read = getattr(adapter, "translate", None)
+    if read is None:
+        raise AdapterError(f"sidecar {sidecar.name}", f"adapter {adapter.name} reads no sidecar")
+    tr: Translation = read(data, sidecar.data, sidecar_name=f"sidecar {sidecar.name}")
+    return tr
+
+
 def read_submission(adapter: Adapter, content_type: str, data: bytes, *, groups: Mapping[str, Sequence[str]],
-                    here: str, fan_out: bool = True) -> Submission:
+                    here: str, fan_out: bool = True, sidecar: Sidecar | None = None) -> Submission:
     """Read one submission; TrazaError naming the fault (``malformed`` for JSON that is not strict,
-    ``schema_invalid`` with the path otherwise). ``fan_out`` False (the drop folder) keeps ``to`` one node."""
+    ``schema_invalid`` with the path otherwise). ``fan_out`` False (the drop folder) keeps ``to`` one node.
+    ``sidecar``: the JSON beside an X3P file (the drop folder), read with it by the adapter (:func:`translate`)."""
     doc: Any = None
     rcpts: list[str] | None = None
     named: Any = None
@@ -83,7 +101,7 @@ def read_submission(adapter: Adapter, content_type: str, data: bytes, *, groups:
         if changed:
             data = msgspec.json.encode(doc)
     try:
-        tr = adapter.to_standard(data, content_type)
+        tr = adapter.to_standard(data, content_type) if sidecar is None else translate(adapter, data, sidecar)
     except AdapterError as exc:
         raise TrazaError(Code.SCHEMA_INVALID, str(exc)) from None
     env = tr.envelope()

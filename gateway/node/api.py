@@ -24,7 +24,7 @@ from gateway.core.relay import DeadLetterAction, InboxAcked
 from gateway.core.retry import peer_status
 from gateway.core.timeutil import rfc3339_seconds
 from gateway.national.delivery import inbox_item, row_form, token_claims
-from gateway.national.submission import read_submission
+from gateway.national.submission import Sidecar, read_submission
 from gateway.node.expiry import Expiry, expiries
 from gateway.node.state import _NodeState, _rfc3339
 from gateway.store import insights as si
@@ -91,9 +91,9 @@ class ApiMixin(_NodeState):
 
     # --- local API backend (SPEC §6) ----------------------------------------------------------------
 
-    async def local_submit(self, content_type: str, data: bytes, system: str) -> str:
-        """One message from the national system (a drop-folder file): its id."""
-        ids, _ = await self._local_submission(content_type, data, system, fan_out=False)
+    async def local_submit(self, content_type: str, data: bytes, system: str, sidecar: Sidecar | None = None) -> str:
+        """One message from the national system (a drop-folder file, with its sidecar when it has one): its id."""
+        ids, _ = await self._local_submission(content_type, data, system, fan_out=False, sidecar=sidecar)
         return ids[0]
 
     async def local_submit_request(self, content_type: str, data: bytes, system: str) -> dict[str, Any]:
@@ -105,9 +105,10 @@ class ApiMixin(_NodeState):
         return {"conversation": cid, "ids": ids}
 
     async def _local_submission(self, content_type: str, data: bytes, system: str, *,
-                                fan_out: bool) -> tuple[list[str], str | None]:
+                                fan_out: bool, sidecar: Sidecar | None = None) -> tuple[list[str], str | None]:
         """The message ids and, for a fan-out, the conversation id (gateway/national/submission.py reads it)."""
-        sub = read_submission(self.adapter, content_type, data, groups=self.fed.groups, here=self.id, fan_out=fan_out)
+        sub = read_submission(self.adapter, content_type, data, groups=self.fed.groups, here=self.id, fan_out=fan_out,
+                              sidecar=sidecar)
         attachments = self.origin.check_attachments(sub.named) if sub.named is not None else []
         for att in sub.files:
             attachments.append(await asyncio.to_thread(self.origin.import_attachment, att))

@@ -700,3 +700,65 @@ def test_refusal_of_a_read_failure_before_submission_is_never_interrupted():
     assert r.trace is not None and "Traceback" in r.trace
     r = refusal_of(PermissionError(13, "Permission denied"), "es")
     assert r.code == "internal" and "could not read the file" in r.reason
+
+
+# --- x3p: the drop folder reads the sidecar JSON beside the X3P file (docs/adapters.md) ----------------
+
+X3P_SAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "x3p" / "samples"
+X3P_SAMPLE = "mx-fgr-2026-1180-c3-breechface"
+
+
+def x3p_drop_federation(tmp_path: Path) -> tuple[dict[str, LocalNode], Path]:
+    drop = tmp_path / "lab-drop"
+    return build(tmp_path / "fed", [NodeSpec("eu-hub", "hub", "NL"),
+                                    NodeSpec("es", "national", "ES", hub="eu-hub", adapter="x3p",
+                                             delivery={"mode": "drop", "drop_dir": str(drop), "poll_seconds": 0.1}),
+                                    NodeSpec("it", "national", "IT", hub="eu-hub")], limits=LIMITS), drop
+
+
+def x3p_sidecar(**changes: Any) -> bytes:
+    sc = json.loads((X3P_SAMPLES / f"{X3P_SAMPLE}.json").read_text())
+    sc.update({"to": "it", **changes})
+    return json.dumps(sc).encode()
+
+
+async def test_x3p_drop_folder_sends_the_file_with_its_sidecar_once_as_one_message(tmp_path):
+    built, drop = x3p_drop_federation(tmp_path)
+    async with running(built) as nodes:
+        es = nodes["es"]
+        assert isinstance(es.delivery, DropDelivery)
+        await asyncio.wait_for(es.delivery.ready.wait(), 10)
+        scan = (X3P_SAMPLES / f"{X3P_SAMPLE}.x3p").read_bytes()
+        (drop / "outbox" / "case7.json").write_bytes(x3p_sidecar())  # the sidecar first, then the scan
+        (drop / "outbox" / "case7.x3p").write_bytes(scan)
+        idf = drop / "sent" / "case7.x3p.id"
+        await eventually(lambda: idf.is_file() and (drop / "sent" / "case7.json").is_file())
+        jti = idf.read_text().strip()
+        assert sorted(p.name for p in (drop / "sent").iterdir()) == ["case7.json", "case7.x3p", "case7.x3p.id"]
+        assert list((drop / "rejected").iterdir()) == [] and list((drop / "outbox").iterdir()) == []
+        st = await es.message_status(jti)
+        assert st is not None and st["type"] == "ballistic.submission" and st["to"] == "it"
+        await eventually(lambda: in_inbox(nodes["it"], jti))
+        got = next(m for m in (await nodes["it"].local_inbox(0, 100))["messages"] if m["id"] == jti)
+        assert got["attachments"] and got["attachments"][0]["ct"] == "application/x-x3p"
+        await asyncio.sleep(0.3)
+        assert await rejected_entries(es) == []
+
+
+async def test_x3p_drop_folder_rejects_the_file_and_its_bad_sidecar_together(tmp_path):
+    built, drop = x3p_drop_federation(tmp_path)
+    async with running(built) as nodes:
+        es = nodes["es"]
+        assert isinstance(es.delivery, DropDelivery)
+        await asyncio.wait_for(es.delivery.ready.wait(), 10)
+        (drop / "outbox" / "case8.json").write_bytes(x3p_sidecar(region="Nowhere"))
+        (drop / "outbox" / "case8.x3p").write_bytes((X3P_SAMPLES / f"{X3P_SAMPLE}.x3p").read_bytes())
+        err = drop / "rejected" / "case8.x3p.error.txt"
+        await eventually(lambda: err.is_file() and (drop / "rejected" / "case8.json").is_file())
+        assert sorted(p.name for p in (drop / "rejected").iterdir()) == ["case8.json", "case8.x3p",
+                                                                        "case8.x3p.error.txt"]
+        text = err.read_text()
+        assert "sidecar case8.json" in text and "region" in text and "Nowhere" in text, text
+        assert not list((drop / "outbox").iterdir()) and not list((drop / ".submitting").iterdir())
+        got = await eventually(lambda: rejected_entries(es))
+        assert [e["file"] for e in got] == ["case8.x3p"]
