@@ -318,6 +318,8 @@ class JsonAdapter(NationalAdapter):
 
 # --- XML --------------------------------------------------------------------------------------------
 
+# Elements nested deeper than this (the root is level 1) are refused: the JSON nesting limit of SPEC §11.
+MAX_XML_DEPTH = 32
 _XML_BAD = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -359,15 +361,29 @@ class XmlAdapter(NationalAdapter):
         self._check_ns(root, ns)
         return root
 
-    def _check_ns(self, el: ET.Element, ns: str | None) -> None:
-        for child in el:
-            if isinstance(child.tag, str):
-                cns, cname = _local(child.tag)
-                if cns != ns:
-                    raise AdapterError(
-                        cname, f"element in namespace {cns!r}, expected {ns!r} (that of the root)"
-                    )
-                self._check_ns(child, ns)
+    def _check_ns(self, root: ET.Element, ns: str | None) -> None:
+        """Every element in the root's namespace, and none nested deeper than :data:`MAX_XML_DEPTH`
+        (the root is level 1). Iterative: a file of thousands of nested elements is refused by name,
+        not by the interpreter's recursion limit (and nothing after this walks deeper than the limit)."""
+        stack: list[tuple[ET.Element, tuple[str, ...]]] = [(root, ())]
+        while stack:
+            el, path = stack.pop()
+            for child in el:
+                if isinstance(child.tag, str):
+                    cns, cname = _local(child.tag)
+                    if cns != ns:
+                        raise AdapterError(
+                            cname, f"element in namespace {cns!r}, expected {ns!r} (that of the root)"
+                        )
+                    below = (*path, cname)
+                    if len(below) >= MAX_XML_DEPTH:  # the root is not in the path: level len + 1
+                        shown = "/".join(below) if len(below) <= 4 else "/".join((*below[:3], "...", below[-1]))
+                        raise AdapterError(
+                            shown,
+                            f"nested deeper than {MAX_XML_DEPTH} elements (element {len(below) + 1} levels "
+                            f"deep; the limit is that of JSON, SPEC §11)",
+                        )
+                    stack.append((child, below))
 
     def version_of(self, doc: Any) -> tuple[Any, str] | None:
         return doc.get("version"), f"{self.root_tag}/@version"

@@ -160,3 +160,19 @@ def test_the_installed_command_runs():
         check=False,
     )
     assert r.returncode == 0 and "--reverse" in r.stdout
+
+
+def traza(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli.main", *args], capture_output=True, text=True,
+                          check=False, cwd=ROOT, timeout=120)
+
+
+def test_check_of_deeply_nested_xml_exits_1_naming_file_path_and_limit_not_a_traceback(tmp_path):
+    """5000 nested elements: `traza adapter check es` printed a RecursionError traceback."""
+    xml = (ROOT / "adapters/es/samples/notice.xml").read_text(encoding="utf-8")
+    f = tmp_path / "deep.xml"
+    f.write_text(xml.replace("<Cuerpo>", "<Cuerpo>" + "<A>" * 5000 + "x" + "</A>" * 5000, 1), encoding="utf-8")
+    r = traza("adapter", "check", "es", str(f))
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"traza: {f}: Cuerpo/A/A/.../A: nested deeper than 32 elements"), r.stderr

@@ -204,6 +204,26 @@ def test_es_document_faults():
     fails("es", b'<MensajeTraza xmlns="urn:other"/>', "MensajeTraza", "namespace 'urn:other'")
 
 
+def _es_nested(depth: int) -> bytes:
+    """The es notice sample with ``depth`` elements nested inside ``Cuerpo`` (the root is depth 1)."""
+    xml = sample("es", "notice.xml").decode()
+    inner = "<Anidado>" * depth + "x" + "</Anidado>" * depth
+    return xml.replace("<Cuerpo>", f"<Cuerpo>{inner}", 1).encode()
+
+
+@pytest.mark.parametrize("depth", [31, 5000])
+def test_es_deep_nesting_is_refused_naming_the_element_path_not_a_recursion_error(depth):
+    """~5000 nested elements ran the namespace check into RecursionError (a traceback, a 500 from the
+    local API); nesting deeper than 32 elements, the JSON limit of SPEC §11, is refused by name."""
+    err = fails("es", _es_nested(depth), "Cuerpo/Anidado/Anidado/.../Anidado", r"^nested deeper than 32 elements")
+    assert "element 33 levels deep" in err.reason
+
+
+def test_es_nesting_within_the_limit_reaches_the_element_check():
+    """The control: 30 elements deep (32 with the root and Cuerpo) is not refused for depth."""
+    fails("es", _es_nested(30), "Cuerpo/Anidado", "unknown element")
+
+
 def test_es_control_characters_cannot_be_written():
     a = get_adapter("es")
     with pytest.raises(AdapterError, match=r"^Cuerpo/Texto: character U\+0007 cannot be written in XML"):
