@@ -23,6 +23,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -309,14 +310,17 @@ class Syntax:
         if kind == "int":
             if not re.fullmatch(r"-?[0-9]+", raw):
                 raise AdapterError(where, f"{raw!r} is not an integer")
-            return int(raw)
+            return _in_json_range(raw, where)
         if kind == "number":
             d = re.escape(self.decimal)
             if not re.fullmatch(rf"-?[0-9]+(?:{d}[0-9]+)?(?:[eE][+-]?[0-9]+)?", raw):
                 raise AdapterError(where, f"{raw!r} is not a number (decimal separator {self.decimal!r})")
             if self.decimal in raw or "e" in raw or "E" in raw:
-                return float(raw.replace(self.decimal, "."))
-            return int(raw)
+                value = float(raw.replace(self.decimal, "."))
+                if not math.isfinite(value):
+                    raise AdapterError(where, f"{raw!r} is not a finite number")
+                return value
+            return _in_json_range(raw, where)
         if kind == "bool":
             low = raw.lower()
             if low == self.bools[0]:
@@ -338,6 +342,17 @@ class Syntax:
             f"{raw!r} is not one of: {listed}" + (f" (or a code: {', '.join(others)})" if others else ""),
         )
 
+
+
+def _in_json_range(digits: str, where: str) -> int:
+    """An integer written in a text format, refused here, naming its field, when strict JSON (SPEC §3.4)
+    could not carry it: outside ±2^53 (the standard body's check would only say ``at $``)."""
+    if len(digits.lstrip("-").lstrip("0")) > len(str(strictjson.MAX_INT)):
+        raise AdapterError(where, f"integer {digits} is outside ±2^53")  # before int(): no digit-limit error
+    value = int(digits)
+    if abs(value) > strictjson.MAX_INT:
+        raise AdapterError(where, f"integer {digits} is outside ±2^53")
+    return value
 
 # --- tables ------------------------------------------------------------------------------------------
 

@@ -296,6 +296,38 @@ def test_de_values():
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "data", "field"),
+    [
+        ("de", lambda: csv_edit("de", "notice.csv", "Informationsbewertung", "99999999999999999999", ";"),
+         "Informationsbewertung"),
+        ("de", lambda: csv_edit("de", "trace.request.csv", "Lauflaenge_mm", "-99999999999999999999", ";"),
+         "Lauflaenge_mm"),
+        ("it", lambda: csv_edit("it", "notice.csv", "attendibilita_informazione", "99999999999999999999", ","),
+         "attendibilita_informazione"),
+        ("es", lambda: re.sub(rb"<ExactitudInformacion>[0-9]+<", b"<ExactitudInformacion>99999999999999999999999<",
+                              sample("es", "notice.xml")),
+         "Cuerpo/ExactitudInformacion"),
+    ],
+    ids=["de-int", "de-number", "it-int", "es-int"],
+)
+def test_integer_beyond_2_53_is_reported_against_its_own_field_not_the_message_type(name, data, field):
+    """It was `Nachrichtentyp` / `tipo_messaggio` / `Cabecera/TipoMensaje: integer ... outside ±2^53 at $`."""
+    fails(name, data(), field, r"^integer -?99999999999999999999+ is outside ±2\^53$")
+
+
+def test_number_overflowing_a_double_is_refused_naming_its_field():
+    """`1e400` was read as infinity (which JSON cannot carry: encoded as null) and accepted."""
+    fails("de", csv_edit("de", "trace.request.csv", "Lauflaenge_mm", "1e400", ";"), "Lauflaenge_mm",
+          r"^'1e400' is not a finite number$")
+
+
+def test_integer_at_2_53_is_left_to_the_schema():
+    """The control: 2^53 itself is inside the strict JSON range (SPEC §3.4): the schema's bound refuses it."""
+    fails("de", csv_edit("de", "trace.request.csv", "Lauflaenge_mm", str(2**53), ";"), "Lauflaenge_mm",
+          r"<= 10000 \(standard \$\.firearm\.barrel_length_mm\)")
+
+
 def test_de_numbered_columns_must_not_skip():
     data = sample("de", "trace.response.csv").decode().replace("Verbleib2_", "Verbleib4_")
     fails("de", data, "Verbleib2_Ereignis", "numbered fields must run 1, 2, 3")
