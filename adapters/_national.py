@@ -470,6 +470,9 @@ class XmlAdapter(NationalAdapter):
 # --- CSV --------------------------------------------------------------------------------------------
 
 
+_CSV_NUL = "character U+0000 cannot be written in CSV"
+
+
 class CsvAdapter(NationalAdapter):
     """One message per file: a header row of national column names and one data row."""
 
@@ -492,6 +495,8 @@ class CsvAdapter(NationalAdapter):
             hit = table.column(col)
             if hit is None:
                 raise AdapterError(col, "unknown column (not in this message type of the format)")
+            if "\x00" in raw:  # what this adapter reads it must write back (render refuses U+0000)
+                raise AdapterError(col, f"{_CSV_NUL} (refused on reading too: it could not be delivered back)")
             field, idx = hit
             yield field, idx, raw, col
 
@@ -499,6 +504,6 @@ class CsvAdapter(NationalAdapter):
         cols = []
         for _f, _idx, v, name in sorted(leaves, key=lambda x: table.flat_key(x[0], x[1])):
             if "\x00" in v:
-                raise AdapterError(name, "character U+0000 cannot be written in CSV")
+                raise AdapterError(name, _CSV_NUL)
             cols.append((name, v))
         return write_csv_record(cols, self.delimiter)

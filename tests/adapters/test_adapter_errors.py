@@ -346,6 +346,18 @@ def test_de_file_shape():
 # --- it (comma CSV) ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("name", "column", "delim"), [("de", "Betreff", ";"), ("it", "oggetto", ",")])
+def test_csv_refuses_on_reading_the_nul_it_cannot_write_back(name, column, delim):
+    """de/it read U+0000 in a cell (to_standard accepted it) but refused to write it back: each adapter
+    now reads only what it can write, and says so in the same words."""
+    data = csv_edit(name, "notice.csv", column, "Pra\x00tica", delim)
+    fails(name, data, column, r"^character U\+0000 cannot be written in CSV")
+    a = get_adapter(name)
+    t = a.to_standard(sample(name, "notice.csv"), a.content_types[0])
+    with pytest.raises(AdapterError, match=rf"^{column}: character U\+0000 cannot be written in CSV"):
+        a.from_standard(t.mt, {**t.body, "title": "Pra\x00tica"}, t.meta())
+
+
 def test_it_errors_name_italian_columns():
     fails("it", csv_edit("it", "firearm.status.query.csv", "matricola", "", ","), "matricola", "^empty")
     fails(
