@@ -12,6 +12,7 @@ from typing import Any
 
 from adapters.standard import MEDIA_TYPE as STANDARD_CT
 from gateway.cli.output import console, dict_table, fields, print_json, rows_of, styled, table
+from gateway.core import strictjson
 from gateway.core.printable import printable
 from gateway.failures import CheckFailed, UsageError
 from gateway.national import client
@@ -65,6 +66,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     attach = [Path(a) for a in args.attach or []]
     files: list[tuple[Path, str]] = []
     msg: dict[str, Any] | None = None
+    raw_body: bytes | None = None  # BODY.json as read, when the message's body is that file
     if path.suffix.lower() == ".x3p" and not args.content_type:
         msg, files = _x3p_form(args, path)
         data = b""
@@ -81,12 +83,13 @@ def cmd_send(args: argparse.Namespace) -> int:
         if msg is None:
             if not args.to or not args.type:
                 raise UsageError("--to and --type are required unless --content-type names a national format")
-            try:
-                body = json.loads(data)
-            except ValueError as exc:
-                raise UsageError(f"{path}: not JSON: {exc}") from None
+            try:  # strict JSON (SPEC §3.4), checked here; the file's bytes go out as they are
+                strictjson.object_of(data, str(path))
+            except strictjson.StrictJSONError as exc:
+                raise UsageError(exc.detail) from None
+            raw_body = data
             msg = {"type": args.type, "to": _recipients(args.to), "handling": args.handling,
-                   "classification": args.classification, "purpose": args.purpose, "body": body}
+                   "classification": args.classification, "purpose": args.purpose}
         if args.handling_restrictions:
             msg["handling_restrictions"] = args.handling_restrictions
         if args.onward_transfer:
@@ -98,7 +101,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         files += [(a, _media_type_of(a)) for a in attach]
         if files:
             msg["attachments"] = client.upload_attachments(cfg, files, show=not args.no_progress)
-        ct, payload = STANDARD_CT, json.dumps(msg).encode()
+        ct, payload = STANDARD_CT, _standard_form(msg, raw_body)
     status, doc = client.local_request(cfg, "system", "POST", "/local/v1/messages", payload, ct)
     if status != 201:
         raise CheckFailed(f"{path}: refused: {client.problem_text(status, doc)}")
@@ -115,6 +118,15 @@ def cmd_send(args: argparse.Namespace) -> int:
     else:
         print(f"submitted {doc['id']}; follow it with: traza message show --config {args.config} {doc['id']}")
     return 0
+
+
+def _standard_form(msg: dict[str, Any], raw_body: bytes | None) -> bytes:
+    """The standard form (SPEC §6) of ``msg``; with ``raw_body``, the body member is those bytes verbatim
+    (already checked as strict JSON), not a re-encoding of what a parser made of them."""
+    if raw_body is None:
+        return json.dumps(msg).encode()
+    head = json.dumps(msg).encode()
+    return head[:-1] + (b", " if msg else b"") + b'"body": ' + raw_body + b"}"
 
 
 def _recipients(to: str) -> str | list[str]:
