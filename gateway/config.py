@@ -199,9 +199,7 @@ def _check_delivery(path: Path, cfg: Config) -> None:
         except ValueError as exc:
             raise ConfigError(f"{path}: delivery.webhook_url: {exc}") from None
     if d.webhook_ca is not None:
-        f = cfg.resolve(d.webhook_ca)
-        if not f.is_file():
-            raise ConfigError(f"{path}: delivery.webhook_ca: file {f} does not exist")
+        _check_file(path, "delivery.webhook_ca", cfg.resolve(d.webhook_ca))
     if d.mode == "drop":
         if not d.drop_dir:
             raise ConfigError(f"{path}: delivery.drop_dir: required when delivery.mode is 'drop'")
@@ -241,9 +239,20 @@ _PATH_RE = re.compile(r"at `\$\.?(.*)`")
 def load_config(path: Path | str) -> Config:
     path = Path(path)
     try:
-        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); TOML is "
+                          "UTF-8") from None
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     if "path" in data:
@@ -264,6 +273,10 @@ def load_config(path: Path | str) -> Config:
     _check_delivery(path, cfg)
     _check_store(path, cfg)
     _check_retention(path, cfg)
+    for name in ("peer", "local", "ops"):
+        port = int(getattr(cfg.listen, name).rsplit(":", 1)[1])
+        if not 1 <= port <= 65535:  # 0 too: peers and the CLI dial this very address
+            raise ConfigError(f"{path}: listen.{name}: port {port} is outside 1..65535")
     for i, origin in enumerate(cfg.listen.local_origins):
         if parse_origin(origin) is None:
             raise ConfigError(f"{path}: listen.local_origins[{i}]: {origin!r} is not an origin https://host[:port]")
@@ -272,14 +285,18 @@ def load_config(path: Path | str) -> Config:
     if cfg.limits.retry_min > cfg.limits.retry_max:
         raise ConfigError(f"{path}: limits.retry_min: exceeds limits.retry_max")
     for key in ("anchor", "manifest"):
-        f = cfg.resolve(getattr(cfg.trust, key))
-        if not f.is_file():
-            raise ConfigError(f"{path}: trust.{key}: file {f} does not exist")
+        _check_file(path, f"trust.{key}", cfg.resolve(getattr(cfg.trust, key)))
     for key in KeysSection.__struct_fields__:
-        f = cfg.resolve(getattr(cfg.keys, key))
-        if not f.is_file():
-            raise ConfigError(f"{path}: keys.{key}: file {f} does not exist")
+        _check_file(path, f"keys.{key}", cfg.resolve(getattr(cfg.keys, key)))
     return cfg
+
+
+def _check_file(path: Path, key: str, f: Path) -> None:
+    """ConfigError naming the file and key unless ``f`` is a file."""
+    if f.is_dir():
+        raise ConfigError(f"{path}: {key}: {f} is a directory, not a file")
+    if not f.is_file():
+        raise ConfigError(f"{path}: {key}: file {f} does not exist")
 
 
 def set_client_certificate(path: Path | str, role: str, cert: Path, key: Path) -> tuple[str, str]:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from gateway.localfed import NodeSpec, build
+from gateway.localfed import NodeSpec, build, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,3 +61,42 @@ def test_send_refuses_a_body_with_an_integer_beyond_2_53(config, tmp_path):
     body = tmp_path / "big.json"
     body.write_bytes(b'{"title": "t", "text": "x", "information_accuracy": 9007199254740993}')
     refused(send(config, body), f"{body}: ", "outside ±2^53")
+
+
+# --- configs -----------------------------------------------------------------------------------------
+
+
+def _copy(config: Path, tmp_path: Path, section: str, key: str, value: object) -> Path:
+    data = tomllib.loads(config.read_text(encoding="utf-8"))
+    data[section][key] = value
+    path = tmp_path / f"{section}-{key}.toml"
+    write_config(path, data)
+    return path
+
+
+@pytest.mark.parametrize("verb", ["run", "send", "status"])
+def test_a_config_that_is_not_utf8_is_bad_usage_not_a_unicode_traceback(config, tmp_path, verb):
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"\xff\xfe" + config.read_bytes())
+    args = ["--to", "es", "--type", "notice", str(tmp_path / "body.json")] if verb == "send" else []
+    refused(traza(verb, "--config", path, *args), f"{path}: not UTF-8")
+
+
+@pytest.mark.parametrize("verb", ["run", "status"])
+def test_a_config_that_is_a_folder_is_bad_usage_not_is_a_directory_traceback(tmp_path, verb):
+    refused(traza(verb, "--config", tmp_path), f"{tmp_path}: is a directory, not a config file")
+
+
+@pytest.mark.parametrize(("listener", "addr", "port"), [("peer", "127.0.0.1:99999", "99999"),
+                                                         ("ops", "[::1]:65536", "65536"),
+                                                         ("local", "127.0.0.1:0", "0")])
+def test_a_listen_port_outside_1_65535_is_refused_by_the_config_check_not_an_overflow_crash(
+        config, tmp_path, listener, addr, port):
+    """`listen.peer = "127.0.0.1:99999"` passed the config check; the node then died of OverflowError."""
+    path = _copy(config, tmp_path, "listen", listener, addr)
+    refused(traza("run", "--config", path), f"{path}: listen.{listener}: port {port} is outside 1..65535")
+
+
+def test_a_certificate_path_that_is_a_folder_is_named_a_folder_not_missing(config, tmp_path):
+    path = _copy(config, tmp_path, "keys", "tls_cert", str(tmp_path))
+    refused(traza("run", "--config", path), f"{path}: keys.tls_cert: {tmp_path} is a directory, not a file")
