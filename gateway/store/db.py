@@ -67,9 +67,10 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
                                cached_statements=STATEMENT_CACHE)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        # content deleted or dropped (a transit copy's payload) is zeroed in the pages it leaves when that
-        # costs no extra I/O; the rest is overwritten as the space is reused
-        conn.execute("PRAGMA secure_delete=FAST")
+        # content deleted or dropped (a transit copy's payload, a purged body) is overwritten with zeros,
+        # also in the pages it frees: FAST left whole freed pages (a large body's overflow pages) readable in
+        # the file. About 1 µs per deleted envelope (docs/security.md, "Data at rest")
+        conn.execute("PRAGMA secure_delete=ON")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=10000")
     return conn

@@ -55,7 +55,8 @@ async def test_the_recipient_purges_body_envelope_and_blobs_when_due_and_the_evi
     async with started(built["hub"].config) as hub, started(built["mx"].config) as mx, \
             started(built["es"].config, clock=lambda: time.time() + ahead[0]) as es:
         scan = await attach(mx, tmp_path, 20_000)
-        body = msgspec.json.encode({"title": "t", "text": "serial 4711-XYZ"})
+        # a body of several pages (SQLite overflow pages, freed whole when it is purged)
+        body = msgspec.json.encode({"title": "t", "text": "serial 4711-XYZ " * 800})
         jti = await mx.submit(mt="notice", to="es", body=body, system="test", attachments=[scan])
 
         async def in_inbox() -> bool:
@@ -110,6 +111,10 @@ async def test_the_recipient_purges_body_envelope_and_blobs_when_due_and_the_evi
         assert raw is not None
         del hub
     _verify_bundle(tmp_path, raw)
+    # the purged body is gone from the database files themselves, not only from their tables: SQLite's
+    # secure_delete=FAST left it in the pages it freed (found by grepping node.db after a purge)
+    for f in built["es"].data_dir.glob("node.db*"):
+        assert b"serial 4711-XYZ" not in f.read_bytes(), f
 
 
 async def test_a_hub_purges_the_copy_it_could_not_deliver_once_the_message_expired(tmp_path: Path) -> None:
