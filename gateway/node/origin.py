@@ -130,6 +130,9 @@ class Origin:
                                                 key_verifier=verifier_for, known_types=MESSAGE_TYPES,
                                                 limits=self.limits))
             except TrazaError as exc:
+                # SPEC §4.2: every rejection is audited with its code, also the ones the envelope's own checks
+                # make here (a ceiling, the policy, the encryption rule), before the national system hears it
+                await self._audit_refused(exc, mt=mt, to=to, system=system, hc=hc, pur=pur, now=now)
                 if not fan_out:
                     raise
                 raise TrazaError(exc.code, f"recipient {to}: {exc.detail} (nothing was sent)", fault=exc.fault) from None
@@ -196,6 +199,15 @@ class Origin:
             self.s.log.warning("submission.refused", rule=exc.rule, code=exc.code.value, mt=mt, to=to,
                                detail=exc.detail[:300])
             raise
+
+    async def _audit_refused(self, exc: TrazaError, *, mt: str, to: str, system: str, hc: str, pur: str,
+                             now: float) -> None:
+        """A submission the checks of its envelope refused: ``policy.denied`` with the code as its rule."""
+        event = PolicyDenied(rule=exc.code.value, code=exc.code.value, detail=exc.detail[:2000], mt=mt, to=to,
+                             from_=f"local:system:{system}", handling=hc, purpose=pur)
+        await self.s.db.write(lambda conn: self.s.audit.stage(conn, [event], now))
+        self.s.log.warning("submission.refused", rule=exc.code.value, code=exc.code.value, mt=mt, to=to,
+                           detail=exc.detail[:300])
 
     def _seal_kw(self, mt: str, to: str, now: float) -> dict[str, Any]:
         """build_envelope's sealing arguments when a message of type ``mt`` to ``to`` is encrypted, else {}."""

@@ -202,6 +202,20 @@ async def test_h3_submission_without_restrictions_is_refused_and_audited(tmp_pat
         assert (await it.message_status(jti) or {}).get("type") == "notice"
 
 
+async def test_submission_above_a_classification_ceiling_is_refused_and_audited(tmp_path: Path) -> None:
+    """SPEC §4.2: every rejection is audited with its code. A submission the envelope checks refuse at the
+    origin (above its own ceiling, or the next hop's) was answered 422 and left nothing in the log; the
+    handling and purpose refusals were audited (policy.denied), these were not."""
+    built = build(tmp_path / "fed", SPECS, limits=LIMITS)
+    async with started(built["it"].config) as it:
+        err = await refused_at_submission(it, standard("es", classification="CONFIDENTIEL_UE"))
+        assert err.code is Code.CLASSIFICATION_EXCEEDED
+        (entry,) = await entries(it, event="policy.denied")
+        assert (entry["rule"], entry["code"], entry["to"], entry["mt"]) == (
+            "classification_exceeded", "classification_exceeded", "es", "notice")
+        assert entry["from"] == "local:system:default" and "CONFIDENTIEL_UE" in entry["detail"]
+
+
 async def test_notice_linking_an_h2_message_to_a_third_node_is_refused(tmp_path: Path) -> None:
     built = build(tmp_path / "fed", SPECS, limits=LIMITS)
     async with started(built["eu-hub"].config), started(built["es"].config) as es, started(built["it"].config) as it:
