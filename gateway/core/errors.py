@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Literal
 
@@ -108,3 +109,20 @@ class TrazaError(Exception):
     def diagnostics(self) -> str:
         """Operator-facing explanation (sigstore-style)."""
         return f"[{self.code.value}] {self.detail}"
+
+
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def redact_values(detail: str) -> str:
+    """``detail`` with every quoted value replaced by ``'…'``: for the audit log, whose entries hold
+    digests and metadata, never payload content (SPEC §7.1). A schema fault's detail quotes the value at
+    fault (``Invalid enum value 'X'``); the path and the reason stay. The full detail still goes to the
+    caller (the ``422``, the drop folder's ``.error.txt``)."""
+    return _QUOTED.sub("'…'", detail)
+
+
+def audit_detail(code: Code | str, detail: str) -> str:
+    """The detail of a refusal as the audit log keeps it: quoted values left out of a fault of the body or
+    of a national file (``schema_invalid``), the rest as it is."""
+    return redact_values(detail) if code == Code.SCHEMA_INVALID else detail

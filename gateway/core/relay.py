@@ -30,7 +30,7 @@ import msgspec
 
 from gateway.core import events as ev
 from gateway.core.envelope import NO_REPLY_TYPES
-from gateway.core.errors import Code, TrazaError
+from gateway.core.errors import Code, TrazaError, audit_detail
 from gateway.core.policy import ANSWER_TYPES, Answer, Sent, check_answer
 from gateway.core.retry import next_attempt_at
 from gateway.core.timeutil import rfc3339, rfc3339_seconds
@@ -373,11 +373,13 @@ class Relay:
         peer = event.peer
         for item in event.items:
             if isinstance(item, Refused):
+                # a schema fault quotes the value at fault: neither the log nor the peer (maybe a hub, which
+                # never sees a sealed body) gets it (SPEC §7.1; gateway.core.errors.audit_detail)
                 out += [Audit(ev.EnvelopeRejected(jti=item.jti, claimed_jti=None if item.jti else item.claimed_jti,
                                                   from_=peer, to=self.here, code=item.code.value,
-                                                  detail=item.detail)),
+                                                  detail=audit_detail(item.code, item.detail))),
                         AnswerPeer(index=item.index, jti=item.claimed_jti, status="rejected", code=item.code.value,
-                                   detail=item.public_detail)]
+                                   detail=audit_detail(item.code, item.public_detail))]
                 continue
             out += self._arrived(item, peer, view, seen, now)
         return out

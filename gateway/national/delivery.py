@@ -37,7 +37,7 @@ from adapters.standard import ORDER as STANDARD_ORDER
 from adapters.standard import dump as standard_dump
 from adapters.standard import to_form as standard_form
 from gateway.core.envelope import TYP_ENVELOPE
-from gateway.core.errors import Code, TrazaError
+from gateway.core.errors import Code, TrazaError, redact_values
 from gateway.core.events import Event, LocalRejected
 from gateway.core.handling import MARKING_FIELDS, delivery_meta
 from gateway.core.jws import parse_compact
@@ -715,11 +715,13 @@ class DropDelivery:
         os.replace(work, self.rejected / name)
         _fsync_dir(self.rejected)
         _fsync_dir(self.submitting)
+        # the file's values stay in rejected/<name>.error.txt: the audit log and the node's log name the field
+        # and the reason, not the content (SPEC §7.1)
         self.node.audit_event_bg(LocalRejected(file=work.name, code=code,
-                                               detail=(f"{field}: {reason}" if field else reason)[:2000]))
+                                               detail=redact_values(f"{field}: {reason}" if field else reason)[:2000]))
         extra = {"traceback": trace} if trace else {}
-        log.error("drop.rejected", node=self.node.id, file=work.name, code=code, field=field, reason=reason[:500],
-                  moved_to=str(self.rejected / name), **extra)
+        log.error("drop.rejected", node=self.node.id, file=work.name, code=code, field=field,
+                  reason=redact_values(reason)[:500], moved_to=str(self.rejected / name), **extra)
 
 
 def _field_of(exc: TrazaError) -> str | None:

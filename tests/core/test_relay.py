@@ -128,6 +128,17 @@ def test_a_different_envelope_reusing_a_message_id_within_one_batch_is_rejected_
     assert event.code == "malformed" and "different envelope" in event.detail
 
 
+def test_a_body_value_quoted_by_a_schema_fault_reaches_neither_the_audit_log_nor_the_peer():
+    """SPEC §7.1: entries never hold payload content. A recipient's schema fault quotes the value at fault
+    (decrypted: the previous hop, a hub, must not learn it either); the path and the reason stay."""
+    err = TrazaError(Code.SCHEMA_INVALID, "body.status: Invalid enum value 'ZQXCANARY4422' for status - at `$.status`")
+    out = HUB.received(r.Received("mx", [r.Refused.of(0, err, "m1")]), Store(), NOW)
+    [event] = audits(out)
+    [answer] = [c for c in out if isinstance(c, r.AnswerPeer)]
+    for text in (event.detail, answer.detail):
+        assert "ZQXCANARY4422" not in text and "$.status" in text and "Invalid enum value" in text, text
+
+
 def test_a_refused_envelope_is_indexed_only_by_a_verified_id():
     err = TrazaError(Code.BAD_SIGNATURE, "ES256 signature of kid mx/sig/1 does not verify")
     out = HUB.received(r.Received("mx", [r.Refused.of(0, err, "claimed-id")]), Store(), NOW)
