@@ -66,6 +66,10 @@ class CircuitBreaker:
             return True
         return False
 
+    def release(self) -> None:
+        """The probe :meth:`allow` gave was not used (nothing was sent): the next attempt may probe."""
+        self.probing = False
+
     def success(self) -> None:
         self.failures = 0
         self.opens = 0

@@ -186,17 +186,18 @@ class Outbound:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ev.wait(), timeout=min(timeout, 5.0) if timeout else 5.0)
                 continue
-            if not breaker.allow(now):
-                await asyncio.sleep(0.2)
-                continue
             expired = [r for r in rows if r.exp <= now]
             live = [r for r in rows if r.exp > now]
             # a request holds what fits the peer's request limit (SPEC §4.1, §11), sizes from the stored bytes
             live = live[:fit_batch([len(r.envelope) for r in live], max_bytes=max_bytes, max_count=batch)]
-            # (the error messages a dead letter sends back wake their own queue once committed)
+            # expired rows leave the queue whatever the peer's state (their error messages to the origin wake
+            # their own queue once committed)
             if expired:
                 await self.s.decide(partial(self.s.rules.expired, QueueExpired(peer, _rows(expired)), now=now), now)
             if not live:
+                continue
+            if not breaker.allow(now):
+                await asyncio.sleep(0.2)
                 continue
             live, blocked, pending, blob_err, blob_bytes, refused = self.push_blobs(peer, live)
             if refused:  # the peer will never take a blob these name (413): the messages fail, no retry
@@ -209,6 +210,7 @@ class Outbound:
                 self.s.log.warning("blob.upload_failed", peer=peer, detail=(blob_err or "")[:300], queued=len(blocked))
                 await self._retry_later(peer, blocked, blob_err or "blob upload failed", None)
             if not live:
+                breaker.release()  # nothing was sent: a probe taken above is given back (else: "probing" for good)
                 if pending:  # only envelopes whose blobs are still uploading: wait for an upload or a wake-up
                     ev.clear()
                     waits = [asyncio.ensure_future(ev.wait()), *pending]

@@ -49,3 +49,14 @@ def test_a_peer_status_is_up_down_or_probing_for_a_person_and_the_breaker_state_
     assert peer_status(b.state(2.0 + b.cooldown)) == "probing"
     b.success()
     assert peer_status(b.state(100.0)) == "up"
+
+
+def test_a_probe_that_sent_nothing_is_given_back_and_the_next_attempt_may_probe():
+    """The forward loop took the half-open probe, then had nothing to send (every row of the batch had
+    expired, or waited for its blobs): neither success nor failure was recorded, ``probing`` stayed set,
+    and no exchange with that peer was ever allowed again (the queue stopped until a restart)."""
+    cb = CircuitBreaker(threshold=1, cooldown=10)
+    cb.failure(0.0)
+    assert cb.allow(10.0) and not cb.allow(10.0)  # the one probe is taken
+    cb.release()
+    assert cb.state(10.0) == "half_open" and cb.allow(10.0)  # the next attempt probes
