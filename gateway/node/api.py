@@ -349,6 +349,8 @@ class ApiMixin(_NodeState):
     def metrics_text(self) -> tuple[bytes, str]:
         m = self.metrics
         now = self.clock()
+        m.queue_depth.clear()  # a drained queue leaves no stale depth or age behind (TrazaQueueStuck)
+        m.queue_oldest.clear()
         for q in self.db.read_sync(partial(st.queue_depths, now=now)):
             m.queue_depth.labels(q["peer"]).set(q["depth"])
             m.queue_oldest.labels(q["peer"]).set(q["oldest_age_s"])
