@@ -548,7 +548,7 @@ class Relay:
             Audit(ev.EnvelopeDelivered(jti=m.jti, mt=m.mt, iss=m.iss, aud=m.aud, dig=m.dig, from_=self.here,
                                        to=event.who)),
             SetState(jti=m.jti, state="delivered", node=self.here, detail=event.who),
-            Count(what="delivered", labels=("message",)),
+            Count(what="delivered", labels=(m.mt,)),
         ]
         if m.mt not in NO_REPLY_TYPES:
             body = {"for": m.jti, "dig": m.dig, "status": event.status, "at": rfc3339(now)}

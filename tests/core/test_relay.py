@@ -374,6 +374,10 @@ def test_inbox_ack_table():
     assert kinds(out) == ["TakeInbox", "Audit", "SetState", "Count", "Reply"]
     [reply] = [c for c in out if isinstance(c, r.Reply)]
     assert (reply.mt, reply.to, reply.body["dig"], reply.body["status"]) == ("receipt", "mx", "D1", "DELIVERED")
+    # traza_messages_delivered_total{type} is labelled with the message type, as the submitted counter (it
+    # was always type="message")
+    [count] = [c for c in out if isinstance(c, r.Count)]
+    assert (count.what, count.labels) == ("delivered", (store.messages["m1"].mt,))
     store.inbox["m1"] = True
     assert RECIPIENT.inbox_acked(r.InboxAcked(jti="m1", who="system"), store, NOW) == []  # acked once
     with pytest.raises(KeyError):
