@@ -96,6 +96,9 @@ class ReceiptOverdue(MessageEvent, frozen=True, kw_only=True, tag="receipt.overd
 
 
 class OperatorAction(Event, frozen=True, kw_only=True, tag="operator.action"):
+    """An operator's action on a message (a dead letter retried or discarded, a message resent): the
+    message's fields, ``from`` this node and ``to`` the peer it was (or is again) queued for."""
+
     action: str
     operator: str
     jti: str
@@ -103,6 +106,7 @@ class OperatorAction(Event, frozen=True, kw_only=True, tag="operator.action"):
     iss: str | None = None
     aud: str | None = None
     dig: str | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
     to: str | None = None
     outcome: str | None = None
     reason: str | None = None

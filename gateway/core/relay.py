@@ -567,14 +567,13 @@ class Relay:
         jti, peer = found
         m = view.message(jti)
         assert m is not None
-        action = f"dead_letter.{event.action}"
+        act = ev.OperatorAction(action=f"dead_letter.{event.action}", operator=event.operator, jti=jti, mt=m.mt,
+                                iss=m.iss, aud=m.aud, dig=m.dig, from_=self.here, to=peer or None)
         if event.action == "retry" and m.exp <= now:
             reason = (f"message {jti} expired at {rfc3339_seconds(m.exp)}; a signed expiry cannot be extended: "
                       "discard it, and have the origin send a new message")
-            raise Refusal(Code.EXPIRED, reason, [Audit(ev.OperatorAction(action=action, operator=event.operator,
-                                                                         jti=jti, outcome="refused", reason=reason))])
-        out: list[Command] = [TakeDeadLetter(event.dl_id),
-                              Audit(ev.OperatorAction(action=action, operator=event.operator, jti=jti))]
+            raise Refusal(Code.EXPIRED, reason, [Audit(msgspec.structs.replace(act, outcome="refused", reason=reason))])
+        out: list[Command] = [TakeDeadLetter(event.dl_id), Audit(act)]
         if event.action == "retry" and peer:
             return [*out, Enqueue(jti, peer), Wake(peer),
                     SetState(jti=jti, state="queued", node=self.here, detail=f"retried by {event.operator}")]
@@ -594,7 +593,7 @@ class Relay:
             refused = (Code.POLICY_DENIED,
                        f"message {m.jti} is {m.state}: only a forwarded message waiting for its receipt is resent")
         action = ev.OperatorAction(action="message.resend", operator=event.operator, jti=m.jti, mt=m.mt, iss=m.iss,
-                                   aud=m.aud, dig=m.dig, to=m.next_hop)
+                                   aud=m.aud, dig=m.dig, from_=self.here, to=m.next_hop)
         if refused is not None:
             code, reason = refused
             raise Refusal(code, reason, [Audit(msgspec.structs.replace(action, outcome="refused", reason=reason))])

@@ -396,6 +396,12 @@ def test_dead_letter_retry_of_a_live_message_queues_it_and_of_an_expired_one_is_
     assert isinstance(event, ev.OperatorAction) and event.outcome == "refused"
     discard = HUB.dead_letter_action(r.DeadLetterAction(dl_id=5, action="discard", operator="ana"), store, NOW)
     assert [c.state for c in discard if isinstance(c, r.SetState)] == ["discarded"]
+    # SPEC §7.1: an entry about a message carries its fields (they had only the action, operator and jti)
+    m = store.messages["m1"]
+    for entry in (*audits(out), *audits(refused.value.writes), *audits(discard)):
+        got = ev.as_entry(entry)
+        assert (got["mt"], got["iss"], got["aud"], got["dig"], got["from"], got["to"]) == (
+            m.mt, m.iss, m.aud, m.dig, HUB.here, "es"), got
     with pytest.raises(KeyError):
         HUB.dead_letter_action(r.DeadLetterAction(dl_id=6, action="discard", operator="ana"), store, NOW)
 
