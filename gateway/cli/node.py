@@ -195,8 +195,9 @@ def cmd_peers(args: argparse.Namespace) -> int:
     if not peers:
         out.print("no linked peer")
         return 0
-    out.print(table(["peer", "kind", "status", "failures", "endpoint"],
-                    ([p.get("id"), p.get("kind"), styled(p.get("status")), p.get("failures"), p.get("endpoint")]
+    out.print(table(["peer", "kind", "status", "failures", "endpoint", "last error"],
+                    ([p.get("id"), p.get("kind"), styled(p.get("status")), p.get("failures"), p.get("endpoint"),
+                      f"{p.get('last_error_at')}: {p.get('last_error')}" if p.get("last_error") else ""]
                      for p in peers)))
     out.print("up: exchanging; down: failing, left alone until a cooldown ends; probing: one trial exchange; "
               "unknown: no exchange since the node started", style="dim", markup=False)

@@ -188,9 +188,12 @@ class ApiMixin(_NodeState):
                     continue
                 br = self.outbound.breakers.get(nid)
                 state = br.state(now) if br else "idle"
+                err = self.outbound.last_error.get(nid)
                 peers.append({"id": nid, "kind": node.kind, "endpoint": node.urls[0], "endpoints": list(node.urls),
                               "status": peer_status(state), "state": state,
-                              "failures": br.failures if br else 0})
+                              "failures": br.failures if br else 0,
+                              "last_error": err[1] if err else None,
+                              "last_error_at": _rfc3339(err[0]) if err else None})
             return {"peers": peers}
         counts = await self.db.read(st.counts_by_state)
         return {"node": self.id, "federation": self.fed.name, "manifest_version": self.fed.version,

@@ -99,6 +99,8 @@ class Outbound:
         # per peer that refused a batch as too large (413): the request limit assumed for it since, below
         # our own max_request (the federation's default); kept while the node runs
         self.request_limits: dict[str, int] = {}
+        # per peer: when and how the last exchange with it failed (the operator's views, docs/runbooks.md)
+        self.last_error: dict[str, tuple[float, str]] = {}
         self.latency_samples: list[float] = []
 
     def wake(self, peer: str) -> None:
@@ -206,6 +208,7 @@ class Outbound:
                                            TooLarge(peer, [(_row(r), why) for r, why in refused]), now=t), t)
             if blocked:
                 breaker.failure(self.s.clock(), rand=random.random())
+                self.last_error[peer] = (self.s.clock(), (blob_err or "blob upload failed")[:300])
                 self.s.count("blob_upload_failures")
                 self.s.log.warning("blob.upload_failed", peer=peer, detail=(blob_err or "")[:300], queued=len(blocked))
                 await self._retry_later(peer, blocked, blob_err or "blob upload failed", None)
@@ -231,6 +234,7 @@ class Outbound:
                 continue
             except PeerUnavailable as exc:
                 breaker.failure(self.s.clock(), rand=random.random())
+                self.last_error[peer] = (self.s.clock(), str(exc)[:300])
                 self.s.metrics.peer_up.labels(peer).set(0)
                 self.s.count("forward_failures")
                 self.s.log.warning("peer.unavailable", peer=peer, detail=str(exc)[:200], queued=len(live))
