@@ -294,9 +294,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser("queue", help="operator: outbox queues, dead letters, messages without a receipt")
     verbs = p.add_subparsers(dest="action", metavar="VERB", required=True)
     q = verbs.add_parser("list", help="messages queued per peer (or --dead, --overdue)")
-    q.add_argument("--dead", action="store_true", help="list dead letters instead of queues")
-    q.add_argument("--overdue", action="store_true",
-                   help="list messages forwarded without a receipt after limits.receipt_overdue")
+    which = q.add_mutually_exclusive_group()  # one list at a time: both together is bad usage (exit 2)
+    which.add_argument("--dead", action="store_true", help="list dead letters instead of queues")
+    which.add_argument("--overdue", action="store_true",
+                       help="list messages forwarded without a receipt after limits.receipt_overdue")
     q.add_argument("--config", required=True)
     q.add_argument("--json", action="store_true", help="print the local API's JSON instead of a table")
     q.set_defaults(func=cmd_queue_list)

@@ -180,6 +180,15 @@ async def test_a_message_read_acknowledged_and_its_receipt_seen_with_the_cli(tmp
             assert isinstance(await cli.json(*argv, "--config", mx), dict)
 
 
+def test_queue_list_refuses_dead_and_overdue_together_as_bad_usage(capsys):
+    """One list at a time: ``--dead --overdue`` was accepted and ``--dead`` silently won."""
+    from gateway.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["queue", "list", "--dead", "--overdue", "--config", "x.toml"])
+    assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, dest, value", [
     (["queue", "retry", "--config", "x.toml", "5"], "id", "5"),
     (["queue", "discard", "5", "--config", "x.toml"], "id", "5"),
