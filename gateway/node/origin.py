@@ -285,6 +285,10 @@ class Origin:
             sealed = seal_content_key(enc_to.kem, enc_to.public_key, ck, esha, jti)
             out.append(BlobRef(sha256=esha, len=elen, ct=a["ct"], name=a["name"],
                                enc=BlobEnc(suite=SUITES[enc_to.kem], kid=enc_to.kid, key=b64url_encode(sealed))))
+        # the national system's uploads this message names, as a recipient indexes what it decrypted: its
+        # retention counts and purges them (once no other message held here names them)
+        self.plain_blobs.write_index(jti, [{"sha256": a["sha256"], "len": a["len"], "ct": a["ct"], "name": a["name"]}
+                                           for a in attachments])
         return out
 
     def check_attachments(self, items: Any) -> list[dict[str, Any]]:

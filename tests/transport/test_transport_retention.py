@@ -196,3 +196,36 @@ async def test_the_origins_delete_by_and_review_by_travel_signed_and_the_recipie
         whats = sorted(e.what for e in await es.retention.run_once(es.clock()))
         assert whats == ["body", "envelope"], whats
         del hub
+
+
+async def test_the_origin_purges_the_plaintext_attachment_its_national_system_uploaded(tmp_path: Path) -> None:
+    """docs/operations.md: the content a node purges is the body, the envelope "and the blobs it named,
+    plaintext and ciphertext"; the retention report lists every message whose content the node holds. The
+    origin's own plaintext copy of an attachment (the national system's upload) was found only through an
+    index the recipient writes: the origin neither counted it nor purged it, for ever."""
+    built = build(tmp_path / "fed", SPECS, limits=LIMITS)
+    _retention(built["mx"].config, "days = 1")
+    ahead = [0.0]
+    async with started(built["hub"].config), started(built["mx"].config, clock=lambda: time.time() + ahead[0]) as mx, \
+            started(built["es"].config) as es:
+        scan = await attach(mx, tmp_path, 20_000)
+        jti = await mx.submit(mt="notice", to="es", body=msgspec.json.encode({"title": "t", "text": "x"}),
+                              system="test", attachments=[scan])
+
+        async def in_inbox() -> bool:
+            return len(await es.inbox_page(0, 10)) == 1
+
+        await eventually(in_inbox, timeout=30.0)
+        assert await es.inbox_ack(jti, "system:test")
+
+        async def delivered() -> bool:
+            return await state(mx, jti) == "delivered"
+
+        await eventually(delivered, timeout=20.0)
+        (mine,) = [r for r in (await mx.retention_report())["messages"] if r["id"] == jti]
+        assert mine["role"] == "origin" and mine["blobs"] == 2, mine  # the ciphertext and the upload
+        assert scan["sha256"] in mx.plain_blobs.names()
+        ahead[0] = DAY + 60
+        whats = sorted(e.what for e in await mx.retention.run_once(mx.clock()))
+        assert "plaintext blob" in whats, whats
+        assert scan["sha256"] not in mx.plain_blobs.names()
