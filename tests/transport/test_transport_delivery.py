@@ -252,6 +252,14 @@ async def test_webhook_server_not_chained_to_webhook_ca_gets_nothing(tmp_path):
 # --- drop folder ---------------------------------------------------------------------------------------
 
 
+async def drop_ready(es: Node) -> DropDelivery:
+    """es's drop-folder delivery, once its folders are ready."""
+    dl = es.delivery
+    assert isinstance(dl, DropDelivery)
+    await asyncio.wait_for(dl.ready.wait(), 10)
+    return dl
+
+
 def drop_federation(tmp_path: Path) -> tuple[dict[str, LocalNode], Path]:
     drop = tmp_path / "es-drop"
     return build(tmp_path / "fed", specs({"mode": "drop", "drop_dir": str(drop), "poll_seconds": 0.1}),
@@ -266,8 +274,7 @@ async def test_drop_folder_delivers_atomically_once_and_sends_national_files(tmp
     built, drop = drop_federation(tmp_path)
     async with running(built) as nodes:
         es = nodes["es"]
-        assert isinstance(es.delivery, DropDelivery)
-        await asyncio.wait_for(es.delivery.ready.wait(), 10)
+        await drop_ready(es)
         for sub in ("inbox", "outbox", "sent", "rejected", ".tmp", ".submitting"):
             assert (drop / sub).is_dir()
         jti = await send_notice(nodes, "into the drop folder")
@@ -307,8 +314,7 @@ async def test_drop_folder_malformed_file_is_rejected_with_a_readable_reason(tmp
     built, drop = drop_federation(tmp_path)
     async with running(built) as nodes:
         es = nodes["es"]
-        assert isinstance(es.delivery, DropDelivery)
-        await asyncio.wait_for(es.delivery.ready.wait(), 10)
+        await drop_ready(es)
         bad = sample("notice.xml").replace(b"<Clasificacion>BASIC_PROTECTION_LEVEL</Clasificacion>",
                                            b"<Clasificacion>MUY_SECRETO</Clasificacion>")
         (drop / "outbox" / "mal.xml").write_bytes(bad)
@@ -342,9 +348,7 @@ async def test_drop_folder_restart_after_a_crash_while_submitting(tmp_path):
     built, drop = drop_federation(tmp_path)
     async with running(built) as nodes:
         es = nodes["es"]
-        dl = es.delivery
-        assert isinstance(dl, DropDelivery)
-        await asyncio.wait_for(dl.ready.wait(), 10)
+        dl = await drop_ready(es)
         # as a crash would leave them: one file submitted with its id recorded, one in flight
         (drop / ".submitting" / "done.xml").write_bytes(b"x")
         (drop / ".submitting" / "done.xml.id").write_text("0197a6f0-0000-7000-8000-000000000000\n")
@@ -597,9 +601,7 @@ async def test_message_taken_through_the_pull_api_during_a_drop_sweep_is_not_wri
     built, drop = drop_federation(tmp_path)
     async with running(built) as nodes:
         es = nodes["es"]
-        dl = es.delivery
-        assert isinstance(dl, DropDelivery)
-        await asyncio.wait_for(dl.ready.wait(), 10)
+        dl = await drop_ready(es)
         gate = hold_sweeps(dl, "deliver_pending")
         first, second = await send_notice(nodes, "written"), await send_notice(nodes, "pulled")
         await eventually(lambda: _count_inbox(es, 2))
@@ -654,8 +656,7 @@ async def test_drop_file_the_adapter_fails_on_unexpectedly_is_rejected_with_the_
     built, drop = drop_federation(tmp_path)
     async with running(built) as nodes:
         es = nodes["es"]
-        assert isinstance(es.delivery, DropDelivery)
-        await asyncio.wait_for(es.delivery.ready.wait(), 10)
+        await drop_ready(es)
         real = es.adapter.to_standard
 
         def failing(data: bytes, ct: str) -> Any:
@@ -677,8 +678,7 @@ async def test_drop_file_of_deeply_nested_xml_is_rejected_not_left_in_submitting
     built, drop = drop_federation(tmp_path)
     async with running(built) as nodes:
         es = nodes["es"]
-        assert isinstance(es.delivery, DropDelivery)
-        await asyncio.wait_for(es.delivery.ready.wait(), 10)
+        await drop_ready(es)
         deep = sample("notice.xml").replace(b"<Titulo>", b"<Titulo>" + b"<a>" * 5000 + b"</a>" * 5000)
         (drop / "outbox" / "honda.xml").write_bytes(deep)
         text = await assert_refused_not_interrupted(nodes, drop, "honda.xml")
@@ -729,8 +729,7 @@ async def test_x3p_drop_folder_sends_the_file_with_its_sidecar_once_as_one_messa
     built, drop = x3p_drop_federation(tmp_path)
     async with running(built) as nodes:
         es = nodes["es"]
-        assert isinstance(es.delivery, DropDelivery)
-        await asyncio.wait_for(es.delivery.ready.wait(), 10)
+        await drop_ready(es)
         scan = (X3P_SAMPLES / f"{X3P_SAMPLE}.x3p").read_bytes()
         (drop / "outbox" / "case7.json").write_bytes(x3p_sidecar())  # the sidecar first, then the scan
         (drop / "outbox" / "case7.x3p").write_bytes(scan)
@@ -752,8 +751,7 @@ async def test_x3p_drop_folder_rejects_the_file_and_its_bad_sidecar_together(tmp
     built, drop = x3p_drop_federation(tmp_path)
     async with running(built) as nodes:
         es = nodes["es"]
-        assert isinstance(es.delivery, DropDelivery)
-        await asyncio.wait_for(es.delivery.ready.wait(), 10)
+        await drop_ready(es)
         (drop / "outbox" / "case8.json").write_bytes(x3p_sidecar(region="Nowhere"))
         (drop / "outbox" / "case8.x3p").write_bytes((X3P_SAMPLES / f"{X3P_SAMPLE}.x3p").read_bytes())
         err = drop / "rejected" / "case8.x3p.error.txt"

@@ -42,6 +42,21 @@ def _verify_bundle(tmp: Path, raw: bytes) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+async def _taken_and_receipted(mx: Node, es: Node, jti: str) -> None:
+    """Wait for ``jti`` in es's inbox, take it there, and wait for its receipt back at mx."""
+
+    async def in_inbox() -> bool:
+        return any(r.jti == jti for r in await es.inbox_page(0, 10))
+
+    await eventually(in_inbox, timeout=30.0)
+    assert await es.inbox_ack(jti, "system:test")
+
+    async def delivered() -> bool:
+        return await state(mx, jti) == "delivered"
+
+    await eventually(delivered, timeout=20.0)
+
+
 def _files(node: Node) -> tuple[list[str], list[str]]:
     """(ciphertext, plaintext) blob files the node holds."""
     return node.blobs.names(), node.plain_blobs.names()
@@ -175,16 +190,7 @@ async def test_the_origins_delete_by_and_review_by_travel_signed_and_the_recipie
         jti = await mx.local_submit(STANDARD, _standard("es", retention={"review_by": review, "delete_by": delete}),
                                     "default")
 
-        async def in_inbox() -> bool:
-            return len(await es.inbox_page(0, 10)) == 1
-
-        await eventually(in_inbox, timeout=30.0)
-        assert await es.inbox_ack(jti, "system:test")
-
-        async def delivered() -> bool:
-            return await state(mx, jti) == "delivered"
-
-        await eventually(delivered, timeout=20.0)
+        await _taken_and_receipted(mx, es, jti)
         (mine,) = [r for r in (await es.retention_report())["messages"] if r["id"] == jti]
         assert mine["rule"] == "retention.delete_by" and mine["until"].startswith(delete)
         assert mine["review_by"].startswith(review) and not mine["review_due"]
@@ -212,16 +218,7 @@ async def test_the_origin_purges_the_plaintext_attachment_its_national_system_up
         jti = await mx.submit(mt="notice", to="es", body=msgspec.json.encode({"title": "t", "text": "x"}),
                               system="test", attachments=[scan])
 
-        async def in_inbox() -> bool:
-            return len(await es.inbox_page(0, 10)) == 1
-
-        await eventually(in_inbox, timeout=30.0)
-        assert await es.inbox_ack(jti, "system:test")
-
-        async def delivered() -> bool:
-            return await state(mx, jti) == "delivered"
-
-        await eventually(delivered, timeout=20.0)
+        await _taken_and_receipted(mx, es, jti)
         (mine,) = [r for r in (await mx.retention_report())["messages"] if r["id"] == jti]
         assert mine["role"] == "origin" and mine["blobs"] == 2, mine  # the ciphertext and the upload
         assert scan["sha256"] in mx.plain_blobs.names()
