@@ -1014,6 +1014,11 @@ class FederationDir:
                 raise FederationUsageError(f"--kid {kid!r} is not a key id (<node>/<use>/<n>)")
             if kid in draft["revoked"]["kids"]:
                 return None
+            owner = kid.split("/", 1)[0]
+            keys = next(([k.get("kid") for k in n.get("keys", [])] for n in draft["nodes"] if n.get("id") == owner), None)
+            if keys is None or kid not in keys:  # a typo would leave the compromised key trusted, unnoticed
+                known = f"no node {owner!r}" if keys is None else f"{owner}'s keys: {', '.join(sorted(map(str, keys)))}"
+                raise FederationUsageError(f"--kid {kid}: no node of the manifest has this key ({known})")
             value, member = kid, "kids"
         else:
             assert cert_serial is not None

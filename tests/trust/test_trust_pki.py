@@ -244,6 +244,13 @@ def test_editing_a_signed_draft_starts_a_new_version(tmp_path):
     assert "abcd" in json.loads(fd.manifest_path.read_bytes())["revoked"]["cert_serials"]
     with pytest.raises(FederationUsageError, match="rotate-authorities"):
         fd.revoke(now=NOW, kid="auth/eu/1")
+    # a key id no node of the draft has (a typo: the compromised key would stay trusted) is refused, and
+    # nothing is written
+    before = fd.manifest_path.read_bytes()
+    for typo in ("es/sig/9", "ex/sig/1"):
+        with pytest.raises(FederationUsageError, match=f"--kid {typo}: no node of the manifest has this key"):
+            fd.revoke(now=NOW + 50, kid=typo)
+    assert fd.manifest_path.read_bytes() == before
 
 
 def test_hand_edited_signed_manifest_names_the_stale_signatures(tmp_path):
