@@ -550,10 +550,20 @@ class Node(ApiMixin, KeysMixin, TlsMixin):
         it): always counted; logged within a budget of 20 lines per 10 s per listener, each line carrying
         the number of lines left out before it (``suppressed``), so a flood cannot fill the disk."""
         self.metrics.tls_refused.labels(listener, reason).inc()
-        ok, suppressed = self._log_budget.allow(f"refused:{listener}", time.monotonic())
+        now = time.monotonic()
+        ok, suppressed = self._log_budget.allow(f"refused:{listener}", now)
         if ok:
             self.log.warning("tls.refused", listener=listener, reason=reason, remote=remote, detail=detail[:300],
                              suppressed=suppressed)
+        # SPEC §6: every refused call to the local API is audited (auth.denied), also one refused in the TLS
+        # handshake (a revoked, expired or foreign client certificate); within the same budget, each entry
+        # saying how many were left out before it, so a flood cannot fill the signed log
+        if listener == "local":
+            ok, suppressed = self._log_budget.allow("audit:local", now)
+            if ok:
+                more = f"; {suppressed} more refused since the last entry" if suppressed else ""
+                self.audit_event_bg(AuthDenied(listener="local", code=reason, remote=remote,
+                                               detail=f"refused in the TLS handshake: {detail[:300]}{more}"))
 
     def _timed_out(self, listener: str, phase: str, remote: str) -> None:
         self.metrics.timed_out.labels(listener, phase).inc()

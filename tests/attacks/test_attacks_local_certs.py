@@ -99,6 +99,10 @@ async def test_revoked_local_client_certificate_is_refused_on_open_and_new_conne
         writer.close()
         assert (await fresh(port, ctx)).startswith("refused"), "a new connection with a revoked certificate"
         assert es.metrics.tls_refused.labels("local", "revoked")._value.get() >= 1
+        # SPEC §6: every refused call is audited, also one refused in the TLS handshake (it was only counted
+        # and logged: a revoked operator certificate being retried left nothing in the signed log)
+        denied = [e for e in await events(es, "auth.denied") if e["listener"] == "local" and e.get("code") == "revoked"]
+        assert denied and "handshake" in denied[-1]["detail"], denied
         # another client of the same node is not affected
         other = context(fd, *fd.node_files("es").clients["operator:default"])
         assert await fresh(port, other) == "HTTP/1.1 403 Forbidden"  # the operator role may not read the inbox
