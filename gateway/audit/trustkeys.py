@@ -27,7 +27,7 @@ from gateway.core.note import NoteError, check_key_name, key_id, node_of_origin,
 FROM_BUNDLE = "from the bundle, not pinned"
 PINNED = "pinned with --log-key"
 
-_KEY_ID = re.compile(r"^[0-9a-f]{8}$")
+_KEY_ID = re.compile(r"^[0-9a-f]{8}\Z")
 _JWK_REQUIRED = {"OKP": ("crv", "kty", "x"), "EC": ("crv", "kty", "x", "y")}  # RFC 7638 §3.2
 
 

@@ -6,8 +6,8 @@ import base64
 import binascii
 import re
 
-_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
-_B64STD = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*\Z")
+_B64STD = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z")
 # 6-bit value of each base64 character (both alphabets), for the canonical-encoding check below
 _VALUE = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
 _VALUE.update({"-": 62, "_": 63})

@@ -25,10 +25,10 @@ KeyUse = Literal["sig", "enc", "audit", "tls"]
 SigAlg = Literal["EdDSA", "ES256"]
 Kem = Literal["MLKEM768_X25519", "X25519"]
 
-KID = re.compile(r"^(?:[a-z][a-z0-9-]{1,31}/(?:sig|enc|audit|tls)|auth/[a-z][a-z0-9-]{0,31})/[1-9][0-9]*$")
+KID = re.compile(r"^(?:[a-z][a-z0-9-]{1,31}/(?:sig|enc|audit|tls)|auth/[a-z][a-z0-9-]{0,31})/[1-9][0-9]*\Z")
 
 
-GROUP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+GROUP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,63}\Z")
 
 
 class _S(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -178,7 +178,7 @@ def check_manifest(m: Manifest) -> None:
         if n.id in seen:
             raise ManifestError(f"{where}: duplicate node id")
         seen.add(n.id)
-        if not re.match(r"^[A-Z]{2}$", n.country) or not is_country(n.country):
+        if not re.match(r"^[A-Z]{2}\Z", n.country) or not is_country(n.country):
             raise ManifestError(f"{where}: country {n.country!r} is not an ISO 3166-1 alpha-2 code (upper case, "
                                 "e.g. MX)")
         if n.kind == "hub":

@@ -738,8 +738,8 @@ class BodyInvalid(TrazaError):
         self.reason = reason
 
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_FIELD_FAULT = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>.*)`$", re.DOTALL)
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_FIELD_FAULT = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<name>.*)`\Z", re.DOTALL)
 
 
 def _member(path: str, name: str) -> str:

@@ -36,9 +36,9 @@ EM_DASH = "\u2014"
 # sign(message) -> raw 64-byte Ed25519 signature
 SignFn = Callable[[bytes], bytes]
 
-_DECIMAL = re.compile(r"^(?:0|[1-9][0-9]*)$")
-_FEDERATION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_NODE = re.compile(r"^[a-z][a-z0-9-]{1,31}$")
+_DECIMAL = re.compile(r"^(?:0|[1-9][0-9]*)\Z")
+_FEDERATION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+_NODE = re.compile(r"^[a-z][a-z0-9-]{1,31}\Z")
 
 
 class NoteError(ValueError):

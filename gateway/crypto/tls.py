@@ -42,7 +42,7 @@ from gateway.core.manifest import Federation
 NODE_URI_PREFIX = "urn:traza:node:"
 LOCAL_URI_PREFIX = "urn:traza:local:"
 LOCAL_ROLES = ("system", "operator", "auditor")
-LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 # OpenSSL 3.5 added the hybrid ML-KEM group; older versions refuse its name in a group list

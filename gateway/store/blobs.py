@@ -38,8 +38,8 @@ from gateway.core.b64 import b64url_encode
 from gateway.durable import DirectAppender, read_pieces
 
 READ_CHUNK = 1024 * 1024
-_SHA_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
-_JTI_RE = re.compile(r"^[0-9a-f-]{36}$")
+_SHA_RE = re.compile(r"^[A-Za-z0-9_-]{43}\Z")
+_JTI_RE = re.compile(r"^[0-9a-f-]{36}\Z")
 
 
 class BlobError(Exception):

@@ -52,7 +52,7 @@ RECEIVED_HEADER = "Traza-Received-Bytes"
 COMPLETE_HEADER = "Traza-Blob-Complete"
 # bytes of a blob's body handed at once to the thread that appends them to the file (receive_into)
 WRITE_BATCH = 4 * READ_CHUNK
-_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)\Z")
 
 
 # the manifest node of the TLS client certificate, set by the authentication middleware

@@ -74,7 +74,7 @@ MANIFEST_DAYS = 90
 SIG_KEY_DAYS = 365
 OVERLAP_DAYS = 30  # default overlap of a rotated key: the old one keeps verifying this long
 ROTATABLE = ("sig", "enc", "audit")
-AUTHORITY_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+AUTHORITY_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}\Z")
 KINDS = ("national", "hub", "service")
 SIG_ALGS = ("EdDSA", "ES256")
 LOCAL_ROLES = ("system", "operator", "auditor")
@@ -357,7 +357,7 @@ class FederationDir:
     ) -> FederationDir:
         """Authority keys, the TLS CA, the trust anchor and a draft manifest (version 1, no nodes)."""
         self = cls(root)
-        if not re.match(r"^[a-z][a-z0-9-]{0,62}$", federation):
+        if not re.match(r"^[a-z][a-z0-9-]{0,62}\Z", federation):
             raise FederationUsageError(f"--federation {federation!r}: use lower-case letters, digits and '-'")
         if not authorities:
             raise FederationUsageError("--authorities: at least one authority name is needed")
@@ -496,7 +496,7 @@ class FederationDir:
             raise FederationUsageError(f"node id {node_id!r} does not match {NODE_ID.pattern}")
         if kind not in KINDS:
             raise FederationUsageError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
-        if not re.match(r"^[A-Z]{2}$", country) or not is_country(country):
+        if not re.match(r"^[A-Z]{2}\Z", country) or not is_country(country):
             raise FederationUsageError(f"--country {country!r} is not an ISO 3166-1 alpha-2 country code "
                                        "(e.g. MX, ES, NL)")
         why = endpoint_fault(endpoint)
@@ -1023,7 +1023,7 @@ class FederationDir:
         else:
             assert cert_serial is not None
             s = cert_serial.lower().removeprefix("0x").replace(":", "")
-            if not re.match(r"^[0-9a-f]{1,40}$", s):
+            if not re.match(r"^[0-9a-f]{1,40}\Z", s):
                 raise FederationUsageError(f"--cert-serial {cert_serial!r} is not a hexadecimal serial number")
             s = s.lstrip("0") or "0"
             if s in draft["revoked"]["cert_serials"]:

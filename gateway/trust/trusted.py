@@ -41,7 +41,7 @@ from gateway.crypto.keys import Ed25519Key, ed25519_verify
 
 DEFAULT_SKEW = 120.0  # SPEC §11 clock skew
 
-_AUTH_KID = re.compile(r"^auth/[a-z][a-z0-9-]{0,31}/[1-9][0-9]*$")
+_AUTH_KID = re.compile(r"^auth/[a-z][a-z0-9-]{0,31}/[1-9][0-9]*\Z")
 _BYTE = re.compile(r"\(byte (\d+)\)")
 
 

@@ -41,7 +41,7 @@ def test_b64_standard_strict():
 
 def _reencoding_b64url_decode(text: str) -> bytes:
     """b64url_decode as it was: canonical iff re-encoding the result gives the text back."""
-    if not re.match(r"^[A-Za-z0-9_-]*$", text) or len(text) % 4 == 1:
+    if not re.match(r"^[A-Za-z0-9_-]*\Z", text) or len(text) % 4 == 1:
         raise ValueError("not unpadded base64url")
     raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != text:
@@ -50,8 +50,8 @@ def _reencoding_b64url_decode(text: str) -> bytes:
 
 
 def _reencoding_b64_decode(text: str) -> bytes:
-    """b64_decode as it was."""
-    if not re.match(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$", text):
+    """b64_decode by re-encoding (anchored with \\Z, as the validators are: tests/core/test_regex_anchors.py)."""
+    if not re.match(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z", text):
         raise ValueError("not standard base64")
     try:
         raw = base64.b64decode(text, validate=True)
