@@ -483,14 +483,16 @@ class Relay:
         return out
 
     def unreachable(self, event: PeerUnreachable, now: float) -> list[Command]:
-        """Per-message exponential back-off with jitter, never before the peer's Retry-After; a message
-        whose next try would come after its expiry gets one last look at expiry time."""
+        """Per-message exponential back-off with jitter, never before the peer's Retry-After (up to
+        ``retry_max``: no row is scheduled further ahead than that, so one that is can only have been
+        scheduled before the clock moved back); a message whose next try would come after its expiry gets
+        one last look at expiry time."""
         out: list[Command] = []
         for row, rand in zip(event.rows, event.rand, strict=True):
             at = next_attempt_at(now, row.attempts + 1, row.exp, rand=rand, base=self.cfg.retry_min,
                                  cap=self.cfg.retry_max)
             if at is not None and event.retry_after:
-                at = max(at, now + event.retry_after)
+                at = max(at, now + min(event.retry_after, self.cfg.retry_max))
             if at is None or at >= row.exp:
                 at = float(row.exp)
             out.append(Reschedule(row.jti, at, event.error[:500]))

@@ -53,7 +53,8 @@ class CircuitBreaker:
     def state(self, now: float) -> State:
         if self.opened_at is None:
             return "closed"
-        if now - self.opened_at >= self.cooldown:
+        # (a clock moved back puts ``opened_at`` in the future: the cooldown is taken as over, not as an hour)
+        if now - self.opened_at >= self.cooldown or now < self.opened_at:
             return "half_open"
         return "open"
 

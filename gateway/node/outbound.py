@@ -184,6 +184,15 @@ class Outbound:
             if not rows:
                 nxt = await self.s.db.read_now(partial(st.next_due_at, peer=peer) if me is None else
                                            partial(st.next_claim_at, peer=peer, me=me))
+                # nothing is scheduled further ahead than the longest backoff (or a lease): rows that are
+                # were scheduled before the clock moved back, and are due now (docs/reliability.md)
+                horizon = max(self.s.cfg.limits.retry_max, self.s.cfg.store.lease) + 1.0
+                if nxt is not None and nxt - now > horizon:
+                    moved = await self.s.db.write(partial(st.pull_in, peer=peer, now=now, horizon=horizon))
+                    self.s.log.warning("outbox.rescheduled", peer=peer, rows=moved,
+                                       detail=f"scheduled {nxt - now:.0f} s ahead, beyond the longest backoff: "
+                                              "the clock went back; due now")
+                    continue
                 timeout = None if nxt is None else max(0.01, nxt - self.s.clock())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ev.wait(), timeout=min(timeout, 5.0) if timeout else 5.0)

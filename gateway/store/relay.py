@@ -307,6 +307,14 @@ def _read_rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any], max_by
         cur.close()
 
 
+def pull_in(conn: sqlite3.Connection, peer: str, now: float, horizon: float) -> int:
+    """Rows for ``peer`` scheduled more than ``horizon`` seconds after ``now`` (only a clock moved back puts
+    them there: no backoff or lease is that long) are due at ``now``, their leases ended; how many."""
+    return conn.execute("UPDATE outbox SET next_at=?, lease_until=NULL, lease_owner=NULL "
+                        "WHERE peer=? AND (next_at>? OR lease_until>?)",
+                        (now, peer, now + horizon, now + horizon)).rowcount
+
+
 def next_due_at(conn: sqlite3.Connection, peer: str) -> float | None:
     row = conn.execute("SELECT min(next_at) FROM outbox WHERE peer=?", (peer,)).fetchone()
     return None if row is None else row[0]

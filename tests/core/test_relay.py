@@ -447,3 +447,15 @@ def test_typed_events_keep_their_wire_names_and_leave_out_what_is_unset():
                      "detail": "no"}
     fwd = ev.EnvelopeForwarded(jti="m1", mt="notice", iss="mx", aud="es", dig="D", from_="hub", to="es", ack_idx=3)
     assert ev.decode_entry(msgspec.json.encode(ev.as_entry(fwd))) == fwd
+
+
+def test_a_peers_retry_after_longer_than_the_longest_backoff_is_capped():
+    """A row is never scheduled further ahead than ``retry_max`` (or its expiry), whatever Retry-After a
+    peer asks for: a schedule beyond that can then only come from a clock moved back (the forward loop
+    pulls such rows in, docs/reliability.md)."""
+    row = r.Row(jti="m1", attempts=0, exp=NOW + 7 * 86400)
+    out = HUB.unreachable(r.PeerUnreachable(peer="es", rows=[row], error="HTTP 503", retry_after=86400.0,
+                                            rand=[0.5]), NOW)
+    [resched] = [c for c in out if isinstance(c, r.Reschedule)]
+    assert resched.at <= NOW + HUB.cfg.retry_max, resched
+

@@ -60,3 +60,12 @@ def test_a_probe_that_sent_nothing_is_given_back_and_the_next_attempt_may_probe(
     assert cb.allow(10.0) and not cb.allow(10.0)  # the one probe is taken
     cb.release()
     assert cb.state(10.0) == "half_open" and cb.allow(10.0)  # the next attempt probes
+
+
+def test_a_clock_moved_back_does_not_hold_the_breaker_open_for_as_long():
+    """The breaker opened at wall-clock t; the clock then stepped back an hour: ``now - opened_at`` was
+    about -3600 s and the breaker stayed open that whole hour, every new batch to the peer held back."""
+    cb = CircuitBreaker(threshold=1, cooldown=10)
+    cb.failure(10_000.0)
+    assert cb.state(10_005.0) == "open"
+    assert cb.state(10_000.0 - 3600) == "half_open"  # the cooldown is taken as over: probe now
